@@ -1,0 +1,372 @@
+"""The asyncio DLMS/COSEM client session: one association with one meter.
+
+``async with Session(transport) as s: await s.get(...)`` opens the link, associates (AARQ/AARE),
+and on exit releases (RLRQ/RLRE) and closes the link, never hanging on a dead meter. Values come
+back decoded (``protocols.axdr``); failures come back as the typed errors of
+``protocols.errors``, which the collector classifies for retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from collector.transport import Transport
+from protocols import apdu as xdlms
+from protocols import axdr
+from protocols.cosem import (
+    CosemDateTime,
+    Obis,
+    ProfileColumn,
+    ProfileRow,
+    ScalerUnit,
+    parse_capture_objects,
+    profile_rows,
+)
+from protocols.errors import (
+    AssociationRefused,
+    AuthenticationFailed,
+    DecodeError,
+    DlmsError,
+    ProtocolError,
+    ServiceError,
+    data_access_error,
+)
+
+CLOCK = Obis.parse("0.0.1.0.0.255")
+CLASS_REGISTER = 3
+CLASS_EXTENDED_REGISTER = 4
+CLASS_DEMAND_REGISTER = 5
+CLASS_PROFILE_GENERIC = 7
+CLASS_CLOCK = 8
+
+#: ACSE diagnostic "authentication-failure" (Green Book, AARE result-source-diagnostic).
+DIAGNOSTIC_AUTHENTICATION_FAILURE = 13
+#: Upper bound on GetRequestNext rounds, so a meter that never sends its last block cannot
+#: keep a session forever.
+MAX_BLOCKS = 10_000
+
+
+@dataclass(slots=True, frozen=True)
+class RegisterValue:
+    """A register read: the raw integer, its scaler_unit and the scaled value."""
+
+    obis: str
+    raw: Any
+    scaler: int
+    unit: int
+    value: Any
+    unit_name: str
+    capture_time: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ProfileData:
+    """A profile-generic buffer read with its capture objects."""
+
+    obis: str
+    columns: list[ProfileColumn]
+    capture_period: int
+    rows: list[ProfileRow]
+
+
+def _obis(value: str | Obis) -> Obis:
+    return value if isinstance(value, Obis) else Obis.parse(value)
+
+
+class Session:
+    """One DLMS/COSEM application association over a transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        authentication: str = "none",
+        password: bytes | None = None,
+        max_pdu_size: int = 0xFFFF,
+        request_timeout: float = 10.0,
+        release_timeout: float = 3.0,
+    ) -> None:
+        self.transport = transport
+        self.authentication = authentication
+        self.password = password
+        self.max_pdu_size = max_pdu_size
+        self.request_timeout = request_timeout
+        self.release_timeout = release_timeout
+        self.association: xdlms.AareInfo | None = None
+        self._invoke_id = 0
+
+    async def __aenter__(self) -> Session:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(release=exc is None or isinstance(exc, DlmsError))
+
+    async def open(self) -> None:
+        await self.transport.open()
+        try:
+            await self._associate()
+        except BaseException:
+            await self.transport.close()
+            raise
+
+    async def close(self, release: bool = True) -> None:
+        """Release the association (best effort, bounded) and close the link."""
+        try:
+            if release and self.association is not None:
+                with contextlib.suppress(DlmsError, TimeoutError):
+                    await self.transport.request(xdlms.build_rlrq(), self.release_timeout)
+        finally:
+            self.association = None
+            await self.transport.close()
+
+    async def _associate(self) -> None:
+        aarq = xdlms.build_aarq(
+            authentication=self.authentication,
+            password=self.password,
+            max_pdu_size=self.max_pdu_size,
+        )
+        response = xdlms.decode_response(await self._request(aarq))
+        if not isinstance(response, xdlms.AareInfo):
+            raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
+        if not response.accepted:
+            text = (
+                f"{self.transport.description}: association refused "
+                f"(result {response.result}, diagnostic {response.diagnostic})"
+            )
+            if response.diagnostic == DIAGNOSTIC_AUTHENTICATION_FAILURE:
+                raise AuthenticationFailed(text, response.diagnostic)
+            raise AssociationRefused(text, response.diagnostic)
+        self.association = response
+
+    async def _request(self, apdu: bytes) -> bytes:
+        return await self.transport.request(apdu, self.request_timeout)
+
+    def _next_invoke_id(self) -> int:
+        self._invoke_id = (self._invoke_id + 1) & 0x0F
+        return self._invoke_id
+
+    def _check_service(self, response: object, what: str) -> None:
+        if isinstance(response, xdlms.ExceptionResult | xdlms.ServiceErrorResult):
+            raise ServiceError(f"{what}: meter answered {response}")
+
+    async def get_raw(
+        self,
+        class_id: int,
+        obis: str | Obis,
+        attribute: int,
+        access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
+    ) -> bytes:
+        """GET one attribute, following block transfer; returns the A-XDR encoded value."""
+        ln = _obis(obis)
+        what = f"GET {class_id}/{ln}/{attribute}"
+        invoke_id = self._next_invoke_id()
+        response = xdlms.decode_response(
+            await self._request(xdlms.build_get(invoke_id, class_id, bytes(ln), attribute, access))
+        )
+        if isinstance(response, xdlms.GetResult):
+            return response.data
+        if isinstance(response, xdlms.GetError):
+            raise data_access_error(response.result, what)
+        if not isinstance(response, xdlms.GetBlock):
+            self._check_service(response, what)
+            raise ProtocolError(f"{what}: unexpected {type(response).__name__}")
+        blocks = [response.raw]
+        expected = response.block_number
+        while not response.last:
+            if len(blocks) > MAX_BLOCKS:
+                raise ProtocolError(f"{what}: more than {MAX_BLOCKS} blocks")
+            response = xdlms.decode_response(
+                await self._request(xdlms.build_get_next(invoke_id, expected))
+            )
+            if isinstance(response, xdlms.GetError):
+                raise data_access_error(response.result, what)
+            if not isinstance(response, xdlms.GetBlock):
+                self._check_service(response, what)
+                raise ProtocolError(f"{what}: unexpected {type(response).__name__} in blocks")
+            if response.block_number != expected + 1:
+                raise ProtocolError(f"{what}: block {response.block_number} after block {expected}")
+            expected = response.block_number
+            blocks.append(response.raw)
+        return _join_blocks(blocks, what)
+
+    async def get(
+        self,
+        class_id: int,
+        obis: str | Obis,
+        attribute: int,
+        access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
+    ) -> Any:
+        """GET one attribute and decode its value."""
+        return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
+
+    async def get_many(self, items: Sequence[tuple[int, str | Obis, int]]) -> list[Any | DlmsError]:
+        """GET several attributes with one GET-WITH-LIST round trip.
+
+        Per-item failures come back in place as the typed error, not raised, so one missing
+        object does not cost the whole read.
+        """
+        invoke_id = self._next_invoke_id()
+        request = xdlms.build_get_with_list(
+            invoke_id, [(cid, bytes(_obis(ln)), attr, None) for cid, ln, attr in items]
+        )
+        response = xdlms.decode_response(await self._request(request))
+        if isinstance(response, xdlms.GetBlock):
+            raw = await self._rest_of_blocks(invoke_id, response, "GET-WITH-LIST")
+            response = xdlms.decode_response(raw)
+        if isinstance(response, xdlms.GetError):
+            raise data_access_error(response.result, "GET-WITH-LIST")
+        if not isinstance(response, xdlms.GetListResult):
+            self._check_service(response, "GET-WITH-LIST")
+            raise ProtocolError(f"GET-WITH-LIST: unexpected {type(response).__name__}")
+        if len(response.items) != len(items):
+            raise ProtocolError(
+                f"GET-WITH-LIST: asked for {len(items)} items, got {len(response.items)}"
+            )
+        out: list[Any | DlmsError] = []
+        for (cid, ln, attr), item in zip(items, response.items, strict=True):
+            if isinstance(item, int):
+                out.append(data_access_error(item, f"GET {cid}/{_obis(ln)}/{attr}"))
+            else:
+                out.append(axdr.decode(item))
+        return out
+
+    async def _rest_of_blocks(self, invoke_id: int, first: xdlms.GetBlock, what: str) -> bytes:
+        """Collect a with-list response sent in blocks and rebuild the plain response APDU."""
+        blocks = [first.raw]
+        response: object = first
+        block = first.block_number
+        while isinstance(response, xdlms.GetBlock) and not response.last:
+            response = xdlms.decode_response(
+                await self._request(xdlms.build_get_next(invoke_id, block))
+            )
+            if isinstance(response, xdlms.GetError):
+                raise data_access_error(response.result, what)
+            if not isinstance(response, xdlms.GetBlock):
+                raise ProtocolError(f"{what}: unexpected {type(response).__name__} in blocks")
+            block = response.block_number
+            blocks.append(response.raw)
+        # The blocks of a GET-WITH-LIST response carry its list of Get-Data-Results (Green
+        # Book, GET service with block transfer): rebuild the plain with-list APDU to decode it.
+        header = bytes((xdlms.TAG_GET_RESPONSE, 0x03, 0xC0 | invoke_id))
+        return header + _join_blocks(blocks, what)
+
+    async def set(self, class_id: int, obis: str | Obis, attribute: int, value: Any) -> None:
+        """SET one attribute to an encoded value (``protocols.axdr`` typed helpers)."""
+        ln = _obis(obis)
+        what = f"SET {class_id}/{ln}/{attribute}"
+        request = xdlms.build_set(
+            self._next_invoke_id(), class_id, bytes(ln), attribute, axdr.encode(value)
+        )
+        response = xdlms.decode_response(await self._request(request))
+        if not isinstance(response, xdlms.SetResult):
+            self._check_service(response, what)
+            raise ProtocolError(f"{what}: unexpected {type(response).__name__}")
+        if response.result != 0:
+            raise data_access_error(response.result, what)
+
+    async def action(
+        self, class_id: int, obis: str | Obis, method: int, parameter: Any = None
+    ) -> Any:
+        """Invoke a method; returns the decoded return parameters, if any."""
+        ln = _obis(obis)
+        what = f"ACTION {class_id}/{ln}/{method}"
+        data = None if parameter is None else axdr.encode(parameter)
+        request = xdlms.build_action(self._next_invoke_id(), class_id, bytes(ln), method, data)
+        response = xdlms.decode_response(await self._request(request))
+        if not isinstance(response, xdlms.ActionResult):
+            self._check_service(response, what)
+            raise ProtocolError(f"{what}: unexpected {type(response).__name__}")
+        if response.result != 0:
+            raise data_access_error(response.result, what)
+        return None if response.data is None else axdr.decode(response.data)
+
+    async def read_clock(self) -> CosemDateTime:
+        value = await self.get(CLASS_CLOCK, CLOCK, 2)
+        return _as_datetime(value, "clock")
+
+    async def read_register(
+        self, obis: str | Obis, class_id: int = CLASS_REGISTER
+    ) -> RegisterValue:
+        """Read value and scaler_unit of a register (class 3), extended or demand register."""
+        ln = _obis(obis)
+        results = await self.get_many(
+            [(class_id, ln, 2), (class_id, ln, 3)]
+            + ([(class_id, ln, 5)] if class_id == CLASS_EXTENDED_REGISTER else [])
+        )
+        for result in results:
+            if isinstance(result, DlmsError):
+                raise result
+        raw, scaler_unit = results[0], results[1]
+        su = ScalerUnit.from_value(scaler_unit)
+        capture = None
+        if class_id == CLASS_EXTENDED_REGISTER:
+            capture = _as_datetime(results[2], "capture_time").to_datetime()
+        return RegisterValue(
+            obis=str(ln),
+            raw=raw,
+            scaler=su.scaler,
+            unit=su.unit,
+            value=su.apply(raw) if isinstance(raw, int) else raw,
+            unit_name=su.unit_name,
+            capture_time=capture,
+        )
+
+    async def read_profile(
+        self,
+        obis: str | Obis,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ProfileData:
+        """Read a profile-generic buffer, restricted to [start, end] by the clock column."""
+        ln = _obis(obis)
+        columns = parse_capture_objects(await self.get(CLASS_PROFILE_GENERIC, ln, 3))
+        period = await self.get(CLASS_PROFILE_GENERIC, ln, 4)
+        if not isinstance(period, int):
+            raise DecodeError(f"profile {ln}: capture_period is {period!r}")
+        access = None
+        if start is not None or end is not None:
+            clock_col = next((c for c in columns if c.class_id == CLASS_CLOCK), None)
+            if clock_col is None:
+                raise ProtocolError(f"profile {ln} has no clock column to select a range on")
+            access = xdlms.RangeAccess(
+                restricting=clock_col,
+                from_value=CosemDateTime.from_datetime(
+                    start or datetime(2000, 1, 1, tzinfo=UTC)
+                ).to_bytes(),
+                to_value=CosemDateTime.from_datetime(
+                    end or datetime(2099, 12, 31, tzinfo=UTC)
+                ).to_bytes(),
+            )
+        buffer = await self.get(CLASS_PROFILE_GENERIC, ln, 2, access)
+        if not isinstance(buffer, list):
+            raise DecodeError(f"profile {ln}: buffer is {type(buffer).__name__}, not an array")
+        return ProfileData(
+            obis=str(ln),
+            columns=columns,
+            capture_period=period,
+            rows=profile_rows(buffer, columns, period),
+        )
+
+
+def _join_blocks(blocks: list[bytes], what: str) -> bytes:
+    if not blocks:
+        raise ProtocolError(f"{what}: no data blocks")
+    return b"".join(blocks)
+
+
+def _as_datetime(value: Any, what: str) -> CosemDateTime:
+    raw = bytes(value) if isinstance(value, bytes | bytearray | axdr.DateTimeValue) else None
+    if raw is None or len(raw) != 12:
+        raise DecodeError(f"{what}: expected a 12-byte date-time, got {value!r}")
+    return CosemDateTime.from_bytes(raw)

@@ -1,0 +1,317 @@
+"""Asyncio transports that carry xDLMS APDUs to one meter and back.
+
+A transport owns the byte stream (TCP socket or serial port) and drives a sans-IO framing core
+from ``protocols``: the IEC 62056-47 wrapper for GPRS/4G meters, or HDLC (IEC 62056-46) over a
+serial line or a terminal-server TCP port. Everything above it (the DLMS session) sees only
+``request(apdu) -> apdu``. Every failure comes out as a typed error from ``protocols.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from protocols.errors import DecodeError, DlmsTimeout, LinkError
+from protocols.hdlc import (
+    ApduReceived,
+    Connected,
+    Disconnected,
+    HdlcAddress,
+    HdlcConnection,
+    HdlcSettings,
+    PeerRejected,
+    Role,
+    Transmit,
+)
+from protocols.wrapper import WrapperDecoder, encode_wrapper
+
+#: How long a clean close may take before the socket is simply dropped.
+CLOSE_TIMEOUT_S = 2.0
+READ_CHUNK = 4096
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Traffic counters of one transport, stored with each read attempt."""
+
+    bytes_tx: int = 0
+    bytes_rx: int = 0
+    round_trips: int = 0
+    retransmissions: int = 0
+
+
+StreamOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+class Transport(Protocol):
+    """What a DLMS session needs from the link below it."""
+
+    stats: LinkStats
+    description: str
+
+    async def open(self) -> None: ...
+
+    async def request(self, apdu: bytes, timeout: float) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class _Stream:
+    """A reader/writer pair with byte counting and typed errors."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stats: LinkStats
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.stats = stats
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (OSError, RuntimeError) as exc:
+            raise LinkError(f"write failed: {exc}") from exc
+        self.stats.bytes_tx += len(data)
+
+    async def read(self, timeout: float) -> bytes:
+        """Read what is there; raise asyncio.TimeoutError (caller maps it) or LinkError."""
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_CHUNK)
+        except (ConnectionError, OSError) as exc:
+            raise LinkError(f"read failed: {exc}") from exc
+        if not data:
+            raise LinkError("connection closed by the peer")
+        self.stats.bytes_rx += len(data)
+        return data
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.writer.wait_closed()
+
+
+async def _open_tcp(
+    host: str, port: int, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.open_connection(host, port)
+    except TimeoutError as exc:
+        raise DlmsTimeout(f"TCP connect to {host}:{port} timed out after {timeout:g} s") from exc
+    except OSError as exc:
+        raise LinkError(f"TCP connect to {host}:{port} failed: {exc.strerror or exc}") from exc
+
+
+class TcpWrapperTransport:
+    """DLMS over TCP with the IEC 62056-47 wrapper (one TCP connection per association)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 4059,
+        *,
+        client_wport: int = 16,
+        server_wport: int = 1,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_wport = client_wport
+        self.server_wport = server_wport
+        self.connect_timeout = connect_timeout
+        self.stats = LinkStats()
+        self.description = f"tcp://{host}:{port}"
+        self._stream: _Stream | None = None
+        self._decoder = WrapperDecoder()
+
+    async def open(self) -> None:
+        reader, writer = await _open_tcp(self.host, self.port, self.connect_timeout)
+        self._stream = _Stream(reader, writer, self.stats)
+
+    async def request(self, apdu: bytes, timeout: float) -> bytes:
+        stream = self._require_stream()
+        await stream.write(encode_wrapper(self.client_wport, self.server_wport, apdu))
+        self.stats.round_trips += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DlmsTimeout(f"{self.description}: no response within {timeout:g} s")
+            try:
+                data = await stream.read(remaining)
+            except TimeoutError as exc:
+                raise DlmsTimeout(f"{self.description}: no response within {timeout:g} s") from exc
+            for pdu in self._decoder.feed(data):
+                if pdu.source == self.server_wport and pdu.destination == self.client_wport:
+                    return pdu.apdu
+                if pdu.destination != self.client_wport:
+                    raise DecodeError(
+                        f"{self.description}: wrapper PDU for wPort {pdu.destination}, "
+                        f"expected {self.client_wport}"
+                    )
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.close()
+
+    def _require_stream(self) -> _Stream:
+        if self._stream is None:
+            raise LinkError(f"{self.description}: transport is not open")
+        return self._stream
+
+
+class HdlcTransport:
+    """DLMS over HDLC on any byte stream: a serial port or a terminal-server TCP port.
+
+    Timeouts are handled at the link layer first: an unanswered frame is sent again up to
+    ``retries`` times (the HDLC connection knows what to repeat), and only then does the request
+    fail with :class:`DlmsTimeout`.
+    """
+
+    def __init__(
+        self,
+        opener: StreamOpener,
+        *,
+        client_sap: int = 16,
+        logical_address: int = 1,
+        physical_address: int | None = None,
+        address_size: int = 0,
+        settings: HdlcSettings | None = None,
+        frame_timeout: float = 3.0,
+        retries: int = 3,
+        description: str = "hdlc",
+    ) -> None:
+        self.local = HdlcAddress(client_sap)
+        self.remote = HdlcAddress(logical_address, physical_address, address_size)
+        self.settings = settings or HdlcSettings()
+        self.frame_timeout = frame_timeout
+        self.retries = retries
+        self.stats = LinkStats()
+        self.description = description
+        self._opener = opener
+        self._stream: _Stream | None = None
+        self._conn: HdlcConnection | None = None
+
+    async def open(self) -> None:
+        reader, writer = await self._opener()
+        self._stream = _Stream(reader, writer, self.stats)
+        self._conn = HdlcConnection(Role.CLIENT, self.local, self.remote, self.settings)
+        try:
+            await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+        except BaseException:
+            await self._stream.close()
+            self._stream = None
+            raise
+
+    async def request(self, apdu: bytes, timeout: float) -> bytes:
+        conn = self._require_conn()
+        event = await self._exchange(conn.send_apdu(apdu), ApduReceived, timeout)
+        assert isinstance(event, ApduReceived)
+        return event.apdu
+
+    async def close(self) -> None:
+        """Send DISC and wait briefly for UA/DM; the stream is closed whatever happens."""
+        if self._stream is None:
+            return
+        try:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await self._exchange(self._conn.disconnect(), Disconnected, 1.0, retries=0)
+        finally:
+            stream, self._stream, self._conn = self._stream, None, None
+            await stream.close()
+
+    async def _exchange(
+        self,
+        first: bytes,
+        wanted: type,
+        timeout: float,
+        retries: int | None = None,
+    ) -> object:
+        """Write ``first`` and pump frames until an event of type ``wanted`` arrives."""
+        stream = self._require_stream()
+        conn = self._require_conn()
+        tries_left = self.retries if retries is None else retries
+        await stream.write(first)
+        self.stats.round_trips += 1
+        loop = asyncio.get_running_loop()
+        # The per-frame timeout restarts whenever the meter sends something: a long
+        # segmented response keeps the exchange alive frame by frame.
+        frame_timeout = min(self.frame_timeout, timeout)
+        while True:
+            deadline = loop.time() + frame_timeout
+            try:
+                data = await stream.read(max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                if tries_left <= 0:
+                    raise DlmsTimeout(
+                        f"{self.description}: no HDLC response after "
+                        f"{self.retries + 1} tries of {frame_timeout:g} s"
+                    ) from None
+                tries_left -= 1
+                self.stats.retransmissions += 1
+                await stream.write(conn.on_timeout())
+                continue
+            for event in conn.receive_data(data):
+                if isinstance(event, Transmit):
+                    await stream.write(event.data)
+                    self.stats.round_trips += 1
+                elif isinstance(event, PeerRejected):
+                    raise LinkError(f"{self.description}: meter answered {event.kind.name}")
+                elif isinstance(event, wanted):
+                    return event
+                elif isinstance(event, Disconnected):
+                    raise LinkError(f"{self.description}: meter disconnected the link")
+
+    def _require_stream(self) -> _Stream:
+        if self._stream is None:
+            raise LinkError(f"{self.description}: transport is not open")
+        return self._stream
+
+    def _require_conn(self) -> HdlcConnection:
+        if self._conn is None:
+            raise LinkError(f"{self.description}: transport is not open")
+        return self._conn
+
+
+def hdlc_tcp_transport(
+    host: str, port: int, *, connect_timeout: float = 10.0, **kwargs: Any
+) -> HdlcTransport:
+    """HDLC through a TCP port, as a terminal server in front of an RS-485 bus provides."""
+
+    async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await _open_tcp(host, port, connect_timeout)
+
+    kwargs.setdefault("description", f"hdlc-tcp://{host}:{port}")
+    return HdlcTransport(opener, **kwargs)
+
+
+def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> HdlcTransport:
+    """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1."""
+
+    async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        import serial
+        import serial_asyncio_fast
+
+        try:
+            return await serial_asyncio_fast.open_serial_connection(
+                url=device,
+                baudrate=baudrate,
+                bytesize=serial.EIGHTBITS,
+                parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE,
+            )
+        except (OSError, serial.SerialException) as exc:
+            raise LinkError(f"cannot open serial port {device}: {exc}") from exc
+
+    kwargs.setdefault("description", f"serial://{device}@{baudrate}")
+    return HdlcTransport(opener, **kwargs)
