@@ -158,42 +158,25 @@ def read(
         raise _fail("give exactly one of --tcp, --hdlc-tcp, --serial")
     if auth not in ("none", "lls"):
         raise _fail(f"--auth {auth!r}: use none or lls")
+    common: dict[str, Any] = {
+        "client_sap": client_sap,
+        "logical_address": logical_address,
+        "authentication": auth,
+    }
+    hdlc: dict[str, Any] = {
+        "physical_address": physical_address,
+        "frame_timeout": frame_timeout,
+        "retries": retries,
+    }
     try:
         if tcp:
             host, port = parse_host_port(tcp)
-            target = MeterTarget(
-                "tcp",
-                host=host,
-                port=port,
-                client_sap=client_sap,
-                logical_address=logical_address,
-                authentication=auth,
-            )
+            target = MeterTarget("tcp", host=host, port=port, **common)
         elif hdlc_tcp:
             host, port = parse_host_port(hdlc_tcp, default_port=0)
-            target = MeterTarget(
-                "hdlc-tcp",
-                host=host,
-                port=port,
-                client_sap=client_sap,
-                logical_address=logical_address,
-                physical_address=physical_address,
-                authentication=auth,
-                frame_timeout=frame_timeout,
-                retries=retries,
-            )
+            target = MeterTarget("hdlc-tcp", host=host, port=port, **common, **hdlc)
         else:
-            target = MeterTarget(
-                "serial",
-                device=serial,
-                baudrate=baud,
-                client_sap=client_sap,
-                logical_address=logical_address,
-                physical_address=physical_address,
-                authentication=auth,
-                frame_timeout=frame_timeout,
-                retries=retries,
-            )
+            target = MeterTarget("serial", device=serial, baudrate=baud, **common, **hdlc)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     start = _parse_time(from_, "--from")

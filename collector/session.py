@@ -85,7 +85,7 @@ class Session:
         self,
         transport: Transport,
         *,
-        authentication: str = "none",
+        authentication: xdlms.Authentication = "none",
         password: bytes | None = None,
         max_pdu_size: int = 0xFFFF,
         request_timeout: float = 10.0,

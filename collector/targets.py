@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from collector.transport import (
     HdlcTransport,
@@ -11,6 +12,7 @@ from collector.transport import (
     hdlc_tcp_transport,
     serial_hdlc_transport,
 )
+from protocols.apdu import Authentication
 from protocols.hdlc import HdlcSettings
 
 TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
@@ -28,7 +30,7 @@ class MeterTarget:
     physical_address: int | None = None
     logical_address: int = 1
     client_sap: int = 16
-    authentication: str = "none"
+    authentication: Authentication = "none"
     frame_timeout: float = 3.0
     retries: int = 3
     max_info_length: int = 128
@@ -44,7 +46,7 @@ class MeterTarget:
                 client_wport=self.client_sap,
                 server_wport=self.logical_address,
             )
-        hdlc_args = {
+        hdlc_args: dict[str, Any] = {
             "client_sap": self.client_sap,
             "logical_address": self.logical_address,
             "physical_address": self.physical_address,

@@ -1,0 +1,660 @@
+"""COSEM object model of one simulated meter: object list, access rights, attribute values.
+
+Values are generated on demand from :mod:`simulator.model` for a meter and a meter time; the
+only mutable per-meter state is :class:`MeterState` (clock correction, relay). Results are
+encoded A-XDR ``Data`` bytes; failures raise the typed
+:class:`~protocols.errors.DataAccessError` of :func:`protocols.errors.data_access_error` whose
+``result`` is the Data-Access-Result the meter answers with.
+
+OBIS codes: clock 0.0.1.0.0.255, logical device name 0.0.42.0.0.255, current association
+0.0.40.0.0.255, energy registers 1.0.{1,2,3,4}.8.{0..4}.255 (the project's DLMS notes). Serial
+number 0.0.96.1.0.255, disconnect control 0.0.96.3.10.255, maximum demand 1.0.1.6.0.255 and
+per-phase instantaneous voltage/current/active power 1.0.32/31/21.7.0.255 (L1), 52/51/41 (L2),
+72/71/61 (L3) as in the DSMR P1 telegram explained in github.com/Ondeugd/smeterd
+(OBIS-raw-data-explained.md); billing values 98.1.0 as listed in github.com/blietaer/HAiR
+doc/ReadMe.md. Standard event log 0.0.99.98.0.255 as in several IDIS clients, where
+0.0.99.98.1.255 is the *fraud detection* log, so the power-failure log uses the DSMR/IDIS power
+failure event log code 1.0.99.97.0.255 (smeterd, above) instead. AMR profile status
+0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from protocols import axdr
+from protocols.apdu import AccessSelection, EntryAccess, RangeAccess
+from protocols.cosem import CosemDateTime
+from protocols.errors import DecodeError, data_access_error
+from simulator import model
+
+# Data-Access-Result codes (Blue Book).
+SUCCESS = 0
+HARDWARE_FAULT = 1
+TEMPORARY_FAILURE = 2
+READ_WRITE_DENIED = 3
+OBJECT_UNDEFINED = 4
+OBJECT_UNAVAILABLE = 11
+TYPE_UNMATCHED = 12
+SCOPE_OF_ACCESS_VIOLATED = 13
+OTHER_REASON = 250
+
+# Interface classes.
+DATA = 1
+REGISTER = 3
+EXTENDED_REGISTER = 4
+PROFILE_GENERIC = 7
+CLOCK = 8
+ASSOCIATION_LN = 15
+DISCONNECT_CONTROL = 70
+
+# Units (Blue Book unit enumeration).
+UNIT_W = 27
+UNIT_WH = 30
+UNIT_VARH = 32
+UNIT_A = 33
+UNIT_V = 35
+
+#: Days of 15-minute entries the load profile holds (capacity 62 x 96 entries).
+PROFILE_DAYS = 62
+#: Daily billing entries held.
+BILLING_DAYS = 62
+#: Event logs look back this many days and keep at most EVENT_LOG_CAPACITY entries.
+EVENT_LOG_DAYS = 180
+EVENT_LOG_CAPACITY = 100
+
+# Disconnect control states and mode (Blue Book class 70).
+DISCONNECTED = 0
+CONNECTED = 1
+READY_FOR_RECONNECTION = 2
+#: Control mode 2: remote disconnect and remote reconnect (straight to connected).
+CONTROL_MODE = 2
+
+
+def obis(text: str) -> bytes:
+    """'1.0.1.8.0.255' → 6 bytes."""
+    return bytes(int(p) for p in text.split("."))
+
+
+OBIS_CLOCK = obis("0.0.1.0.0.255")
+OBIS_LDN = obis("0.0.42.0.0.255")
+OBIS_SERIAL = obis("0.0.96.1.0.255")
+OBIS_STATUS = obis("0.0.96.10.1.255")
+OBIS_EVENT_CODE = obis("0.0.96.11.0.255")
+OBIS_ASSOCIATION = obis("0.0.40.0.0.255")
+OBIS_DISCONNECT = obis("0.0.96.3.10.255")
+OBIS_A_PLUS = obis("1.0.1.8.0.255")
+OBIS_A_MINUS = obis("1.0.2.8.0.255")
+OBIS_R_PLUS = obis("1.0.3.8.0.255")
+OBIS_R_MINUS = obis("1.0.4.8.0.255")
+OBIS_A_PLUS_TARIFF = tuple(obis(f"1.0.1.8.{k}.255") for k in (1, 2, 3, 4))
+OBIS_MAX_DEMAND = obis("1.0.1.6.0.255")
+OBIS_LOAD_PROFILE = obis("1.0.99.1.0.255")
+OBIS_BILLING = obis("1.0.98.1.0.255")
+OBIS_EVENT_LOG = obis("0.0.99.98.0.255")
+OBIS_POWER_FAILURE_LOG = obis("1.0.99.97.0.255")
+#: (voltage, current, power) OBIS per phase.
+OBIS_PHASE = tuple(
+    (obis(f"1.0.{v}.7.0.255"), obis(f"1.0.{i}.7.0.255"), obis(f"1.0.{p}.7.0.255"))
+    for v, i, p in ((32, 31, 21), (52, 51, 41), (72, 71, 61))
+)
+
+#: Capture object definition: (class_id, logical name, attribute index, data index).
+Column = tuple[int, bytes, int, int]
+
+LOAD_PROFILE_COLUMNS: tuple[Column, ...] = (
+    (CLOCK, OBIS_CLOCK, 2, 0),
+    (DATA, OBIS_STATUS, 2, 0),
+    (REGISTER, OBIS_A_PLUS, 2, 0),
+    (REGISTER, OBIS_A_MINUS, 2, 0),
+    (REGISTER, OBIS_R_PLUS, 2, 0),
+    (REGISTER, OBIS_R_MINUS, 2, 0),
+)
+BILLING_COLUMNS: tuple[Column, ...] = (
+    (CLOCK, OBIS_CLOCK, 2, 0),
+    (REGISTER, OBIS_A_PLUS, 2, 0),
+    *((REGISTER, o, 2, 0) for o in OBIS_A_PLUS_TARIFF),
+    (REGISTER, OBIS_A_MINUS, 2, 0),
+    (REGISTER, OBIS_R_PLUS, 2, 0),
+    (REGISTER, OBIS_R_MINUS, 2, 0),
+)
+EVENT_COLUMNS: tuple[Column, ...] = ((CLOCK, OBIS_CLOCK, 2, 0), (DATA, OBIS_EVENT_CODE, 2, 0))
+
+_DT = struct.Struct(">HBBBBBBBhB")
+
+
+def datetime_bytes(t: float) -> bytes:
+    """12-byte COSEM date-time of unix time t in UTC (deviation 0, status OK)."""
+    it = int(t // 1)
+    tm = time.gmtime(it)
+    hundredths = int((t - it) * 100)
+    return _DT.pack(
+        tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_wday + 1, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        hundredths, 0, 0,
+    )
+
+
+def datetime_unix(raw: bytes) -> float:
+    """Unix time named by a 12-byte date-time; naive ones count as meter time (UTC).
+
+    Raises DecodeError when the bytes do not name one instant.
+    """
+    dt = CosemDateTime.from_bytes(raw).to_datetime()
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(slots=True)
+class MeterState:
+    """The mutable part of a meter: clock correction and the relay.
+
+    Neither feeds back into :mod:`simulator.model`: the ground truth stays a pure function of
+    (meter id, meter time, seed), so an open relay does not stop the modelled consumption.
+    """
+
+    clock_offset: float = 0.0
+    control_state: int = CONNECTED
+
+    @property
+    def output_state(self) -> bool:
+        return self.control_state == CONNECTED
+
+
+@dataclass(slots=True, frozen=True)
+class CosemObject:
+    """One object of the model and its access rights.
+
+    Attributes 1..``attributes`` exist and methods 1..``methods``. The public client may read
+    every attribute when ``public_read`` (except those in ``hidden``); the management client may
+    read every attribute (except ``hidden``), write ``writable`` and invoke ``invocable``.
+    """
+
+    class_id: int
+    version: int
+    obis: bytes
+    attributes: int
+    methods: int = 0
+    public_read: bool = True
+    writable: frozenset[int] = frozenset()
+    invocable: frozenset[int] = frozenset()
+    hidden: frozenset[int] = frozenset()
+    selective: frozenset[int] = frozenset()
+
+    def can_read(self, attribute: int, management: bool) -> bool:
+        if attribute in self.hidden:
+            return False
+        return management or self.public_read
+
+    def can_write(self, attribute: int, management: bool) -> bool:
+        return management and attribute in self.writable
+
+    def can_invoke(self, method: int, management: bool) -> bool:
+        return management and method in self.invocable
+
+
+def object_table(phases: int) -> dict[bytes, CosemObject]:
+    """The meter's objects by logical name (L2/L3 instantaneous objects only if polyphase)."""
+    return _TABLES[1 if phases == 1 else 3]
+
+
+def _build_table(phases: int) -> dict[bytes, CosemObject]:
+    objs: list[CosemObject] = [
+        CosemObject(ASSOCIATION_LN, 1, OBIS_ASSOCIATION, 8, 0, hidden=frozenset({7})),
+        CosemObject(DATA, 0, OBIS_LDN, 2),
+        CosemObject(DATA, 0, OBIS_SERIAL, 2),
+        CosemObject(
+            CLOCK, 0, OBIS_CLOCK, 9, 6,
+            writable=frozenset({2}), invocable=frozenset({1, 3, 6}),
+        ),
+        CosemObject(DATA, 0, OBIS_STATUS, 2),
+        CosemObject(DATA, 0, OBIS_EVENT_CODE, 2),
+        CosemObject(REGISTER, 0, OBIS_A_PLUS, 3, 1),
+        *(CosemObject(REGISTER, 0, o, 3, 1) for o in OBIS_A_PLUS_TARIFF),
+        CosemObject(REGISTER, 0, OBIS_A_MINUS, 3, 1),
+        CosemObject(REGISTER, 0, OBIS_R_PLUS, 3, 1),
+        CosemObject(REGISTER, 0, OBIS_R_MINUS, 3, 1),
+        CosemObject(EXTENDED_REGISTER, 0, OBIS_MAX_DEMAND, 5, 1),
+    ]
+    for p in range(phases):
+        objs.extend(CosemObject(REGISTER, 0, o, 3, 1) for o in OBIS_PHASE[p])
+    for name, public in (
+        (OBIS_LOAD_PROFILE, True),
+        (OBIS_BILLING, True),
+        (OBIS_EVENT_LOG, False),
+        (OBIS_POWER_FAILURE_LOG, False),
+    ):
+        objs.append(
+            CosemObject(PROFILE_GENERIC, 1, name, 8, 2, public_read=public,
+                        selective=frozenset({2}))
+        )
+    objs.append(
+        CosemObject(DISCONNECT_CONTROL, 0, OBIS_DISCONNECT, 4, 2, invocable=frozenset({1, 2}))
+    )
+    return {o.obis: o for o in objs}
+
+
+_TABLES = {1: _build_table(1), 3: _build_table(3)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders
+
+
+def _enc(value: Any) -> bytes:
+    return axdr.encode(value)
+
+
+def _scaler_unit(scaler: int, unit: int) -> bytes:
+    return _enc(axdr.structure(axdr.i8(scaler), axdr.enum(unit)))
+
+
+def _columns_value(columns: Sequence[Column]) -> bytes:
+    return _enc(
+        [
+            axdr.structure(axdr.u16(c), axdr.octets(o), axdr.i8(a), axdr.u16(i))
+            for c, o, a, i in columns
+        ]
+    )
+
+
+_U64 = struct.Struct(">BQ")
+_U8 = struct.Struct(">BB")
+
+
+def _cell_dt(v: Any) -> bytes:
+    return b"\x09\x0c" + datetime_bytes(v)
+
+
+def _cell_u8(v: Any) -> bytes:
+    return _U8.pack(axdr.UNSIGNED, v)
+
+
+def _cell_u64(v: Any) -> bytes:
+    return _U64.pack(axdr.LONG64_UNSIGNED, v)
+
+
+def _encode_rows(rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]],
+                 picks: Sequence[int]) -> bytes:
+    """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
+    out = bytearray(b"\x01")
+    _put_length(out, len(rows))
+    head = bytearray(b"\x02")
+    _put_length(head, len(picks))
+    hb = bytes(head)
+    for row in rows:
+        out += hb
+        for p in picks:
+            out += cells[p](row[p])
+    return bytes(out)
+
+
+def _put_length(out: bytearray, n: int) -> None:
+    if n < 0x80:
+        out.append(n)
+    else:
+        size = (n.bit_length() + 7) // 8
+        out.append(0x80 | size)
+        out += n.to_bytes(size, "big")
+
+
+_LP_CELLS = (_cell_dt, _cell_u8, _cell_u64, _cell_u64, _cell_u64, _cell_u64)
+_BILLING_CELLS = (_cell_dt,) + (_cell_u64,) * 8
+_EVENT_CELLS = (_cell_dt, _cell_u8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+
+
+@dataclass(slots=True, frozen=True)
+class _Profile:
+    columns: tuple[Column, ...]
+    cells: tuple[Callable[[Any], bytes], ...]
+    period: int
+    capacity: int
+
+
+_PROFILES = {
+    OBIS_LOAD_PROFILE: _Profile(
+        LOAD_PROFILE_COLUMNS, _LP_CELLS, model.INTERVAL, PROFILE_DAYS * model.INTERVALS_PER_DAY
+    ),
+    OBIS_BILLING: _Profile(BILLING_COLUMNS, _BILLING_CELLS, model.DAY, BILLING_DAYS),
+    OBIS_EVENT_LOG: _Profile(EVENT_COLUMNS, _EVENT_CELLS, 0, EVENT_LOG_CAPACITY),
+    OBIS_POWER_FAILURE_LOG: _Profile(EVENT_COLUMNS, _EVENT_CELLS, 0, EVENT_LOG_CAPACITY),
+}
+
+
+def profile_rows(spec: model.MeterSpec, name: bytes, t: float,
+                 start: float | None = None, end: float | None = None) -> list[tuple[int, ...]]:
+    """Buffer entries of profile ``name`` at meter time t, optionally only start <= ts <= end."""
+    now = int(t)
+    if name == OBIS_LOAD_PROFILE:
+        lo = now - PROFILE_DAYS * model.DAY + 1
+        hi = now + 1
+    elif name == OBIS_BILLING:
+        lo = now - BILLING_DAYS * model.DAY + 1
+        hi = now + 1
+    else:
+        lo = now - EVENT_LOG_DAYS * model.DAY
+        hi = now + 1
+    lo = max(lo, model.EPOCH)
+    hi = min(hi, model.LAST_TIME)
+    if name in (OBIS_EVENT_LOG, OBIS_POWER_FAILURE_LOG):
+        fn = model.events if name == OBIS_EVENT_LOG else model.power_events
+        rows: list[tuple[int, ...]] = []
+        rows.extend(fn(spec, lo, hi)[-EVENT_LOG_CAPACITY:])
+        if start is not None and end is not None:
+            rows = [r for r in rows if start <= r[0] <= end]
+        return rows
+    if start is not None and end is not None:
+        lo = max(lo, int(-(-start // 1)))
+        hi = min(hi, int(end // 1) + 1)
+    if hi <= lo:
+        return []
+    if name == OBIS_LOAD_PROFILE:
+        return list(model.load_profile(spec, lo, hi))
+    return list(model.billing(spec, lo, hi))
+
+
+def _load_profile_count(spec: model.MeterSpec, t: float) -> int:
+    """Entries in use without generating them: intervals in the window minus outage gaps."""
+    now = int(t)
+    lo = max(now - PROFILE_DAYS * model.DAY + 1, model.EPOCH)
+    first = -(-lo // model.INTERVAL) * model.INTERVAL
+    if first > now:
+        return 0
+    n = (now - first) // model.INTERVAL + 1
+    for d in range((first - model.EPOCH) // model.DAY, (now - model.EPOCH) // model.DAY + 1):
+        o = model.outage(spec, d)
+        if o is None:
+            continue
+        a = max(o[0], first)
+        b = min(o[1], now + 1)
+        if b > a:
+            n -= (b - 1) // model.INTERVAL - (a - 1) // model.INTERVAL
+    return n
+
+
+def _entries_in_use(spec: model.MeterSpec, name: bytes, t: float) -> int:
+    if name == OBIS_LOAD_PROFILE:
+        return _load_profile_count(spec, t)
+    return len(profile_rows(spec, name, t))
+
+
+def _select_columns(profile: _Profile, access: AccessSelection | None) -> list[int]:
+    width = len(profile.columns)
+    if isinstance(access, EntryAccess):
+        first = access.from_column
+        last = access.to_column or width
+        if first < 1 or last > width or first > last:
+            raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "entry descriptor columns")
+        return list(range(first - 1, last))
+    if isinstance(access, RangeAccess) and access.selected_columns:
+        picks = []
+        for col in access.selected_columns:
+            key = (col.class_id, bytes(col.obis), col.attribute, col.data_index)
+            try:
+                picks.append(profile.columns.index(key))
+            except ValueError:
+                raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "selected column") from None
+        return picks
+    return list(range(width))
+
+
+def profile_buffer(spec: model.MeterSpec, name: bytes, t: float,
+                   access: AccessSelection | None) -> bytes:
+    """Encoded buffer attribute with optional selective access (range on clock, or entries)."""
+    profile = _PROFILES[name]
+    picks = _select_columns(profile, access)
+    if isinstance(access, RangeAccess):
+        r = access.restricting
+        if (r.class_id, bytes(r.obis), r.attribute) != (CLOCK, OBIS_CLOCK, 2):
+            raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "range restricting object")
+        try:
+            start = datetime_unix(bytes(access.from_value))
+            end = datetime_unix(bytes(access.to_value))
+        except DecodeError:
+            raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "range bounds") from None
+        rows = profile_rows(spec, name, t, start, end) if start <= end else []
+    elif isinstance(access, EntryAccess):
+        if access.from_entry < 1 or (access.to_entry and access.to_entry < access.from_entry):
+            raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "entry descriptor entries")
+        rows = profile_rows(spec, name, t)
+        rows = rows[access.from_entry - 1 : access.to_entry or len(rows)]
+    else:
+        rows = profile_rows(spec, name, t)
+    return _encode_rows(rows, profile.cells, picks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribute values
+
+
+@dataclass(slots=True)
+class Context:
+    """What a GET needs besides the object: meter, time, association facts."""
+
+    spec: model.MeterSpec
+    state: MeterState
+    meter_time: float
+    management: bool
+    client_sap: int
+    conformance: int
+    client_max_pdu: int
+    server_max_pdu: int
+    mechanism: int
+    objects: dict[bytes, CosemObject] = field(default_factory=dict)
+
+
+def _object_list(ctx: Context) -> bytes:
+    items = []
+    for o in ctx.objects.values():
+        attrs = []
+        for a in range(1, o.attributes + 1):
+            mode = 0
+            if o.can_read(a, ctx.management):
+                mode |= 1
+            if o.can_write(a, ctx.management):
+                mode |= 2
+            selectors = axdr.array([axdr.i8(1), axdr.i8(2)]) if a in o.selective else None
+            attrs.append(axdr.structure(axdr.i8(a), axdr.enum(mode), selectors))
+        methods = [
+            axdr.structure(axdr.i8(m), axdr.enum(1 if o.can_invoke(m, ctx.management) else 0))
+            for m in range(1, o.methods + 1)
+        ]
+        items.append(
+            axdr.structure(
+                axdr.u16(o.class_id), axdr.u8(o.version), axdr.octets(o.obis),
+                axdr.structure(axdr.array(attrs), axdr.array(methods)),
+            )
+        )
+    return _enc(items)
+
+
+def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
+    """(encoded value, encoded scaler_unit) of a class 3 register."""
+    spec, t = ctx.spec, ctx.meter_time
+    for p, (v, i, w) in enumerate(OBIS_PHASE):
+        if name in (v, i, w):
+            inst = model.instantaneous(spec, t)
+            if name == v:
+                return _enc(axdr.u16(inst.voltage_dv[p])), _scaler_unit(-1, UNIT_V)
+            if name == i:
+                return _enc(axdr.u32(inst.current_ca[p])), _scaler_unit(-2, UNIT_A)
+            return _enc(axdr.u32(inst.power_w[p])), _scaler_unit(0, UNIT_W)
+    regs = model.registers(spec, t)
+    if name == OBIS_A_PLUS:
+        value, unit = regs.active_import, UNIT_WH
+    elif name == OBIS_A_MINUS:
+        value, unit = regs.active_export, UNIT_WH
+    elif name == OBIS_R_PLUS:
+        value, unit = regs.reactive_import, UNIT_VARH
+    elif name == OBIS_R_MINUS:
+        value, unit = regs.reactive_export, UNIT_VARH
+    else:
+        value, unit = regs.active_import_tariff[OBIS_A_PLUS_TARIFF.index(name)], UNIT_WH
+    return _enc(axdr.u64(value)), _scaler_unit(0, unit)
+
+
+def get_attribute(ctx: Context, obj: CosemObject, attribute: int,
+                  access: AccessSelection | None) -> bytes:
+    """Encoded value of one attribute, or raise the DataAccessError to answer with."""
+    if attribute < 1 or attribute > obj.attributes:
+        raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
+    if not obj.can_read(attribute, ctx.management):
+        raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
+    if access is not None and attribute not in obj.selective:
+        raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "selective access")
+    if attribute == 1:
+        return _enc(axdr.octets(obj.obis))
+    spec, t, name = ctx.spec, ctx.meter_time, obj.obis
+    cid = obj.class_id
+    if cid == DATA:
+        if name == OBIS_LDN:
+            return _enc(axdr.octets(spec.logical_device_name))
+        if name == OBIS_SERIAL:
+            return _enc(axdr.visible(spec.serial_number))
+        if name == OBIS_STATUS:
+            return _enc(axdr.u8(0 if model.powered(spec, t) else model.STATUS_POWER_DOWN))
+        last = model.events(spec, t - EVENT_LOG_DAYS * model.DAY, t + 1)
+        return _enc(axdr.u8(last[-1][1] if last else 0))
+    if cid == REGISTER:
+        value, su = _register_value(ctx, name)
+        return value if attribute == 2 else su
+    if cid == EXTENDED_REGISTER:
+        md, md_t = model.max_demand(spec, t)
+        if attribute == 2:
+            return _enc(axdr.u32(md))
+        if attribute == 3:
+            return _scaler_unit(0, UNIT_W)
+        if attribute == 4:
+            return _enc(axdr.u8(0))
+        return _enc(axdr.octets(datetime_bytes(md_t)))
+    if cid == CLOCK:
+        return _clock_attribute(t, attribute)
+    if cid == PROFILE_GENERIC:
+        profile = _PROFILES[name]
+        if attribute == 2:
+            return profile_buffer(spec, name, t, access)
+        if attribute == 3:
+            return _columns_value(profile.columns)
+        if attribute == 4:
+            return _enc(axdr.u32(profile.period))
+        if attribute == 5:
+            return _enc(axdr.enum(1))  # fifo
+        if attribute == 6:
+            return _enc(axdr.structure(axdr.u16(0), axdr.octets(bytes(6)), axdr.i8(0), axdr.u16(0)))
+        if attribute == 7:
+            return _enc(axdr.u32(_entries_in_use(spec, name, t)))
+        return _enc(axdr.u32(profile.capacity))
+    if cid == DISCONNECT_CONTROL:
+        if attribute == 2:
+            return _enc(axdr.boolean(ctx.state.output_state))
+        if attribute == 3:
+            return _enc(axdr.enum(ctx.state.control_state))
+        return _enc(axdr.enum(CONTROL_MODE))
+    return _association_attribute(ctx, attribute)
+
+
+def _clock_attribute(t: float, attribute: int) -> bytes:
+    if attribute == 2:
+        return _enc(axdr.octets(datetime_bytes(t)))
+    if attribute == 3:
+        return _enc(axdr.i16(0))
+    if attribute == 4:
+        return _enc(axdr.u8(0))
+    if attribute in (5, 6):
+        return _enc(axdr.octets(CosemDateTime(None, None, None).to_bytes()))
+    if attribute == 7:
+        return _enc(axdr.i8(0))
+    if attribute == 8:
+        return _enc(axdr.boolean(False))
+    return _enc(axdr.enum(1))  # clock_base: internal crystal
+
+
+def _oid_value(kind: int, last: int) -> bytes:
+    """A DLMS UA object identifier 2.16.756.5.8.kind.last as the class 15 v1 structure."""
+    return _enc(
+        axdr.structure(axdr.u8(2), axdr.u8(16), axdr.u16(756), axdr.u8(5), axdr.u8(8),
+                       axdr.u8(kind), axdr.u8(last))
+    )
+
+
+def _association_attribute(ctx: Context, attribute: int) -> bytes:
+    if attribute == 2:
+        return _object_list(ctx)
+    if attribute == 3:
+        return _enc(axdr.structure(axdr.i8(ctx.client_sap), axdr.u16(1)))
+    if attribute == 4:
+        # application-context-name 2.16.756.5.8.1.1 (LN, no ciphering), one element per arc
+        return _oid_value(1, 1)
+    if attribute == 5:
+        return _enc(
+            axdr.structure(
+                axdr.Typed(axdr.BIT_STRING, axdr.BitString(ctx.conformance.to_bytes(3, "big"), 24)),
+                axdr.u16(ctx.server_max_pdu),
+                axdr.u16(ctx.client_max_pdu),
+                axdr.u8(6),
+                axdr.i8(0),
+                axdr.octets(b""),
+            )
+        )
+    if attribute == 6:
+        # mechanism-name 2.16.756.5.8.2.x
+        return _oid_value(2, ctx.mechanism)
+    return _enc(axdr.enum(2))  # associated
+
+
+# ---------------------------------------------------------------------------------------------
+# SET and ACTION
+
+
+def set_attribute(ctx: Context, obj: CosemObject, attribute: int, data: bytes,
+                  true_now: float) -> None:
+    """Apply a SET (only the clock time is writable), or raise the DataAccessError."""
+    if attribute < 1 or attribute > obj.attributes:
+        raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
+    if not obj.can_write(attribute, ctx.management):
+        raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
+    try:
+        value = axdr.decode(data)
+        if not isinstance(value, bytes) or len(value) != 12:
+            raise DecodeError("clock time must be a 12-byte date-time")
+        new_time = datetime_unix(value)
+    except DecodeError:
+        raise data_access_error(TYPE_UNMATCHED, "clock time") from None
+    ctx.state.clock_offset = new_time - model.meter_clock(ctx.spec, true_now)
+
+
+def invoke(ctx: Context, obj: CosemObject, method: int, data: bytes | None,
+           true_now: float) -> None:
+    """Run an ACTION, or raise the DataAccessError (Action-Result uses the same codes)."""
+    if method < 1 or method > obj.methods:
+        raise data_access_error(OBJECT_UNDEFINED, f"method {method}")
+    if not obj.can_invoke(method, ctx.management):
+        raise data_access_error(READ_WRITE_DENIED, f"method {method}")
+    try:
+        param = axdr.decode(data) if data is not None else None
+    except DecodeError:
+        raise data_access_error(TYPE_UNMATCHED, f"method {method} parameters") from None
+    state = ctx.state
+    if obj.class_id == DISCONNECT_CONTROL:
+        state.control_state = DISCONNECTED if method == 1 else CONNECTED
+        return
+    # Clock: 1 adjust_to_quarter, 3 adjust_to_minute, 6 shift_time(long seconds).
+    t = ctx.meter_time
+    if method == 6:
+        if not isinstance(param, int) or isinstance(param, bool) or not -900 <= param <= 900:
+            raise data_access_error(TYPE_UNMATCHED, "shift_time seconds")
+        state.clock_offset += param
+        return
+    step = 900 if method == 1 else 60
+    target = (t + step / 2) // step * step
+    state.clock_offset += target - t
+

@@ -1,0 +1,200 @@
+"""Table definitions of the hes database (SQLAlchemy Core).
+
+One metadata for both dialects. Timestamps are stored in UTC: ``timestamptz`` on
+PostgreSQL, ISO text on SQLite (SQLAlchemy's default), always handed back as aware
+UTC datetimes by :class:`UtcDateTime`, so callers never meet a naive timestamp.
+
+The high-volume tables (interval_reads, register_reads, events, read_coverage) have
+no foreign key to meters on purpose: a key check per row costs insert speed, and the
+collector only ever writes reads for meters it took from the inventory.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
+AUTHENTICATIONS = ("none", "lls", "hls-gmac")
+OUTCOMES = ("ok", "partial", "failed")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetime in, aware UTC datetime out; naive datetimes are refused.
+
+    A naive timestamp in a meter-reading database is a bug waiting for the next
+    daylight-saving change, so binding one raises ``ValueError`` at once.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: hes stores aware (UTC) timestamps only")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("transport", String(16), nullable=False),
+    Column("host", String(255)),
+    Column("port", Integer),
+    Column("device", String(255)),
+    Column("physical_address", Integer),
+    Column("logical_address", Integer, nullable=False),
+    Column("client_sap", Integer, nullable=False),
+    Column("authentication", String(16), nullable=False),
+    Column("security_profile", String(64)),
+    # Name of the secret in the key store, never the secret itself.
+    Column("password_ref", String(128)),
+    Column("link_id", String(128), nullable=False),
+    Column("area", String(128)),
+    Column("station", String(128)),
+    Column("extra", JSON),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("transport IN ('tcp', 'hdlc-tcp', 'serial')", name="ck_meters_transport"),
+    CheckConstraint(
+        "authentication IN ('none', 'lls', 'hls-gmac')", name="ck_meters_authentication"
+    ),
+)
+Index("ix_meters_link", meters.c.link_id)
+Index("ix_meters_area", meters.c.area)
+
+channels = Table(
+    "channels",
+    metadata,
+    Column(
+        "meter_id",
+        String(64),
+        ForeignKey("meters.meter_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # e.g. "1.0.1.8.0.255:2" (OBIS and attribute of the captured object).
+    Column("channel", String(64), nullable=False),
+    Column("unit", SmallInteger),
+    Column("scaler", SmallInteger, nullable=False, default=0),
+    Column("period_s", Integer),
+    PrimaryKeyConstraint("meter_id", "channel", name="pk_channels"),
+)
+
+interval_reads = Table(
+    "interval_reads",
+    metadata,
+    Column("meter_id", String(64), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    # Raw integer as read; the physical value is value * 10**scaler (COSEM scaler_unit).
+    Column("value", BigInteger),
+    Column("scaler", SmallInteger, nullable=False, default=0),
+    Column("status", Integer),
+    PrimaryKeyConstraint("meter_id", "channel", "ts", name="pk_interval_reads"),
+    sqlite_with_rowid=False,
+)
+Index("ix_interval_reads_ts", interval_reads.c.ts)
+
+read_coverage = Table(
+    "read_coverage",
+    metadata,
+    Column("meter_id", String(64), nullable=False),
+    Column("channel", String(64), nullable=False),
+    # Inclusive range of a selective-access read the meter answered in full.
+    Column("first_ts", UtcDateTime, nullable=False),
+    Column("last_ts", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("meter_id", "channel", "first_ts", "last_ts", name="pk_read_coverage"),
+    sqlite_with_rowid=False,
+)
+Index("ix_read_coverage_last", read_coverage.c.last_ts)
+
+register_reads = Table(
+    "register_reads",
+    metadata,
+    Column("meter_id", String(64), nullable=False),
+    Column("obis", String(32), nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("value", BigInteger),
+    Column("scaler", SmallInteger, nullable=False, default=0),
+    Column("unit", SmallInteger),
+    Column("capture_time", UtcDateTime),
+    PrimaryKeyConstraint("meter_id", "obis", "ts", name="pk_register_reads"),
+    sqlite_with_rowid=False,
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("meter_id", String(64), nullable=False),
+    Column("log_obis", String(32), nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("name", String(128)),
+    PrimaryKeyConstraint("meter_id", "log_obis", "ts", "code", name="pk_events"),
+    sqlite_with_rowid=False,
+)
+
+read_attempts = Table(
+    "read_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("meter_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("started", UtcDateTime, nullable=False),
+    Column("finished", UtcDateTime),
+    Column("outcome", String(16), nullable=False),
+    Column("error_class", String(64)),
+    Column("error", Text),
+    Column("bytes_tx", BigInteger, nullable=False, default=0),
+    Column("bytes_rx", BigInteger, nullable=False, default=0),
+    Column("round_trips", Integer, nullable=False, default=0),
+    CheckConstraint("outcome IN ('ok', 'partial', 'failed')", name="ck_read_attempts_outcome"),
+    UniqueConstraint("meter_id", "run_id", "started", name="uq_read_attempts"),
+)
+Index("ix_read_attempts_day_meter", read_attempts.c.day, read_attempts.c.meter_id)

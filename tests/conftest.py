@@ -1,0 +1,83 @@
+"""Shared fixtures: a private PostgreSQL schema per test, and the local MQTT broker.
+
+Both skip (with the reason) when the service is not reachable, so the suite runs
+anywhere; on the project machine both services are up and the tests really run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+# The project is not pip-installed: make the root packages importable under plain `pytest`.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+PG_HOST = os.environ.get("HES_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("HES_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("HES_TEST_PG_USER", "postgres")
+PG_DB = os.environ.get("HES_TEST_PG_DB", "test")
+PG_BASE = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
+MQTT_HOST = os.environ.get("HES_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("HES_TEST_MQTT_PORT", "1883"))
+
+
+def _pg_connect() -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_DB, connect_timeout=3, autocommit=True
+    )
+
+
+@pytest.fixture(scope="session")
+def _pg_available() -> None:
+    try:
+        conn = _pg_connect()
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}")
+    conn.close()
+
+
+@pytest.fixture
+def pg_url(_pg_available: None) -> Iterator[str]:
+    """URL of an empty schema of its own (search_path), dropped after the test.
+
+    Schema names carry the pid and a random part, so parallel runs never clash.
+    """
+    schema = f"hes_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    conn = _pg_connect()
+    try:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+
+
+@pytest.fixture
+def pg_admin(_pg_available: None) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection for out-of-band actions (terminating backends)."""
+    conn = _pg_connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """(host, port) of the MQTT broker; skips when nothing listens there."""
+    try:
+        with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2):
+            pass
+    except OSError as exc:
+        pytest.skip(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
+    return MQTT_HOST, MQTT_PORT
