@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -29,6 +29,14 @@ PG_DB = os.environ.get("HES_TEST_PG_DB", "test")
 PG_BASE = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
 MQTT_HOST = os.environ.get("HES_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("HES_TEST_MQTT_PORT", "1883"))
+#: Set by .ci/run: a service test that cannot reach its service fails instead of skipping.
+REQUIRE_SERVICES = os.environ.get("HES_REQUIRE_SERVICES") == "1"
+
+
+def _service_missing(reason: str) -> NoReturn:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (HES_REQUIRE_SERVICES=1: this test must not skip)")
+    pytest.skip(reason)
 
 
 def _pg_connect() -> psycopg.Connection[Any]:
@@ -42,7 +50,7 @@ def _pg_available() -> None:
     try:
         conn = _pg_connect()
     except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}")
+        _service_missing(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}")
     conn.close()
 
 
@@ -79,5 +87,5 @@ def mqtt_broker() -> tuple[str, int]:
         with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2):
             pass
     except OSError as exc:
-        pytest.skip(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
+        _service_missing(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
     return MQTT_HOST, MQTT_PORT
