@@ -10,10 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from collector.bench_command import bench_command
+from collector.commands import collect_command, meters_app, report_command
 from collector.session import Session
 from collector.targets import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
 from protocols.errors import DlmsError
+from simulator.commands import simulate_command
 
 app = typer.Typer(
     name="hes",
@@ -188,6 +191,13 @@ def read(
         typer.echo(json.dumps({"error": exc.error_class, "detail": str(exc)}), file=sys.stdout)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2))
+
+
+app.command("simulate")(simulate_command)
+app.add_typer(meters_app, name="meters")
+app.command("collect")(collect_command)
+app.command("report")(report_command)
+app.command("bench")(bench_command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ back decoded (``protocols.axdr``); failures come back as the typed errors of
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,8 +125,11 @@ class Session:
         """Release the association (best effort, bounded) and close the link."""
         try:
             if release and self.association is not None:
+                # The wall-clock cap matters on HDLC, where the link layer would otherwise
+                # retransmit the RLRQ to a dead meter several times.
                 with contextlib.suppress(DlmsError, TimeoutError):
-                    await self.transport.request(xdlms.build_rlrq(), self.release_timeout)
+                    async with asyncio.timeout(self.release_timeout):
+                        await self.transport.request(xdlms.build_rlrq(), self.release_timeout)
         finally:
             self.association = None
             await self.transport.close()

@@ -82,6 +82,9 @@ class _Stream:
         try:
             async with asyncio.timeout(timeout):
                 data = await self.reader.read(READ_CHUNK)
+        except TimeoutError:
+            # TimeoutError is an OSError subclass: let it through for the caller to map.
+            raise
         except (ConnectionError, OSError) as exc:
             raise LinkError(f"read failed: {exc}") from exc
         if not data:

@@ -33,11 +33,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from dlms_cosem import enumerations as dc_enums
 from dlms_cosem.protocol import acse as dc_acse
 from dlms_cosem.protocol import xdlms as dc_xdlms
+from dlms_cosem.protocol.xdlms import confirmed_service_error as dc_cse
 
 from protocols.axdr import decode_from
 from protocols.errors import DecodeError
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_CONFORMANCE",
     "AareInfo",
     "AarqInfo",
+    "InitiateInfo",
     "AccessSelection",
     "ActionRequest",
     "ActionResult",
@@ -91,10 +93,13 @@ __all__ = [
     "build_get_response_block_error",
     "build_get_response_error",
     "build_get_with_list",
+    "build_initiate_request",
+    "build_initiate_response",
     "build_rlre",
     "build_rlrq",
     "build_set",
     "build_set_response",
+    "decode_initiate",
     "decode_request",
     "decode_response",
     "parse_aare",
@@ -211,8 +216,10 @@ class AareInfo:
     ``challenge`` is the responding-authentication-value (the meter's StoC for HLS);
     ``mechanism`` the responding mechanism id when the meter names one.
     ``initiate_error`` is set when user-information holds a ConfirmedServiceError
-    (initiateError) instead of an InitiateResponse; ``ciphered_initiate`` keeps a
-    glo-InitiateResponse for the ciphering layer to open.
+    (initiateError) instead of an InitiateResponse, ``initiate_error_choice`` its ServiceError
+    CHOICE (6 initiate, 0 application-reference); ``ciphered_initiate`` keeps a
+    glo-InitiateResponse for the ciphering layer to open; ``exception`` an ExceptionResponse
+    carried in user-information (a rejected invocation counter).
     """
 
     accepted: bool
@@ -228,6 +235,17 @@ class AareInfo:
     ciphered: bool = False
     initiate_error: int | None = None
     ciphered_initiate: bytes | None = None
+    initiate_error_choice: int | None = None
+    exception: ExceptionResult | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class InitiateInfo:
+    """A plain InitiateRequest/InitiateResponse (as carried inside a glo-Initiate APDU)."""
+
+    conformance: int
+    max_pdu_size: int
+    dlms_version: int
 
 
 @dataclass(slots=True, frozen=True)
@@ -510,12 +528,16 @@ def build_aarq(
     conformance: int | None = None,
     system_title: bytes | None = None,
     dlms_version: int = 6,
+    ciphered: bool = False,
+    user_information: bytes | None = None,
 ) -> bytes:
     """AARQ for an LN association, encoded by dlms-cosem.
 
     ``password`` is the calling-authentication-value: the LLS secret, or the client
     challenge (CtoS) for the HLS mechanisms.  ``system_title`` goes in calling-AP-title.
     ``conformance`` is the 24-bit Blue Book bit string as an int (None = default).
+    ``ciphered`` names the LN-with-ciphering context; ``user_information`` then carries the
+    glo-InitiateRequest (see :func:`build_initiate_request` and ``protocols.security``).
     """
     mechanism = AUTHENTICATION_MECHANISMS.get(authentication)
     if mechanism is None:
@@ -533,13 +555,66 @@ def build_aarq(
         client_max_receive_pdu_size=max_pdu_size,
         proposed_dlms_version_number=dlms_version,
     )
+    content: dc_xdlms.InitiateRequest | dc_xdlms.GlobalCipherInitiateRequest = initiate
+    if user_information is not None:
+        if user_information[:1] != b"\x21" or len(user_information) > 0x81:
+            raise ValueError("user_information must be a glo-InitiateRequest under 128 bytes")
+        content = dc_xdlms.GlobalCipherInitiateRequest.from_bytes(user_information)
     aarq = dc_acse.ApplicationAssociationRequest(
-        user_information=dc_acse.UserInformation(content=initiate),
+        user_information=dc_acse.UserInformation(content=content),
         system_title=system_title,
         authentication=dc_enums.AuthenticationMechanism(mechanism) if mechanism else None,
         authentication_value=password,
+        ciphered=ciphered,
     )
     return bytes(aarq.to_bytes())
+
+
+def build_initiate_request(
+    *, conformance: int | None = None, max_pdu_size: int = 0xFFFF, dlms_version: int = 6
+) -> bytes:
+    """The plain xDLMS InitiateRequest, to be ciphered into a glo-InitiateRequest."""
+    if not 0 <= max_pdu_size <= 0xFFFF:
+        raise ValueError(f"max PDU size {max_pdu_size} outside 0..65535")
+    return bytes(
+        dc_xdlms.InitiateRequest(
+            proposed_conformance=_conformance_object(
+                DEFAULT_CONFORMANCE if conformance is None else conformance
+            ),
+            client_max_receive_pdu_size=max_pdu_size,
+            proposed_dlms_version_number=dlms_version,
+        ).to_bytes()
+    )
+
+
+def build_initiate_response(*, conformance: int, max_pdu_size: int, dlms_version: int = 6) -> bytes:
+    """The plain xDLMS InitiateResponse, to be ciphered into a glo-InitiateResponse."""
+    if not 0 <= max_pdu_size <= 0xFFFF:
+        raise ValueError(f"max PDU size {max_pdu_size} outside 0..65535")
+    return bytes(
+        dc_xdlms.InitiateResponse(
+            negotiated_conformance=_conformance_object(conformance),
+            server_max_receive_pdu_size=max_pdu_size,
+            negotiated_dlms_version_number=dlms_version,
+        ).to_bytes()
+    )
+
+
+def decode_initiate(data: bytes) -> InitiateInfo:
+    """A plain InitiateRequest (tag 1) or InitiateResponse (tag 8), read from its tail.
+
+    The request ends in dlms-version, ``5F 1F 04 00`` + 3 conformance bytes and max PDU
+    size; the response adds the VAA-name ``00 07``. Read directly because dlms-cosem drops
+    conformance bits 16-23 (see above).
+    """
+    tail = data[:-2] if data[:1] == b"\x08" and data[-2:] == b"\x00\x07" else data
+    if len(tail) < 10 or data[0] not in (0x01, 0x08) or (data[0] == 0x08 and tail is data):
+        raise DecodeError("not an InitiateRequest/InitiateResponse")
+    if tail[-9:-5] != b"\x5f\x1f\x04\x00":
+        raise DecodeError("Initiate APDU: conformance is not 5F 1F 04 00 ...")
+    return InitiateInfo(
+        int.from_bytes(tail[-5:-2], "big"), int.from_bytes(tail[-2:], "big"), tail[-10]
+    )
 
 
 def build_get(
@@ -630,20 +705,33 @@ def build_aare(
     system_title: bytes | None = None,
     challenge: bytes | None = None,
     initiate_error: int | None = None,
+    initiate_error_choice: int = 6,
+    ciphered: bool = False,
+    user_information: bytes | None = None,
 ) -> bytes:
     """AARE (acse-service-user diagnostic), encoded by dlms-cosem.
 
     A rejection with ``initiate_error`` carries a ConfirmedServiceError (initiateError)
-    instead of an InitiateResponse, as the Green Book shows for a too-low DLMS version.
-    ``authentication``/``challenge`` fill mechanism-name and the responding
-    authentication value (StoC) for HLS.
+    instead of an InitiateResponse, as the Green Book shows for a too-low DLMS version;
+    ``initiate_error_choice`` is its ServiceError CHOICE (6 initiate, 0 application-reference
+    for deciphering-error). ``authentication``/``challenge`` fill mechanism-name and the
+    responding authentication value (StoC) for HLS. ``ciphered`` names the LN-with-ciphering
+    context; ``user_information`` then replaces the InitiateResponse with the given xDLMS APDU
+    (a glo-InitiateResponse, or an ExceptionResponse for a rejected invocation counter).
     """
     mechanism = AUTHENTICATION_MECHANISMS.get(authentication)
     if mechanism is None:
         raise ValueError(f"unknown authentication {authentication!r}")
-    content: dc_xdlms.InitiateResponse | dc_xdlms.ConfirmedServiceError
-    if initiate_error is not None:
-        content = dc_xdlms.ConfirmedServiceError(error=dc_enums.InitiateError(initiate_error))
+    content: Any
+    if user_information is not None:
+        if not 0 < len(user_information) < 0x80:
+            raise ValueError("AARE user_information must be 1..127 bytes")
+        content = _RawXdlms(user_information)
+    elif initiate_error is not None:
+        error_type = dc_cse.ErrorFactory.get_error_type(
+            initiate_error_choice
+        )
+        content = dc_xdlms.ConfirmedServiceError(error=error_type(initiate_error))
     else:
         if not 0 <= max_pdu_size <= 0xFFFF:
             raise ValueError(f"max PDU size {max_pdu_size} outside 0..65535")
@@ -663,8 +751,19 @@ def build_aare(
         system_title=system_title,
         authentication_value=challenge,
         user_information=dc_acse.UserInformation(content=content),
+        ciphered=ciphered,
     )
     return bytes(aare.to_bytes())
+
+
+@dataclass(slots=True, frozen=True)
+class _RawXdlms:
+    """An already-encoded xDLMS APDU for dlms-cosem's UserInformation to carry."""
+
+    raw: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.raw
 
 
 def build_get_response(invoke_id: int, data: bytes) -> bytes:
@@ -723,9 +822,17 @@ def build_action_response(invoke_id: int, result: int, data: bytes | None = None
     return head + b"\x01\x00" + data
 
 
-def build_exception_response(state_error: int, service_error: int) -> bytes:
-    """ExceptionResponse (Green Book: state-error, service-error)."""
-    return bytes((TAG_EXCEPTION_RESPONSE, state_error, service_error))
+def build_exception_response(
+    state_error: int, service_error: int, invocation_counter: int | None = None
+) -> bytes:
+    """ExceptionResponse (Green Book: state-error, service-error).
+
+    invocation-counter-error (6) carries the counter the server expects (Unsigned32).
+    """
+    head = bytes((TAG_EXCEPTION_RESPONSE, state_error, service_error))
+    if invocation_counter is None:
+        return head
+    return head + invocation_counter.to_bytes(4, "big")
 
 
 def build_data_notification(
@@ -963,12 +1070,37 @@ def _decode_data_notification(data: bytes) -> Response:
     return DataNotification(int.from_bytes(data[2:5], "big"), stamp, data[end:])
 
 
+def _split_exception(data: bytes) -> tuple[bytes, ExceptionResult | None]:
+    """Take an ExceptionResponse out of the AARE's user-information (dlms-cosem refuses it).
+
+    Servers put one there for a rejected invocation counter (as Gurux does). The walk relies
+    on single-byte BER lengths, which is all dlms-cosem itself parses in an AARE.
+    """
+    if len(data) < 2 or data[1] != len(data) - 2:
+        return data, None
+    pos = 2
+    while pos + 1 < len(data):
+        tag, size = data[pos], data[pos + 1]
+        if tag == 0xBE and pos + 2 + size == len(data) and size >= 5:
+            inner = data[pos + 4 : pos + 2 + size]
+            if inner[:1] == bytes((TAG_EXCEPTION_RESPONSE,)):
+                exc = _decode_exception(inner)
+                assert isinstance(exc, ExceptionResult)
+                body = data[2:pos]
+                return bytes((TAG_AARE, len(body))) + body, exc
+            return data, None
+        pos += 2 + size
+    return data, None
+
+
 def _aare_from(data: bytes) -> AareInfo:
+    data, exception = _split_exception(data)
     aare = dc_acse.ApplicationAssociationResponse.from_bytes(data)
     diagnostic = aare.result_source_diagnostics
     source = 2 if isinstance(diagnostic, dc_enums.AcseServiceProviderDiagnostics) else 1
     conformance = max_pdu = version = 0
     initiate_error: int | None = None
+    initiate_error_choice: int | None = None
     ciphered_initiate: bytes | None = None
     content = aare.user_information.content if aare.user_information else None
     if isinstance(content, dc_xdlms.InitiateResponse):
@@ -977,6 +1109,10 @@ def _aare_from(data: bytes) -> AareInfo:
         version = content.negotiated_dlms_version_number
     elif isinstance(content, dc_xdlms.ConfirmedServiceError):
         initiate_error = int(content.error)
+        initiate_error_choice = next(
+            tag for tag, kind in dc_cse.ErrorFactory.ERROR_TYPE_MAP.items()
+            if isinstance(content.error, kind)
+        )
     elif isinstance(content, dc_xdlms.GlobalCipherInitiateResponse):
         ciphered_initiate = bytes(content.to_bytes())
     elif content is not None:
@@ -996,6 +1132,8 @@ def _aare_from(data: bytes) -> AareInfo:
         ciphered=bool(aare.ciphered),
         initiate_error=initiate_error,
         ciphered_initiate=ciphered_initiate,
+        initiate_error_choice=initiate_error_choice,
+        exception=exception,
     )
 
 

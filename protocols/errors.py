@@ -112,3 +112,79 @@ def data_access_error(result: int, what: str) -> DataAccessError:
     if result in (1, 2):
         return TemporaryFailure(text, result)
     return DataAccessError(text, result)
+
+
+class SecurityError(DlmsError):
+    """A DLMS security failure (suite-0 ciphering, HLS, invocation counters).
+
+    Never transient: retrying with the same keys, titles and counters fails the same way,
+    and a retry storm on a security fault looks like an attack to the meter's owner.
+    Messages name what failed, never a key.
+    """
+
+    error_class = "security"
+
+
+class KeyRejected(SecurityError):
+    """The meter could not decipher the ciphered InitiateRequest: it holds other keys.
+
+    AARE rejected with a ConfirmedServiceError initiateError, application-reference
+    deciphering-error (Green Book).
+    """
+
+    error_class = "key_rejected"
+
+
+class DecipheringRejected(SecurityError):
+    """ExceptionResponse deciphering-error: a ciphered request failed the meter's tag check
+    on an established association (altered in transit or corrupted)."""
+
+    error_class = "deciphering_rejected"
+
+
+class InvocationCounterRejected(SecurityError):
+    """The meter refused the client invocation counter as replayed or too low.
+
+    ``expected`` is the counter the meter reported (ExceptionResponse
+    invocation-counter-error), when it did.
+    """
+
+    error_class = "invocation_counter_rejected"
+
+    def __init__(self, message: str, expected: int | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+class SystemTitleRejected(SecurityError):
+    """AARE rejected with calling-AP-title-not-recognized: the meter does not know our title."""
+
+    error_class = "system_title_rejected"
+
+    def __init__(self, message: str, diagnostic: int | None = None) -> None:
+        super().__init__(message)
+        self.diagnostic = diagnostic
+
+
+class SystemTitleMismatch(SecurityError):
+    """The meter answered with another system title than the one configured for it."""
+
+    error_class = "system_title_mismatch"
+
+
+class ResponseAuthenticationFailed(SecurityError):
+    """A ciphered APDU from the meter does not verify with this meter's keys."""
+
+    error_class = "response_authentication_failed"
+
+
+class ReplayedResponse(SecurityError):
+    """A ciphered APDU from the meter reuses or lowers the meter's invocation counter."""
+
+    error_class = "replayed_response"
+
+
+class HlsVerificationFailed(SecurityError):
+    """HLS pass 4: the meter's f(CtoS) does not verify, so it did not prove the keys."""
+
+    error_class = "hls_verification_failed"

@@ -9,7 +9,19 @@ two kinds, as a head-end sees them in the field:
 - transient, per session attempt: no answer at all (timeout), a frame with a broken checksum
   (or a garbled wrapper PDU), the connection dropped mid-session, a slow meter. A retry usually
   gets through, which is what the collector's retry policy is for.
-"""
+
+How the servers (``simulator.server``) show each fault, and what our client reports:
+
+| fault | TCP wrapper | HDLC bus (TCP port or pty) |
+|---|---|---|
+| offline (for good, or in a window) | accept, close at once: LinkError | silence: DlmsTimeout |
+| no answer | accept, read, never answer: DlmsTimeout | link silent for ``silence_s`` (or until the terminal-server connection ends): DlmsTimeout |
+| corrupt frame | wrapper version garbled: DecodeError | FCS broken: client drops the frame, retransmits, the meter repeats its answer |
+| drop | connection closed instead of answer N: LinkError | TCP closed / DM on a pty: LinkError |
+| slow | every answer ``slow_delay_s`` late | same |
+
+"N" (the fault point, 0..3) counts the APDUs answered before the fault strikes.
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -99,11 +111,26 @@ class FaultPlan:
             self.spec.intermittent_down_share
         )
 
-    def next_session_fault(self, meter_id: int) -> SessionFault:
-        """The fault of this meter's next session; counts the session."""
+    @property
+    def has_session_faults(self) -> bool:
+        s = self.spec
+        return s.no_answer + s.corrupt_frame + s.drop + s.slow > 0.0
+
+    def next_session(self, meter_id: int) -> tuple[SessionFault, int]:
+        """The fault of this meter's next session and its :meth:`fault_point`; counts it.
+
+        Only fleets with per-session faults count sessions, so a clean fleet keeps no
+        per-meter state at all.
+        """
+        if not self.has_session_faults:
+            return SessionFault.NONE, 0
         n = self._sessions.get(meter_id, 0)
         self._sessions[meter_id] = n + 1
-        return self.session_fault(meter_id, n)
+        return self.session_fault(meter_id, n), self.fault_point(meter_id, n)
+
+    def next_session_fault(self, meter_id: int) -> SessionFault:
+        """The fault of this meter's next session; counts the session."""
+        return self.next_session(meter_id)[0]
 
     def session_fault(self, meter_id: int, attempt: int) -> SessionFault:
         u = unit_hash("session", self.seed, meter_id, attempt)

@@ -36,9 +36,10 @@ Design (why it is cheap at 200,000 meters):
 
 from __future__ import annotations
 
+import hashlib
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache, lru_cache
 from itertools import accumulate
@@ -723,4 +724,34 @@ def ground_truth(meter_id: int, seed: int, start: float, end: float) -> GroundTr
         events=events(spec, start, end),
         power_events=power_events(spec, start, end),
         registers=registers(spec, end),
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class MeterKeys:
+    """A meter's suite-0 keys and its system title (FLAG id "SIM" + the meter id)."""
+
+    encryption_key: bytes = field(repr=False)
+    authentication_key: bytes = field(repr=False)
+    system_title: bytes
+
+    def __repr__(self) -> str:
+        return f"MeterKeys(system_title={self.system_title.hex()}, <keys redacted>)"
+
+
+@lru_cache(maxsize=8192)
+def keys(meter_id: int, seed: int) -> MeterKeys:
+    """The meter's global unicast encryption key, authentication key and system title.
+
+    Derived with SHA-256 from (meter id, seed) so a fleet needs no key file to start and a
+    key file for the collector can be written from the same pair (``hes simulate``).
+    """
+    def derive(label: bytes) -> bytes:
+        material = b"hes-sim-key|%s|%d|%d" % (label, meter_id, seed)
+        return hashlib.sha256(material).digest()[:16]
+
+    return MeterKeys(
+        encryption_key=derive(b"ek"),
+        authentication_key=derive(b"ak"),
+        system_title=b"SIM" + (meter_id % (1 << 40)).to_bytes(5, "big"),
     )

@@ -160,6 +160,10 @@ class MeterState:
 
     clock_offset: float = 0.0
     control_state: int = CONNECTED
+    #: Highest client invocation counter accepted (suite 0); -1 before the first.
+    client_invocation_counter: int = -1
+    #: Next invocation counter the meter ciphers with.
+    server_invocation_counter: int = 0
 
     @property
     def output_state(self) -> bool:
@@ -450,6 +454,7 @@ class Context:
     server_max_pdu: int
     mechanism: int
     objects: dict[bytes, CosemObject] = field(default_factory=dict)
+    ciphered: bool = False
 
 
 def _object_list(ctx: Context) -> bytes:
@@ -592,8 +597,8 @@ def _association_attribute(ctx: Context, attribute: int) -> bytes:
     if attribute == 3:
         return _enc(axdr.structure(axdr.i8(ctx.client_sap), axdr.u16(1)))
     if attribute == 4:
-        # application-context-name 2.16.756.5.8.1.1 (LN, no ciphering), one element per arc
-        return _oid_value(1, 1)
+        # application-context-name 2.16.756.5.8.1.1 (LN, no ciphering) or .3 (LN, ciphering)
+        return _oid_value(1, 3 if ctx.ciphered else 1)
     if attribute == 5:
         return _enc(
             axdr.structure(

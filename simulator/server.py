@@ -2,32 +2,40 @@
 
 Three ways in, as in the field:
 - ``WrapperServer``: GPRS/4G-style meters, DLMS over TCP with the IEC 62056-47 wrapper. One
-  listening socket serves many meters; the meter is chosen by the connection's local address
-  (one loopback address per meter) or, failing that, the listening port.
-- ``HdlcTcpServer``: an RS-485 bus behind a terminal server: one TCP port per bus, HDLC frames
-  routed to the meter whose physical address they carry. Like a real terminal server it takes
-  one TCP client at a time, so a bus never carries two sessions at once.
+  server serves many meters; the meter is chosen by the connection's local address (one
+  loopback address per meter) and port. Given a list of ``hosts`` it answers on all of them:
+  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``) when the system
+  allows it, otherwise one socket per address (see ``simulator.fleet`` for why).
+- ``HdlcTcpServer``: an RS-485 bus behind a terminal-server TCP port: HDLC frames routed to
+  the meter whose physical address they carry. Like a real terminal server it takes one TCP
+  client at a time, so a bus never carries two sessions at once.
 - ``PtyBus``: the same bus on a pseudo-terminal, for serial test benches.
 
 The protocol work is done by the sans-IO parts (``protocols`` and ``simulator.meter``); this
-module only moves bytes and applies timing (latency, baud rate) and injected faults.
+module only moves bytes and applies timing (latency, baud rate) and injected faults
+(``simulator.faults``): per session no answer, a corrupted frame, a dropped link, a slow meter;
+per meter offline for good or for windows of time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
+import socket
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocols.errors import DecodeError
 from protocols.hdlc import (
     ApduReceived,
     Disconnected,
     FrameDecoder,
+    FrameKind,
     HdlcAddress,
     HdlcConnection,
     HdlcFrame,
@@ -36,15 +44,28 @@ from protocols.hdlc import (
     Transmit,
 )
 from protocols.wrapper import WrapperDecoder, encode_wrapper
+from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import MeterSession, SimulatedMeter
+from simulator.objects import MeterState
 
 Clock = Callable[[], float]
 MeterResolver = Callable[[str, int], SimulatedMeter | None]
+MeterRelease = Callable[[SimulatedMeter], None]
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+#: How long a no-answer HDLC session stays silent on a bus when no TCP connection marks its
+#: end (a pty): long enough for the client's retransmissions to run out.
+DEFAULT_BUS_SILENCE_S = 10.0
+
+
+class MeterLookup(Protocol):
+    """Where a bus finds the meter at a physical address (a dict, or a fleet creating it)."""
+
+    def get(self, key: int, /) -> SimulatedMeter | None: ...
 
 
 @dataclass(slots=True)
 class ServerStats:
-    """Counters a load test reads back: sessions, bytes on the wire, concurrency."""
+    """Counters a load test reads back: sessions, bytes on the wire, concurrency, faults."""
 
     connections: int = 0
     sessions_in_flight: int = 0
@@ -53,6 +74,8 @@ class ServerStats:
     bytes_rx: int = 0
     bytes_tx: int = 0
     rejected_busy: int = 0
+    refused: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
     def session_started(self) -> None:
@@ -63,9 +86,36 @@ class ServerStats:
     def session_ended(self) -> None:
         self.sessions_in_flight -= 1
 
+    def fault(self, kind: SessionFault) -> None:
+        if kind is not SessionFault.NONE:
+            self.faults[kind.value] = self.faults.get(kind.value, 0) + 1
+
+
+def corrupt_hdlc(frames: bytes) -> bytes:
+    """Flip one bit of the last frame's FCS so the receiver drops it (bad checksum).
+
+    DLMS HDLC frames are delimited by their length field, not by byte stuffing, so the flag
+    value may appear inside a frame; it is still avoided here to keep the damage to the FCS.
+    """
+    out = bytearray(frames)
+    pos = len(out) - 2
+    flipped = out[pos] ^ 0x01
+    out[pos] = flipped if flipped not in (0x7E, 0x7D) else out[pos] ^ 0x10
+    return bytes(out)
+
+
+def garble_wrapper(pdu: bytes) -> bytes:
+    """A wrapper PDU whose version field is wrong: the client's decoder must reject it."""
+    return b"\x00\x02" + pdu[2:]
+
 
 class WrapperServer:
-    """DLMS/COSEM over TCP (IEC 62056-47) for many meters on one listening socket."""
+    """DLMS/COSEM over TCP (IEC 62056-47) for many meters on one server.
+
+    ``resolve(local_ip, local_port)`` picks the meter of a new connection (None: close it);
+    ``release(meter)`` is called when that connection ends, so a fleet can forget meters that
+    nobody talks to. ``hosts`` lists every address to answer on (default: ``host`` alone).
+    """
 
     def __init__(
         self,
@@ -75,43 +125,157 @@ class WrapperServer:
         *,
         clock: Clock = time.time,
         latency: Callable[[SimulatedMeter], float] | None = None,
+        faults: FaultPlan | None = None,
+        release: MeterRelease | None = None,
+        hosts: Sequence[str] | None = None,
+        per_address: bool = False,
     ) -> None:
         self.resolve = resolve
         self.host = host
         self.port = port
         self.clock = clock
         self.latency = latency
+        self.faults = faults
+        self.release = release
+        self.hosts: Sequence[str] = hosts if hosts is not None else [host]
+        self.per_address = per_address
         self.stats = ServerStats()
-        self._server: asyncio.Server | None = None
+        #: "device" (one wildcard socket on lo) or "per-address", set by start().
+        self.listen_mode = ""
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, reuse_address=True, backlog=4096
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        if len(self.hosts) > 1 and not self.per_address:
+            sock = self._device_socket()
+            if sock is not None:
+                self._sockets = [sock]
+                self.listen_mode = "device"
+        if not self._sockets:
+            self.listen_mode = "per-address"
+            self._bind_each()
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _device_socket(self) -> socket.socket | None:
+        """One socket for all of 127.0.0.0/8 on ``port``; None when the system refuses it."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+            sock.bind(("0.0.0.0", self.port))
+        except PermissionError:
+            sock.close()
+            return None
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno, f"cannot listen on 127.0.0.0/8 port {self.port}: {exc.strerror}"
+            ) from None
+        sock.listen(4096)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _bind_each(self) -> None:
+        _raise_fd_limit(len(self.hosts) + 256)
+        try:
+            for host in self.hosts:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self._sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, self.port))
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"cannot listen on {host}:{self.port}: {exc.strerror}"
+                    ) from None
+                sock.listen(1024)
+                sock.setblocking(False)
+                self.port = sock.getsockname()[1]
+        except BaseException:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets = []
+            raise
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                conn, _peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            conn.setblocking(False)
+            task = asyncio.get_running_loop().create_task(self._serve_socket(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets = []
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        local_ip, local_port = writer.get_extra_info("sockname")[:2]
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        local_ip, local_port = conn.getsockname()[:2]
+        if ipaddress.ip_address(local_ip) not in LOOPBACK:
+            conn.close()
+            return
         meter = self.resolve(local_ip, local_port)
-        if meter is None or not meter.online(self.clock()):
+        if meter is None:
+            self.stats.refused += 1
+            conn.close()
+            return
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            self._release(meter)
+            return
+        try:
+            await self._serve(meter, reader, writer)
+        finally:
+            self._release(meter)
+
+    def _release(self, meter: SimulatedMeter) -> None:
+        if self.release is not None:
+            self.release(meter)
+
+    async def _serve(
+        self, meter: SimulatedMeter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        now = self.clock()
+        plan = self.faults
+        if not meter.online(now) or (plan is not None and not plan.online(meter.meter_id, now)):
+            self.stats.refused += 1
             writer.close()
             return
+        fault, point = SessionFault.NONE, 0
+        if plan is not None:
+            fault, point = plan.next_session(meter.meter_id)
+        self.stats.fault(fault)
         self.stats.session_started()
         session: MeterSession | None = None
         decoder = WrapperDecoder()
+        answered = 0
         try:
             while True:
                 data = await reader.read(4096)
                 if not data:
                     break
                 self.stats.bytes_rx += len(data)
+                if fault is SessionFault.NO_ANSWER:
+                    continue
                 try:
                     pdus = decoder.feed(data)
                 except DecodeError:
@@ -119,15 +283,21 @@ class WrapperServer:
                 for pdu in pdus:
                     if session is None:
                         session = meter.new_session(pdu.source)
+                    if fault is SessionFault.DROP and answered == point:
+                        return
                     reply = session.handle(pdu.apdu, self.clock())
                     self.stats.apdus += 1
                     if reply is None:
                         continue
-                    if self.latency is not None:
-                        delay = self.latency(meter)
-                        if delay > 0:
-                            await asyncio.sleep(delay)
+                    delay = self.latency(meter) if self.latency is not None else 0.0
+                    if fault is SessionFault.SLOW and plan is not None:
+                        delay += plan.spec.slow_delay_s
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                     out = encode_wrapper(pdu.destination, pdu.source, reply)
+                    if fault is SessionFault.CORRUPT_FRAME and answered == point:
+                        out = garble_wrapper(out)
+                    answered += 1
                     writer.write(out)
                     self.stats.bytes_tx += len(out)
                     await writer.drain()
@@ -140,66 +310,181 @@ class WrapperServer:
             writer.close()
 
 
+def _raise_fd_limit(wanted: int) -> None:
+    """Lift the soft open-file limit towards the hard one; a clear error if still too low."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        raise OSError(
+            f"{wanted} listening sockets needed but the open-file limit is {hard}; "
+            "run as root (SO_BINDTODEVICE needs CAP_NET_RAW) or use fewer GPRS meters"
+        )
+
+
+@dataclass(slots=True)
+class _Link:
+    """One HDLC link (= one session) between a client and a meter on a bus."""
+
+    conn: HdlcConnection
+    session: MeterSession
+    meter: SimulatedMeter
+    fault: SessionFault
+    point: int
+    silent_until: float
+    answered: int = 0
+
+
+@dataclass(slots=True)
+class BusReply:
+    """What the bus puts on the line: bytes after ``delay`` seconds; ``drop``: the link died."""
+
+    data: bytes = b""
+    delay: float = 0.0
+    drop: bool = False
+
+
 class HdlcBus:
     """The meters of one RS-485 bus, addressed by HDLC physical address.
 
-    Sans-IO: ``feed(bytes, now)`` returns the bytes the meters put on the bus in answer. Every
-    meter keeps its own HDLC connection and DLMS association, as on a real multidrop line.
+    Sans-IO: ``respond(bytes, now, mono)`` returns what the meters put on the bus in answer.
+    Every meter keeps its own HDLC connection and DLMS association, as on a real multidrop
+    line. With a :class:`FaultPlan`, each new HDLC link (a session) draws its fault.
     """
 
     def __init__(
         self,
-        meters: dict[int, SimulatedMeter],
+        meters: MeterLookup,
         settings: HdlcSettings | None = None,
         logical_address: int = 1,
+        *,
+        faults: FaultPlan | None = None,
+        release: MeterRelease | None = None,
+        silence_s: float = DEFAULT_BUS_SILENCE_S,
     ) -> None:
         self.meters = meters
         self.settings = settings or HdlcSettings()
         self.logical_address = logical_address
+        self.faults = faults
+        self.release = release
+        self.silence_s = silence_s
+        self.stats = ServerStats()
         self._decoder = FrameDecoder()
-        self._links: dict[tuple[int, int], tuple[HdlcConnection, MeterSession]] = {}
+        self._links: dict[tuple[int, int], _Link] = {}
 
     def feed(self, data: bytes, now: float) -> bytes:
+        """The answer bytes alone (no faults' timing): for callers that need no delay."""
+        return self.respond(data, now, time.monotonic()).data
+
+    def respond(self, data: bytes, now: float, mono: float) -> BusReply:
+        """Answer ``data`` at true time ``now``; ``mono`` (monotonic seconds) times faults."""
+        reply = BusReply()
         out = bytearray()
         for frame in self._decoder.feed(data):
-            out += self._route(frame, now)
-        return bytes(out)
+            out += self._route(frame, now, mono, reply)
+            if reply.drop:
+                break
+        reply.data = bytes(out)
+        return reply
 
     def reset(self) -> None:
         """Forget every link, as when the terminal-server connection drops."""
         self._decoder = FrameDecoder()
-        self._links.clear()
+        for key in list(self._links):
+            self._forget(key)
 
-    def _route(self, frame: HdlcFrame, now: float) -> bytes:
+    def _forget(self, key: tuple[int, int]) -> None:
+        link = self._links.pop(key, None)
+        if link is not None and self.release is not None:
+            self.release(link.meter)
+
+    def _online(self, meter: SimulatedMeter, now: float) -> bool:
+        if not meter.online(now):
+            return False
+        return self.faults is None or self.faults.online(meter.meter_id, now)
+
+    def _route(self, frame: HdlcFrame, now: float, mono: float, reply: BusReply) -> bytes:
         physical = frame.destination.lower
         if physical is None or frame.destination.upper != self.logical_address:
             return b""
-        meter = self.meters.get(physical)
-        if meter is None or not meter.online(now):
-            return b""
         key = (physical, frame.source.upper)
         link = self._links.get(key)
+        if link is not None and link.fault is SessionFault.NO_ANSWER:
+            if mono < link.silent_until:
+                return b""
+            self._forget(key)
+            link = None
         if link is None:
-            conn = HdlcConnection(
-                Role.SERVER,
-                HdlcAddress(self.logical_address, physical, frame.destination.size),
-                frame.source,
-                self.settings,
-            )
-            link = (conn, meter.new_session(frame.source.upper))
+            link = self._open_link(frame, now, mono)
+            if link is None:
+                return b""
             self._links[key] = link
-        conn, session = link
+            if link.fault is SessionFault.NO_ANSWER:
+                return b""
+        if not self._online(link.meter, now):
+            return b""
         out = bytearray()
-        for event in conn.handle_frame(frame):
+        for event in link.conn.handle_frame(frame):
             if isinstance(event, Transmit):
                 out += event.data
             elif isinstance(event, ApduReceived):
-                reply = session.handle(event.apdu, now)
-                if reply is not None:
-                    out += conn.send_apdu(reply)
+                if link.fault is SessionFault.DROP and link.answered == link.point:
+                    reply.drop = True
+                    self._forget(key)
+                    return bytes(out) + self._dm(frame)
+                answer = link.session.handle(event.apdu, now)
+                if answer is None:
+                    continue
+                self.stats.apdus += 1
+                frames = link.conn.send_apdu(answer)
+                if link.fault is SessionFault.CORRUPT_FRAME and link.answered == link.point:
+                    frames = corrupt_hdlc(frames)
+                link.answered += 1
+                out += frames
             elif isinstance(event, Disconnected):
-                self._links.pop(key, None)
+                self._forget(key)
+        if link.fault is SessionFault.SLOW and self.faults is not None and out:
+            reply.delay = max(reply.delay, self.faults.spec.slow_delay_s)
         return bytes(out)
+
+    def _open_link(self, frame: HdlcFrame, now: float, mono: float) -> _Link | None:
+        """A new session for the addressed meter, or None when it is absent or offline."""
+        physical = frame.destination.lower
+        assert physical is not None
+        meter = self.meters.get(physical)
+        if meter is None:
+            return None
+        if not self._online(meter, now):
+            if self.release is not None:
+                self.release(meter)
+            return None
+        fault, point = SessionFault.NONE, 0
+        if self.faults is not None:
+            fault, point = self.faults.next_session(meter.meter_id)
+        self.stats.fault(fault)
+        conn = HdlcConnection(
+            Role.SERVER,
+            HdlcAddress(self.logical_address, physical, frame.destination.size),
+            frame.source,
+            self.settings,
+        )
+        return _Link(
+            conn,
+            meter.new_session(frame.source.upper),
+            meter,
+            fault,
+            point,
+            mono + self.silence_s,
+        )
+
+    def _dm(self, frame: HdlcFrame) -> bytes:
+        """Disconnected mode: the meter dropped the link and says so to whatever comes."""
+        return HdlcFrame(FrameKind.DM, frame.source, frame.destination, True).encode()
 
 
 def wire_time(nbytes: int, baudrate: int | None) -> float:
@@ -208,7 +493,10 @@ def wire_time(nbytes: int, baudrate: int | None) -> float:
 
 
 class HdlcTcpServer:
-    """One RS-485 bus behind a terminal-server TCP port (one TCP client at a time)."""
+    """One RS-485 bus behind a terminal-server TCP port (one TCP client at a time).
+
+    A dropped link closes the TCP connection, as a terminal server losing its line does.
+    """
 
     def __init__(
         self,
@@ -218,18 +506,22 @@ class HdlcTcpServer:
         *,
         baudrate: int | None = None,
         clock: Clock = time.time,
+        busy_wait_s: float = 1.0,
     ) -> None:
         self.bus = bus
         self.host = host
         self.port = port
         self.baudrate = baudrate
         self.clock = clock
+        self.busy_wait_s = busy_wait_s
         self.stats = ServerStats()
         self._server: asyncio.Server | None = None
-        self._busy = False
+        self._line = asyncio.Lock()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -240,11 +532,21 @@ class HdlcTcpServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._busy:
+        # A client that reconnects at once after giving up may arrive before this side saw
+        # the old connection close: wait that long for the line, then refuse as busy.
+        try:
+            async with asyncio.timeout(self.busy_wait_s):
+                await self._line.acquire()
+        except TimeoutError:
             self.stats.rejected_busy += 1
             writer.close()
             return
-        self._busy = True
+        try:
+            await self._session(reader, writer)
+        finally:
+            self._line.release()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.session_started()
         self.bus.reset()
         try:
@@ -254,16 +556,18 @@ class HdlcTcpServer:
                     break
                 self.stats.bytes_rx += len(data)
                 await asyncio.sleep(wire_time(len(data), self.baudrate))
-                reply = self.bus.feed(data, self.clock())
-                if reply:
-                    await asyncio.sleep(wire_time(len(reply), self.baudrate))
-                    writer.write(reply)
-                    self.stats.bytes_tx += len(reply)
+                reply = self.bus.respond(data, self.clock(), time.monotonic())
+                if reply.drop:
+                    break
+                if reply.data:
+                    await asyncio.sleep(reply.delay + wire_time(len(reply.data), self.baudrate))
+                    writer.write(reply.data)
+                    self.stats.bytes_tx += len(reply.data)
                     await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            self._busy = False
+            self.bus.reset()
             self.stats.session_ended()
             writer.close()
 
@@ -272,7 +576,8 @@ class PtyBus:
     """An RS-485 bus on a pseudo-terminal: the collector opens ``device`` like a serial port.
 
     The simulator keeps the slave side open too, so the master never reads EIO between two
-    clients, as a real bus stays powered between two sessions.
+    clients, as a real bus stays powered between two sessions. A dropped link shows as the
+    meter answering DM (disconnected mode): a serial line has no connection to close.
     """
 
     def __init__(
@@ -309,11 +614,11 @@ class PtyBus:
                 return
             self.stats.bytes_rx += len(data)
             await asyncio.sleep(wire_time(len(data), self.baudrate))
-            reply = self.bus.feed(data, self.clock())
-            if reply and self._write_transport is not None:
-                await asyncio.sleep(wire_time(len(reply), self.baudrate))
-                self._write_transport.write(reply)
-                self.stats.bytes_tx += len(reply)
+            reply = self.bus.respond(data, self.clock(), time.monotonic())
+            if reply.data and self._write_transport is not None:
+                await asyncio.sleep(reply.delay + wire_time(len(reply.data), self.baudrate))
+                self._write_transport.write(reply.data)
+                self.stats.bytes_tx += len(reply.data)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -326,3 +631,8 @@ class PtyBus:
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def state_is_default(meter: SimulatedMeter) -> bool:
+    """True when SET/ACTION never changed the meter, so it can be re-created at will."""
+    return meter.current_state() == MeterState()

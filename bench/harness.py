@@ -1,0 +1,1001 @@
+"""The load test behind ``hes bench``: a simulator fleet and the collector as separate processes.
+
+Each scenario starts ``python -m cli simulate`` and (where the collector is measured)
+``python -m cli collect`` as child processes and reads their own resource use from
+``os.wait4`` when they end: CPU seconds (user + system) and peak RSS (``ru_maxrss``, which
+for the collector with ``--workers`` also covers its worker processes). Every wait has a
+deadline; a child that outlives it is killed and the scenario says so (``timed_out``).
+Nothing here asserts a timing: the figures go to ``results.json`` and ``results.md``.
+
+Scenarios (see ``SCENARIOS``):
+
+1. ``throughput``: N GPRS meters, no emulated latency, 1 % transient faults, one day.
+2. ``peers``: one sample of meters read by our Session, dlms-cosem's blocking DlmsClient and
+   Gurux's GXDLMSClient (sequential and in a thread pool of our concurrency), same run.
+3. ``gprs``: GPRS round trips (~1.2 s median, lognormal) on many meters: sessions in flight
+   and how close the wall time gets to the latency bound (round trips x RTT / concurrency).
+4. ``buses``: RS-485 buses at 9600 baud: wire utilisation per bus.
+5. ``storage``: interval-read ingest on SQLite and PostgreSQL, values/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from collector.session import Session  # noqa: E402
+from collector.transport import TcpWrapperTransport  # noqa: E402
+from protocols.errors import DlmsError  # noqa: E402
+from simulator.fleet import LatencySpec, LoopbackRange, meter_number  # noqa: E402
+from storage.database import open_database  # noqa: E402
+from storage.records import Coverage, IntervalRead, MeterRecord  # noqa: E402
+
+SEED = 2026
+PROFILE_OBIS = "1.0.99.1.0.255"
+A_PLUS = "1.0.1.8.0.255"
+CHANNELS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255")
+PERIOD_S = 900
+PG_BASE = os.environ.get("HES_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SCENARIOS = ("throughput", "peers", "gprs", "buses", "storage")
+#: Seconds to wait for ``hes simulate`` to announce itself, and for it to stop on SIGTERM.
+ANNOUNCE_S = 120.0
+STOP_S = 60.0
+
+PLAN_TOML = """
+[collector]
+concurrency = {concurrency}
+
+[timeouts]
+request_s = {request_s}
+
+[[group]]
+name = "bench"
+back_days = 0
+registers = ["1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255"]
+
+[group.profile]
+obis = "1.0.99.1.0.255"
+period_s = 900
+status_column = 1
+
+[group.profile.channels]
+2 = "1.0.1.8.0.255"
+3 = "1.0.2.8.0.255"
+4 = "1.0.3.8.0.255"
+5 = "1.0.4.8.0.255"
+"""
+
+
+@dataclass(slots=True)
+class Sizes:
+    """Counts of every scenario; ``scaled`` shrinks them for quick runs."""
+
+    meters: int = 200_000
+    concurrency: int = 500
+    workers: int = 1
+    peer_sample: int = 200
+    peer_concurrency: int = 50
+    gprs_meters: int = 20_000
+    gprs_concurrency: int = 4000
+    buses: int = 4
+    meters_per_bus: int = 10
+    storage_meters: int = 2000
+    collect_timeout_s: float = 1800.0
+
+    def scaled(self, factor: float) -> Sizes:
+        def n(value: int, low: int) -> int:
+            return max(low, round(value * factor))
+
+        return Sizes(
+            meters=n(self.meters, 10),
+            concurrency=self.concurrency,
+            workers=self.workers,
+            peer_sample=n(self.peer_sample, 4),
+            peer_concurrency=min(self.peer_concurrency, n(self.peer_sample, 4)),
+            gprs_meters=n(self.gprs_meters, 10),
+            gprs_concurrency=min(self.gprs_concurrency, n(self.gprs_meters, 10)),
+            buses=self.buses,
+            meters_per_bus=n(self.meters_per_bus, 1),
+            storage_meters=n(self.storage_meters, 5),
+            collect_timeout_s=self.collect_timeout_s,
+        )
+
+
+#: The CI smoke run: every scenario, small enough for well under a minute in all.
+SMOKE = Sizes(
+    meters=300,
+    concurrency=100,
+    peer_sample=8,
+    peer_concurrency=4,
+    gprs_meters=100,
+    gprs_concurrency=100,
+    buses=2,
+    meters_per_bus=1,
+    storage_meters=20,
+    collect_timeout_s=120.0,
+)
+
+
+# -- child processes --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a child process used, from wait4 (its own rusage, not the harness's)."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    exit_code: int
+    timed_out: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+        }
+
+
+class Child:
+    """``python -m cli ARGS`` with stdout piped and stderr to a log file in the work dir."""
+
+    def __init__(self, args: Sequence[str], log: Path) -> None:
+        self.args = [sys.executable, "-m", "cli", *args]
+        self.log = log
+        self._err: IO[bytes] = open(log, "wb")  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._err, text=True
+        )
+        self.started = time.perf_counter()
+        self.usage: Usage | None = None
+
+    def readline(self, timeout: float) -> str:
+        """The next stdout line, or '' when none came within ``timeout`` (or EOF)."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline() if ready else ""
+
+    def wait(self, timeout: float) -> Usage:
+        """Reap the child (killing it past ``timeout``) and return its own resource use."""
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        pid = self.proc.pid
+        while True:
+            got, status, ru = os.wait4(pid, os.WNOHANG)
+            if got:
+                break
+            if time.monotonic() >= deadline:
+                timed_out = True
+                os.kill(pid, signal.SIGKILL)
+                got, status, ru = os.wait4(pid, 0)
+                break
+            time.sleep(0.05)
+        code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = code
+        self._err.close()
+        self.usage = Usage(
+            wall_s=time.perf_counter() - self.started,
+            cpu_s=ru.ru_utime + ru.ru_stime,
+            peak_rss_mib=ru.ru_maxrss / 1024,
+            exit_code=code,
+            timed_out=timed_out,
+        )
+        return self.usage
+
+    def output(self) -> str:
+        """Whatever stdout still holds (after :meth:`wait`)."""
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.read()
+        self.proc.stdout.close()
+        return text
+
+    def stderr_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.usage is None and self.proc.poll() is None:
+            self.proc.kill()
+
+
+class BenchError(RuntimeError):
+    """A step of the benchmark failed; the message names the step and its stderr tail."""
+
+
+def run_cli(args: Sequence[str], log: Path, timeout: float) -> tuple[str, Usage]:
+    """Run one ``hes`` command to completion; BenchError unless it exits 0 in time."""
+    child = Child(args, log)
+    usage = child.wait(timeout)
+    out = child.output()
+    if usage.exit_code != 0:
+        raise BenchError(
+            f"hes {' '.join(args[:2])} exited {usage.exit_code}"
+            f"{' (killed after timeout)' if usage.timed_out else ''}: {child.stderr_tail()}"
+        )
+    return out, usage
+
+
+class Fleet:
+    """``hes simulate`` as a child: started, announced, stopped with SIGTERM."""
+
+    def __init__(self, args: Sequence[str], workdir: Path, name: str) -> None:
+        self.inventory = workdir / f"{name}.csv"
+        self.child = Child(
+            ["simulate", "--seed", str(SEED), "--port", "0", "--inventory",
+             str(self.inventory), *args],
+            workdir / f"{name}-simulate.log",
+        )  # fmt: skip
+        line = self.child.readline(ANNOUNCE_S)
+        if not line:
+            self.child.kill()
+            self.child.wait(STOP_S)
+            raise BenchError(f"hes simulate did not announce its fleet: {self.child.stderr_tail()}")
+        self.info: dict[str, Any] = json.loads(line)
+        self.stats: dict[str, Any] = {}
+
+    def stop(self) -> Usage:
+        """SIGTERM, reap, and keep the counters it prints on exit."""
+        if self.child.usage is not None:
+            return self.child.usage
+        self.child.proc.send_signal(signal.SIGTERM)
+        usage = self.child.wait(STOP_S)
+        for line in reversed(self.child.output().splitlines()):
+            if line.startswith("{"):
+                self.stats = json.loads(line).get("stats", {})
+                break
+        return usage
+
+
+@contextmanager
+def fleet(args: Sequence[str], workdir: Path, name: str) -> Iterator[Fleet]:
+    """A running fleet that is always stopped, whatever happens inside."""
+    f = Fleet(args, workdir, name)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+def collect_day(now: datetime | None = None) -> date:
+    """Yesterday, once today's collection window (00:05) is open; else the day before."""
+    moment = now or datetime.now(UTC)
+    return (moment - timedelta(days=1, minutes=6)).date()
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rate(count: float, seconds: float) -> float | None:
+    return round(count / seconds, 2) if seconds > 0 else None
+
+
+@dataclass(slots=True)
+class AttemptRow:
+    meter_id: str
+    seconds: float
+    round_trips: int
+    outcome: str
+    link_id: str
+    started: datetime
+    finished: datetime
+    wire_bytes: int
+
+
+def read_attempts(db_path: Path) -> list[AttemptRow]:
+    """Every read attempt of the run, with its meter's link, from the collector's database."""
+    db = open_database(db_path)
+    try:
+        rows = db.execute_read(text(
+            "SELECT a.meter_id, a.started, a.finished, a.round_trips, a.outcome, m.link_id, "
+            "a.bytes_tx + a.bytes_rx FROM read_attempts a JOIN meters m USING (meter_id)"
+        ))
+    finally:
+        db.close()
+    out: list[AttemptRow] = []
+    for meter_id, started, finished, rts, outcome, link, nbytes in rows:
+        a, b = _as_dt(started), _as_dt(finished)
+        out.append(
+            AttemptRow(meter_id, (b - a).total_seconds(), int(rts), outcome, link, a, b,
+                       int(nbytes))
+        )  # fmt: skip
+    return out
+
+
+def _as_dt(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def session_figures(attempts: Sequence[AttemptRow]) -> dict[str, Any]:
+    """p50/p99 session time and round trips per session (all attempts, and ok ones)."""
+    times = [a.seconds for a in attempts]
+    rts = [a.round_trips for a in attempts if a.outcome == "ok"]
+    return {
+        "attempts": len(attempts),
+        "session_s_p50": _r(percentile(times, 50)),
+        "session_s_p99": _r(percentile(times, 99)),
+        "round_trips_per_session_mean": _r(statistics.fmean(rts) if rts else None, 2),
+        "round_trips_per_session_p50": percentile(rts, 50),
+        "round_trips_per_session_max": max(rts) if rts else None,
+    }
+
+
+# -- collector runs ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CollectRun:
+    """One ``hes meters import`` + ``hes collect`` + ``hes report`` against a fleet."""
+
+    summary: dict[str, Any]
+    report: dict[str, Any]
+    usage: Usage
+    import_s: float
+    attempts: list[AttemptRow] = field(default_factory=list)
+
+
+def run_collector(
+    fleet_: Fleet,
+    workdir: Path,
+    name: str,
+    *,
+    concurrency: int,
+    workers: int,
+    timeout: float,
+    request_s: float = 10.0,
+) -> CollectRun:
+    day = collect_day()
+    db = workdir / f"{name}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    plan = workdir / f"{name}-plan.toml"
+    plan.write_text(PLAN_TOML.format(concurrency=concurrency, request_s=request_s))
+    out, imp = run_cli(
+        ["meters", "import", str(fleet_.inventory), "--db", str(db)],
+        workdir / f"{name}-import.log", 600,
+    )  # fmt: skip
+    child = Child(
+        ["collect", "--db", str(db), "--config", str(plan), "--day", day.isoformat(),
+         "--no-progress", "--seed", "1", "--workers", str(workers)],
+        workdir / f"{name}-collect.log",
+    )  # fmt: skip
+    usage = child.wait(timeout)
+    text = child.output().strip().splitlines()
+    if not text:
+        raise BenchError(f"hes collect printed no summary (exit {usage.exit_code}, "
+                         f"timed out: {usage.timed_out}): {child.stderr_tail()}")
+    summary = json.loads(text[-1])
+    rep, _ = run_cli(
+        ["report", "--date", day.isoformat(), "--db", str(db), "--config", str(plan),
+         "--format", "json", "--worst", "5"],
+        workdir / f"{name}-report.log", 600,
+    )  # fmt: skip
+    return CollectRun(summary, json.loads(rep), usage, imp.wall_s, read_attempts(db))
+
+
+def _collector_block(run: CollectRun, meters: int) -> dict[str, Any]:
+    s = run.summary
+    seconds = float(s.get("seconds") or run.usage.wall_s)
+    values = int(s.get("intervals_stored", 0))
+    return {
+        "meters": meters,
+        "wall_s": _r(seconds, 2),
+        "process_wall_s": _r(run.usage.wall_s, 2),
+        "meters_per_s": _rate(meters, seconds),
+        "values_stored": values,
+        "values_per_s": _rate(values, seconds),
+        "success_rate": run.report.get("success_rate"),
+        "collector_success_rate": s.get("success_rate"),
+        "complete_meters": run.report.get("complete_meters"),
+        "intervals_missing": run.report.get("intervals_missing"),
+        "attempts": s.get("attempts"),
+        "retries": s.get("retries"),
+        "errors": s.get("errors"),
+        "final_errors": s.get("final_errors"),
+        "peak_in_flight": s.get("peak_in_flight"),
+        "collector_cpu_s": _r(run.usage.cpu_s, 2),
+        "collector_cpu_ms_per_meter": _r(1000 * run.usage.cpu_s / meters, 3),
+        "collector_peak_rss_mib": _r(run.usage.peak_rss_mib, 1),
+        "collector_timed_out": run.usage.timed_out,
+        "import_s": _r(run.import_s, 2),
+        **session_figures(run.attempts),
+    }
+
+
+def _simulator_block(usage: Usage, meters: int, stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "simulator_cpu_s": _r(usage.cpu_s, 2),
+        "simulator_cpu_ms_per_meter": _r(1000 * usage.cpu_s / meters, 3),
+        "simulator_peak_rss_mib": _r(usage.peak_rss_mib, 1),
+        "simulator_stats": stats,
+    }
+
+
+# -- scenario 1: throughput -------------------------------------------------------------------
+
+
+def scenario_throughput(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """N GPRS meters, no latency, 1 % of sessions with a transient fault; one day."""
+    n = sizes.meters
+    with fleet(["--tcp-meters", str(n), "--baud", "0", "--faults", "0.01"], workdir,
+               "throughput") as f:  # fmt: skip
+        run = run_collector(
+            f, workdir, "throughput", concurrency=sizes.concurrency, workers=sizes.workers,
+            timeout=sizes.collect_timeout_s,
+        )  # fmt: skip
+        sim = f.stop()
+    return {
+        "description": f"{n} GPRS meters (TCP wrapper), no emulated latency, 1% of sessions "
+        "with a transient fault (no answer, corrupt frame, dropped link), one day of 15-min "
+        "profile (4 channels) + 4 registers per meter",
+        "concurrency": sizes.concurrency,
+        "workers": sizes.workers,
+        **_collector_block(run, n),
+        **_simulator_block(sim, n, f.stats),
+    }
+
+
+# -- scenario 2: peers ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Target:
+    host: str
+    port: int
+
+
+def _day_range(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1) - timedelta(seconds=PERIOD_S)
+
+
+async def _ours(targets: Sequence[Target], concurrency: int, day: date) -> list[str]:
+    start, end = _day_range(day)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(t: Target) -> str:
+        async with sem:
+            try:
+                async with Session(TcpWrapperTransport(t.host, t.port), request_timeout=10) as s:
+                    await s.read_clock()
+                    await s.read_register(A_PLUS)
+                    data = await s.read_profile(PROFILE_OBIS, start, end)
+            except DlmsError as exc:
+                return exc.error_class
+            return "ok" if len(data.rows) == 86400 // PERIOD_S else "rows"
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def _dlms_cosem_one(t: Target, day: date) -> str:
+    """dlms-cosem's blocking client: associate, clock, A+ value and scaler, a day of profile."""
+    from dlms_cosem import cosem, enumerations, utils
+    from dlms_cosem.client import DlmsClient
+    from dlms_cosem.cosem.selective_access import CaptureObject, RangeDescriptor
+    from dlms_cosem.io import BlockingTcpIO, TcpTransport
+    from dlms_cosem.security import NoSecurityAuthentication
+
+    start, end = _day_range(day)
+    clock = cosem.CosemAttribute(enumerations.CosemInterface.CLOCK, cosem.Obis(0, 0, 1, 0, 0), 2)
+    reg = enumerations.CosemInterface.REGISTER
+    a_plus = cosem.Obis(1, 0, 1, 8, 0)
+    profile = cosem.CosemAttribute(
+        enumerations.CosemInterface.PROFILE_GENERIC, cosem.Obis(1, 0, 99, 1, 0), 2
+    )
+    access = RangeDescriptor(
+        restricting_object=CaptureObject(cosem_attribute=clock, data_index=0),
+        from_value=start,
+        to_value=end,
+    )
+    transport = TcpTransport(
+        client_logical_address=16,
+        server_logical_address=1,
+        io=BlockingTcpIO(t.host, t.port, timeout=10),
+    )
+    try:
+        with DlmsClient(transport, NoSecurityAuthentication()).session() as s:
+            utils.parse_as_dlms_data(s.get(clock))
+            utils.parse_as_dlms_data(s.get(cosem.CosemAttribute(reg, a_plus, 2)))
+            utils.parse_as_dlms_data(s.get(cosem.CosemAttribute(reg, a_plus, 3)))
+            rows = utils.parse_as_dlms_data(s.get(profile, access_descriptor=access))
+    except Exception as exc:  # a peer's own exception types: counted by name
+        return type(exc).__name__
+    return "ok" if len(rows) == 86400 // PERIOD_S else "rows"
+
+
+def _gurux_one(t: Target, day: date) -> str:
+    """Gurux's GXDLMSClient over a blocking socket (wrapper): the same reads as ours."""
+    import gurux_dlms as gurux
+    from gurux_dlms.enums import Authentication, InterfaceType
+    from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
+
+    start, end = _day_range(day)
+    client = gurux.GXDLMSClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
+    try:
+        with socket.create_connection((t.host, t.port), timeout=10) as sock:
+
+            def exchange(frames: Any) -> Any:
+                reply = gurux.GXReplyData()
+                for frame in [frames] if isinstance(frames, bytes | bytearray) else frames:
+                    pending = bytes(frame)
+                    while True:
+                        sock.sendall(pending)
+                        buffer = gurux.GXByteBuffer()
+                        while not client.getData(buffer, reply, gurux.GXReplyData()):
+                            chunk = sock.recv(65536)
+                            if not chunk:
+                                raise ConnectionError("the meter closed the connection")
+                            buffer.set(chunk)
+                        if not reply.isMoreData():
+                            break
+                        pending = bytes(client.receiverReady(reply))
+                return reply
+
+            client.parseAareResponse(exchange(client.aarqRequest()).data)
+            clock = GXDLMSClock("0.0.1.0.0.255")
+            client.updateValue(clock, 2, exchange(client.read(clock, 2)).value)
+            register = GXDLMSRegister(A_PLUS)
+            for attribute in (3, 2):
+                client.updateValue(
+                    register, attribute, exchange(client.read(register, attribute)).value
+                )
+            profile = GXDLMSProfileGeneric(PROFILE_OBIS)
+            client.updateValue(profile, 3, exchange(client.read(profile, 3)).value)
+            reply = exchange(client.readRowsByRange(profile, start, end))
+            client.updateValue(profile, 2, reply.value)
+            exchange(client.releaseRequest())
+    except Exception as exc:  # a peer's own exception types: counted by name
+        return type(exc).__name__
+    return "ok" if len(profile.buffer) == 86400 // PERIOD_S else "rows"
+
+
+def _quiet_dlms_cosem() -> None:
+    """dlms-cosem logs every frame at debug level through structlog by default; a user
+    measuring throughput would turn that off, so it is filtered to warnings here."""
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _timed(fn: Callable[[], list[str]]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    results = fn()
+    seconds = time.perf_counter() - t0
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r] = counts.get(r, 0) + 1
+    return {
+        "sessions": len(results),
+        "ok": counts.get("ok", 0),
+        "results": counts,
+        "seconds": _r(seconds),
+        "sessions_per_s": _rate(len(results), seconds),
+    }
+
+
+def _pool(fn: Callable[[Target, date], str], targets: Sequence[Target], day: date,
+          threads: int) -> list[str]:  # fmt: skip
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda t: fn(t, day), targets))
+
+
+def scenario_peers(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """Our Session against dlms-cosem and Gurux on one sample of one simulator, same run."""
+    n, c = sizes.peer_sample, sizes.peer_concurrency
+    day = collect_day()
+    _quiet_dlms_cosem()
+    with fleet(["--tcp-meters", str(n), "--baud", "0"], workdir, "peers") as f:
+        tcp = f.info["tcp"]
+        addresses = LoopbackRange(tcp["first_address"], tcp["meters"])
+        targets = [Target(a, int(tcp["port"])) for a in addresses]
+        # one untimed session each first: imports, first connections
+        asyncio.run(_ours(targets[:1], 1, day))
+        _dlms_cosem_one(targets[0], day)
+        _gurux_one(targets[0], day)
+        clients: dict[str, dict[str, Any]] = {
+            "ours_asyncio": _timed(lambda: asyncio.run(_ours(targets, c, day))),
+            "ours_sequential": _timed(lambda: asyncio.run(_ours(targets, 1, day))),
+            "dlms_cosem_sequential": _timed(lambda: [_dlms_cosem_one(t, day) for t in targets]),
+            "dlms_cosem_threads": _timed(lambda: _pool(_dlms_cosem_one, targets, day, c)),
+            "gurux_sequential": _timed(lambda: [_gurux_one(t, day) for t in targets]),
+            "gurux_threads": _timed(lambda: _pool(_gurux_one, targets, day, c)),
+        }
+        sim = f.stop()
+    ours = clients["ours_asyncio"]["sessions_per_s"] or 0.0
+    ratios = {
+        f"ours_vs_{name}": _r(ours / peer["sessions_per_s"], 2) if peer["sessions_per_s"] else None
+        for name, peer in clients.items()
+        if not name.startswith("ours")
+    }
+    return {
+        "description": f"{n} GPRS meters of one simulator, each client reads clock, A+ "
+        "(value, scaler_unit) and one day of load profile by range per session; thread pools "
+        f"and our asyncio client run {c} sessions at once",
+        "sample": n,
+        "concurrency": c,
+        "clients": clients,
+        "ratios": ratios,
+        "simulator_cpu_s": _r(sim.cpu_s, 2),
+    }
+
+
+# -- scenario 3: GPRS latency -----------------------------------------------------------------
+
+
+def latency_bound_s(attempts: Sequence[AttemptRow], concurrency: int) -> float:
+    """Wall time no scheduler can beat: sum over sessions of round trips x the meter's mean
+    RTT (its fleet median times the mean of the per-response lognormal jitter), spread over
+    ``concurrency`` sessions at once."""
+    spec = LatencySpec("gprs")
+    jitter = math.exp(spec.response_sigma**2 / 2)
+    total = 0.0
+    for a in attempts:
+        rtt = min(spec.max_s, spec.meter_median(SEED, meter_number(a.meter_id)) * jitter)
+        total += a.round_trips * rtt
+    return total / concurrency
+
+
+def scenario_gprs(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """Emulated GPRS round trips: sessions in flight, wall time, the latency bound."""
+    n, c = sizes.gprs_meters, sizes.gprs_concurrency
+    with fleet(["--tcp-meters", str(n), "--baud", "0", "--latency", "gprs"], workdir,
+               "gprs") as f:  # fmt: skip
+        run = run_collector(
+            f, workdir, "gprs", concurrency=c, workers=sizes.workers,
+            timeout=sizes.collect_timeout_s, request_s=30.0,
+        )  # fmt: skip
+        sim = f.stop()
+    block = _collector_block(run, n)
+    bound = latency_bound_s(run.attempts, c)
+    tcp_stats = f.stats.get("tcp", {})
+    return {
+        "description": f"{n} GPRS meters with emulated round trips (median 1.2 s per meter, "
+        f"lognormal over the fleet and per response), collector concurrency {c}",
+        "concurrency": c,
+        "simulator_peak_sessions_in_flight": tcp_stats.get("peak_sessions_in_flight"),
+        "latency_bound_s": _r(bound, 2),
+        "bound_over_wall": _r(bound / block["wall_s"], 3) if block["wall_s"] else None,
+        **block,
+        **_simulator_block(sim, n, f.stats),
+    }
+
+
+# -- scenario 4: RS-485 buses -----------------------------------------------------------------
+
+
+def scenario_buses(sizes: Sizes, workdir: Path, baud: int = 9600) -> dict[str, Any]:
+    """Buses at 9600 baud: bytes on the wire x 10 bits / baud / elapsed, per bus."""
+    b, m = sizes.buses, sizes.meters_per_bus
+    with fleet(["--buses", str(b), "--meters-per-bus", str(m), "--baud", str(baud)], workdir,
+               "buses") as f:  # fmt: skip
+        run = run_collector(
+            f, workdir, "buses", concurrency=max(b, 1), workers=1,
+            timeout=sizes.collect_timeout_s,
+        )  # fmt: skip
+        sim = f.stop()
+    block = _collector_block(run, b * m)
+    per_bus: dict[str, dict[str, Any]] = {}
+    by_link: dict[str, list[AttemptRow]] = {}
+    for a in run.attempts:
+        by_link.setdefault(a.link_id, []).append(a)
+    for link, rows in sorted(by_link.items()):
+        first = min(r.started for r in rows)
+        last = max(r.finished for r in rows)
+        elapsed = (last - first).total_seconds()
+        nbytes = sum(r.wire_bytes for r in rows)
+        per_bus[link] = {
+            "sessions": len(rows),
+            "wire_bytes": nbytes,
+            "elapsed_s": _r(elapsed, 2),
+            "utilisation": _r(nbytes * 10 / baud / elapsed, 4) if elapsed > 0 else None,
+        }
+    utils = [v["utilisation"] for v in per_bus.values() if v["utilisation"] is not None]
+    bus_stats = f.stats.get("buses", {})
+    wall = block["wall_s"] or 0.0
+    sim_bytes = int(bus_stats.get("bytes_rx", 0)) + int(bus_stats.get("bytes_tx", 0))
+    return {
+        "description": f"{b} RS-485 buses x {m} meters, HDLC at {baud} baud (8N1: 10 bits a "
+        "byte), one session at a time per bus",
+        "baud": baud,
+        "buses": b,
+        "meters_per_bus": m,
+        "per_bus": per_bus,
+        "utilisation_min": min(utils) if utils else None,
+        "utilisation_mean": _r(statistics.fmean(utils), 4) if utils else None,
+        "utilisation_whole_run": _r(sim_bytes * 10 / baud / wall / b, 4) if wall and b else None,
+        **block,
+        **_simulator_block(sim, b * m, f.stats),
+    }
+
+
+# -- scenario 5: storage ingest ---------------------------------------------------------------
+
+
+def _ingest(url: str, meters: int, day: date) -> dict[str, Any]:
+    """One meter-day per transaction (what a session stores): 96 x 4 values and coverage."""
+    db = open_database(url)
+    try:
+        ids = [f"BENCH{k:07d}" for k in range(meters)]
+        db.upsert_meters([MeterRecord(i, "tcp", "127.0.0.1", 4059, None, None, 1, 16, "none", i)
+                          for i in ids])  # fmt: skip
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        stamps = [start + timedelta(seconds=PERIOD_S * k) for k in range(86400 // PERIOD_S)]
+        batches = [
+            (
+                [IntervalRead(i, ch, ts, 1000 * k + j, 0, 0) for k, ts in enumerate(stamps)
+                 for j, ch in enumerate(CHANNELS)],
+                [Coverage(i, ch, stamps[0], stamps[-1]) for ch in CHANNELS],
+            )
+            for i in ids
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        stored = sum(db.insert_interval_reads(rows, cov) for rows, cov in batches)
+        seconds = time.perf_counter() - t0
+    finally:
+        db.close()
+    return {
+        "meters": meters,
+        "values": stored,
+        "values_per_transaction": 86400 // PERIOD_S * len(CHANNELS),
+        "seconds": _r(seconds),
+        "values_per_s": _rate(stored, seconds),
+    }
+
+
+def scenario_storage(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """Interval-read ingest: SQLite file vs PostgreSQL (a private schema, dropped after)."""
+    day = collect_day()
+    path = workdir / "ingest.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    out: dict[str, Any] = {
+        "description": "insert_interval_reads, one meter-day (96 x 4 values + coverage) per "
+        "transaction, single writer",
+        "sqlite": _ingest(str(path), sizes.storage_meters, day),
+    }
+    try:
+        import psycopg
+
+        schema = f"hes_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        admin = psycopg.connect(PG_BASE.replace("postgresql+psycopg", "postgresql"),
+                                autocommit=True, connect_timeout=5)  # fmt: skip
+    except Exception as exc:
+        out["postgresql"] = {"skipped": f"PostgreSQL not reachable: {exc}"}
+        return out
+    try:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        out["postgresql"] = _ingest(url, sizes.storage_meters, day)
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+    sq, pg = out["sqlite"]["values_per_s"], out["postgresql"]["values_per_s"]
+    out["postgresql_over_sqlite"] = _r(pg / sq, 2) if sq and pg else None
+    return out
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
+    "throughput": scenario_throughput,
+    "peers": scenario_peers,
+    "gprs": scenario_gprs,
+    "buses": scenario_buses,
+    "storage": scenario_storage,
+}
+
+
+def run_bench(
+    scenarios: Sequence[str],
+    sizes: Sizes,
+    workdir: Path,
+    *,
+    previous: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the scenarios in order; each one's figures (or its error) land in the result.
+
+    ``previous`` (an earlier results.json) keeps the scenarios not run this time, so the
+    committed file can be refreshed one scenario at a time.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = dict((previous or {}).get("scenarios", {}))
+    for name in scenarios:
+        log(f"bench: {name} ...")
+        t0 = time.perf_counter()
+        try:
+            figures = RUNNERS[name](sizes, workdir)
+        except BenchError as exc:
+            figures = {"error": str(exc)}
+        figures["scenario_seconds"] = _r(time.perf_counter() - t0, 1)
+        figures["when"] = datetime.now(UTC).isoformat(timespec="seconds")
+        results[name] = figures
+        log(f"bench: {name} done in {figures['scenario_seconds']} s")
+    return {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "sizes": asdict(sizes),
+        "scenarios": results,
+    }
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _pct(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as markdown tables (bench/results.md, pasted into the README)."""
+    s = result["scenarios"]
+    m = result["machine"]
+    lines = [
+        "# hes benchmark results",
+        "",
+        f"Machine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}. "
+        "Produced by `make bench` (`hes bench`); figures are measured, not asserted.",
+        "",
+    ]
+    t = s.get("throughput")
+    if t and "error" not in t:
+        lines += [
+            f"## 1. Throughput: {t['meters']:,} GPRS meters, 1 % transient faults",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| wall time (collector run) | {_fmt(t['wall_s'])} s |",
+            f"| meters/s | {_fmt(t['meters_per_s'])} |",
+            f"| values stored/s | {_fmt(t['values_per_s'], 0)} |",
+            f"| success rate (hes report) | {_pct(t['success_rate'])} |",
+            f"| attempts (retries) | {_fmt(t['attempts'])} ({_fmt(t['retries'])}) |",
+            f"| session time p50 / p99 | {_fmt(t['session_s_p50'], 3)} s / "
+            f"{_fmt(t['session_s_p99'], 3)} s |",
+            f"| round trips per session (mean) | {_fmt(t['round_trips_per_session_mean'])} |",
+            f"| collector CPU per meter | {_fmt(t['collector_cpu_ms_per_meter'])} ms |",
+            f"| simulator CPU per meter | {_fmt(t['simulator_cpu_ms_per_meter'])} ms |",
+            f"| collector peak RSS | {_fmt(t['collector_peak_rss_mib'], 1)} MiB |",
+            f"| simulator peak RSS | {_fmt(t['simulator_peak_rss_mib'], 1)} MiB |",
+            f"| concurrency / worker processes | {t['concurrency']} / {t['workers']} |",
+            "",
+        ]
+    p = s.get("peers")
+    if p and "error" not in p:
+        lines += [
+            f"## 2. Peers: {p['sample']} meters, same simulator, same run "
+            f"(concurrency {p['concurrency']})",
+            "",
+            "| client | sessions/s | ok | ours (asyncio) is |",
+            "|---|---|---|---|",
+        ]
+        for name, c in p["clients"].items():
+            ratio = p["ratios"].get(f"ours_vs_{name}")
+            lines.append(
+                f"| {name} | {_fmt(c['sessions_per_s'])} | {c['ok']}/{c['sessions']} | "
+                f"{'-' if ratio is None else f'{ratio:.1f}x'} |"
+            )
+        lines.append("")
+    g = s.get("gprs")
+    if g and "error" not in g:
+        lines += [
+            f"## 3. GPRS latency: {g['meters']:,} meters, concurrency {g['concurrency']}",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| peak sessions in flight (simulator) | "
+            f"{_fmt(g['simulator_peak_sessions_in_flight'])} |",
+            f"| wall time | {_fmt(g['wall_s'])} s |",
+            f"| latency bound (round trips x RTT / concurrency) | {_fmt(g['latency_bound_s'])} s |",
+            f"| bound / wall | {_fmt(g['bound_over_wall'], 3)} |",
+            f"| success rate | {_pct(g['success_rate'])} |",
+            f"| session time p50 / p99 | {_fmt(g['session_s_p50'])} s / "
+            f"{_fmt(g['session_s_p99'])} s |",
+            f"| collector CPU per meter | {_fmt(g['collector_cpu_ms_per_meter'])} ms |",
+            "",
+        ]
+    b = s.get("buses")
+    if b and "error" not in b:
+        lines += [
+            f"## 4. RS-485 buses at {b['baud']} baud: {b['buses']} x {b['meters_per_bus']} "
+            "meters",
+            "",
+            "| bus | sessions | bytes on the wire | elapsed | utilisation |",
+            "|---|---|---|---|---|",
+        ]
+        for link, v in b["per_bus"].items():
+            lines.append(
+                f"| {link} | {v['sessions']} | {_fmt(v['wire_bytes'])} | "
+                f"{_fmt(v['elapsed_s'])} s | {_pct(v['utilisation'], 1)} |"
+            )
+        lines += [
+            "",
+            f"Mean utilisation {_pct(b['utilisation_mean'], 1)}; success rate "
+            f"{_pct(b['success_rate'])}.",
+            "",
+        ]
+    st = s.get("storage")
+    if st and "error" not in st:
+        pg = st.get("postgresql", {})
+        lines += [
+            "## 5. Storage ingest (one meter-day of 384 values per transaction)",
+            "",
+            "| backend | values | values/s |",
+            "|---|---|---|",
+            f"| SQLite | {_fmt(st['sqlite']['values'])} | {_fmt(st['sqlite']['values_per_s'], 0)} |",
+        ]
+        if "values" in pg:
+            lines.append(f"| PostgreSQL | {_fmt(pg['values'])} | {_fmt(pg['values_per_s'], 0)} |")
+        else:
+            lines.append(f"| PostgreSQL | - | {pg.get('skipped', '-')} |")
+        lines.append("")
+    for name, figures in s.items():
+        if "error" in figures:
+            lines += [f"## {name}: failed", "", f"    {figures['error'][:500]}", ""]
+    return "\n".join(lines)
+
+
+def write_results(result: dict[str, Any], out: Path) -> Path:
+    """results.json at ``out`` and results.md next to it; returns the markdown path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md = out.with_suffix(".md")
+    md.write_text(markdown(result) + "\n")
+    return md

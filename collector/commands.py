@@ -1,0 +1,587 @@
+"""The collector's commands: ``hes meters import``, ``hes collect``, ``hes report``.
+
+``hes collect`` runs :class:`collector.service.Collector` in one process, or with
+``--workers N`` in N processes, each with its own event loop and database connection, the
+links sharded by a stable hash of ``link_id`` so no link is ever served by two processes.
+SIGINT/SIGTERM stop it cleanly: no new session starts, in-flight ones get a few seconds, what
+was read is already stored, and the exit code is 128 + the signal (130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import sys
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from collector.inventory import InventoryError, import_inventory
+from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
+from collector.plan import Plan, PlanError, load_plan
+from collector.service import Collector, RunStats, RunSummary
+from storage.database import Database, open_database
+from storage.errors import StorageError
+from storage.records import MeterRecord
+
+meters_app = typer.Typer(help="Meter inventory.", no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="database: SQLite file path or postgresql+psycopg:// URL "
+                 "(default: hes.db here)", envvar="HES_DB"),
+]
+
+STOP_GRACE_S = 5.0
+#: Where MQTT messages wait for the broker (a SQLite file of its own, see collector.mqtt).
+DEFAULT_SPOOL = "hes-mqtt-spool.db"
+MQTT_FLUSH_S = 5.0
+PROGRESS_INTERVAL_S = 0.25
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"hes: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _open(url: str | None) -> Database:
+    try:
+        return open_database(url)
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+# -- meters import ----------------------------------------------------------------------------
+
+
+@meters_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="inventory CSV (header line required)")],
+    db: DbOption = None,
+) -> None:
+    """Import (insert or update) meters from a CSV; a file with any bad row imports nothing."""
+    database = _open(db)
+    try:
+        result = import_inventory(database, file)
+    except InventoryError as exc:
+        raise _fail(str(exc), 1) from None
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    finally:
+        database.close()
+    typer.echo(
+        json.dumps(
+            {
+                "file": result.path,
+                "rows": result.rows,
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+    )
+
+
+# -- logging ----------------------------------------------------------------------------------
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, event, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _setup_logging(log_file: str | None) -> None:
+    logger = logging.getLogger("hes")
+    if log_file is None or any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        return
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(JsonLines())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+# -- collect ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CollectOptions:
+    """Everything a collecting process needs; plain data so it crosses process boundaries."""
+
+    db: str | None
+    config: str | None
+    day: date
+    run_id: str
+    concurrency: int | None
+    once: bool
+    seed: int | None
+    log_file: str | None
+    mqtt_url: str | None = None
+    mqtt_spool: str = DEFAULT_SPOOL
+    shard: int = 0
+    shards: int = 1
+
+
+def shard_of(link_id: str, shards: int) -> int:
+    """Stable shard of a link (crc32: the same in every process and every run)."""
+    return zlib.crc32(link_id.encode()) % shards
+
+
+def _in_shard(meters: list[MeterRecord], opts: CollectOptions) -> list[MeterRecord]:
+    if opts.shards == 1:
+        return meters
+    return [m for m in meters if shard_of(m.link_id, opts.shards) == opts.shard]
+
+
+async def collect_async(
+    opts: CollectOptions,
+    plan: Plan,
+    on_progress: Callable[[RunStats], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    early_signals: list[int] | None = None,
+) -> tuple[RunSummary, int | None]:
+    """Run one collector (one shard) until done or signalled; returns (summary, signal).
+
+    ``early_signals`` are signals that arrived before the event loop could handle them (a
+    worker process starting up); ``on_ready`` is called once signals are handled here.
+    """
+    loop = asyncio.get_running_loop()
+    outbox: MqttOutbox | None = None
+    if opts.mqtt_url is not None:
+        outbox = MqttOutbox(
+            opts.mqtt_spool, opts.mqtt_url, client_id=f"hes-collect-{opts.run_id}-{opts.shard}"
+        )
+    database = open_database(opts.db)
+    received: list[int] = []
+    publisher: asyncio.Task[None] | None = None
+    try:
+        if outbox is not None:
+            publisher = asyncio.create_task(outbox.run())
+        collector = Collector(
+            database,
+            plan,
+            opts.day,
+            run_id=opts.run_id,
+            concurrency=opts.concurrency,
+            once=opts.once,
+            seed=None if opts.seed is None else opts.seed * 1000 + opts.shard,
+            stop_grace_s=STOP_GRACE_S,
+            publish=None if outbox is None else _publisher(outbox),
+        )
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            collector.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        for early in early_signals or ():
+            on_signal(early)
+        if on_ready is not None:
+            on_ready()
+        meters = _in_shard(await asyncio.to_thread(database.meters), opts)
+
+        async def report() -> None:
+            while True:
+                if on_progress is not None:
+                    on_progress(collector.stats)
+                await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+        reporter = asyncio.create_task(report())
+        try:
+            summary = await collector.run(meters)
+        finally:
+            reporter.cancel()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        if on_progress is not None:
+            on_progress(collector.stats)
+    finally:
+        database.close()
+        if outbox is not None:
+            # Whatever the broker has not acknowledged by then stays spooled for the next run.
+            await outbox.close(timeout=MQTT_FLUSH_S)
+        if publisher is not None:
+            await asyncio.gather(publisher, return_exceptions=True)
+    return summary, (received[0] if received else None)
+
+
+def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]:
+    def publish(meter_id: str, kind: str, payload: dict[str, Any]) -> None:
+        outbox.enqueue_meter(meter_id, kind, payload)  # type: ignore[arg-type]
+
+    return publish
+
+
+def _shard_main(opts: CollectOptions, out: Any) -> None:
+    """Entry point of a worker process: collect one shard, report progress on ``out``."""
+    early: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda s, _f: early.append(s))
+    _setup_logging(opts.log_file)
+    last = 0.0
+
+    def progress(stats: RunStats) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S:
+            last = now
+            out.put(("progress", opts.shard, stats.as_dict()))
+
+    try:
+        plan = load_plan(opts.config)
+        summary, signum = asyncio.run(
+            collect_async(
+                opts, plan, progress, lambda: out.put(("ready", opts.shard)), early
+            )
+        )
+    except (StorageError, PlanError, OutboxError) as exc:
+        out.put(("error", opts.shard, str(exc)))
+        return
+    out.put(("done", opts.shard, summary.as_dict(), signum))
+
+
+class _Display:
+    """Rich progress on a terminal; silent otherwise (the summary goes to stdout at the end)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress: Progress | None = None
+        if enabled:
+            self.progress = Progress(
+                TextColumn("[bold]collect"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("ok {task.fields[rate]}"),
+                TextColumn("in flight {task.fields[in_flight]}"),
+                TextColumn("retries {task.fields[retries]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self.task = self.progress.add_task("collect", total=None, rate="-", in_flight=0,
+                                               retries=0)
+            self.progress.start()
+
+    def update(self, parts: list[dict[str, Any]]) -> None:
+        if self.progress is None:
+            return
+        total = sum(p["total"] - p["not_planned"] for p in parts)
+        finished = sum(p["done"] + p["skipped_complete"] for p in parts)
+        ok = sum(p["complete"] + p["skipped_complete"] for p in parts)
+        self.progress.update(
+            self.task,
+            total=total,
+            completed=finished,
+            rate=f"{100 * ok / finished:.2f}%" if finished else "-",
+            in_flight=sum(p["in_flight"] for p in parts),
+            retries=sum(p["retries"] for p in parts),
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {"run_id": parts[0]["run_id"], "day": parts[0]["day"]}
+    for key in ("total", "skipped_complete", "not_planned", "done", "complete", "failed",
+                "attempts", "retries", "intervals_stored", "peak_in_flight"):
+        out[key] = sum(p[key] for p in parts)
+    for key in ("errors", "final_errors"):
+        merged: Counter[str] = Counter()
+        for p in parts:
+            merged.update(p[key])
+        out[key] = dict(merged)
+    finished = out["done"] + out["skipped_complete"]
+    ok = out["complete"] + out["skipped_complete"]
+    out["success_rate"] = ok / finished if finished else None
+    out["incomplete"] = dict(sorted(kv for p in parts for kv in p["incomplete"].items()))
+    out["interrupted"] = any(p["interrupted"] for p in parts)
+    out["seconds"] = max(p["seconds"] for p in parts)
+    out["workers"] = len(parts)
+    return out
+
+
+def _run_sharded(opts: CollectOptions, workers: int, display: _Display) -> tuple[
+    list[dict[str, Any]], int | None
+]:
+    """Run ``workers`` processes; forward SIGINT/SIGTERM to them; gather their summaries."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = []
+    for shard in range(workers):
+        shard_opts = replace(opts, shard=shard, shards=workers)
+        proc = ctx.Process(target=_shard_main, args=(shard_opts, out), name=f"hes-collect-{shard}")
+        proc.start()
+        procs.append(proc)
+    received: list[int] = []
+    ready: set[int] = set()
+
+    def send(shard: int, signum: int) -> None:
+        proc = procs[shard]
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signum)
+
+    def forward(signum: int, _frame: Any) -> None:
+        # Workers still starting get the signal once they can handle it ("ready").
+        received.append(signum)
+        for shard in ready:
+            send(shard, signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress: dict[int, dict[str, Any]] = {}
+    finals: dict[int, dict[str, Any]] = {}
+    errors: list[str] = []
+    signals: list[int] = []
+    try:
+        while len(finals) + len(errors) < workers:
+            try:
+                msg = out.get(timeout=PROGRESS_INTERVAL_S)
+            except queue_mod.Empty:
+                if not any(p.is_alive() for p in procs) and out.empty():
+                    break
+                continue
+            kind, shard = msg[0], msg[1]
+            if kind == "ready":
+                ready.add(shard)
+                if received:
+                    send(shard, received[0])
+            elif kind == "progress":
+                progress[shard] = msg[2]
+                display.update(list(progress.values()))
+            elif kind == "done":
+                finals[shard] = msg[2]
+                progress[shard] = msg[2]
+                if msg[3] is not None:
+                    signals.append(msg[3])
+                display.update(list(progress.values()))
+            else:
+                errors.append(f"worker {shard}: {msg[2]}")
+        for proc in procs:
+            proc.join()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if errors:
+        raise _fail("; ".join(errors), 1)
+    lost = [p.name for p in procs if p.exitcode not in (0, None)]
+    if len(finals) < workers:
+        raise _fail(f"worker process(es) ended without a summary: {', '.join(lost)}", 1)
+    signum = (received or signals)[0] if (received or signals) else None
+    return [finals[k] for k in sorted(finals)], signum
+
+
+def _parse_day(text: str | None, plan: Plan, what: str) -> date:
+    if text is None:
+        return datetime.now(plan.tz).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def collect_command(
+    db: DbOption = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="reading plan (TOML); default: built-in plan")
+    ] = None,
+    day: Annotated[
+        str | None, typer.Option(help="day to collect, YYYY-MM-DD (default: yesterday)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="sessions in flight (default: the plan's)")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="processes, links sharded between them")
+    ] = 1,
+    until_complete: Annotated[
+        bool,
+        typer.Option(
+            "--until-complete/--once",
+            help="retry transient failures until the window deadline, or one session per meter",
+        ),
+    ] = True,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the retry jitter (repeatable runs)")
+    ] = None,
+    log_file: Annotated[
+        str | None, typer.Option("--log-file", help="write structured logs (JSON lines) here")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="live progress on a terminal")
+    ] = True,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-url",
+            help="publish each completed read to mqtt://[user[:pass]@]host[:port] as "
+            "hes/<meter>/profile and hes/<meter>/registers (QoS 1, durably spooled)",
+        ),
+    ] = None,
+    mqtt_spool: Annotated[
+        str, typer.Option("--mqtt-spool", help="spool file of messages not yet acknowledged")
+    ] = DEFAULT_SPOOL,
+) -> None:
+    """Read every meter of the inventory for a day (and gaps of the days before), then print
+    a JSON summary. Exit 0 when the run finished, 128+signal when stopped by a signal."""
+    try:
+        plan = load_plan(config)
+    except PlanError as exc:
+        raise _fail(str(exc)) from None
+    the_day = _parse_day(day, plan, "--day")
+    if mqtt_url is not None:
+        try:
+            parse_mqtt_url(mqtt_url)
+        except ValueError as exc:
+            raise _fail(f"--mqtt-url: {exc}") from None
+    opts = CollectOptions(
+        db=db,
+        config=str(config) if config is not None else None,
+        day=the_day,
+        run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        concurrency=concurrency,
+        once=not until_complete,
+        seed=seed,
+        log_file=log_file,
+        mqtt_url=mqtt_url,
+        mqtt_spool=mqtt_spool,
+    )
+    _setup_logging(log_file)
+    display = _Display(progress and sys.stderr.isatty())
+    signum: int | None
+    try:
+        if workers == 1:
+            try:
+                summary, signum = asyncio.run(
+                    collect_async(opts, plan, lambda s: display.update([s.as_dict()]))
+                )
+            except (StorageError, OutboxError) as exc:
+                raise _fail(str(exc), 1) from None
+            parts = [summary.as_dict()]
+        else:
+            parts, signum = _run_sharded(opts, workers, display)
+    finally:
+        display.close()
+    result = _merge_summaries(parts)
+    typer.echo(json.dumps(result))
+    if signum is not None:
+        raise typer.Exit(128 + signum)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def report_command(
+    report_date: Annotated[str, typer.Option("--date", help="collection day, YYYY-MM-DD")],
+    db: DbOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="reading plan: its channels, period and time zone"),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    worst: Annotated[int, typer.Option(min=0, help="how many worst meters to list")] = 10,
+) -> None:
+    """Collection figures of a day: expected and complete meters, success rate, missing
+    intervals, failures by error class, by link and by area, the worst meters."""
+    if output not in ("table", "json"):
+        raise _fail(f"--format {output!r}: use table or json")
+    try:
+        plan = load_plan(config)
+    except PlanError as exc:
+        raise _fail(str(exc)) from None
+    the_day = _parse_day(report_date, plan, "--date")
+    channels: list[str] | None = None
+    if config is not None:
+        channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
+    database = _open(db)
+    try:
+        data = database.daily_report(
+            the_day, channels, period_s=plan.groups[0].profile.period_s, tz=plan.tz, worst=worst
+        )
+    except StorageError as exc:
+        raise _fail(str(exc), 1) from None
+    finally:
+        database.close()
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_report(data)
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    console = Console()
+    rate = data["success_rate"]
+    head = Table(title=f"hes collection report {data['day']}", show_header=False)
+    head.add_column("figure")
+    head.add_column("value", justify="right")
+    head.add_row("meters expected", str(data["expected_meters"]))
+    head.add_row("meters complete", str(data["complete_meters"]))
+    head.add_row("success rate", "-" if rate is None else f"{100 * rate:.3f} %")
+    head.add_row("intervals expected", str(data["intervals_expected"]))
+    head.add_row("intervals missing", str(data["intervals_missing"]))
+    for outcome, n in sorted(data["attempts_by_outcome"].items()):
+        head.add_row(f"attempts {outcome}", str(n))
+    console.print(head)
+    _counts(console, "failed attempts by error class", data["failures_by_error_class"])
+    _counts(console, "incomplete meters by last error", data["incomplete_by_last_error_class"])
+    groups = Table(title="by area")
+    for col in ("area", "expected", "complete", "success rate", "intervals missing"):
+        groups.add_column(col, justify="left" if col == "area" else "right")
+    for area, g in data["by_area"].items():
+        groups.add_row(area or "-", str(g["expected"]), str(g["complete"]),
+                       f"{100 * g['success_rate']:.2f} %", str(g["intervals_missing"]))
+    console.print(groups)
+    if data["by_link"]:
+        links = Table(title="links with incomplete meters")
+        for col in ("link", "expected", "incomplete", "intervals missing"):
+            links.add_column(col)
+        for link, g in data["by_link"].items():
+            links.add_row(link, str(g["expected"]), str(g["incomplete"]),
+                          str(g["intervals_missing"]))
+        console.print(links)
+    if data["worst_meters"]:
+        worst = Table(title="worst meters")
+        for col in ("meter", "link", "missing", "last outcome", "last error"):
+            worst.add_column(col)
+        for m in data["worst_meters"]:
+            worst.add_row(m["meter_id"], str(m["link_id"]), str(m["intervals_missing"]),
+                          str(m["last_outcome"]), str(m["last_error_class"]))
+        console.print(worst)
+
+
+def _counts(console: Console, title: str, counts: dict[str, int]) -> None:
+    if not counts:
+        return
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(key, str(n))
+    console.print(table)

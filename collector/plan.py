@@ -1,0 +1,376 @@
+"""Reading plans: what the collector reads from which meters, when, and how hard it retries.
+
+A plan is a TOML file (read with :mod:`tomllib`); :data:`DEFAULT_PLAN_TOML` is the built-in one
+that ``hes collect`` uses without ``--config``. Every key is checked, unknown keys included
+(a typo must not silently fall back to a default), and a bad file raises :class:`PlanError`
+naming the file and the dotted key. Example::
+
+    [collector]
+    concurrency = 500          # sessions in flight over all links
+    timezone = "UTC"           # collection days run midnight to midnight here
+
+    [retry]
+    max_attempts = 6           # sessions per meter and run, first one included
+    backoff_base_s = 2.0       # delay before retry n: random(0, min(max, base * 2**(n-1)))
+    backoff_max_s = 300.0
+
+    [timeouts]
+    request_s = 10.0           # one request/response
+    session_s = 120.0          # one whole session (connect to release)
+    hdlc_frame_s = 3.0         # HDLC retransmission timer
+    hdlc_retries = 3
+
+    [[group]]
+    name = "residential"
+    match = { area = "north*", transport = "tcp" }   # globs on meter fields; all must match
+    back_days = 3              # also re-read gaps of the 3 days before the collected day
+    registers = ["1.0.1.8.0.255", "1.0.2.8.0.255"]
+    window = { start = "00:05", deadline = "06:00" }  # after the collected day's midnight
+    [group.profile]
+    obis = "1.0.99.1.0.255"
+    period_s = 900
+    status_column = 1          # AMR status column (optional)
+    [group.profile.channels]   # buffer column index -> stored channel name
+    2 = "1.0.1.8.0.255"
+
+A meter takes the first group whose ``match`` accepts it; meters no group accepts are not read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from protocols.cosem import Obis
+from protocols.errors import DecodeError
+from storage.records import MeterRecord
+
+MATCH_FIELDS = ("meter_id", "area", "station", "transport", "link_id")
+#: Load-profile entries older than this are gone from a typical meter's buffer (62 days in
+#: the simulator, 40-90 days in the field), so gap re-reads further back are pointless.
+MAX_BACK_DAYS = 60
+
+DEFAULT_PLAN_TOML = """
+[collector]
+concurrency = 500
+timezone = "UTC"
+
+[retry]
+max_attempts = 6
+backoff_base_s = 2.0
+backoff_max_s = 300.0
+
+[timeouts]
+request_s = 10.0
+session_s = 120.0
+hdlc_frame_s = 3.0
+hdlc_retries = 3
+
+[[group]]
+name = "default"
+back_days = 3
+registers = ["1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255"]
+window = { start = "00:05", deadline = "06:00" }
+
+[group.profile]
+obis = "1.0.99.1.0.255"
+period_s = 900
+status_column = 1
+
+[group.profile.channels]
+2 = "1.0.1.8.0.255"
+3 = "1.0.2.8.0.255"
+4 = "1.0.3.8.0.255"
+5 = "1.0.4.8.0.255"
+"""
+
+
+class PlanError(ValueError):
+    """A reading plan was rejected; the message names the file and the key."""
+
+
+@dataclass(slots=True, frozen=True)
+class ProfilePlan:
+    """Which load profile to read and how its buffer columns map to stored channels."""
+
+    obis: str
+    period_s: int
+    channels: dict[int, str]
+    status_column: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Window:
+    """Collection window of a day, as offsets after the following midnight."""
+
+    start: timedelta
+    deadline: timedelta
+
+    def bounds(self, day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+        """(start, deadline) for collecting ``day``: the morning after it."""
+        midnight = datetime.combine(day + timedelta(days=1), time(0), tz)
+        return midnight + self.start, midnight + self.deadline
+
+
+@dataclass(slots=True, frozen=True)
+class Group:
+    """A set of meters (by glob on inventory fields) and what to read from them."""
+
+    name: str
+    match: dict[str, str]
+    profile: ProfilePlan
+    registers: tuple[str, ...]
+    window: Window
+    back_days: int
+
+    def accepts(self, meter: MeterRecord) -> bool:
+        for key, pattern in self.match.items():
+            value = getattr(meter, key)
+            if value is None or not fnmatch.fnmatchcase(str(value), pattern):
+                return False
+        return True
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.profile.channels.values())
+
+
+@dataclass(slots=True, frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass(slots=True, frozen=True)
+class Timeouts:
+    request_s: float = 10.0
+    session_s: float = 120.0
+    hdlc_frame_s: float = 3.0
+    hdlc_retries: int = 3
+
+
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """A whole reading plan."""
+
+    source: str
+    groups: tuple[Group, ...]
+    concurrency: int = 500
+    timezone: str = "UTC"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    @property
+    def tz(self) -> tzinfo:
+        return UTC if self.timezone == "UTC" else ZoneInfo(self.timezone)
+
+    def group_for(self, meter: MeterRecord) -> Group | None:
+        """The first group accepting ``meter`` (None: the plan does not read it)."""
+        for group in self.groups:
+            if group.accepts(meter):
+                return group
+        return None
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors naming file and dotted key."""
+
+    def __init__(self, source: str, table: dict[str, Any], prefix: str) -> None:
+        self.source = source
+        self.table = table
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, reason: str) -> PlanError:
+        return PlanError(f"{self.source}: {self.key(name)}: {reason}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = float(self.get(name, (int, float), default))
+        if not lo <= value <= hi:
+            raise self.fail(name, f"{value:g} outside {lo:g}..{hi:g}")
+        return value
+
+    def integer(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
+        value = self.get(name, int, default)
+        if value is not None and not lo <= value <= hi:
+            raise self.fail(name, f"{value} outside {lo}..{hi}")
+        return value
+
+    def sub(self, name: str, required: bool = False) -> _Reader:
+        table = self.get(name, dict, None)
+        if table is None:
+            if required:
+                raise self.fail(name, "missing table")
+            table = {}
+        return _Reader(self.source, table, self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", dict: "a table",
+             list: "an array", bool: "a boolean"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _obis(reader: _Reader, name: str, text: str) -> str:
+    try:
+        return str(Obis.parse(text))
+    except (DecodeError, ValueError) as exc:
+        raise reader.fail(name, f"{text!r} is not an OBIS code ({exc})") from None
+
+
+def _clock_offset(reader: _Reader, name: str, text: str) -> timedelta:
+    hours, sep, minutes = text.partition(":")
+    try:
+        h, m = int(hours), int(minutes)
+    except ValueError:
+        h = m = -1
+    if not sep or not 0 <= h <= 47 or not 0 <= m <= 59:
+        raise reader.fail(name, f"{text!r} is not HH:MM after midnight (00:00..47:59)")
+    return timedelta(hours=h, minutes=m)
+
+
+def _profile(reader: _Reader) -> ProfilePlan:
+    obis = _obis(reader, "obis", reader.get("obis", str, "1.0.99.1.0.255"))
+    period = reader.integer("period_s", 900, 60, 86400)
+    assert period is not None
+    if 86400 % period:
+        raise reader.fail("period_s", f"{period} does not divide a day")
+    status = reader.integer("status_column", None, 0, 255)
+    chans = reader.sub("channels", required=True)
+    channels: dict[int, str] = {}
+    for key, value in chans.table.items():
+        chans.used.add(key)
+        try:
+            column = int(key)
+        except ValueError:
+            raise chans.fail(key, "channel keys are buffer column indices (0, 1, 2...)") from None
+        if not 0 <= column <= 255:
+            raise chans.fail(key, f"column {column} outside 0..255")
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise chans.fail(key, "expected a channel name of 1-64 characters")
+        if value in channels.values():
+            raise chans.fail(key, f"channel name {value!r} used twice")
+        if column == status:
+            raise chans.fail(key, "this column is the status_column")
+        channels[column] = value
+    if not channels:
+        raise reader.fail("channels", "no channel: map at least one column to a name")
+    reader.done()
+    return ProfilePlan(obis, period, dict(sorted(channels.items())), status)
+
+
+def _group(reader: _Reader, index: int) -> Group:
+    name = reader.get("name", str, f"group{index + 1}")
+    match_reader = reader.sub("match")
+    match: dict[str, str] = {}
+    for key in MATCH_FIELDS:
+        pattern = match_reader.get(key, str, None)
+        if pattern is not None:
+            match[key] = pattern
+    match_reader.done()
+    registers_raw = reader.get("registers", list, [])
+    registers: list[str] = []
+    for i, item in enumerate(registers_raw):
+        if not isinstance(item, str):
+            raise reader.fail(f"registers[{i}]", "expected an OBIS string")
+        registers.append(_obis(reader, f"registers[{i}]", item))
+    win = reader.sub("window")
+    start = _clock_offset(win, "start", win.get("start", str, "00:05"))
+    deadline = _clock_offset(win, "deadline", win.get("deadline", str, "06:00"))
+    if deadline <= start:
+        raise win.fail("deadline", "must be later than window.start")
+    win.done()
+    back_days = reader.integer("back_days", 3, 0, MAX_BACK_DAYS)
+    assert back_days is not None
+    profile = _profile(reader.sub("profile", required=True))
+    reader.done()
+    return Group(name, match, profile, tuple(registers), Window(start, deadline), back_days)
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    """Parse and check a plan; PlanError names ``source`` and the offending key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{source}: not valid TOML: {exc}") from None
+    root = _Reader(source, data, "")
+    col = root.sub("collector")
+    concurrency = col.integer("concurrency", 500, 1, 100_000)
+    tz_name = col.get("timezone", str, "UTC")
+    if tz_name != "UTC":
+        try:
+            ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise col.fail("timezone", f"unknown time zone {tz_name!r}") from None
+    col.done()
+    ret = root.sub("retry")
+    retry = RetryPolicy(
+        max_attempts=int(ret.integer("max_attempts", 6, 1, 1000) or 1),
+        backoff_base_s=ret.number("backoff_base_s", 2.0, 0.0, 86400.0),
+        backoff_max_s=ret.number("backoff_max_s", 300.0, 0.0, 86400.0),
+    )
+    ret.done()
+    tim = root.sub("timeouts")
+    timeouts = Timeouts(
+        request_s=tim.number("request_s", 10.0, 0.01, 3600.0),
+        session_s=tim.number("session_s", 120.0, 0.1, 86400.0),
+        hdlc_frame_s=tim.number("hdlc_frame_s", 3.0, 0.01, 600.0),
+        hdlc_retries=int(tim.integer("hdlc_retries", 3, 0, 100) or 0),
+    )
+    tim.done()
+    raw_groups = root.get("group", list, None)
+    if not raw_groups:
+        raise root.fail("group", "no [[group]]: a plan needs at least one group")
+    groups: list[Group] = []
+    for i, table in enumerate(raw_groups):
+        if not isinstance(table, dict):
+            raise root.fail(f"group[{i}]", "expected a table ([[group]])")
+        groups.append(_group(_Reader(source, table, f"group[{i}]"), i))
+    names = [g.name for g in groups]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise root.fail(f"group[{i}].name", f"group name {name!r} used twice")
+    root.done()
+    assert concurrency is not None
+    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts)
+
+
+def load_plan(path: str | os.PathLike[str] | None = None) -> Plan:
+    """The plan in ``path``, or the built-in default plan for ``None``."""
+    if path is None:
+        return parse_plan(DEFAULT_PLAN_TOML, "<built-in plan>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_plan(text, str(p))

@@ -1,0 +1,846 @@
+"""The collection service: read every meter of the inventory for one day, and prove it.
+
+One asyncio process drives many sessions at once, under two rules:
+
+* a global limit of sessions in flight (``concurrency``);
+* exactly one session at a time per link (``link_id``: an RS-485 bus or terminal-server port is
+  one half-duplex line; a TCP meter is its own link).
+
+Links, not meters, are scheduled: a link with pending meters waits in a ready heap ordered by
+(when its next meter may start, most pending meters first), so long buses start early and get
+straight back in line after each session and never sit idle behind thousands of TCP meters.
+
+For each meter the service asks storage which load-profile intervals are still missing (the
+collected day and ``back_days`` before it, per channel) and reads only those ranges by selective
+access; a meter whose days are complete is not contacted. What a session reads is stored as soon
+as it arrives (idempotent inserts), with a coverage range for each range the meter answered in
+full, clipped to the meter's own clock, so a day with an outage gap still counts as complete and
+an interval the meter had not yet closed is asked again later. Every session is recorded as a
+read attempt. Transient failures (``exc.transient``) are retried with exponential backoff and
+jitter until the window deadline or ``max_attempts``; permanent ones are recorded and not
+retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+from collector.mqtt import profile_payload, registers_payload
+from collector.plan import Group, Plan
+from collector.session import Session
+from collector.targets import MeterTarget
+from protocols import apdu as xdlms
+from protocols.cosem import (
+    CLOCK_CLASS_ID,
+    CosemDateTime,
+    Obis,
+    ProfileColumn,
+    ScalerUnit,
+    parse_capture_objects,
+    profile_rows,
+)
+from protocols.errors import DecodeError, DlmsError
+from storage.database import Database
+from storage.errors import StorageError
+from storage.gaps import day_window, epoch, expected_epochs, from_epoch
+from storage.records import Attempt, Channel, Coverage, IntervalRead, MeterRecord, RegisterRead
+
+log = logging.getLogger("hes.collector")
+log.addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+
+CLASS_PROFILE_GENERIC = 7
+REGISTER_CLASSES = (3, 4, 5)
+#: Error classes that retrying cannot fix (besides any error whose ``transient`` is False).
+PERMANENT_CLASSES = frozenset(
+    {"authentication_failed", "association_refused", "object_undefined", "access_denied"}
+)
+
+
+class PlanMismatch(DlmsError):
+    """The meter's profile does not look like the plan says (period or capture objects)."""
+
+    error_class = "plan_mismatch"
+
+
+class NoSecret(DlmsError):
+    """An LLS meter whose password reference resolves to no secret."""
+
+    error_class = "no_secret"
+
+
+class SessionTimeout(DlmsError):
+    """A whole session ran past the per-session limit."""
+
+    transient = True
+    error_class = "session_timeout"
+
+
+class Incomplete(DlmsError):
+    """The session worked but intervals are still missing (meter clock not yet past them)."""
+
+    transient = True
+    error_class = "incomplete"
+
+
+def env_secret(ref: str) -> bytes | None:
+    """LLS secret of a key-store reference from ``HES_PASSWORD_<REF>`` (REF upper-cased,
+    every character other than a letter or digit turned into ``_``)."""
+    name = "HES_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
+    value = os.environ.get(name)
+    return value.encode() if value is not None else None
+
+
+def log_event(level: int, event: str, **fields: Any) -> None:
+    """Structured log record: ``event`` as the message, ``fields`` as key/values."""
+    if log.isEnabledFor(level):
+        log.log(level, event, extra={"fields": fields})
+
+
+@dataclass(slots=True)
+class MeterJob:
+    """One meter to read in this run, with its retry state."""
+
+    meter: MeterRecord
+    group: Group
+    days: list[date]
+    deadline: float  # loop time after which no new attempt starts
+    missing_hint: dict[date, int] = field(default_factory=dict)
+    attempts: int = 0
+    not_before: float = 0.0
+    registers_done: bool = False
+    last_error_class: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Link:
+    link_id: str
+    jobs: list[tuple[float, int, MeterJob]] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Live figures of a run (read by the progress display)."""
+
+    total: int = 0
+    skipped_complete: int = 0
+    not_planned: int = 0
+    done: int = 0
+    complete: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    attempts: int = 0
+    retries: int = 0
+    intervals_stored: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    final_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Complete meters among those finished (skipped complete ones count as complete)."""
+        finished = self.done + self.skipped_complete
+        return (self.complete + self.skipped_complete) / finished if finished else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "skipped_complete": self.skipped_complete,
+            "not_planned": self.not_planned,
+            "done": self.done,
+            "complete": self.complete,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "intervals_stored": self.intervals_stored,
+            "errors": dict(self.errors),
+            "final_errors": dict(self.final_errors),
+        }
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a run did; ``incomplete`` maps unfinished meters to their last error class."""
+
+    run_id: str
+    day: date
+    stats: RunStats
+    incomplete: dict[str, str]
+    interrupted: bool
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.stats.success_rate
+        return {
+            "run_id": self.run_id,
+            "day": self.day.isoformat(),
+            **self.stats.as_dict(),
+            "success_rate": rate,
+            "incomplete": dict(sorted(self.incomplete.items())),
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+#: ``publish(meter_id, kind, payload)``: hands a completed read to MQTT (kind: profile or
+#: registers); called from a storage thread, so it may block briefly (a spool insert).
+Publish = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class _Readout:
+    """What one session read and stored so far (kept when the session fails midway)."""
+
+    stored: int = 0
+    intervals: list[IntervalRead] = field(default_factory=list)
+    registers: list[RegisterRead] = field(default_factory=list)
+    register_errors: list[DlmsError] = field(default_factory=list)
+
+
+def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
+    """Delay before retry ``attempt`` (1 = first retry): equal jitter on an exponential.
+
+    Half the exponential step is fixed, half random, so retries of meters that failed together
+    (a cell tower, a terminal server) spread out yet never retry at once.
+    """
+    step = min(cap, base * 2 ** (attempt - 1))
+    return step / 2 + rng.random() * step / 2
+
+
+def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
+    """How to reach an inventory meter, with the plan's HDLC timers."""
+    return MeterTarget(
+        meter.transport,
+        host=meter.host,
+        port=meter.port,
+        device=meter.device,
+        physical_address=meter.physical_address,
+        logical_address=meter.logical_address,
+        client_sap=meter.client_sap,
+        authentication="lls" if meter.authentication == "lls" else "none",
+        frame_timeout=plan.timeouts.hdlc_frame_s,
+        retries=plan.timeouts.hdlc_retries,
+    )
+
+
+class Collector:
+    """One collection run over a set of meters for one day (plus back-days)."""
+
+    def __init__(
+        self,
+        db: Database,
+        plan: Plan,
+        day: date,
+        *,
+        run_id: str | None = None,
+        concurrency: int | None = None,
+        once: bool = False,
+        seed: int | None = None,
+        secrets: Callable[[str], bytes | None] = env_secret,
+        publish: Publish | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stop_grace_s: float = 5.0,
+        db_threads: int = 4,
+        link_turnaround_s: float = 0.05,
+        wait_for_window: bool = True,
+    ) -> None:
+        self.db = db
+        self.plan = plan
+        self.day = day
+        self.run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency or plan.concurrency
+        self.once = once
+        self.rng = random.Random(seed)
+        self.secrets = secrets
+        self.publish = publish
+        self.now = now
+        self.stop_grace_s = stop_grace_s
+        self.link_turnaround_s = link_turnaround_s
+        self.wait_for_window = wait_for_window
+        self.stats = RunStats()
+        self.tz = plan.tz
+        self._executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="hes-db")
+        self._links: dict[str, _Link] = {}
+        self._ready: list[tuple[float, int, int, str]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._incomplete: dict[str, str] = {}
+        self._shared_links: set[str] = set()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no new session; in-flight ones get ``stop_grace_s`` to finish."""
+        if not self._stopping:
+            log_event(logging.WARNING, "stop_requested", run_id=self.run_id)
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def run(self, meters: Sequence[MeterRecord] | None = None) -> RunSummary:
+        """Collect; returns when every meter is complete or given up, or after :meth:`stop`."""
+        started = time.monotonic()
+        try:
+            if meters is None:
+                meters = await self._db(self.db.meters)
+            jobs = await self._db(self._plan_jobs, list(meters), self._deadline())
+            await self._wait_window()
+            self._enqueue(jobs)
+            log_event(
+                logging.INFO,
+                "run_start",
+                run_id=self.run_id,
+                day=self.day.isoformat(),
+                meters=self.stats.total,
+                to_read=len(jobs),
+                skipped_complete=self.stats.skipped_complete,
+                links=len(self._links),
+                concurrency=self.concurrency,
+            )
+            await self._dispatch()
+            await self._drain()
+        finally:
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self._executor.shutdown, wait=True)
+            )
+        if self._fatal is not None:
+            raise self._fatal
+        for link in self._links.values():
+            for _, _, job in link.jobs:
+                self._incomplete.setdefault(
+                    job.meter.meter_id, job.last_error_class or "not_attempted"
+                )
+        summary = RunSummary(
+            self.run_id,
+            self.day,
+            self.stats,
+            self._incomplete,
+            self._stopping,
+            time.monotonic() - started,
+        )
+        log_event(logging.INFO, "run_end", **summary.as_dict())
+        return summary
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _days(self, group: Group) -> list[date]:
+        return [self.day - timedelta(days=k) for k in range(group.back_days, -1, -1)]
+
+    def _plan_jobs(
+        self, meters: list[MeterRecord], loop_deadline: dict[str, float]
+    ) -> list[MeterJob]:
+        """Which meters need reading, from storage: one grouped count per group and day."""
+        by_group: dict[str, tuple[Group, list[MeterRecord]]] = {}
+        self.stats.total = len(meters)
+        for meter in meters:
+            group = self.plan.group_for(meter)
+            if group is None:
+                self.stats.not_planned += 1
+                self._incomplete[meter.meter_id] = "not_planned"
+                continue
+            by_group.setdefault(group.name, (group, []))[1].append(meter)
+        jobs: list[MeterJob] = []
+        for group, members in by_group.values():
+            ids = [m.meter_id for m in members]
+            period = group.profile.period_s
+            hints: dict[str, dict[date, int]] = {m: {} for m in ids}
+            for d in self._days(group):
+                start, end = day_window(d, self.tz)
+                counts = self.db.missing_counts(start, end, group.channels, period, meter_ids=ids)
+                for meter_id, n in counts.items():
+                    if n:
+                        hints[meter_id][d] = n
+            for meter in members:
+                hint = hints[meter.meter_id]
+                if not hint:
+                    self.stats.skipped_complete += 1
+                    continue
+                jobs.append(
+                    MeterJob(meter, group, sorted(hint), loop_deadline[group.name], hint)
+                )
+        return jobs
+
+    def _deadline(self) -> dict[str, float]:
+        """Per group: the loop time after which no attempt starts.
+
+        Inside the window that is the window's deadline; a catch-up run after it (or a test
+        collecting an old day) gets the window's length from now.
+        """
+        loop = asyncio.get_running_loop()
+        now = self.now()
+        out: dict[str, float] = {}
+        for group in self.plan.groups:
+            start, deadline = group.window.bounds(self.day, self.tz)
+            if now >= deadline:
+                deadline = now + (deadline - start)
+            out[group.name] = loop.time() + (deadline - now).total_seconds()
+        return out
+
+    async def _wait_window(self) -> None:
+        """Before the window opens the meters may not have closed the day's last interval."""
+        if not self.wait_for_window:
+            return
+        starts = [g.window.bounds(self.day, self.tz)[0] for g in self.plan.groups]
+        delay = (min(starts) - self.now()).total_seconds()
+        if delay > 0:
+            log_event(logging.INFO, "waiting_for_window", seconds=round(delay, 1))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _enqueue(self, jobs: list[MeterJob]) -> None:
+        for job in jobs:
+            link = self._links.get(job.meter.link_id)
+            if link is None:
+                link = self._links[job.meter.link_id] = _Link(job.meter.link_id)
+            heapq.heappush(link.jobs, (0.0, next(self._seq), job))
+        for link in self._links.values():
+            if len(link.jobs) > 1 or any(j.meter.transport != "tcp" for _, _, j in link.jobs):
+                self._shared_links.add(link.link_id)
+            self._push_ready(link)
+
+    def _push_ready(self, link: _Link) -> None:
+        ready_at = link.jobs[0][0]
+        heapq.heappush(self._ready, (ready_at, -len(link.jobs), next(self._seq), link.link_id))
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not self._ready:
+                if not self._tasks:
+                    return
+                await self._sleep_until_woken(None)
+                continue
+            if self.stats.in_flight >= self.concurrency:
+                await self._sleep_until_woken(None)
+                continue
+            delay = self._ready[0][0] - loop.time()
+            if delay > 0:
+                await self._sleep_until_woken(delay)
+                continue
+            _, _, _, link_id = heapq.heappop(self._ready)
+            link = self._links[link_id]
+            assert not link.busy, f"link {link_id} dispatched twice"
+            _, _, job = heapq.heappop(link.jobs)
+            link.busy = True
+            self.stats.in_flight += 1
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            task = asyncio.create_task(self._run_job(link, job), name=f"meter {job.meter.meter_id}")
+            self._tasks.add(task)
+
+    async def _drain(self) -> None:
+        """After a stop: let in-flight sessions finish for a while, then cancel them."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run_job(self, link: _Link, job: MeterJob) -> None:
+        loop = asyncio.get_running_loop()
+        retry_at: float | None = None
+        try:
+            retry_at = await self._attempt(job)
+        except asyncio.CancelledError:
+            job.last_error_class = "cancelled"
+            raise
+        except StorageError as exc:
+            self._fatal = exc
+            self.stop()
+        except Exception as exc:  # a bug: keep the run going, say what happened
+            log.exception("internal error reading %s", job.meter.meter_id)
+            job.last_error_class, job.last_error = "internal", repr(exc)
+            self._finish(job, complete=False)
+        finally:
+            self.stats.in_flight -= 1
+            if retry_at is not None:
+                job.not_before = retry_at
+                heapq.heappush(link.jobs, (retry_at, next(self._seq), job))
+            elif self._stopping and job.last_error_class == "cancelled":
+                heapq.heappush(link.jobs, (loop.time(), next(self._seq), job))
+            if link.link_id in self._shared_links and self.link_turnaround_s > 0:
+                # A terminal server notices the previous client's disconnect a moment later.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(self.link_turnaround_s)
+            link.busy = False
+            if link.jobs:
+                self._push_ready(link)
+            # Last: the dispatcher ends when no task runs and no link is ready.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+            self._wake.set()
+
+    def _finish(self, job: MeterJob, complete: bool) -> None:
+        self.stats.done += 1
+        if complete:
+            self.stats.complete += 1
+            self._incomplete.pop(job.meter.meter_id, None)
+        else:
+            self.stats.failed += 1
+            cls = job.last_error_class or "unknown"
+            self.stats.final_errors[cls] += 1
+            self._incomplete[job.meter.meter_id] = cls
+
+    # -- one session ----------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _missing(self, job: MeterJob) -> list[tuple[int, int]]:
+        """Epoch (first, last) ranges to ask for, over every channel and day of the job."""
+        period = job.group.profile.period_s
+        channels = job.group.channels
+        ranges: list[tuple[int, int]] = []
+        for d in job.days:
+            start, end = day_window(d, self.tz)
+            expected = expected_epochs(start, end, period)
+            if job.attempts == 0 and job.missing_hint.get(d) == len(expected) * len(channels):
+                if expected:
+                    ranges.append((expected[0], expected[-1]))
+                continue
+            for channel in channels:
+                for a, b in self.db.missing_intervals(
+                    job.meter.meter_id, channel, start, end, period
+                ):
+                    ranges.append((epoch(a), epoch(b)))
+        return _merge(ranges, period)
+
+    async def _attempt(self, job: MeterJob) -> float | None:
+        """One session with the meter; returns the loop time to retry at, or None (done)."""
+        loop = asyncio.get_running_loop()
+        meter = job.meter
+        ranges = await self._db(self._missing, job)
+        if not ranges and (job.registers_done or not job.group.registers):
+            self._finish(job, complete=True)
+            return None
+        started = self.now()
+        job.attempts += 1
+        self.stats.attempts += 1
+        if job.attempts > 1:
+            self.stats.retries += 1
+        transport = None
+        error: DlmsError | None = None
+        out = _Readout()
+        try:
+            password: bytes | None = None
+            if meter.authentication == "lls":
+                ref = meter.password_ref or ""
+                password = self.secrets(ref) if ref else None
+                if password is None:
+                    raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
+            transport = target_of(meter, self.plan).open_transport()
+            try:
+                async with asyncio.timeout(self.plan.timeouts.session_s):
+                    async with Session(
+                        transport,
+                        authentication="lls" if meter.authentication == "lls" else "none",
+                        password=password,
+                        request_timeout=self.plan.timeouts.request_s,
+                    ) as session:
+                        await self._read(session, job, ranges, out)
+            except TimeoutError:
+                raise SessionTimeout(
+                    f"session longer than {self.plan.timeouts.session_s:g} s"
+                ) from None
+        except DlmsError as exc:
+            error = exc
+        except ValueError as exc:  # an inventory row the target cannot use
+            error = PlanMismatch(f"cannot reach meter: {exc}")
+        except asyncio.CancelledError:
+            await self._record(job, started, transport, "failed", "cancelled", "run stopped")
+            raise
+        self.stats.intervals_stored += out.stored
+        if error is None and out.register_errors:
+            first = out.register_errors[0]
+            await self._record(
+                job, started, transport, "partial", first.error_class,
+                "; ".join(str(e) for e in out.register_errors),
+            )
+        elif error is None:
+            await self._record(job, started, transport, "ok", None, None)
+        else:
+            self.stats.errors[error.error_class] += 1
+            outcome = "partial" if out.stored else "failed"
+            await self._record(job, started, transport, outcome, error.error_class, str(error))
+        if error is None:
+            remaining = await self._db(self._missing, job)
+            if self.publish is not None:
+                await self._publish(job, out, not remaining)
+            if not remaining:
+                self._finish(job, complete=True)
+                return None
+            error = Incomplete(f"{len(remaining)} range(s) still missing after the read")
+        job.last_error_class, job.last_error = error.error_class, str(error)
+        retryable = error.transient and error.error_class not in PERMANENT_CLASSES
+        if retryable and not self.once and not self._stopping:
+            if job.attempts < self.plan.retry.max_attempts:
+                delay = backoff_delay(
+                    self.rng,
+                    job.attempts,
+                    self.plan.retry.backoff_base_s,
+                    self.plan.retry.backoff_max_s,
+                )
+                at = loop.time() + delay
+                if at <= job.deadline:
+                    log_event(
+                        logging.INFO, "retry_scheduled", meter=meter.meter_id,
+                        attempt=job.attempts, error_class=error.error_class,
+                        delay_s=round(delay, 3),
+                    )
+                    return at
+        if retryable and self._stopping:
+            return loop.time()  # stays queued: reported as incomplete, read by the next run
+        self._finish(job, complete=False)
+        return None
+
+    async def _read(
+        self, session: Session, job: MeterJob, ranges: list[tuple[int, int]], out: _Readout
+    ) -> None:
+        """Clock, registers, channel scalers, then the profile for each missing range."""
+        meter = job.meter
+        prof = job.group.profile
+        clock = await session.read_clock()
+        try:
+            meter_now: datetime | None = _aware(clock.to_datetime(), self.tz)
+        except DecodeError:
+            meter_now = None
+        clock_ok = meter_now is not None and not clock.invalid
+        meta = await session.get_many(
+            [(CLASS_PROFILE_GENERIC, prof.obis, 3), (CLASS_PROFILE_GENERIC, prof.obis, 4)]
+        )
+        for item in meta:
+            if isinstance(item, DlmsError):
+                raise item
+        columns = parse_capture_objects(meta[0])
+        period = meta[1]
+        clock_index = self._check_profile(job, columns, period)
+        items: list[tuple[int, str | Obis, int]] = []
+        scaled = [
+            (i, name)
+            for i, name in prof.channels.items()
+            if columns[i].class_id in REGISTER_CLASSES
+        ]
+        for i, _ in scaled:
+            items.append((columns[i].class_id, columns[i].obis, 3))
+        want_registers = not job.registers_done and bool(job.group.registers)
+        if want_registers:
+            for obis in job.group.registers:
+                items += [(3, obis, 2), (3, obis, 3)]
+        results = await session.get_many(items) if items else []
+        scalers: dict[str, ScalerUnit] = {}
+        for (_, name), value in zip(scaled, results, strict=False):
+            if isinstance(value, DlmsError):
+                raise value
+            scalers[name] = ScalerUnit.from_value(value)
+        channel_rows = [
+            Channel(
+                meter.meter_id, name,
+                scalers[name].unit if name in scalers else None,
+                scalers[name].scaler if name in scalers else 0,
+                prof.period_s,
+            )
+            for name in prof.channels.values()
+        ]
+        await self._db(self.db.upsert_channels, channel_rows)
+        register_errors = out.register_errors
+        if want_registers:
+            read_at = meter_now if clock_ok and meter_now is not None else self.now()
+            reads: list[RegisterRead] = []
+            rest = results[len(scaled):]
+            for k, obis in enumerate(job.group.registers):
+                value, su = rest[2 * k], rest[2 * k + 1]
+                bad = value if isinstance(value, DlmsError) else su
+                if isinstance(bad, DlmsError):
+                    register_errors.append(bad)
+                    continue
+                unit = ScalerUnit.from_value(su)
+                reads.append(
+                    RegisterRead(
+                        meter.meter_id, obis, read_at,
+                        value if isinstance(value, int) else None, unit.scaler, unit.unit,
+                    )
+                )
+            await self._db(self.db.insert_register_reads, reads)
+            out.registers.extend(reads)
+            if not any(e.transient for e in register_errors):
+                job.registers_done = True
+        limit = None
+        if clock_ok and meter_now is not None:
+            limit = epoch(meter_now) // prof.period_s * prof.period_s
+        for first, last in ranges:
+            if limit is not None and first > limit:
+                continue  # the meter has not closed these intervals yet
+            access = xdlms.RangeAccess(
+                restricting=columns[clock_index],
+                from_value=_cosem_bytes(from_epoch(first)),
+                to_value=_cosem_bytes(from_epoch(last)),
+            )
+            buffer = await session.get(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
+            rows = profile_rows(buffer, columns, prof.period_s, clock_index)
+            reads_out: list[IntervalRead] = []
+            for row in rows:
+                ts = _aware(row.timestamp, self.tz)
+                if not first <= epoch(ts) <= last:
+                    continue
+                status = None
+                if prof.status_column is not None:
+                    raw_status = row.values[prof.status_column]
+                    status = raw_status if isinstance(raw_status, int) else None
+                for col, name in prof.channels.items():
+                    value = row.values[col]
+                    reads_out.append(
+                        IntervalRead(
+                            meter.meter_id, name, ts,
+                            value if isinstance(value, int) and not isinstance(value, bool)
+                            else None,
+                            scalers[name].scaler if name in scalers else 0,
+                            status,
+                        )
+                    )
+            coverage: list[Coverage] = []
+            if limit is not None and min(last, limit) >= first:
+                end = from_epoch(min(last, limit))
+                coverage = [
+                    Coverage(meter.meter_id, name, from_epoch(first), end)
+                    for name in prof.channels.values()
+                ]
+            out.stored += await self._db(self.db.insert_interval_reads, reads_out, coverage)
+            if self.publish is not None:
+                out.intervals.extend(reads_out)
+
+    def _check_profile(self, job: MeterJob, columns: list[ProfileColumn], period: Any) -> int:
+        """The clock column index; PlanMismatch when the meter's profile is not the plan's."""
+        prof = job.group.profile
+        where = f"profile {prof.obis} of group {job.group.name!r}"
+        if period != prof.period_s:
+            raise PlanMismatch(f"{where}: meter capture_period {period!r}, plan {prof.period_s}")
+        clock_index = next(
+            (i for i, c in enumerate(columns) if c.class_id == CLOCK_CLASS_ID), None
+        )
+        if clock_index is None:
+            raise PlanMismatch(f"{where}: the meter's profile has no clock column")
+        needed = [*prof.channels, *([prof.status_column] if prof.status_column is not None else [])]
+        for col in needed:
+            if col >= len(columns):
+                raise PlanMismatch(f"{where}: column {col}, the meter has {len(columns)} columns")
+        for col, name in prof.channels.items():
+            try:
+                named = Obis.parse(name)
+            except (DecodeError, ValueError):
+                continue
+            if columns[col].obis != named:
+                raise PlanMismatch(
+                    f"{where}: column {col} is {columns[col].obis}, the plan calls it {name}"
+                )
+        return clock_index
+
+    async def _record(
+        self,
+        job: MeterJob,
+        started: datetime,
+        transport: Any,
+        outcome: str,
+        error_class: str | None,
+        error: str | None,
+    ) -> None:
+        stats = getattr(transport, "stats", None)
+        attempt = Attempt(
+            meter_id=job.meter.meter_id,
+            run_id=self.run_id,
+            day=self.day,
+            started=started,
+            finished=self.now(),
+            outcome=outcome,
+            error_class=error_class,
+            error=error[:2000] if error else None,
+            bytes_tx=stats.bytes_tx if stats else 0,
+            bytes_rx=stats.bytes_rx if stats else 0,
+            round_trips=stats.round_trips if stats else 0,
+        )
+        # Shielded: a cancelled session still gets its attempt on record.
+        await asyncio.shield(self._db(self.db.record_attempt, attempt))
+        log_event(
+            logging.INFO if outcome == "ok" else logging.WARNING,
+            "attempt",
+            meter=job.meter.meter_id,
+            link=job.meter.link_id,
+            attempt=job.attempts,
+            outcome=outcome,
+            error_class=error_class,
+            error=error,
+            bytes_tx=attempt.bytes_tx,
+            bytes_rx=attempt.bytes_rx,
+            round_trips=attempt.round_trips,
+        )
+
+    async def _publish(self, job: MeterJob, out: _Readout, complete: bool) -> None:
+        """Hand the session's reads to MQTT; a failing outbox never fails the collection."""
+        assert self.publish is not None
+        meter_id = job.meter.meter_id
+        extra = {"run_id": self.run_id, "day": self.day.isoformat(), "complete": complete}
+        messages = [("profile", profile_payload(meter_id, out.intervals, **extra))]
+        if out.registers:
+            messages.append(("registers", registers_payload(meter_id, out.registers, **extra)))
+        for kind, payload in messages:
+            try:
+                await self._db(self.publish, meter_id, kind, payload)
+            except Exception as exc:
+                log_event(logging.ERROR, "publish_failed", meter=meter_id, kind=kind,
+                          error=repr(exc))
+
+
+def _merge(ranges: list[tuple[int, int]], period: int) -> list[tuple[int, int]]:
+    """Union of inclusive stamp ranges; ranges one period apart join into one read."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + period:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _aware(ts: datetime, tz: Any) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=tz)
+
+
+def _cosem_bytes(ts: datetime) -> bytes:
+    return CosemDateTime.from_datetime(ts).to_bytes()

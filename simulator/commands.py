@@ -1,0 +1,180 @@
+"""``hes simulate``: run a seeded fleet until SIGINT/SIGTERM or a set duration.
+
+It prints one JSON line on stdout saying where the fleet listens (TCP port and loopback address
+range, bus ports or pty devices, inventory path), so a script or test can wait for that line
+and then point the collector at the fleet. On exit it prints a second JSON line with the
+fleet's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator.faults import FaultSpec
+from simulator.fleet import Fleet, FleetSpec, LatencySpec
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"hes simulate: {message}", err=True)
+    return typer.Exit(2)
+
+
+def build_spec(
+    *,
+    tcp_meters: int,
+    buses: int,
+    meters_per_bus: int,
+    seed: int,
+    faults: float,
+    offline: float,
+    intermittent: float,
+    slow: float,
+    latency: str,
+    baud: int,
+    pty: bool,
+    port: int,
+    first_address: str,
+    bus_port: int,
+    first_meter: int,
+) -> FleetSpec:
+    """The FleetSpec the options describe; ValueError names the bad option."""
+    for name, value in (
+        ("--faults", faults),
+        ("--offline", offline),
+        ("--intermittent", intermittent),
+        ("--slow", slow),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} {value} is not a share within [0, 1]")
+    if faults + slow > 1.0:
+        raise ValueError("--faults plus --slow exceed 1")
+    if latency not in ("none", "gprs"):
+        raise ValueError(f"--latency {latency!r}: use none or gprs")
+    if baud < 0:
+        raise ValueError(f"--baud {baud} must be 0 (no wire time) or a positive rate")
+    if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
+        raise ValueError("ports must be within 0..65535")
+    part = faults / 3
+    spec_faults = FaultSpec(
+        offline=offline,
+        intermittent=intermittent,
+        no_answer=part,
+        corrupt_frame=part,
+        drop=part,
+        slow=slow,
+    )
+    return FleetSpec(
+        seed=seed,
+        tcp_meters=tcp_meters,
+        buses=buses,
+        meters_per_bus=meters_per_bus,
+        baudrate=baud or None,
+        latency=LatencySpec("gprs" if latency == "gprs" else "none"),
+        faults=spec_faults,
+        first_meter=first_meter,
+        tcp_port=port,
+        first_address=first_address,
+        bus_port=bus_port,
+        bus_endpoint="pty" if pty else "tcp",
+    )
+
+
+async def run_fleet(spec: FleetSpec, inventory: Path | None, duration: float | None) -> None:
+    """Start the fleet, announce it, serve until a signal or the duration, then close."""
+    # Handlers go in before the announcement: whoever reads it may signal at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    fleet = Fleet(spec)
+    try:
+        await fleet.start()
+        info = fleet.describe()
+        if inventory is not None:
+            info["inventory_rows"] = fleet.write_inventory(inventory)
+            info["inventory"] = str(inventory.resolve())
+        typer.echo(json.dumps(info))
+        sys.stdout.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(duration):
+                await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        stats = fleet.stats()
+        await fleet.close()
+    typer.echo(json.dumps({"stopped": True, "stats": stats}))
+
+
+def simulate_command(
+    tcp_meters: Annotated[int, typer.Option(help="GPRS meters, one loopback address each")] = 0,
+    buses: Annotated[int, typer.Option(help="RS-485 buses (HDLC multidrop)")] = 0,
+    meters_per_bus: Annotated[int, typer.Option(help="meters per bus (physical 16, 17...)")] = 0,
+    seed: Annotated[int, typer.Option(help="fleet seed: data, faults and latency")] = 1,
+    faults: Annotated[
+        float,
+        typer.Option(
+            help="share of sessions with a transient fault (timeout, bad frame, "
+            "dropped link, split evenly)"
+        ),
+    ] = 0.0,
+    offline: Annotated[float, typer.Option(help="share of meters offline for good")] = 0.0,
+    intermittent: Annotated[
+        float, typer.Option(help="share of meters that go offline for hours and come back")
+    ] = 0.0,
+    slow: Annotated[float, typer.Option(help="share of sessions answered slowly")] = 0.0,
+    latency: Annotated[str, typer.Option(help="TCP meter round trips: none or gprs")] = "none",
+    baud: Annotated[int, typer.Option(help="bus baud rate for wire time; 0 = none")] = 9600,
+    pty: Annotated[bool, typer.Option("--pty", help="buses on ptys instead of TCP ports")] = False,
+    port: Annotated[int, typer.Option(help="TCP port of the GPRS meters (0: any free)")] = 4059,
+    first_address: Annotated[
+        str, typer.Option(help="loopback address of the first GPRS meter")
+    ] = "127.1.0.1",
+    bus_port: Annotated[
+        int, typer.Option(help="TCP port of bus 0, bus b on port+b (0: free ports)")
+    ] = 0,
+    first_meter: Annotated[int, typer.Option(help="number of the first meter")] = 1,
+    inventory: Annotated[
+        Path | None, typer.Option(help="write the fleet's inventory CSV here")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: on a signal)")
+    ] = None,
+) -> None:
+    """Run a fleet of simulated meters; print where it listens as one JSON line."""
+    try:
+        spec = build_spec(
+            tcp_meters=tcp_meters,
+            buses=buses,
+            meters_per_bus=meters_per_bus,
+            seed=seed,
+            faults=faults,
+            offline=offline,
+            intermittent=intermittent,
+            slow=slow,
+            latency=latency,
+            baud=baud,
+            pty=pty,
+            port=port,
+            first_address=first_address,
+            bus_port=bus_port,
+            first_meter=first_meter,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if spec.total_meters == 0:
+        raise _fail("no meters: give --tcp-meters and/or --buses with --meters-per-bus")
+    if duration is not None and duration < 0:
+        raise _fail(f"--duration {duration} must not be negative")
+    try:
+        asyncio.run(run_fleet(spec, inventory, duration))
+    except OSError as exc:
+        raise _fail(str(exc)) from None

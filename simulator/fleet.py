@@ -1,0 +1,510 @@
+"""A seeded fleet of simulated meters: GPRS meters on loopback addresses and RS-485 buses.
+
+A :class:`FleetSpec` (seed, counts, baud rate, latency, faults) fully determines the fleet; a
+:class:`Fleet` runs it and writes the inventory CSV that ``hes meters import`` reads, so a load
+test is two commands (``hes simulate ... --inventory fleet.csv``, then import and collect).
+
+Meter numbers and ids. Meters are numbered from ``first_meter``: first the TCP meters, then bus
+0's meters, bus 1's, ... The inventory's meter_id is the meter's own serial number,
+``SIM`` + 9 digits (``SIM000001234`` is meter 1234), which is what the model's
+``meter_spec(n, seed).serial_number`` says; :func:`meter_number` maps it back, so a test can
+call ``model.ground_truth(meter_number(stored_id), seed, ...)``.
+
+Addressing of GPRS meters. TCP meter ``i`` listens on loopback address ``first_address + i``
+(127.1.0.1, 127.1.0.2, ...) on one port (DLMS 4059 by default); the server picks the meter
+from the connection's local address. How one server answers on 200,000 addresses was measured
+on this Linux (kernel 6.18, root without CAP_SYS_RESOURCE, hard open-file limit 20,000):
+
+- a socket bound to 127.0.0.1 does not accept connections to 127.0.0.2 (refused);
+- one socket per address (or per port on a few addresses: the same count) needs 200,000
+  descriptors, and the hard limit of 20,000 cannot be raised here (setrlimit: not allowed);
+- IP_FREEBIND/IP_TRANSPARENT only relax which single address a socket may bind to;
+- a wildcard socket (0.0.0.0) restricted to the loopback device with ``SO_BINDTODEVICE lo``
+  accepts connections to every 127.x.y.z address and nothing that arrives from the network
+  (traffic to the host's own external address also rides ``lo``, so the server closes any
+  connection whose local address is not in 127.0.0.0/8). One descriptor for the whole fleet.
+
+So the fleet uses the ``SO_BINDTODEVICE`` socket, and falls back to one socket per address
+(as many as the open-file limit allows) where that option is refused (no CAP_NET_RAW).
+
+Memory. No meter object lives between sessions: a :class:`MeterPool` creates the
+:class:`SimulatedMeter` (~100 bytes) when a session starts and drops it when the last session
+ends, unless SET/ACTION changed its state (clock correction, relay), which must persist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import ipaddress
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+from collector.targets import MeterTarget
+from simulator.faults import FaultPlan, FaultSpec
+from simulator.meter import SimulatedMeter
+from simulator.server import (
+    Clock,
+    HdlcBus,
+    HdlcTcpServer,
+    PtyBus,
+    ServerStats,
+    WrapperServer,
+    state_is_default,
+)
+
+LatencyKind = Literal["none", "gprs"]
+BusEndpoint = Literal["tcp", "pty"]
+#: The first HDLC physical address given to a bus's meters (0x00-0x0F are reserved).
+FIRST_PHYSICAL = 16
+MAX_PHYSICAL = 0x3FFD
+INVENTORY_COLUMNS = (
+    "meter_id",
+    "transport",
+    "host",
+    "port",
+    "device",
+    "physical_address",
+    "logical_address",
+    "client_sap",
+    "authentication",
+    "password_ref",
+    "link_id",
+    "area",
+    "station",
+)
+_METER_ID = re.compile(r"SIM(\d{9})")
+_LOOPBACK_FIRST = int(ipaddress.IPv4Address("127.0.0.1"))
+_LOOPBACK_LAST = int(ipaddress.IPv4Address("127.255.255.254"))
+
+
+def meter_id_text(number: int) -> str:
+    """The inventory id of meter ``number``: its serial number, ``SIM`` + 9 digits."""
+    if not 0 <= number <= 999_999_999:
+        raise ValueError(f"meter number {number} does not fit the SIM + 9 digits id")
+    return f"SIM{number:09d}"
+
+
+def meter_number(meter_id: str) -> int:
+    """The SimulatedMeter number behind an inventory id (``SIM000001234`` -> 1234)."""
+    match = _METER_ID.fullmatch(meter_id)
+    if match is None:
+        raise ValueError(f"meter_id {meter_id!r} is not a simulator id (SIM + 9 digits)")
+    return int(match.group(1))
+
+
+class LoopbackRange(Sequence[str]):
+    """``count`` consecutive IPv4 loopback addresses from ``first``, without storing them."""
+
+    def __init__(self, first: str, count: int) -> None:
+        start = int(ipaddress.IPv4Address(first))
+        if count < 0:
+            raise ValueError("address count must not be negative")
+        if count and not (_LOOPBACK_FIRST <= start and start + count - 1 <= _LOOPBACK_LAST):
+            raise ValueError(
+                f"{count} addresses from {first} do not fit in 127.0.0.1..127.255.255.254"
+            )
+        self.start = start
+        self.size = count
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.size))]
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError("loopback address index out of range")
+        return str(ipaddress.IPv4Address(self.start + index))
+
+    def position(self, address: str) -> int | None:
+        """Index of ``address`` in the range, or None."""
+        try:
+            offset = int(ipaddress.IPv4Address(address)) - self.start
+        except ValueError:
+            return None
+        return offset if 0 <= offset < self.size else None
+
+
+@dataclass(slots=True, frozen=True)
+class LatencySpec:
+    """Per-response delay of TCP meters: none, or GPRS-like round trips.
+
+    GPRS: each meter has its own median round trip, lognormal over the fleet around
+    ``median_s`` (so most meters sit in ~0.5-3 s), and each response varies around it.
+    """
+
+    kind: LatencyKind = "none"
+    median_s: float = 1.2
+    meter_sigma: float = 0.45
+    response_sigma: float = 0.2
+    max_s: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "gprs"):
+            raise ValueError(f"latency {self.kind!r}: use none or gprs")
+
+    def meter_median(self, seed: int, meter_id: int) -> float:
+        """The meter's own median round trip, fixed by (seed, meter)."""
+        rng = random.Random(f"rtt:{seed}:{meter_id}")
+        return min(self.max_s, self.median_s * math.exp(rng.gauss(0.0, self.meter_sigma)))
+
+
+@dataclass(slots=True, frozen=True)
+class FleetSpec:
+    """Everything that determines a fleet."""
+
+    seed: int = 1
+    tcp_meters: int = 0
+    buses: int = 0
+    meters_per_bus: int = 0
+    baudrate: int | None = 9600
+    latency: LatencySpec = field(default_factory=LatencySpec)
+    faults: FaultSpec = field(default_factory=FaultSpec)
+    first_meter: int = 1
+    tcp_port: int = 4059
+    first_address: str = "127.1.0.1"
+    bus_host: str = "127.0.0.1"
+    #: First TCP port of the buses (bus b on ``bus_port + b``); 0 picks free ports.
+    bus_port: int = 0
+    bus_endpoint: BusEndpoint = "tcp"
+    #: Seconds a no-answer session stays silent on a pty bus (see ``HdlcBus``).
+    bus_silence_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("tcp_meters", "buses", "meters_per_bus", "first_meter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.meters_per_bus > MAX_PHYSICAL - FIRST_PHYSICAL + 1:
+            raise ValueError(
+                f"meters_per_bus {self.meters_per_bus} exceeds the "
+                f"{MAX_PHYSICAL - FIRST_PHYSICAL + 1} HDLC physical addresses of a bus"
+            )
+        if self.buses and not self.meters_per_bus:
+            raise ValueError("buses need meters_per_bus > 0")
+        if self.bus_endpoint not in ("tcp", "pty"):
+            raise ValueError(f"bus endpoint {self.bus_endpoint!r}: use tcp or pty")
+        if self.baudrate is not None and self.baudrate <= 0:
+            raise ValueError(f"baud rate {self.baudrate} must be positive")
+        LoopbackRange(self.first_address, self.tcp_meters)
+        meter_id_text(self.first_meter + self.total_meters)
+
+    @property
+    def total_meters(self) -> int:
+        return self.tcp_meters + self.buses * self.meters_per_bus
+
+    def tcp_meter(self, index: int) -> int:
+        """Meter number of TCP meter ``index``."""
+        return self.first_meter + index
+
+    def bus_meter(self, bus: int, physical: int) -> int | None:
+        """Meter number at ``physical`` on ``bus``, or None when no meter has that address."""
+        k = physical - FIRST_PHYSICAL
+        if not 0 <= bus < self.buses or not 0 <= k < self.meters_per_bus:
+            return None
+        return self.first_meter + self.tcp_meters + bus * self.meters_per_bus + k
+
+    def locate(self, number: int) -> tuple[str, int, int]:
+        """``("tcp", index, 0)`` or ``("bus", bus, physical)`` of a meter number."""
+        k = number - self.first_meter
+        if 0 <= k < self.tcp_meters:
+            return "tcp", k, 0
+        k -= self.tcp_meters
+        if 0 <= k < self.buses * self.meters_per_bus:
+            bus, pos = divmod(k, self.meters_per_bus)
+            return "bus", bus, FIRST_PHYSICAL + pos
+        raise ValueError(f"meter {number} is not in this fleet")
+
+
+class MeterPool:
+    """Meters alive only while in session (or while their SET/ACTION state must persist)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._meters: dict[int, SimulatedMeter] = {}
+        self._refs: dict[int, int] = {}
+
+    def acquire(self, number: int) -> SimulatedMeter:
+        meter = self._meters.get(number)
+        if meter is None:
+            meter = SimulatedMeter(number, self.seed)
+            self._meters[number] = meter
+        self._refs[number] = self._refs.get(number, 0) + 1
+        return meter
+
+    def release(self, meter: SimulatedMeter) -> None:
+        number = meter.meter_id
+        refs = self._refs.get(number, 0) - 1
+        if refs > 0:
+            self._refs[number] = refs
+            return
+        self._refs.pop(number, None)
+        if state_is_default(meter):
+            self._meters.pop(number, None)
+
+    def __len__(self) -> int:
+        """Meters held right now."""
+        return len(self._meters)
+
+
+class _BusMeters:
+    """A bus's view of the pool: physical address -> meter, created on demand."""
+
+    def __init__(self, spec: FleetSpec, pool: MeterPool, bus: int) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.bus = bus
+
+    def get(self, physical: int, /) -> SimulatedMeter | None:
+        number = self.spec.bus_meter(self.bus, physical)
+        return None if number is None else self.pool.acquire(number)
+
+
+class Fleet:
+    """A running fleet: ``await fleet.start()`` ... ``await fleet.close()`` (or ``async with``)."""
+
+    def __init__(self, spec: FleetSpec, *, clock: Clock = time.time) -> None:
+        self.spec = spec
+        self.clock = clock
+        self.pool = MeterPool(spec.seed)
+        self.faults = FaultPlan(spec.faults, spec.seed)
+        self.addresses = LoopbackRange(spec.first_address, spec.tcp_meters)
+        self.tcp: WrapperServer | None = None
+        self.buses: list[HdlcBus] = []
+        self.bus_servers: list[HdlcTcpServer | PtyBus] = []
+        self.start_seconds = 0.0
+        self._latency_rng = random.Random(f"latency:{spec.seed}")
+        self._medians: dict[int, float] = {}
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        spec = self.spec
+        try:
+            if spec.tcp_meters:
+                self.tcp = WrapperServer(
+                    self._resolve,
+                    spec.first_address,
+                    spec.tcp_port,
+                    clock=self.clock,
+                    latency=self._latency if spec.latency.kind == "gprs" else None,
+                    faults=self.faults,
+                    release=self.pool.release,
+                    hosts=self.addresses,
+                )
+                await self.tcp.start()
+            for b in range(spec.buses):
+                bus = HdlcBus(
+                    _BusMeters(spec, self.pool, b),
+                    faults=self.faults,
+                    release=self.pool.release,
+                    silence_s=spec.bus_silence_s,
+                )
+                self.buses.append(bus)
+                server: HdlcTcpServer | PtyBus
+                if spec.bus_endpoint == "pty":
+                    server = PtyBus(bus, baudrate=spec.baudrate, clock=self.clock)
+                else:
+                    port = spec.bus_port + b if spec.bus_port else 0
+                    server = HdlcTcpServer(
+                        bus, spec.bus_host, port, baudrate=spec.baudrate, clock=self.clock
+                    )
+                self.bus_servers.append(server)
+                await server.start()
+        except BaseException:
+            await self.close()
+            raise
+        self.start_seconds = time.perf_counter() - started
+
+    async def close(self) -> None:
+        servers: list[WrapperServer | HdlcTcpServer | PtyBus] = [*self.bus_servers]
+        if self.tcp is not None:
+            servers.append(self.tcp)
+        await asyncio.gather(*(s.close() for s in servers), return_exceptions=True)
+        self.bus_servers = []
+        self.buses = []
+        self.tcp = None
+
+    def _resolve(self, local_ip: str, local_port: int) -> SimulatedMeter | None:
+        index = self.addresses.position(local_ip)
+        if index is None or self.tcp is None or local_port != self.tcp.port:
+            return None
+        return self.pool.acquire(self.spec.tcp_meter(index))
+
+    def _latency(self, meter: SimulatedMeter) -> float:
+        latency = self.spec.latency
+        median = self._medians.get(meter.meter_id)
+        if median is None:
+            median = latency.meter_median(self.spec.seed, meter.meter_id)
+            if len(self._medians) < 65536:
+                self._medians[meter.meter_id] = median
+        jitter = math.exp(self._latency_rng.gauss(0.0, latency.response_sigma))
+        return min(latency.max_s, median * jitter)
+
+    @property
+    def tcp_port(self) -> int | None:
+        return self.tcp.port if self.tcp is not None else None
+
+    def bus_link(self, bus: int) -> str:
+        return f"bus{bus:03d}"
+
+    def target(self, number: int) -> MeterTarget:
+        """How the collector reaches meter ``number`` (the inventory row as a MeterTarget)."""
+        kind, a, b = self.spec.locate(number)
+        if kind == "tcp":
+            if self.tcp is None:
+                raise RuntimeError("the fleet is not started")
+            return MeterTarget("tcp", host=self.addresses[a], port=self.tcp.port)
+        server = self.bus_servers[a]
+        if isinstance(server, PtyBus):
+            return MeterTarget(
+                "serial",
+                device=server.device,
+                baudrate=self.spec.baudrate or 9600,
+                physical_address=b,
+            )
+        return MeterTarget("hdlc-tcp", host=server.host, port=server.port, physical_address=b)
+
+    def inventory_rows(self) -> Iterator[dict[str, str]]:
+        """One inventory row per meter, in the columns ``collector.inventory`` parses."""
+        spec = self.spec
+        if spec.tcp_meters and self.tcp is None:
+            raise RuntimeError("the fleet is not started")
+        blank = dict.fromkeys(INVENTORY_COLUMNS, "")
+        for i in range(spec.tcp_meters):
+            number = spec.tcp_meter(i)
+            row = dict(blank)
+            row.update(
+                meter_id=meter_id_text(number),
+                transport="tcp",
+                host=self.addresses[i],
+                port=str(self.tcp.port if self.tcp is not None else ""),
+                logical_address="1",
+                client_sap="16",
+                authentication="none",
+                area=f"sim{spec.seed}",
+                station="gprs",
+            )
+            yield row
+        for b, server in enumerate(self.bus_servers):
+            link = self.bus_link(b)
+            for k in range(spec.meters_per_bus):
+                physical = FIRST_PHYSICAL + k
+                on_bus = spec.bus_meter(b, physical)
+                assert on_bus is not None
+                row = dict(blank)
+                row.update(
+                    meter_id=meter_id_text(on_bus),
+                    physical_address=str(physical),
+                    logical_address="1",
+                    client_sap="16",
+                    authentication="none",
+                    link_id=link,
+                    area=f"sim{spec.seed}",
+                    station=link,
+                )
+                if isinstance(server, PtyBus):
+                    row.update(transport="serial", device=server.device)
+                else:
+                    row.update(transport="hdlc-tcp", host=server.host, port=str(server.port))
+                yield row
+
+    def write_inventory(self, path: str | os.PathLike[str]) -> int:
+        """Write the inventory CSV (atomically: a temp file renamed); returns the row count."""
+        tmp = f"{os.fspath(path)}.tmp"
+        count = 0
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=INVENTORY_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for row in self.inventory_rows():
+                writer.writerow(row)
+                count += 1
+        os.replace(tmp, path)
+        return count
+
+    def describe(self) -> dict[str, Any]:
+        """Where the fleet listens, as printed by ``hes simulate``."""
+        spec = self.spec
+        out: dict[str, Any] = {
+            "seed": spec.seed,
+            "meters": spec.total_meters,
+            "start_seconds": round(self.start_seconds, 3),
+        }
+        if self.tcp is not None:
+            out["tcp"] = {
+                "meters": spec.tcp_meters,
+                "first_address": self.addresses[0],
+                "last_address": self.addresses[-1],
+                "port": self.tcp.port,
+                "listen_mode": self.tcp.listen_mode,
+                "first_meter_id": meter_id_text(spec.tcp_meter(0)),
+            }
+        buses = []
+        for b, server in enumerate(self.bus_servers):
+            first = spec.bus_meter(b, FIRST_PHYSICAL)
+            assert first is not None
+            entry: dict[str, Any] = {
+                "link_id": self.bus_link(b),
+                "meters": spec.meters_per_bus,
+                "physical_addresses": [FIRST_PHYSICAL, FIRST_PHYSICAL + spec.meters_per_bus - 1],
+                "first_meter_id": meter_id_text(first),
+                "baud": spec.baudrate,
+            }
+            if isinstance(server, PtyBus):
+                entry["device"] = server.device
+            else:
+                entry["host"], entry["port"] = server.host, server.port
+            buses.append(entry)
+        out["buses"] = buses
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Sessions, traffic and faults so far, per server kind."""
+        out: dict[str, Any] = {"meters_held": len(self.pool)}
+        if self.tcp is not None:
+            out["tcp"] = _stats_dict(self.tcp.stats)
+        bus_totals = ServerStats()
+        for bus, server in zip(self.buses, self.bus_servers, strict=True):
+            bus_totals.connections += server.stats.connections
+            bus_totals.peak_sessions_in_flight += server.stats.peak_sessions_in_flight
+            bus_totals.refused += server.stats.rejected_busy
+            bus_totals.bytes_rx += server.stats.bytes_rx
+            bus_totals.bytes_tx += server.stats.bytes_tx
+            bus_totals.apdus += bus.stats.apdus
+            for name, n in bus.stats.faults.items():
+                bus_totals.faults[name] = bus_totals.faults.get(name, 0) + n
+        if self.buses:
+            out["buses"] = _stats_dict(bus_totals)
+        return out
+
+
+def _stats_dict(stats: ServerStats) -> dict[str, Any]:
+    return {
+        "connections": stats.connections,
+        "peak_sessions_in_flight": stats.peak_sessions_in_flight,
+        "apdus": stats.apdus,
+        "bytes_rx": stats.bytes_rx,
+        "bytes_tx": stats.bytes_tx,
+        "refused": stats.refused,
+        "faults": dict(stats.faults),
+    }

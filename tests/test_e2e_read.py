@@ -1,0 +1,296 @@
+"""``hes read`` end to end: the real CLI in a subprocess against simulator servers in this process.
+
+The servers (TCP wrapper, HDLC terminal server, HDLC on a pty) run on their own event loop in a
+background thread with a frozen clock, so the JSON the CLI prints is compared with the
+simulator's ground truth value for value. Error paths check the exit code and the error class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from simulator import model
+from simulator.meter import SimulatedMeter
+from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 5
+NOW = 1772409600 + 10 * model.DAY + 13 * 3600 + 17.5
+PHYSICAL = 17
+A_PLUS = "1.0.1.8.0.255"
+VOLTAGE_L1 = "1.0.32.7.0.255"
+UNKNOWN = "1.0.99.99.99.255"
+LOAD_PROFILE = "1.0.99.1.0.255"
+#: Generous bound on one CLI run, so a hang fails instead of stalling the suite.
+RUN_TIMEOUT_S = 60
+
+T = TypeVar("T")
+
+
+def _clock() -> float:
+    return NOW
+
+
+def _quiet_meter(start_id: int) -> SimulatedMeter:
+    """A three-phase meter with no outage in the last week: its profile days are complete."""
+    today = (int(NOW) - model.EPOCH) // model.DAY
+    meter_id = start_id
+    while True:
+        spec = model.meter_spec(meter_id, SEED)
+        if spec.phases == 3 and all(model.outage(spec, today - k) is None for k in range(8)):
+            return SimulatedMeter(meter_id, SEED)
+        meter_id += 1
+
+
+@dataclass
+class Simulators:
+    """Endpoints the CLI can reach, each with the meter behind it."""
+
+    tcp_port: int
+    tcp_meter: SimulatedMeter
+    hdlc_port: int
+    hdlc_meter: SimulatedMeter
+    pty_device: str
+    pty_meter: SimulatedMeter
+    silent_port: int
+
+
+class _Loop:
+    """An event loop in a daemon thread, for servers that must outlive one test's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def sims() -> Iterator[Simulators]:
+    background = _Loop()
+    tcp_meter = _quiet_meter(0)
+    hdlc_meter = _quiet_meter(tcp_meter.meter_id + 1)
+    pty_meter = _quiet_meter(hdlc_meter.meter_id + 1)
+    closers: list[Any] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    async def start() -> Simulators:
+        wrapper = WrapperServer(lambda ip, port: tcp_meter, "127.0.0.1", 0, clock=_clock)
+        await wrapper.start()
+        bus = HdlcBus({PHYSICAL: hdlc_meter, PHYSICAL + 1: _quiet_meter(500)})
+        hdlc = HdlcTcpServer(bus, "127.0.0.1", 0, clock=_clock)
+        await hdlc.start()
+        pty = PtyBus(HdlcBus({PHYSICAL: pty_meter}), clock=_clock)
+        await pty.start()
+        dead = await asyncio.start_server(silent, "127.0.0.1", 0)
+        closers.extend([wrapper.close, hdlc.close, pty.close])
+        closers.append(lambda: _close_server(dead))
+        return Simulators(
+            wrapper.port,
+            tcp_meter,
+            hdlc.port,
+            hdlc_meter,
+            pty.device,
+            pty_meter,
+            dead.sockets[0].getsockname()[1],
+        )
+
+    try:
+        yield background.run(start())
+    finally:
+        for close in closers:
+            background.run(close())
+        background.stop()
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+
+
+def hes(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m cli`` from the repository root, as a user would run ``hes``."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _window(meter: SimulatedMeter) -> tuple[int, int]:
+    """Four hours of yesterday, meter time."""
+    day = int(meter.meter_time(NOW)) // model.DAY - 1
+    start = day * model.DAY + 10 * 3600
+    return start, start + 4 * 3600
+
+
+def _iso(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def _check_read(out: dict[str, Any], meter: SimulatedMeter, start: int, end: int) -> None:
+    mt = meter.meter_time(NOW)
+    clock = out["clock"]
+    assert datetime.fromisoformat(clock["datetime"]).timestamp() == pytest.approx(mt, abs=0.011)
+    assert (clock["deviation"], clock["clock_status"], clock["invalid"]) == (0, 0, False)
+    now = model.registers(meter.spec, mt)
+    a_plus, volts, unknown = out["registers"]
+    assert a_plus == {
+        "obis": A_PLUS,
+        "value": now.active_import,
+        "unit": "Wh",
+        "raw": now.active_import,
+        "scaler": 0,
+    }
+    inst = model.instantaneous(meter.spec, mt)
+    assert volts["unit"] == "V" and volts["scaler"] == -1 and volts["raw"] == inst.voltage_dv[0]
+    assert volts["value"] == pytest.approx(inst.voltage_dv[0] / 10)
+    assert unknown["obis"] == UNKNOWN and unknown["error"] == "object_undefined"
+    (profile,) = out["profiles"]
+    assert profile["obis"] == LOAD_PROFILE and profile["capture_period"] == 900
+    assert len(profile["columns"]) == 6
+    rows = [
+        (int(datetime.fromisoformat(r["timestamp"]).timestamp()), *r["values"][1:])
+        for r in profile["rows"]
+    ]
+    assert rows == model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile
+    assert len(rows) == 17
+    assert all(r["values"][0] == r["timestamp"] for r in profile["rows"])
+    link = out["link"]
+    assert link["bytes_tx"] > 0 and link["bytes_rx"] > link["bytes_tx"]
+    assert link["round_trips"] >= 6 and link["retransmissions"] == 0
+
+
+def _read_args(meter: SimulatedMeter) -> list[str]:
+    start, end = _window(meter)
+    return [
+        "--obis", A_PLUS, "--obis", VOLTAGE_L1, "--obis", UNKNOWN,
+        "--profile", LOAD_PROFILE, "--from", _iso(start), "--to", _iso(end),
+        "--timeout", "5",
+    ]  # fmt: skip
+
+
+def _json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"not JSON (rc {result.returncode}): {result.stdout!r} {result.stderr!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+def test_read_over_tcp_wrapper(sims: Simulators) -> None:
+    result = hes("read", "--tcp", f"127.0.0.1:{sims.tcp_port}", *_read_args(sims.tcp_meter))
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["link"]["transport"] == f"tcp://127.0.0.1:{sims.tcp_port}"
+    _check_read(out, sims.tcp_meter, *_window(sims.tcp_meter))
+
+
+def test_read_over_hdlc_tcp_as_management_client(sims: Simulators) -> None:
+    meter = sims.hdlc_meter
+    result = hes(
+        "read", "--hdlc-tcp", f"127.0.0.1:{sims.hdlc_port}", "--physical-address", str(PHYSICAL),
+        "--client-sap", "1", "--auth", "lls", *_read_args(meter),
+        env={"HES_PASSWORD": meter.spec.password.decode()},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["link"]["transport"] == f"hdlc-tcp://127.0.0.1:{sims.hdlc_port}"
+    _check_read(out, meter, *_window(meter))
+
+
+def test_read_over_serial_pty(sims: Simulators) -> None:
+    meter = sims.pty_meter
+    result = hes(
+        "read", "--serial", sims.pty_device, "--baud", "9600",
+        "--physical-address", str(PHYSICAL), *_read_args(meter),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["link"]["transport"] == f"serial://{sims.pty_device}@9600"
+    _check_read(out, meter, *_window(meter))
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("option", ["--tcp", "--hdlc-tcp"])
+def test_unreachable_port_is_a_link_error(option: str) -> None:
+    port = _free_port()
+    result = hes("read", option, f"127.0.0.1:{port}", "--obis", A_PLUS)
+    assert result.returncode == 1
+    out = _json(result)
+    assert out["error"] == "link" and str(port) in out["detail"]
+
+
+def test_silent_meter_is_a_timeout(sims: Simulators) -> None:
+    result = hes(
+        "read", "--hdlc-tcp", f"127.0.0.1:{sims.silent_port}", "--physical-address", "17",
+        "--frame-timeout", "0.1", "--retries", "1",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert _json(result)["error"] == "timeout"
+
+
+def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
+    result = hes(
+        "read", "--hdlc-tcp", f"127.0.0.1:{sims.hdlc_port}", "--physical-address", "17",
+        "--client-sap", "1", "--auth", "lls", "--password", "not-it!!",
+    )  # fmt: skip
+    assert result.returncode == 1
+    out = _json(result)
+    assert out["error"] == "authentication_failed" and "diagnostic 13" in out["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give exactly one of --tcp, --hdlc-tcp, --serial"),
+        (["--tcp", "127.0.0.1:4059", "--serial", "/dev/ttyUSB0"], "give exactly one of"),
+        (["--tcp", "127.0.0.1:http"], "port 'http' is not a number"),
+        (["--tcp", "127.0.0.1:4059", "--from", "yesterday"], "--from: 'yesterday' is not an ISO"),
+        (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none or lls"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
+    result = hes("read", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
