@@ -12,6 +12,7 @@ import typer
 
 from collector.bench_command import bench_command
 from collector.commands import collect_command, meters_app, report_command
+from collector.demo import demo_command
 from collector.session import Session
 from collector.targets import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
@@ -197,6 +198,7 @@ app.command("simulate")(simulate_command)
 app.add_typer(meters_app, name="meters")
 app.command("collect")(collect_command)
 app.command("report")(report_command)
+app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 
 
