@@ -13,6 +13,8 @@ import typer
 from collector.bench_command import bench_command
 from collector.commands import collect_command, meters_app, report_command
 from collector.demo import demo_command
+from collector.ops_commands import disconnect_command, listen_command, reconnect_command
+from collector.security_commands import keys_app
 from collector.session import Session
 from collector.targets import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
@@ -200,6 +202,10 @@ app.command("collect")(collect_command)
 app.command("report")(report_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
+app.add_typer(keys_app, name="keys")
+app.command("disconnect")(disconnect_command)
+app.command("reconnect")(reconnect_command)
+app.command("listen")(listen_command)
 
 
 def main() -> None:

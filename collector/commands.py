@@ -33,9 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from collector.inventory import InventoryError, import_inventory
+from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.plan import Plan, PlanError, load_plan
+from collector.push import PushListener
 from collector.service import Collector, RunStats, RunSummary
+from collector.targets import parse_host_port
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.records import MeterRecord
@@ -146,6 +149,11 @@ class CollectOptions:
     mqtt_spool: str = DEFAULT_SPOOL
     shard: int = 0
     shards: int = 1
+    #: Clock sync threshold (None: off) and event-log reads, on LLS meters (MeterTasks).
+    clock_threshold_s: float | None = None
+    events: bool = False
+    #: HOST:PORT of the push-alarm listener run alongside (shard 0 only).
+    listen: str | None = None
 
 
 def shard_of(link_id: str, shards: int) -> int:
@@ -180,9 +188,18 @@ async def collect_async(
     database = open_database(opts.db)
     received: list[int] = []
     publisher: asyncio.Task[None] | None = None
+    listener: PushListener | None = None
     try:
         if outbox is not None:
             publisher = asyncio.create_task(outbox.run())
+        publish = None if outbox is None else _publisher(outbox)
+        if opts.listen is not None and opts.shard == 0:
+            host, port = parse_host_port(opts.listen)
+            listener = PushListener(database, host=host, port=port, publish=publish)
+            await listener.start()
+        tasks = None
+        if opts.clock_threshold_s is not None or opts.events:
+            tasks = MeterTasks(database, opts.clock_threshold_s, opts.events, publish=publish)
         collector = Collector(
             database,
             plan,
@@ -192,7 +209,8 @@ async def collect_async(
             once=opts.once,
             seed=None if opts.seed is None else opts.seed * 1000 + opts.shard,
             stop_grace_s=STOP_GRACE_S,
-            publish=None if outbox is None else _publisher(outbox),
+            publish=publish,
+            after_read=tasks,
         )
 
         def on_signal(signum: int) -> None:
@@ -223,6 +241,8 @@ async def collect_async(
         if on_progress is not None:
             on_progress(collector.stats)
     finally:
+        if listener is not None:
+            await listener.close()
         database.close()
         if outbox is not None:
             # Whatever the broker has not acknowledged by then stays spooled for the next run.
@@ -261,7 +281,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
                 opts, plan, progress, lambda: out.put(("ready", opts.shard)), early
             )
         )
-    except (StorageError, PlanError, OutboxError) as exc:
+    except (StorageError, PlanError, OutboxError, OSError) as exc:
         out.put(("error", opts.shard, str(exc)))
         return
     out.put(("done", opts.shard, summary.as_dict(), signum))
@@ -448,6 +468,19 @@ def collect_command(
     mqtt_spool: Annotated[
         str, typer.Option("--mqtt-spool", help="spool file of messages not yet acknowledged")
     ] = DEFAULT_SPOOL,
+    clock_sync: Annotated[
+        float | None,
+        typer.Option("--clock-sync", min=0, help="set LLS meters' clocks drifting more than "
+                     "this many seconds (default: no clock sync)"),
+    ] = None,
+    events: Annotated[
+        bool, typer.Option("--events/--no-events", help="read new event-log entries of LLS "
+                           "meters, with outages")
+    ] = False,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="accept push alarms on HOST:PORT while collecting"),
+    ] = None,
 ) -> None:
     """Read every meter of the inventory for a day (and gaps of the days before), then print
     a JSON summary. Exit 0 when the run finished, 128+signal when stopped by a signal."""
@@ -456,6 +489,11 @@ def collect_command(
     except PlanError as exc:
         raise _fail(str(exc)) from None
     the_day = _parse_day(day, plan, "--day")
+    if listen is not None:
+        try:
+            parse_host_port(listen)
+        except ValueError as exc:
+            raise _fail(f"--listen: {exc}") from None
     if mqtt_url is not None:
         try:
             parse_mqtt_url(mqtt_url)
@@ -472,6 +510,9 @@ def collect_command(
         log_file=log_file,
         mqtt_url=mqtt_url,
         mqtt_spool=mqtt_spool,
+        clock_threshold_s=clock_sync,
+        events=events,
+        listen=listen,
     )
     _setup_logging(log_file)
     display = _Display(progress and sys.stderr.isatty())
@@ -482,7 +523,7 @@ def collect_command(
                 summary, signum = asyncio.run(
                     collect_async(opts, plan, lambda s: display.update([s.as_dict()]))
                 )
-            except (StorageError, OutboxError) as exc:
+            except (StorageError, OutboxError, OSError) as exc:
                 raise _fail(str(exc), 1) from None
             parts = [summary.as_dict()]
         else:

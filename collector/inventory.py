@@ -2,9 +2,12 @@
 
 Columns (header required, order free): meter_id, transport (tcp | hdlc-tcp | serial),
 host, port, device, physical_address, logical_address (default 1), client_sap
-(default 16), authentication (none | lls; default none), password (or password_ref):
-the *name* of the LLS secret in the key store, never the secret, link_id (required
-for hdlc-tcp and serial; a tcp meter is its own link by default), area, station.
+(default 16), authentication (none | lls | hls-gmac; default none), password (or
+password_ref): the *name* of the LLS secret in the key store, never the secret, link_id
+(required for hdlc-tcp and serial; a tcp meter is its own link by default), area, station,
+security_profile (none | lls | hls-gmac-suite0; default from authentication):
+hls-gmac-suite0 means HLS-GMAC authentication with suite-0 ciphering, its keys looked up by
+meter id in the encrypted key store (``hes keys import``).
 Integers may be decimal or 0x-hex.
 """
 
@@ -36,10 +39,14 @@ COLUMNS = (
     "link_id",
     "area",
     "station",
+    "security_profile",
 )
 REQUIRED_COLUMNS = ("meter_id", "transport")
 TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
-AUTHENTICATIONS = ("none", "lls")
+AUTHENTICATIONS = ("none", "lls", "hls-gmac")
+PLAIN_AUTHENTICATIONS = ("none", "lls")
+#: Security profile -> the authentication it implies.
+SECURITY_PROFILES = {"none": "none", "lls": "lls", "hls-gmac-suite0": "hls-gmac"}
 DEFAULT_TCP_PORT = 4059  # IANA port for DLMS/COSEM
 MAX_REPORTED = 50
 
@@ -162,9 +169,24 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         if not link_id:
             raise _RowError(f"link_id is required for transport {transport} (the shared bus)")
     client_sap = _opt_int(row.get("client_sap", ""), "client_sap", *CLIENT_SAP_RANGE, 16)
-    auth = (row.get("authentication", "") or "none").lower()
-    if auth not in AUTHENTICATIONS:
-        raise _RowError(f"authentication {auth!r} is not one of {', '.join(AUTHENTICATIONS)}")
+    profile = row.get("security_profile", "").lower() or None
+    if profile is not None and profile not in SECURITY_PROFILES:
+        raise _RowError(
+            f"security_profile {profile!r} is not one of {', '.join(SECURITY_PROFILES)}"
+        )
+    auth = (row.get("authentication", "") or (SECURITY_PROFILES[profile] if profile else "none"))
+    auth = auth.lower()
+    # hls-gmac needs suite-0 keys, so it comes only with the security profile that names them.
+    allowed = AUTHENTICATIONS if profile == "hls-gmac-suite0" else PLAIN_AUTHENTICATIONS
+    if auth not in allowed:
+        raise _RowError(
+            f"authentication {auth!r} is not one of {', '.join(allowed)}"
+            + ("" if auth != "hls-gmac" else " (hls-gmac needs security_profile hls-gmac-suite0)")
+        )
+    if profile is None:
+        profile = auth
+    if SECURITY_PROFILES[profile] != auth:
+        raise _RowError(f"authentication {auth} contradicts security_profile {profile}")
     ref_pw, ref_col = row.get("password", ""), row.get("password_ref", "")
     if ref_pw and ref_col and ref_pw != ref_col:
         raise _RowError("password and password_ref disagree (give one key-store reference)")
@@ -190,6 +212,7 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         area=row.get("area", "") or None,
         station=row.get("station", "") or None,
         password_ref=ref,
+        security_profile=profile,
     )
 
 

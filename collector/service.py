@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -206,6 +206,9 @@ class RunSummary:
 #: ``publish(meter_id, kind, payload)``: hands a completed read to MQTT (kind: profile or
 #: registers); called from a storage thread, so it may block briefly (a spool insert).
 Publish = Callable[[str, str, dict[str, Any]], None]
+#: ``after_read(session, meter)``: more work in the meter's session once its read succeeded
+#: (clock sync, event logs: ``collector.meter_tasks.MeterTasks``).
+AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -264,8 +267,10 @@ class Collector:
         db_threads: int = 4,
         link_turnaround_s: float = 0.05,
         wait_for_window: bool = True,
+        after_read: AfterRead | None = None,
     ) -> None:
         self.db = db
+        self.after_read = after_read
         self.plan = plan
         self.day = day
         self.run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -576,6 +581,8 @@ class Collector:
                         request_timeout=self.plan.timeouts.request_s,
                     ) as session:
                         await self._read(session, job, ranges, out)
+                        if self.after_read is not None:
+                            await self.after_read(session, meter)
             except TimeoutError:
                 raise SessionTimeout(
                     f"session longer than {self.plan.timeouts.session_s:g} s"

@@ -4,12 +4,23 @@
 and on exit releases (RLRQ/RLRE) and closes the link, never hanging on a dead meter. Values come
 back decoded (``protocols.axdr``); failures come back as the typed errors of
 ``protocols.errors``, which the collector classifies for retries.
+
+With a ``security`` context (``protocols.security.SecurityContext``) the association uses the
+LN-with-ciphering context and suite 0: the AARQ carries the client system title and a
+glo-InitiateRequest, every GET/SET/ACTION goes out as a glo- APDU and every answer is
+deciphered and checked (tag, meter system title, increasing meter counter). With
+``authentication="hls-gmac"`` the session then runs HLS passes 3 and 4 (ACTION
+reply_to_HLS_authentication on the current association, checking the meter's f(CtoS)) before
+any other request. Client invocation counters come from the context's counter store, which
+persists them before they are used. Every security rejection raises its own non-transient
+error class (``protocols.errors.SecurityError`` subclasses).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,14 +42,24 @@ from protocols.cosem import (
 from protocols.errors import (
     AssociationRefused,
     AuthenticationFailed,
+    DataAccessError,
+    DecipheringRejected,
     DecodeError,
     DlmsError,
+    InvocationCounterRejected,
+    KeyRejected,
     ProtocolError,
     ServiceError,
+    SystemTitleRejected,
     data_access_error,
 )
+from protocols.security import SecurityContext
 
 CLOCK = Obis.parse("0.0.1.0.0.255")
+CURRENT_ASSOCIATION = Obis.parse("0.0.40.0.0.255")
+CLASS_ASSOCIATION_LN = 15
+#: Association LN method 1, reply_to_HLS_authentication (Blue Book).
+METHOD_REPLY_TO_HLS = 1
 CLASS_REGISTER = 3
 CLASS_EXTENDED_REGISTER = 4
 CLASS_DEMAND_REGISTER = 5
@@ -47,6 +68,14 @@ CLASS_CLOCK = 8
 
 #: ACSE diagnostic "authentication-failure" (Green Book, AARE result-source-diagnostic).
 DIAGNOSTIC_AUTHENTICATION_FAILURE = 13
+#: ACSE diagnostic "calling-AP-title-not-recognized".
+DIAGNOSTIC_CALLING_AP_TITLE_NOT_RECOGNIZED = 3
+#: ExceptionResponse service-errors of the security layer (Green Book).
+SERVICE_ERROR_DECIPHERING = 5
+SERVICE_ERROR_INVOCATION_COUNTER = 6
+#: ServiceError application-reference (CHOICE 0) deciphering-error (6).
+_APPLICATION_REFERENCE = 0
+_DECIPHERING_ERROR = 6
 #: Upper bound on GetRequestNext rounds, so a meter that never sends its last block cannot
 #: keep a session forever.
 MAX_BLOCKS = 10_000
@@ -91,8 +120,13 @@ class Session:
         max_pdu_size: int = 0xFFFF,
         request_timeout: float = 10.0,
         release_timeout: float = 3.0,
+        security: SecurityContext | None = None,
     ) -> None:
+        if authentication == "hls-gmac" and security is None:
+            raise ValueError("hls-gmac authentication needs a security context (keys)")
         self.transport = transport
+        self.security = security
+        self._ciphered = False
         self.authentication = authentication
         self.password = password
         self.max_pdu_size = max_pdu_size
@@ -132,9 +166,14 @@ class Session:
                         await self.transport.request(xdlms.build_rlrq(), self.release_timeout)
         finally:
             self.association = None
+            self._ciphered = False
             await self.transport.close()
 
     async def _associate(self) -> None:
+        security = self.security
+        if security is not None:
+            await self._associate_ciphered(security)
+            return
         aarq = xdlms.build_aarq(
             authentication=self.authentication,
             password=self.password,
@@ -144,23 +183,109 @@ class Session:
         if not isinstance(response, xdlms.AareInfo):
             raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
         if not response.accepted:
-            text = (
-                f"{self.transport.description}: association refused "
-                f"(result {response.result}, diagnostic {response.diagnostic})"
-            )
-            if response.diagnostic == DIAGNOSTIC_AUTHENTICATION_FAILURE:
-                raise AuthenticationFailed(text, response.diagnostic)
-            raise AssociationRefused(text, response.diagnostic)
+            self._refused(response)
         self.association = response
 
+    def _refused(self, response: xdlms.AareInfo) -> None:
+        text = (
+            f"{self.transport.description}: association refused "
+            f"(result {response.result}, diagnostic {response.diagnostic})"
+        )
+        exc = response.exception
+        if exc is not None and exc.service_error == SERVICE_ERROR_INVOCATION_COUNTER:
+            raise InvocationCounterRejected(
+                f"{text}: invocation counter rejected, meter expects at least "
+                f"{exc.invocation_counter}",
+                exc.invocation_counter,
+            )
+        if (
+            response.initiate_error_choice == _APPLICATION_REFERENCE
+            and response.initiate_error == _DECIPHERING_ERROR
+        ):
+            raise KeyRejected(f"{text}: the meter could not decipher the InitiateRequest")
+        if (
+            self.security is not None
+            and response.diagnostic == DIAGNOSTIC_CALLING_AP_TITLE_NOT_RECOGNIZED
+        ):
+            raise SystemTitleRejected(
+                f"{text}: calling-AP-title {self.security.system_title.hex()} not recognized",
+                response.diagnostic,
+            )
+        if response.diagnostic == DIAGNOSTIC_AUTHENTICATION_FAILURE:
+            raise AuthenticationFailed(text, response.diagnostic)
+        raise AssociationRefused(text, response.diagnostic)
+
+    async def _associate_ciphered(self, security: SecurityContext) -> None:
+        """AARQ in the LN-with-ciphering context, then HLS passes 3/4 for hls-gmac."""
+        security.new_session()
+        challenge = self.password
+        if self.authentication == "hls-gmac":
+            challenge = security.new_challenge()
+        initiate = xdlms.build_initiate_request(max_pdu_size=self.max_pdu_size)
+        aarq = xdlms.build_aarq(
+            authentication=self.authentication,
+            password=challenge,
+            system_title=security.system_title,
+            ciphered=True,
+            user_information=security.wrap(initiate),
+        )
+        response = xdlms.decode_response(await self._request(aarq))
+        if not isinstance(response, xdlms.AareInfo):
+            raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
+        if not response.accepted:
+            self._refused(response)
+        if not response.ciphered or response.ciphered_initiate is None:
+            raise ProtocolError("the meter accepted without a glo-InitiateResponse")
+        security.learn_server_title(response.responding_system_title)
+        initiate_response = security.unwrap(response.ciphered_initiate)
+        info = xdlms.decode_initiate(initiate_response)
+        self.association = dataclasses.replace(
+            response,
+            negotiated_conformance=info.conformance,
+            server_max_pdu_size=info.max_pdu_size,
+            dlms_version=info.dlms_version,
+        )
+        self._ciphered = True
+        if self.authentication == "hls-gmac":
+            if response.challenge is None:
+                raise ProtocolError("HLS-GMAC: the AARE carries no server challenge")
+            try:
+                answer = await self.action(
+                    CLASS_ASSOCIATION_LN,
+                    CURRENT_ASSOCIATION,
+                    METHOD_REPLY_TO_HLS,
+                    axdr.octets(security.reply_to_challenge(response.challenge)),
+                )
+            except DataAccessError as exc:
+                raise AuthenticationFailed(
+                    f"{self.transport.description}: HLS-GMAC reply_to_HLS_authentication "
+                    f"refused (action result {exc.result})"
+                ) from None
+            if not isinstance(answer, bytes):
+                raise AuthenticationFailed("HLS-GMAC: the meter returned no f(CtoS)")
+            security.check_server_reply(answer)
+
     async def _request(self, apdu: bytes) -> bytes:
-        return await self.transport.request(apdu, self.request_timeout)
+        security = self.security
+        if security is None or not self._ciphered:
+            return await self.transport.request(apdu, self.request_timeout)
+        answer = await self.transport.request(security.wrap(apdu), self.request_timeout)
+        return security.unwrap(answer)
 
     def _next_invoke_id(self) -> int:
         self._invoke_id = (self._invoke_id + 1) & 0x0F
         return self._invoke_id
 
     def _check_service(self, response: object, what: str) -> None:
+        if isinstance(response, xdlms.ExceptionResult):
+            if response.service_error == SERVICE_ERROR_DECIPHERING:
+                raise DecipheringRejected(f"{what}: the meter could not decipher the request")
+            if response.service_error == SERVICE_ERROR_INVOCATION_COUNTER:
+                raise InvocationCounterRejected(
+                    f"{what}: invocation counter rejected, meter expects at least "
+                    f"{response.invocation_counter}",
+                    response.invocation_counter,
+                )
         if isinstance(response, xdlms.ExceptionResult | xdlms.ServiceErrorResult):
             raise ServiceError(f"{what}: meter answered {response}")
 
@@ -257,6 +382,7 @@ class Session:
             if isinstance(response, xdlms.GetError):
                 raise data_access_error(response.result, what)
             if not isinstance(response, xdlms.GetBlock):
+                self._check_service(response, what)
                 raise ProtocolError(f"{what}: unexpected {type(response).__name__} in blocks")
             block = response.block_number
             blocks.append(response.raw)

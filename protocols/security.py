@@ -48,10 +48,10 @@ from protocols.errors import (
 __all__ = [
     "DEFAULT_CLIENT_SYSTEM_TITLE",
     "GENERAL_GLO_CIPHERING",
-    "MemoryCounterStore",
-    "Policy",
     "CounterStore",
     "Deciphered",
+    "MemoryCounterStore",
+    "Policy",
     "SecurityContext",
     "SecurityKeys",
     "cipher_apdu",
@@ -177,20 +177,20 @@ def decrypt_payload(sc: int, system_title: bytes, invocation_counter: int, keys:
     auth = bool(sc & SC_AUTHENTICATED)
     if not auth:
         # Encryption only: GCM without its tag is AES-CTR from counter block J0 + 1.
-        dec = Cipher(algorithms.AES(keys.encryption_key), modes.CTR(iv + b"\x00\x00\x00\x02"))
-        ctx = dec.decryptor()
-        return ctx.update(payload) + ctx.finalize()
+        ctr = Cipher(algorithms.AES(keys.encryption_key), modes.CTR(iv + b"\x00\x00\x00\x02"))
+        stream = ctr.decryptor()
+        return stream.update(payload) + stream.finalize()
     if len(payload) < TAG_LENGTH:
         raise DecodeError(f"ciphered payload of {len(payload)} bytes has no 12-byte tag")
     body, tag = payload[:-TAG_LENGTH], payload[-TAG_LENGTH:]
     aad = bytes((sc,)) + keys.authentication_key
     if sc & SC_ENCRYPTED:
         try:
-            dec = Cipher(
+            gcm = Cipher(
                 algorithms.AES(keys.encryption_key), modes.GCM(iv, tag, min_tag_length=TAG_LENGTH)
             ).decryptor()
-            dec.authenticate_additional_data(aad)
-            return dec.update(body) + dec.finalize()
+            gcm.authenticate_additional_data(aad)
+            return gcm.update(body) + gcm.finalize()
         except InvalidTag:
             raise ResponseAuthenticationFailed(
                 "authentication tag does not verify (wrong keys or altered APDU)"
@@ -392,14 +392,19 @@ class SecurityContext:
 
     def next_counter(self) -> int:
         """The next unused client invocation counter (reserving a block when needed)."""
-        if self._next >= self._limit:
-            start = self.counters.reserve(self.counter_block)
-            self._next, self._limit = start, start + self.counter_block
+        self.prepare()
         if self._next > MAX_INVOCATION_COUNTER:
             raise ValueError("client invocation counter exhausted: the keys must be renewed")
         value = self._next
         self._next += 1
         return value
+
+    def prepare(self) -> None:
+        """Reserve a block of counters now if none is held (run it in a worker thread when
+        the store does blocking IO, so the event loop never waits on the database)."""
+        if self._next >= self._limit:
+            start = self.counters.reserve(self.counter_block)
+            self._next, self._limit = start, start + self.counter_block
 
     def new_session(self) -> None:
         """Forget per-association state (server counter, challenge); keep the counters."""

@@ -18,8 +18,10 @@ from typing import Annotated
 
 import typer
 
+from collector.targets import parse_host_port
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
+from simulator.push import DEFAULT_PER_DAY, AlarmPusher
 
 
 def _fail(message: str) -> typer.Exit:
@@ -87,7 +89,13 @@ def build_spec(
     )
 
 
-async def run_fleet(spec: FleetSpec, inventory: Path | None, duration: float | None) -> None:
+async def run_fleet(
+    spec: FleetSpec,
+    inventory: Path | None,
+    duration: float | None,
+    push_to: tuple[str, int] | None = None,
+    alarms_per_day: float = DEFAULT_PER_DAY,
+) -> None:
     """Start the fleet, announce it, serve until a signal or the duration, then close."""
     # Handlers go in before the announcement: whoever reads it may signal at once.
     stop = asyncio.Event()
@@ -95,8 +103,13 @@ async def run_fleet(spec: FleetSpec, inventory: Path | None, duration: float | N
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     fleet = Fleet(spec)
+    pusher: asyncio.Task[None] | None = None
     try:
         await fleet.start()
+        if push_to is not None:
+            meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
+            alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
+            pusher = asyncio.create_task(alarms.run())
         info = fleet.describe()
         if inventory is not None:
             info["inventory_rows"] = fleet.write_inventory(inventory)
@@ -109,6 +122,9 @@ async def run_fleet(spec: FleetSpec, inventory: Path | None, duration: float | N
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if pusher is not None:
+            pusher.cancel()
+            await asyncio.gather(pusher, return_exceptions=True)
         stats = fleet.stats()
         await fleet.close()
     typer.echo(json.dumps({"stopped": True, "stats": stats}))
@@ -148,6 +164,13 @@ def simulate_command(
     duration: Annotated[
         float | None, typer.Option(help="stop after this many seconds (default: on a signal)")
     ] = None,
+    push_to: Annotated[
+        str | None,
+        typer.Option("--push-to", help="push alarms (DataNotification) to this HOST:PORT"),
+    ] = None,
+    alarms_per_day: Annotated[
+        float, typer.Option(help="seeded alarms per meter-day besides outages (0..24)")
+    ] = DEFAULT_PER_DAY,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -174,7 +197,15 @@ def simulate_command(
         raise _fail("no meters: give --tcp-meters and/or --buses with --meters-per-bus")
     if duration is not None and duration < 0:
         raise _fail(f"--duration {duration} must not be negative")
+    push_target = None
+    if push_to is not None:
+        try:
+            push_target = parse_host_port(push_to, default_port=4060)
+        except ValueError as exc:
+            raise _fail(f"--push-to: {exc}") from None
+    if not 0 <= alarms_per_day <= 24:
+        raise _fail(f"--alarms-per-day {alarms_per_day} is outside 0..24")
     try:
-        asyncio.run(run_fleet(spec, inventory, duration))
+        asyncio.run(run_fleet(spec, inventory, duration, push_target, alarms_per_day))
     except OSError as exc:
         raise _fail(str(exc)) from None

@@ -13,8 +13,22 @@ Associations (LN referencing only):
 
 When the IO layer does not know the client SAP the mechanism decides (none → public, LLS →
 management). Wrong password → AARE rejected with authentication-failure; LLS missing for the
-management SAP → authentication-required; HLS mechanisms → mechanism-name-not-recognised;
-ciphered contexts → application-context-name-not-supported (security arrives later).
+management SAP → authentication-required; HLS mechanisms other than 5 (GMAC) →
+mechanism-name-not-recognised.
+
+Security (suite 0, keys from :func:`simulator.model.keys`): the LN-with-ciphering context
+carries a glo-InitiateRequest; every GET/SET/ACTION is then a glo- APDU (or
+general-glo-ciphering) answered in kind with the meter's system title and counter. HLS-GMAC
+(mechanism 5) leaves the association pending until reply_to_HLS_authentication (ACTION
+0.0.40.0.0.255 method 1) proves the client's keys, and answers with f(CtoS). Rejections, as
+in the Green Book: client system title not the one the meter knows → AARE
+calling-AP-title-not-recognized; glo-InitiateRequest that does not decipher (wrong keys) →
+AARE with ConfirmedServiceError initiateError/application-reference deciphering-error;
+replayed or lower client counter → ExceptionResponse invocation-counter-error with the
+counter expected (in the AARE's user-information during association); a ciphered request
+whose tag does not verify → ExceptionResponse deciphering-error; an unciphered request on a
+ciphered association → ExceptionResponse service-not-allowed. A meter made with
+``require_security`` refuses unciphered AARQs (application-context-name-not-supported).
 
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
@@ -24,10 +38,11 @@ does not answer at all (``None``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from protocols import apdu
-from protocols.errors import DataAccessError, DecodeError, data_access_error
+from protocols import apdu, axdr, security
+from protocols.errors import DataAccessError, DecodeError, SecurityError, data_access_error
 from simulator import model, objects
 
 PUBLIC_CLIENT = 16
@@ -54,6 +69,11 @@ SERVICE_OPERATION_NOT_POSSIBLE = 1
 SERVICE_NOT_SUPPORTED = 2
 SERVICE_OTHER_REASON = 3
 SERVICE_PDU_TOO_LONG = 4
+SERVICE_DECIPHERING_ERROR = 5
+SERVICE_INVOCATION_COUNTER_ERROR = 6
+#: ServiceError application-reference (CHOICE 0) deciphering-error (6), in initiateError.
+_CHOICE_APPLICATION_REFERENCE = 0
+_APPLICATION_REFERENCE_DECIPHERING_ERROR = 6
 
 # Data-Access-Results of the block transfer.
 LONG_GET_ABORTED = 15
@@ -62,17 +82,41 @@ DATA_BLOCK_NUMBER_INVALID = 19
 
 _MECH_NONE = 0
 _MECH_LLS = 1
+_MECH_GMAC = 5
+_REPLY_TO_HLS = 1
 
 
 class SimulatedMeter:
-    """One meter of the fleet: identity and the little state that SET/ACTION change."""
+    """One meter of the fleet: identity and the little state that SET/ACTION change.
 
-    __slots__ = ("_state", "meter_id", "seed")
+    ``require_security``: refuse unciphered associations; ``client_system_title``: the
+    head-end system title the meter knows (ciphered AARQs from any other are refused).
+    """
 
-    def __init__(self, meter_id: int, seed: int) -> None:
+    __slots__ = ("_state", "client_system_title", "meter_id", "require_security", "seed")
+
+    def __init__(
+        self,
+        meter_id: int,
+        seed: int,
+        *,
+        require_security: bool = False,
+        client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE,
+    ) -> None:
         self.meter_id = meter_id
         self.seed = seed
+        self.require_security = require_security
+        self.client_system_title = client_system_title
         self._state: objects.MeterState | None = None
+
+    @property
+    def keys(self) -> model.MeterKeys:
+        return model.keys(self.meter_id, self.seed)
+
+    @property
+    def security_keys(self) -> security.SecurityKeys:
+        k = self.keys
+        return security.SecurityKeys(k.encryption_key, k.authentication_key)
 
     @property
     def spec(self) -> model.MeterSpec:
@@ -119,13 +163,17 @@ class MeterSession:
     __slots__ = (
         "_long",
         "associated",
+        "ciphered",
+        "client_challenge",
         "client_max_pdu",
         "client_sap",
         "conformance",
+        "hls_pending",
         "management",
         "mechanism",
         "meter",
         "released",
+        "server_challenge",
     )
 
     def __init__(self, meter: SimulatedMeter, client_sap: int | None = None) -> None:
@@ -138,6 +186,10 @@ class MeterSession:
         self.conformance = 0
         self.client_max_pdu = SERVER_MAX_PDU
         self._long: _LongGet | None = None
+        self.ciphered = False
+        self.hls_pending = False
+        self.client_challenge: bytes | None = None
+        self.server_challenge: bytes | None = None
 
     # ------------------------------------------------------------------ entry point
 
@@ -154,6 +206,19 @@ class MeterSession:
             return self._aarq(apdu_bytes)
         if tag == apdu.TAG_RLRQ:
             return self._rlrq(apdu_bytes)
+        if security.is_ciphered(apdu_bytes):
+            return self._ciphered_request(apdu_bytes, now)
+        if self.ciphered and tag in (
+            apdu.TAG_GET_REQUEST, apdu.TAG_SET_REQUEST, apdu.TAG_ACTION_REQUEST
+        ):
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED, SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        return self._service(apdu_bytes, now)
+
+    def _service(self, apdu_bytes: bytes, now: float) -> bytes | None:
+        """Answer one plain GET/SET/ACTION (deciphered already on a ciphered association)."""
+        tag = apdu_bytes[0]
         if tag not in (apdu.TAG_GET_REQUEST, apdu.TAG_SET_REQUEST, apdu.TAG_ACTION_REQUEST):
             return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_NOT_SUPPORTED)
         if not self.associated:
@@ -173,6 +238,12 @@ class MeterSession:
                 STATE_SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED
             )
         confirmed = bool(apdu_bytes[2] & 0x40)
+        if self.hls_pending:
+            if isinstance(request, apdu.ActionRequest) and _is_reply_to_hls(request):
+                return self._reply_to_hls(request)
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED, SERVICE_OPERATION_NOT_POSSIBLE
+            )
         if isinstance(request, apdu.GetRequest):
             return self._get(request, now)
         if isinstance(request, apdu.GetNextRequest):
@@ -193,8 +264,13 @@ class MeterSession:
         self.associated = False
         self.management = False
         self._long = None
+        self.ciphered = False
+        self.hls_pending = False
+        self.client_challenge = self.server_challenge = None
 
-    def _reject(self, diagnostic: int, initiate_error: int | None = None) -> bytes:
+    def _reject(
+        self, diagnostic: int, initiate_error: int | None = None, initiate_error_choice: int = 6
+    ) -> bytes:
         self._drop()
         return apdu.build_aare(
             accepted=False,
@@ -202,6 +278,7 @@ class MeterSession:
             conformance=SERVER_CONFORMANCE,
             max_pdu_size=SERVER_MAX_PDU,
             initiate_error=initiate_error,
+            initiate_error_choice=initiate_error_choice,
         )
 
     def _aarq(self, data: bytes) -> bytes:
@@ -212,6 +289,8 @@ class MeterSession:
         if not isinstance(request, apdu.AarqInfo):
             return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON)
         if request.ciphered or request.ciphered_initiate is not None:
+            return self._ciphered_aarq(request)
+        if self.meter.require_security:
             return self._reject(apdu.ACSE_DIAGNOSTIC_APPLICATION_CONTEXT_NOT_SUPPORTED)
         mech = request.mechanism
         sap = self.client_sap
@@ -226,26 +305,197 @@ class MeterSession:
                 return self._reject(_DIAG_MECHANISM_NOT_RECOGNISED)
             if request.calling_auth_value != self.meter.spec.password:
                 return self._reject(apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_FAILURE)
-        if request.dlms_version < 6:
-            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=1)
-        if request.client_max_pdu_size and request.client_max_pdu_size < MIN_CLIENT_PDU:
-            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=3)
-        conformance = request.proposed_conformance & SERVER_CONFORMANCE
-        if not conformance & (_BIT_GET | _BIT_SET | _BIT_ACTION):
-            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=2)
-        self.associated = True
-        self.released = False
-        self.management = mech == _MECH_LLS
-        self.mechanism = mech
-        self.conformance = conformance
-        # 0 means "no limit" in the InitiateRequest; cap at what the length fields allow.
-        self.client_max_pdu = request.client_max_pdu_size or 0xFFFF
-        self._long = None
+        refused = self._initiate_refusal(
+            request.dlms_version, request.client_max_pdu_size, request.proposed_conformance
+        )
+        if refused is not None:
+            return refused
+        self._accept(mech, request.proposed_conformance, request.client_max_pdu_size)
         return apdu.build_aare(
             accepted=True,
-            conformance=conformance,
+            conformance=self.conformance,
             max_pdu_size=SERVER_MAX_PDU,
             authentication="lls" if mech == _MECH_LLS else "none",
+        )
+
+    def _ciphered_aarq(self, request: apdu.AarqInfo) -> bytes:
+        """AARQ in the LN-with-ciphering context (glo-InitiateRequest), HLS-GMAC or not."""
+        meter = self.meter
+        if not request.ciphered or request.ciphered_initiate is None:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_APPLICATION_CONTEXT_NOT_SUPPORTED)
+        mech, sap = request.mechanism, self.client_sap
+        if mech not in (_MECH_NONE, _MECH_LLS, _MECH_GMAC):
+            return self._reject(_DIAG_MECHANISM_NOT_RECOGNISED)
+        if sap is not None and sap not in (PUBLIC_CLIENT, MANAGEMENT_CLIENT):
+            return self._reject(_DIAG_CALLING_AP_TITLE_NOT_RECOGNISED)
+        if mech != _MECH_NONE and sap == PUBLIC_CLIENT:
+            return self._reject(_DIAG_MECHANISM_NOT_RECOGNISED)
+        if mech == _MECH_NONE and sap == MANAGEMENT_CLIENT:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED)
+        title = request.system_title
+        if title is None or title != meter.client_system_title:
+            return self._reject(_DIAG_CALLING_AP_TITLE_NOT_RECOGNISED)
+        try:
+            header = security.decipher_apdu(request.ciphered_initiate)
+        except DecodeError:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON)
+        state = meter.state
+        if header.invocation_counter <= state.client_invocation_counter:
+            self._drop()
+            return apdu.build_aare(
+                accepted=False,
+                diagnostic=apdu.ACSE_DIAGNOSTIC_NO_REASON,
+                conformance=SERVER_CONFORMANCE,
+                max_pdu_size=SERVER_MAX_PDU,
+                ciphered=True,
+                user_information=apdu.build_exception_response(
+                    STATE_SERVICE_NOT_ALLOWED,
+                    SERVICE_INVOCATION_COUNTER_ERROR,
+                    state.client_invocation_counter + 1,
+                ),
+            )
+        try:
+            plain = header.open(title, meter.security_keys)
+            initiate = apdu.decode_initiate(plain)
+        except (SecurityError, DecodeError):
+            return self._reject(
+                apdu.ACSE_DIAGNOSTIC_NO_REASON,
+                initiate_error=_APPLICATION_REFERENCE_DECIPHERING_ERROR,
+                initiate_error_choice=_CHOICE_APPLICATION_REFERENCE,
+            )
+        state.client_invocation_counter = header.invocation_counter
+        if plain[0] != 0x01:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON)
+        if mech == _MECH_LLS and request.calling_auth_value != meter.spec.password:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_FAILURE)
+        challenge = request.calling_auth_value
+        if mech == _MECH_GMAC and (challenge is None or not 8 <= len(challenge) <= 64):
+            return self._reject(apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED)
+        refused = self._initiate_refusal(
+            initiate.dlms_version, initiate.max_pdu_size, initiate.conformance
+        )
+        if refused is not None:
+            return refused
+        self._accept(mech, initiate.conformance, initiate.max_pdu_size)
+        self.ciphered = True
+        keys = meter.keys
+        if mech == _MECH_GMAC:
+            self.hls_pending = True
+            self.client_challenge = challenge
+            self.server_challenge = os.urandom(16)
+        response = security.cipher_apdu(
+            apdu.build_initiate_response(conformance=self.conformance, max_pdu_size=SERVER_MAX_PDU),
+            sc=header.sc,
+            system_title=keys.system_title,
+            invocation_counter=self._server_counter(),
+            keys=meter.security_keys,
+        )
+        authentication: apdu.Authentication = (
+            "hls-gmac" if mech == _MECH_GMAC else "lls" if mech == _MECH_LLS else "none"
+        )
+        return apdu.build_aare(
+            accepted=True,
+            conformance=self.conformance,
+            max_pdu_size=SERVER_MAX_PDU,
+            authentication=authentication,
+            system_title=keys.system_title,
+            challenge=self.server_challenge,
+            ciphered=True,
+            user_information=response,
+        )
+
+    def _initiate_refusal(self, version: int, max_pdu: int, proposed: int) -> bytes | None:
+        """The AARE refusing an InitiateRequest, or None when it is acceptable."""
+        if version < 6:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=1)
+        if max_pdu and max_pdu < MIN_CLIENT_PDU:
+            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=3)
+        if not proposed & SERVER_CONFORMANCE & (_BIT_GET | _BIT_SET | _BIT_ACTION):
+            return self._reject(apdu.ACSE_DIAGNOSTIC_NO_REASON, initiate_error=2)
+        return None
+
+    def _accept(self, mech: int, proposed: int, max_pdu: int) -> None:
+        self.associated = True
+        self.released = False
+        self.management = mech in (_MECH_LLS, _MECH_GMAC)
+        self.mechanism = mech
+        self.conformance = proposed & SERVER_CONFORMANCE
+        # 0 means "no limit" in the InitiateRequest; cap at what the length fields allow.
+        self.client_max_pdu = max_pdu or 0xFFFF
+        self._long = None
+
+    def _server_counter(self) -> int:
+        state = self.meter.state
+        value = state.server_invocation_counter
+        state.server_invocation_counter = value + 1
+        return value
+
+    def _ciphered_request(self, data: bytes, now: float) -> bytes | None:
+        """Decipher a glo-/general-glo request, answer it, cipher the answer in kind."""
+        if not self.associated or not self.ciphered:
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED, SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        meter = self.meter
+        try:
+            header = security.decipher_apdu(data)
+        except DecodeError:
+            return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_OTHER_REASON)
+        if header.dedicated or header.expected_tag not in (
+            None, apdu.TAG_GET_REQUEST, apdu.TAG_SET_REQUEST, apdu.TAG_ACTION_REQUEST
+        ):
+            return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_NOT_SUPPORTED)
+        title = header.system_title or meter.client_system_title
+        if title != meter.client_system_title:
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED, SERVICE_DECIPHERING_ERROR
+            )
+        state = meter.state
+        if header.invocation_counter <= state.client_invocation_counter:
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED,
+                SERVICE_INVOCATION_COUNTER_ERROR,
+                state.client_invocation_counter + 1,
+            )
+        try:
+            plain = header.open(title, meter.security_keys)
+        except (SecurityError, DecodeError):
+            return apdu.build_exception_response(
+                STATE_SERVICE_NOT_ALLOWED, SERVICE_DECIPHERING_ERROR
+            )
+        state.client_invocation_counter = header.invocation_counter
+        response = self._service(plain, now)
+        if response is None or response[0] == apdu.TAG_EXCEPTION_RESPONSE:
+            return response
+        return security.cipher_apdu(
+            response,
+            sc=header.sc,
+            system_title=meter.keys.system_title,
+            invocation_counter=self._server_counter(),
+            keys=meter.security_keys,
+            general=header.system_title is not None,
+        )
+
+    def _reply_to_hls(self, request: apdu.ActionRequest) -> bytes:
+        """HLS pass 3 checked, pass 4 answered: f(StoC) in, f(CtoS) out."""
+        meter = self.meter
+        try:
+            reply = axdr.decode(request.data) if request.data is not None else None
+        except DecodeError:
+            reply = None
+        assert self.server_challenge is not None and self.client_challenge is not None
+        ok = isinstance(reply, bytes) and security.verify_hls_gmac(
+            reply, meter.client_system_title, meter.security_keys, self.server_challenge
+        ) is not None
+        if not ok:
+            return apdu.build_action_response(request.invoke_id, objects.READ_WRITE_DENIED)
+        self.hls_pending = False
+        answer = security.hls_gmac(
+            meter.keys.system_title, self._server_counter(), meter.security_keys,
+            self.client_challenge,
+        )
+        return apdu.build_action_response(
+            request.invoke_id, objects.SUCCESS, axdr.encode(axdr.octets(answer))
         )
 
     def _rlrq(self, data: bytes) -> bytes:
@@ -291,6 +541,7 @@ class MeterSession:
             server_max_pdu=SERVER_MAX_PDU,
             mechanism=self.mechanism,
             objects=objects.object_table(spec.phases),
+            ciphered=self.ciphered,
         )
 
     def _read(
@@ -407,6 +658,14 @@ class MeterSession:
 
 _DIAG_CALLING_AP_TITLE_NOT_RECOGNISED = 3
 _DIAG_MECHANISM_NOT_RECOGNISED = 11
+
+
+def _is_reply_to_hls(request: apdu.ActionRequest) -> bool:
+    return (
+        request.class_id == objects.ASSOCIATION_LN
+        and request.obis == objects.OBIS_ASSOCIATION
+        and request.method == _REPLY_TO_HLS
+    )
 
 
 def _supported_variant(data: bytes) -> bool:

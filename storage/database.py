@@ -45,6 +45,8 @@ from storage.gaps import (
     group_missing,
     missing_epochs,
 )
+from storage.keystore import create_security_tables
+from storage.operations import migrate as create_operations_tables
 from storage.records import (
     Attempt,
     Channel,
@@ -70,8 +72,18 @@ def _migration_1(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _migration_2(conn: Connection) -> None:
+    """Version 2: the key store and persisted invocation counters (storage.keystore)."""
+    create_security_tables(conn)
+
+
+def _migration_3(conn: Connection) -> None:
+    """Version 3: command audit, clock corrections, outages (storage.operations)."""
+    create_operations_tables(conn)
+
+
 #: Migration steps in order; step i brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Keys of postgresql advisory locks taken while migrating (any fixed 64-bit number).

@@ -1,0 +1,443 @@
+"""Per-meter DLMS keys, encrypted at rest, and persisted client invocation counters.
+
+Keys (EK, AK) are sealed with AES-256-GCM under a master key that never enters the
+database: it comes from the environment (``HES_MASTER_KEY``: 64 hex digits or urlsafe
+base64 of 32 bytes) or a key file (``HES_MASTER_KEY_FILE`` or an explicit path, same
+format). Each sealed blob is bound to its meter id and key version (GCM associated data), so
+rows cannot be swapped between meters. The database stores only a short master-key
+identifier (an HMAC of the master key, not the key) so a wrong master key gives a clear
+error instead of a decrypt failure.
+
+Nothing here prints, logs or puts in an exception message a key or a key's hex: messages
+name the meter, the line of the key file or the column, never the value.
+
+Invocation counters: :class:`DatabaseCounterStore` is the ``protocols.security.CounterStore``
+of one (meter, client system title): ``reserve(n)`` moves the stored next counter up by
+``n`` in one committed transaction before the caller may use any of them, so neither a
+crash nor a second process ever reuses a counter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from protocols.security import (
+    DEFAULT_CLIENT_SYSTEM_TITLE,
+    Policy,
+    SecurityContext,
+    SecurityKeys,
+)
+from storage.schema import UtcDateTime
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+__all__ = [
+    "MASTER_KEY_ENV",
+    "MASTER_KEY_FILE_ENV",
+    "DatabaseCounterStore",
+    "ImportResult",
+    "KeyStore",
+    "KeyStoreError",
+    "MasterKey",
+    "StoredKeys",
+    "create_security_tables",
+    "load_master_key",
+    "parse_key_file",
+    "security_context",
+]
+
+MASTER_KEY_ENV = "HES_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "HES_MASTER_KEY_FILE"
+
+#: Tables of the security layer, created by database migration 2 (own metadata so that
+#: migration 1 keeps creating exactly the version-1 tables).
+security_metadata = MetaData()
+
+meter_keys = Table(
+    "meter_keys",
+    security_metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("key_version", Integer, nullable=False),
+    # The meter's own system title (public), hex; None = learned from the AARE.
+    Column("system_title", String(16)),
+    # AES-256-GCM nonce (12) || ciphertext of EK || AK || tag (16).
+    Column("sealed", LargeBinary, nullable=False),
+    Column("master_key_id", String(16), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+invocation_counters = Table(
+    "invocation_counters",
+    security_metadata,
+    Column("meter_id", String(64), nullable=False),
+    Column("client_system_title", String(16), nullable=False),
+    # Every counter below this one has been handed out.
+    Column("next_counter", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("meter_id", "client_system_title", name="pk_invocation_counters"),
+)
+
+
+def create_security_tables(conn: Connection) -> None:
+    """Migration step 2: the key store and invocation counter tables."""
+    security_metadata.create_all(conn, checkfirst=True)
+
+
+class KeyStoreError(Exception):
+    """A key store problem, named without any key material."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    """The 32-byte key that seals meter keys; ``key_id`` identifies it without revealing it."""
+
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) != 32:
+            raise KeyStoreError("master key must be 32 bytes (64 hex digits or base64)")
+
+    def __repr__(self) -> str:
+        return f"MasterKey(id={self.key_id})"
+
+    @property
+    def key_id(self) -> str:
+        return hmac.new(self.key, b"hes-keystore-master-key-id", hashlib.sha256).hexdigest()[:16]
+
+
+def _decode_master(text: str, source: str) -> MasterKey:
+    value = text.strip()
+    raw: bytes | None = None
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+        raw = bytes.fromhex(value)
+    else:
+        try:
+            raw = base64.urlsafe_b64decode(value.encode("ascii"))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = None
+    if raw is None or len(raw) != 32:
+        raise KeyStoreError(
+            f"master key from {source} is not 32 bytes as 64 hex digits or urlsafe base64"
+        )
+    return MasterKey(raw)
+
+
+def load_master_key(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> MasterKey:
+    """The master key from ``path``, else $HES_MASTER_KEY, else the file $HES_MASTER_KEY_FILE."""
+    environ = os.environ if env is None else env
+    if path is None and environ.get(MASTER_KEY_ENV):
+        return _decode_master(environ[MASTER_KEY_ENV], f"${MASTER_KEY_ENV}")
+    file = path if path is not None else environ.get(MASTER_KEY_FILE_ENV) or None
+    if file is None:
+        raise KeyStoreError(
+            f"no master key: set {MASTER_KEY_ENV} (64 hex digits) or {MASTER_KEY_FILE_ENV} "
+            "(a file holding it), or pass --master-key-file"
+        )
+    try:
+        text = Path(file).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyStoreError(
+            f"master key file {file}: cannot read it ({type(exc).__name__})"
+        ) from None
+    return _decode_master(text, f"file {file}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKeys:
+    """One meter's keys as held by the store."""
+
+    meter_id: str
+    keys: SecurityKeys
+    system_title: bytes | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """One parsed line of a key file."""
+
+    meter_id: str
+    keys: SecurityKeys
+    system_title: bytes | None
+
+    def __repr__(self) -> str:
+        return f"KeyRow({self.meter_id!r}, <keys redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    path: str
+    rows: int
+    inserted: int
+    rotated: int
+
+
+_KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
+_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+
+
+def parse_key_file(path: str | os.PathLike[str]) -> list[KeyRow]:
+    """Read a key CSV (meter_id, encryption_key, authentication_key[, system_title]; hex).
+
+    Every bad line is reported by line number and column, never by value; any bad line
+    rejects the whole file.
+    """
+    name = str(path)
+    problems: list[str] = []
+    rows: list[KeyRow] = []
+    seen: set[str] = set()
+    try:
+        fh = Path(path).open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise KeyStoreError(f"key file {name}: cannot open it ({type(exc).__name__})") from None
+    with fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+        except StopIteration:
+            raise KeyStoreError(f"key file {name}: empty, no header line") from None
+        except csv.Error:
+            raise KeyStoreError(f"key file {name}: line 1 is not CSV") from None
+        unknown = [h for h in header if h not in _KEY_COLUMNS]
+        missing = [h for h in _KEY_COLUMNS[:3] if h not in header]
+        if unknown or missing or len(set(header)) != len(header):
+            raise KeyStoreError(
+                f"key file {name}: header must name meter_id, encryption_key, "
+                f"authentication_key[, system_title] once each (unknown: {unknown}, "
+                f"missing: {missing})"
+            )
+        try:
+            for fields in reader:
+                line = reader.line_num
+                if not any(f.strip() for f in fields):
+                    continue
+                if len(fields) != len(header):
+                    problems.append(f"line {line}: {len(fields)} fields, header has {len(header)}")
+                    continue
+                row = {h: f.strip() for h, f in zip(header, fields, strict=True)}
+                meter_id = row["meter_id"]
+                bad = []
+                if not _ID.fullmatch(meter_id):
+                    bad.append("meter_id is not a valid meter id")
+                for col in ("encryption_key", "authentication_key"):
+                    if not _HEX32.fullmatch(row[col]):
+                        bad.append(f"{col} is not 32 hex digits (16 bytes)")
+                title = row.get("system_title", "")
+                if title and not _HEX16.fullmatch(title):
+                    bad.append("system_title is not 16 hex digits (8 bytes)")
+                if not bad and meter_id in seen:
+                    bad.append(f"meter {meter_id} appears twice")
+                if bad:
+                    problems.append(f"line {line}: " + "; ".join(bad))
+                    continue
+                seen.add(meter_id)
+                rows.append(
+                    KeyRow(
+                        meter_id,
+                        SecurityKeys(
+                            bytes.fromhex(row["encryption_key"]),
+                            bytes.fromhex(row["authentication_key"]),
+                        ),
+                        bytes.fromhex(title) if title else None,
+                    )
+                )
+        except csv.Error:
+            problems.append(f"line {reader.line_num}: not valid CSV")
+    if problems:
+        shown = "\n  ".join(problems[:50])
+        raise KeyStoreError(
+            f"key file {name}: {len(problems)} bad line(s), nothing imported:\n  {shown}"
+        )
+    if not rows:
+        raise KeyStoreError(f"key file {name}: no keys in it")
+    return rows
+
+
+class KeyStore:
+    """Meter keys in the hes database, sealed under a master key."""
+
+    def __init__(self, db: Database, master: MasterKey) -> None:
+        self.db = db
+        self.master = master
+        self._aead = AESGCM(master.key)
+
+    def __repr__(self) -> str:
+        return f"KeyStore({self.db.safe_url}, master={self.master.key_id})"
+
+    def _seal(self, meter_id: str, version: int, keys: SecurityKeys) -> bytes:
+        nonce = os.urandom(12)
+        aad = f"hes-meter-keys|{meter_id}|{version}".encode()
+        return nonce + self._aead.encrypt(
+            nonce, keys.encryption_key + keys.authentication_key, aad
+        )
+
+    def put_many(self, rows: list[KeyRow]) -> tuple[int, int]:
+        """Store (or rotate) keys for many meters in one transaction; (inserted, rotated)."""
+        inserted = rotated = 0
+        now = datetime.now(UTC)
+        with self.db.transaction() as conn:
+            current = dict(
+                conn.execute(select(meter_keys.c.meter_id, meter_keys.c.key_version)).all()
+            )
+            for row in rows:
+                version = int(current.get(row.meter_id, 0)) + 1
+                values = {
+                    "key_version": version,
+                    "system_title": row.system_title.hex() if row.system_title else None,
+                    "sealed": self._seal(row.meter_id, version, row.keys),
+                    "master_key_id": self.master.key_id,
+                    "updated_at": now,
+                }
+                if row.meter_id in current:
+                    conn.execute(
+                        update(meter_keys).where(meter_keys.c.meter_id == row.meter_id),
+                        values,
+                    )
+                    rotated += 1
+                else:
+                    conn.execute(insert(meter_keys), {"meter_id": row.meter_id, **values})
+                    inserted += 1
+        return inserted, rotated
+
+    def put(self, meter_id: str, keys: SecurityKeys, system_title: bytes | None = None) -> None:
+        if not _ID.fullmatch(meter_id):
+            raise KeyStoreError(f"meter id {meter_id!r} is not valid")
+        self.put_many([KeyRow(meter_id, keys, system_title)])
+
+    def import_file(self, path: str | os.PathLike[str]) -> ImportResult:
+        """Validate the whole key file, then store it in one transaction."""
+        rows = parse_key_file(path)
+        inserted, rotated = self.put_many(rows)
+        return ImportResult(str(path), len(rows), inserted, rotated)
+
+    def get(self, meter_id: str) -> StoredKeys:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                select(meter_keys).where(meter_keys.c.meter_id == meter_id)
+            ).first()
+        if row is None:
+            raise KeyStoreError(f"no keys stored for meter {meter_id}")
+        if row.master_key_id != self.master.key_id:
+            raise KeyStoreError(
+                f"keys of meter {meter_id} are sealed under master key {row.master_key_id}, "
+                f"not the one given ({self.master.key_id}): wrong master key"
+            )
+        sealed = bytes(row.sealed)
+        aad = f"hes-meter-keys|{meter_id}|{row.key_version}".encode()
+        try:
+            plain = self._aead.decrypt(sealed[:12], sealed[12:], aad)
+        except InvalidTag:
+            raise KeyStoreError(
+                f"keys of meter {meter_id} do not decrypt: the stored row was altered"
+            ) from None
+        return StoredKeys(
+            meter_id,
+            SecurityKeys(plain[:16], plain[16:32]),
+            bytes.fromhex(row.system_title) if row.system_title else None,
+            int(row.key_version),
+        )
+
+    def meter_ids(self) -> list[str]:
+        with self.db.transaction() as conn:
+            return [r[0] for r in conn.execute(select(meter_keys.c.meter_id).order_by(
+                meter_keys.c.meter_id))]
+
+
+class DatabaseCounterStore:
+    """The persisted client invocation counter of one meter and client system title."""
+
+    def __init__(
+        self, db: Database, meter_id: str, client_system_title: bytes = DEFAULT_CLIENT_SYSTEM_TITLE
+    ) -> None:
+        self.db = db
+        self.meter_id = meter_id
+        self.title = client_system_title.hex()
+
+    def _where(self) -> ColumnElement[bool]:
+        return (invocation_counters.c.meter_id == self.meter_id) & (
+            invocation_counters.c.client_system_title == self.title
+        )
+
+    def peek(self) -> int:
+        """The next counter a reservation would start at (0 when none was ever used)."""
+        with self.db.transaction() as conn:
+            value = conn.execute(
+                select(invocation_counters.c.next_counter).where(self._where())
+            ).scalar()
+        return int(value or 0)
+
+    def reserve(self, count: int) -> int:
+        """Commit ``next_counter += count`` and return the old value (first usable)."""
+        if count < 1:
+            raise ValueError("reserve at least one counter")
+        now = datetime.now(UTC)
+        with self.db.transaction() as conn:
+            stmt = select(invocation_counters.c.next_counter).where(self._where())
+            if self.db.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            current = conn.execute(stmt).scalar()
+            if current is None:
+                conn.execute(
+                    self.db._insert_ignore(invocation_counters),
+                    {"meter_id": self.meter_id, "client_system_title": self.title,
+                     "next_counter": 0, "updated_at": now},
+                )
+                current = conn.execute(stmt).scalar() or 0
+            start = int(current)
+            conn.execute(
+                update(invocation_counters).where(self._where()),
+                {"next_counter": start + count, "updated_at": now},
+            )
+        return start
+
+
+def security_context(
+    store: KeyStore,
+    meter_id: str,
+    *,
+    client_system_title: bytes = DEFAULT_CLIENT_SYSTEM_TITLE,
+    policy: Policy = "authenticated-encrypted",
+) -> SecurityContext:
+    """The SecurityContext a collector passes to ``Session(security=...)`` for one meter."""
+    stored = store.get(meter_id)
+    return SecurityContext(
+        stored.keys,
+        counters=DatabaseCounterStore(store.db, meter_id, client_system_title),
+        system_title=client_system_title,
+        server_system_title=stored.system_title,
+        policy=policy,
+    )

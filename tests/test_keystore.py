@@ -1,0 +1,173 @@
+"""The encrypted key store, ``hes keys import`` and the persisted invocation counters."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from protocols.security import SecurityKeys
+from storage.database import open_database
+from storage.keystore import (
+    DatabaseCounterStore,
+    KeyStore,
+    KeyStoreError,
+    MasterKey,
+    load_master_key,
+    parse_key_file,
+)
+from storage.records import IntervalRead
+
+ROOT = Path(__file__).resolve().parents[1]
+MASTER_HEX = "11" * 32
+OTHER_HEX = "22" * 32
+EK1, AK1 = "00112233445566778899AABBCCDDEEFF", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+EK2, AK2 = "0F0E0D0C0B0A09080706050403020100", "F0F1F2F3F4F5F6F7F8F9FAFBFCFDFEFF"
+EK3, AK3 = "5555555555555555AAAAAAAAAAAAAAAA", "C3C3C3C3C3C3C3C33C3C3C3C3C3C3C3C"
+
+
+def hes(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HES_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env={**base, **env}, check=False,
+    )
+
+
+def key_file(path: Path, rows: list[str]) -> Path:
+    path.write_text("meter_id,encryption_key,authentication_key,system_title\n"
+                    + "\n".join(rows) + "\n")
+    return path
+
+
+def all_hex() -> list[str]:
+    return [EK1, AK1, EK2, AK2, EK3, AK3]
+
+
+def assert_no_key(text: str | bytes) -> None:
+    for h in all_hex():
+        if isinstance(text, bytes):
+            assert h.encode() not in text and h.lower().encode() not in text
+            assert bytes.fromhex(h) not in text
+        else:
+            assert h not in text and h.lower() not in text
+
+
+def test_import_rotate_and_encrypted_at_rest(tmp_path: Path) -> None:
+    db_file = tmp_path / "hes.db"
+    env = {"HES_MASTER_KEY": MASTER_HEX}
+    first = key_file(tmp_path / "k1.csv", [f"M1,{EK1},{AK1},53494D0000000001",
+                                           f"M2,{EK2},{AK2},"])
+    run = hes("keys", "import", str(first), "--db", str(db_file), env=env)
+    assert run.returncode == 0, run.stderr
+    assert '"inserted": 2' in run.stdout and '"rotated": 0' in run.stdout
+    assert_no_key(run.stdout + run.stderr)
+    # some collected data for M1 that rotation must not touch
+    db = open_database(str(db_file))
+    ts = datetime(2026, 3, 1, tzinfo=UTC)
+    db.insert_interval_reads([IntervalRead("M1", "1.0.1.8.0.255:2", ts, 42, 0, 0)], [])
+    db.close()
+    second = key_file(tmp_path / "k2.csv", [f"M1,{EK3},{AK3},53494D0000000001"])
+    run = hes("keys", "import", str(second), "--db", str(db_file), env=env)
+    assert run.returncode == 0, run.stderr
+    assert '"inserted": 0' in run.stdout and '"rotated": 1' in run.stdout
+    db = open_database(str(db_file))
+    store = KeyStore(db, load_master_key(env={"HES_MASTER_KEY": MASTER_HEX}))
+    m1, m2 = store.get("M1"), store.get("M2")
+    assert m1.keys == SecurityKeys(bytes.fromhex(EK3), bytes.fromhex(AK3)) and m1.version == 2
+    assert m1.system_title == bytes.fromhex("53494D0000000001")
+    assert m2.keys == SecurityKeys(bytes.fromhex(EK2), bytes.fromhex(AK2))
+    assert m2.system_title is None
+    assert db.count_rows("interval_reads") == 1
+    db.close()
+    assert_no_key(db_file.read_bytes())
+    for wal in tmp_path.glob("hes.db-*"):
+        assert_no_key(wal.read_bytes())
+
+
+def test_missing_and_wrong_master_key(tmp_path: Path) -> None:
+    db_file = tmp_path / "hes.db"
+    file = key_file(tmp_path / "k.csv", [f"M1,{EK1},{AK1},"])
+    run = hes("keys", "import", str(file), "--db", str(db_file), env={})
+    assert run.returncode == 2 and "no master key: set HES_MASTER_KEY" in run.stderr
+    run = hes("keys", "import", str(file), "--db", str(db_file),
+              env={"HES_MASTER_KEY": "not-a-key"})
+    assert run.returncode == 2 and "not 32 bytes" in run.stderr
+    key_path = tmp_path / "master.key"
+    key_path.write_text(MASTER_HEX + "\n")
+    run = hes("keys", "import", str(file), "--db", str(db_file), "--master-key-file",
+              str(key_path), env={})
+    assert run.returncode == 0, run.stderr
+    db = open_database(str(db_file))
+    with pytest.raises(KeyStoreError, match="wrong master key") as info:
+        KeyStore(db, MasterKey(bytes.fromhex(OTHER_HEX))).get("M1")
+    assert_no_key(str(info.value))
+    with pytest.raises(KeyStoreError, match="no keys stored for meter M9"):
+        KeyStore(db, MasterKey(bytes.fromhex(MASTER_HEX))).get("M9")
+    db.close()
+    # a row altered in the database does not decrypt (and says so)
+    con = sqlite3.connect(db_file)
+    sealed = con.execute("SELECT sealed FROM meter_keys").fetchone()[0]
+    con.execute("UPDATE meter_keys SET sealed = ?", (sealed[:-1] + bytes((sealed[-1] ^ 1,)),))
+    con.commit()
+    con.close()
+    db = open_database(str(db_file))
+    with pytest.raises(KeyStoreError, match="altered"):
+        KeyStore(db, MasterKey(bytes.fromhex(MASTER_HEX))).get("M1")
+    db.close()
+
+
+def test_bad_key_file_names_line_and_column_never_the_value(tmp_path: Path) -> None:
+    file = key_file(tmp_path / "k.csv", [
+        f"M1,{EK1},{AK1},",
+        f"M2,{EK2[:-2]},{AK2},",
+        f"M3,{EK3},{AK3},XYZ",
+        f"M1,{EK3},{AK3},",
+    ])
+    with pytest.raises(KeyStoreError) as info:
+        parse_key_file(file)
+    text = str(info.value)
+    assert "3 bad line(s), nothing imported" in text
+    assert "line 3: encryption_key is not 32 hex digits" in text
+    assert "line 4: system_title is not 16 hex digits" in text
+    assert "line 5: meter M1 appears twice" in text
+    assert_no_key(text)
+    assert EK2[:-2] not in text and EK2[:-2].lower() not in text
+    db_file = tmp_path / "hes.db"
+    run = hes("keys", "import", str(file), "--db", str(db_file),
+              env={"HES_MASTER_KEY": MASTER_HEX})
+    assert run.returncode == 1 and "nothing imported" in run.stderr
+    assert EK2[:-2] not in run.stderr
+    db = open_database(str(db_file))
+    assert KeyStore(db, MasterKey(bytes.fromhex(MASTER_HEX))).meter_ids() == []
+    db.close()
+
+
+def test_counter_store_reserves_before_use(tmp_path: Path) -> None:
+    db = open_database(str(tmp_path / "hes.db"))
+    store = DatabaseCounterStore(db, "M1")
+    assert store.peek() == 0
+    assert store.reserve(64) == 0
+    assert store.reserve(64) == 64
+    assert store.peek() == 128
+    other_title = DatabaseCounterStore(db, "M1", b"HES\x00\x00\x00\x00\x02")
+    assert other_title.reserve(10) == 0
+    db.close()
+    again = open_database(str(tmp_path / "hes.db"))
+    assert DatabaseCounterStore(again, "M1").reserve(1) == 128
+    again.close()
+
+
+def test_counter_store_on_postgres(pg_url: str) -> None:
+    db = open_database(pg_url)
+    try:
+        a, b = DatabaseCounterStore(db, "P1"), DatabaseCounterStore(db, "P1")
+        starts = [a.reserve(5), b.reserve(5), a.reserve(5)]
+        assert starts == [0, 5, 10]
+    finally:
+        db.close()
