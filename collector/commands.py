@@ -10,6 +10,7 @@ was read is already stored, and the exit code is 128 + the signal (130 for Ctrl-
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -41,6 +42,7 @@ from collector.service import Collector, RunStats, RunSummary
 from collector.targets import parse_host_port
 from storage.database import Database, open_database
 from storage.errors import StorageError
+from storage.keystore import KeyStoreError, load_master_key
 from storage.records import MeterRecord
 
 meters_app = typer.Typer(help="Meter inventory.", no_args_is_help=True)
@@ -154,6 +156,8 @@ class CollectOptions:
     events: bool = False
     #: HOST:PORT of the push-alarm listener run alongside (shard 0 only).
     listen: str | None = None
+    #: Master key file of the key store (None: $HES_MASTER_KEY, else $HES_MASTER_KEY_FILE).
+    master_key_file: str | None = None
 
 
 def shard_of(link_id: str, shards: int) -> int:
@@ -211,6 +215,7 @@ async def collect_async(
             stop_grace_s=STOP_GRACE_S,
             publish=publish,
             after_read=tasks,
+            master_key=functools.partial(load_master_key, opts.master_key_file),
         )
 
         def on_signal(signum: int) -> None:
@@ -281,7 +286,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
                 opts, plan, progress, lambda: out.put(("ready", opts.shard)), early
             )
         )
-    except (StorageError, PlanError, OutboxError, OSError) as exc:
+    except (StorageError, PlanError, OutboxError, OSError, KeyStoreError) as exc:
         out.put(("error", opts.shard, str(exc)))
         return
     out.put(("done", opts.shard, summary.as_dict(), signum))
@@ -481,6 +486,12 @@ def collect_command(
         str | None,
         typer.Option("--listen", help="accept push alarms on HOST:PORT while collecting"),
     ] = None,
+    master_key_file: Annotated[
+        Path | None,
+        typer.Option("--master-key-file", help="file holding the key store's master key, "
+                     "for hls-gmac-suite0 meters (default: $HES_MASTER_KEY, else "
+                     "$HES_MASTER_KEY_FILE)"),
+    ] = None,
 ) -> None:
     """Read every meter of the inventory for a day (and gaps of the days before), then print
     a JSON summary. Exit 0 when the run finished, 128+signal when stopped by a signal."""
@@ -513,6 +524,7 @@ def collect_command(
         clock_threshold_s=clock_sync,
         events=events,
         listen=listen,
+        master_key_file=str(master_key_file) if master_key_file is not None else None,
     )
     _setup_logging(log_file)
     display = _Display(progress and sys.stderr.isatty())
@@ -525,6 +537,8 @@ def collect_command(
                 )
             except (StorageError, OutboxError, OSError) as exc:
                 raise _fail(str(exc), 1) from None
+            except KeyStoreError as exc:
+                raise _fail(str(exc), 2) from None
             parts = [summary.as_dict()]
         else:
             parts, signum = _run_sharded(opts, workers, display)

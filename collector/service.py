@@ -19,6 +19,11 @@ an interval the meter had not yet closed is asked again later. Every session is 
 read attempt. Transient failures (``exc.transient``) are retried with exponential backoff and
 jitter until the window deadline or ``max_attempts``; permanent ones are recorded and not
 retried.
+
+Meters whose ``security_profile`` is ``hls-gmac-suite0`` are read over HLS-GMAC with suite-0
+ciphering: their keys come from the encrypted key store (opened once per run, with the master
+key), and each session gets a fresh :class:`~protocols.security.SecurityContext` whose
+invocation counters are reserved in the database before the session starts.
 """
 
 from __future__ import annotations
@@ -56,9 +61,11 @@ from protocols.cosem import (
     profile_rows,
 )
 from protocols.errors import DecodeError, DlmsError
+from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
 from storage.gaps import day_window, epoch, expected_epochs, from_epoch
+from storage.keystore import KeyStore, KeyStoreError, MasterKey, load_master_key, security_context
 from storage.records import Attempt, Channel, Coverage, IntervalRead, MeterRecord, RegisterRead
 
 log = logging.getLogger("hes.collector")
@@ -70,8 +77,15 @@ CLASS_PROFILE_GENERIC = 7
 REGISTER_CLASSES = (3, 4, 5)
 #: Error classes that retrying cannot fix (besides any error whose ``transient`` is False).
 PERMANENT_CLASSES = frozenset(
-    {"authentication_failed", "association_refused", "object_undefined", "access_denied"}
+    {
+        "authentication_failed", "association_refused", "object_undefined", "access_denied",
+        "no_keys", "security", "key_rejected", "deciphering_rejected",
+        "invocation_counter_rejected", "system_title_rejected", "system_title_mismatch",
+        "response_authentication_failed", "replayed_response", "hls_verification_failed",
+    }
 )
+#: The inventory security profile read over HLS-GMAC with suite-0 ciphering.
+SECURE_PROFILE = "hls-gmac-suite0"
 
 
 class PlanMismatch(DlmsError):
@@ -84,6 +98,13 @@ class NoSecret(DlmsError):
     """An LLS meter whose password reference resolves to no secret."""
 
     error_class = "no_secret"
+
+
+class NoKeys(DlmsError):
+    """A secured meter whose keys are not in the key store (or do not open with this master
+    key): importing keys, not retrying, fixes it."""
+
+    error_class = "no_keys"
 
 
 class SessionTimeout(DlmsError):
@@ -268,8 +289,11 @@ class Collector:
         link_turnaround_s: float = 0.05,
         wait_for_window: bool = True,
         after_read: AfterRead | None = None,
+        master_key: Callable[[], MasterKey] = load_master_key,
     ) -> None:
         self.db = db
+        self.master_key = master_key
+        self._keystore: KeyStore | None = None
         self.after_read = after_read
         self.plan = plan
         self.day = day
@@ -315,6 +339,9 @@ class Collector:
         try:
             if meters is None:
                 meters = await self._db(self.db.meters)
+            if any(m.security_profile == SECURE_PROFILE for m in meters):
+                # Raises KeyStoreError (no/bad master key) before any session starts.
+                self._keystore = KeyStore(self.db, await self._db(self.master_key))
             jobs = await self._db(self._plan_jobs, list(meters), self._deadline())
             await self._wait_window()
             self._enqueue(jobs)
@@ -529,6 +556,19 @@ class Collector:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
+    def _security(self, meter_id: str) -> SecurityContext:
+        """A fresh context for one session, its counter block already reserved (blocking IO:
+        runs on a storage thread). Key store problems become :class:`NoKeys`, whose message
+        names the meter, never a key."""
+        if self._keystore is None:
+            raise NoKeys(f"meter {meter_id} is secured but the run opened no key store")
+        try:
+            ctx = security_context(self._keystore, meter_id)
+        except KeyStoreError as exc:
+            raise NoKeys(str(exc)) from None
+        ctx.prepare()
+        return ctx
+
     def _missing(self, job: MeterJob) -> list[tuple[int, int]]:
         """Epoch (first, last) ranges to ask for, over every channel and day of the job."""
         period = job.group.profile.period_s
@@ -571,14 +611,19 @@ class Collector:
                 password = self.secrets(ref) if ref else None
                 if password is None:
                     raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
+            security = None
+            if meter.security_profile == SECURE_PROFILE:
+                security = await self._db(self._security, meter.meter_id)
             transport = target_of(meter, self.plan).open_transport()
             try:
                 async with asyncio.timeout(self.plan.timeouts.session_s):
                     async with Session(
                         transport,
-                        authentication="lls" if meter.authentication == "lls" else "none",
+                        authentication="hls-gmac" if security is not None
+                        else "lls" if meter.authentication == "lls" else "none",
                         password=password,
                         request_timeout=self.plan.timeouts.request_s,
+                        security=security,
                     ) as session:
                         await self._read(session, job, ranges, out)
                         if self.after_read is not None:

@@ -46,6 +46,7 @@ def build_spec(
     first_address: str,
     bus_port: int,
     first_meter: int,
+    secure_share: float = 0.0,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -53,6 +54,7 @@ def build_spec(
         ("--offline", offline),
         ("--intermittent", intermittent),
         ("--slow", slow),
+        ("--secure-share", secure_share),
     ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} {value} is not a share within [0, 1]")
@@ -86,6 +88,7 @@ def build_spec(
         first_address=first_address,
         bus_port=bus_port,
         bus_endpoint="pty" if pty else "tcp",
+        secure_share=secure_share,
     )
 
 
@@ -95,6 +98,7 @@ async def run_fleet(
     duration: float | None,
     push_to: tuple[str, int] | None = None,
     alarms_per_day: float = DEFAULT_PER_DAY,
+    keys: Path | None = None,
 ) -> None:
     """Start the fleet, announce it, serve until a signal or the duration, then close."""
     # Handlers go in before the announcement: whoever reads it may signal at once.
@@ -114,6 +118,9 @@ async def run_fleet(
         if inventory is not None:
             info["inventory_rows"] = fleet.write_inventory(inventory)
             info["inventory"] = str(inventory.resolve())
+        if keys is not None:
+            info["key_rows"] = fleet.write_keys(keys)
+            info["keys"] = str(keys.resolve())
         typer.echo(json.dumps(info))
         sys.stdout.flush()
         with contextlib.suppress(TimeoutError):
@@ -171,6 +178,15 @@ def simulate_command(
     alarms_per_day: Annotated[
         float, typer.Option(help="seeded alarms per meter-day besides outages (0..24)")
     ] = DEFAULT_PER_DAY,
+    secure_share: Annotated[
+        float,
+        typer.Option(help="share of meters (seeded) that require HLS-GMAC with suite-0 "
+                     "ciphering from the management client (client SAP 1)"),
+    ] = 0.0,
+    keys: Annotated[
+        Path | None,
+        typer.Option(help="write the secured meters' key CSV here, for hes keys import"),
+    ] = None,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -190,6 +206,7 @@ def simulate_command(
             first_address=first_address,
             bus_port=bus_port,
             first_meter=first_meter,
+            secure_share=secure_share,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -206,6 +223,6 @@ def simulate_command(
     if not 0 <= alarms_per_day <= 24:
         raise _fail(f"--alarms-per-day {alarms_per_day} is outside 0..24")
     try:
-        asyncio.run(run_fleet(spec, inventory, duration, push_target, alarms_per_day))
+        asyncio.run(run_fleet(spec, inventory, duration, push_target, alarms_per_day, keys))
     except OSError as exc:
         raise _fail(str(exc)) from None

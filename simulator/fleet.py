@@ -27,6 +27,11 @@ on this Linux (kernel 6.18, root without CAP_SYS_RESOURCE, hard open-file limit 
 So the fleet uses the ``SO_BINDTODEVICE`` socket, and falls back to one socket per address
 (as many as the open-file limit allows) where that option is refused (no CAP_NET_RAW).
 
+Security. ``secure_share`` of the meters (a seeded choice, exactly ``round(share * meters)``)
+refuse any association but HLS-GMAC with suite-0 ciphering from the management client; the
+inventory names them ``security_profile`` hls-gmac-suite0 with client_sap 1, and
+:meth:`Fleet.write_keys` writes their keys (``simulator.model.keys``) for ``hes keys import``.
+
 Memory. No meter object lives between sessions: a :class:`MeterPool` creates the
 :class:`SimulatedMeter` (~100 bytes) when a session starts and drops it when the last session
 ends, unless SET/ACTION changed its state (clock correction, relay), which must persist.
@@ -42,11 +47,12 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from collector.targets import MeterTarget
+from simulator import model
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
 from simulator.server import (
@@ -78,7 +84,13 @@ INVENTORY_COLUMNS = (
     "link_id",
     "area",
     "station",
+    "security_profile",
 )
+#: The inventory profile of meters that require HLS-GMAC and suite-0 ciphering.
+SECURE_PROFILE = "hls-gmac-suite0"
+#: The management client: the only one a secured simulated meter accepts HLS from.
+MANAGEMENT_CLIENT_SAP = 1
+KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title")
 _METER_ID = re.compile(r"SIM(\d{9})")
 _LOOPBACK_FIRST = int(ipaddress.IPv4Address("127.0.0.1"))
 _LOOPBACK_LAST = int(ipaddress.IPv4Address("127.255.255.254"))
@@ -184,8 +196,12 @@ class FleetSpec:
     bus_endpoint: BusEndpoint = "tcp"
     #: Seconds a no-answer session stays silent on a pty bus (see ``HdlcBus``).
     bus_silence_s: float = 10.0
+    #: Share of meters (seeded choice) that require HLS-GMAC with suite-0 ciphering.
+    secure_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.secure_share <= 1.0:
+            raise ValueError(f"secure_share {self.secure_share} is not within [0, 1]")
         for name in ("tcp_meters", "buses", "meters_per_bus", "first_meter"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
@@ -206,6 +222,15 @@ class FleetSpec:
     @property
     def total_meters(self) -> int:
         return self.tcp_meters + self.buses * self.meters_per_bus
+
+    def secured_meters(self) -> frozenset[int]:
+        """Numbers of the meters that require security: a seeded sample of the fleet."""
+        count = round(self.secure_share * self.total_meters)
+        if not count:
+            return frozenset()
+        rng = random.Random(f"secure:{self.seed}")
+        picks = rng.sample(range(self.total_meters), count)
+        return frozenset(self.first_meter + k for k in picks)
 
     def tcp_meter(self, index: int) -> int:
         """Meter number of TCP meter ``index``."""
@@ -233,15 +258,17 @@ class FleetSpec:
 class MeterPool:
     """Meters alive only while in session (or while their SET/ACTION state must persist)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, secured: Callable[[int], bool] | None = None) -> None:
         self.seed = seed
+        self.secured = secured
         self._meters: dict[int, SimulatedMeter] = {}
         self._refs: dict[int, int] = {}
 
     def acquire(self, number: int) -> SimulatedMeter:
         meter = self._meters.get(number)
         if meter is None:
-            meter = SimulatedMeter(number, self.seed)
+            secure = self.secured is not None and self.secured(number)
+            meter = SimulatedMeter(number, self.seed, require_security=secure)
             self._meters[number] = meter
         self._refs[number] = self._refs.get(number, 0) + 1
         return meter
@@ -280,7 +307,8 @@ class Fleet:
     def __init__(self, spec: FleetSpec, *, clock: Clock = time.time) -> None:
         self.spec = spec
         self.clock = clock
-        self.pool = MeterPool(spec.seed)
+        self.secured = spec.secured_meters()
+        self.pool = MeterPool(spec.seed, self.secured.__contains__)
         self.faults = FaultPlan(spec.faults, spec.seed)
         self.addresses = LoopbackRange(spec.first_address, spec.tcp_meters)
         self.tcp: WrapperServer | None = None
@@ -405,7 +433,7 @@ class Fleet:
                 area=f"sim{spec.seed}",
                 station="gprs",
             )
-            yield row
+            yield self._secure(row, number)
         for b, server in enumerate(self.bus_servers):
             link = self.bus_link(b)
             for k in range(spec.meters_per_bus):
@@ -427,7 +455,38 @@ class Fleet:
                     row.update(transport="serial", device=server.device)
                 else:
                     row.update(transport="hdlc-tcp", host=server.host, port=str(server.port))
-                yield row
+                yield self._secure(row, on_bus)
+
+    def _secure(self, row: dict[str, str], number: int) -> dict[str, str]:
+        """The row of a secured meter names its profile and the management client."""
+        if number in self.secured:
+            row.update(
+                client_sap=str(MANAGEMENT_CLIENT_SAP),
+                authentication="hls-gmac",
+                security_profile=SECURE_PROFILE,
+            )
+        return row
+
+    def write_keys(self, path: str | os.PathLike[str]) -> int:
+        """Write the secured meters' key CSV for ``hes keys import`` (atomically; the file is
+        created owner-only since it holds keys in clear); returns the row count."""
+        tmp = f"{os.fspath(path)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(KEY_COLUMNS)
+            for number in sorted(self.secured):
+                keys = model.keys(number, self.spec.seed)
+                writer.writerow(
+                    (
+                        meter_id_text(number),
+                        keys.encryption_key.hex(),
+                        keys.authentication_key.hex(),
+                        keys.system_title.hex(),
+                    )
+                )
+        os.replace(tmp, path)
+        return len(self.secured)
 
     def write_inventory(self, path: str | os.PathLike[str]) -> int:
         """Write the inventory CSV (atomically: a temp file renamed); returns the row count."""
@@ -448,6 +507,7 @@ class Fleet:
         out: dict[str, Any] = {
             "seed": spec.seed,
             "meters": spec.total_meters,
+            "secured_meters": len(self.secured),
             "start_seconds": round(self.start_seconds, 3),
         }
         if self.tcp is not None:
