@@ -36,14 +36,26 @@ SEED = 2026
 METERS = 64
 
 
-async def one(port: int, meter: SimulatedMeter, secured: bool,
-              stores: dict[int, MemoryCounterStore], start: datetime, end: datetime) -> None:
+async def one(
+    port: int,
+    meter: SimulatedMeter,
+    secured: bool,
+    stores: dict[int, MemoryCounterStore],
+    start: datetime,
+    end: datetime,
+) -> None:
     if secured:
         k = meter.keys
-        ctx = SecurityContext(SecurityKeys(k.encryption_key, k.authentication_key),
-                              counters=stores.setdefault(meter.meter_id, MemoryCounterStore()))
-        session = Session(TcpWrapperTransport("127.0.0.1", port, client_wport=1),
-                          authentication="hls-gmac", security=ctx, request_timeout=10)
+        ctx = SecurityContext(
+            SecurityKeys(k.encryption_key, k.authentication_key),
+            counters=stores.setdefault(meter.meter_id, MemoryCounterStore()),
+        )
+        session = Session(
+            TcpWrapperTransport("127.0.0.1", port, client_wport=1),
+            authentication="hls-gmac",
+            security=ctx,
+            request_timeout=10,
+        )
     else:
         session = Session(TcpWrapperTransport("127.0.0.1", port), request_timeout=10)
     async with session as s:
@@ -89,7 +101,7 @@ async def measure(sessions: int, concurrency: int, rounds: int) -> dict[str, Any
     mean = {k: round(sum(v) / len(v), 1) for k, v in results.items()}
     return {
         "what": "sessions/s (associate, clock, A+ register, 4 h load profile, release), "
-                "client and simulator in one process over TCP 127.0.0.1",
+        "client and simulator in one process over TCP 127.0.0.1",
         "sessions_per_round": sessions,
         "concurrency": concurrency,
         "rounds": results,

@@ -63,8 +63,9 @@ def bench_command(
     names = scenario or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        typer.echo(f"hes bench: unknown scenario {unknown[0]!r} (use {', '.join(SCENARIOS)})",
-                   err=True)
+        typer.echo(
+            f"hes bench: unknown scenario {unknown[0]!r} (use {', '.join(SCENARIOS)})", err=True
+        )
         raise typer.Exit(2)
     sizes = replace(SMOKE) if smoke else Sizes().scaled(scale) if scale != 1.0 else Sizes()
     for field_name, value in (
@@ -84,10 +85,12 @@ def bench_command(
             previous = None
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="hes-bench-") as tmp:
-            result = run_bench(names, sizes, Path(tmp), previous=previous,
-                               log=lambda m: typer.echo(m, err=True))
+            result = run_bench(
+                names, sizes, Path(tmp), previous=previous, log=lambda m: typer.echo(m, err=True)
+            )
     else:
-        result = run_bench(names, sizes, workdir, previous=previous,
-                           log=lambda m: typer.echo(m, err=True))
+        result = run_bench(
+            names, sizes, workdir, previous=previous, log=lambda m: typer.echo(m, err=True)
+        )
     md = write_results(result, out)
     typer.echo(json.dumps({"results": str(out), "table": str(md)}))

@@ -90,9 +90,7 @@ async def sync_clock(
         return ClockCheck(meter_id, checked_at, drift, corrected=False)
     if drift is not None and abs(drift) <= SHIFT_LIMIT_S:
         method = "shift_time"
-        await session.action(
-            CLASS_CLOCK, CLOCK_OBIS, METHOD_SHIFT_TIME, axdr.i16(-round(drift))
-        )
+        await session.action(CLASS_CLOCK, CLOCK_OBIS, METHOD_SHIFT_TIME, axdr.i16(-round(drift)))
     else:
         method = "set_time"
         stamp = CosemDateTime.from_datetime(now().astimezone(UTC)).to_bytes()

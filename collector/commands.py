@@ -49,8 +49,11 @@ meters_app = typer.Typer(help="Meter inventory.", no_args_is_help=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="database: SQLite file path or postgresql+psycopg:// URL "
-                 "(default: hes.db here)", envvar="HES_DB"),
+    typer.Option(
+        "--db",
+        help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
+        envvar="HES_DB",
+    ),
 ]
 
 STOP_GRACE_S = 5.0
@@ -282,9 +285,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
     try:
         plan = load_plan(opts.config)
         summary, signum = asyncio.run(
-            collect_async(
-                opts, plan, progress, lambda: out.put(("ready", opts.shard)), early
-            )
+            collect_async(opts, plan, progress, lambda: out.put(("ready", opts.shard)), early)
         )
     except (StorageError, PlanError, OutboxError, OSError, KeyStoreError) as exc:
         out.put(("error", opts.shard, str(exc)))
@@ -308,8 +309,9 @@ class _Display:
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
             )
-            self.task = self.progress.add_task("collect", total=None, rate="-", in_flight=0,
-                                               retries=0)
+            self.task = self.progress.add_task(
+                "collect", total=None, rate="-", in_flight=0, retries=0
+            )
             self.progress.start()
 
     def update(self, parts: list[dict[str, Any]]) -> None:
@@ -336,8 +338,18 @@ def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if len(parts) == 1:
         return parts[0]
     out: dict[str, Any] = {"run_id": parts[0]["run_id"], "day": parts[0]["day"]}
-    for key in ("total", "skipped_complete", "not_planned", "done", "complete", "failed",
-                "attempts", "retries", "intervals_stored", "peak_in_flight"):
+    for key in (
+        "total",
+        "skipped_complete",
+        "not_planned",
+        "done",
+        "complete",
+        "failed",
+        "attempts",
+        "retries",
+        "intervals_stored",
+        "peak_in_flight",
+    ):
         out[key] = sum(p[key] for p in parts)
     for key in ("errors", "final_errors"):
         merged: Counter[str] = Counter()
@@ -354,9 +366,9 @@ def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _run_sharded(opts: CollectOptions, workers: int, display: _Display) -> tuple[
-    list[dict[str, Any]], int | None
-]:
+def _run_sharded(
+    opts: CollectOptions, workers: int, display: _Display
+) -> tuple[list[dict[str, Any]], int | None]:
     """Run ``workers`` processes; forward SIGINT/SIGTERM to them; gather their summaries."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -475,12 +487,18 @@ def collect_command(
     ] = DEFAULT_SPOOL,
     clock_sync: Annotated[
         float | None,
-        typer.Option("--clock-sync", min=0, help="set LLS meters' clocks drifting more than "
-                     "this many seconds (default: no clock sync)"),
+        typer.Option(
+            "--clock-sync",
+            min=0,
+            help="set LLS meters' clocks drifting more than "
+            "this many seconds (default: no clock sync)",
+        ),
     ] = None,
     events: Annotated[
-        bool, typer.Option("--events/--no-events", help="read new event-log entries of LLS "
-                           "meters, with outages")
+        bool,
+        typer.Option(
+            "--events/--no-events", help="read new event-log entries of LLS meters, with outages"
+        ),
     ] = False,
     listen: Annotated[
         str | None,
@@ -488,9 +506,12 @@ def collect_command(
     ] = None,
     master_key_file: Annotated[
         Path | None,
-        typer.Option("--master-key-file", help="file holding the key store's master key, "
-                     "for hls-gmac-suite0 meters (default: $HES_MASTER_KEY, else "
-                     "$HES_MASTER_KEY_FILE)"),
+        typer.Option(
+            "--master-key-file",
+            help="file holding the key store's master key, "
+            "for hls-gmac-suite0 meters (default: $HES_MASTER_KEY, else "
+            "$HES_MASTER_KEY_FILE)",
+        ),
     ] = None,
 ) -> None:
     """Read every meter of the inventory for a day (and gaps of the days before), then print
@@ -610,24 +631,35 @@ def _print_report(data: dict[str, Any]) -> None:
     for col in ("area", "expected", "complete", "success rate", "intervals missing"):
         groups.add_column(col, justify="left" if col == "area" else "right")
     for area, g in data["by_area"].items():
-        groups.add_row(area or "-", str(g["expected"]), str(g["complete"]),
-                       f"{100 * g['success_rate']:.2f} %", str(g["intervals_missing"]))
+        groups.add_row(
+            area or "-",
+            str(g["expected"]),
+            str(g["complete"]),
+            f"{100 * g['success_rate']:.2f} %",
+            str(g["intervals_missing"]),
+        )
     console.print(groups)
     if data["by_link"]:
         links = Table(title="links with incomplete meters")
         for col in ("link", "expected", "incomplete", "intervals missing"):
             links.add_column(col)
         for link, g in data["by_link"].items():
-            links.add_row(link, str(g["expected"]), str(g["incomplete"]),
-                          str(g["intervals_missing"]))
+            links.add_row(
+                link, str(g["expected"]), str(g["incomplete"]), str(g["intervals_missing"])
+            )
         console.print(links)
     if data["worst_meters"]:
         worst = Table(title="worst meters")
         for col in ("meter", "link", "missing", "last outcome", "last error"):
             worst.add_column(col)
         for m in data["worst_meters"]:
-            worst.add_row(m["meter_id"], str(m["link_id"]), str(m["intervals_missing"]),
-                          str(m["last_outcome"]), str(m["last_error_class"]))
+            worst.add_row(
+                m["meter_id"],
+                str(m["link_id"]),
+                str(m["intervals_missing"]),
+                str(m["last_outcome"]),
+                str(m["last_error_class"]),
+            )
         console.print(worst)
 
 

@@ -116,9 +116,7 @@ def _aware(ts: datetime) -> datetime:
 
 def _codes_at(db: Database, meter_id: str, log_obis: str, ts: datetime) -> set[int]:
     t = schema.events
-    stmt = select(t.c.code).where(
-        t.c.meter_id == meter_id, t.c.log_obis == log_obis, t.c.ts == ts
-    )
+    stmt = select(t.c.code).where(t.c.meter_id == meter_id, t.c.log_obis == log_obis, t.c.ts == ts)
     return {int(row[0]) for row in db.execute_read(stmt)}
 
 
@@ -130,8 +128,10 @@ async def read_log(
     known_at_since: set[int] | frozenset[int] = frozenset(),
 ) -> LogRead:
     """Read one event log from ``since`` (inclusive) on; keep entries not already known."""
-    data = await session.read_profile(log_obis, since, None) if since else (
-        await session.read_profile(log_obis)
+    data = (
+        await session.read_profile(log_obis, since, None)
+        if since
+        else (await session.read_profile(log_obis))
     )
     code_col = next(
         (i for i, c in enumerate(data.columns) if c.obis == EVENT_CODE_OBIS),

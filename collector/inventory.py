@@ -174,7 +174,7 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         raise _RowError(
             f"security_profile {profile!r} is not one of {', '.join(SECURITY_PROFILES)}"
         )
-    auth = (row.get("authentication", "") or (SECURITY_PROFILES[profile] if profile else "none"))
+    auth = row.get("authentication", "") or (SECURITY_PROFILES[profile] if profile else "none")
     auth = auth.lower()
     # hls-gmac needs suite-0 keys, so it comes only with the security profile that names them.
     allowed = AUTHENTICATIONS if profile == "hls-gmac-suite0" else PLAIN_AUTHENTICATIONS

@@ -68,8 +68,11 @@ class MeterTasks:
         if self.clock_threshold_s is not None:
             try:
                 check = await sync_clock(
-                    session, meter.meter_id, threshold_s=self.clock_threshold_s,
-                    now=self.now, db=self.db,
+                    session,
+                    meter.meter_id,
+                    threshold_s=self.clock_threshold_s,
+                    now=self.now,
+                    db=self.db,
                 )
                 self.stats.clock_checked += 1
                 self.stats.clock_corrected += int(check.corrected)
@@ -90,6 +93,12 @@ class MeterTasks:
         self.stats.errors[f"{task}:{cls}"] += 1
         log.warning(
             "meter_task_failed",
-            extra={"fields": {"meter": meter.meter_id, "task": task, "error_class": cls,
-                              "error": str(exc)}},
+            extra={
+                "fields": {
+                    "meter": meter.meter_id,
+                    "task": task,
+                    "error_class": cls,
+                    "error": str(exc),
+                }
+            },
         )

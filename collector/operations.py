@@ -189,7 +189,11 @@ async def command_meter(
         return CommandResult(meter.meter_id, command, False, None, exc.error_class, str(exc))
     except TimeoutError:
         return CommandResult(
-            meter.meter_id, command, False, None, "session_timeout",
+            meter.meter_id,
+            command,
+            False,
+            None,
+            "session_timeout",
             f"session longer than {session_timeout:g} s",
         )
     except (ValueError, OSError) as exc:
@@ -221,8 +225,11 @@ async def run_command(
         async with lock, limit:
             requested_at = now()
             result = await command_meter(
-                meter, command, secrets=secrets,
-                request_timeout=request_timeout, session_timeout=session_timeout,
+                meter,
+                command,
+                secrets=secrets,
+                request_timeout=request_timeout,
+                session_timeout=session_timeout,
             )
             record = CommandRecord(
                 meter_id=meter.meter_id,

@@ -30,8 +30,11 @@ from storage.errors import StorageError
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="database: SQLite file path or postgresql+psycopg:// URL "
-                 "(default: hes.db here)", envvar="HES_DB"),
+    typer.Option(
+        "--db",
+        help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
+        envvar="HES_DB",
+    ),
 ]
 MeterArgs = Annotated[
     list[str] | None, typer.Argument(help="meter ids of the inventory", show_default=False)
@@ -81,8 +84,13 @@ def _operate(
             raise _fail(str(exc)) from None
         results = asyncio.run(
             run_command(
-                database, chosen, command, requested_by=by, secrets=env_secret,
-                concurrency=concurrency, request_timeout=timeout,
+                database,
+                chosen,
+                command,
+                requested_by=by,
+                secrets=env_secret,
+                concurrency=concurrency,
+                request_timeout=timeout,
             )
         )
     except StorageError as exc:
@@ -161,7 +169,9 @@ async def listen_async(
             outbox = MqttOutbox(mqtt_spool, mqtt_url, client_id=client_id)
             publisher = asyncio.create_task(outbox.run())
         listener = PushListener(
-            database, host=host, port=port,
+            database,
+            host=host,
+            port=port,
             publish=None if outbox is None else _alarm_publisher(outbox),
         )
         await listener.start()
@@ -189,8 +199,10 @@ def listen_command(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free)")] = 4060,
     mqtt_url: Annotated[
         str | None,
-        typer.Option("--mqtt-url", help="publish alarms to mqtt://[user[:pass]@]host[:port] "
-                     "as hes/<meter>/alarm"),
+        typer.Option(
+            "--mqtt-url",
+            help="publish alarms to mqtt://[user[:pass]@]host[:port] as hes/<meter>/alarm",
+        ),
     ] = None,
     mqtt_spool: Annotated[
         str, typer.Option("--mqtt-spool", help="spool file of messages not yet acknowledged")

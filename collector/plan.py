@@ -233,8 +233,14 @@ class _Reader:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", float: "a number", str: "a string", dict: "a table",
-             list: "an array", bool: "a boolean"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a table",
+        list: "an array",
+        bool: "a boolean",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

@@ -223,6 +223,8 @@ class PushListener:
                 await asyncio.to_thread(self.publish, alarm.meter_id, "alarm", payload)
                 self.stats.published += 1
             except Exception as exc:
-                log.error("publish_failed", extra={"fields": {"meter": alarm.meter_id,
-                                                              "error": repr(exc)}})
+                log.error(
+                    "publish_failed",
+                    extra={"fields": {"meter": alarm.meter_id, "error": repr(exc)}},
+                )
         return True

@@ -33,13 +33,19 @@ def keys_import_command(
     ],
     db: Annotated[
         str | None,
-        typer.Option("--db", help="database: SQLite file path or postgresql+psycopg:// URL "
-                     "(default: hes.db here)", envvar="HES_DB"),
+        typer.Option(
+            "--db",
+            help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
+            envvar="HES_DB",
+        ),
     ] = None,
     master_key_file: Annotated[
         Path | None,
-        typer.Option("--master-key-file", help="file holding the 32-byte master key "
-                     "(default: $HES_MASTER_KEY, else $HES_MASTER_KEY_FILE)"),
+        typer.Option(
+            "--master-key-file",
+            help="file holding the 32-byte master key "
+            "(default: $HES_MASTER_KEY, else $HES_MASTER_KEY_FILE)",
+        ),
     ] = None,
 ) -> None:
     """Import (or rotate) meter keys; a file with any bad line imports nothing."""

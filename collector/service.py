@@ -78,10 +78,20 @@ REGISTER_CLASSES = (3, 4, 5)
 #: Error classes that retrying cannot fix (besides any error whose ``transient`` is False).
 PERMANENT_CLASSES = frozenset(
     {
-        "authentication_failed", "association_refused", "object_undefined", "access_denied",
-        "no_keys", "security", "key_rejected", "deciphering_rejected",
-        "invocation_counter_rejected", "system_title_rejected", "system_title_mismatch",
-        "response_authentication_failed", "replayed_response", "hls_verification_failed",
+        "authentication_failed",
+        "association_refused",
+        "object_undefined",
+        "access_denied",
+        "no_keys",
+        "security",
+        "key_rejected",
+        "deciphering_rejected",
+        "invocation_counter_rejected",
+        "system_title_rejected",
+        "system_title_mismatch",
+        "response_authentication_failed",
+        "replayed_response",
+        "hls_verification_failed",
     }
 )
 #: The inventory security profile read over HLS-GMAC with suite-0 ciphering.
@@ -414,9 +424,7 @@ class Collector:
                 if not hint:
                     self.stats.skipped_complete += 1
                     continue
-                jobs.append(
-                    MeterJob(meter, group, sorted(hint), loop_deadline[group.name], hint)
-                )
+                jobs.append(MeterJob(meter, group, sorted(hint), loop_deadline[group.name], hint))
         return jobs
 
     def _deadline(self) -> dict[str, float]:
@@ -619,8 +627,11 @@ class Collector:
                 async with asyncio.timeout(self.plan.timeouts.session_s):
                     async with Session(
                         transport,
-                        authentication="hls-gmac" if security is not None
-                        else "lls" if meter.authentication == "lls" else "none",
+                        authentication="hls-gmac"
+                        if security is not None
+                        else "lls"
+                        if meter.authentication == "lls"
+                        else "none",
                         password=password,
                         request_timeout=self.plan.timeouts.request_s,
                         security=security,
@@ -643,7 +654,11 @@ class Collector:
         if error is None and out.register_errors:
             first = out.register_errors[0]
             await self._record(
-                job, started, transport, "partial", first.error_class,
+                job,
+                started,
+                transport,
+                "partial",
+                first.error_class,
                 "; ".join(str(e) for e in out.register_errors),
             )
         elif error is None:
@@ -673,8 +688,11 @@ class Collector:
                 at = loop.time() + delay
                 if at <= job.deadline:
                     log_event(
-                        logging.INFO, "retry_scheduled", meter=meter.meter_id,
-                        attempt=job.attempts, error_class=error.error_class,
+                        logging.INFO,
+                        "retry_scheduled",
+                        meter=meter.meter_id,
+                        attempt=job.attempts,
+                        error_class=error.error_class,
                         delay_s=round(delay, 3),
                     )
                     return at
@@ -724,7 +742,8 @@ class Collector:
             scalers[name] = ScalerUnit.from_value(value)
         channel_rows = [
             Channel(
-                meter.meter_id, name,
+                meter.meter_id,
+                name,
                 scalers[name].unit if name in scalers else None,
                 scalers[name].scaler if name in scalers else 0,
                 prof.period_s,
@@ -736,7 +755,7 @@ class Collector:
         if want_registers:
             read_at = meter_now if clock_ok and meter_now is not None else self.now()
             reads: list[RegisterRead] = []
-            rest = results[len(scaled):]
+            rest = results[len(scaled) :]
             for k, obis in enumerate(job.group.registers):
                 value, su = rest[2 * k], rest[2 * k + 1]
                 bad = value if isinstance(value, DlmsError) else su
@@ -746,8 +765,12 @@ class Collector:
                 unit = ScalerUnit.from_value(su)
                 reads.append(
                     RegisterRead(
-                        meter.meter_id, obis, read_at,
-                        value if isinstance(value, int) else None, unit.scaler, unit.unit,
+                        meter.meter_id,
+                        obis,
+                        read_at,
+                        value if isinstance(value, int) else None,
+                        unit.scaler,
+                        unit.unit,
                     )
                 )
             await self._db(self.db.insert_register_reads, reads)
@@ -780,8 +803,11 @@ class Collector:
                     value = row.values[col]
                     reads_out.append(
                         IntervalRead(
-                            meter.meter_id, name, ts,
-                            value if isinstance(value, int) and not isinstance(value, bool)
+                            meter.meter_id,
+                            name,
+                            ts,
+                            value
+                            if isinstance(value, int) and not isinstance(value, bool)
                             else None,
                             scalers[name].scaler if name in scalers else 0,
                             status,
@@ -804,9 +830,7 @@ class Collector:
         where = f"profile {prof.obis} of group {job.group.name!r}"
         if period != prof.period_s:
             raise PlanMismatch(f"{where}: meter capture_period {period!r}, plan {prof.period_s}")
-        clock_index = next(
-            (i for i, c in enumerate(columns) if c.class_id == CLOCK_CLASS_ID), None
-        )
+        clock_index = next((i for i, c in enumerate(columns) if c.class_id == CLOCK_CLASS_ID), None)
         if clock_index is None:
             raise PlanMismatch(f"{where}: the meter's profile has no clock column")
         needed = [*prof.channels, *([prof.status_column] if prof.status_column is not None else [])]
@@ -875,8 +899,9 @@ class Collector:
             try:
                 await self._db(self.publish, meter_id, kind, payload)
             except Exception as exc:
-                log_event(logging.ERROR, "publish_failed", meter=meter_id, kind=kind,
-                          error=repr(exc))
+                log_event(
+                    logging.ERROR, "publish_failed", meter=meter_id, kind=kind, error=repr(exc)
+                )
 
 
 def _merge(ranges: list[tuple[int, int]], period: int) -> list[tuple[int, int]]:

@@ -728,9 +728,7 @@ def build_aare(
             raise ValueError("AARE user_information must be 1..127 bytes")
         content = _RawXdlms(user_information)
     elif initiate_error is not None:
-        error_type = dc_cse.ErrorFactory.get_error_type(
-            initiate_error_choice
-        )
+        error_type = dc_cse.ErrorFactory.get_error_type(initiate_error_choice)
         content = dc_xdlms.ConfirmedServiceError(error=error_type(initiate_error))
     else:
         if not 0 <= max_pdu_size <= 0xFFFF:
@@ -1110,7 +1108,8 @@ def _aare_from(data: bytes) -> AareInfo:
     elif isinstance(content, dc_xdlms.ConfirmedServiceError):
         initiate_error = int(content.error)
         initiate_error_choice = next(
-            tag for tag, kind in dc_cse.ErrorFactory.ERROR_TYPE_MAP.items()
+            tag
+            for tag, kind in dc_cse.ErrorFactory.ERROR_TYPE_MAP.items()
             if isinstance(content.error, kind)
         )
     elif isinstance(content, dc_xdlms.GlobalCipherInitiateResponse):

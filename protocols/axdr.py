@@ -475,8 +475,9 @@ def _row_layout(data: bytes, pos: int, end: int) -> _RowLayout | None:
                 value_idx.append(i + 1)
                 i += 2
                 k += 1
-        layout = _RowLayout(st.unpack_from, st.size, itemgetter(*header_idx), key,
-                            itemgetter(*value_idx))
+        layout = _RowLayout(
+            st.unpack_from, st.size, itemgetter(*header_idx), key, itemgetter(*value_idx)
+        )
         if len(_LAYOUT_CACHE) >= 256:
             _LAYOUT_CACHE.clear()
         _LAYOUT_CACHE[key] = layout

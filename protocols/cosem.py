@@ -136,8 +136,8 @@ class CosemDateTime:
         """Decode 12 octets; DecodeError on a wrong size or an out-of-range field."""
         if len(data) != 12:
             raise DecodeError(f"date-time must be 12 octets, got {len(data)}")
-        year, month, day, weekday, hour, minute, second, hundredths, deviation, status = (
-            _DT.unpack(data)
+        year, month, day, weekday, hour, minute, second, hundredths, deviation, status = _DT.unpack(
+            data
         )
         if deviation != _DEVIATION_NOT_SPECIFIED and not -720 <= deviation <= 720:
             raise DecodeError(f"date-time deviation {deviation} outside -720..720")
@@ -163,8 +163,13 @@ class CosemDateTime:
         try:
             return _DT.pack(
                 0xFFFF if self.year is None else self.year,
-                b(self.month), b(self.day), b(self.weekday),
-                b(self.hour), b(self.minute), b(self.second), b(self.hundredths),
+                b(self.month),
+                b(self.day),
+                b(self.weekday),
+                b(self.hour),
+                b(self.minute),
+                b(self.second),
+                b(self.hundredths),
                 _DEVIATION_NOT_SPECIFIED if self.deviation is None else self.deviation,
                 b(self.clock_status),
             )
@@ -188,8 +193,16 @@ class CosemDateTime:
             if dst and clock_status is not None:
                 clock_status |= STATUS_DAYLIGHT_SAVING
         return cls(
-            dt.year, dt.month, dt.day, dt.isoweekday(), dt.hour, dt.minute, dt.second,
-            dt.microsecond // 10000, deviation, clock_status,
+            dt.year,
+            dt.month,
+            dt.day,
+            dt.isoweekday(),
+            dt.hour,
+            dt.minute,
+            dt.second,
+            dt.microsecond // 10000,
+            deviation,
+            clock_status,
         )
 
     def to_datetime(self, *, utc_to_local: bool = False) -> datetime:
@@ -215,8 +228,14 @@ class CosemDateTime:
             tz = timezone(timedelta(minutes=minutes))
         try:
             return datetime(
-                self.year, self.month, self.day, self.hour, self.minute,
-                self.second or 0, (self.hundredths or 0) * 10000, tzinfo=tz,
+                self.year,
+                self.month,
+                self.day,
+                self.hour,
+                self.minute,
+                self.second or 0,
+                (self.hundredths or 0) * 10000,
+                tzinfo=tz,
             )
         except ValueError as exc:
             raise DecodeError(f"date-time {self}: {exc}") from None
@@ -240,17 +259,76 @@ class CosemDateTime:
 #: Unit enumeration of the Blue Book (DLMS UA 1000-1, "Table: Enumerated values
 #: for physical units"); the numbers match gurux_dlms/enums/Unit.py.
 UNIT_NAMES: dict[int, str] = {
-    1: "a", 2: "mo", 3: "wk", 4: "d", 5: "h", 6: "min", 7: "s", 8: "°", 9: "°C",
-    10: "currency", 11: "m", 12: "m/s", 13: "m³", 14: "m³ (corrected)", 15: "m³/h",
-    16: "m³/h (corrected)", 17: "m³/d", 18: "m³/d (corrected)", 19: "l", 20: "kg",
-    21: "N", 22: "Nm", 23: "Pa", 24: "bar", 25: "J", 26: "J/h", 27: "W", 28: "VA",
-    29: "var", 30: "Wh", 31: "VAh", 32: "varh", 33: "A", 34: "C", 35: "V", 36: "V/m",
-    37: "F", 38: "Ω", 39: "Ωm²/m", 40: "Wb", 41: "T", 42: "A/m", 43: "H", 44: "Hz",
-    45: "1/(Wh)", 46: "1/(varh)", 47: "1/(VAh)", 48: "V²h", 49: "A²h", 50: "kg/s",
-    51: "S", 52: "K", 53: "1/(V²h)", 54: "1/(A²h)", 55: "1/m³", 56: "%", 57: "Ah",
-    60: "Wh/m³", 61: "J/m³", 62: "Mol %", 63: "g/m³", 64: "Pa s", 65: "J/kg",
-    66: "g/cm²", 67: "atm", 70: "dBm", 71: "dBµV", 72: "dB",
-    254: "other", 255: "count",
+    1: "a",
+    2: "mo",
+    3: "wk",
+    4: "d",
+    5: "h",
+    6: "min",
+    7: "s",
+    8: "°",
+    9: "°C",
+    10: "currency",
+    11: "m",
+    12: "m/s",
+    13: "m³",
+    14: "m³ (corrected)",
+    15: "m³/h",
+    16: "m³/h (corrected)",
+    17: "m³/d",
+    18: "m³/d (corrected)",
+    19: "l",
+    20: "kg",
+    21: "N",
+    22: "Nm",
+    23: "Pa",
+    24: "bar",
+    25: "J",
+    26: "J/h",
+    27: "W",
+    28: "VA",
+    29: "var",
+    30: "Wh",
+    31: "VAh",
+    32: "varh",
+    33: "A",
+    34: "C",
+    35: "V",
+    36: "V/m",
+    37: "F",
+    38: "Ω",
+    39: "Ωm²/m",
+    40: "Wb",
+    41: "T",
+    42: "A/m",
+    43: "H",
+    44: "Hz",
+    45: "1/(Wh)",
+    46: "1/(varh)",
+    47: "1/(VAh)",
+    48: "V²h",
+    49: "A²h",
+    50: "kg/s",
+    51: "S",
+    52: "K",
+    53: "1/(V²h)",
+    54: "1/(A²h)",
+    55: "1/m³",
+    56: "%",
+    57: "Ah",
+    60: "Wh/m³",
+    61: "J/m³",
+    62: "Mol %",
+    63: "g/m³",
+    64: "Pa s",
+    65: "J/kg",
+    66: "g/cm²",
+    67: "atm",
+    70: "dBm",
+    71: "dBµV",
+    72: "dB",
+    254: "other",
+    255: "count",
 }
 
 

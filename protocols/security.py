@@ -115,8 +115,10 @@ class SecurityKeys:
     authentication_key: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        for name, key in (("encryption", self.encryption_key),
-                          ("authentication", self.authentication_key)):
+        for name, key in (
+            ("encryption", self.encryption_key),
+            ("authentication", self.authentication_key),
+        ):
             if not isinstance(key, bytes) or len(key) != 16:
                 raise ValueError(f"{name} key must be 16 bytes for security suite 0")
 
@@ -151,8 +153,9 @@ def _check_sc(sc: int) -> None:
         raise DecodeError(f"security control 0x{sc:02X} applies no protection")
 
 
-def encrypt_payload(sc: int, system_title: bytes, invocation_counter: int, keys: SecurityKeys,
-                    plain: bytes) -> bytes:
+def encrypt_payload(
+    sc: int, system_title: bytes, invocation_counter: int, keys: SecurityKeys, plain: bytes
+) -> bytes:
     """The protected payload (C || T, P || T or C) for the SC byte."""
     _check_sc(sc)
     iv = _iv(system_title, invocation_counter)
@@ -169,8 +172,9 @@ def encrypt_payload(sc: int, system_title: bytes, invocation_counter: int, keys:
     return out + enc.tag[:TAG_LENGTH] if auth else out
 
 
-def decrypt_payload(sc: int, system_title: bytes, invocation_counter: int, keys: SecurityKeys,
-                    payload: bytes) -> bytes:
+def decrypt_payload(
+    sc: int, system_title: bytes, invocation_counter: int, keys: SecurityKeys, payload: bytes
+) -> bytes:
     """Open a protected payload; ResponseAuthenticationFailed when the tag does not verify."""
     _check_sc(sc)
     iv = _iv(system_title, invocation_counter)
@@ -227,8 +231,16 @@ def is_ciphered(apdu: bytes) -> bool:
     return bool(apdu) and (apdu[0] in _PLAIN_TAG or apdu[0] == GENERAL_GLO_CIPHERING)
 
 
-def cipher_apdu(plain: bytes, *, sc: int, system_title: bytes, invocation_counter: int,
-                keys: SecurityKeys, dedicated: bool = False, general: bool = False) -> bytes:
+def cipher_apdu(
+    plain: bytes,
+    *,
+    sc: int,
+    system_title: bytes,
+    invocation_counter: int,
+    keys: SecurityKeys,
+    dedicated: bool = False,
+    general: bool = False,
+) -> bytes:
     """Protect a plain xDLMS APDU as glo- (or ded-) APDU, or as general-glo-ciphering.
 
     ``keys`` holds the dedicated key as its encryption key for ded- APDUs; general-glo-
@@ -239,8 +251,13 @@ def cipher_apdu(plain: bytes, *, sc: int, system_title: bytes, invocation_counte
     header = bytes((sc,)) + invocation_counter.to_bytes(4, "big")
     body = header + encrypt_payload(sc, system_title, invocation_counter, keys, plain)
     if general:
-        return (bytes((GENERAL_GLO_CIPHERING,)) + _length(len(system_title)) + system_title
-                + _length(len(body)) + body)
+        return (
+            bytes((GENERAL_GLO_CIPHERING,))
+            + _length(len(system_title))
+            + system_title
+            + _length(len(body))
+            + body
+        )
     tags = _CIPHERED_TAGS.get(plain[0])
     tag = None if tags is None else tags[1] if dedicated else tags[0]
     if tag is None:
@@ -304,8 +321,9 @@ def decipher_apdu(data: bytes) -> Deciphered:
     )
 
 
-def hls_gmac(system_title: bytes, invocation_counter: int, keys: SecurityKeys,
-             challenge: bytes) -> bytes:
+def hls_gmac(
+    system_title: bytes, invocation_counter: int, keys: SecurityKeys, challenge: bytes
+) -> bytes:
     """f(challenge) of HLS mechanism 5: SC || IC || GMAC(SC || AK || challenge)."""
     sc = SC_AUTHENTICATED | SUITE_0
     iv = _iv(system_title, invocation_counter)
@@ -315,8 +333,9 @@ def hls_gmac(system_title: bytes, invocation_counter: int, keys: SecurityKeys,
     return bytes((sc,)) + invocation_counter.to_bytes(4, "big") + enc.tag[:TAG_LENGTH]
 
 
-def verify_hls_gmac(reply: bytes, system_title: bytes, keys: SecurityKeys,
-                    challenge: bytes) -> int | None:
+def verify_hls_gmac(
+    reply: bytes, system_title: bytes, keys: SecurityKeys, challenge: bytes
+) -> int | None:
     """The invocation counter of a valid f(challenge), or None when it does not verify."""
     if len(reply) != 5 + TAG_LENGTH or reply[0] != SC_AUTHENTICATED | SUITE_0:
         return None
@@ -471,8 +490,7 @@ class SecurityContext:
         """Check the meter's f(CtoS); HlsVerificationFailed when it does not prove the keys."""
         if self.client_challenge is None or self.server_system_title is None:
             raise HlsVerificationFailed("no HLS exchange in progress")
-        counter = verify_hls_gmac(reply, self.server_system_title, self.keys,
-                                  self.client_challenge)
+        counter = verify_hls_gmac(reply, self.server_system_title, self.keys, self.client_challenge)
         if counter is None:
             raise HlsVerificationFailed(
                 "the meter's f(CtoS) does not verify: it does not hold this meter's keys"

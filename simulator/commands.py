@@ -180,8 +180,10 @@ def simulate_command(
     ] = DEFAULT_PER_DAY,
     secure_share: Annotated[
         float,
-        typer.Option(help="share of meters (seeded) that require HLS-GMAC with suite-0 "
-                     "ciphering from the management client (client SAP 1)"),
+        typer.Option(
+            help="share of meters (seeded) that require HLS-GMAC with suite-0 "
+            "ciphering from the management client (client SAP 1)"
+        ),
     ] = 0.0,
     keys: Annotated[
         Path | None,

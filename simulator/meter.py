@@ -209,7 +209,9 @@ class MeterSession:
         if security.is_ciphered(apdu_bytes):
             return self._ciphered_request(apdu_bytes, now)
         if self.ciphered and tag in (
-            apdu.TAG_GET_REQUEST, apdu.TAG_SET_REQUEST, apdu.TAG_ACTION_REQUEST
+            apdu.TAG_GET_REQUEST,
+            apdu.TAG_SET_REQUEST,
+            apdu.TAG_ACTION_REQUEST,
         ):
             return apdu.build_exception_response(
                 STATE_SERVICE_NOT_ALLOWED, SERVICE_OPERATION_NOT_POSSIBLE
@@ -234,9 +236,7 @@ class MeterSession:
         except DecodeError:
             return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_OTHER_REASON)
         if not self._negotiated(request):
-            return apdu.build_exception_response(
-                STATE_SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED
-            )
+            return apdu.build_exception_response(STATE_SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED)
         confirmed = bool(apdu_bytes[2] & 0x40)
         if self.hls_pending:
             if isinstance(request, apdu.ActionRequest) and _is_reply_to_hls(request):
@@ -442,7 +442,10 @@ class MeterSession:
         except DecodeError:
             return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_OTHER_REASON)
         if header.dedicated or header.expected_tag not in (
-            None, apdu.TAG_GET_REQUEST, apdu.TAG_SET_REQUEST, apdu.TAG_ACTION_REQUEST
+            None,
+            apdu.TAG_GET_REQUEST,
+            apdu.TAG_SET_REQUEST,
+            apdu.TAG_ACTION_REQUEST,
         ):
             return apdu.build_exception_response(STATE_SERVICE_UNKNOWN, SERVICE_NOT_SUPPORTED)
         title = header.system_title or meter.client_system_title
@@ -484,14 +487,20 @@ class MeterSession:
         except DecodeError:
             reply = None
         assert self.server_challenge is not None and self.client_challenge is not None
-        ok = isinstance(reply, bytes) and security.verify_hls_gmac(
-            reply, meter.client_system_title, meter.security_keys, self.server_challenge
-        ) is not None
+        ok = (
+            isinstance(reply, bytes)
+            and security.verify_hls_gmac(
+                reply, meter.client_system_title, meter.security_keys, self.server_challenge
+            )
+            is not None
+        )
         if not ok:
             return apdu.build_action_response(request.invoke_id, objects.READ_WRITE_DENIED)
         self.hls_pending = False
         answer = security.hls_gmac(
-            meter.keys.system_title, self._server_counter(), meter.security_keys,
+            meter.keys.system_title,
+            self._server_counter(),
+            meter.security_keys,
             self.client_challenge,
         )
         return apdu.build_action_response(
@@ -514,8 +523,10 @@ class MeterSession:
         if isinstance(request, apdu.GetNextRequest):
             return bool(c & _BIT_GET)
         if isinstance(request, apdu.GetListRequest):
-            return bool(c & _BIT_GET) and bool(c & _BIT_MULTIPLE) and (
-                all(item[3] is None for item in request.items) or bool(c & _BIT_SELECTIVE)
+            return (
+                bool(c & _BIT_GET)
+                and bool(c & _BIT_MULTIPLE)
+                and (all(item[3] is None for item in request.items) or bool(c & _BIT_SELECTIVE))
             )
         if isinstance(request, apdu.SetRequest):
             return bool(c & _BIT_SET) and request.access is None

@@ -208,7 +208,10 @@ def _tariff_tables(kind: CustomerKind, layout: int) -> tuple[_Table, ...]:
         for d in range(N_DAYS):
             we = _weekend(d)
             f = round(
-                _UNIT * norm * (wk if we else 1.0) * _season(d, _SEASON_AMPLITUDE[kind], 15)
+                _UNIT
+                * norm
+                * (wk if we else 1.0)
+                * _season(d, _SEASON_AMPLITUDE[kind], 15)
                 * shares[int(we)][k]
             )
             fmin = f if fmin < 0 else min(fmin, f)
@@ -746,6 +749,7 @@ def keys(meter_id: int, seed: int) -> MeterKeys:
     Derived with SHA-256 from (meter id, seed) so a fleet needs no key file to start and a
     key file for the collector can be written from the same pair (``hes simulate``).
     """
+
     def derive(label: bytes) -> bytes:
         material = b"hes-sim-key|%s|%d|%d" % (label, meter_id, seed)
         return hashlib.sha256(material).digest()[:16]

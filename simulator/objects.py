@@ -134,8 +134,16 @@ def datetime_bytes(t: float) -> bytes:
     tm = time.gmtime(it)
     hundredths = int((t - it) * 100)
     return _DT.pack(
-        tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_wday + 1, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        hundredths, 0, 0,
+        tm.tm_year,
+        tm.tm_mon,
+        tm.tm_mday,
+        tm.tm_wday + 1,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        hundredths,
+        0,
+        0,
     )
 
 
@@ -213,8 +221,13 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         CosemObject(DATA, 0, OBIS_LDN, 2),
         CosemObject(DATA, 0, OBIS_SERIAL, 2),
         CosemObject(
-            CLOCK, 0, OBIS_CLOCK, 9, 6,
-            writable=frozenset({2}), invocable=frozenset({1, 3, 6}),
+            CLOCK,
+            0,
+            OBIS_CLOCK,
+            9,
+            6,
+            writable=frozenset({2}),
+            invocable=frozenset({1, 3, 6}),
         ),
         CosemObject(DATA, 0, OBIS_STATUS, 2),
         CosemObject(DATA, 0, OBIS_EVENT_CODE, 2),
@@ -234,8 +247,9 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         (OBIS_POWER_FAILURE_LOG, False),
     ):
         objs.append(
-            CosemObject(PROFILE_GENERIC, 1, name, 8, 2, public_read=public,
-                        selective=frozenset({2}))
+            CosemObject(
+                PROFILE_GENERIC, 1, name, 8, 2, public_read=public, selective=frozenset({2})
+            )
         )
     objs.append(
         CosemObject(DISCONNECT_CONTROL, 0, OBIS_DISCONNECT, 4, 2, invocable=frozenset({1, 2}))
@@ -283,8 +297,9 @@ def _cell_u64(v: Any) -> bytes:
     return _U64.pack(axdr.LONG64_UNSIGNED, v)
 
 
-def _encode_rows(rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]],
-                 picks: Sequence[int]) -> bytes:
+def _encode_rows(
+    rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]], picks: Sequence[int]
+) -> bytes:
     """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
     out = bytearray(b"\x01")
     _put_length(out, len(rows))
@@ -334,8 +349,13 @@ _PROFILES = {
 }
 
 
-def profile_rows(spec: model.MeterSpec, name: bytes, t: float,
-                 start: float | None = None, end: float | None = None) -> list[tuple[int, ...]]:
+def profile_rows(
+    spec: model.MeterSpec,
+    name: bytes,
+    t: float,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[tuple[int, ...]]:
     """Buffer entries of profile ``name`` at meter time t, optionally only start <= ts <= end."""
     now = int(t)
     if name == OBIS_LOAD_PROFILE:
@@ -411,8 +431,9 @@ def _select_columns(profile: _Profile, access: AccessSelection | None) -> list[i
     return list(range(width))
 
 
-def profile_buffer(spec: model.MeterSpec, name: bytes, t: float,
-                   access: AccessSelection | None) -> bytes:
+def profile_buffer(
+    spec: model.MeterSpec, name: bytes, t: float, access: AccessSelection | None
+) -> bytes:
     """Encoded buffer attribute with optional selective access (range on clock, or entries)."""
     profile = _PROFILES[name]
     picks = _select_columns(profile, access)
@@ -475,7 +496,9 @@ def _object_list(ctx: Context) -> bytes:
         ]
         items.append(
             axdr.structure(
-                axdr.u16(o.class_id), axdr.u8(o.version), axdr.octets(o.obis),
+                axdr.u16(o.class_id),
+                axdr.u8(o.version),
+                axdr.octets(o.obis),
                 axdr.structure(axdr.array(attrs), axdr.array(methods)),
             )
         )
@@ -507,8 +530,9 @@ def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
     return _enc(axdr.u64(value)), _scaler_unit(0, unit)
 
 
-def get_attribute(ctx: Context, obj: CosemObject, attribute: int,
-                  access: AccessSelection | None) -> bytes:
+def get_attribute(
+    ctx: Context, obj: CosemObject, attribute: int, access: AccessSelection | None
+) -> bytes:
     """Encoded value of one attribute, or raise the DataAccessError to answer with."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
@@ -586,8 +610,15 @@ def _clock_attribute(t: float, attribute: int) -> bytes:
 def _oid_value(kind: int, last: int) -> bytes:
     """A DLMS UA object identifier 2.16.756.5.8.kind.last as the class 15 v1 structure."""
     return _enc(
-        axdr.structure(axdr.u8(2), axdr.u8(16), axdr.u16(756), axdr.u8(5), axdr.u8(8),
-                       axdr.u8(kind), axdr.u8(last))
+        axdr.structure(
+            axdr.u8(2),
+            axdr.u8(16),
+            axdr.u16(756),
+            axdr.u8(5),
+            axdr.u8(8),
+            axdr.u8(kind),
+            axdr.u8(last),
+        )
     )
 
 
@@ -620,8 +651,9 @@ def _association_attribute(ctx: Context, attribute: int) -> bytes:
 # SET and ACTION
 
 
-def set_attribute(ctx: Context, obj: CosemObject, attribute: int, data: bytes,
-                  true_now: float) -> None:
+def set_attribute(
+    ctx: Context, obj: CosemObject, attribute: int, data: bytes, true_now: float
+) -> None:
     """Apply a SET (only the clock time is writable), or raise the DataAccessError."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
@@ -637,8 +669,9 @@ def set_attribute(ctx: Context, obj: CosemObject, attribute: int, data: bytes,
     ctx.state.clock_offset = new_time - model.meter_clock(ctx.spec, true_now)
 
 
-def invoke(ctx: Context, obj: CosemObject, method: int, data: bytes | None,
-           true_now: float) -> None:
+def invoke(
+    ctx: Context, obj: CosemObject, method: int, data: bytes | None, true_now: float
+) -> None:
     """Run an ACTION, or raise the DataAccessError (Action-Result uses the same codes)."""
     if method < 1 or method > obj.methods:
         raise data_access_error(OBJECT_UNDEFINED, f"method {method}")
@@ -662,4 +695,3 @@ def invoke(ctx: Context, obj: CosemObject, method: int, data: bytes | None,
     step = 900 if method == 1 else 60
     target = (t + step / 2) // step * step
     state.clock_offset += target - t
-

@@ -301,9 +301,7 @@ class KeyStore:
     def _seal(self, meter_id: str, version: int, keys: SecurityKeys) -> bytes:
         nonce = os.urandom(12)
         aad = f"hes-meter-keys|{meter_id}|{version}".encode()
-        return nonce + self._aead.encrypt(
-            nonce, keys.encryption_key + keys.authentication_key, aad
-        )
+        return nonce + self._aead.encrypt(nonce, keys.encryption_key + keys.authentication_key, aad)
 
     def put_many(self, rows: list[KeyRow]) -> tuple[int, int]:
         """Store (or rotate) keys for many meters in one transaction; (inserted, rotated)."""
@@ -346,9 +344,7 @@ class KeyStore:
 
     def get(self, meter_id: str) -> StoredKeys:
         with self.db.transaction() as conn:
-            row = conn.execute(
-                select(meter_keys).where(meter_keys.c.meter_id == meter_id)
-            ).first()
+            row = conn.execute(select(meter_keys).where(meter_keys.c.meter_id == meter_id)).first()
         if row is None:
             raise KeyStoreError(f"no keys stored for meter {meter_id}")
         if row.master_key_id != self.master.key_id:
@@ -373,8 +369,10 @@ class KeyStore:
 
     def meter_ids(self) -> list[str]:
         with self.db.transaction() as conn:
-            return [r[0] for r in conn.execute(select(meter_keys.c.meter_id).order_by(
-                meter_keys.c.meter_id))]
+            return [
+                r[0]
+                for r in conn.execute(select(meter_keys.c.meter_id).order_by(meter_keys.c.meter_id))
+            ]
 
 
 class DatabaseCounterStore:
@@ -413,8 +411,12 @@ class DatabaseCounterStore:
             if current is None:
                 conn.execute(
                     self.db._insert_ignore(invocation_counters),
-                    {"meter_id": self.meter_id, "client_system_title": self.title,
-                     "next_counter": 0, "updated_at": now},
+                    {
+                        "meter_id": self.meter_id,
+                        "client_system_title": self.title,
+                        "next_counter": 0,
+                        "updated_at": now,
+                    },
                 )
                 current = conn.execute(stmt).scalar() or 0
             start = int(current)

@@ -172,8 +172,16 @@ def commands(db: Database, meter_id: str | None = None) -> list[CommandRecord]:
     """Audited commands, oldest first (of one meter, or all)."""
     t = command_audit
     stmt = select(
-        t.c.meter_id, t.c.command, t.c.requested_by, t.c.requested_at, t.c.finished_at,
-        t.c.outcome, t.c.error_class, t.c.error, t.c.output_state, t.c.control_state,
+        t.c.meter_id,
+        t.c.command,
+        t.c.requested_by,
+        t.c.requested_at,
+        t.c.finished_at,
+        t.c.outcome,
+        t.c.error_class,
+        t.c.error,
+        t.c.output_state,
+        t.c.control_state,
     ).order_by(t.c.id)
     if meter_id is not None:
         stmt = stmt.where(t.c.meter_id == meter_id)
@@ -199,8 +207,9 @@ def record_clock_correction(db: Database, row: ClockCorrection) -> None:
 def clock_corrections_of(db: Database, meter_id: str) -> list[ClockCorrection]:
     t = clock_corrections
     stmt = (
-        select(t.c.meter_id, t.c.corrected_at, t.c.drift_s, t.c.residual_s, t.c.method,
-               t.c.threshold_s)
+        select(
+            t.c.meter_id, t.c.corrected_at, t.c.drift_s, t.c.residual_s, t.c.method, t.c.threshold_s
+        )
         .where(t.c.meter_id == meter_id)
         .order_by(t.c.corrected_at)
     )
@@ -210,8 +219,12 @@ def clock_corrections_of(db: Database, meter_id: str) -> list[ClockCorrection]:
 def insert_outages(db: Database, rows: Iterable[Outage]) -> int:
     """Store outages; one already stored (same meter and power-down) is left alone."""
     params = [
-        {"meter_id": o.meter_id, "power_down": o.power_down, "power_up": o.power_up,
-         "duration_s": o.duration_s}
+        {
+            "meter_id": o.meter_id,
+            "power_down": o.power_down,
+            "power_up": o.power_up,
+            "duration_s": o.duration_s,
+        }
         for o in rows
     ]
     if not params:

@@ -181,8 +181,24 @@ def test_compact_array_is_decode_error() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        "", "07", "08", "0b", "0e", "ff", "06000000", "0905abcd", "0981", "0980", "0985ffffffffff",
-        "01830fffff", "0102", "020111", "0c02c328", "190102", "00 00", "0408",
+        "",
+        "07",
+        "08",
+        "0b",
+        "0e",
+        "ff",
+        "06000000",
+        "0905abcd",
+        "0981",
+        "0980",
+        "0985ffffffffff",
+        "01830fffff",
+        "0102",
+        "020111",
+        "0c02c328",
+        "190102",
+        "00 00",
+        "0408",
     ],
 )
 def test_malformed(raw: str) -> None:
@@ -232,8 +248,11 @@ def _profile(rows: int, *, null_every: int = 0) -> bytes:
     for i in range(rows):
         stamp = struct.pack(">HBBBBBBBhB", 2024, 3, 1, 5, i // 4, (i % 4) * 15, 0, 0xFF, -60, 0)
         clock = None if null_every and i % null_every else axdr.octets(stamp)
-        items.append(axdr.structure(clock, axdr.u32(1000 * i), axdr.u32(7 * i), axdr.i16(-i),
-                                    axdr.u8(i % 256)))
+        items.append(
+            axdr.structure(
+                clock, axdr.u32(1000 * i), axdr.u32(7 * i), axdr.i16(-i), axdr.u8(i % 256)
+            )
+        )
     return encode(axdr.array(items))
 
 
@@ -388,8 +407,10 @@ CROSS_VALUES = st.recursive(
     CROSS_LEAVES,
     lambda inner: st.lists(inner, max_size=5).flatmap(
         lambda items: st.sampled_from(
-            [([i for i, _ in items], [o for _, o in items]),
-             (tuple(i for i, _ in items), [o for _, o in items])]
+            [
+                ([i for i, _ in items], [o for _, o in items]),
+                (tuple(i for i, _ in items), [o for _, o in items]),
+            ]
         )
     ),
     max_leaves=25,
@@ -404,8 +425,11 @@ def test_ours_encoded_theirs_decoded(pair: tuple[Any, Any]) -> None:
 
 
 _THEIR_CLASS = {
-    axdr.INTEGER: dd.IntegerData, axdr.LONG: dd.LongData, axdr.DOUBLE_LONG: dd.DoubleLongData,
-    axdr.LONG64: dd.Long64Data, axdr.UNSIGNED: dd.UnsignedIntegerData,
+    axdr.INTEGER: dd.IntegerData,
+    axdr.LONG: dd.LongData,
+    axdr.DOUBLE_LONG: dd.DoubleLongData,
+    axdr.LONG64: dd.Long64Data,
+    axdr.UNSIGNED: dd.UnsignedIntegerData,
     axdr.LONG_UNSIGNED: dd.UnsignedLongData,
     axdr.DOUBLE_LONG_UNSIGNED: dd.DoubleLongUnsignedData,
     axdr.LONG64_UNSIGNED: dd.UnsignedLong64Data,

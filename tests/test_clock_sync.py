@@ -76,10 +76,10 @@ async def test_collection_brings_drifting_clocks_within_the_threshold_and_record
     async with management_fleet(
         tmp_path, db, tcp=6, first_meter=first, clock=SimClock(NOW), first_address="127.7.5.1"
     ) as fleet:
-        tasks = MeterTasks(db, clock_threshold_s=THRESHOLD_S, events=False,
-                           now=lambda: TRUE_NOW)
-        summary = await Collector(db, parse_plan(plan_text()), DAY, seed=1,
-                                  secrets=sim_secret, after_read=tasks).run()
+        tasks = MeterTasks(db, clock_threshold_s=THRESHOLD_S, events=False, now=lambda: TRUE_NOW)
+        summary = await Collector(
+            db, parse_plan(plan_text()), DAY, seed=1, secrets=sim_secret, after_read=tasks
+        ).run()
         assert summary.stats.complete == 6, summary.as_dict()
         assert tasks.stats.errors == {}
         before = {m.meter_id: drift(meter_number(m.meter_id)) for m in db.meters()}
@@ -102,11 +102,14 @@ async def test_collection_brings_drifting_clocks_within_the_threshold_and_record
         # A second check finds every clock within the threshold and corrects nothing.
         for meter in db.meters():
             async with Session(
-                management_target(meter).open_transport(), authentication="lls",
-                password=management_secret(meter, sim_secret), request_timeout=3.0,
+                management_target(meter).open_transport(),
+                authentication="lls",
+                password=management_secret(meter, sim_secret),
+                request_timeout=3.0,
             ) as session:
-                check = await sync_clock(session, meter.meter_id, threshold_s=THRESHOLD_S,
-                                         now=lambda: TRUE_NOW, db=db)
+                check = await sync_clock(
+                    session, meter.meter_id, threshold_s=THRESHOLD_S, now=lambda: TRUE_NOW, db=db
+                )
                 assert not check.corrected
                 assert check.drift_s == pytest.approx(
                     await measure_drift(session, lambda: TRUE_NOW), abs=1e-6
@@ -123,8 +126,8 @@ async def test_public_client_meters_are_left_alone(tmp_path: Path, db: Database)
         path = tmp_path / "public.csv"
         meter = db.meters()[0]
         path.write_text(
-            "meter_id,transport,host,port\n"
-            f"{meter.meter_id},tcp,{meter.host},{meter.port}\n", encoding="utf-8"
+            f"meter_id,transport,host,port\n{meter.meter_id},tcp,{meter.host},{meter.port}\n",
+            encoding="utf-8",
         )
         import_inventory(db, path)
         assert db.meters()[0].authentication == "none"

@@ -117,9 +117,7 @@ def check_values(fleet: Fleet, db_path: Path) -> None:
         db.close()
 
 
-def test_import_collect_report_end_to_end(
-    served: tuple[Fleet, Path, Path], tmp_path: Path
-) -> None:
+def test_import_collect_report_end_to_end(served: tuple[Fleet, Path, Path], tmp_path: Path) -> None:
     fleet, csv, plan = served
     db = tmp_path / "hes.db"
     imported = hes("meters", "import", str(csv), "--db", str(db), cwd=tmp_path)
@@ -127,8 +125,18 @@ def test_import_collect_report_end_to_end(
     assert json.loads(imported.stdout)["inserted"] == 40
 
     run = hes(
-        "collect", "--db", str(db), "--config", str(plan), "--day", DAY.isoformat(),
-        "--seed", "1", "--log-file", str(tmp_path / "collect.jsonl"), cwd=tmp_path,
+        "collect",
+        "--db",
+        str(db),
+        "--config",
+        str(plan),
+        "--day",
+        DAY.isoformat(),
+        "--seed",
+        "1",
+        "--log-file",
+        str(tmp_path / "collect.jsonl"),
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
@@ -146,8 +154,9 @@ def test_import_collect_report_end_to_end(
     assert {e["outcome"] for e in attempts} <= {"ok", "failed", "partial"}
     assert events[-1]["event"] == "run_end"
 
-    report = hes("report", "--date", DAY.isoformat(), "--db", str(db), "--format", "json",
-                 cwd=tmp_path)
+    report = hes(
+        "report", "--date", DAY.isoformat(), "--db", str(db), "--format", "json", cwd=tmp_path
+    )
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert (data["expected_meters"], data["complete_meters"]) == (40, 40)
@@ -166,8 +175,19 @@ def test_sigkill_mid_run_then_restart_stores_exactly_the_ground_truth(
     fleet.latency = 0.03  # slow meters, so the kill lands mid-run
     db = tmp_path / "hes.db"
     assert hes("meters", "import", str(csv), "--db", str(db), cwd=tmp_path).returncode == 0
-    args = ["collect", "--db", str(db), "--config", str(plan), "--day", DAY.isoformat(),
-            "--concurrency", "2", "--seed", "2"]
+    args = [
+        "collect",
+        "--db",
+        str(db),
+        "--config",
+        str(plan),
+        "--day",
+        DAY.isoformat(),
+        "--concurrency",
+        "2",
+        "--seed",
+        "2",
+    ]
     proc = start_hes(*args, cwd=tmp_path)
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -199,8 +219,21 @@ def test_sigterm_stops_worker_processes_cleanly_and_a_rerun_completes(
     fleet.latency = 0.03
     db = tmp_path / "hes.db"
     assert hes("meters", "import", str(csv), "--db", str(db), cwd=tmp_path).returncode == 0
-    args = ["collect", "--db", str(db), "--config", str(plan), "--day", DAY.isoformat(),
-            "--workers", "2", "--concurrency", "2", "--seed", "4"]
+    args = [
+        "collect",
+        "--db",
+        str(db),
+        "--config",
+        str(plan),
+        "--day",
+        DAY.isoformat(),
+        "--workers",
+        "2",
+        "--concurrency",
+        "2",
+        "--seed",
+        "4",
+    ]
     proc = start_hes(*args, cwd=tmp_path)
     deadline = time.monotonic() + TIMEOUT
     while pk_counts(db)[0] == 0:
@@ -241,9 +274,7 @@ def test_bad_plan_and_bad_inventory_exit_with_a_clear_message(tmp_path: Path) ->
     assert "--date '2026-13-01' is not a date" in report.stderr
 
 
-async def test_mqtt_gets_every_completed_read(
-    tmp_path: Path, mqtt_broker: tuple[str, int]
-) -> None:
+async def test_mqtt_gets_every_completed_read(tmp_path: Path, mqtt_broker: tuple[str, int]) -> None:
     """``hes collect --mqtt-url`` path: every meter's intervals arrive on hes/<meter>/profile."""
     host, port = mqtt_broker
     ids = online_meter_ids(8, 3000)
@@ -258,9 +289,16 @@ async def test_mqtt_gets_every_completed_read(
     got: dict[str, list[dict[str, Any]]] = {}
     names = {Fleet.name(s) for s in ids}
     opts = CollectOptions(
-        db=str(db), config=str(plan), day=DAY, run_id=f"mqtt-{uuid.uuid4().hex[:8]}",
-        concurrency=None, once=False, seed=1, log_file=None,
-        mqtt_url=f"mqtt://{host}:{port}", mqtt_spool=str(tmp_path / "spool.db"),
+        db=str(db),
+        config=str(plan),
+        day=DAY,
+        run_id=f"mqtt-{uuid.uuid4().hex[:8]}",
+        concurrency=None,
+        once=False,
+        seed=1,
+        log_file=None,
+        mqtt_url=f"mqtt://{host}:{port}",
+        mqtt_spool=str(tmp_path / "spool.db"),
     )
     try:
         async with aiomqtt.Client(host, port, identifier=f"t-{opts.run_id}") as client:

@@ -232,8 +232,10 @@ def test_fleet_meters_answer_at_the_fixed_clock_and_hold_the_whole_day() -> None
         meter = SimulatedMeter(sim_id, SEED)
         assert meter.online(NOW)
         assert meter.meter_time(NOW) > day_end + timedelta(minutes=30).total_seconds()
-    assert any(model.outage(model.meter_spec(s, SEED), (int(day_end) - model.EPOCH) // 86400 - 1)
-               for s in online_meter_ids(400, 1000)), "no outage day among 400 meters"
+    assert any(
+        model.outage(model.meter_spec(s, SEED), (int(day_end) - model.EPOCH) // 86400 - 1)
+        for s in online_meter_ids(400, 1000)
+    ), "no outage day among 400 meters"
 
 
 def outage_meter_ids(count: int, start: int, day: date = DAY, seed: int = SEED) -> list[int]:

@@ -19,9 +19,18 @@ MINIMAL = """
 
 def meter(**kw: object) -> MeterRecord:
     base: dict[str, object] = {
-        "meter_id": "M1", "transport": "tcp", "host": "h", "port": 4059, "device": None,
-        "physical_address": None, "logical_address": 1, "client_sap": 16,
-        "authentication": "none", "link_id": "M1", "area": None, "station": None,
+        "meter_id": "M1",
+        "transport": "tcp",
+        "host": "h",
+        "port": 4059,
+        "device": None,
+        "physical_address": None,
+        "logical_address": 1,
+        "client_sap": 16,
+        "authentication": "none",
+        "link_id": "M1",
+        "area": None,
+        "station": None,
     }
     base.update(kw)
     return MeterRecord(**base)  # type: ignore[arg-type]
@@ -73,7 +82,7 @@ name = "rest"
     assert plan.group_for(north_bus) is plan.groups[0]
     assert plan.group_for(meter(transport="tcp", area="north-2")) is plan.groups[1]
     assert plan.group_for(meter(transport="hdlc-tcp", area=None)) is plan.groups[1]
-    only = parse_plan(text.split("[[group]]\nname = \"rest\"")[0])
+    only = parse_plan(text.split('[[group]]\nname = "rest"')[0])
     assert only.group_for(meter()) is None
 
 
@@ -82,35 +91,63 @@ name = "rest"
     [
         ("[collector]\nconcurency = 5\n" + MINIMAL, "collector.concurency: unknown key"),
         ("[collector]\nconcurrency = 0\n" + MINIMAL, "collector.concurrency: 0 outside 1..100000"),
-        ("[collector]\nconcurrency = true\n" + MINIMAL, "collector.concurrency: expected an "
-         "integer, got a boolean"),
-        ("[collector]\ntimezone = \"Mars/Base\"\n" + MINIMAL, "collector.timezone: unknown time "
-         "zone 'Mars/Base'"),
-        ("[retry]\nbackoff_base_s = \"2\"\n" + MINIMAL, "retry.backoff_base_s: expected an "
-         "integer or a number, got str"),
+        (
+            "[collector]\nconcurrency = true\n" + MINIMAL,
+            "collector.concurrency: expected an integer, got a boolean",
+        ),
+        (
+            '[collector]\ntimezone = "Mars/Base"\n' + MINIMAL,
+            "collector.timezone: unknown time zone 'Mars/Base'",
+        ),
+        (
+            '[retry]\nbackoff_base_s = "2"\n' + MINIMAL,
+            "retry.backoff_base_s: expected an integer or a number, got str",
+        ),
         ("", "group: no [[group]]"),
-        ("[[group]]\nname = \"x\"\n", "group[0].profile: missing table"),
-        (MINIMAL.replace("[[group]]", "[[group]]\nregisters = [\"1.0.1.8.0.255\", \"1.8.0\"]"),
-         "group[0].registers[1]: '1.8.0' is not an OBIS code"),
-        (MINIMAL.replace("[[group]]", "[[group]]\nwindow = { start = \"06:00\", deadline = "
-                         "\"05:00\" }"), "group[0].window.deadline: must be later"),
-        (MINIMAL.replace("[[group]]", "[[group]]\nwindow = { start = \"6h\" }"),
-         "group[0].window.start: '6h' is not HH:MM"),
-        (MINIMAL.replace("[[group]]", "[[group]]\nback_days = 90"),
-         "group[0].back_days: 90 outside 0..60"),
-        (MINIMAL.replace("[[group]]", "[[group]]\nmatch = { region = \"x\" }"),
-         "group[0].match.region: unknown key"),
-        (MINIMAL.replace("2 =", "two ="), "group[0].profile.channels.two: channel keys are "
-         "buffer column indices"),
-        (MINIMAL + '3 = "1.0.1.8.0.255"\n', "group[0].profile.channels.3: channel name "
-         "'1.0.1.8.0.255' used twice"),
-        ("[[group]]\n[group.profile]\nperiod_s = 700\n[group.profile.channels]\n2 = \"a\"\n",
-         "group[0].profile.period_s: 700 does not divide a day"),
-        ("[[group]]\n[group.profile]\nstatus_column = 2\n[group.profile.channels]\n2 = \"a\"\n",
-         "group[0].profile.channels.2: this column is the status_column"),
+        ('[[group]]\nname = "x"\n', "group[0].profile: missing table"),
+        (
+            MINIMAL.replace("[[group]]", '[[group]]\nregisters = ["1.0.1.8.0.255", "1.8.0"]'),
+            "group[0].registers[1]: '1.8.0' is not an OBIS code",
+        ),
+        (
+            MINIMAL.replace(
+                "[[group]]", '[[group]]\nwindow = { start = "06:00", deadline = "05:00" }'
+            ),
+            "group[0].window.deadline: must be later",
+        ),
+        (
+            MINIMAL.replace("[[group]]", '[[group]]\nwindow = { start = "6h" }'),
+            "group[0].window.start: '6h' is not HH:MM",
+        ),
+        (
+            MINIMAL.replace("[[group]]", "[[group]]\nback_days = 90"),
+            "group[0].back_days: 90 outside 0..60",
+        ),
+        (
+            MINIMAL.replace("[[group]]", '[[group]]\nmatch = { region = "x" }'),
+            "group[0].match.region: unknown key",
+        ),
+        (
+            MINIMAL.replace("2 =", "two ="),
+            "group[0].profile.channels.two: channel keys are buffer column indices",
+        ),
+        (
+            MINIMAL + '3 = "1.0.1.8.0.255"\n',
+            "group[0].profile.channels.3: channel name '1.0.1.8.0.255' used twice",
+        ),
+        (
+            '[[group]]\n[group.profile]\nperiod_s = 700\n[group.profile.channels]\n2 = "a"\n',
+            "group[0].profile.period_s: 700 does not divide a day",
+        ),
+        (
+            '[[group]]\n[group.profile]\nstatus_column = 2\n[group.profile.channels]\n2 = "a"\n',
+            "group[0].profile.channels.2: this column is the status_column",
+        ),
         ("[[group]]\n[group.profile.channels]\n", "group[0].profile.channels: no channel"),
-        (MINIMAL + "[[group]]\nname = \"group1\"\n[group.profile.channels]\n1 = \"x\"\n",
-         "group[1].name: group name 'group1' used twice"),
+        (
+            MINIMAL + '[[group]]\nname = "group1"\n[group.profile.channels]\n1 = "x"\n',
+            "group[1].name: group name 'group1' used twice",
+        ),
         ("[[group]\n", "not valid TOML"),
     ],
 )
@@ -134,7 +171,8 @@ def test_plan_files(tmp_path: Path) -> None:
 
 
 def test_window_may_reach_past_the_next_midnight() -> None:
-    plan = parse_plan(MINIMAL.replace("[[group]]", '[[group]]\nwindow = { start = "23:00", '
-                                      'deadline = "30:00" }'))
+    plan = parse_plan(
+        MINIMAL.replace("[[group]]", '[[group]]\nwindow = { start = "23:00", deadline = "30:00" }')
+    )
     start, deadline = plan.groups[0].window.bounds(date(2026, 3, 10), UTC)
     assert deadline - start == timedelta(hours=7)

@@ -207,8 +207,9 @@ async def test_permanent_errors_are_not_retried(
     ids = online_meter_ids(7, 1000)
     good, wrong, nosecret, offline = ids[0], ids[1], ids[2], ids[3]
     faults = FaultPlan(FaultSpec(offline=0.0), seed=1)
-    f = Fleet(ids, [], faults=faults, lls={good: "keys/good", wrong: "keys/wrong",
-                                             nosecret: "keys/none"})
+    f = Fleet(
+        ids, [], faults=faults, lls={good: "keys/good", wrong: "keys/wrong", nosecret: "keys/none"}
+    )
     await f.start()
     try:
         import_inventory(db, f.write_csv(tmp_path / "m.csv"))
@@ -241,7 +242,9 @@ async def test_permanent_errors_are_not_retried(
     assert summary.stats.complete == len(reachable)
     report = db.daily_report(DAY)
     assert report["incomplete_by_last_error_class"] == {
-        "authentication_failed": 1, "link": 1, "no_secret": 1,
+        "authentication_failed": 1,
+        "link": 1,
+        "no_secret": 1,
     }
 
 
@@ -315,8 +318,11 @@ def test_backoff_grows_and_is_jittered_reproducibly() -> None:
 async def test_meters_no_group_accepts_are_reported_not_read(db: Database) -> None:
     plan = parse_plan(plan_text().replace('name = "all"', 'name = "all"\nmatch = {area = "x*"}'))
     db.upsert_meters(
-        [MeterRecord("M001000", "tcp", "127.0.0.1", 9, None, None, 1, 16, "none", "M001000",
-                     area="north")]
+        [
+            MeterRecord(
+                "M001000", "tcp", "127.0.0.1", 9, None, None, 1, 16, "none", "M001000", area="north"
+            )
+        ]
     )
     summary = await Collector(db, plan, DAY).run()
     assert summary.stats.not_planned == 1

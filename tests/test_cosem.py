@@ -74,10 +74,14 @@ def test_meter_capture_with_ground_truth() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"\x07\xe4\x01\x01\xff\x00\x03\x00\x00\xff\x88\xff",
-         datetime(2020, 1, 1, 0, 3, tzinfo=timezone(timedelta(hours=2)))),
-        (b"\x07\xe4\x01\x06\xff\x00\x03\x00\x00\xff\xc4\xff",
-         datetime(2020, 1, 6, 0, 3, tzinfo=timezone(timedelta(hours=1)))),
+        (
+            b"\x07\xe4\x01\x01\xff\x00\x03\x00\x00\xff\x88\xff",
+            datetime(2020, 1, 1, 0, 3, tzinfo=timezone(timedelta(hours=2))),
+        ),
+        (
+            b"\x07\xe4\x01\x06\xff\x00\x03\x00\x00\xff\xc4\xff",
+            datetime(2020, 1, 6, 0, 3, tzinfo=timezone(timedelta(hours=1))),
+        ),
         (b"\x07\xe2\x02\x0c\xff\x00\x00\x00\x00\x80\x00\xff", datetime(2018, 2, 12)),
     ],
 )
@@ -143,7 +147,8 @@ def test_utc_to_local_companion_sign() -> None:
 
 
 aware_datetimes = st.datetimes(
-    min_value=datetime(1990, 1, 1), max_value=datetime(2089, 12, 31),
+    min_value=datetime(1990, 1, 1),
+    max_value=datetime(2089, 12, 31),
     # Deviation 0 is left out: dlms-cosem 25.1.0 reads it as "no timezone" (falsy check).
     timezones=st.integers(-720, 720).filter(bool).map(lambda m: timezone(timedelta(minutes=m))),
 ).map(lambda d: d.replace(microsecond=d.microsecond // 10000 * 10000))
@@ -204,8 +209,21 @@ def test_scaler_unit() -> None:
 
 def test_unit_numbers() -> None:
     # The numbers the collector relies on (Blue Book unit enumeration).
-    expected = {"Wh": 30, "varh": 32, "W": 27, "var": 29, "V": 35, "A": 33, "Hz": 44, "VA": 28,
-                "VAh": 31, "%": 56, "°C": 9, "m³": 13, "count": 255}
+    expected = {
+        "Wh": 30,
+        "varh": 32,
+        "W": 27,
+        "var": 29,
+        "V": 35,
+        "A": 33,
+        "Hz": 44,
+        "VA": 28,
+        "VAh": 31,
+        "%": 56,
+        "°C": 9,
+        "m³": 13,
+        "count": 255,
+    }
     assert {name: n for n, name in UNIT_NAMES.items() if name in expected} == expected
     # Independent cross-check: every number we name is an enumerated unit in gurux-dlms.
     gurux_values = {u.value for u in GuruxUnit}
@@ -226,16 +244,25 @@ COLUMNS = [CLOCK, STATUS, IMPORT, EXPORT]
 
 def test_capture_objects_from_dlms_cosem_encoding() -> None:
     theirs = [
-        CaptureObject(their_cosem.CosemAttribute(
-            interface=their_enums.CosemInterface(c.class_id),
-            instance=their_cosem.Obis(*c.obis), attribute=c.attribute))
+        CaptureObject(
+            their_cosem.CosemAttribute(
+                interface=their_enums.CosemInterface(c.class_id),
+                instance=their_cosem.Obis(*c.obis),
+                attribute=c.attribute,
+            )
+        )
         for c in COLUMNS
     ]
     raw = b"\x01\x04" + b"".join(c.to_bytes() for c in theirs)
     assert parse_capture_objects(axdr.decode(raw)) == COLUMNS
-    ours = axdr.encode(axdr.array(
-        axdr.structure(axdr.u16(c.class_id), bytes(c.obis), axdr.i8(c.attribute),
-                       axdr.u16(c.data_index)) for c in COLUMNS))
+    ours = axdr.encode(
+        axdr.array(
+            axdr.structure(
+                axdr.u16(c.class_id), bytes(c.obis), axdr.i8(c.attribute), axdr.u16(c.data_index)
+            )
+            for c in COLUMNS
+        )
+    )
     assert ours == raw
 
 
@@ -310,13 +337,17 @@ def test_profile_rows_properties(entries: list[tuple[bool, int | None]]) -> None
     first = CosemDateTime.from_datetime(start).to_bytes()
     buffer: list[tuple[bytes | None, int | None]] = []
     for i, (compressed, value) in enumerate(entries):
-        clock = None if compressed and i else CosemDateTime.from_datetime(
-            start + timedelta(minutes=15 * i)).to_bytes()
+        clock = (
+            None
+            if compressed and i
+            else CosemDateTime.from_datetime(start + timedelta(minutes=15 * i)).to_bytes()
+        )
         buffer.append((clock if i else first, value))
     raw = axdr.encode([(c, None if v is None else axdr.u32(v)) for c, v in buffer])
     rows = profile_rows(axdr.decode(raw), [CLOCK, IMPORT], 900)
-    assert [r.timestamp for r in rows] == [start + timedelta(minutes=15 * i)
-                                           for i in range(len(entries))]
+    assert [r.timestamp for r in rows] == [
+        start + timedelta(minutes=15 * i) for i in range(len(entries))
+    ]
     last = None
     for row, (_, value) in zip(rows, entries, strict=True):
         expected = value if value is not None else last

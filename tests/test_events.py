@@ -83,14 +83,21 @@ def fleet_start(count: int) -> int:
         if all(m.online(NOW) and m.online(LATER) for m in meters):
             names = [f"SIM{k:09d}" for k in ids]
             new_power = sum(
-                len(truth(m, POWER_FAILURE_LOG, LATER)) - len(
-                    [r for r in truth(m, POWER_FAILURE_LOG, LATER)
-                     if r in truth(m, POWER_FAILURE_LOG, NOW)]
-                ) for m in names
+                len(truth(m, POWER_FAILURE_LOG, LATER))
+                - len(
+                    [
+                        r
+                        for r in truth(m, POWER_FAILURE_LOG, LATER)
+                        if r in truth(m, POWER_FAILURE_LOG, NOW)
+                    ]
+                )
+                for m in names
             )
             new_std = sum(
-                len(set(truth(m, STANDARD_EVENT_LOG, LATER))
-                    - set(truth(m, STANDARD_EVENT_LOG, NOW)))
+                len(
+                    set(truth(m, STANDARD_EVENT_LOG, LATER))
+                    - set(truth(m, STANDARD_EVENT_LOG, NOW))
+                )
                 for m in names
             )
             if new_power and new_std:
@@ -131,9 +138,11 @@ async def test_two_reads_are_incremental_without_duplicates_and_match_the_model(
         clock.t = LATER
         outages_found = 0
         for meter in meters:
-            last = {log: stored(db, meter.meter_id, log)[-1][0] for log in
-                    (STANDARD_EVENT_LOG, POWER_FAILURE_LOG)
-                    if stored(db, meter.meter_id, log)}
+            last = {
+                log: stored(db, meter.meter_id, log)[-1][0]
+                for log in (STANDARD_EVENT_LOG, POWER_FAILURE_LOG)
+                if stored(db, meter.meter_id, log)
+            }
             async with await session_for(meter) as session:
                 result = await collect_events(session, db, meter.meter_id)
             for read in result.logs:
@@ -195,16 +204,26 @@ async def test_collector_reads_events_in_the_meter_session_and_publishes_them(
     first = fleet_start(2)
     prefix = f"hes-test-{uuid.uuid4().hex[:8]}"
     host, port = mqtt_broker
-    outbox = MqttOutbox(tmp_path / "spool.db", f"mqtt://{host}:{port}",
-                        client_id=f"{prefix}-pub", topic_prefix=prefix)
-    async with management_fleet(
-        tmp_path, db, tcp=2, first_meter=first, clock=SimClock(NOW), first_address="127.7.4.1"
-    ), subscribed(mqtt_broker, prefix) as sub:
-        tasks = MeterTasks(db, clock_threshold_s=None, events=True,
-                           publish=lambda m, k, p: outbox.enqueue_meter(m, "events", p))
+    outbox = MqttOutbox(
+        tmp_path / "spool.db",
+        f"mqtt://{host}:{port}",
+        client_id=f"{prefix}-pub",
+        topic_prefix=prefix,
+    )
+    async with (
+        management_fleet(
+            tmp_path, db, tcp=2, first_meter=first, clock=SimClock(NOW), first_address="127.7.4.1"
+        ),
+        subscribed(mqtt_broker, prefix) as sub,
+    ):
+        tasks = MeterTasks(
+            db,
+            clock_threshold_s=None,
+            events=True,
+            publish=lambda m, k, p: outbox.enqueue_meter(m, "events", p),
+        )
         plan = parse_plan(plan_text())
-        summary = await Collector(db, plan, DAY, seed=1, secrets=sim_secret,
-                                  after_read=tasks).run()
+        summary = await Collector(db, plan, DAY, seed=1, secrets=sim_secret, after_read=tasks).run()
         assert summary.stats.complete == 2, summary.as_dict()
         assert tasks.stats.sessions == 2 and tasks.stats.errors == {}
         await outbox.close(timeout=10)

@@ -34,14 +34,20 @@ EK3, AK3 = "5555555555555555AAAAAAAAAAAAAAAA", "C3C3C3C3C3C3C3C33C3C3C3C3C3C3C3C
 def hes(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("HES_")}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, env={**base, **env}, check=False,
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **env},
+        check=False,
     )
 
 
 def key_file(path: Path, rows: list[str]) -> Path:
-    path.write_text("meter_id,encryption_key,authentication_key,system_title\n"
-                    + "\n".join(rows) + "\n")
+    path.write_text(
+        "meter_id,encryption_key,authentication_key,system_title\n" + "\n".join(rows) + "\n"
+    )
     return path
 
 
@@ -61,8 +67,7 @@ def assert_no_key(text: str | bytes) -> None:
 def test_import_rotate_and_encrypted_at_rest(tmp_path: Path) -> None:
     db_file = tmp_path / "hes.db"
     env = {"HES_MASTER_KEY": MASTER_HEX}
-    first = key_file(tmp_path / "k1.csv", [f"M1,{EK1},{AK1},53494D0000000001",
-                                           f"M2,{EK2},{AK2},"])
+    first = key_file(tmp_path / "k1.csv", [f"M1,{EK1},{AK1},53494D0000000001", f"M2,{EK2},{AK2},"])
     run = hes("keys", "import", str(first), "--db", str(db_file), env=env)
     assert run.returncode == 0, run.stderr
     assert '"inserted": 2' in run.stdout and '"rotated": 0' in run.stdout
@@ -95,13 +100,22 @@ def test_missing_and_wrong_master_key(tmp_path: Path) -> None:
     file = key_file(tmp_path / "k.csv", [f"M1,{EK1},{AK1},"])
     run = hes("keys", "import", str(file), "--db", str(db_file), env={})
     assert run.returncode == 2 and "no master key: set HES_MASTER_KEY" in run.stderr
-    run = hes("keys", "import", str(file), "--db", str(db_file),
-              env={"HES_MASTER_KEY": "not-a-key"})
+    run = hes(
+        "keys", "import", str(file), "--db", str(db_file), env={"HES_MASTER_KEY": "not-a-key"}
+    )
     assert run.returncode == 2 and "not 32 bytes" in run.stderr
     key_path = tmp_path / "master.key"
     key_path.write_text(MASTER_HEX + "\n")
-    run = hes("keys", "import", str(file), "--db", str(db_file), "--master-key-file",
-              str(key_path), env={})
+    run = hes(
+        "keys",
+        "import",
+        str(file),
+        "--db",
+        str(db_file),
+        "--master-key-file",
+        str(key_path),
+        env={},
+    )
     assert run.returncode == 0, run.stderr
     db = open_database(str(db_file))
     with pytest.raises(KeyStoreError, match="wrong master key") as info:
@@ -123,12 +137,15 @@ def test_missing_and_wrong_master_key(tmp_path: Path) -> None:
 
 
 def test_bad_key_file_names_line_and_column_never_the_value(tmp_path: Path) -> None:
-    file = key_file(tmp_path / "k.csv", [
-        f"M1,{EK1},{AK1},",
-        f"M2,{EK2[:-2]},{AK2},",
-        f"M3,{EK3},{AK3},XYZ",
-        f"M1,{EK3},{AK3},",
-    ])
+    file = key_file(
+        tmp_path / "k.csv",
+        [
+            f"M1,{EK1},{AK1},",
+            f"M2,{EK2[:-2]},{AK2},",
+            f"M3,{EK3},{AK3},XYZ",
+            f"M1,{EK3},{AK3},",
+        ],
+    )
     with pytest.raises(KeyStoreError) as info:
         parse_key_file(file)
     text = str(info.value)
@@ -139,8 +156,7 @@ def test_bad_key_file_names_line_and_column_never_the_value(tmp_path: Path) -> N
     assert_no_key(text)
     assert EK2[:-2] not in text and EK2[:-2].lower() not in text
     db_file = tmp_path / "hes.db"
-    run = hes("keys", "import", str(file), "--db", str(db_file),
-              env={"HES_MASTER_KEY": MASTER_HEX})
+    run = hes("keys", "import", str(file), "--db", str(db_file), env={"HES_MASTER_KEY": MASTER_HEX})
     assert run.returncode == 1 and "nothing imported" in run.stderr
     assert EK2[:-2] not in run.stderr
     db = open_database(str(db_file))

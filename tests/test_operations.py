@@ -145,24 +145,28 @@ async def test_disconnect_then_reconnect_switch_the_relay_and_are_audited(
         assert len(ids) == 5 and {m.transport for m in meters} == {"tcp", "hdlc-tcp"}
         assert all(relay(fleet, m) == CONNECTED for m in ids)
 
-        results = await run_command(db, meters, "disconnect", requested_by="alice",
-                                    secrets=sim_secret, request_timeout=3.0)
+        results = await run_command(
+            db, meters, "disconnect", requested_by="alice", secrets=sim_secret, request_timeout=3.0
+        )
         assert [r.ok for r in results] == [True] * 5, [r.as_dict() for r in results]
         for r in results:
             assert r.state is not None
             assert r.state.control_state == DISCONNECTED and r.state.output_state is False
             assert relay(fleet, r.meter_id) == DISCONNECTED
 
-        results = await run_command(db, meters[:2], "reconnect", requested_by="bob",
-                                    secrets=sim_secret, request_timeout=3.0)
+        results = await run_command(
+            db, meters[:2], "reconnect", requested_by="bob", secrets=sim_secret, request_timeout=3.0
+        )
         assert all(r.ok and r.state is not None and r.state.output_state for r in results)
         assert [relay(fleet, m) for m in ids] == [CONNECTED] * 2 + [DISCONNECTED] * 3
 
     audit = commands(db)
-    assert sorted((a.command, a.meter_id, a.requested_by, a.outcome) for a in audit) == sorted([
-        *(("disconnect", m, "alice", "ok") for m in ids),
-        *(("reconnect", m, "bob", "ok") for m in ids[:2]),
-    ])
+    assert sorted((a.command, a.meter_id, a.requested_by, a.outcome) for a in audit) == sorted(
+        [
+            *(("disconnect", m, "alice", "ok") for m in ids),
+            *(("reconnect", m, "bob", "ok") for m in ids[:2]),
+        ]
+    )
     for a in audit:
         assert a.requested_at <= a.finished_at and a.requested_at.tzinfo is not None
         assert a.output_state is (a.command == "reconnect")
@@ -181,8 +185,9 @@ async def test_wrong_or_missing_secret_fails_is_audited_and_leaves_the_relay(
         def wrong(ref: str) -> bytes | None:
             return b"00000000" if ref.endswith(meters[0].meter_id) else None
 
-        results = await run_command(db, meters, "disconnect", requested_by="eve",
-                                    secrets=wrong, request_timeout=3.0)
+        results = await run_command(
+            db, meters, "disconnect", requested_by="eve", secrets=wrong, request_timeout=3.0
+        )
         assert [r.error_class for r in results] == ["authentication_failed", "no_secret"]
         assert all(relay(fleet, m.meter_id) == CONNECTED for m in meters)
     audit = sorted(commands(db), key=lambda a: a.meter_id)
@@ -220,8 +225,14 @@ def test_selection_by_file_and_group_and_unknown_ids(tmp_path: Path, db: Databas
 
 async def _hes(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -243,15 +254,35 @@ async def test_cli_disconnect_by_file_reconnect_by_group(tmp_path: Path, db: Dat
         listing.write_text(f"{ids[0]}\n{ids[2]}\n", encoding="utf-8")
         dbfile = str(tmp_path / "hes.db")
 
-        code, out, err = await _hes("disconnect", "--file", str(listing), "--db", dbfile,
-                                    "--by", "ops-desk", "--timeout", "3", env=env)
+        code, out, err = await _hes(
+            "disconnect",
+            "--file",
+            str(listing),
+            "--db",
+            dbfile,
+            "--by",
+            "ops-desk",
+            "--timeout",
+            "3",
+            env=env,
+        )
         assert code == 0, err
         summary = json.loads(out)
         assert (summary["ok"], summary["failed"]) == (2, 0)
         assert [relay(fleet, m) for m in ids] == [DISCONNECTED, CONNECTED, DISCONNECTED]
 
-        code, out, err = await _hes("reconnect", "--group", area, "--db", dbfile,
-                                    "--by", "ops-desk", "--timeout", "3", env=env)
+        code, out, err = await _hes(
+            "reconnect",
+            "--group",
+            area,
+            "--db",
+            dbfile,
+            "--by",
+            "ops-desk",
+            "--timeout",
+            "3",
+            env=env,
+        )
         assert code == 0, err
         assert {r["control_state"] for r in json.loads(out)["results"]} == {"connected"}
         assert [relay(fleet, m) for m in ids] == [CONNECTED] * 3
@@ -266,10 +297,13 @@ async def test_cli_disconnect_by_file_reconnect_by_group(tmp_path: Path, db: Dat
 
     audit = commands(db)
     assert sorted((a.command, a.meter_id, a.outcome) for a in audit[:5]) == [
-        ("disconnect", ids[0], "ok"), ("disconnect", ids[2], "ok"),
+        ("disconnect", ids[0], "ok"),
+        ("disconnect", ids[2], "ok"),
         *(("reconnect", m, "ok") for m in ids),
     ]
     assert (audit[5].meter_id, audit[5].command, audit[5].outcome) == (
-        ids[1], "disconnect", "failed"
+        ids[1],
+        "disconnect",
+        "failed",
     )
     assert {a.requested_by for a in audit[:5]} == {"ops-desk"}

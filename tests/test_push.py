@@ -90,7 +90,8 @@ def test_schedule_is_seeded_and_carries_the_model_outages() -> None:
     assert alarms == alarm_schedule(1, SEED, start, end, per_day=6)
     assert alarms != alarm_schedule(1, SEED + 1, start, end, per_day=6)
     assert [(a.time, a.code) for a in alarms if a.code in (POWER_DOWN, POWER_UP)] == [
-        (outage[0], POWER_DOWN), (outage[1], POWER_UP)
+        (outage[0], POWER_DOWN),
+        (outage[1], POWER_UP),
     ]
     assert {a.code for a in alarms} <= {1, 2, 42, 44, 64, 65}
     assert all(start <= a.time < end for a in alarms) and alarms == sorted(alarms)
@@ -111,7 +112,10 @@ def test_notification_decodes_to_the_alarm() -> None:
 
     got = decode_alarm(response, lambda m: m == meter_id_text(12), datetime.now(UTC))
     assert (got.meter_id, got.ts.timestamp(), got.code, got.name) == (
-        "SIM000000012", NOW, 44, "meter cover opened"
+        "SIM000000012",
+        NOW,
+        44,
+        "meter cover opened",
     )
 
 
@@ -121,15 +125,20 @@ async def test_alarms_pushed_during_a_collection_are_stored_and_published(
     first = online_run(3, 700)
     prefix = f"hes-test-{uuid.uuid4().hex[:8]}"
     host, port = mqtt_broker
-    outbox = MqttOutbox(tmp_path / "spool.db", f"mqtt://{host}:{port}",
-                        client_id=f"{prefix}-pub", topic_prefix=prefix)
+    outbox = MqttOutbox(
+        tmp_path / "spool.db",
+        f"mqtt://{host}:{port}",
+        client_id=f"{prefix}-pub",
+        topic_prefix=prefix,
+    )
     publisher = asyncio.create_task(outbox.run())
-    async with management_fleet(
-        tmp_path, db, tcp=3, first_meter=first, clock=SimClock(NOW), first_address="127.7.7.1"
-    ), subscribed(mqtt_broker, prefix) as sub:
-        listener = PushListener(
-            db, publish=lambda m, k, p: outbox.enqueue_meter(m, "alarm", p)
-        )
+    async with (
+        management_fleet(
+            tmp_path, db, tcp=3, first_meter=first, clock=SimClock(NOW), first_address="127.7.7.1"
+        ),
+        subscribed(mqtt_broker, prefix) as sub,
+    ):
+        listener = PushListener(db, publish=lambda m, k, p: outbox.enqueue_meter(m, "alarm", p))
         await listener.start()
         started = time.monotonic()
 
@@ -137,8 +146,16 @@ async def test_alarms_pushed_during_a_collection_are_stored_and_published(
             return NOW + (time.monotonic() - started) * SPEED
 
         numbers = list(range(first, first + 3))
-        pusher = AlarmPusher(numbers, SEED, "127.0.0.1", listener.port, clock=fast_clock,
-                             per_day=24, poll_s=0.02, keep_sent=True)
+        pusher = AlarmPusher(
+            numbers,
+            SEED,
+            "127.0.0.1",
+            listener.port,
+            clock=fast_clock,
+            per_day=24,
+            poll_s=0.02,
+            keep_sent=True,
+        )
         pushing = asyncio.create_task(pusher.run())
         stored_in_sessions: list[int] = []
 
@@ -147,8 +164,9 @@ async def test_alarms_pushed_during_a_collection_are_stored_and_published(
             await until(lambda: listener.stats.stored >= 1, "a first alarm")
             stored_in_sessions.append(listener.stats.stored)
 
-        summary = await Collector(db, parse_plan(plan_text()), DAY, seed=1,
-                                  secrets=sim_secret, after_read=after_read).run()
+        summary = await Collector(
+            db, parse_plan(plan_text()), DAY, seed=1, secrets=sim_secret, after_read=after_read
+        ).run()
         assert summary.stats.complete == 3, summary.as_dict()
         assert len(stored_in_sessions) == 3 and min(stored_in_sessions) >= 1
         await until(lambda: pusher.stats.sent >= 8, "8 alarms pushed")
@@ -163,8 +181,7 @@ async def test_alarms_pushed_during_a_collection_are_stored_and_published(
 
     assert pusher.stats.failed == 0
     want = sorted(
-        (meter_id_text(a.meter_id), datetime.fromtimestamp(a.time, UTC), a.code,
-         event_name(a.code))
+        (meter_id_text(a.meter_id), datetime.fromtimestamp(a.time, UTC), a.code, event_name(a.code))
         for a in sent
     )
     assert stored_alarms(db) == want
@@ -183,8 +200,7 @@ async def test_alarms_pushed_during_a_collection_are_stored_and_published(
         for m in messages
     )
     assert published == sorted(
-        (f"{prefix}/{m}/alarm", ts.strftime("%Y-%m-%dT%H:%M:%SZ"), code)
-        for m, ts, code, _ in want
+        (f"{prefix}/{m}/alarm", ts.strftime("%Y-%m-%dT%H:%M:%SZ"), code) for m, ts, code, _ in want
     )
 
 
@@ -211,14 +227,18 @@ async def test_listener_rejects_what_is_not_an_alarm_and_stores_repeats_once(
             await writer.drain()
             writer.close()
         await until(
-            lambda: listener.stats.stored + listener.stats.duplicates == 2
-            and sum(listener.stats.rejected.values()) == 3,
+            lambda: (
+                listener.stats.stored + listener.stats.duplicates == 2
+                and sum(listener.stats.rejected.values()) == 3
+            ),
             "the listener to handle every push",
         )
     finally:
         await listener.close()
     assert listener.stats.rejected == {
-        "bad_notification": 1, "not_a_notification": 1, "bad_wrapper": 1
+        "bad_notification": 1,
+        "not_a_notification": 1,
+        "bad_wrapper": 1,
     }
     assert stored_alarms(db) == [
         ("SIM000000012", datetime.fromtimestamp(NOW, UTC), 42, "strong DC field detected")
@@ -231,9 +251,19 @@ async def test_hes_listen_command_stores_pushes(tmp_path: Path, db: Database) ->
     path.write_text("meter_id,transport,host\nSIM000000012,tcp,127.0.0.1\n", encoding="utf-8")
     import_inventory(db, path)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "listen", "--db", str(tmp_path / "hes.db"), "--port", "0",
-        "--duration", "3", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli",
+        "listen",
+        "--db",
+        str(tmp_path / "hes.db"),
+        "--port",
+        "0",
+        "--duration",
+        "3",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), WAIT_S)

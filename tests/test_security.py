@@ -48,8 +48,9 @@ GB_CIPHERED = bytes.fromhex("411312FF935A47566827C467BC7D825C3BE4A77C3FCC056B6B"
 
 
 def test_green_book_glo_get_request_authenticated_encrypted() -> None:
-    out = cipher_apdu(GET_CLOCK, sc=0x30, system_title=SERVER_TITLE, invocation_counter=IC,
-                      keys=KEYS)
+    out = cipher_apdu(
+        GET_CLOCK, sc=0x30, system_title=SERVER_TITLE, invocation_counter=IC, keys=KEYS
+    )
     assert out == bytes.fromhex("C81E3001234567") + GB_CIPHERED
     header = decipher_apdu(out)
     assert (header.sc, header.invocation_counter, header.expected_tag) == (0x30, IC, 0xC0)
@@ -57,8 +58,9 @@ def test_green_book_glo_get_request_authenticated_encrypted() -> None:
 
 
 def test_encrypted_only_is_the_same_keystream_without_tag() -> None:
-    out = cipher_apdu(GET_CLOCK, sc=0x20, system_title=SERVER_TITLE, invocation_counter=IC,
-                      keys=KEYS)
+    out = cipher_apdu(
+        GET_CLOCK, sc=0x20, system_title=SERVER_TITLE, invocation_counter=IC, keys=KEYS
+    )
     assert out == bytes.fromhex("C8122001234567") + GB_CIPHERED[: len(GET_CLOCK)]
     assert decipher_apdu(out).open(SERVER_TITLE, KEYS) == GET_CLOCK
 
@@ -88,16 +90,16 @@ def test_matches_dlms_cosem_encrypt_on_random_inputs() -> None:
         title, ic = rng.randbytes(8), rng.getrandbits(32)
         plain = rng.randbytes(rng.randint(1, 600))
         ours = encrypt_payload(0x30, title, ic, keys, plain)
-        theirs = dc_security.encrypt(sc, title, ic, keys.encryption_key, plain,
-                                     keys.authentication_key)
+        theirs = dc_security.encrypt(
+            sc, title, ic, keys.encryption_key, plain, keys.authentication_key
+        )
         assert ours == theirs
         assert decrypt_payload(0x30, title, ic, keys, theirs) == plain
 
 
 @pytest.mark.parametrize("sc", [0x10, 0x30])
 def test_any_flipped_bit_fails_the_tag(sc: int) -> None:
-    out = cipher_apdu(GET_CLOCK, sc=sc, system_title=SERVER_TITLE, invocation_counter=IC,
-                      keys=KEYS)
+    out = cipher_apdu(GET_CLOCK, sc=sc, system_title=SERVER_TITLE, invocation_counter=IC, keys=KEYS)
     for i in range(2, len(out)):  # every byte after tag and length: SC, IC, payload, tag
         bad = bytearray(out)
         bad[i] ^= 0x01
@@ -112,8 +114,15 @@ def test_any_flipped_bit_fails_the_tag(sc: int) -> None:
 def test_long_apdus_general_and_dedicated_round_trip() -> None:
     plain = apdu.build_get_response(3, bytes((0x09, 0x82, 0x01, 0x2C)) + bytes(300))
     for general, dedicated in ((False, False), (True, False), (False, True)):
-        out = cipher_apdu(plain, sc=0x30, system_title=SERVER_TITLE, invocation_counter=9,
-                          keys=KEYS, general=general, dedicated=dedicated)
+        out = cipher_apdu(
+            plain,
+            sc=0x30,
+            system_title=SERVER_TITLE,
+            invocation_counter=9,
+            keys=KEYS,
+            general=general,
+            dedicated=dedicated,
+        )
         header = decipher_apdu(out)
         if general:
             assert out[0] == GENERAL_GLO_CIPHERING and header.system_title == SERVER_TITLE
@@ -125,11 +134,15 @@ def test_long_apdus_general_and_dedicated_round_trip() -> None:
 
 def test_glo_initiate_request_fits_an_aarq() -> None:
     initiate = apdu.build_initiate_request()
-    glo = cipher_apdu(initiate, sc=0x30, system_title=CLIENT_TITLE, invocation_counter=5,
-                      keys=KEYS)
+    glo = cipher_apdu(initiate, sc=0x30, system_title=CLIENT_TITLE, invocation_counter=5, keys=KEYS)
     assert glo[0] == 0x21
-    aarq = apdu.build_aarq(authentication="hls-gmac", password=b"K56iVagY",
-                           system_title=CLIENT_TITLE, ciphered=True, user_information=glo)
+    aarq = apdu.build_aarq(
+        authentication="hls-gmac",
+        password=b"K56iVagY",
+        system_title=CLIENT_TITLE,
+        ciphered=True,
+        user_information=glo,
+    )
     info = apdu.decode_request(aarq)
     assert isinstance(info, apdu.AarqInfo)
     assert info.ciphered and info.mechanism == 5 and info.system_title == CLIENT_TITLE
@@ -158,8 +171,13 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
     assert store.next == 108  # two blocks reserved before use
 
     def response(ic: int, title: bytes = SERVER_TITLE) -> bytes:
-        return cipher_apdu(apdu.build_get_response(1, b"\x11\x05"), sc=0x30, system_title=title,
-                           invocation_counter=ic, keys=KEYS)
+        return cipher_apdu(
+            apdu.build_get_response(1, b"\x11\x05"),
+            sc=0x30,
+            system_title=title,
+            invocation_counter=ic,
+            keys=KEYS,
+        )
 
     ctx.learn_server_title(SERVER_TITLE)
     assert ctx.unwrap(response(7)) == apdu.build_get_response(1, b"\x11\x05")
@@ -167,9 +185,14 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
         ctx.unwrap(response(7))
     with pytest.raises(SystemTitleMismatch):
         ctx.learn_server_title(CLIENT_TITLE)
-    general = cipher_apdu(apdu.build_get_response(1, b"\x11\x05"), sc=0x30,
-                          system_title=CLIENT_TITLE, invocation_counter=9, keys=KEYS,
-                          general=True)
+    general = cipher_apdu(
+        apdu.build_get_response(1, b"\x11\x05"),
+        sc=0x30,
+        system_title=CLIENT_TITLE,
+        invocation_counter=9,
+        keys=KEYS,
+        general=True,
+    )
     with pytest.raises(SystemTitleMismatch):
         ctx.unwrap(general)
     assert ctx.unwrap(b"\xd8\x01\x05") == b"\xd8\x01\x05"  # plain ExceptionResponse passes

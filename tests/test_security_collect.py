@@ -54,8 +54,14 @@ def _env(tmp: Path, master: bool) -> dict[str, str]:
 async def hes(tmp: Path, *args: str, master: bool = False) -> tuple[int, bytes, bytes]:
     """Run ``hes ARGS`` without blocking the loop (the test listens to MQTT meanwhile)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", *args, cwd=ROOT, env=_env(tmp, master),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli",
+        *args,
+        cwd=ROOT,
+        env=_env(tmp, master),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
@@ -105,8 +111,10 @@ def stored_vs_truth(db: Database, number: int, seed: int, day: date) -> list[str
     problems = []
     for k, channel in enumerate(CHANNELS):
         want = [(datetime.fromtimestamp(r[0], UTC), r[2 + k], r[1]) for r in truth]
-        got = [(r.ts, r.value, r.status)
-               for r in db.interval_reads(meter_id_text(number), channel, start, end)]
+        got = [
+            (r.ts, r.value, r.status)
+            for r in db.interval_reads(meter_id_text(number), channel, start, end)
+        ]
         if got != want:
             problems.append(f"meter {number} {channel}: {len(got)} stored, {len(want)} true")
     return problems
@@ -125,11 +133,31 @@ async def test_mixed_fleet_collects_to_ground_truth_and_no_key_leaks(
     plan.write_text(plan_text(concurrency=10), encoding="utf-8")
 
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "simulate", "--tcp-meters", "10", "--seed", str(seed),
-        "--first-meter", str(first), "--secure-share", "0.4", "--port", "0",
-        "--first-address", free_loopback_base(), "--duration", str(TIMEOUT * 3),
-        "--inventory", str(inventory), "--keys", str(keys_csv),
-        cwd=ROOT, env=_env(tmp_path, False), stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli",
+        "simulate",
+        "--tcp-meters",
+        "10",
+        "--seed",
+        str(seed),
+        "--first-meter",
+        str(first),
+        "--secure-share",
+        "0.4",
+        "--port",
+        "0",
+        "--first-address",
+        free_loopback_base(),
+        "--duration",
+        str(TIMEOUT * 3),
+        "--inventory",
+        str(inventory),
+        "--keys",
+        str(keys_csv),
+        cwd=ROOT,
+        env=_env(tmp_path, False),
+        stdout=asyncio.subprocess.PIPE,
     )
     outputs: list[bytes] = []
     payloads: list[bytes] = []
@@ -139,8 +167,9 @@ async def test_mixed_fleet_collects_to_ground_truth_and_no_key_leaks(
         assert (info["meters"], info["secured_meters"], info["key_rows"]) == (10, 4, 4)
         with inventory.open(encoding="utf-8") as fh:
             rows = {r["meter_id"]: r for r in csv.DictReader(fh)}
-        secured = {meter_number(m) for m, r in rows.items()
-                   if r["security_profile"] == "hls-gmac-suite0"}
+        secured = {
+            meter_number(m) for m, r in rows.items() if r["security_profile"] == "hls-gmac-suite0"
+        }
         assert len(secured) == 4
         assert {rows[meter_id_text(n)]["client_sap"] for n in secured} == {"1"}
         with keys_csv.open(encoding="utf-8") as fh:
@@ -172,10 +201,23 @@ async def test_mixed_fleet_collects_to_ground_truth_and_no_key_leaks(
 
             listener = asyncio.create_task(listen())
             code, out, err = await hes(
-                tmp_path, "collect", "--db", str(db), "--config", str(plan),
-                "--day", day.isoformat(), "--seed", "7", "--log-file",
-                str(tmp_path / "collect.jsonl"), "--mqtt-url", f"mqtt://{host}:{port}",
-                "--mqtt-spool", str(tmp_path / "spool.db"), master=True,
+                tmp_path,
+                "collect",
+                "--db",
+                str(db),
+                "--config",
+                str(plan),
+                "--day",
+                day.isoformat(),
+                "--seed",
+                "7",
+                "--log-file",
+                str(tmp_path / "collect.jsonl"),
+                "--mqtt-url",
+                f"mqtt://{host}:{port}",
+                "--mqtt-spool",
+                str(tmp_path / "spool.db"),
+                master=True,
             )
             outputs += [out, err]
             assert code == 0, err.decode()
@@ -219,8 +261,14 @@ async def test_mixed_fleet_collects_to_ground_truth_and_no_key_leaks(
 async def test_secured_meter_without_keys_fails_once_with_no_keys(tmp_path: Path) -> None:
     seed = 6062
     first = online_block(seed, 2)
-    spec = FleetSpec(seed=seed, tcp_meters=2, first_meter=first, tcp_port=0,
-                     first_address=free_loopback_base(), secure_share=1.0)
+    spec = FleetSpec(
+        seed=seed,
+        tcp_meters=2,
+        first_meter=first,
+        tcp_port=0,
+        first_address=free_loopback_base(),
+        secure_share=1.0,
+    )
     with_keys, without = meter_id_text(first), meter_id_text(first + 1)
     day = datetime.now(UTC).date() - timedelta(days=2)
     db_path, plan = tmp_path / "hes.db", tmp_path / "plan.toml"
@@ -238,14 +286,28 @@ async def test_secured_meter_without_keys_fails_once_with_no_keys(tmp_path: Path
         database.close()
 
         # Secured meters and no master key: a clear error before any session.
-        code, _, err = await hes(tmp_path, "collect", "--db", str(db_path), "--config",
-                                 str(plan), "--day", day.isoformat())
+        code, _, err = await hes(
+            tmp_path,
+            "collect",
+            "--db",
+            str(db_path),
+            "--config",
+            str(plan),
+            "--day",
+            day.isoformat(),
+        )
         assert code == 2
         assert "no master key" in err.decode() and "HES_MASTER_KEY" in err.decode()
 
         opts = CollectOptions(
-            db=str(db_path), config=str(plan), day=day, run_id=f"nokeys-{uuid.uuid4().hex[:8]}",
-            concurrency=None, once=False, seed=1, log_file=None,
+            db=str(db_path),
+            config=str(plan),
+            day=day,
+            run_id=f"nokeys-{uuid.uuid4().hex[:8]}",
+            concurrency=None,
+            once=False,
+            seed=1,
+            log_file=None,
             master_key_file=str(master_file),
         )
         summary, signum = await collect_async(opts, load_plan(plan))

@@ -82,8 +82,13 @@ async def server() -> AsyncIterator[Server]:
 class Tamper(TcpWrapperTransport):
     """Alters the ``nth`` request (or response) on the wire: the man in the middle."""
 
-    def __init__(self, port: int, nth: int, edit: Callable[[bytes, list[bytes]], bytes],
-                 responses: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        nth: int,
+        edit: Callable[[bytes, list[bytes]], bytes],
+        responses: bool = False,
+    ) -> None:
         super().__init__("127.0.0.1", port, client_wport=MANAGEMENT)
         self.nth, self.edit, self.responses = nth, edit, responses
         self.sent: list[bytes] = []
@@ -103,27 +108,33 @@ def flip_last(data: bytes, _sent: list[bytes]) -> bytes:
     return data[:-1] + bytes((data[-1] ^ 0x01,))
 
 
-def context(meter: SimulatedMeter, store: MemoryCounterStore | None = None,
-            policy: Policy = "authenticated-encrypted", **kw: object) -> SecurityContext:
-    return SecurityContext(keys_of(meter), counters=store or MemoryCounterStore(),
-                           policy=policy, **kw)  # type: ignore[arg-type]
+def context(
+    meter: SimulatedMeter,
+    store: MemoryCounterStore | None = None,
+    policy: Policy = "authenticated-encrypted",
+    **kw: object,
+) -> SecurityContext:
+    return SecurityContext(
+        keys_of(meter), counters=store or MemoryCounterStore(), policy=policy, **kw
+    )  # type: ignore[arg-type]
 
 
-async def full_read(transport: TcpWrapperTransport, ctx: SecurityContext,
-                    meter: SimulatedMeter) -> None:
+async def full_read(
+    transport: TcpWrapperTransport, ctx: SecurityContext, meter: SimulatedMeter
+) -> None:
     """Clock, A+ register and four hours of load profile, checked against ground truth."""
     mt = meter.meter_time(NOW)
     day = int(mt) // model.DAY - 1
     start = day * model.DAY + 10 * 3600
     end = start + 4 * 3600
-    async with Session(transport, authentication="hls-gmac", security=ctx,
-                       request_timeout=5) as s:
+    async with Session(transport, authentication="hls-gmac", security=ctx, request_timeout=5) as s:
         clock = await s.read_clock()
         assert clock.to_datetime().timestamp() == pytest.approx(mt, abs=0.011)
         reg = await s.read_register("1.0.1.8.0.255")
         assert reg.raw == model.registers(meter.spec, mt).active_import
-        profile = await s.read_profile("1.0.99.1.0.255", datetime.fromtimestamp(start, UTC),
-                                       datetime.fromtimestamp(end, UTC))
+        profile = await s.read_profile(
+            "1.0.99.1.0.255", datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+        )
         rows = [(int(r.timestamp.timestamp()), *r.values[1:]) for r in profile.rows]
         assert rows == model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile
         assert len(rows) == 17
@@ -157,8 +168,9 @@ async def test_wrong_system_title_is_rejected(server: Server) -> None:
 async def test_wrong_key_is_rejected(server: Server) -> None:
     transport = TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT)
     good = keys_of(server.meter)
-    ctx = SecurityContext(SecurityKeys(good.encryption_key, bytes(16)),
-                          counters=MemoryCounterStore())
+    ctx = SecurityContext(
+        SecurityKeys(good.encryption_key, bytes(16)), counters=MemoryCounterStore()
+    )
     with pytest.raises(KeyRejected):
         async with Session(transport, authentication="hls-gmac", security=ctx):
             pass
@@ -166,12 +178,18 @@ async def test_wrong_key_is_rejected(server: Server) -> None:
 
 async def test_replayed_counter_is_rejected_at_association(server: Server) -> None:
     store = MemoryCounterStore()
-    await full_read(TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT),
-                    context(server.meter, store), server.meter)
+    await full_read(
+        TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT),
+        context(server.meter, store),
+        server.meter,
+    )
     transport = TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT)
     with pytest.raises(InvocationCounterRejected) as info:
-        async with Session(transport, authentication="hls-gmac",
-                           security=context(server.meter, MemoryCounterStore())):
+        async with Session(
+            transport,
+            authentication="hls-gmac",
+            security=context(server.meter, MemoryCounterStore()),
+        ):
             pass
     assert info.value.expected == server.meter.state.client_invocation_counter + 1
 
@@ -182,8 +200,9 @@ async def test_replayed_request_is_rejected_mid_session(server: Server) -> None:
 
     transport = Tamper(server.port, 4, replay)  # AARQ, HLS, clock, then replay the clock GET
     with pytest.raises(InvocationCounterRejected) as info:
-        async with Session(transport, authentication="hls-gmac",
-                           security=context(server.meter)) as s:
+        async with Session(
+            transport, authentication="hls-gmac", security=context(server.meter)
+        ) as s:
             await s.read_clock()
             await s.read_clock()
     assert info.value.expected is not None
@@ -192,16 +211,18 @@ async def test_replayed_request_is_rejected_mid_session(server: Server) -> None:
 async def test_tampered_request_tag_is_rejected(server: Server) -> None:
     transport = Tamper(server.port, 3, flip_last)  # the first GET after HLS
     with pytest.raises(DecipheringRejected):
-        async with Session(transport, authentication="hls-gmac",
-                           security=context(server.meter)) as s:
+        async with Session(
+            transport, authentication="hls-gmac", security=context(server.meter)
+        ) as s:
             await s.read_clock()
 
 
 async def test_tampered_response_fails_locally(server: Server) -> None:
     transport = Tamper(server.port, 3, flip_last, responses=True)
     with pytest.raises(ResponseAuthenticationFailed):
-        async with Session(transport, authentication="hls-gmac",
-                           security=context(server.meter)) as s:
+        async with Session(
+            transport, authentication="hls-gmac", security=context(server.meter)
+        ) as s:
             await s.read_clock()
 
 
@@ -209,8 +230,9 @@ async def test_meter_that_cannot_prove_the_keys_fails_hls(server: Server) -> Non
     # Encryption only has no tag: an altered f(CtoS) reaches the HLS check itself.
     transport = Tamper(server.port, 2, flip_last, responses=True)
     with pytest.raises(HlsVerificationFailed):
-        async with Session(transport, authentication="hls-gmac",
-                           security=context(server.meter, policy="encrypted")):
+        async with Session(
+            transport, authentication="hls-gmac", security=context(server.meter, policy="encrypted")
+        ):
             pass
 
 
@@ -239,16 +261,21 @@ async def test_unciphered_association_refused_by_secured_meter(server: Server) -
 
 def test_security_errors_are_distinct_and_never_retried() -> None:
     classes: list[type[DlmsError]] = [
-        KeyRejected, DecipheringRejected, InvocationCounterRejected, SystemTitleRejected,
-        ResponseAuthenticationFailed, HlsVerificationFailed,
+        KeyRejected,
+        DecipheringRejected,
+        InvocationCounterRejected,
+        SystemTitleRejected,
+        ResponseAuthenticationFailed,
+        HlsVerificationFailed,
     ]
     names = {c.error_class for c in classes}
     assert len(names) == len(classes)
     assert not any(c.transient for c in classes)
 
 
-async def test_counter_persists_across_processes(server: Server, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_counter_persists_across_processes(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A new process continues above every counter used; and nothing leaks any key."""
     caplog.set_level(logging.DEBUG)
     db_file = tmp_path / "hes.db"
@@ -257,8 +284,9 @@ async def test_counter_persists_across_processes(server: Server, tmp_path: Path,
     store = KeyStore(db, MASTER)
     store.put(str(METER_ID), keys_of(meter), meter.keys.system_title)
     ctx = security_context(store, str(METER_ID))
-    await full_read(TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT),
-                    ctx, meter)
+    await full_read(
+        TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT), ctx, meter
+    )
     used = meter.state.client_invocation_counter
     db.close()
     # a second process: own interpreter, own database handle, same files
@@ -279,8 +307,13 @@ async def test_counter_persists_across_processes(server: Server, tmp_path: Path,
         "print(json.dumps({'year': c.year}))\n"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, str(db_file), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-c",
+        script,
+        str(db_file),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
@@ -288,8 +321,11 @@ async def test_counter_persists_across_processes(server: Server, tmp_path: Path,
     assert meter.state.client_invocation_counter > used
     # and a client that forgot its counter is caught by the meter (the check can fail)
     with pytest.raises(InvocationCounterRejected):
-        async with Session(TcpWrapperTransport("127.0.0.1", server.port, client_wport=1),
-                           authentication="hls-gmac", security=context(meter)):
+        async with Session(
+            TcpWrapperTransport("127.0.0.1", server.port, client_wport=1),
+            authentication="hls-gmac",
+            security=context(meter),
+        ):
             pass
     # no key in the logs, the stdout/stderr of the run, or the database file
     k = meter.keys

@@ -66,8 +66,9 @@ class Driver:
     def req(self, request: bytes) -> apdu.Response:
         return apdu.decode_response(self.raw(request))
 
-    def get_raw(self, class_id: int, obis: bytes, attr: int,
-                access: apdu.AccessSelection | None = None) -> bytes | int:
+    def get_raw(
+        self, class_id: int, obis: bytes, attr: int, access: apdu.AccessSelection | None = None
+    ) -> bytes | int:
         """Encoded value (block transfer followed) or the Data-Access-Result."""
         resp = self.req(apdu.build_get(1, class_id, obis, attr, access))
         if isinstance(resp, apdu.GetError):
@@ -89,8 +90,9 @@ class Driver:
             assert isinstance(resp, apdu.GetBlock)
             expected += 1
 
-    def get(self, class_id: int, obis: bytes, attr: int,
-            access: apdu.AccessSelection | None = None) -> Any:
+    def get(
+        self, class_id: int, obis: bytes, attr: int, access: apdu.AccessSelection | None = None
+    ) -> Any:
         value = self.get_raw(class_id, obis, attr, access)
         assert not isinstance(value, int), f"data-access-result {value}"
         return axdr.decode(value)
@@ -141,8 +143,9 @@ def test_management_association_and_wrong_password(meter: SimulatedMeter) -> Non
     assert aare.diagnostic == apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_FAILURE
     assert not s.associated
     # the management client without authentication
-    aare = apdu.parse_aare(meter.new_session(MANAGEMENT_CLIENT).handle(apdu.build_aarq(), NOW)
-                           or b"")
+    aare = apdu.parse_aare(
+        meter.new_session(MANAGEMENT_CLIENT).handle(apdu.build_aarq(), NOW) or b""
+    )
     assert not aare.accepted
     assert aare.diagnostic == apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED
     # SAP unknown to the session: the mechanism decides
@@ -328,8 +331,10 @@ def test_billing_profile_midnight_freeze(meter: SimulatedMeter) -> None:
 
 def test_event_logs_for_management_only() -> None:
     m = _find_meter(
-        lambda s: bool(model.events(s, NOW - 170 * DAY, NOW - DAY))
-        and bool(model.power_events(s, NOW - 170 * DAY, NOW - DAY))
+        lambda s: (
+            bool(model.events(s, NOW - 170 * DAY, NOW - DAY))
+            and bool(model.power_events(s, NOW - 170 * DAY, NOW - DAY))
+        )
     )
     public = Driver(m)
     assert public.get_raw(O.PROFILE_GENERIC, O.OBIS_EVENT_LOG, 2) == O.READ_WRITE_DENIED
@@ -337,10 +342,12 @@ def test_event_logs_for_management_only() -> None:
     d = Driver(m, management=True)
     mt = m.meter_time(NOW)
     lo = mt - O.EVENT_LOG_DAYS * DAY
-    for name, fn in ((O.OBIS_EVENT_LOG, model.events), (O.OBIS_POWER_FAILURE_LOG,
-                                                         model.power_events)):
+    for name, fn in (
+        (O.OBIS_EVENT_LOG, model.events),
+        (O.OBIS_POWER_FAILURE_LOG, model.power_events),
+    ):
         buffer = d.get(O.PROFILE_GENERIC, name, 2)
-        truth = fn(m.spec, lo, mt + 1)[-O.EVENT_LOG_CAPACITY:]
+        truth = fn(m.spec, lo, mt + 1)[-O.EVENT_LOG_CAPACITY :]
         assert truth
         assert [(int(_unix(r[0])), r[1]) for r in buffer] == truth
         assert d.get(O.PROFILE_GENERIC, name, 7) == len(truth)
@@ -433,9 +440,10 @@ def test_set_clock_and_clock_actions(meter: SimulatedMeter) -> None:
     assert _unix(public.get(O.CLOCK, O.OBIS_CLOCK, 2)) == pytest.approx(target, abs=0.011)
     assert meter.meter_time(NOW) == pytest.approx(target)
     # registers follow the meter's (corrected) clock
-    assert public.get(O.REGISTER, O.OBIS_A_PLUS, 2) == model.registers(
-        meter.spec, meter.meter_time(NOW)
-    ).active_import
+    assert (
+        public.get(O.REGISTER, O.OBIS_A_PLUS, 2)
+        == model.registers(meter.spec, meter.meter_time(NOW)).active_import
+    )
     wrong = axdr.encode(axdr.u32(5))
     assert d.req(apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, wrong)) == apdu.SetResult(
         1, O.TYPE_UNMATCHED
@@ -486,8 +494,7 @@ def test_data_access_errors(meter: SimulatedMeter) -> None:
     )
     wildcard = apdu.RangeAccess(CLOCK_COL, b"\xff" * 12, _dt(NOW))
     assert (
-        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, wildcard)
-        == O.SCOPE_OF_ACCESS_VIOLATED
+        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, wildcard) == O.SCOPE_OF_ACCESS_VIOLATED
     )
     assert d.req(apdu.build_set(1, O.DATA, unknown, 2, b"\x11\x00")) == apdu.SetResult(
         1, O.OBJECT_UNDEFINED
@@ -622,7 +629,10 @@ def test_readable_by_gurux_client(meter: SimulatedMeter) -> None:
 _VALID_REQUESTS = [
     apdu.build_get(1, O.CLOCK, O.OBIS_CLOCK, 2),
     apdu.build_get(
-        2, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2,
+        2,
+        O.PROFILE_GENERIC,
+        O.OBIS_LOAD_PROFILE,
+        2,
         apdu.RangeAccess(CLOCK_COL, _dt(NOW - 3600), _dt(NOW), [CLOCK_COL, A_PLUS_COL]),
     ),
     apdu.build_get(3, O.PROFILE_GENERIC, O.OBIS_BILLING, 2, apdu.EntryAccess(1, 2)),

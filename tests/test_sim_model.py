@@ -147,7 +147,10 @@ def test_registers_equal_profile_rows_and_deltas() -> None:
         for row in rows:
             r = registers(spec, row[0])
             assert row[2:] == (
-                r.active_import, r.active_export, r.reactive_import, r.reactive_export
+                r.active_import,
+                r.active_export,
+                r.reactive_import,
+                r.reactive_export,
             )
         # deltas between consecutive rows add up to the register difference over the range
         total = sum(b[2] - a[2] for a, b in itertools.pairwise(rows))
@@ -171,14 +174,10 @@ def test_outage_gaps_status_and_power_events() -> None:
         assert day_start + INTERVAL <= down and up <= day_start + DAY - INTERVAL
         rows = load_profile(spec, day_start, day_start + DAY)
         stamps = {r[0] for r in rows}
-        expected = {
-            t for t in range(day_start, day_start + DAY, INTERVAL) if not down <= t < up
-        }
+        expected = {t for t in range(day_start, day_start + DAY, INTERVAL) if not down <= t < up}
         assert stamps == expected
         flagged = {r[0] for r in rows if r[1] & model.STATUS_POWER_DOWN}
-        assert flagged == {
-            t for t in expected if min(t, up) - max(t - INTERVAL, down) > 0
-        }
+        assert flagged == {t for t in expected if min(t, up) - max(t - INTERVAL, down) > 0}
         assert flagged  # the first entry after power returns carries "power down"
         assert model.power_events(spec, day_start, day_start + DAY) == [
             (down, model.EVENT_POWER_DOWN),
@@ -208,8 +207,11 @@ def test_billing_is_midnight_freeze() -> None:
     for row in rows:
         r = registers(spec, row[0])
         assert row[1:] == (
-            r.active_import, *r.active_import_tariff, r.active_export,
-            r.reactive_import, r.reactive_export,
+            r.active_import,
+            *r.active_import_tariff,
+            r.active_export,
+            r.reactive_import,
+            r.reactive_export,
         )
         assert row[1] == sum(row[2:6])
 

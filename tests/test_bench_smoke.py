@@ -1,0 +1,119 @@
+"""The benchmark harness end to end at smoke size: ``hes bench --smoke`` in a subprocess.
+
+Runs every scenario (simulator and collector as real child processes, real sockets on
+127.0.0.0/8, PostgreSQL when reachable) and checks the JSON carries each scenario's figures
+with sane values. Timings are printed by the harness, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOUND_S = 240
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "bench", "--smoke", "--replace", "--out", str(out),
+         "--workdir", str(tmp / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=BOUND_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["results"] == str(out)
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_markdown"] = out.with_suffix(".md").read_text()
+    return data
+
+
+def _no_error(data: dict[str, Any], name: str) -> dict[str, Any]:
+    figures: dict[str, Any] = data["scenarios"][name]
+    assert "error" not in figures, figures.get("error")
+    return figures
+
+
+def test_every_scenario_ran(smoke: dict[str, Any]) -> None:
+    assert set(smoke["scenarios"]) == {"throughput", "peers", "gprs", "buses", "storage"}
+    for name in smoke["scenarios"]:
+        _no_error(smoke, name)
+    md = smoke["_markdown"]
+    for heading in ("## 1. Throughput", "## 2. Peers", "## 3. GPRS", "## 4. RS-485",
+                    "## 5. Storage"):  # fmt: skip
+        assert heading in md
+
+
+def test_throughput_figures(smoke: dict[str, Any]) -> None:
+    t = _no_error(smoke, "throughput")
+    meters = smoke["sizes"]["meters"]
+    assert t["meters"] == meters
+    assert t["success_rate"] > 0.99
+    assert t["complete_meters"] >= 0.99 * meters
+    assert not t["collector_timed_out"]
+    # one day of 96 quarter-hours on 4 channels per meter, less a few power-outage gaps
+    assert 0.95 * 96 * 4 * t["complete_meters"] <= t["values_stored"] <= 96 * 4 * meters
+    assert t["attempts"] >= meters
+    assert t["collector_cpu_s"] > 0 and t["simulator_cpu_s"] > 0
+    assert 10 < t["collector_peak_rss_mib"] < 4096
+    assert 10 < t["simulator_peak_rss_mib"] < 4096
+    assert 0 < t["session_s_p50"] <= t["session_s_p99"]
+    assert t["round_trips_per_session_p50"] >= 5  # AARQ, clock, 2 GET-with-list, profile, RLRQ
+    # the 1 % transient faults were really injected
+    assert t["simulator_stats"]["tcp"]["connections"] == t["attempts"]
+
+
+def test_peer_figures(smoke: dict[str, Any]) -> None:
+    p = _no_error(smoke, "peers")
+    expected = {"ours_asyncio", "ours_sequential", "dlms_cosem_sequential",
+                "dlms_cosem_threads", "gurux_sequential", "gurux_threads"}  # fmt: skip
+    assert set(p["clients"]) == expected
+    for name, c in p["clients"].items():
+        assert c["sessions"] == p["sample"], name
+        assert c["ok"] == p["sample"], (name, c["results"])
+        assert c["sessions_per_s"] > 0
+    assert set(p["ratios"]) == {f"ours_vs_{n}" for n in expected if not n.startswith("ours")}
+    assert all(r > 0 for r in p["ratios"].values())
+
+
+def test_gprs_figures(smoke: dict[str, Any]) -> None:
+    g = _no_error(smoke, "gprs")
+    assert g["success_rate"] > 0.99
+    assert 1 < g["simulator_peak_sessions_in_flight"] <= g["concurrency"]
+    # emulated round trips of ~1 s: no session is faster than a few of them
+    assert g["session_s_p50"] > 2
+    assert 0 < g["latency_bound_s"]
+    assert 0 < g["bound_over_wall"] <= 1.0
+
+
+def test_bus_figures(smoke: dict[str, Any]) -> None:
+    b = _no_error(smoke, "buses")
+    assert len(b["per_bus"]) == b["buses"]
+    for link, v in b["per_bus"].items():
+        assert v["sessions"] >= b["meters_per_bus"], link
+        assert v["wire_bytes"] > 1000
+        # bytes x 10 bits / baud cannot exceed the time the bus was in use
+        assert 0 < v["utilisation"] <= 1.0
+    assert b["success_rate"] > 0.99
+
+
+def test_storage_figures(smoke: dict[str, Any]) -> None:
+    st = _no_error(smoke, "storage")
+    meters = smoke["sizes"]["storage_meters"]
+    assert st["sqlite"]["values"] == meters * 96 * 4
+    assert st["sqlite"]["values_per_s"] > 0
+    pg = st["postgresql"]
+    if "skipped" in pg:
+        if os.environ.get("HES_REQUIRE_SERVICES") == "1":
+            pytest.fail(pg["skipped"])
+        pytest.skip(pg["skipped"])
+    assert pg["values"] == meters * 96 * 4
+    assert pg["values_per_s"] > 0
