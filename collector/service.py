@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 from collector.mqtt import profile_payload, registers_payload
 from collector.plan import Group, Plan
 from collector.session import Session
+from collector.session_writer import SessionWriter
 from collector.targets import MeterTarget
 from protocols import apdu as xdlms
 from protocols.cosem import (
@@ -64,9 +65,17 @@ from protocols.errors import DecodeError, DlmsError
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
-from storage.gaps import day_window, epoch, expected_epochs, from_epoch
+from storage.gaps import day_window, epoch, expected_epochs, from_epoch, group_missing
 from storage.keystore import KeyStore, KeyStoreError, MasterKey, load_master_key, security_context
-from storage.records import Attempt, Channel, Coverage, IntervalRead, MeterRecord, RegisterRead
+from storage.records import (
+    Attempt,
+    Channel,
+    Coverage,
+    IntervalRead,
+    MeterRecord,
+    RegisterRead,
+    SessionWrite,
+)
 
 log = logging.getLogger("hes.collector")
 log.addHandler(logging.NullHandler())
@@ -159,6 +168,8 @@ class MeterJob:
     registers_done: bool = False
     last_error_class: str | None = None
     last_error: str | None = None
+    #: the attempt's session is over and its results wait for the storage batch
+    slot_released: bool = False
 
 
 @dataclass(slots=True)
@@ -244,12 +255,15 @@ AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 @dataclass(slots=True)
 class _Readout:
-    """What one session read and stored so far (kept when the session fails midway)."""
+    """What one session read so far: stored when the session ends, even midway."""
 
-    stored: int = 0
+    channels: list[Channel] = field(default_factory=list)
     intervals: list[IntervalRead] = field(default_factory=list)
+    coverage: list[Coverage] = field(default_factory=list)
     registers: list[RegisterRead] = field(default_factory=list)
     register_errors: list[DlmsError] = field(default_factory=list)
+    #: epoch (first, last) ranges still missing after a session that ran to its end
+    remaining: list[tuple[int, int]] = field(default_factory=list)
 
 
 def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
@@ -325,6 +339,9 @@ class Collector:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._writer = SessionWriter(db.store_sessions, self._executor, on_batch=self._wake.set)
+        #: sessions whose results may wait for storage before no new session starts
+        self._max_backlog = max(1000, 2 * self.concurrency)
         self._stopping = False
         self._fatal: BaseException | None = None
         self._incomplete: dict[str, str] = {}
@@ -366,9 +383,11 @@ class Collector:
                 links=len(self._links),
                 concurrency=self.concurrency,
             )
+            self._writer.start()
             await self._dispatch()
             await self._drain()
         finally:
+            await self._writer.close()
             await asyncio.get_running_loop().run_in_executor(
                 None, functools.partial(self._executor.shutdown, wait=True)
             )
@@ -485,7 +504,10 @@ class Collector:
                     return
                 await self._sleep_until_woken(None)
                 continue
-            if self.stats.in_flight >= self.concurrency:
+            if (
+                self.stats.in_flight >= self.concurrency
+                or self._writer.backlog >= self._max_backlog
+            ):
                 await self._sleep_until_woken(None)
                 continue
             delay = self._ready[0][0] - loop.time()
@@ -515,6 +537,7 @@ class Collector:
     async def _run_job(self, link: _Link, job: MeterJob) -> None:
         loop = asyncio.get_running_loop()
         retry_at: float | None = None
+        job.slot_released = False
         try:
             retry_at = await self._attempt(job)
         except asyncio.CancelledError:
@@ -528,7 +551,8 @@ class Collector:
             job.last_error_class, job.last_error = "internal", repr(exc)
             self._finish(job, complete=False)
         finally:
-            self.stats.in_flight -= 1
+            if not job.slot_released:
+                self.stats.in_flight -= 1
             if retry_at is not None:
                 job.not_before = retry_at
                 heapq.heappush(link.jobs, (retry_at, next(self._seq), job))
@@ -648,13 +672,14 @@ class Collector:
         except ValueError as exc:  # an inventory row the target cannot use
             error = PlanMismatch(f"cannot reach meter: {exc}")
         except asyncio.CancelledError:
-            await self._record(job, started, transport, "failed", "cancelled", "run stopped")
+            # what the session read so far is stored all the same
+            await self._store(job, out, started, transport, "failed", "cancelled", "run stopped")
             raise
-        self.stats.intervals_stored += out.stored
         if error is None and out.register_errors:
             first = out.register_errors[0]
-            await self._record(
+            await self._store(
                 job,
+                out,
                 started,
                 transport,
                 "partial",
@@ -662,13 +687,15 @@ class Collector:
                 "; ".join(str(e) for e in out.register_errors),
             )
         elif error is None:
-            await self._record(job, started, transport, "ok", None, None)
+            await self._store(job, out, started, transport, "ok", None, None)
         else:
             self.stats.errors[error.error_class] += 1
-            outcome = "partial" if out.stored else "failed"
-            await self._record(job, started, transport, outcome, error.error_class, str(error))
+            outcome = "partial" if out.intervals or out.registers else "failed"
+            await self._store(job, out, started, transport, outcome, error.error_class, str(error))
+        if out.registers and not any(e.transient for e in out.register_errors):
+            job.registers_done = True
         if error is None:
-            remaining = await self._db(self._missing, job)
+            remaining = out.remaining
             if self.publish is not None:
                 await self._publish(job, out, not remaining)
             if not remaining:
@@ -750,7 +777,7 @@ class Collector:
             )
             for name in prof.channels.values()
         ]
-        await self._db(self.db.upsert_channels, channel_rows)
+        out.channels = channel_rows
         register_errors = out.register_errors
         if want_registers:
             read_at = meter_now if clock_ok and meter_now is not None else self.now()
@@ -773,16 +800,21 @@ class Collector:
                         unit.unit,
                     )
                 )
-            await self._db(self.db.insert_register_reads, reads)
             out.registers.extend(reads)
-            if not any(e.transient for e in register_errors):
-                job.registers_done = True
         limit = None
         if clock_ok and meter_now is not None:
             limit = epoch(meter_now) // prof.period_s * prof.period_s
+        period = prof.period_s
+        meter_id = meter.meter_id
+        new_tuple = tuple.__new__
+        specs = [
+            (col, name, scalers[name].scaler if name in scalers else 0)
+            for col, name in prof.channels.items()
+        ]
         for first, last in ranges:
             if limit is not None and first > limit:
-                continue  # the meter has not closed these intervals yet
+                out.remaining.append((first, last))  # the meter has not closed these yet
+                continue
             access = xdlms.RangeAccess(
                 restricting=columns[clock_index],
                 from_value=_cosem_bytes(from_epoch(first)),
@@ -791,38 +823,38 @@ class Collector:
             buffer = await session.get(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
             rows = profile_rows(buffer, columns, prof.period_s, clock_index)
             reads_out: list[IntervalRead] = []
+            received: set[int] = set()
+            add = reads_out.append
+            status_col = prof.status_column
             for row in rows:
                 ts = _aware(row.timestamp, self.tz)
-                if not first <= epoch(ts) <= last:
+                stamp = epoch(ts)
+                if not first <= stamp <= last:
                     continue
+                received.add(stamp)
+                values = row.values
                 status = None
-                if prof.status_column is not None:
-                    raw_status = row.values[prof.status_column]
+                if status_col is not None:
+                    raw_status = values[status_col]
                     status = raw_status if isinstance(raw_status, int) else None
-                for col, name in prof.channels.items():
-                    value = row.values[col]
-                    reads_out.append(
-                        IntervalRead(
-                            meter.meter_id,
-                            name,
-                            ts,
-                            value
-                            if isinstance(value, int) and not isinstance(value, bool)
-                            else None,
-                            scalers[name].scaler if name in scalers else 0,
-                            status,
-                        )
-                    )
-            coverage: list[Coverage] = []
+                for col, name, scaler in specs:
+                    value = values[col]
+                    if not isinstance(value, int) or isinstance(value, bool):
+                        value = None
+                    # tuple.__new__: the NamedTuple's own constructor costs twice as much
+                    add(new_tuple(IntervalRead, (meter_id, name, ts, value, scaler, status)))
+            covered_to = first - period  # the meter answered [first, covered_to] in full
             if limit is not None and min(last, limit) >= first:
-                end = from_epoch(min(last, limit))
-                coverage = [
+                covered_to = min(last, limit)
+                end = from_epoch(covered_to)
+                out.coverage.extend(
                     Coverage(meter.meter_id, name, from_epoch(first), end)
                     for name in prof.channels.values()
-                ]
-            out.stored += await self._db(self.db.insert_interval_reads, reads_out, coverage)
-            if self.publish is not None:
-                out.intervals.extend(reads_out)
+                )
+            out.intervals.extend(reads_out)
+            # every channel comes from the same rows: a stamp is missing on all or none
+            missing = [t for t in range(covered_to + period, last + 1, period) if t not in received]
+            out.remaining.extend(group_missing(missing, period))
 
     def _check_profile(self, job: MeterJob, columns: list[ProfileColumn], period: Any) -> int:
         """The clock column index; PlanMismatch when the meter's profile is not the plan's."""
@@ -848,15 +880,17 @@ class Collector:
                 )
         return clock_index
 
-    async def _record(
+    async def _store(
         self,
         job: MeterJob,
+        out: _Readout,
         started: datetime,
         transport: Any,
         outcome: str,
         error_class: str | None,
         error: str | None,
     ) -> None:
+        """Store the session's reads and its attempt (with the next batch) and log it."""
         stats = getattr(transport, "stats", None)
         attempt = Attempt(
             meter_id=job.meter.meter_id,
@@ -871,8 +905,16 @@ class Collector:
             bytes_rx=stats.bytes_rx if stats else 0,
             round_trips=stats.round_trips if stats else 0,
         )
-        # Shielded: a cancelled session still gets its attempt on record.
-        await asyncio.shield(self._db(self.db.record_attempt, attempt))
+        if not job.slot_released:
+            # The session is closed: another may start while this one's batch commits.
+            job.slot_released = True
+            self.stats.in_flight -= 1
+            self._wake.set()
+        # The writer stores it even when this session is cancelled meanwhile.
+        stored = await self._writer.write(
+            SessionWrite(out.channels, out.registers, out.intervals, out.coverage, attempt)
+        )
+        self.stats.intervals_stored += stored
         log_event(
             logging.INFO if outcome == "ok" else logging.WARNING,
             "attempt",

@@ -415,9 +415,8 @@ def parse_capture_objects(value: Any) -> list[ProfileColumn]:
     return columns
 
 
-@dataclass(slots=True, frozen=True)
-class ProfileRow:
-    """One buffer entry with its timestamp.
+class ProfileRow(NamedTuple):
+    """One buffer entry with its timestamp (a tuple: a day of a meter makes ~100 of them).
 
     ``values`` is aligned with the columns; the clock column holds ``timestamp``.
     ``time_filled`` says the meter sent null-data for the clock (compressed
@@ -436,6 +435,27 @@ def _clock_value(raw: Any) -> CosemDateTime:
     if isinstance(raw, (bytes, DateTimeValue)) and len(raw) == 12:
         return CosemDateTime.from_bytes(raw)
     raise DecodeError(f"clock column holds {raw!r}, not a 12-octet date-time")
+
+
+#: Decoded clock columns: every meter of a fleet stamps the same quarter-hours, so a
+#: collector decodes each stamp once. Bounded (cleared when full); only valid stamps.
+_CLOCK_CACHE: dict[tuple[bytes, bool], tuple[datetime, int | None]] = {}
+_CLOCK_CACHE_MAX = 8192
+
+
+def _clock_stamp(raw: Any, utc_to_local: bool) -> tuple[datetime, int | None]:
+    key = (bytes(raw), utc_to_local) if isinstance(raw, bytes) else None
+    if key is not None:
+        hit = _CLOCK_CACHE.get(key)
+        if hit is not None:
+            return hit
+    stamp = _clock_value(raw)
+    out = (stamp.to_datetime(utc_to_local=utc_to_local), stamp.clock_status)
+    if key is not None:
+        if len(_CLOCK_CACHE) >= _CLOCK_CACHE_MAX:
+            _CLOCK_CACHE.clear()
+        _CLOCK_CACHE[key] = out
+    return out
 
 
 def profile_rows(
@@ -478,9 +498,7 @@ def profile_rows(
             timestamp = previous_time + period
             time_filled = True
         else:
-            stamp = _clock_value(raw_clock)
-            timestamp = stamp.to_datetime(utc_to_local=utc_to_local)
-            status = stamp.clock_status
+            timestamp, status = _clock_stamp(raw_clock, utc_to_local)
             time_filled = False
         values = list(entry)
         values[clock_column] = timestamp

@@ -8,6 +8,7 @@ naming the database URL with the password masked.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,6 +56,7 @@ from storage.records import (
     IntervalRead,
     MeterRecord,
     RegisterRead,
+    SessionWrite,
 )
 
 __all__ = ["SCHEMA_VERSION", "Database", "StorageError", "open_database"]
@@ -154,6 +156,11 @@ def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            # 64 MiB of page cache per connection and checkpoints every ~40 MB of WAL:
+            # bulk interval inserts touch many index pages (measured ~20 % faster).
+            cur.execute("PRAGMA cache_size=-65536")
+            if not memory:
+                cur.execute("PRAGMA wal_autocheckpoint=10000")
         finally:
             cur.close()
 
@@ -250,6 +257,22 @@ def _sqlite_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+#: Interval stamps repeat across meters (every meter has the same 96 a day): their
+#: text is made once. Bounded; cleared when full.
+_TS_TEXT: dict[datetime, str] = {}
+_TS_TEXT_MAX = 50_000
+
+
+def _sqlite_ts_cached(ts: datetime) -> str:
+    text_ = _TS_TEXT.get(ts)
+    if text_ is None:
+        text_ = _sqlite_ts(ts)
+        if len(_TS_TEXT) >= _TS_TEXT_MAX:
+            _TS_TEXT.clear()
+        _TS_TEXT[ts] = text_
+    return text_
+
+
 def _sqlite_insert_interval_reads(conn: Connection, params: list[dict[str, Any]]) -> int:
     """SQLite bulk path: driver-level executemany of plain tuples.
 
@@ -259,11 +282,45 @@ def _sqlite_insert_interval_reads(conn: Connection, params: list[dict[str, Any]]
     total = 0
     for chunk in _chunks(params, 20_000):
         rows = [
-            (p["meter_id"], p["channel"], _sqlite_ts(p["ts"]), p["value"], p["scaler"], p["status"])
+            (p["meter_id"], p["channel"], _sqlite_ts_cached(p["ts"]), p["value"], p["scaler"],
+             p["status"])
             for p in chunk
-        ]
+        ]  # fmt: skip
         result = conn.exec_driver_sql(_SQLITE_INTERVAL_INSERT, rows)
         total += max(result.rowcount, 0)
+    return total
+
+
+#: Rows per multi-row INSERT: 6 parameters each, well under SQLite's 32,766 variables.
+_SQLITE_ROWS_PER_INSERT = 500
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_multirow_insert(n: int) -> str:
+    return (
+        "INSERT INTO interval_reads (meter_id, channel, ts, value, scaler, status) VALUES "
+        + ",".join(["(?,?,?,?,?,?)"] * n)
+        + " ON CONFLICT DO NOTHING"
+    )
+
+
+def _sqlite_insert_interval_tuples(conn: Connection, rows: Sequence[IntervalRead]) -> int:
+    """The SQLite bulk path straight from IntervalRead tuples, many rows per statement.
+
+    One multi-row INSERT per chunk rather than executemany: sqlite3 releases and
+    retakes the GIL around every row it steps, which stalls the collector's event
+    loop thread while a batch is written; one statement steps once.
+    """
+    ts_text = _sqlite_ts_cached
+    total = 0
+    for i in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+        chunk = rows[i : i + _SQLITE_ROWS_PER_INSERT]
+        params: list[Any] = []
+        extend = params.extend
+        for m, c, t, v, s, st in chunk:
+            extend((m, c, ts_text(t), v, s, st))
+        sql = _sqlite_multirow_insert(len(chunk))
+        total += max(conn.exec_driver_sql(sql, tuple(params)).rowcount, 0)
     return total
 
 
@@ -477,9 +534,10 @@ class Database:
             row = conn.execute(select(*cols).where(schema.meters.c.meter_id == meter_id)).first()
         return MeterRecord(*row) if row is not None else None
 
-    def upsert_channels(self, rows: Iterable[Channel]) -> None:
+    def upsert_channels(self, rows: Iterable[Channel], conn: Connection | None = None) -> None:
         """Record (or update the unit/scaler/period of) meters' profile channels."""
-        params = [r._asdict() for r in rows]
+        # one row per key: PostgreSQL refuses to update a row twice in one statement
+        params = list({(r.meter_id, r.channel): r._asdict() for r in rows}.values())
         if not params:
             return
         table = schema.channels
@@ -489,8 +547,52 @@ class Database:
             index_elements=[table.c.meter_id, table.c.channel],
             set_={k: stmt.excluded[k] for k in ("unit", "scaler", "period_s")},
         )
-        with self._guard("writing channels"), self._writer.begin() as conn:
-            conn.execute(stmt, params)
+        with self._guard("writing channels"):
+            if conn is not None:
+                conn.execute(stmt, params)
+                return
+            with self._writer.begin() as own:
+                own.execute(stmt, params)
+
+    def store_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
+        """Store what many sessions read, and their attempts, in one transaction.
+
+        Returns the number of new interval rows of each write, in order. All or
+        nothing: on an error no write of the batch is stored (each is read again).
+        """
+        for w in writes:
+            if w.attempt is not None and w.attempt.outcome not in schema.OUTCOMES:
+                raise ValueError(
+                    f"outcome must be one of {schema.OUTCOMES}, not {w.attempt.outcome!r}"
+                )
+        now = datetime.now(UTC)
+        channels = [c for w in writes for c in w.channels]
+        registers = [r._asdict() for w in writes for r in w.registers]
+        coverage = [
+            {"meter_id": m, "channel": c, "first_ts": a, "last_ts": b, "recorded_at": now}
+            for w in writes
+            for m, c, a, b in w.coverage
+        ]
+        attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
+        counts: list[int] = []
+        with self._guard("storing session reads"), self._writer.begin() as conn:
+            if channels:
+                self.upsert_channels(channels, conn)
+            if registers:
+                self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
+            for w in writes:
+                if not w.intervals:
+                    counts.append(0)
+                elif self.dialect == "postgresql":
+                    params = [r._asdict() for r in w.intervals]
+                    counts.append(_pg_insert_interval_reads(conn, params))
+                else:
+                    counts.append(_sqlite_insert_interval_tuples(conn, w.intervals))
+            if coverage:
+                self._run_many(conn, self._insert_ignore(schema.read_coverage), coverage)
+            if attempts:
+                self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
+        return counts
 
     # -- readings ---------------------------------------------------------------
 

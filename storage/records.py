@@ -100,3 +100,17 @@ class MeterRecord(NamedTuple):
     station: str | None = None
     security_profile: str | None = None
     password_ref: str | None = None
+
+
+class SessionWrite(NamedTuple):
+    """What one session with a meter produced, stored together with its attempt.
+
+    The collector hands many of these to ``Database.store_sessions`` at once (group
+    commit): one transaction for a batch of meters instead of several per meter.
+    """
+
+    channels: list[Channel]
+    registers: list[RegisterRead]
+    intervals: list[IntervalRead]
+    coverage: list[Coverage]
+    attempt: Attempt | None

@@ -84,6 +84,37 @@ def test_peer_figures(smoke: dict[str, Any]) -> None:
     assert all(r > 0 for r in p["ratios"].values())
 
 
+def test_peer_latency_figures(smoke: dict[str, Any]) -> None:
+    lat = _no_error(smoke, "peers")["latency"]
+    assert "error" not in lat, lat.get("error")
+    sizes = smoke["sizes"]
+    assert lat["sample"] == sizes["peer_latency_sample"]
+    assert lat["concurrency"] == sizes["peer_latency_concurrency"]
+    assert lat["sequential_sample"] == sizes["peer_latency_sequential_sample"]
+    expected = {"ours_asyncio", "ours_sequential", "dlms_cosem_sequential",
+                "dlms_cosem_threads", "gurux_sequential", "gurux_threads"}  # fmt: skip
+    assert set(lat["clients"]) == expected
+    for name, c in lat["clients"].items():
+        sequential = name.endswith("_sequential")
+        assert c["sessions"] == (lat["sequential_sample"] if sequential else lat["sample"]), name
+        assert c["concurrency"] == (1 if sequential else lat["concurrency"]), name
+        assert c["ok"] == c["sessions"], (name, c["results"])
+        assert c["sessions_per_s"] > 0
+        # AARQ, clock, register(s), profile, RLRQ: at least 5 answered requests a session
+        assert c["round_trips_per_session"] >= 5, name
+        # emulated round trips of ~1 s (0.2-6 s per meter), not loopback's microseconds
+        assert 0.1 < c["exchange_s_mean"] < 6.5, name
+        assert c["cpu_ms_per_session"] > 0
+    assert 0.2 < lat["rtt_model_mean_s"]["sample"] < 6
+    assert set(lat["ratios"]) == {f"ours_vs_{n}" for n in expected if not n.startswith("ours")}
+    # 10x the sessions in flight: far from the noise (2x is the bar, not a timing claim)
+    assert lat["ratios"]["ours_vs_dlms_cosem_sequential"] > 2
+    assert lat["ratios"]["ours_vs_gurux_sequential"] > 2
+    assert lat["ratios"]["ours_vs_dlms_cosem_threads"] > 0
+    assert lat["ratios"]["ours_vs_gurux_threads"] > 0
+    assert "## 2b. Peers with emulated GPRS latency" in smoke["_markdown"]
+
+
 def test_gprs_figures(smoke: dict[str, Any]) -> None:
     g = _no_error(smoke, "gprs")
     assert g["success_rate"] > 0.99

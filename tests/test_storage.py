@@ -20,6 +20,7 @@ from storage.records import (
     IntervalRead,
     MeterRecord,
     RegisterRead,
+    SessionWrite,
 )
 
 CH = "1.0.1.8.0.255:2"
@@ -359,3 +360,54 @@ def test_gap_helpers() -> None:
     assert group_missing([0, 900, 2700, 3600, 9000], 900) == [(0, 900), (2700, 3600), (9000, 9000)]
     with pytest.raises(ValueError):
         expected_epochs(T0, T0 + Q, 0)
+
+
+def session_write(mid: str, n_rows: int = 96, outcome: str = "ok") -> SessionWrite:
+    """A session's results as the collector hands them over: every kind of row."""
+    rows = [
+        IntervalRead(mid, ch, T0 + k * Q, 10 * k, -1, 0)
+        for k in range(n_rows // 2)
+        for ch in (CH, CH2)
+    ]
+    return SessionWrite(
+        [Channel(mid, CH, 30, -1, 900), Channel(mid, CH2, 30, -1, 900)],
+        [RegisterRead(mid, "1.0.1.8.0.255", T0, 123, 1, 30)],
+        rows,
+        [Coverage(mid, ch, T0, T0 + (n_rows // 2 - 1) * Q) for ch in (CH, CH2)],
+        Attempt(mid, "run-1", DAY, T0, T0 + timedelta(seconds=3), outcome, bytes_tx=9),
+    )
+
+
+def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> None:
+    db.upsert_meters([meter(1), meter(2)])
+    # 1,200 rows: more than one multi-row INSERT chunk on SQLite
+    writes = [session_write("M000001", 1200), session_write("M000002", 96)]
+    assert db.store_sessions(writes) == [1200, 96]
+    assert db.count_rows("interval_reads") == 1296
+    assert db.count_rows("channels") == 4
+    assert db.count_rows("register_reads") == 2
+    assert db.count_rows("read_coverage") == 4
+    assert db.count_rows("read_attempts") == 2
+    got = db.interval_reads("M000002", CH2, T0, T0 + timedelta(days=1))
+    assert got == [r for r in writes[1].intervals if r.channel == CH2]
+    # 48 stamps a channel stored and covered: the rest of the day is what is missing
+    assert db.missing_intervals("M000002", CH, T0, T0 + timedelta(days=1)) == [
+        (T0 + 48 * Q, T0 + 95 * Q)
+    ]
+    # stored again (a retried batch): nothing new, nothing duplicated
+    assert db.store_sessions(writes) == [0, 0]
+    assert db.count_rows("interval_reads") == 1296
+    assert db.count_rows("register_reads") == 2
+
+
+def test_store_sessions_is_all_or_nothing(db: Database) -> None:
+    db.upsert_meters([meter(1)])
+    good = session_write("M000001")
+    orphan = session_write("NO-SUCH-METER")  # its channels violate the meters foreign key
+    with pytest.raises(StorageError, match=r"(?i)foreign key"):
+        db.store_sessions([good, orphan])
+    for table in ("interval_reads", "channels", "register_reads", "read_attempts"):
+        assert db.count_rows(table) == 0, table
+    with pytest.raises(ValueError, match="outcome"):
+        db.store_sessions([session_write("M000001", outcome="great")])
+    assert db.store_sessions([good]) == [96]
