@@ -105,7 +105,8 @@ class Sizes:
 
     meters: int = 200_000
     concurrency: int = 500
-    workers: int = 1
+    #: collector processes of scenario 1 (one per core pays; see bench/README.md)
+    workers: int = 2
     peer_sample: int = 200
     peer_concurrency: int = 50
     #: Scenario 2b (emulated GPRS round trips): meters read by our asyncio client and the
@@ -942,7 +943,7 @@ def scenario_gprs(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     with fleet(["--tcp-meters", str(n), "--baud", "0", "--latency", "gprs"], workdir,
                "gprs") as f:  # fmt: skip
         run = run_collector(
-            f, workdir, "gprs", concurrency=c, workers=sizes.workers,
+            f, workdir, "gprs", concurrency=c, workers=1,
             timeout=sizes.collect_timeout_s, request_s=30.0,
         )  # fmt: skip
         sim = f.stop()

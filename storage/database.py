@@ -29,7 +29,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -783,17 +782,18 @@ class Database:
                     else:
                         total += n_expected - have
                 result[m] = total
-            for chunk in _chunks(exact, 500):
-                stamps: dict[tuple[str, str], list[int]] = defaultdict(list)
-                sstmt = select(t.c.meter_id, t.c.channel, t.c.ts).where(
-                    tuple_(t.c.meter_id, t.c.channel).in_(list(chunk)),
-                    t.c.ts >= start,
-                    t.c.ts < end,
+            for m, c in exact:
+                # A day the meter answered in full (an outage gap inside) is decided by its
+                # coverage alone; only stamps outside every coverage range are looked up,
+                # by primary key, one meter channel at a time.
+                uncovered = missing_epochs(expected, (), coverage[(m, c)])
+                if not uncovered:
+                    continue
+                sstmt = select(t.c.ts).where(
+                    t.c.meter_id == m, t.c.channel == c, t.c.ts >= start, t.c.ts < end
                 )
-                for m, c, ts in conn.execute(sstmt):
-                    stamps[(m, c)].append(epoch(ts))
-                for key in chunk:
-                    result[key[0]] += len(missing_epochs(expected, stamps[key], coverage[key]))
+                stored = {epoch(ts) for (ts,) in conn.execute(sstmt)}
+                result[m] += sum(1 for ts in uncovered if ts not in stored)
         return result
 
     def complete_meters(
