@@ -57,6 +57,7 @@ from sqlalchemy import text  # noqa: E402
 from collector.session import Session  # noqa: E402
 from collector.transport import TcpWrapperTransport  # noqa: E402
 from protocols.errors import DlmsError  # noqa: E402
+from simulator import model  # noqa: E402
 from simulator.fleet import LatencySpec, LoopbackRange, meter_number  # noqa: E402
 from storage.database import open_database  # noqa: E402
 from storage.records import Coverage, IntervalRead, MeterRecord  # noqa: E402
@@ -450,11 +451,49 @@ def run_collector(
     return CollectRun(summary, json.loads(rep), usage, imp.wall_s, read_attempts(db))
 
 
+def unpowered_meters(attempts: Sequence[AttemptRow], seed: int = SEED) -> list[str]:
+    """Meters never read that were in a simulated power outage at every attempt.
+
+    Ground truth from ``simulator.model`` (the meter's own clock at each attempt's start):
+    a meter without power answers nobody, so these count against the collection but not
+    against the collector.
+    """
+    by_meter: dict[str, list[AttemptRow]] = {}
+    for a in attempts:
+        by_meter.setdefault(a.meter_id, []).append(a)
+    out: list[str] = []
+    for mid, rows in by_meter.items():
+        if any(r.outcome == "ok" for r in rows):
+            continue
+        spec = model.meter_spec(meter_number(mid), seed)
+        if all(
+            not model.powered(spec, model.meter_clock(spec, r.started.timestamp())) for r in rows
+        ):
+            out.append(mid)
+    return sorted(out)
+
+
+def powered_block(
+    attempts: Sequence[AttemptRow], meters: int, complete: int | None
+) -> dict[str, Any]:
+    """Success rate among the meters that had power when the collector called."""
+    unpowered = unpowered_meters(attempts)
+    reachable = meters - len(unpowered)
+    return {
+        "unpowered_meters": len(unpowered),
+        "unpowered_sample": unpowered[:10],
+        "success_rate_powered": (
+            None if complete is None or not reachable else round(complete / reachable, 6)
+        ),
+    }
+
+
 def _collector_block(run: CollectRun, meters: int) -> dict[str, Any]:
     s = run.summary
     seconds = float(s.get("seconds") or run.usage.wall_s)
     values = int(s.get("intervals_stored", 0))
     return {
+        **powered_block(run.attempts, meters, run.report.get("complete_meters")),
         "meters": meters,
         "wall_s": _r(seconds, 2),
         "process_wall_s": _r(run.usage.wall_s, 2),
@@ -1194,6 +1233,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Produced by `make bench` (`hes bench`); figures are measured, not asserted.",
         "",
     ]
+    lines += targets_markdown(result)
     t = s.get("throughput")
     if t and "error" not in t:
         lines += [
@@ -1205,6 +1245,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| meters/s | {_fmt(t['meters_per_s'])} |",
             f"| values stored/s | {_fmt(t['values_per_s'], 0)} |",
             f"| success rate (hes report) | {_pct(t['success_rate'])} |",
+            f"| success rate among meters with power | {_pct(t.get('success_rate_powered'))} "
+            f"({_fmt(t.get('unpowered_meters'))} in a simulated outage at every attempt) |",
             f"| attempts (retries) | {_fmt(t['attempts'])} ({_fmt(t['retries'])}) |",
             f"| session time p50 / p99 | {_fmt(t['session_s_p50'], 3)} s / "
             f"{_fmt(t['session_s_p99'], 3)} s |",
@@ -1292,10 +1334,102 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ok(value: Any, good: bool) -> str:
+    return "-" if value is None else ("met" if good else "missed")
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, asked, measured, met/missed) for each target of issue 5 with figures."""
+    s = result["scenarios"]
+    out: list[tuple[str, str, str, str]] = []
+    t = s.get("throughput") or {}
+    if "error" not in t and t:
+        rate, wall = t.get("success_rate"), t.get("wall_s")
+        n = f"{t['meters']:,} meters"
+        out.append(("scenario 1 success rate", ">= 99.99 %", f"{_pct(rate)} ({n})",
+                    _ok(rate, rate is not None and rate >= 0.9999)))  # fmt: skip
+        powered = t.get("success_rate_powered")
+        if powered is not None:
+            out.append((
+                "scenario 1 success rate, meters with power",
+                ">= 99.99 %",
+                f"{_pct(powered)} ({t.get('unpowered_meters')} meters in a simulated outage "
+                "at every attempt)",
+                _ok(powered, powered >= 0.9999),
+            ))  # fmt: skip
+        out.append(("scenario 1 wall time", "<= 600 s", f"{_fmt(wall)} s ({n})",
+                    _ok(wall, wall is not None and wall <= 600)))  # fmt: skip
+        rss = t.get("simulator_peak_rss_mib")
+        out.append(("simulator peak RSS", "<= 1,024 MiB", f"{_fmt(rss, 1)} MiB ({n})",
+                    _ok(rss, rss is not None and rss <= 1024)))  # fmt: skip
+    p = s.get("peers") or {}
+    lat = p.get("latency") or {}
+    if "error" not in p and p:
+        for block, label in ((lat, "GPRS latency"), (p, "no latency")):
+            ratios = block.get("ratios") or {}
+            for peer in ("dlms_cosem_sequential", "gurux_sequential", "dlms_cosem_threads",
+                         "gurux_threads"):  # fmt: skip
+                r = ratios.get(f"ours_vs_{peer}")
+                if r is None:
+                    continue
+                out.append((f"sessions/s vs {peer} ({label})", ">= 20x", f"{r:.2f}x",
+                            _ok(r, r >= 20)))  # fmt: skip
+    g = s.get("gprs") or {}
+    if "error" not in g and g:
+        peak = g.get("simulator_peak_sessions_in_flight")
+        out.append(("scenario 3 concurrent sessions", ">= 2,000", _fmt(peak),
+                    _ok(peak, peak is not None and peak >= 2000)))  # fmt: skip
+    b = s.get("buses") or {}
+    if "error" not in b and b:
+        u = b.get("utilisation_mean")
+        out.append(("RS-485 bus utilisation (mean)", ">= 90 %", _pct(u, 1),
+                    _ok(u, u is not None and u >= 0.9)))  # fmt: skip
+    return out
+
+
+def targets_markdown(result: dict[str, Any]) -> list[str]:
+    rows = targets(result)
+    if not rows:
+        return []
+    lines = ["## Targets", "", "| target | asked | measured | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return [*lines, ""]
+
+
+#: The README's performance section holds the latest figures between these markers.
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+
+
+def splice_readme(readme: Path, md: str) -> bool:
+    """Put ``md`` (headings one level down) between the README's bench markers."""
+    if not readme.exists():
+        return False
+    body = readme.read_text()
+    if README_START not in body or README_END not in body:
+        return False
+    demoted = "\n".join(
+        "#" + line if line.startswith("## ") else line
+        for line in md.splitlines()
+        if not line.startswith("# ")
+    ).strip()
+    head, rest = body.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{demoted}\n{README_END}{tail}")
+    return True
+
+
 def write_results(result: dict[str, Any], out: Path) -> Path:
-    """results.json at ``out`` and results.md next to it; returns the markdown path."""
+    """results.json at ``out`` and results.md next to it; returns the markdown path.
+
+    When ``out`` is the repository's own bench/results.json, the README's performance
+    section is brought up to date too.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = out.with_suffix(".md")
-    md.write_text(markdown(result) + "\n")
+    text_ = markdown(result)
+    md.write_text(text_ + "\n")
+    if out.resolve() == (ROOT / "bench" / "results.json").resolve():
+        splice_readme(ROOT / "README.md", text_)
     return md

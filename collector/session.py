@@ -64,6 +64,9 @@ CLASS_REGISTER = 3
 CLASS_EXTENDED_REGISTER = 4
 CLASS_DEMAND_REGISTER = 5
 CLASS_PROFILE_GENERIC = 7
+#: Conformance block, as an integer: multiple-references (GET/SET-WITH-LIST), named bit 14,
+#: is 1 << 9 (the same position dlms-cosem's ``Conformance`` uses).
+CONFORMANCE_MULTIPLE_REFERENCES = 1 << 9
 CLASS_CLOCK = 8
 
 #: ACSE diagnostic "authentication-failure" (Green Book, AARE result-source-diagnostic).
@@ -339,6 +342,13 @@ class Session:
         """GET one attribute and decode its value."""
         return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
 
+    def _with_list(self) -> bool:
+        """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""
+        association = self.association
+        return association is not None and bool(
+            association.negotiated_conformance & CONFORMANCE_MULTIPLE_REFERENCES
+        )
+
     async def get_many(self, items: Sequence[tuple[int, str | Obis, int]]) -> list[Any | DlmsError]:
         """GET several attributes with one GET-WITH-LIST round trip.
 
@@ -460,8 +470,19 @@ class Session:
     ) -> ProfileData:
         """Read a profile-generic buffer, restricted to [start, end] by the clock column."""
         ln = _obis(obis)
-        columns = parse_capture_objects(await self.get(CLASS_PROFILE_GENERIC, ln, 3))
-        period = await self.get(CLASS_PROFILE_GENERIC, ln, 4)
+        if self._with_list():
+            # capture_objects and capture_period in one round trip (GPRS: ~1 s each)
+            meta = await self.get_many(
+                [(CLASS_PROFILE_GENERIC, ln, 3), (CLASS_PROFILE_GENERIC, ln, 4)]
+            )
+            for item in meta:
+                if isinstance(item, DlmsError):
+                    raise item
+            capture_objects, period = meta
+        else:
+            capture_objects = await self.get(CLASS_PROFILE_GENERIC, ln, 3)
+            period = await self.get(CLASS_PROFILE_GENERIC, ln, 4)
+        columns = parse_capture_objects(capture_objects)
         if not isinstance(period, int):
             raise DecodeError(f"profile {ln}: capture_period is {period!r}")
         access = None

@@ -148,3 +148,23 @@ def test_storage_figures(smoke: dict[str, Any]) -> None:
         pytest.skip(pg["skipped"])
     assert pg["values"] == meters * 96 * 4
     assert pg["values_per_s"] > 0
+
+
+def test_targets_and_readme_section(smoke: dict[str, Any], tmp_path: Path) -> None:
+    from bench.harness import README_END, README_START, markdown, splice_readme, targets
+
+    rows = targets(smoke)
+    names = {r[0] for r in rows}
+    assert {"scenario 1 success rate", "scenario 1 wall time", "simulator peak RSS",
+            "scenario 3 concurrent sessions", "RS-485 bus utilisation (mean)"} <= names  # fmt: skip
+    assert any(n.startswith("sessions/s vs dlms_cosem_sequential") for n in names)
+    assert all(r[3] in ("met", "missed") for r in rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# hes\n\n## Performance\n{README_START}\nold\n{README_END}\n\n## Layout\n")
+    assert splice_readme(readme, markdown(smoke))
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("## Layout\n")
+    inside = text.split(README_START)[1].split(README_END)[0]
+    assert "### Targets" in inside and "### 1. Throughput" in inside
+    assert "\n# " not in inside and "\n## " not in inside  # headings sit under Performance
+    assert not splice_readme(tmp_path / "missing.md", markdown(smoke))

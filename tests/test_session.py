@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -317,3 +317,29 @@ async def test_sessions_one_after_another_on_one_link(link: Link) -> None:
             raise ObjectUndefined("raised inside the block", 4)
     async with Session(link.transport(), request_timeout=5.0) as s:
         await s.read_clock()
+
+
+async def test_profile_read_asks_for_its_metadata_in_one_round_trip(
+    link: Link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capture_objects and capture_period travel in one GET-WITH-LIST when the meter grants
+    multiple-references; without it, two GETs and the same result."""
+    mt = link.meter.meter_time(NOW)
+    start = datetime.fromtimestamp((int(mt) // model.DAY - 2) * model.DAY, UTC)
+    end = start + timedelta(hours=1)
+    trips: list[int] = []
+    profiles = []
+    for with_list in (True, False):
+        transport = link.transport()
+        async with Session(transport, request_timeout=5.0) as s:
+            assert s._with_list()
+            if not with_list:
+                monkeypatch.setattr(s, "_with_list", lambda: False)
+            before = transport.stats.round_trips
+            profiles.append(await s.read_profile(LOAD_PROFILE, start, end))
+            trips.append(transport.stats.round_trips - before)
+    assert profiles[0] == profiles[1]
+    assert profiles[0].capture_period == 900 and len(profiles[0].rows) == 5
+    assert trips[0] < trips[1]
+    if link.kind == "tcp":  # the wrapper: one exchange per APDU
+        assert trips == [2, 3]
