@@ -533,6 +533,14 @@ class Database:
             row = conn.execute(select(*cols).where(schema.meters.c.meter_id == meter_id)).first()
         return MeterRecord(*row) if row is not None else None
 
+    def meter_channels(self, meter_id: str) -> list[Channel]:
+        """The profile channels recorded for one meter (unit, scaler, period), by name."""
+        t = schema.channels
+        cols = [t.c[f] for f in Channel._fields]
+        stmt = select(*cols).where(t.c.meter_id == meter_id).order_by(t.c.channel)
+        with self._read() as conn:
+            return [Channel(*row) for row in conn.execute(stmt)]
+
     def upsert_channels(self, rows: Iterable[Channel], conn: Connection | None = None) -> None:
         """Record (or update the unit/scaler/period of) meters' profile channels."""
         # one row per key: PostgreSQL refuses to update a row twice in one statement
@@ -823,6 +831,20 @@ class Database:
         from storage.report import daily_report
 
         return daily_report(self, day, channels, period_s=period_s, tz=tz, worst=worst)
+
+    def success_rates(
+        self,
+        last_day: date,
+        days: int,
+        channels: Sequence[str] | None = None,
+        *,
+        period_s: int = 900,
+        tz: tzinfo = UTC,
+    ) -> list[tuple[date, float | None, int, int]]:
+        """Success rate per day; see :func:`storage.report.success_rates`."""
+        from storage.report import success_rates
+
+        return success_rates(self, last_day, days, channels, period_s=period_s, tz=tz)
 
     def execute_read(self, stmt: Any) -> list[Any]:
         """Run a read-only Core statement and return its rows (for reports)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
@@ -136,3 +136,28 @@ def daily_report(
         "by_link": by_link,
         "worst_meters": worst_meters,
     }
+
+
+def success_rates(
+    db: Database,
+    last_day: date,
+    days: int,
+    channels: Sequence[str] | None = None,
+    *,
+    period_s: int = 900,
+    tz: tzinfo = UTC,
+) -> list[tuple[date, float | None, int, int]]:
+    """``(day, success_rate, complete_meters, expected_meters)`` of the ``days`` days ending
+    with ``last_day``, oldest first (the series of ``hes report --plot``).
+
+    One :func:`daily_report` per day, so every figure is the daily report's own; a few
+    grouped queries per day, fine for the weeks a plot shows.
+    """
+    if days < 1:
+        raise ValueError(f"days must be at least 1, not {days}")
+    series: list[tuple[date, float | None, int, int]] = []
+    for back in range(days - 1, -1, -1):
+        day = last_day - timedelta(days=back)
+        r = daily_report(db, day, channels, period_s=period_s, tz=tz, worst=0)
+        series.append((day, r["success_rate"], r["complete_meters"], r["expected_meters"]))
+    return series
