@@ -68,7 +68,7 @@ A_PLUS = "1.0.1.8.0.255"
 CHANNELS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255")
 PERIOD_S = 900
 PG_BASE = os.environ.get("HES_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SCENARIOS = ("throughput", "peers", "gprs", "buses", "storage")
+SCENARIOS = ("throughput", "peers", "gprs", "buses", "storage", "security")
 #: Seconds to wait for ``hes simulate`` to announce itself, and for it to stop on SIGTERM.
 ANNOUNCE_S = 120.0
 STOP_S = 60.0
@@ -120,6 +120,7 @@ class Sizes:
     buses: int = 4
     meters_per_bus: int = 10
     storage_meters: int = 2000
+    security_meters: int = 10_000
     collect_timeout_s: float = 1800.0
 
     def scaled(self, factor: float) -> Sizes:
@@ -142,6 +143,7 @@ class Sizes:
             buses=self.buses,
             meters_per_bus=n(self.meters_per_bus, 1),
             storage_meters=n(self.storage_meters, 5),
+            security_meters=n(self.security_meters, 10),
             collect_timeout_s=self.collect_timeout_s,
         )
 
@@ -160,6 +162,7 @@ SMOKE = Sizes(
     buses=2,
     meters_per_bus=1,
     storage_meters=20,
+    security_meters=60,
     collect_timeout_s=120.0,
 )
 
@@ -440,6 +443,7 @@ def run_collector(
     workers: int,
     timeout: float,
     request_s: float = 10.0,
+    keys: Path | None = None,
 ) -> CollectRun:
     day = collect_day()
     db = workdir / f"{name}.db"
@@ -451,9 +455,18 @@ def run_collector(
         ["meters", "import", str(fleet_.inventory), "--db", str(db)],
         workdir / f"{name}-import.log", 600,
     )  # fmt: skip
+    secured: list[str] = []
+    if keys is not None:
+        # a fresh master key per run, in a file only this run reads
+        master = workdir / f"{name}-master.key"
+        master.write_text(os.urandom(32).hex() + "\n")
+        master.chmod(0o600)
+        secured = ["--master-key-file", str(master)]
+        run_cli(["keys", "import", str(keys), "--db", str(db), *secured],
+                workdir / f"{name}-keys.log", 600)  # fmt: skip
     child = Child(
         ["collect", "--db", str(db), "--config", str(plan), "--day", day.isoformat(),
-         "--no-progress", "--seed", "1", "--workers", str(workers)],
+         "--no-progress", "--seed", "1", "--workers", str(workers), *secured],
         workdir / f"{name}-collect.log",
     )  # fmt: skip
     usage = child.wait(timeout)
@@ -1141,12 +1154,61 @@ def scenario_storage(sizes: Sizes, workdir: Path) -> dict[str, Any]:
 
 # -- the whole run ----------------------------------------------------------------------------
 
+
+def scenario_security(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """The cost of DLMS security: the same fleet plain, then every meter HLS-GMAC + suite 0.
+
+    Plain meters are read by the public client without security; secured ones by the
+    management client with HLS-GMAC authentication and every APDU authenticated and
+    encrypted (AES-GCM-128), invocation counters reserved in the database.
+    """
+    n = sizes.security_meters
+    runs: dict[str, dict[str, Any]] = {}
+    for name, extra in (("plain", []), ("secured", ["--secure-share", "1"])):
+        keys = workdir / f"security-{name}-keys.csv"
+        args = ["--tcp-meters", str(n), "--baud", "0", *extra]
+        if extra:
+            args += ["--keys", str(keys)]
+        with fleet(args, workdir, f"security-{name}") as f:
+            run = run_collector(
+                f, workdir, f"security-{name}", concurrency=sizes.concurrency,
+                workers=sizes.workers, timeout=sizes.collect_timeout_s,
+                keys=keys if extra else None,
+            )  # fmt: skip
+            sim = f.stop()
+        runs[name] = {
+            "secured_meters": f.info.get("secured_meters"),
+            **_collector_block(run, n),
+            **_simulator_block(sim, n, f.stats),
+        }
+    plain, sec = runs["plain"], runs["secured"]
+
+    def ratio(key: str) -> float | None:
+        a, b = sec.get(key), plain.get(key)
+        return _r(a / b, 3) if a and b else None
+
+    t_plain, t_sec = plain.get("s_to_99pct_read"), sec.get("s_to_99pct_read")
+    return {
+        # the bulk's rate: a retry tail (a meter without power) would swamp meters/s
+        "secured_over_plain_rate_to_99pct": _r(t_plain / t_sec, 3) if t_plain and t_sec else None,
+        "description": f"{n} GPRS meters, no latency, no faults: once plain (public client, "
+        "no security), once every meter HLS-GMAC + suite 0 (management client, AES-GCM-128 "
+        "authenticated encryption of every APDU)",
+        "meters": n,
+        "runs": runs,
+        "secured_over_plain_meters_per_s": ratio("meters_per_s"),
+        "secured_over_plain_collector_cpu_per_meter": ratio("collector_cpu_ms_per_meter"),
+        "secured_over_plain_simulator_cpu_per_meter": ratio("simulator_cpu_ms_per_meter"),
+    }
+
+
 RUNNERS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "throughput": scenario_throughput,
     "peers": scenario_peers,
     "gprs": scenario_gprs,
     "buses": scenario_buses,
     "storage": scenario_storage,
+    "security": scenario_security,
 }
 
 
@@ -1359,6 +1421,30 @@ def markdown(result: dict[str, Any]) -> str:
         else:
             lines.append(f"| PostgreSQL | - | {pg.get('skipped', '-')} |")
         lines.append("")
+    sec = s.get("security")
+    if sec and "error" not in sec:
+        pl, se = sec["runs"]["plain"], sec["runs"]["secured"]
+        lines += [
+            f"## 6. Cost of security: {sec['meters']:,} meters plain, then HLS-GMAC + suite 0",
+            "",
+            "| figure | plain | secured | secured / plain |",
+            "|---|---|---|---|",
+            f"| seconds until 99 % of meters read | {_fmt(pl.get('s_to_99pct_read'))} | "
+            f"{_fmt(se.get('s_to_99pct_read'))} | "
+            f"rate {_fmt(sec.get('secured_over_plain_rate_to_99pct'), 3)} |",
+            f"| meters/s (whole run, retry tail included) | {_fmt(pl['meters_per_s'])} | "
+            f"{_fmt(se['meters_per_s'])} | {_fmt(sec['secured_over_plain_meters_per_s'], 3)} |",
+            f"| collector CPU per meter | {_fmt(pl['collector_cpu_ms_per_meter'])} ms | "
+            f"{_fmt(se['collector_cpu_ms_per_meter'])} ms | "
+            f"{_fmt(sec['secured_over_plain_collector_cpu_per_meter'], 3)} |",
+            f"| simulator CPU per meter | {_fmt(pl['simulator_cpu_ms_per_meter'])} ms | "
+            f"{_fmt(se['simulator_cpu_ms_per_meter'])} ms | "
+            f"{_fmt(sec['secured_over_plain_simulator_cpu_per_meter'], 3)} |",
+            f"| round trips per session | {_fmt(pl['round_trips_per_session_mean'])} | "
+            f"{_fmt(se['round_trips_per_session_mean'])} | |",
+            f"| success rate | {_pct(pl['success_rate'])} | {_pct(se['success_rate'])} | |",
+            "",
+        ]
     for name, figures in s.items():
         if "error" in figures:
             lines += [f"## {name}: failed", "", f"    {figures['error'][:500]}", ""]

@@ -43,12 +43,14 @@ def _no_error(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_every_scenario_ran(smoke: dict[str, Any]) -> None:
-    assert set(smoke["scenarios"]) == {"throughput", "peers", "gprs", "buses", "storage"}
+    assert set(smoke["scenarios"]) == {
+        "throughput", "peers", "gprs", "buses", "storage", "security"
+    }  # fmt: skip
     for name in smoke["scenarios"]:
         _no_error(smoke, name)
     md = smoke["_markdown"]
     for heading in ("## 1. Throughput", "## 2. Peers", "## 3. GPRS", "## 4. RS-485",
-                    "## 5. Storage"):  # fmt: skip
+                    "## 5. Storage", "## 6. Cost of security"):  # fmt: skip
         assert heading in md
 
 
@@ -168,3 +170,16 @@ def test_targets_and_readme_section(smoke: dict[str, Any], tmp_path: Path) -> No
     assert "### Targets" in inside and "### 1. Throughput" in inside
     assert "\n# " not in inside and "\n## " not in inside  # headings sit under Performance
     assert not splice_readme(tmp_path / "missing.md", markdown(smoke))
+
+
+def test_security_figures(smoke: dict[str, Any]) -> None:
+    sec = _no_error(smoke, "security")
+    meters = smoke["sizes"]["security_meters"]
+    plain, secured = sec["runs"]["plain"], sec["runs"]["secured"]
+    assert (plain["secured_meters"], secured["secured_meters"]) == (0, meters)
+    for run in (plain, secured):
+        assert run["complete_meters"] == meters and run["success_rate"] == 1.0
+        assert run["collector_cpu_ms_per_meter"] > 0
+    # HLS-GMAC adds the reply_to_HLS_authentication ACTION to every session
+    assert secured["round_trips_per_session_mean"] == plain["round_trips_per_session_mean"] + 1
+    assert sec["secured_over_plain_meters_per_s"] > 0
