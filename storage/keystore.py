@@ -343,8 +343,10 @@ class KeyStore:
         return ImportResult(str(path), len(rows), inserted, rotated)
 
     def get(self, meter_id: str) -> StoredKeys:
-        with self.db.transaction() as conn:
-            row = conn.execute(select(meter_keys).where(meter_keys.c.meter_id == meter_id)).first()
+        # a plain read: a write transaction here queued every secured session behind the
+        # collector's batch commits for SQLite's write lock
+        rows = self.db.execute_read(select(meter_keys).where(meter_keys.c.meter_id == meter_id))
+        row = rows[0] if rows else None
         if row is None:
             raise KeyStoreError(f"no keys stored for meter {meter_id}")
         if row.master_key_id != self.master.key_id:
@@ -368,11 +370,8 @@ class KeyStore:
         )
 
     def meter_ids(self) -> list[str]:
-        with self.db.transaction() as conn:
-            return [
-                r[0]
-                for r in conn.execute(select(meter_keys.c.meter_id).order_by(meter_keys.c.meter_id))
-            ]
+        stmt = select(meter_keys.c.meter_id).order_by(meter_keys.c.meter_id)
+        return [r[0] for r in self.db.execute_read(stmt)]
 
 
 class DatabaseCounterStore:
