@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from collector.batching import Batcher
 from collector.mqtt import profile_payload, registers_payload
 from collector.plan import Group, Plan
 from collector.session import Session
-from collector.session_writer import SessionWriter
 from collector.targets import MeterTarget
 from protocols import apdu as xdlms
 from protocols.cosem import (
@@ -66,7 +66,15 @@ from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
 from storage.gaps import day_window, epoch, expected_epochs, from_epoch, group_missing
-from storage.keystore import KeyStore, KeyStoreError, MasterKey, load_master_key, security_context
+from storage.keystore import (
+    DatabaseCounterStore,
+    KeyStore,
+    KeyStoreError,
+    MasterKey,
+    load_master_key,
+    reserve_counter_blocks,
+    security_context,
+)
 from storage.records import (
     Attempt,
     Channel,
@@ -339,7 +347,10 @@ class Collector:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._writer = SessionWriter(db.store_sessions, self._executor, on_batch=self._wake.set)
+        self._writer = Batcher(db.store_sessions, self._executor, on_batch=self._wake.set)
+        self._contexts: Batcher[str, SecurityContext | NoKeys] = Batcher(
+            self._security_batch, self._executor
+        )
         #: sessions whose results may wait for storage before no new session starts
         self._max_backlog = max(1000, 2 * self.concurrency)
         self._stopping = False
@@ -384,9 +395,11 @@ class Collector:
                 concurrency=self.concurrency,
             )
             self._writer.start()
+            self._contexts.start()
             await self._dispatch()
             await self._drain()
         finally:
+            await self._contexts.close()
             await self._writer.close()
             await asyncio.get_running_loop().run_in_executor(
                 None, functools.partial(self._executor.shutdown, wait=True)
@@ -588,18 +601,29 @@ class Collector:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    def _security(self, meter_id: str) -> SecurityContext:
-        """A fresh context for one session, its counter block already reserved (blocking IO:
-        runs on a storage thread). Key store problems become :class:`NoKeys`, whose message
-        names the meter, never a key."""
-        if self._keystore is None:
-            raise NoKeys(f"meter {meter_id} is secured but the run opened no key store")
-        try:
-            ctx = security_context(self._keystore, meter_id)
-        except KeyStoreError as exc:
-            raise NoKeys(str(exc)) from None
-        ctx.prepare()
-        return ctx
+    def _security_batch(self, meter_ids: Sequence[str]) -> list[SecurityContext | NoKeys]:
+        """Fresh contexts for a batch of secured sessions, their counter blocks reserved in
+        one committed transaction (blocking IO: runs on a storage thread). Key store
+        problems become :class:`NoKeys`, whose message names the meter, never a key."""
+        out: list[SecurityContext | NoKeys] = []
+        blocks: list[tuple[DatabaseCounterStore, int]] = []
+        held: list[SecurityContext] = []
+        for meter_id in meter_ids:
+            if self._keystore is None:
+                out.append(NoKeys(f"meter {meter_id} is secured but the run opened no key store"))
+                continue
+            try:
+                ctx = security_context(self._keystore, meter_id)
+            except KeyStoreError as exc:
+                out.append(NoKeys(str(exc)))
+                continue
+            assert isinstance(ctx.counters, DatabaseCounterStore)
+            blocks.append((ctx.counters, ctx.counter_block))
+            held.append(ctx)
+            out.append(ctx)
+        for ctx, start in zip(held, reserve_counter_blocks(self.db, blocks), strict=True):
+            ctx.hold_block(start)
+        return out
 
     def _missing(self, job: MeterJob) -> list[tuple[int, int]]:
         """Epoch (first, last) ranges to ask for, over every channel and day of the job."""
@@ -645,7 +669,10 @@ class Collector:
                     raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
             security = None
             if meter.security_profile == SECURE_PROFILE:
-                security = await self._db(self._security, meter.meter_id)
+                got = await self._contexts.submit(meter.meter_id)
+                if isinstance(got, NoKeys):
+                    raise got
+                security = got
             transport = target_of(meter, self.plan).open_transport()
             try:
                 async with asyncio.timeout(self.plan.timeouts.session_s):
@@ -911,7 +938,7 @@ class Collector:
             self.stats.in_flight -= 1
             self._wake.set()
         # The writer stores it even when this session is cancelled meanwhile.
-        stored = await self._writer.write(
+        stored = await self._writer.submit(
             SessionWrite(out.channels, out.registers, out.intervals, out.coverage, attempt)
         )
         self.stats.intervals_stored += stored

@@ -418,6 +418,14 @@ class SecurityContext:
         self._next += 1
         return value
 
+    def hold_block(self, start: int) -> None:
+        """Use the counters ``[start, start + counter_block)``, reserved (and committed) by
+        the caller, e.g. for many meters in one transaction; ``prepare`` then has nothing
+        to do until they run out."""
+        if not 0 <= start <= MAX_INVOCATION_COUNTER:
+            raise ValueError(f"invocation counter block start {start} out of range")
+        self._next, self._limit = start, start + self.counter_block
+
     def prepare(self) -> None:
         """Reserve a block of counters now if none is held (run it in a worker thread when
         the store does blocking IO, so the event loop never waits on the database)."""

@@ -20,6 +20,7 @@ from storage.keystore import (
     MasterKey,
     load_master_key,
     parse_key_file,
+    reserve_counter_blocks,
 )
 from storage.records import IntervalRead
 
@@ -177,6 +178,26 @@ def test_counter_store_reserves_before_use(tmp_path: Path) -> None:
     again = open_database(str(tmp_path / "hes.db"))
     assert DatabaseCounterStore(again, "M1").reserve(1) == 128
     again.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_counter_blocks_of_many_meters_in_one_transaction(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = str(tmp_path / "hes.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    db = open_database(url)
+    try:
+        a, b = DatabaseCounterStore(db, "B1"), DatabaseCounterStore(db, "B2")
+        assert a.reserve(64) == 0
+        # the same meter twice in one batch still gets two disjoint blocks
+        assert reserve_counter_blocks(db, [(a, 64), (b, 64), (a, 10)]) == [64, 0, 128]
+        assert (a.peek(), b.peek()) == (138, 64)
+        assert reserve_counter_blocks(db, []) == []
+        with pytest.raises(ValueError, match="at least one"):
+            reserve_counter_blocks(db, [(b, 5), (a, 0)])
+        assert (a.peek(), b.peek()) == (138, 64)  # all or nothing
+    finally:
+        db.close()
 
 
 def test_counter_store_on_postgres(pg_url: str) -> None:

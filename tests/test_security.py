@@ -198,3 +198,16 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
     assert ctx.unwrap(b"\xd8\x01\x05") == b"\xd8\x01\x05"  # plain ExceptionResponse passes
     with pytest.raises(HlsVerificationFailed):
         ctx.check_server_reply(bytes(17))
+
+
+def test_a_block_reserved_elsewhere_is_used_before_the_store_is_asked() -> None:
+    store = MemoryCounterStore(1000)
+    ctx = SecurityContext(KEYS, counters=store, counter_block=4)
+    ctx.hold_block(40)
+    ctx.prepare()  # nothing to reserve: the held block is not used up
+    assert store.next == 1000
+    assert [ctx.next_counter() for _ in range(4)] == [40, 41, 42, 43]
+    ctx.prepare()
+    assert ctx.next_counter() == 1000 and store.next == 1004
+    with pytest.raises(ValueError, match="out of range"):
+        ctx.hold_block(-1)

@@ -1,4 +1,4 @@
-"""Group commit of session results (collector/session_writer.py) on a real SQLite file."""
+"""Group commit of session results (collector/batching.py) on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.session_writer import SessionWriter
+from collector.batching import Batcher
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.records import Attempt, IntervalRead, MeterRecord, SessionWrite
@@ -52,9 +52,9 @@ def write(i: int, rows: int = 8) -> SessionWrite:
 async def test_many_sessions_land_in_few_batches_with_their_own_counts(
     db: Database, executor: ThreadPoolExecutor
 ) -> None:
-    writer = SessionWriter(db.store_sessions, executor, max_batch=20)
+    writer = Batcher(db.store_sessions, executor, max_batch=20)
     writer.start()
-    counts = await asyncio.gather(*(writer.write(write(i, rows=i % 5)) for i in range(50)))
+    counts = await asyncio.gather(*(writer.submit(write(i, rows=i % 5)) for i in range(50)))
     await writer.close()
     assert counts == [i % 5 for i in range(50)]
     assert db.count_rows("interval_reads") == sum(i % 5 for i in range(50))
@@ -67,9 +67,9 @@ async def test_many_sessions_land_in_few_batches_with_their_own_counts(
 async def test_a_cancelled_caller_still_gets_its_reads_stored(
     db: Database, executor: ThreadPoolExecutor
 ) -> None:
-    writer = SessionWriter(db.store_sessions, executor)
+    writer = Batcher(db.store_sessions, executor)
     writer.start()
-    task = asyncio.create_task(writer.write(write(1)))
+    task = asyncio.create_task(writer.submit(write(1)))
     await asyncio.sleep(0)  # queued
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -94,12 +94,12 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
             raise StorageError("writing failed on the test database: disk gone", transient=True)
         return db.store_sessions(writes)
 
-    writer = SessionWriter(store, executor, max_batch=2)
+    writer = Batcher(store, executor, max_batch=2)
     writer.start()
-    first = [asyncio.create_task(writer.write(write(i))) for i in (1, 2)]
+    first = [asyncio.create_task(writer.submit(write(i))) for i in (1, 2)]
     results = await asyncio.gather(*first, return_exceptions=True)
     assert all(isinstance(r, StorageError) and "disk gone" in str(r) for r in results)
-    assert await writer.write(write(3)) == 8  # the writer is still running
+    assert await writer.submit(write(3)) == 8  # the writer is still running
     await writer.close()
     assert calls == [2, 1]
     assert db.count_rows("interval_reads") == 8
@@ -108,12 +108,12 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
 async def test_write_before_start_or_after_close_is_an_error(
     db: Database, executor: ThreadPoolExecutor
 ) -> None:
-    writer = SessionWriter(db.store_sessions, executor)
+    writer = Batcher(db.store_sessions, executor)
     with pytest.raises(RuntimeError, match="not running"):
-        await writer.write(write(1))
+        await writer.submit(write(1))
     writer.start()
     await writer.close()
     with pytest.raises(RuntimeError, match="not running"):
-        await writer.write(write(1))
+        await writer.submit(write(1))
     with pytest.raises(ValueError, match="max_batch"):
-        SessionWriter(db.store_sessions, executor, max_batch=0)
+        Batcher(db.store_sessions, executor, max_batch=0)

@@ -1,11 +1,12 @@
-"""Group commit of session results: one storage transaction for many meters.
+"""Batched storage work for many concurrent sessions: one transaction for many meters.
 
 Each session used to cost several transactions (channels, registers, interval reads,
-attempt); at hundreds of meters a second the commits and the per-statement overhead
-were most of the collector's CPU. Sessions now hand a :class:`SessionWrite` to one
-writer, which stores whatever has queued up while the previous batch was committing.
-A session waits for its batch to commit before it counts as read, so nothing is
-reported complete that is not on disk.
+attempt; for a secured meter also its keys and an invocation-counter block); at hundreds
+of meters a second the commits and the per-statement overhead were most of the
+collector's CPU, and on SQLite every write queued for the one write lock. Sessions now
+hand their item to a :class:`Batcher`, whose task runs whatever has queued up while the
+previous batch ran, as one call on a storage thread. A session waits for its batch, so
+nothing counts as stored (or reserved) before it is committed.
 """
 
 from __future__ import annotations
@@ -13,30 +14,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import Generic, TypeVar
 
-from storage.records import SessionWrite
+T = TypeVar("T")
+R = TypeVar("R")
 
-Store = Callable[[Sequence[SessionWrite]], list[int]]
 
-
-class SessionWriter:
-    """Queue of session results, stored in batches of up to ``max_batch`` by one task."""
+class Batcher(Generic[T, R]):
+    """Items run in batches of up to ``max_batch`` by one task: ``run(items)`` (blocking,
+    on ``executor``) returns one result per item, in order."""
 
     def __init__(
         self,
-        store: Store,
+        run: Callable[[Sequence[T]], Sequence[R]],
         executor: Executor,
         max_batch: int = 400,
         on_batch: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        self._store = store
+        self._run_batch = run
         self._executor = executor
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._in_batch = 0
-        self._pending: list[tuple[SessionWrite, asyncio.Future[int]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -45,29 +47,29 @@ class SessionWriter:
 
     @property
     def backlog(self) -> int:
-        """Sessions queued or in the batch being stored."""
+        """Items queued or in the batch being run."""
         return len(self._pending) + self._in_batch
 
     def start(self) -> None:
         """Start the writer task (on the running loop)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="hes-session-writer")
+            self._task = asyncio.create_task(self._run(), name="hes-batcher")
 
-    async def write(self, item: SessionWrite) -> int:
-        """Store ``item`` with the next batch; the number of new interval rows once committed.
+    async def submit(self, item: T) -> R:
+        """Run ``item`` with the next batch; its result once the batch has run.
 
-        A caller cancelled while waiting does not cancel the write: the reads it carries
-        are stored all the same. A storage error of the batch is raised to every caller.
+        A caller cancelled while waiting does not cancel the item: it is run (stored) all
+        the same. An error of the batch is raised to every caller of that batch.
         """
         if self._task is None or self._task.done():
-            raise RuntimeError("the session writer is not running")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            raise RuntimeError("the batcher is not running")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
         return await asyncio.shield(future)
 
     async def close(self) -> None:
-        """Store everything queued, then stop the task."""
+        """Run everything queued, then stop the task."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -88,8 +90,8 @@ class SessionWriter:
             self.largest_batch = max(self.largest_batch, len(batch))
             self._in_batch = len(batch)
             try:
-                counts = await loop.run_in_executor(
-                    self._executor, self._store, [item for item, _ in batch]
+                results = await loop.run_in_executor(
+                    self._executor, self._run_batch, [item for item, _ in batch]
                 )
             except Exception as exc:
                 for _, future in batch:
@@ -98,9 +100,9 @@ class SessionWriter:
                         # retrieved here: a caller that was cancelled never awaits it
                         future.exception()
             else:
-                for (_, future), n in zip(batch, counts, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_result(n)
+                        future.set_result(result)
             finally:
                 self._in_batch = 0
             if self._on_batch is not None:
