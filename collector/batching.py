@@ -29,26 +29,18 @@ class Batcher(Generic[T, R]):
         run: Callable[[Sequence[T]], Sequence[R]],
         executor: Executor,
         max_batch: int = 400,
-        on_batch: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._run_batch = run
         self._executor = executor
         self._max_batch = max_batch
-        self._on_batch = on_batch
-        self._in_batch = 0
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.batches = 0
         self.largest_batch = 0
-
-    @property
-    def backlog(self) -> int:
-        """Items queued or in the batch being run."""
-        return len(self._pending) + self._in_batch
 
     def start(self) -> None:
         """Start the writer task (on the running loop)."""
@@ -88,7 +80,6 @@ class Batcher(Generic[T, R]):
             del self._pending[: self._max_batch]
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
-            self._in_batch = len(batch)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, [item for item, _ in batch]
@@ -103,7 +94,3 @@ class Batcher(Generic[T, R]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
-            finally:
-                self._in_batch = 0
-            if self._on_batch is not None:
-                self._on_batch()

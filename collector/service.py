@@ -176,8 +176,6 @@ class MeterJob:
     registers_done: bool = False
     last_error_class: str | None = None
     last_error: str | None = None
-    #: the attempt's session is over and its results wait for the storage batch
-    slot_released: bool = False
 
 
 @dataclass(slots=True)
@@ -347,12 +345,10 @@ class Collector:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._writer = Batcher(db.store_sessions, self._executor, on_batch=self._wake.set)
+        self._writer = Batcher(db.store_sessions, self._executor)
         self._contexts: Batcher[str, SecurityContext | NoKeys] = Batcher(
             self._security_batch, self._executor
         )
-        #: sessions whose results may wait for storage before no new session starts
-        self._max_backlog = max(1000, 2 * self.concurrency)
         self._stopping = False
         self._fatal: BaseException | None = None
         self._incomplete: dict[str, str] = {}
@@ -517,10 +513,7 @@ class Collector:
                     return
                 await self._sleep_until_woken(None)
                 continue
-            if (
-                self.stats.in_flight >= self.concurrency
-                or self._writer.backlog >= self._max_backlog
-            ):
+            if self.stats.in_flight >= self.concurrency:
                 await self._sleep_until_woken(None)
                 continue
             delay = self._ready[0][0] - loop.time()
@@ -550,7 +543,6 @@ class Collector:
     async def _run_job(self, link: _Link, job: MeterJob) -> None:
         loop = asyncio.get_running_loop()
         retry_at: float | None = None
-        job.slot_released = False
         try:
             retry_at = await self._attempt(job)
         except asyncio.CancelledError:
@@ -564,8 +556,7 @@ class Collector:
             job.last_error_class, job.last_error = "internal", repr(exc)
             self._finish(job, complete=False)
         finally:
-            if not job.slot_released:
-                self.stats.in_flight -= 1
+            self.stats.in_flight -= 1
             if retry_at is not None:
                 job.not_before = retry_at
                 heapq.heappush(link.jobs, (retry_at, next(self._seq), job))
@@ -932,11 +923,6 @@ class Collector:
             bytes_rx=stats.bytes_rx if stats else 0,
             round_trips=stats.round_trips if stats else 0,
         )
-        if not job.slot_released:
-            # The session is closed: another may start while this one's batch commits.
-            job.slot_released = True
-            self.stats.in_flight -= 1
-            self._wake.set()
         # The writer stores it even when this session is cancelled meanwhile.
         stored = await self._writer.submit(
             SessionWrite(out.channels, out.registers, out.intervals, out.coverage, attempt)

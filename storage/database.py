@@ -222,31 +222,23 @@ _PG_INTERVAL_INSERT = text(
 )
 
 
-def _pg_insert_interval_reads(conn: Connection, params: list[dict[str, Any]]) -> int:
+def _pg_insert_interval_reads(conn: Connection, rows: Sequence[IntervalRead]) -> int:
     """PostgreSQL bulk path: one INSERT ... SELECT FROM unnest(arrays) per chunk.
 
     Several times faster than executemany because the server parses and plans one
     statement per 20,000 rows and the rows travel as six arrays.
     """
     total = 0
-    for chunk in _chunks(params, 20_000):
-        cols: dict[str, list[Any]] = {k: [] for k in _INTERVAL_COLS}
-        for p in chunk:
-            ts = p["ts"]
-            if ts.tzinfo is None:
-                raise ValueError(f"naive datetime {ts!r}: hes stores aware (UTC) timestamps only")
-            for k in _INTERVAL_COLS:
-                cols[k].append(p[k])
+    for chunk in _chunks(rows, 20_000):
+        for r in chunk:
+            if r.ts.tzinfo is None:
+                raise ValueError(f"naive datetime {r.ts!r}: hes stores aware (UTC) timestamps only")
+        cols = dict(zip(_INTERVAL_COLS, (list(c) for c in zip(*chunk, strict=True)), strict=True))
         total += int(conn.execute(_PG_INTERVAL_INSERT, cols).scalar_one())
     return total
 
 
 _INTERVAL_COLS = ("meter_id", "channel", "ts", "value", "scaler", "status")
-
-_SQLITE_INTERVAL_INSERT = (
-    "INSERT INTO interval_reads (meter_id, channel, ts, value, scaler, status) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
 
 
 def _sqlite_ts(ts: datetime) -> str:
@@ -270,24 +262,6 @@ def _sqlite_ts_cached(ts: datetime) -> str:
             _TS_TEXT.clear()
         _TS_TEXT[ts] = text_
     return text_
-
-
-def _sqlite_insert_interval_reads(conn: Connection, params: list[dict[str, Any]]) -> int:
-    """SQLite bulk path: driver-level executemany of plain tuples.
-
-    Skips SQLAlchemy's per-row type processing, which costs more than SQLite itself
-    on this table; the timestamp text is byte-identical to what UtcDateTime binds.
-    """
-    total = 0
-    for chunk in _chunks(params, 20_000):
-        rows = [
-            (p["meter_id"], p["channel"], _sqlite_ts_cached(p["ts"]), p["value"], p["scaler"],
-             p["status"])
-            for p in chunk
-        ]  # fmt: skip
-        result = conn.exec_driver_sql(_SQLITE_INTERVAL_INSERT, rows)
-        total += max(result.rowcount, 0)
-    return total
 
 
 #: Rows per multi-row INSERT: 6 parameters each, well under SQLite's 32,766 variables.
@@ -572,31 +546,17 @@ class Database:
                 raise ValueError(
                     f"outcome must be one of {schema.OUTCOMES}, not {w.attempt.outcome!r}"
                 )
-        now = datetime.now(UTC)
         channels = [c for w in writes for c in w.channels]
         registers = [r._asdict() for w in writes for r in w.registers]
-        coverage = [
-            {"meter_id": m, "channel": c, "first_ts": a, "last_ts": b, "recorded_at": now}
-            for w in writes
-            for m, c, a, b in w.coverage
-        ]
+        coverage = [c for w in writes for c in w.coverage]
         attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
-        counts: list[int] = []
         with self._guard("storing session reads"), self._writer.begin() as conn:
             if channels:
                 self.upsert_channels(channels, conn)
             if registers:
                 self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
-            for w in writes:
-                if not w.intervals:
-                    counts.append(0)
-                elif self.dialect == "postgresql":
-                    params = [r._asdict() for r in w.intervals]
-                    counts.append(_pg_insert_interval_reads(conn, params))
-                else:
-                    counts.append(_sqlite_insert_interval_tuples(conn, w.intervals))
-            if coverage:
-                self._run_many(conn, self._insert_ignore(schema.read_coverage), coverage)
+            counts = [self._insert_intervals(conn, w.intervals) for w in writes]
+            self._insert_coverage(conn, coverage)
             if attempts:
                 self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
         return counts
@@ -615,24 +575,12 @@ class Database:
         the number of new rows. ``coverage`` records that the meter answered those
         ranges in full, so stamps inside them it did not return count as absent.
         """
-        params = [
-            {"meter_id": m, "channel": c, "ts": t, "value": v, "scaler": s, "status": st}
-            for m, c, t, v, s, st in rows
-        ]
-        now = datetime.now(UTC)
-        cov = [
-            {"meter_id": m, "channel": c, "first_ts": a, "last_ts": b, "recorded_at": now}
-            for m, c, a, b in coverage
-        ]
+        reads = list(rows)
+        covered = list(coverage)
 
         def run(c: Connection) -> int:
-            n = 0
-            if params and self.dialect == "postgresql":
-                n = _pg_insert_interval_reads(c, params)
-            elif params:
-                n = _sqlite_insert_interval_reads(c, params)
-            if cov:
-                self._run_many(c, self._insert_ignore(schema.read_coverage), cov)
+            n = self._insert_intervals(c, reads)
+            self._insert_coverage(c, covered)
             return n
 
         with self._guard("writing interval reads"):
@@ -640,6 +588,24 @@ class Database:
                 return run(conn)
             with self._writer.begin() as own:
                 return run(own)
+
+    def _insert_intervals(self, conn: Connection, rows: Sequence[IntervalRead]) -> int:
+        """Insert-or-ignore interval reads by the dialect's bulk path; the new rows."""
+        if not rows:
+            return 0
+        if self.dialect == "postgresql":
+            return _pg_insert_interval_reads(conn, rows)
+        return _sqlite_insert_interval_tuples(conn, rows)
+
+    def _insert_coverage(self, conn: Connection, rows: Sequence[Coverage]) -> None:
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        params = [
+            {"meter_id": m, "channel": c, "first_ts": a, "last_ts": b, "recorded_at": now}
+            for m, c, a, b in rows
+        ]
+        self._run_many(conn, self._insert_ignore(schema.read_coverage), params)
 
     def record_coverage(self, rows: Iterable[Coverage]) -> None:
         """Record answered ranges on their own (a range read that returned no entry)."""

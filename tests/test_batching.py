@@ -61,7 +61,6 @@ async def test_many_sessions_land_in_few_batches_with_their_own_counts(
     assert db.count_rows("read_attempts") == 50
     assert 3 <= writer.batches < 50
     assert writer.largest_batch <= 20
-    assert writer.backlog == 0
 
 
 async def test_a_cancelled_caller_still_gets_its_reads_stored(
