@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from protocols.cosem import UNIT_NAMES
-from storage.gaps import epoch, expected_epochs, from_epoch
+from storage.gaps import epoch, expected_epochs, from_epoch, group_missing, missing_epochs
 from storage.records import IntervalRead
 
 if TYPE_CHECKING:
@@ -100,20 +100,10 @@ def load_curve_series(
         assert r.value is not None
         xs.append(r.ts)
         ys.append(scaled(r.value, r.scaler))
-    have = {epoch(r.ts) for r in present}
-    missing: list[tuple[datetime, datetime]] = []
-    first = last = None
-    for stamp in expected_epochs(start, end, period_s):
-        if stamp in have:
-            continue
-        if last is not None and stamp == last + period_s:
-            last = stamp
-            continue
-        if first is not None and last is not None:
-            missing.append((from_epoch(first), from_epoch(last)))
-        first = last = stamp
-    if first is not None and last is not None:
-        missing.append((from_epoch(first), from_epoch(last)))
+    absent = missing_epochs(
+        expected_epochs(start, end, period_s), (epoch(r.ts) for r in present), ()
+    )
+    missing = [(from_epoch(a), from_epoch(b)) for a, b in group_missing(absent, period_s)]
     return xs, ys, missing
 
 
