@@ -444,7 +444,8 @@ _CLOCK_CACHE_MAX = 8192
 
 
 def _clock_stamp(raw: Any, utc_to_local: bool) -> tuple[datetime, int | None]:
-    key = (bytes(raw), utc_to_local) if isinstance(raw, bytes) else None
+    # bytes and its DateTimeValue subclass hash and compare alike: no copy needed for the key
+    key = (raw, utc_to_local) if isinstance(raw, bytes) else None
     if key is not None:
         hit = _CLOCK_CACHE.get(key)
         if hit is not None:
