@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from collector.cli_support import DbOption, fail, open_db
 from collector.inventory import InventoryError, import_inventory
 from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
@@ -50,32 +51,12 @@ from storage.records import MeterRecord
 
 meters_app = typer.Typer(help="Meter inventory.", no_args_is_help=True)
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
-        envvar="HES_DB",
-    ),
-]
 
 STOP_GRACE_S = 5.0
 #: Where MQTT messages wait for the broker (a SQLite file of its own, see collector.mqtt).
 DEFAULT_SPOOL = "hes-mqtt-spool.db"
 MQTT_FLUSH_S = 5.0
 PROGRESS_INTERVAL_S = 0.25
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"hes: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _open(url: str | None) -> Database:
-    try:
-        return open_database(url)
-    except StorageError as exc:
-        raise _fail(str(exc), 1) from None
 
 
 # -- meters import ----------------------------------------------------------------------------
@@ -87,13 +68,13 @@ def import_command(
     db: DbOption = None,
 ) -> None:
     """Import (insert or update) meters from a CSV; a file with any bad row imports nothing."""
-    database = _open(db)
+    database = open_db(db)
     try:
         result = import_inventory(database, file)
     except InventoryError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     except StorageError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     finally:
         database.close()
     typer.echo(
@@ -442,10 +423,10 @@ def _run_sharded(
         for s, handler in old.items():
             signal.signal(s, handler)
     if errors:
-        raise _fail("; ".join(errors), 1)
+        raise fail("; ".join(errors), 1)
     lost = [p.name for p in procs if p.exitcode not in (0, None)]
     if len(finals) < workers:
-        raise _fail(f"worker process(es) ended without a summary: {', '.join(lost)}", 1)
+        raise fail(f"worker process(es) ended without a summary: {', '.join(lost)}", 1)
     signum = (received or signals)[0] if (received or signals) else None
     return [finals[k] for k in sorted(finals)], signum
 
@@ -456,7 +437,7 @@ def _parse_day(text: str | None, plan: Plan, what: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise _fail(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
+        raise fail(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def collect_command(
@@ -534,18 +515,18 @@ def collect_command(
     try:
         plan = load_plan(config)
     except PlanError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     the_day = _parse_day(day, plan, "--day")
     if listen is not None:
         try:
             parse_host_port(listen)
         except ValueError as exc:
-            raise _fail(f"--listen: {exc}") from None
+            raise fail(f"--listen: {exc}") from None
     if mqtt_url is not None:
         try:
             parse_mqtt_url(mqtt_url)
         except ValueError as exc:
-            raise _fail(f"--mqtt-url: {exc}") from None
+            raise fail(f"--mqtt-url: {exc}") from None
     opts = CollectOptions(
         db=db,
         config=str(config) if config is not None else None,
@@ -572,9 +553,9 @@ def collect_command(
                     collect_async(opts, plan, lambda s: display.update([s.as_dict()]))
                 )
             except (StorageError, OutboxError, OSError) as exc:
-                raise _fail(str(exc), 1) from None
+                raise fail(str(exc), 1) from None
             except KeyStoreError as exc:
-                raise _fail(str(exc), 2) from None
+                raise fail(str(exc), 2) from None
             parts = [summary.as_dict()]
         else:
             parts, signum = _run_sharded(opts, workers, display)
@@ -624,27 +605,27 @@ def report_command(
 
     --plot FILE.png also draws the success rate per day, or with --meter a load curve."""
     if output not in ("table", "json"):
-        raise _fail(f"--format {output!r}: use table or json")
+        raise fail(f"--format {output!r}: use table or json")
     if plot is None and (meter is not None or days is not None):
-        raise _fail(f"{'--meter' if meter is not None else '--days'} needs --plot FILE.png")
+        raise fail(f"{'--meter' if meter is not None else '--days'} needs --plot FILE.png")
     if channel is not None and meter is None:
-        raise _fail("--channel needs --meter")
+        raise fail("--channel needs --meter")
     if plot is not None:
         try:
             plot = check_png_path(plot)
         except PlotError as exc:
-            raise _fail(f"--plot {exc}") from None
+            raise fail(f"--plot {exc}") from None
     try:
         plan = load_plan(config)
     except PlanError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     the_day = _parse_day(report_date, plan, "--date")
     channels: list[str] | None = None
     if config is not None:
         channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
     period_s = plan.groups[0].profile.period_s
     written: Path | None = None
-    database = _open(db)
+    database = open_db(db)
     try:
         data = database.daily_report(the_day, channels, period_s=period_s, tz=plan.tz, worst=worst)
         if plot is not None and meter is not None:
@@ -661,9 +642,9 @@ def report_command(
             )
             written = plot_success_rate(series, plot)
     except StorageError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     except PlotError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     finally:
         database.close()
     if output == "json":
@@ -688,7 +669,7 @@ def _plot_meter(
     """Write one meter's load curve over ``days`` days ending with ``last_day``."""
     record = database.get_meter(meter_id)
     if record is None:
-        raise _fail(f"--meter {meter_id!r}: not in the inventory", 1)
+        raise fail(f"--meter {meter_id!r}: not in the inventory", 1)
     group = plan.group_for(record) or plan.groups[0]
     name = channel if channel is not None else group.channels[0]
     first_day = last_day - timedelta(days=days - 1)
@@ -698,7 +679,7 @@ def _plot_meter(
     if not any(r.value is not None for r in rows):
         span = first_day.isoformat() if days == 1 else f"{first_day} to {last_day}"
         have = ", ".join(known) or "none recorded"
-        raise _fail(
+        raise fail(
             f"meter {meter_id} channel {name}: no interval values stored for {span} "
             f"(the meter's channels: {have})",
             1,

@@ -21,21 +21,14 @@ from typing import Annotated, Any
 
 import typer
 
+from collector.cli_support import DbOption, fail, open_db
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.operations import SelectionError, run_command, select_meters
 from collector.push import PushListener
 from collector.service import env_secret
-from storage.database import Database, open_database
+from storage.database import open_database
 from storage.errors import StorageError
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
-        envvar="HES_DB",
-    ),
-]
 MeterArgs = Annotated[
     list[str] | None, typer.Argument(help="meter ids of the inventory", show_default=False)
 ]
@@ -54,18 +47,6 @@ MQTT_FLUSH_S = 5.0
 DEFAULT_SPOOL = "hes-mqtt-spool.db"
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"hes: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _open(url: str | None) -> Database:
-    try:
-        return open_database(url)
-    except StorageError as exc:
-        raise _fail(str(exc), 1) from None
-
-
 def _operate(
     command: str,
     meters: list[str] | None,
@@ -76,12 +57,12 @@ def _operate(
     concurrency: int,
     timeout: float,
 ) -> None:
-    database = _open(db)
+    database = open_db(db)
     try:
         try:
             chosen = select_meters(database, meters or [], file, group)
         except SelectionError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         results = asyncio.run(
             run_command(
                 database,
@@ -94,7 +75,7 @@ def _operate(
             )
         )
     except StorageError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     finally:
         database.close()
     failed = [r for r in results if not r.ok]
@@ -216,11 +197,11 @@ def listen_command(
         try:
             parse_mqtt_url(mqtt_url)
         except ValueError as exc:
-            raise _fail(f"--mqtt-url: {exc}") from None
+            raise fail(f"--mqtt-url: {exc}") from None
     if duration is not None and duration < 0:
-        raise _fail(f"--duration {duration} must not be negative")
+        raise fail(f"--duration {duration} must not be negative")
     try:
         result = asyncio.run(listen_async(db, host, port, mqtt_url, mqtt_spool, duration))
     except (StorageError, OutboxError, OSError) as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     typer.echo(json.dumps(result))

@@ -11,16 +11,11 @@ from typing import Annotated
 
 import typer
 
-from storage.database import open_database
+from collector.cli_support import DbOption, fail, open_db
 from storage.errors import StorageError
 from storage.keystore import KeyStore, KeyStoreError, load_master_key
 
 keys_app = typer.Typer(help="Per-meter security keys (stored encrypted).", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"hes: {message}", err=True)
-    return typer.Exit(code)
 
 
 @keys_app.command("import")
@@ -31,14 +26,7 @@ def keys_import_command(
             help="key CSV: meter_id, encryption_key, authentication_key[, system_title] (hex)"
         ),
     ],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="database: SQLite file path or postgresql+psycopg:// URL (default: hes.db here)",
-            envvar="HES_DB",
-        ),
-    ] = None,
+    db: DbOption = None,
     master_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -52,15 +40,12 @@ def keys_import_command(
     try:
         master = load_master_key(master_key_file)
     except KeyStoreError as exc:
-        raise _fail(str(exc), 2) from None
-    try:
-        database = open_database(db)
-    except StorageError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), 2) from None
+    database = open_db(db)
     try:
         result = KeyStore(database, master).import_file(file)
     except (KeyStoreError, StorageError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), 1) from None
     finally:
         database.close()
     typer.echo(
