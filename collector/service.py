@@ -40,12 +40,13 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from collector import gap_planner
 from collector.batching import Batcher
 from collector.mqtt import profile_payload, registers_payload
 from collector.plan import Group, Plan
@@ -92,25 +93,6 @@ T = TypeVar("T")
 
 CLASS_PROFILE_GENERIC = 7
 REGISTER_CLASSES = (3, 4, 5)
-#: Error classes that retrying cannot fix (besides any error whose ``transient`` is False).
-PERMANENT_CLASSES = frozenset(
-    {
-        "authentication_failed",
-        "association_refused",
-        "object_undefined",
-        "access_denied",
-        "no_keys",
-        "security",
-        "key_rejected",
-        "deciphering_rejected",
-        "invocation_counter_rejected",
-        "system_title_rejected",
-        "system_title_mismatch",
-        "response_authentication_failed",
-        "replayed_response",
-        "hls_verification_failed",
-    }
-)
 #: The inventory security profile read over HLS-GMAC with suite-0 ciphering.
 SECURE_PROFILE = "hls-gmac-suite0"
 
@@ -440,15 +422,15 @@ class Collector:
         for group, members in by_group.values():
             ids = [m.meter_id for m in members]
             period = group.profile.period_s
-            hints: dict[str, dict[date, int]] = {m: {} for m in ids}
+            counts: dict[date, Mapping[str, int]] = {}
             for d in self._days(group):
                 start, end = day_window(d, self.tz)
-                counts = self.db.missing_counts(start, end, group.channels, period, meter_ids=ids)
-                for meter_id, n in counts.items():
-                    if n:
-                        hints[meter_id][d] = n
+                counts[d] = self.db.missing_counts(
+                    start, end, group.channels, period, meter_ids=ids
+                )
+            hints = gap_planner.days_to_read(ids, counts)
             for meter in members:
-                hint = hints[meter.meter_id]
+                hint = hints.get(meter.meter_id)
                 if not hint:
                     self.stats.skipped_complete += 1
                     continue
@@ -618,22 +600,23 @@ class Collector:
 
     def _missing(self, job: MeterJob) -> list[tuple[int, int]]:
         """Epoch (first, last) ranges to ask for, over every channel and day of the job."""
+        meter_id = job.meter.meter_id
         period = job.group.profile.period_s
-        channels = job.group.channels
-        ranges: list[tuple[int, int]] = []
-        for d in job.days:
-            start, end = day_window(d, self.tz)
-            expected = expected_epochs(start, end, period)
-            if job.attempts == 0 and job.missing_hint.get(d) == len(expected) * len(channels):
-                if expected:
-                    ranges.append((expected[0], expected[-1]))
-                continue
-            for channel in channels:
-                for a, b in self.db.missing_intervals(
-                    job.meter.meter_id, channel, start, end, period
-                ):
-                    ranges.append((epoch(a), epoch(b)))
-        return _merge(ranges, period)
+
+        def expected(d: date) -> Sequence[int]:
+            return expected_epochs(*day_window(d, self.tz), period)
+
+        def missing(channel: str, d: date) -> list[tuple[datetime, datetime]]:
+            return self.db.missing_intervals(meter_id, channel, *day_window(d, self.tz), period)
+
+        return gap_planner.ranges_to_read(
+            job.days,
+            expected,
+            job.group.channels,
+            period,
+            missing,
+            job.missing_hint if job.attempts == 0 else None,
+        )
 
     async def _attempt(self, job: MeterJob) -> float | None:
         """One session with the meter; returns the loop time to retry at, or None (done)."""
@@ -721,7 +704,7 @@ class Collector:
                 return None
             error = Incomplete(f"{len(remaining)} range(s) still missing after the read")
         job.last_error_class, job.last_error = error.error_class, str(error)
-        retryable = error.transient and error.error_class not in PERMANENT_CLASSES
+        retryable = error.transient
         if retryable and not self.once and not self._stopping:
             if job.attempts < self.plan.retry.max_attempts:
                 delay = backoff_delay(
@@ -957,17 +940,6 @@ class Collector:
                 log_event(
                     logging.ERROR, "publish_failed", meter=meter_id, kind=kind, error=repr(exc)
                 )
-
-
-def _merge(ranges: list[tuple[int, int]], period: int) -> list[tuple[int, int]]:
-    """Union of inclusive stamp ranges; ranges one period apart join into one read."""
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + period:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
-    return out
 
 
 def _aware(ts: datetime, tz: Any) -> datetime:
