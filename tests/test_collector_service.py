@@ -328,3 +328,31 @@ async def test_meters_no_group_accepts_are_reported_not_read(db: Database) -> No
     assert summary.stats.not_planned == 1
     assert summary.stats.attempts == 0
     assert summary.incomplete == {"M001000": "not_planned"}
+
+
+def test_retry_follows_the_transient_flag_of_every_error_class() -> None:
+    """Retrying is decided by ``transient`` alone, so the flags must say what retrying can fix."""
+    from collector import service
+    from protocols import errors
+
+    def classes(root: type) -> list[type]:
+        out = [root]
+        for sub in root.__subclasses__():
+            out += classes(sub)
+        return out
+
+    flags = {c.error_class: c.transient for c in classes(errors.DlmsError)}
+    for name in ("timeout", "link", "bad_frame", "decode", "temporary_failure"):
+        assert flags[name] is True, name
+    for name in (
+        "authentication_failed",
+        "association_refused",
+        "object_undefined",
+        "access_denied",
+        "security",
+        "invocation_counter_rejected",
+        "hls_verification_failed",
+    ):
+        assert flags[name] is False, name
+    assert service.NoKeys("x").transient is False
+    assert service.SessionTimeout("x").transient is True
