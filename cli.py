@@ -16,7 +16,8 @@ from collector.demo import demo_command
 from collector.ops_commands import disconnect_command, listen_command, reconnect_command
 from collector.security_commands import keys_app
 from collector.session import Session
-from collector.targets import MeterTarget, parse_host_port
+from collector.transport import open_transport
+from contracts.meters import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
 from protocols.errors import DlmsError
 from simulator.commands import simulate_command
@@ -78,7 +79,7 @@ async def _read(
     timeout: float,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    transport = target.open_transport()
+    transport = open_transport(target)
     async with Session(
         transport,
         authentication=target.authentication,

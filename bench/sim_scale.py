@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from collector.session import Session  # noqa: E402
-from collector.targets import MeterTarget  # noqa: E402
+from collector.transport import open_transport  # noqa: E402
+from contracts.meters import MeterTarget  # noqa: E402
 from protocols.errors import DlmsError  # noqa: E402
 from simulator.fleet import FIRST_PHYSICAL, LoopbackRange, MeterPool  # noqa: E402
 from simulator.server import WrapperServer  # noqa: E402
@@ -50,7 +51,7 @@ def proc_memory(pid: int) -> dict[str, float]:
 
 async def one_session(target: MeterTarget, start: datetime, end: datetime) -> str:
     try:
-        async with Session(target.open_transport(), request_timeout=10) as s:
+        async with Session(open_transport(target), request_timeout=10) as s:
             await s.read_clock()
             await s.read_register("1.0.1.8.0.255")
             await s.read_profile("1.0.99.1.0.255", start, end)

@@ -42,7 +42,7 @@ from collector.plan import Plan, PlanError, load_plan
 from collector.push import PushListener
 from collector.report_plot import PlotError, check_png_path, plot_load_curve, plot_success_rate
 from collector.service import Collector, RunStats, RunSummary
-from collector.targets import parse_host_port
+from contracts.meters import parse_host_port
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.gaps import day_window

@@ -21,33 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, TRANSPORTS
+from contracts.meters import INVENTORY_COLUMNS as COLUMNS
 from storage.database import Database
 from storage.records import MeterRecord
 
-COLUMNS = (
-    "meter_id",
-    "transport",
-    "host",
-    "port",
-    "device",
-    "physical_address",
-    "logical_address",
-    "client_sap",
-    "authentication",
-    "password",
-    "password_ref",
-    "link_id",
-    "area",
-    "station",
-    "security_profile",
-)
-REQUIRED_COLUMNS = ("meter_id", "transport")
-TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
 AUTHENTICATIONS = ("none", "lls", "hls-gmac")
 PLAIN_AUTHENTICATIONS = ("none", "lls")
 #: Security profile -> the authentication it implies.
 SECURITY_PROFILES = {"none": "none", "lls": "lls", "hls-gmac-suite0": "hls-gmac"}
-DEFAULT_TCP_PORT = 4059  # IANA port for DLMS/COSEM
 MAX_REPORTED = 50
 
 # HDLC server addresses (IEC 62056-46): 0x00-0x0F reserved, 0x3FFE calling,

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.session import Session
-from collector.targets import MeterTarget
+from collector.transport import open_transport
+from contracts.meters import MeterTarget
 from protocols.errors import DlmsError
 from storage.database import Database
 from storage.operations import CommandRecord, record_command
@@ -176,7 +177,7 @@ async def command_meter(
     """One management session: the method, then the read-back. Errors come back as a result."""
     try:
         password = management_secret(meter, secrets)
-        transport = management_target(meter).open_transport()
+        transport = open_transport(management_target(meter))
         async with asyncio.timeout(session_timeout):
             async with Session(
                 transport,

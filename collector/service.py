@@ -51,7 +51,8 @@ from collector.batching import Batcher
 from collector.mqtt import profile_payload, registers_payload
 from collector.plan import Group, Plan
 from collector.session import Session
-from collector.targets import MeterTarget
+from collector.transport import open_transport
+from contracts.meters import SECURE_PROFILE, MeterTarget
 from protocols import apdu as xdlms
 from protocols.cosem import (
     CLOCK_CLASS_ID,
@@ -93,8 +94,6 @@ T = TypeVar("T")
 
 CLASS_PROFILE_GENERIC = 7
 REGISTER_CLASSES = (3, 4, 5)
-#: The inventory security profile read over HLS-GMAC with suite-0 ciphering.
-SECURE_PROFILE = "hls-gmac-suite0"
 
 
 class PlanMismatch(DlmsError):
@@ -647,7 +646,7 @@ class Collector:
                 if isinstance(got, NoKeys):
                     raise got
                 security = got
-            transport = target_of(meter, self.plan).open_transport()
+            transport = open_transport(target_of(meter, self.plan))
             try:
                 async with asyncio.timeout(self.plan.timeouts.session_s):
                     async with Session(

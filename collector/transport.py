@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from contracts.meters import TRANSPORTS, MeterTarget
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
 from protocols.hdlc import (
     ApduReceived,
@@ -318,3 +319,38 @@ def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> H
 
     kwargs.setdefault("description", f"serial://{device}@{baudrate}")
     return HdlcTransport(opener, **kwargs)
+
+
+def open_transport(target: MeterTarget) -> Transport:
+    """A fresh (unopened) transport for one session with ``target``."""
+    if target.transport == "tcp":
+        if target.host is None:
+            raise ValueError("a tcp meter needs a host")
+        return TcpWrapperTransport(
+            target.host,
+            target.port or 4059,
+            client_wport=target.client_sap,
+            server_wport=target.logical_address,
+        )
+    hdlc_args: dict[str, Any] = {
+        "client_sap": target.client_sap,
+        "logical_address": target.logical_address,
+        "physical_address": target.physical_address,
+        "settings": HdlcSettings(
+            max_info_tx=target.max_info_length, max_info_rx=target.max_info_length
+        ),
+        "frame_timeout": target.frame_timeout,
+        "retries": target.retries,
+    }
+    transport: HdlcTransport
+    if target.transport == "hdlc-tcp":
+        if target.host is None or target.port is None:
+            raise ValueError("an hdlc-tcp meter needs a host and a port")
+        transport = hdlc_tcp_transport(target.host, target.port, **hdlc_args)
+    elif target.transport == "serial":
+        if target.device is None:
+            raise ValueError("a serial meter needs a device")
+        transport = serial_hdlc_transport(target.device, target.baudrate, **hdlc_args)
+    else:
+        raise ValueError(f"unknown transport {target.transport!r}; use one of {TRANSPORTS}")
+    return transport

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from collector.targets import parse_host_port
+from contracts.meters import parse_host_port
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
 from simulator.push import DEFAULT_PER_DAY, AlarmPusher

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
-from collector.targets import MeterTarget
+from contracts.meters import INVENTORY_COLUMNS, SECURE_PROFILE, MeterTarget
 from simulator import model
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
@@ -70,24 +70,8 @@ BusEndpoint = Literal["tcp", "pty"]
 #: The first HDLC physical address given to a bus's meters (0x00-0x0F are reserved).
 FIRST_PHYSICAL = 16
 MAX_PHYSICAL = 0x3FFD
-INVENTORY_COLUMNS = (
-    "meter_id",
-    "transport",
-    "host",
-    "port",
-    "device",
-    "physical_address",
-    "logical_address",
-    "client_sap",
-    "authentication",
-    "password_ref",
-    "link_id",
-    "area",
-    "station",
-    "security_profile",
-)
-#: The inventory profile of meters that require HLS-GMAC and suite-0 ciphering.
-SECURE_PROFILE = "hls-gmac-suite0"
+#: The columns the simulator writes (it names passwords by reference, never in the file).
+WRITTEN_COLUMNS = tuple(c for c in INVENTORY_COLUMNS if c != "password")
 #: The management client: the only one a secured simulated meter accepts HLS from.
 MANAGEMENT_CLIENT_SAP = 1
 KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title")
@@ -418,7 +402,7 @@ class Fleet:
         spec = self.spec
         if spec.tcp_meters and self.tcp is None:
             raise RuntimeError("the fleet is not started")
-        blank = dict.fromkeys(INVENTORY_COLUMNS, "")
+        blank = dict.fromkeys(WRITTEN_COLUMNS, "")
         for i in range(spec.tcp_meters):
             number = spec.tcp_meter(i)
             row = dict(blank)
@@ -493,7 +477,7 @@ class Fleet:
         tmp = f"{os.fspath(path)}.tmp"
         count = 0
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=INVENTORY_COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(fh, fieldnames=WRITTEN_COLUMNS, lineterminator="\n")
             writer.writeheader()
             for row in self.inventory_rows():
                 writer.writerow(row)

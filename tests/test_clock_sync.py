@@ -23,6 +23,7 @@ from collector.operations import management_secret, management_target
 from collector.plan import parse_plan
 from collector.service import Collector
 from collector.session import Session
+from collector.transport import open_transport
 from simulator.fleet import Fleet, meter_number
 from simulator.meter import SimulatedMeter
 from storage.database import Database, open_database
@@ -102,7 +103,7 @@ async def test_collection_brings_drifting_clocks_within_the_threshold_and_record
         # A second check finds every clock within the threshold and corrects nothing.
         for meter in db.meters():
             async with Session(
-                management_target(meter).open_transport(),
+                open_transport(management_target(meter)),
                 authentication="lls",
                 password=management_secret(meter, sim_secret),
                 request_timeout=3.0,

@@ -34,6 +34,7 @@ from collector.operations import management_secret, management_target
 from collector.plan import parse_plan
 from collector.service import Collector
 from collector.session import Session
+from collector.transport import open_transport
 from simulator import model
 from simulator.fleet import meter_number
 from simulator.meter import SimulatedMeter
@@ -107,7 +108,7 @@ def fleet_start(count: int) -> int:
 
 async def session_for(meter: MeterRecord) -> Session:
     return Session(
-        management_target(meter).open_transport(),
+        open_transport(management_target(meter)),
         authentication="lls",
         password=management_secret(meter, sim_secret),
         request_timeout=3.0,

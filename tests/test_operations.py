@@ -29,8 +29,9 @@ from collector.operations import (
     run_command,
     select_meters,
 )
+from contracts.meters import INVENTORY_COLUMNS
 from simulator import model
-from simulator.fleet import INVENTORY_COLUMNS, Fleet, FleetSpec, meter_number
+from simulator.fleet import Fleet, FleetSpec, meter_number
 from simulator.meter import SimulatedMeter
 from storage.database import Database, open_database
 from storage.operations import commands

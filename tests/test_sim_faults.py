@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from collector.session import Session
-from collector.targets import MeterTarget
+from collector.transport import open_transport
+from contracts.meters import MeterTarget
 from protocols.errors import DecodeError, DlmsError, DlmsTimeout, LinkError
 from simulator import model
 from simulator.faults import FaultPlan, FaultSpec, SessionFault
@@ -77,7 +78,7 @@ def quick(target: MeterTarget) -> MeterTarget:
 
 async def read_four(target: MeterTarget, timeout: float = 1.0) -> tuple[int, int]:
     """AARQ then four GETs (so any fault point 0..3 strikes); returns (A+ Wh, retransmissions)."""
-    transport = quick(target).open_transport()
+    transport = open_transport(quick(target))
     async with Session(transport, request_timeout=timeout) as s:
         await s.read_clock()
         await s.get(1, "0.0.42.0.0.255", 2)
@@ -148,7 +149,7 @@ async def test_slow_meter_times_out_short_and_answers_long(numbers: range) -> No
                 frame_timeout=3.0,
                 retries=0,
             )
-            async with Session(target.open_transport(), request_timeout=3.0) as s:
+            async with Session(open_transport(target), request_timeout=3.0) as s:
                 energy = (await s.read_register("1.0.1.8.0.255")).raw
         else:
             energy, _ = await read_four(target, timeout=3.0)

@@ -12,7 +12,8 @@ import pytest
 
 from collector.inventory import parse_inventory
 from collector.session import Session
-from collector.targets import MeterTarget
+from collector.transport import open_transport
+from contracts.meters import MeterTarget
 from protocols import axdr
 from protocols.errors import LinkError
 from simulator import model
@@ -50,7 +51,7 @@ def small_spec(**overrides: object) -> FleetSpec:
 
 async def identity(target: MeterTarget) -> tuple[bytes, str, int]:
     """Logical device name, serial number and A+ register (Wh) as the meter tells them."""
-    async with Session(target.open_transport(), request_timeout=5) as s:
+    async with Session(open_transport(target), request_timeout=5) as s:
         name = await s.get(1, "0.0.42.0.0.255", 2)
         serial = await s.get(1, "0.0.96.1.0.255", 2)
         energy = await s.read_register("1.0.1.8.0.255")
@@ -162,7 +163,7 @@ async def test_state_changed_by_action_persists_across_sessions() -> None:
     """The pool forgets idle meters but keeps one whose relay a manager opened."""
     async with Fleet(small_spec(tcp_meters=1, buses=0, meters_per_bus=0)) as fleet:
         target = fleet.target(1)
-        async with Session(target.open_transport(), request_timeout=5) as s:
+        async with Session(open_transport(target), request_timeout=5) as s:
             assert await s.get(70, "0.0.96.3.10.255", 2) is True
         assert len(fleet.pool) == 0
         mgmt = MeterTarget(
@@ -170,11 +171,11 @@ async def test_state_changed_by_action_persists_across_sessions() -> None:
         )
         password = model.meter_spec(1, SEED).password
         async with Session(
-            mgmt.open_transport(), authentication="lls", password=password, request_timeout=5
+            open_transport(mgmt), authentication="lls", password=password, request_timeout=5
         ) as s:
             await s.action(70, "0.0.96.3.10.255", 1, axdr.i8(0))  # remote_disconnect
         assert len(fleet.pool) == 1
-        async with Session(target.open_transport(), request_timeout=5) as s:
+        async with Session(open_transport(target), request_timeout=5) as s:
             assert await s.get(70, "0.0.96.3.10.255", 2) is False
 
 

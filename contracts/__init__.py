@@ -1,0 +1,1 @@
+"""Data contracts shared by the collector and the simulator (which must not import each other)."""
