@@ -49,6 +49,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("simulator/faults.py", "import collector.session", "simulator imports no collector"),
         ("protocols/crc.py", "import time", "protocols is sans-IO"),
         ("contracts/meters.py", "import storage.records", "Layers point one way"),
+        ("collector/plan.py", "import simulator.model", "collector imports no simulator"),
     ],
 )
 def test_a_deliberate_violation_breaks_its_contract(
