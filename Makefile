@@ -22,6 +22,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m tools.licence_check
 
 run: install
 	$(BIN)/hes demo

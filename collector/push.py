@@ -26,7 +26,7 @@ from typing import Any
 
 from collector.events import event_name
 from collector.mqtt import alarm_payload
-from protocols import apdu, axdr
+from protocols import axdr, xdlms
 from protocols.cosem import CosemDateTime
 from protocols.errors import DecodeError
 from protocols.wrapper import WrapperDecoder
@@ -85,7 +85,7 @@ def _flatten(value: Any) -> list[Any]:
 
 
 def decode_alarm(
-    notification: apdu.DataNotification,
+    notification: xdlms.DataNotification,
     is_meter: Callable[[str], bool],
     received_at: datetime,
 ) -> PushedAlarm:
@@ -190,11 +190,11 @@ class PushListener:
     async def _handle(self, data: bytes) -> None:
         self.stats.received += 1
         try:
-            response = apdu.decode_response(data)
+            response = xdlms.decode_response(data)
         except DecodeError as exc:
             self._reject("bad_apdu", str(exc))
             return
-        if not isinstance(response, apdu.DataNotification):
+        if not isinstance(response, xdlms.DataNotification):
             self._reject("not_a_notification", type(response).__name__)
             return
         try:

@@ -53,7 +53,7 @@ from collector.plan import Group, Plan
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols import apdu as xdlms
+from protocols import xdlms
 from protocols.cosem import (
     CLOCK_CLASS_ID,
     CosemDateTime,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.apdu import Authentication
+from protocols.xdlms import Authentication
 
 TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
 DEFAULT_TCP_PORT = 4059  # IANA port for DLMS/COSEM

@@ -78,6 +78,7 @@ __all__ = [
     "decode",
     "decode_from",
     "encode",
+    "encode_length",
     "enum",
     "float32",
     "float64",
@@ -87,6 +88,7 @@ __all__ = [
     "i64",
     "null",
     "octets",
+    "read_length",
     "structure",
     "time_value",
     "u8",
@@ -283,6 +285,27 @@ def _length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     if n < 0x80:
         return n, pos + 1
     return _long_length(data, pos, end)
+
+
+def read_length(data: bytes, pos: int, what: str = "length") -> tuple[int, int]:
+    """The A-XDR length at ``pos`` and the position after it; DecodeError names ``what``.
+
+    This is the one length decoder of the project (the APDU, ciphering and push layers
+    call it); short form below 0x80, else 0x8k followed by k (1..4) big-endian bytes.
+    """
+    try:
+        return _length(data, pos, len(data))
+    except DecodeError as exc:
+        raise DecodeError(f"{what}: {exc}") from None
+
+
+def encode_length(n: int) -> bytes:
+    """The A-XDR length of ``n`` (the encoder every builder of the project uses)."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    _put_length(out, n)
+    return bytes(out)
 
 
 def _bytes_field(data: bytes, pos: int, end: int) -> tuple[bytes, int]:

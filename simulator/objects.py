@@ -28,9 +28,9 @@ from datetime import UTC
 from typing import Any
 
 from protocols import axdr
-from protocols.apdu import AccessSelection, EntryAccess, RangeAccess
 from protocols.cosem import CosemDateTime
 from protocols.errors import DecodeError, data_access_error
+from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
 from simulator import model
 
 # Data-Access-Result codes (Blue Book).

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from protocols import apdu, axdr
+from protocols import axdr, xdlms
 from protocols.wrapper import encode_wrapper
 from simulator import model
 from simulator.objects import datetime_bytes
@@ -113,7 +113,7 @@ def notification(alarm: Alarm, seed: int, invoke_id: int) -> bytes:
             axdr.u8(alarm.code),
         )
     )
-    pdu = apdu.build_data_notification(invoke_id & 0xFFFFFF, body, datetime_bytes(alarm.time))
+    pdu = xdlms.build_data_notification(invoke_id & 0xFFFFFF, body, datetime_bytes(alarm.time))
     return encode_wrapper(METER_WPORT, PUSH_WPORT, pdu)
 
 

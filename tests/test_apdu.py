@@ -1,4 +1,4 @@
-"""Byte-exact vectors and full-circle round trips for protocols.apdu.
+"""Byte-exact vectors and full-circle round trips for protocols.xdlms.
 
 Sources of the vectors (cited next to each):
 - GB: DLMS UA 1000-2 Green Book encoding examples, as carried in dlms-cosem's test-suite
@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 from dlms_cosem.protocol import xdlms as dc_xdlms
 
-from protocols import apdu as A
+from protocols import xdlms as A
+from protocols.enums import AcseDiagnostic
 from protocols.errors import DecodeError
 
 CLOCK = bytes.fromhex("0000010000FF")
@@ -162,7 +163,7 @@ def test_aare_rejected_context_green_book_vector() -> None:
     assert (info.accepted, info.result, info.diagnostic) == (False, 1, 2)
     built = A.build_aare(
         accepted=False,
-        diagnostic=A.ACSE_DIAGNOSTIC_APPLICATION_CONTEXT_NOT_SUPPORTED,
+        diagnostic=AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
         conformance=0x00501F,
         max_pdu_size=500,
     )
@@ -181,11 +182,11 @@ def test_aare_initiate_error_green_book_vector() -> None:
 def test_aare_hls_vector() -> None:
     info = A.parse_aare(AARE_HLS)
     assert info.accepted
-    assert info.diagnostic == A.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED
+    assert info.diagnostic == AcseDiagnostic.AUTHENTICATION_REQUIRED
     assert (info.mechanism, info.challenge) == (5, b"P6wRJ21F")
     built = A.build_aare(
         accepted=True,
-        diagnostic=A.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED,
+        diagnostic=AcseDiagnostic.AUTHENTICATION_REQUIRED,
         conformance=0x00501F,
         max_pdu_size=500,
         authentication="hls-gmac",
@@ -197,7 +198,7 @@ def test_aare_hls_vector() -> None:
 def test_aare_authentication_failure_round_trip() -> None:
     built = A.build_aare(
         accepted=False,
-        diagnostic=A.ACSE_DIAGNOSTIC_AUTHENTICATION_FAILURE,
+        diagnostic=AcseDiagnostic.AUTHENTICATION_FAILURE,
         conformance=A.DEFAULT_CONFORMANCE,
         max_pdu_size=1024,
         system_title=b"METER001",

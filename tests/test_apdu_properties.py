@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import apdu as A
 from protocols import axdr
+from protocols import xdlms as A
 from protocols.errors import DecodeError
 
 invoke_ids = st.integers(0, 15)

@@ -50,6 +50,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("protocols/crc.py", "import time", "protocols is sans-IO"),
         ("contracts/meters.py", "import storage.records", "Layers point one way"),
         ("collector/plan.py", "import simulator.model", "collector imports no simulator"),
+        ("protocols/crc.py", "import dlms_cosem", "The runtime imports no dlms-cosem"),
     ],
 )
 def test_a_deliberate_violation_breaks_its_contract(

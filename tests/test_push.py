@@ -30,7 +30,7 @@ from collector.plan import parse_plan
 from collector.push import PushListener, decode_alarm
 from collector.service import Collector
 from collector.session import Session
-from protocols import apdu
+from protocols import xdlms
 from protocols.wrapper import encode_wrapper
 from simulator import model
 from simulator.fleet import meter_id_text
@@ -107,8 +107,8 @@ def test_schedule_is_seeded_and_carries_the_model_outages() -> None:
 def test_notification_decodes_to_the_alarm() -> None:
     alarm = Alarm(int(NOW), 12, 44)
     pdu = notification(alarm, SEED, 7)
-    response = apdu.decode_response(pdu[8:])
-    assert isinstance(response, apdu.DataNotification) and response.long_invoke_id == 7
+    response = xdlms.decode_response(pdu[8:])
+    assert isinstance(response, xdlms.DataNotification) and response.long_invoke_id == 7
 
     got = decode_alarm(response, lambda m: m == meter_id_text(12), datetime.now(UTC))
     assert (got.meter_id, got.ts.timestamp(), got.code, got.name) == (
@@ -219,7 +219,7 @@ async def test_listener_rejects_what_is_not_an_alarm_and_stores_repeats_once(
         assert await pusher.push(alarm) and await pusher.push(alarm)
         assert await pusher.push(Alarm(int(NOW), 13, 44))  # not in the inventory
         for data in (
-            encode_wrapper(1, 0x66, apdu.build_get_response(1, b"\x11\x05")),
+            encode_wrapper(1, 0x66, xdlms.build_get_response(1, b"\x11\x05")),
             b"\x00\x07garbage",  # wrong wrapper version
         ):
             _, writer = await asyncio.open_connection("127.0.0.1", listener.port)

@@ -15,7 +15,7 @@ import random
 import pytest
 from dlms_cosem import security as dc_security
 
-from protocols import apdu
+from protocols import xdlms
 from protocols.errors import (
     DecodeError,
     HlsVerificationFailed,
@@ -112,7 +112,7 @@ def test_any_flipped_bit_fails_the_tag(sc: int) -> None:
 
 
 def test_long_apdus_general_and_dedicated_round_trip() -> None:
-    plain = apdu.build_get_response(3, bytes((0x09, 0x82, 0x01, 0x2C)) + bytes(300))
+    plain = xdlms.build_get_response(3, bytes((0x09, 0x82, 0x01, 0x2C)) + bytes(300))
     for general, dedicated in ((False, False), (True, False), (False, True)):
         out = cipher_apdu(
             plain,
@@ -133,22 +133,22 @@ def test_long_apdus_general_and_dedicated_round_trip() -> None:
 
 
 def test_glo_initiate_request_fits_an_aarq() -> None:
-    initiate = apdu.build_initiate_request()
+    initiate = xdlms.build_initiate_request()
     glo = cipher_apdu(initiate, sc=0x30, system_title=CLIENT_TITLE, invocation_counter=5, keys=KEYS)
     assert glo[0] == 0x21
-    aarq = apdu.build_aarq(
+    aarq = xdlms.build_aarq(
         authentication="hls-gmac",
         password=b"K56iVagY",
         system_title=CLIENT_TITLE,
         ciphered=True,
         user_information=glo,
     )
-    info = apdu.decode_request(aarq)
-    assert isinstance(info, apdu.AarqInfo)
+    info = xdlms.decode_request(aarq)
+    assert isinstance(info, xdlms.AarqInfo)
     assert info.ciphered and info.mechanism == 5 and info.system_title == CLIENT_TITLE
     assert info.ciphered_initiate == glo
-    assert apdu.decode_initiate(decipher_apdu(glo).open(CLIENT_TITLE, KEYS)) == apdu.InitiateInfo(
-        apdu.DEFAULT_CONFORMANCE, 0xFFFF, 6
+    assert xdlms.decode_initiate(decipher_apdu(glo).open(CLIENT_TITLE, KEYS)) == xdlms.InitiateInfo(
+        xdlms.DEFAULT_CONFORMANCE, 0xFFFF, 6
     )
 
 
@@ -172,7 +172,7 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
 
     def response(ic: int, title: bytes = SERVER_TITLE) -> bytes:
         return cipher_apdu(
-            apdu.build_get_response(1, b"\x11\x05"),
+            xdlms.build_get_response(1, b"\x11\x05"),
             sc=0x30,
             system_title=title,
             invocation_counter=ic,
@@ -180,13 +180,13 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
         )
 
     ctx.learn_server_title(SERVER_TITLE)
-    assert ctx.unwrap(response(7)) == apdu.build_get_response(1, b"\x11\x05")
+    assert ctx.unwrap(response(7)) == xdlms.build_get_response(1, b"\x11\x05")
     with pytest.raises(ReplayedResponse):
         ctx.unwrap(response(7))
     with pytest.raises(SystemTitleMismatch):
         ctx.learn_server_title(CLIENT_TITLE)
     general = cipher_apdu(
-        apdu.build_get_response(1, b"\x11\x05"),
+        xdlms.build_get_response(1, b"\x11\x05"),
         sc=0x30,
         system_title=CLIENT_TITLE,
         invocation_counter=9,

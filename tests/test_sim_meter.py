@@ -10,8 +10,9 @@ from dlms_cosem.protocol import xdlms as dc_xdlms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import apdu, axdr
+from protocols import axdr, xdlms
 from protocols.cosem import CosemDateTime, ScalerUnit, parse_capture_objects, profile_rows
+from protocols.enums import AcseDiagnostic, ApduTag
 from simulator import model
 from simulator import objects as O
 from simulator.meter import (
@@ -48,34 +49,34 @@ class Driver:
         self.max_pdu = max_pdu
         self.blocks = 0
         if management:
-            aarq = apdu.build_aarq(
+            aarq = xdlms.build_aarq(
                 authentication="lls", password=meter.spec.password, max_pdu_size=max_pdu
             )
         else:
-            aarq = apdu.build_aarq(max_pdu_size=max_pdu)
-        self.aare = apdu.parse_aare(self.raw(aarq))
+            aarq = xdlms.build_aarq(max_pdu_size=max_pdu)
+        self.aare = xdlms.parse_aare(self.raw(aarq))
         assert self.aare.accepted
 
     def raw(self, request: bytes) -> bytes:
         reply = self.session.handle(request, self.now)
         assert reply is not None
-        if reply[0] != apdu.TAG_AARE:  # the AARE is ACSE, sent before the PDU size is agreed
+        if reply[0] != ApduTag.AARE:  # the AARE is ACSE, sent before the PDU size is agreed
             assert len(reply) <= self.max_pdu
         return reply
 
-    def req(self, request: bytes) -> apdu.Response:
-        return apdu.decode_response(self.raw(request))
+    def req(self, request: bytes) -> xdlms.Response:
+        return xdlms.decode_response(self.raw(request))
 
     def get_raw(
-        self, class_id: int, obis: bytes, attr: int, access: apdu.AccessSelection | None = None
+        self, class_id: int, obis: bytes, attr: int, access: xdlms.AccessSelection | None = None
     ) -> bytes | int:
         """Encoded value (block transfer followed) or the Data-Access-Result."""
-        resp = self.req(apdu.build_get(1, class_id, obis, attr, access))
-        if isinstance(resp, apdu.GetError):
+        resp = self.req(xdlms.build_get(1, class_id, obis, attr, access))
+        if isinstance(resp, xdlms.GetError):
             return resp.result
-        if isinstance(resp, apdu.GetResult):
+        if isinstance(resp, xdlms.GetResult):
             return resp.data
-        assert isinstance(resp, apdu.GetBlock)
+        assert isinstance(resp, xdlms.GetBlock)
         data = bytearray()
         expected = 1
         while True:
@@ -84,14 +85,14 @@ class Driver:
             self.blocks += 1
             if resp.last:
                 return bytes(data)
-            resp = self.req(apdu.build_get_next(1, resp.block_number))
-            if isinstance(resp, apdu.GetError):
+            resp = self.req(xdlms.build_get_next(1, resp.block_number))
+            if isinstance(resp, xdlms.GetError):
                 return resp.result
-            assert isinstance(resp, apdu.GetBlock)
+            assert isinstance(resp, xdlms.GetBlock)
             expected += 1
 
     def get(
-        self, class_id: int, obis: bytes, attr: int, access: apdu.AccessSelection | None = None
+        self, class_id: int, obis: bytes, attr: int, access: xdlms.AccessSelection | None = None
     ) -> Any:
         value = self.get_raw(class_id, obis, attr, access)
         assert not isinstance(value, int), f"data-access-result {value}"
@@ -118,8 +119,8 @@ def meter() -> SimulatedMeter:
     return _find_meter(lambda s: s.phases == 3 and s.tou_layout == 2)
 
 
-CLOCK_COL = apdu.ColumnRef(O.CLOCK, O.OBIS_CLOCK, 2, 0)
-A_PLUS_COL = apdu.ColumnRef(O.REGISTER, O.OBIS_A_PLUS, 2, 0)
+CLOCK_COL = xdlms.ColumnRef(O.CLOCK, O.OBIS_CLOCK, 2, 0)
+A_PLUS_COL = xdlms.ColumnRef(O.REGISTER, O.OBIS_A_PLUS, 2, 0)
 
 
 # ---------------------------------------------------------------------------------- association
@@ -127,7 +128,7 @@ A_PLUS_COL = apdu.ColumnRef(O.REGISTER, O.OBIS_A_PLUS, 2, 0)
 
 def test_public_association(meter: SimulatedMeter) -> None:
     d = Driver(meter)
-    assert d.aare.negotiated_conformance == apdu.DEFAULT_CONFORMANCE & SERVER_CONFORMANCE
+    assert d.aare.negotiated_conformance == xdlms.DEFAULT_CONFORMANCE & SERVER_CONFORMANCE
     assert d.aare.server_max_pdu_size == SERVER_MAX_PDU
     assert d.session.associated and not d.session.management
 
@@ -136,30 +137,30 @@ def test_management_association_and_wrong_password(meter: SimulatedMeter) -> Non
     d = Driver(meter, management=True)
     assert d.session.management
     s = meter.new_session(MANAGEMENT_CLIENT)
-    aare = apdu.parse_aare(
-        s.handle(apdu.build_aarq(authentication="lls", password=b"wrong!!!"), NOW) or b""
+    aare = xdlms.parse_aare(
+        s.handle(xdlms.build_aarq(authentication="lls", password=b"wrong!!!"), NOW) or b""
     )
     assert not aare.accepted
-    assert aare.diagnostic == apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_FAILURE
+    assert aare.diagnostic == AcseDiagnostic.AUTHENTICATION_FAILURE
     assert not s.associated
     # the management client without authentication
-    aare = apdu.parse_aare(
-        meter.new_session(MANAGEMENT_CLIENT).handle(apdu.build_aarq(), NOW) or b""
+    aare = xdlms.parse_aare(
+        meter.new_session(MANAGEMENT_CLIENT).handle(xdlms.build_aarq(), NOW) or b""
     )
     assert not aare.accepted
-    assert aare.diagnostic == apdu.ACSE_DIAGNOSTIC_AUTHENTICATION_REQUIRED
+    assert aare.diagnostic == AcseDiagnostic.AUTHENTICATION_REQUIRED
     # SAP unknown to the session: the mechanism decides
     s2 = meter.new_session()
-    aare = apdu.parse_aare(
-        s2.handle(apdu.build_aarq(authentication="lls", password=meter.spec.password), NOW) or b""
+    aare = xdlms.parse_aare(
+        s2.handle(xdlms.build_aarq(authentication="lls", password=meter.spec.password), NOW) or b""
     )
     assert aare.accepted and s2.management
 
 
 def test_hls_and_ciphered_and_old_version_rejected(meter: SimulatedMeter) -> None:
     s = meter.new_session(MANAGEMENT_CLIENT)
-    aare = apdu.parse_aare(
-        s.handle(apdu.build_aarq(authentication="hls-gmac", password=b"12345678"), NOW) or b""
+    aare = xdlms.parse_aare(
+        s.handle(xdlms.build_aarq(authentication="hls-gmac", password=b"12345678"), NOW) or b""
     )
     assert not aare.accepted and aare.diagnostic == 11
     ciphered = dc_acse.ApplicationAssociationRequest(
@@ -172,25 +173,25 @@ def test_hls_and_ciphered_and_old_version_rejected(meter: SimulatedMeter) -> Non
             )
         ),
     ).to_bytes()
-    aare = apdu.parse_aare(meter.new_session(PUBLIC_CLIENT).handle(bytes(ciphered), NOW) or b"")
+    aare = xdlms.parse_aare(meter.new_session(PUBLIC_CLIENT).handle(bytes(ciphered), NOW) or b"")
     assert not aare.accepted
-    assert aare.diagnostic == apdu.ACSE_DIAGNOSTIC_APPLICATION_CONTEXT_NOT_SUPPORTED
+    assert aare.diagnostic == AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED
     # build_aarq (through dlms-cosem) always writes version 6: patch the InitiateRequest byte
-    old = bytearray(apdu.build_aarq())
+    old = bytearray(xdlms.build_aarq())
     old[old.index(bytes.fromhex("0e01000000")) + 5] = 5
-    assert apdu.decode_request(bytes(old)).dlms_version == 5  # type: ignore[union-attr]
-    aare = apdu.parse_aare(meter.new_session(PUBLIC_CLIENT).handle(bytes(old), NOW) or b"")
+    assert xdlms.decode_request(bytes(old)).dlms_version == 5  # type: ignore[union-attr]
+    aare = xdlms.parse_aare(meter.new_session(PUBLIC_CLIENT).handle(bytes(old), NOW) or b"")
     assert not aare.accepted and aare.initiate_error == 1
 
 
 def test_requests_before_association_and_after_release(meter: SimulatedMeter) -> None:
     s = meter.new_session(PUBLIC_CLIENT)
-    resp = apdu.decode_response(s.handle(apdu.build_get(1, 8, O.OBIS_CLOCK, 2), NOW) or b"")
-    assert resp == apdu.ExceptionResult(1, 1)
+    resp = xdlms.decode_response(s.handle(xdlms.build_get(1, 8, O.OBIS_CLOCK, 2), NOW) or b"")
+    assert resp == xdlms.ExceptionResult(1, 1)
     d = Driver(meter)
-    assert d.req(apdu.build_rlrq()) == apdu.ReleaseResponse(0)
+    assert d.req(xdlms.build_rlrq()) == xdlms.ReleaseResponse(0)
     assert d.session.released and not d.session.associated
-    assert d.req(apdu.build_get(1, 8, O.OBIS_CLOCK, 2)) == apdu.ExceptionResult(1, 1)
+    assert d.req(xdlms.build_get(1, 8, O.OBIS_CLOCK, 2)) == xdlms.ExceptionResult(1, 1)
 
 
 def test_meter_in_outage_is_silent() -> None:
@@ -200,7 +201,7 @@ def test_meter_in_outage_is_silent() -> None:
     t_off = model.true_time(m.spec, (down + up) / 2)
     assert not m.online(t_off)
     d = Driver(m, now=model.true_time(m.spec, down - 5))
-    assert d.session.handle(apdu.build_get(1, 8, O.OBIS_CLOCK, 2), t_off) is None
+    assert d.session.handle(xdlms.build_get(1, 8, O.OBIS_CLOCK, 2), t_off) is None
     assert not d.session.associated  # a power loss ends the association
 
 
@@ -291,27 +292,27 @@ def test_load_profile_by_range_small_pdu(meter: SimulatedMeter) -> None:
     d = Driver(meter, max_pdu=64)
     start = 1772409600 + 5 * DAY
     end = start + DAY
-    access = apdu.RangeAccess(CLOCK_COL, _dt(start), _dt(end))
+    access = xdlms.RangeAccess(CLOCK_COL, _dt(start), _dt(end))
     buffer = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, access)
     assert d.blocks > 50
     truth = model.load_profile(meter.spec, start, end + 1)  # both bounds inclusive
     assert len(buffer) == len(truth) == 97
     assert [(int(_unix(r[0])), *r[1:]) for r in buffer] == truth
     # selected columns: clock and A+ only
-    access = apdu.RangeAccess(CLOCK_COL, _dt(start), _dt(start + 3600), [CLOCK_COL, A_PLUS_COL])
+    access = xdlms.RangeAccess(CLOCK_COL, _dt(start), _dt(start + 3600), [CLOCK_COL, A_PLUS_COL])
     buffer = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, access)
     assert [(int(_unix(r[0])), r[1]) for r in buffer] == [(r[0], r[2]) for r in truth[:5]]
     # an empty range
-    access = apdu.RangeAccess(CLOCK_COL, _dt(end), _dt(start))
+    access = xdlms.RangeAccess(CLOCK_COL, _dt(end), _dt(start))
     assert d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, access) == []
 
 
 def test_load_profile_by_entry(meter: SimulatedMeter) -> None:
     d = Driver(meter)
     full = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2)
-    part = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, apdu.EntryAccess(2, 5, 1, 3))
+    part = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, xdlms.EntryAccess(2, 5, 1, 3))
     assert part == [row[:3] for row in full[1:5]]
-    tail = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, apdu.EntryAccess(len(full) - 1))
+    tail = d.get(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, xdlms.EntryAccess(len(full) - 1))
     assert tail == full[-2:]
 
 
@@ -381,30 +382,30 @@ def test_get_with_list_and_list_block_transfer(meter: SimulatedMeter) -> None:
     d = Driver(meter)
     mt = meter.meter_time(NOW)
     truth = model.registers(meter.spec, mt)
-    items: list[tuple[int, bytes, int, apdu.AccessSelection | None]] = [
+    items: list[tuple[int, bytes, int, xdlms.AccessSelection | None]] = [
         (O.REGISTER, O.OBIS_A_PLUS, 2, None),
         (O.REGISTER, b"\x01\x00\x63\x63\x63\xff", 2, None),
         (O.PROFILE_GENERIC, O.OBIS_EVENT_LOG, 2, None),
         (O.DATA, O.OBIS_LDN, 2, None),
     ]
-    resp = d.req(apdu.build_get_with_list(2, items))
-    assert isinstance(resp, apdu.GetListResult)
+    resp = d.req(xdlms.build_get_with_list(2, items))
+    assert isinstance(resp, xdlms.GetListResult)
     assert isinstance(resp.items[0], bytes) and isinstance(resp.items[3], bytes)
     assert axdr.decode(resp.items[0]) == truth.active_import
     assert resp.items[1] == O.OBJECT_UNDEFINED
     assert resp.items[2] == O.READ_WRITE_DENIED
     assert axdr.decode(resp.items[3]) == meter.spec.logical_device_name
     small = Driver(meter, max_pdu=20)
-    first = small.req(apdu.build_get_with_list(3, items))
-    assert isinstance(first, apdu.GetBlock)
+    first = small.req(xdlms.build_get_with_list(3, items))
+    assert isinstance(first, xdlms.GetBlock)
     raw = bytearray(first.raw)
-    block: apdu.Response = first
-    while isinstance(block, apdu.GetBlock) and not block.last:
-        block = small.req(apdu.build_get_next(3, block.block_number))
-        assert isinstance(block, apdu.GetBlock)
+    block: xdlms.Response = first
+    while isinstance(block, xdlms.GetBlock) and not block.last:
+        block = small.req(xdlms.build_get_next(3, block.block_number))
+        assert isinstance(block, xdlms.GetBlock)
         raw += block.raw
-    rebuilt = apdu.decode_response(bytes((0xC4, 0x03, 0xC3)) + bytes(raw))
-    assert isinstance(rebuilt, apdu.GetListResult)
+    rebuilt = xdlms.decode_response(bytes((0xC4, 0x03, 0xC3)) + bytes(raw))
+    assert isinstance(rebuilt, xdlms.GetListResult)
     assert rebuilt.items == resp.items
 
 
@@ -414,29 +415,29 @@ def test_disconnect_control(meter: SimulatedMeter) -> None:
     assert public.get(O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 3) == O.CONNECTED
     assert public.get(O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 4) == O.CONTROL_MODE
     param = axdr.encode(axdr.i8(0))
-    denied = public.req(apdu.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 1, param))
-    assert denied == apdu.ActionResult(1, O.READ_WRITE_DENIED)
+    denied = public.req(xdlms.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 1, param))
+    assert denied == xdlms.ActionResult(1, O.READ_WRITE_DENIED)
     d = Driver(meter, management=True)
-    ok = d.req(apdu.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 1, param))
-    assert ok == apdu.ActionResult(1, 0)
+    ok = d.req(xdlms.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 1, param))
+    assert ok == xdlms.ActionResult(1, 0)
     assert public.get(O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 2) is False
     assert public.get(O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 3) == O.DISCONNECTED
-    ok = d.req(apdu.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 2, param))
-    assert ok == apdu.ActionResult(1, 0)
+    ok = d.req(xdlms.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 2, param))
+    assert ok == xdlms.ActionResult(1, 0)
     assert public.get(O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 2) is True
-    bad = d.req(apdu.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 3, param))
-    assert bad == apdu.ActionResult(1, O.OBJECT_UNDEFINED)
+    bad = d.req(xdlms.build_action(1, O.DISCONNECT_CONTROL, O.OBIS_DISCONNECT, 3, param))
+    assert bad == xdlms.ActionResult(1, O.OBJECT_UNDEFINED)
 
 
 def test_set_clock_and_clock_actions(meter: SimulatedMeter) -> None:
     public = Driver(meter)
     target = 1772409600 + 20 * DAY + 3600.0
     value = axdr.encode(axdr.octets(_dt(target)))
-    assert public.req(apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, value)) == apdu.SetResult(
+    assert public.req(xdlms.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, value)) == xdlms.SetResult(
         1, O.READ_WRITE_DENIED
     )
     d = Driver(meter, management=True)
-    assert d.req(apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, value)) == apdu.SetResult(1, 0)
+    assert d.req(xdlms.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, value)) == xdlms.SetResult(1, 0)
     assert _unix(public.get(O.CLOCK, O.OBIS_CLOCK, 2)) == pytest.approx(target, abs=0.011)
     assert meter.meter_time(NOW) == pytest.approx(target)
     # registers follow the meter's (corrected) clock
@@ -445,19 +446,19 @@ def test_set_clock_and_clock_actions(meter: SimulatedMeter) -> None:
         == model.registers(meter.spec, meter.meter_time(NOW)).active_import
     )
     wrong = axdr.encode(axdr.u32(5))
-    assert d.req(apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, wrong)) == apdu.SetResult(
+    assert d.req(xdlms.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, wrong)) == xdlms.SetResult(
         1, O.TYPE_UNMATCHED
     )
-    assert d.req(apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 3, axdr.encode(axdr.i16(60)))) == (
-        apdu.SetResult(1, O.READ_WRITE_DENIED)
+    assert d.req(xdlms.build_set(1, O.CLOCK, O.OBIS_CLOCK, 3, axdr.encode(axdr.i16(60)))) == (
+        xdlms.SetResult(1, O.READ_WRITE_DENIED)
     )
-    shift = d.req(apdu.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(-30))))
-    assert shift == apdu.ActionResult(1, 0)
+    shift = d.req(xdlms.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(-30))))
+    assert shift == xdlms.ActionResult(1, 0)
     assert meter.meter_time(NOW) == pytest.approx(target - 30)
-    too_far = d.req(apdu.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(5000))))
-    assert too_far == apdu.ActionResult(1, O.TYPE_UNMATCHED)
-    quarter = d.req(apdu.build_action(1, O.CLOCK, O.OBIS_CLOCK, 1, axdr.encode(axdr.i8(0))))
-    assert quarter == apdu.ActionResult(1, 0)
+    too_far = d.req(xdlms.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(5000))))
+    assert too_far == xdlms.ActionResult(1, O.TYPE_UNMATCHED)
+    quarter = d.req(xdlms.build_action(1, O.CLOCK, O.OBIS_CLOCK, 1, axdr.encode(axdr.i8(0))))
+    assert quarter == xdlms.ActionResult(1, 0)
     assert meter.meter_time(NOW) % 900 == pytest.approx(0, abs=1e-6)
 
 
@@ -470,83 +471,83 @@ def test_data_access_errors(meter: SimulatedMeter) -> None:
     assert d.get_raw(O.DATA, unknown, 2) == O.OBJECT_UNDEFINED
     assert d.get_raw(O.REGISTER, O.OBIS_CLOCK, 2) == O.OBJECT_UNDEFINED  # wrong class
     assert d.get_raw(O.CLOCK, O.OBIS_CLOCK, 42) == O.OBJECT_UNDEFINED
-    entry = apdu.EntryAccess(1, 2)
+    entry = xdlms.EntryAccess(1, 2)
     assert d.get_raw(O.REGISTER, O.OBIS_A_PLUS, 2, entry) == O.SCOPE_OF_ACCESS_VIOLATED
     assert (
-        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, apdu.EntryAccess(0))
+        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, xdlms.EntryAccess(0))
         == O.SCOPE_OF_ACCESS_VIOLATED
     )
     assert (
-        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, apdu.EntryAccess(1, 2, 2, 9))
+        d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, xdlms.EntryAccess(1, 2, 2, 9))
         == O.SCOPE_OF_ACCESS_VIOLATED
     )
-    by_a_plus = apdu.RangeAccess(A_PLUS_COL, _dt(NOW - DAY), _dt(NOW))
+    by_a_plus = xdlms.RangeAccess(A_PLUS_COL, _dt(NOW - DAY), _dt(NOW))
     assert (
         d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, by_a_plus)
         == O.SCOPE_OF_ACCESS_VIOLATED
     )
-    bad_column = apdu.RangeAccess(
-        CLOCK_COL, _dt(NOW - DAY), _dt(NOW), [apdu.ColumnRef(3, O.OBIS_A_PLUS_TARIFF[0], 2, 0)]
+    bad_column = xdlms.RangeAccess(
+        CLOCK_COL, _dt(NOW - DAY), _dt(NOW), [xdlms.ColumnRef(3, O.OBIS_A_PLUS_TARIFF[0], 2, 0)]
     )
     assert (
         d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, bad_column)
         == O.SCOPE_OF_ACCESS_VIOLATED
     )
-    wildcard = apdu.RangeAccess(CLOCK_COL, b"\xff" * 12, _dt(NOW))
+    wildcard = xdlms.RangeAccess(CLOCK_COL, b"\xff" * 12, _dt(NOW))
     assert (
         d.get_raw(O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, wildcard) == O.SCOPE_OF_ACCESS_VIOLATED
     )
-    assert d.req(apdu.build_set(1, O.DATA, unknown, 2, b"\x11\x00")) == apdu.SetResult(
+    assert d.req(xdlms.build_set(1, O.DATA, unknown, 2, b"\x11\x00")) == xdlms.SetResult(
         1, O.OBJECT_UNDEFINED
     )
-    assert d.req(apdu.build_action(1, O.DATA, unknown, 1)) == apdu.ActionResult(
+    assert d.req(xdlms.build_action(1, O.DATA, unknown, 1)) == xdlms.ActionResult(
         1, O.OBJECT_UNDEFINED
     )
 
 
 def test_block_transfer_errors(meter: SimulatedMeter) -> None:
     d = Driver(meter, max_pdu=128)
-    assert d.req(apdu.build_get_next(1, 1)) == apdu.GetError(1, 16)  # no long get in progress
-    first = d.req(apdu.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2))
-    assert isinstance(first, apdu.GetBlock) and first.block_number == 1 and not first.last
-    assert d.req(apdu.build_get_next(1, 7)) == apdu.GetError(1, 19)  # wrong block number
-    assert d.req(apdu.build_get_next(1, 1)) == apdu.GetError(1, 16)  # transfer was aborted
+    assert d.req(xdlms.build_get_next(1, 1)) == xdlms.GetError(1, 16)  # no long get in progress
+    first = d.req(xdlms.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2))
+    assert isinstance(first, xdlms.GetBlock) and first.block_number == 1 and not first.last
+    assert d.req(xdlms.build_get_next(1, 7)) == xdlms.GetError(1, 19)  # wrong block number
+    assert d.req(xdlms.build_get_next(1, 1)) == xdlms.GetError(1, 16)  # transfer was aborted
     # a new GET in the middle of a transfer abandons it
-    d.req(apdu.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2))
+    d.req(xdlms.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2))
     assert d.get(O.DATA, O.OBIS_LDN, 2) == meter.spec.logical_device_name
-    assert d.req(apdu.build_get_next(1, 1)) == apdu.GetError(1, 16)
+    assert d.req(xdlms.build_get_next(1, 1)) == xdlms.GetError(1, 16)
 
 
 def test_block_transfer_needs_negotiation(meter: SimulatedMeter) -> None:
-    no_block = apdu.DEFAULT_CONFORMANCE & ~(1 << 12)
+    no_block = xdlms.DEFAULT_CONFORMANCE & ~(1 << 12)
     s = meter.new_session(PUBLIC_CLIENT)
-    aare = apdu.parse_aare(
-        s.handle(apdu.build_aarq(max_pdu_size=256, conformance=no_block), NOW) or b""
+    aare = xdlms.parse_aare(
+        s.handle(xdlms.build_aarq(max_pdu_size=256, conformance=no_block), NOW) or b""
     )
     assert aare.accepted and not aare.negotiated_conformance & (1 << 12)
-    reply = s.handle(apdu.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2), NOW) or b""
-    assert apdu.decode_response(reply) == apdu.GetError(1, O.OTHER_REASON)
+    reply = s.handle(xdlms.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2), NOW) or b""
+    assert xdlms.decode_response(reply) == xdlms.GetError(1, O.OTHER_REASON)
 
 
 def test_unsupported_and_malformed_services(meter: SimulatedMeter) -> None:
     d = Driver(meter)
     set_with_list = bytes((0xC1, 0x04, 0xC1, 0x01)) + bytes(12)
-    assert d.req(set_with_list) == apdu.ExceptionResult(2, 2)
+    assert d.req(set_with_list) == xdlms.ExceptionResult(2, 2)
     action_with_list = bytes((0xC3, 0x03, 0xC1, 0x01)) + bytes(12)
-    assert d.req(action_with_list) == apdu.ExceptionResult(2, 2)
+    assert d.req(action_with_list) == xdlms.ExceptionResult(2, 2)
     sn_read = bytes((0x05, 0x01, 0x02, 0x00, 0x08))
-    assert d.req(sn_read) == apdu.ExceptionResult(2, 2)
-    truncated = apdu.build_get(1, O.CLOCK, O.OBIS_CLOCK, 2)[:-3]
-    assert d.req(truncated) == apdu.ExceptionResult(2, 3)
-    too_long = apdu.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, axdr.encode(bytes(SERVER_MAX_PDU)))
-    assert d.req(too_long) == apdu.ExceptionResult(1, 4)
-    no_selective = apdu.DEFAULT_CONFORMANCE & ~(1 << 2)
+    assert d.req(sn_read) == xdlms.ExceptionResult(2, 2)
+    truncated = xdlms.build_get(1, O.CLOCK, O.OBIS_CLOCK, 2)[:-3]
+    assert d.req(truncated) == xdlms.ExceptionResult(2, 3)
+    too_long = xdlms.build_set(1, O.CLOCK, O.OBIS_CLOCK, 2, axdr.encode(bytes(SERVER_MAX_PDU)))
+    assert d.req(too_long) == xdlms.ExceptionResult(1, 4)
+    no_selective = xdlms.DEFAULT_CONFORMANCE & ~(1 << 2)
     s = meter.new_session(PUBLIC_CLIENT)
-    s.handle(apdu.build_aarq(conformance=no_selective), NOW)
+    s.handle(xdlms.build_aarq(conformance=no_selective), NOW)
     reply = s.handle(
-        apdu.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, apdu.EntryAccess(1, 1)), NOW
+        xdlms.build_get(1, O.PROFILE_GENERIC, O.OBIS_LOAD_PROFILE, 2, xdlms.EntryAccess(1, 1)), NOW
     )
-    assert apdu.decode_response(reply or b"") == apdu.ExceptionResult(1, 2)
+    assert xdlms.decode_response(reply or b"") == xdlms.ExceptionResult(1, 2)
     # the association survives all of it
     assert d.get(O.DATA, O.OBIS_SERIAL, 2) == meter.spec.serial_number
 
@@ -554,7 +555,7 @@ def test_unsupported_and_malformed_services(meter: SimulatedMeter) -> None:
 def test_state_is_shared_across_sessions_but_not_meters(meter: SimulatedMeter) -> None:
     other = SimulatedMeter(meter.meter_id, SEED)
     d = Driver(meter, management=True)
-    d.req(apdu.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(120))))
+    d.req(xdlms.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(120))))
     assert Driver(meter).session.meter.clock_offset == 120
     assert other.clock_offset == 0
     assert other.meter_time(NOW) == pytest.approx(model.meter_clock(meter.spec, NOW))
@@ -627,21 +628,21 @@ def test_readable_by_gurux_client(meter: SimulatedMeter) -> None:
 # ---------------------------------------------------------------------------------- robustness
 
 _VALID_REQUESTS = [
-    apdu.build_get(1, O.CLOCK, O.OBIS_CLOCK, 2),
-    apdu.build_get(
+    xdlms.build_get(1, O.CLOCK, O.OBIS_CLOCK, 2),
+    xdlms.build_get(
         2,
         O.PROFILE_GENERIC,
         O.OBIS_LOAD_PROFILE,
         2,
-        apdu.RangeAccess(CLOCK_COL, _dt(NOW - 3600), _dt(NOW), [CLOCK_COL, A_PLUS_COL]),
+        xdlms.RangeAccess(CLOCK_COL, _dt(NOW - 3600), _dt(NOW), [CLOCK_COL, A_PLUS_COL]),
     ),
-    apdu.build_get(3, O.PROFILE_GENERIC, O.OBIS_BILLING, 2, apdu.EntryAccess(1, 2)),
-    apdu.build_get_with_list(4, [(O.DATA, O.OBIS_LDN, 2, None), (O.CLOCK, O.OBIS_CLOCK, 2, None)]),
-    apdu.build_set(5, O.CLOCK, O.OBIS_CLOCK, 2, axdr.encode(axdr.octets(_dt(NOW)))),
-    apdu.build_action(6, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(5))),
-    apdu.build_get_next(7, 1),
-    apdu.build_rlrq(),
-    apdu.build_aarq(),
+    xdlms.build_get(3, O.PROFILE_GENERIC, O.OBIS_BILLING, 2, xdlms.EntryAccess(1, 2)),
+    xdlms.build_get_with_list(4, [(O.DATA, O.OBIS_LDN, 2, None), (O.CLOCK, O.OBIS_CLOCK, 2, None)]),
+    xdlms.build_set(5, O.CLOCK, O.OBIS_CLOCK, 2, axdr.encode(axdr.octets(_dt(NOW)))),
+    xdlms.build_action(6, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(5))),
+    xdlms.build_get_next(7, 1),
+    xdlms.build_rlrq(),
+    xdlms.build_aarq(),
 ]
 
 
@@ -663,21 +664,21 @@ def test_any_request_gets_an_answer_never_an_exception(request: bytes) -> None:
     session = meter.new_session()
     for management in (False, True):
         aarq = (
-            apdu.build_aarq(authentication="lls", password=meter.spec.password)
+            xdlms.build_aarq(authentication="lls", password=meter.spec.password)
             if management
-            else apdu.build_aarq(max_pdu_size=128)
+            else xdlms.build_aarq(max_pdu_size=128)
         )
         session.handle(aarq, NOW)
         reply = session.handle(request, NOW)
         if reply is None:  # only an unconfirmed SET/ACTION goes unanswered
             assert request[0] in (0xC1, 0xC3) and not request[2] & 0x40
             continue
-        apdu.decode_response(reply)  # a well-formed response APDU
+        xdlms.decode_response(reply)  # a well-formed response APDU
 
 
 def test_unconfirmed_action_is_applied_silently(meter: SimulatedMeter) -> None:
     d = Driver(meter, management=True)
-    request = bytearray(apdu.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(7))))
+    request = bytearray(xdlms.build_action(1, O.CLOCK, O.OBIS_CLOCK, 6, axdr.encode(axdr.i16(7))))
     request[2] &= ~0x40  # Invoke-Id-And-Priority: service class unconfirmed
     assert d.session.handle(bytes(request), NOW) is None
     assert meter.clock_offset == 7

@@ -25,7 +25,7 @@ from collector.transport import (
     hdlc_tcp_transport,
     serial_hdlc_transport,
 )
-from protocols import apdu
+from protocols import xdlms
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
 from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame, HdlcSettings
 from protocols.wrapper import encode_wrapper
@@ -167,7 +167,7 @@ async def test_wrapper_timeout_on_a_silent_peer(silent_tcp: tuple[int, bytearray
     transport = TcpWrapperTransport("127.0.0.1", port)
     async with asyncio.timeout(BOUND_S):
         await transport.open()
-        aarq = apdu.build_aarq()
+        aarq = xdlms.build_aarq()
         with pytest.raises(DlmsTimeout) as info:
             await transport.request(aarq, 0.3)
         await transport.close()
@@ -199,7 +199,7 @@ async def test_connection_refused_is_a_link_error() -> None:
 async def test_request_on_a_closed_transport_is_a_link_error() -> None:
     transport = TcpWrapperTransport("127.0.0.1", _free_port())
     with pytest.raises(LinkError, match="not open"):
-        await transport.request(apdu.build_aarq(), 1.0)
+        await transport.request(xdlms.build_aarq(), 1.0)
     await transport.close()  # closing what never opened is harmless
 
 
@@ -255,7 +255,7 @@ async def test_wrapper_pdu_for_another_wport_is_a_decode_error() -> None:
         async with asyncio.timeout(BOUND_S):
             await transport.open()
             with pytest.raises(DecodeError, match="wPort 99"):
-                await transport.request(apdu.build_aarq(), 2.0)
+                await transport.request(xdlms.build_aarq(), 2.0)
             await transport.close()
     finally:
         server.close()
@@ -283,7 +283,7 @@ async def test_hdlc_meter_that_stops_answering_i_frames() -> None:
         async with asyncio.timeout(BOUND_S):
             await transport.open()
             with pytest.raises(DlmsTimeout):
-                await transport.request(apdu.build_aarq(), 5.0)
+                await transport.request(xdlms.build_aarq(), 5.0)
             await transport.close()
     assert transport.stats.retransmissions == 2
     kinds = [f.kind for f in peer.frames_in]

@@ -1,0 +1,128 @@
+"""The xDLMS InitiateRequest / InitiateResponse carried in the AARQ/AARE user-information.
+
+Both are A-XDR (Green Book): the request holds dedicated-key, response-allowed and
+quality-of-service (each flagged optional), the DLMS version, the conformance block as
+``5F 1F 04 00`` + 3 bytes (APPLICATION 31 BIT STRING SIZE 24) and the max receive PDU size;
+the response adds the VAA name (``00 07`` for LN). The whole 24-bit conformance is kept,
+bits 16-23 (general-protection, general-block-transfer, delta-value-encoding) included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.enums import LN_CONFORMANCE_MASK, ApduTag, ConfirmedService, ServiceErrorChoice
+from protocols.errors import DecodeError
+from protocols.xdlms.exception import build_service_error
+
+#: LN client proposal: get, set, action, selective-access, multiple-references and block
+#: transfer with get/set/action (Blue Book bit n is ``1 << (23 - n)``).
+DEFAULT_CONFORMANCE = 0x001E1D
+#: The VAA name of an LN association (the Green Book's 0x0007).
+VAA_NAME_LN = 0x0007
+_CONFORMANCE_HEAD = b"\x5f\x1f\x04\x00"
+
+
+@dataclass(slots=True, frozen=True)
+class InitiateInfo:
+    """A plain InitiateRequest or InitiateResponse."""
+
+    conformance: int
+    max_pdu_size: int
+    dlms_version: int
+    dedicated_key: bytes | None = None
+
+
+def check_conformance(conformance: int) -> int:
+    """The conformance if it is a 24-bit LN block, else ValueError."""
+    if not 0 <= conformance <= 0xFFFFFF or conformance & ~LN_CONFORMANCE_MASK:
+        raise ValueError(
+            f"conformance 0x{conformance:06X} has bits outside the LN conformance block "
+            f"(mask 0x{LN_CONFORMANCE_MASK:06X})"
+        )
+    return conformance
+
+
+def _check_pdu(max_pdu_size: int) -> None:
+    if not 0 <= max_pdu_size <= 0xFFFF:
+        raise ValueError(f"max PDU size {max_pdu_size} outside 0..65535")
+
+
+def build_initiate_request(
+    *,
+    conformance: int | None = None,
+    max_pdu_size: int = 0xFFFF,
+    dlms_version: int = 6,
+    dedicated_key: bytes | None = None,
+) -> bytes:
+    """InitiateRequest: response-allowed and quality-of-service left at their defaults."""
+    _check_pdu(max_pdu_size)
+    block = check_conformance(DEFAULT_CONFORMANCE if conformance is None else conformance)
+    out = bytearray((ApduTag.INITIATE_REQUEST,))
+    if dedicated_key is None:
+        out.append(0x00)
+    else:
+        if not 0 < len(dedicated_key) < 0x80:
+            raise ValueError("dedicated key must be 1..127 bytes")
+        out += bytes((0x01, len(dedicated_key))) + dedicated_key
+    out += bytes((0x00, 0x00, dlms_version)) + _CONFORMANCE_HEAD
+    out += block.to_bytes(3, "big") + max_pdu_size.to_bytes(2, "big")
+    return bytes(out)
+
+
+def build_initiate_response(*, conformance: int, max_pdu_size: int, dlms_version: int = 6) -> bytes:
+    """InitiateResponse without quality-of-service, VAA name 0x0007 (LN)."""
+    _check_pdu(max_pdu_size)
+    block = check_conformance(conformance)
+    return (
+        bytes((ApduTag.INITIATE_RESPONSE, 0x00, dlms_version))
+        + _CONFORMANCE_HEAD
+        + block.to_bytes(3, "big")
+        + max_pdu_size.to_bytes(2, "big")
+        + VAA_NAME_LN.to_bytes(2, "big")
+    )
+
+
+def build_initiate_error(code: int, choice: int = ServiceErrorChoice.INITIATE) -> bytes:
+    """ConfirmedServiceError initiateError: what an AARE carries for a refused Initiate."""
+    return build_service_error(ConfirmedService.INITIATE_ERROR, choice, code)
+
+
+def _optional(data: bytes, pos: int, what: str, sized: bool) -> tuple[bytes | None, int]:
+    if pos >= len(data):
+        raise DecodeError(f"Initiate APDU: {what} missing")
+    if data[pos] == 0:
+        return None, pos + 1
+    if data[pos] != 1:
+        raise DecodeError(f"Initiate APDU: {what} flag 0x{data[pos]:02X} is not 0 or 1")
+    if not sized:
+        if pos + 2 > len(data):
+            raise DecodeError(f"Initiate APDU: {what} truncated")
+        return data[pos + 1 : pos + 2], pos + 2
+    if pos + 2 > len(data) or pos + 2 + data[pos + 1] > len(data):
+        raise DecodeError(f"Initiate APDU: {what} truncated")
+    end = pos + 2 + data[pos + 1]
+    return data[pos + 2 : end], end
+
+
+def decode_initiate(data: bytes) -> InitiateInfo:
+    """A plain InitiateRequest (tag 1) or InitiateResponse (tag 8), field by field."""
+    if not data or data[0] not in (ApduTag.INITIATE_REQUEST, ApduTag.INITIATE_RESPONSE):
+        raise DecodeError("not an InitiateRequest/InitiateResponse")
+    request = data[0] == ApduTag.INITIATE_REQUEST
+    pos = 1
+    key: bytes | None = None
+    if request:
+        key, pos = _optional(data, pos, "dedicated-key", sized=True)
+        _, pos = _optional(data, pos, "response-allowed", sized=False)
+    _, pos = _optional(data, pos, "quality-of-service", sized=False)
+    tail = 10 if request else 12
+    if len(data) - pos != tail:
+        raise DecodeError(
+            f"Initiate APDU: {len(data) - pos} bytes after the optional fields, expected {tail}"
+        )
+    if data[pos + 1 : pos + 5] != _CONFORMANCE_HEAD:
+        raise DecodeError("Initiate APDU: conformance is not 5F 1F 04 00 ...")
+    conformance = int.from_bytes(data[pos + 5 : pos + 8], "big")
+    max_pdu = int.from_bytes(data[pos + 8 : pos + 10], "big")
+    return InitiateInfo(conformance, max_pdu, data[pos], key)
