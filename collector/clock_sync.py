@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from collector.session import Session
 from protocols import axdr
 from protocols.cosem import CosemDateTime
+from protocols.enums import InterfaceClass
 from protocols.errors import DecodeError, DlmsError
 from storage.database import Database
 from storage.operations import ClockCorrection, record_clock_correction
 
 CLOCK_OBIS = "0.0.1.0.0.255"
-CLASS_CLOCK = 8
+CLASS_CLOCK = InterfaceClass.CLOCK
 ATTR_TIME = 2
 METHOD_SHIFT_TIME = 6
 SHIFT_LIMIT_S = 900

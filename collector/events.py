@@ -29,6 +29,7 @@ from sqlalchemy import select
 from collector.mqtt import events_payload
 from collector.session import Session
 from protocols.cosem import Obis
+from protocols.enums import InterfaceClass
 from protocols.errors import ProtocolError
 from storage import schema
 from storage.database import Database
@@ -41,7 +42,7 @@ STANDARD_EVENT_LOG = "0.0.99.98.0.255"
 POWER_FAILURE_LOG = "1.0.99.97.0.255"
 EVENT_LOGS = (STANDARD_EVENT_LOG, POWER_FAILURE_LOG)
 EVENT_CODE_OBIS = Obis.parse("0.0.96.11.0.255")
-CLASS_CLOCK = 8
+CLASS_CLOCK = InterfaceClass.CLOCK
 
 POWER_DOWN = 1
 POWER_UP = 2

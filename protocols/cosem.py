@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from protocols.axdr import DateTimeValue
+from protocols.enums import InterfaceClass
 from protocols.errors import DecodeError
 
 __all__ = [
@@ -380,7 +381,7 @@ class ScalerUnit:
 # profile generic
 
 #: Interface class of the Clock object.
-CLOCK_CLASS_ID = 8
+CLOCK_CLASS_ID = InterfaceClass.CLOCK
 
 
 @dataclass(slots=True, frozen=True)

@@ -37,6 +37,7 @@ from typing import Literal, Protocol, TypeAlias
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from protocols.axdr import encode_length, read_length
 from protocols.errors import (
     DecodeError,
     HlsVerificationFailed,
@@ -207,25 +208,6 @@ def decrypt_payload(
     return body
 
 
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    size = (n.bit_length() + 7) // 8
-    return bytes((0x80 | size,)) + n.to_bytes(size, "big")
-
-
-def _read_length(data: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(data):
-        raise DecodeError("ciphered APDU: length missing")
-    first = data[pos]
-    if first < 0x80:
-        return first, pos + 1
-    size = first & 0x7F
-    if size == 0 or size > 4 or pos + 1 + size > len(data):
-        raise DecodeError("ciphered APDU: bad length")
-    return int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
-
-
 def is_ciphered(apdu: bytes) -> bool:
     """True for a glo-/ded- APDU or general-glo-ciphering."""
     return bool(apdu) and (apdu[0] in _PLAIN_TAG or apdu[0] == GENERAL_GLO_CIPHERING)
@@ -253,16 +235,16 @@ def cipher_apdu(
     if general:
         return (
             bytes((GENERAL_GLO_CIPHERING,))
-            + _length(len(system_title))
+            + encode_length(len(system_title))
             + system_title
-            + _length(len(body))
+            + encode_length(len(body))
             + body
         )
     tags = _CIPHERED_TAGS.get(plain[0])
     tag = None if tags is None else tags[1] if dedicated else tags[0]
     if tag is None:
         raise ValueError(f"APDU tag 0x{plain[0]:02X} has no ciphered variant")
-    return bytes((tag,)) + _length(len(body)) + body
+    return bytes((tag,)) + encode_length(len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,14 +279,14 @@ def decipher_apdu(data: bytes) -> Deciphered:
     expected: int | None = None
     dedicated = False
     if tag == GENERAL_GLO_CIPHERING:
-        size, pos = _read_length(data, 1)
+        size, pos = read_length(data, 1, "ciphered APDU")
         title = data[pos : pos + size]
         if len(title) != size:
             raise DecodeError("general-glo-ciphering: system title truncated")
-        length, pos = _read_length(data, pos + size)
+        length, pos = read_length(data, pos + size, "ciphered APDU")
     elif tag in _PLAIN_TAG:
         expected, dedicated = _PLAIN_TAG[tag]
-        length, pos = _read_length(data, 1)
+        length, pos = read_length(data, 1, "ciphered APDU")
     else:
         raise DecodeError(f"APDU tag 0x{tag:02X} is not a ciphered APDU")
     if length != len(data) - pos:

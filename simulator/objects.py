@@ -28,30 +28,31 @@ from datetime import UTC
 from typing import Any
 
 from protocols import axdr
+from protocols.axdr import encode_length
 from protocols.cosem import CosemDateTime
+from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
 from simulator import model
 
-# Data-Access-Result codes (Blue Book).
-SUCCESS = 0
-HARDWARE_FAULT = 1
-TEMPORARY_FAILURE = 2
-READ_WRITE_DENIED = 3
-OBJECT_UNDEFINED = 4
-OBJECT_UNAVAILABLE = 11
-TYPE_UNMATCHED = 12
-SCOPE_OF_ACCESS_VIOLATED = 13
-OTHER_REASON = 250
+# Data-Access-Result codes and interface classes, by their short names in this module.
+SUCCESS = DataAccessResult.SUCCESS
+HARDWARE_FAULT = DataAccessResult.HARDWARE_FAULT
+TEMPORARY_FAILURE = DataAccessResult.TEMPORARY_FAILURE
+READ_WRITE_DENIED = DataAccessResult.READ_WRITE_DENIED
+OBJECT_UNDEFINED = DataAccessResult.OBJECT_UNDEFINED
+OBJECT_UNAVAILABLE = DataAccessResult.OBJECT_UNAVAILABLE
+TYPE_UNMATCHED = DataAccessResult.TYPE_UNMATCHED
+SCOPE_OF_ACCESS_VIOLATED = DataAccessResult.SCOPE_OF_ACCESS_VIOLATED
+OTHER_REASON = DataAccessResult.OTHER_REASON
 
-# Interface classes.
-DATA = 1
-REGISTER = 3
-EXTENDED_REGISTER = 4
-PROFILE_GENERIC = 7
-CLOCK = 8
-ASSOCIATION_LN = 15
-DISCONNECT_CONTROL = 70
+DATA = InterfaceClass.DATA
+REGISTER = InterfaceClass.REGISTER
+EXTENDED_REGISTER = InterfaceClass.EXTENDED_REGISTER
+PROFILE_GENERIC = InterfaceClass.PROFILE_GENERIC
+CLOCK = InterfaceClass.CLOCK
+ASSOCIATION_LN = InterfaceClass.ASSOCIATION_LN
+DISCONNECT_CONTROL = InterfaceClass.DISCONNECT_CONTROL
 
 # Units (Blue Book unit enumeration).
 UNIT_W = 27
@@ -302,24 +303,15 @@ def _encode_rows(
 ) -> bytes:
     """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
     out = bytearray(b"\x01")
-    _put_length(out, len(rows))
+    out += encode_length(len(rows))
     head = bytearray(b"\x02")
-    _put_length(head, len(picks))
+    head += encode_length(len(picks))
     hb = bytes(head)
     for row in rows:
         out += hb
         for p in picks:
             out += cells[p](row[p])
     return bytes(out)
-
-
-def _put_length(out: bytearray, n: int) -> None:
-    if n < 0x80:
-        out.append(n)
-    else:
-        size = (n.bit_length() + 7) // 8
-        out.append(0x80 | size)
-        out += n.to_bytes(size, "big")
 
 
 _LP_CELLS = (_cell_dt, _cell_u8, _cell_u64, _cell_u64, _cell_u64, _cell_u64)

@@ -542,3 +542,55 @@ def test_full_circle_every_apdu() -> None:
     rel = A.decode_request(A.build_rlrq())
     assert isinstance(rel, A.ReleaseRequest)
     assert A.decode_response(A.build_rlre(rel.reason)) == A.ReleaseResponse(0)
+
+
+# ---------------------------------------------------------------- our own ACSE codec
+
+
+def _long_form(apdu: bytes) -> bytes:
+    """The same AARE with every BER length in long form (81 xx), as Kamstrup OMNIA sends."""
+    out, pos = bytearray(), 2
+    while pos < len(apdu):
+        tag, size = apdu[pos], apdu[pos + 1]
+        out += bytes((tag, 0x81, size)) + apdu[pos + 2 : pos + 2 + size]
+        pos += 2 + size
+    return bytes((apdu[0], 0x81, len(out))) + bytes(out)
+
+
+def test_aare_with_long_form_ber_lengths_parses_as_the_short_form() -> None:
+    for vector in (AARE_OK, AARE_HLS, AARE_VERSION):
+        assert A.parse_aare(_long_form(vector)) == A.parse_aare(vector)
+
+
+def test_aarq_with_a_long_ciphered_initiate_uses_long_form_lengths() -> None:
+    glo = bytes((0x21, 0x81, 0x90)) + bytes(0x90)  # a glo-InitiateRequest of 144 bytes
+    built = A.build_aarq(system_title=b"HES00001", ciphered=True, user_information=glo)
+    assert built[:2] == b"\x60\x81"
+    info = A.decode_request(built)
+    assert isinstance(info, A.AarqInfo)
+    assert info.ciphered and info.ciphered_initiate == glo
+
+
+def test_initiate_request_with_dedicated_key_and_quality_of_service() -> None:
+    plain = A.build_initiate_request(conformance=0x1E1D, max_pdu_size=512, dedicated_key=bytes(16))
+    assert plain[:3] == b"\x01\x01\x10"
+    info = A.decode_initiate(plain)
+    assert (info.conformance, info.max_pdu_size, info.dedicated_key) == (0x1E1D, 512, bytes(16))
+    # Built by hand from the Green Book layout: response-allowed FALSE and quality-of-service
+    # 5 present (01 xx each), then version 6, conformance and max PDU size.
+    with_qos = bytes.fromhex("010001000105065F1F0400001E1D0200")
+    assert A.decode_initiate(with_qos) == A.InitiateInfo(0x1E1D, 0x200, 6)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        AARE_OK.replace(bytes.fromhex("0801"), bytes.fromhex("0802"), 1),  # SN context
+        AARE_OK.replace(bytes.fromhex("A203020100"), bytes.fromhex("A203020107"), 1),
+        AARE_OK.replace(bytes.fromhex("A1090607"), bytes.fromhex("A1090407"), 1),  # not an OID
+        bytes.fromhex("6105A103020100"),  # no result-source-diagnostic
+    ],
+)
+def test_aare_decoder_names_what_is_wrong(data: bytes) -> None:
+    with pytest.raises(DecodeError, match="AARE"):
+        A.parse_aare(data)
