@@ -3,6 +3,10 @@
 No clock, no sockets: the IO layer passes the true unix time with every APDU. One
 :class:`SimulatedMeter` per meter holds the tiny mutable state (clock correction, relay) and
 hands out one :class:`MeterSession` per association (per TCP connection or HDLC link).
+The association itself (AARQ checks, ciphering, HLS, block transfer, exception responses) is
+``protocols.xdlms.server.ServerAssociation``, the same sans-IO code a real server would use;
+this module adds the meter's client policy and answers its GET/SET/ACTION events from the
+object model (``simulator.objects``).
 
 Associations (LN referencing only):
 
