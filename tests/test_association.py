@@ -25,6 +25,7 @@ from protocols.enums import (
 from protocols.errors import (
     AuthenticationFailed,
     DataAccessError,
+    DlmsError,
     InvocationCounterRejected,
     KeyRejected,
     ProtocolError,
@@ -325,3 +326,27 @@ def test_a_plain_request_on_a_ciphered_association_is_refused() -> None:
     assert decode_response(answer) == ExceptionResult(
         StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), associated=st.booleans())
+def test_the_server_answers_any_bytes_without_raising(data: bytes, associated: bool) -> None:
+    meter = Meter()
+    if associated:
+        associate(meter)
+    event = meter.server.receive(data)
+    assert isinstance(event, Reply | Serve)
+    if isinstance(event, Reply) and event.apdu is not None:
+        decode_response(event.apdu)  # whatever it says, it is a well-formed APDU
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=1, max_size=120))
+def test_the_client_raises_only_dlms_errors_on_any_answer(data: bytes) -> None:
+    meter = Meter()
+    client = associate(meter)
+    client.get(InterfaceClass.CLOCK, OBIS, 2)
+    try:
+        client.receive(data)
+    except DlmsError:
+        pass
