@@ -33,7 +33,7 @@ from test_collector_fleet import (
     truth_rows,
 )
 
-from collector.commands import CollectOptions, collect_async
+from app.collect import CollectOptions, collect_async
 from collector.inventory import import_inventory
 from collector.mqtt import iso_utc
 from collector.plan import load_plan

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from collector.cli_support import DbOption, fail, open_db
+from app.support import DbOption, fail, open_db
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.operations import SelectionError, run_command, select_meters
 from collector.push import PushListener
