@@ -3,8 +3,9 @@
 ``hes collect`` runs :class:`collector.service.Collector` in one process, or with
 ``--workers N`` in N processes, each with its own event loop and database connection, the
 links sharded by a stable hash of ``link_id`` so no link is ever served by two processes.
-SIGINT/SIGTERM stop it cleanly: no new session starts, in-flight ones get a few seconds, what
-was read is already stored, and the exit code is 128 + the signal (130 for Ctrl-C).
+SIGINT/SIGTERM stop it cleanly (``app.run``): no new session starts, in-flight ones get a few
+seconds, what was read is already stored, and the exit code is 128 + the signal (130 for
+Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import signal
 import sys
 import time
 import uuid
@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.run import StopSignals
 from app.support import DbOption, fail, parse_day
 from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
@@ -136,14 +137,14 @@ async def collect_async(
     plan: Plan,
     on_progress: Callable[[RunStats], None] | None = None,
     on_ready: Callable[[], None] | None = None,
-    early_signals: list[int] | None = None,
+    signals: StopSignals | None = None,
 ) -> tuple[RunSummary, int | None]:
     """Run one collector (one shard) until done or signalled; returns (summary, signal).
 
-    ``early_signals`` are signals that arrived before the event loop could handle them (a
-    worker process starting up); ``on_ready`` is called once signals are handled here.
+    ``signals`` may already hold signals that arrived before the event loop could handle them
+    (a worker process starting up); ``on_ready`` is called once signals are handled here.
     """
-    loop = asyncio.get_running_loop()
+    signals = signals if signals is not None else StopSignals()
     _tune_gc()
     outbox: MqttOutbox | None = None
     if opts.mqtt_url is not None:
@@ -151,7 +152,6 @@ async def collect_async(
             opts.mqtt_spool, opts.mqtt_url, client_id=f"hes-collect-{opts.run_id}-{opts.shard}"
         )
     database = open_database(opts.db)
-    received: list[int] = []
     publisher: asyncio.Task[None] | None = None
     listener: PushListener | None = None
     try:
@@ -179,31 +179,21 @@ async def collect_async(
             master_key=functools.partial(load_master_key, opts.master_key_file),
         )
 
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            collector.stop()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        for early in early_signals or ():
-            on_signal(early)
-        if on_ready is not None:
-            on_ready()
-        meters = _in_shard(await asyncio.to_thread(database.meters), opts)
-
         async def report() -> None:
             while True:
                 if on_progress is not None:
                     on_progress(collector.stats)
                 await asyncio.sleep(PROGRESS_INTERVAL_S)
 
-        reporter = asyncio.create_task(report())
-        try:
-            summary = await collector.run(meters)
-        finally:
-            reporter.cancel()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+        with signals.on_loop(collector.stop):
+            if on_ready is not None:
+                on_ready()
+            meters = _in_shard(await asyncio.to_thread(database.meters), opts)
+            reporter = asyncio.create_task(report())
+            try:
+                summary = await collector.run(meters)
+            finally:
+                reporter.cancel()
         if on_progress is not None:
             on_progress(collector.stats)
     finally:
@@ -215,7 +205,7 @@ async def collect_async(
             await outbox.close(timeout=MQTT_FLUSH_S)
         if publisher is not None:
             await asyncio.gather(publisher, return_exceptions=True)
-    return summary, (received[0] if received else None)
+    return summary, signals.signum
 
 
 def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]:
@@ -227,9 +217,13 @@ def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]
 
 def _shard_main(opts: CollectOptions, out: Any) -> None:
     """Entry point of a worker process: collect one shard, report progress on ``out``."""
-    early: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda s, _f: early.append(s))
+    # Signals before the event loop is up are recorded and stop the run as soon as it starts.
+    signals = StopSignals()
+    with signals.trapped():
+        _shard_run(opts, out, signals)
+
+
+def _shard_run(opts: CollectOptions, out: Any, signals: StopSignals) -> None:
     _setup_logging(opts.log_file)
     last = 0.0
 
@@ -243,7 +237,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
     try:
         plan = load_plan(opts.config)
         summary, signum = asyncio.run(
-            collect_async(opts, plan, progress, lambda: out.put(("ready", opts.shard)), early)
+            collect_async(opts, plan, progress, lambda: out.put(("ready", opts.shard)), signals)
         )
     except (StorageError, PlanError, OutboxError, OSError, KeyStoreError) as exc:
         out.put(("error", opts.shard, str(exc)))
@@ -336,7 +330,6 @@ def _run_sharded(
         proc = ctx.Process(target=_shard_main, args=(shard_opts, out), name=f"hes-collect-{shard}")
         proc.start()
         procs.append(proc)
-    received: list[int] = []
     ready: set[int] = set()
 
     def send(shard: int, signum: int) -> None:
@@ -344,18 +337,18 @@ def _run_sharded(
         if proc.is_alive() and proc.pid is not None:
             os.kill(proc.pid, signum)
 
-    def forward(signum: int, _frame: Any) -> None:
+    def forward(signum: int) -> None:
         # Workers still starting get the signal once they can handle it ("ready").
-        received.append(signum)
         for shard in ready:
             send(shard, signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_signals = StopSignals()
+    received = stop_signals.received
     progress: dict[int, dict[str, Any]] = {}
     finals: dict[int, dict[str, Any]] = {}
     errors: list[str] = []
     signals: list[int] = []
-    try:
+    with stop_signals.trapped(forward):
         while len(finals) + len(errors) < workers:
             try:
                 msg = out.get(timeout=PROGRESS_INTERVAL_S)
@@ -381,9 +374,6 @@ def _run_sharded(
                 errors.append(f"worker {shard}: {msg[2]}")
         for proc in procs:
             proc.join()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
     if errors:
         raise fail("; ".join(errors), 1)
     lost = [p.name for p in procs if p.exitcode not in (0, None)]
