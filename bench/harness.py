@@ -48,19 +48,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy import text
+
+from collector.session import Session
+from collector.transport import TcpWrapperTransport
+from protocols.errors import DlmsError
+from simulator import model
+from simulator.fleet import LatencySpec, LoopbackRange, meter_number
+from storage.database import open_database
+from storage.records import Coverage, IntervalRead, MeterRecord
+
+#: The checkout (or install) this package sits in: children run there, figures default there.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sqlalchemy import text  # noqa: E402
-
-from collector.session import Session  # noqa: E402
-from collector.transport import TcpWrapperTransport  # noqa: E402
-from protocols.errors import DlmsError  # noqa: E402
-from simulator import model  # noqa: E402
-from simulator.fleet import LatencySpec, LoopbackRange, meter_number  # noqa: E402
-from storage.database import open_database  # noqa: E402
-from storage.records import Coverage, IntervalRead, MeterRecord  # noqa: E402
 
 SEED = 2026
 PROFILE_OBIS = "1.0.99.1.0.255"

@@ -7,7 +7,7 @@ management client with HLS-GMAC and authenticated encryption (keys from the simu
 model, counters in memory). Rounds alternate so drift hits both alike. Figures go to
 bench/security_sessions.json; nothing is asserted.
 
-    .venv/bin/python bench/security_sessions.py [--sessions 300 --concurrency 16 --rounds 3]
+    .venv/bin/python -m bench.security_sessions [--sessions 300 --concurrency 16 --rounds 3]
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from collector.session import Session
+from collector.transport import TcpWrapperTransport
+from protocols.security import MemoryCounterStore, SecurityContext, SecurityKeys
+from simulator.meter import SimulatedMeter
+from simulator.server import WrapperServer
 
-from collector.session import Session  # noqa: E402
-from collector.transport import TcpWrapperTransport  # noqa: E402
-from protocols.security import MemoryCounterStore, SecurityContext, SecurityKeys  # noqa: E402
-from simulator.meter import SimulatedMeter  # noqa: E402
-from simulator.server import WrapperServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED = 2026
 METERS = 64
@@ -64,12 +63,16 @@ async def one(
         await s.read_profile("1.0.99.1.0.255", start, end)
 
 
+def _serve(meter: SimulatedMeter) -> Callable[[str, int], SimulatedMeter]:
+    return lambda _ip, _port: meter
+
+
 async def measure(sessions: int, concurrency: int, rounds: int) -> dict[str, Any]:
     meters = {i: SimulatedMeter(i, SEED) for i in range(1, METERS + 1)}
     by_port: dict[int, SimulatedMeter] = {}
     servers = []
     for meter in meters.values():
-        server = WrapperServer(lambda _ip, _port, m=meter: m, "127.0.0.1", 0)
+        server = WrapperServer(_serve(meter), "127.0.0.1", 0)
         await server.start()
         servers.append(server)
         by_port[server.port] = meter

@@ -7,7 +7,7 @@ sessions from this process (clock, A+ register and one day of load profile each)
 random subset of GPRS and bus meters. Also measures the fallback listening mode (one socket
 per loopback address). Figures go to bench/sim_scale.json; nothing is asserted.
 
-    .venv/bin/python bench/sim_scale.py [--tcp-meters 150000 --buses 50 --meters-per-bus 1000]
+    .venv/bin/python -m bench.sim_scale [--tcp-meters 150000 --buses 50 --meters-per-bus 1000]
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from collector.session import Session
+from collector.transport import open_transport
+from contracts.meters import MeterTarget
+from protocols.errors import DlmsError
+from simulator.fleet import FIRST_PHYSICAL, LoopbackRange, MeterPool
+from simulator.server import WrapperServer
 
-from collector.session import Session  # noqa: E402
-from collector.transport import open_transport  # noqa: E402
-from contracts.meters import MeterTarget  # noqa: E402
-from protocols.errors import DlmsError  # noqa: E402
-from simulator.fleet import FIRST_PHYSICAL, LoopbackRange, MeterPool  # noqa: E402
-from simulator.server import WrapperServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED = 2026
 

@@ -45,6 +45,7 @@ from storage.gaps import (
     group_missing,
     missing_epochs,
 )
+from storage.handle import insert_ignore
 from storage.keystore import create_security_tables
 from storage.operations import migrate as create_operations_tables
 from storage.records import (
@@ -386,9 +387,7 @@ class Database:
             yield conn
 
     def _insert_ignore(self, table: Table) -> Insert:
-        if self.dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return insert_ignore(self.dialect, table)
 
     def _executemany(
         self, action: str, table: Table, params: list[dict[str, Any]], conn: Connection | None

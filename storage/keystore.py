@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -56,10 +55,8 @@ from protocols.security import (
     SecurityContext,
     SecurityKeys,
 )
+from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
-
-if TYPE_CHECKING:
-    from storage.database import Database
 
 __all__ = [
     "MASTER_KEY_ENV",
@@ -290,7 +287,7 @@ def parse_key_file(path: str | os.PathLike[str]) -> list[KeyRow]:
 class KeyStore:
     """Meter keys in the hes database, sealed under a master key."""
 
-    def __init__(self, db: Database, master: MasterKey) -> None:
+    def __init__(self, db: DatabaseHandle, master: MasterKey) -> None:
         self.db = db
         self.master = master
         self._aead = AESGCM(master.key)
@@ -378,7 +375,10 @@ class DatabaseCounterStore:
     """The persisted client invocation counter of one meter and client system title."""
 
     def __init__(
-        self, db: Database, meter_id: str, client_system_title: bytes = DEFAULT_CLIENT_SYSTEM_TITLE
+        self,
+        db: DatabaseHandle,
+        meter_id: str,
+        client_system_title: bytes = DEFAULT_CLIENT_SYSTEM_TITLE,
     ) -> None:
         self.db = db
         self.meter_id = meter_id
@@ -413,7 +413,7 @@ class DatabaseCounterStore:
         current = conn.execute(stmt).scalar()
         if current is None:
             conn.execute(
-                self.db._insert_ignore(invocation_counters),
+                insert_ignore(self.db.dialect, invocation_counters),
                 {
                     "meter_id": self.meter_id,
                     "client_system_title": self.title,
@@ -431,7 +431,7 @@ class DatabaseCounterStore:
 
 
 def reserve_counter_blocks(
-    db: Database, requests: Sequence[tuple[DatabaseCounterStore, int]]
+    db: DatabaseHandle, requests: Sequence[tuple[DatabaseCounterStore, int]]
 ) -> list[int]:
     """Reserve a block for each (store, count) in one committed transaction: one write for a
     batch of secured sessions instead of one each. Returns each block's first counter."""

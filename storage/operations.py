@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,13 +30,10 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage import schema
+from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
-
-if TYPE_CHECKING:  # storage.database imports this module for its migration step
-    from storage.database import Database
 
 #: ``log_obis`` of pushed alarms in the events table: the IDIS push setup object
 #: (0-0:25.9.0.255) that sends them.
@@ -140,13 +136,7 @@ class Outage:
         return int((self.power_up - self.power_down).total_seconds())
 
 
-def _insert_ignore(db: Database, table: Table) -> Any:
-    if db.dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
-
-
-def record_command(db: Database, record: CommandRecord) -> None:
+def record_command(db: DatabaseHandle, record: CommandRecord) -> None:
     """Audit one command (who, what, when, result)."""
     if record.command not in COMMANDS:
         raise ValueError(f"command must be one of {COMMANDS}, not {record.command!r}")
@@ -168,7 +158,7 @@ def record_command(db: Database, record: CommandRecord) -> None:
         conn.execute(insert(command_audit).values(**values))
 
 
-def commands(db: Database, meter_id: str | None = None) -> list[CommandRecord]:
+def commands(db: DatabaseHandle, meter_id: str | None = None) -> list[CommandRecord]:
     """Audited commands, oldest first (of one meter, or all)."""
     t = command_audit
     stmt = select(
@@ -188,8 +178,8 @@ def commands(db: Database, meter_id: str | None = None) -> list[CommandRecord]:
     return [CommandRecord(*row) for row in db.execute_read(stmt)]
 
 
-def record_clock_correction(db: Database, row: ClockCorrection) -> None:
-    stmt = _insert_ignore(db, clock_corrections)
+def record_clock_correction(db: DatabaseHandle, row: ClockCorrection) -> None:
+    stmt = insert_ignore(db.dialect, clock_corrections)
     with db.transaction() as conn:
         conn.execute(
             stmt,
@@ -204,7 +194,7 @@ def record_clock_correction(db: Database, row: ClockCorrection) -> None:
         )
 
 
-def clock_corrections_of(db: Database, meter_id: str) -> list[ClockCorrection]:
+def clock_corrections_of(db: DatabaseHandle, meter_id: str) -> list[ClockCorrection]:
     t = clock_corrections
     stmt = (
         select(
@@ -216,7 +206,7 @@ def clock_corrections_of(db: Database, meter_id: str) -> list[ClockCorrection]:
     return [ClockCorrection(*row) for row in db.execute_read(stmt)]
 
 
-def insert_outages(db: Database, rows: Iterable[Outage]) -> int:
+def insert_outages(db: DatabaseHandle, rows: Iterable[Outage]) -> int:
     """Store outages; one already stored (same meter and power-down) is left alone."""
     params = [
         {
@@ -229,7 +219,7 @@ def insert_outages(db: Database, rows: Iterable[Outage]) -> int:
     ]
     if not params:
         return 0
-    stmt = _insert_ignore(db, outages)
+    stmt = insert_ignore(db.dialect, outages)
     if db.dialect == "postgresql":
         stmt = stmt.returning(outages.c.meter_id)
     with db.transaction() as conn:
@@ -239,7 +229,7 @@ def insert_outages(db: Database, rows: Iterable[Outage]) -> int:
         return max(result.rowcount, 0)
 
 
-def outages_of(db: Database, meter_id: str) -> list[Outage]:
+def outages_of(db: DatabaseHandle, meter_id: str) -> list[Outage]:
     t = outages
     stmt = (
         select(t.c.meter_id, t.c.power_down, t.c.power_up)
@@ -249,7 +239,7 @@ def outages_of(db: Database, meter_id: str) -> list[Outage]:
     return [Outage(*row) for row in db.execute_read(stmt)]
 
 
-def last_event_time(db: Database, meter_id: str, log_obis: str) -> datetime | None:
+def last_event_time(db: DatabaseHandle, meter_id: str, log_obis: str) -> datetime | None:
     """Time stamp of the newest stored entry of one meter's event log (None: none stored)."""
     t = schema.events
     stmt = select(func.max(t.c.ts)).where(t.c.meter_id == meter_id, t.c.log_obis == log_obis)
@@ -263,7 +253,7 @@ def last_event_time(db: Database, meter_id: str, log_obis: str) -> datetime | No
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def pending_power_down(db: Database, meter_id: str, log_obis: str) -> datetime | None:
+def pending_power_down(db: DatabaseHandle, meter_id: str, log_obis: str) -> datetime | None:
     """The stored power-down not yet followed by a power-up (an outage still open), if any."""
     t = schema.events
     stmt = (

@@ -1,8 +1,8 @@
 """Daily collection report: the figures behind the 99.99 % success-rate claim.
 
-Built from a handful of grouped queries whatever the fleet size: completeness per
-meter (:meth:`Database.missing_counts`), attempts grouped by error class, and the
-last attempt of each meter for the day.
+Built from a handful of grouped queries whatever the fleet size: completeness per meter
+(``missing_counts`` of :class:`storage.handle.DatabaseHandle`), attempts grouped by error
+class, and the last attempt of each meter for the day.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, func, select
 
 from storage import schema
 from storage.gaps import day_window, expected_epochs
-
-if TYPE_CHECKING:
-    from storage.database import Database
+from storage.handle import DatabaseHandle
 
 
 def _group_stats(
@@ -46,7 +44,7 @@ def _group_stats(
 
 
 def daily_report(
-    db: Database,
+    db: DatabaseHandle,
     day: date,
     channels: Sequence[str] | None = None,
     *,
@@ -139,7 +137,7 @@ def daily_report(
 
 
 def success_rates(
-    db: Database,
+    db: DatabaseHandle,
     last_day: date,
     days: int,
     channels: Sequence[str] | None = None,

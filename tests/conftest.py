@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
 import pytest
-
-# The project is not pip-installed: make the root packages importable under plain `pytest`.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 PG_HOST = os.environ.get("HES_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HES_TEST_PG_PORT", "5432"))

@@ -33,7 +33,7 @@ from test_collector_fleet import (
     truth_rows,
 )
 
-from collector.commands import CollectOptions, collect_async
+from app.collect import CollectOptions, collect_async
 from collector.inventory import import_inventory
 from collector.mqtt import iso_utc
 from collector.plan import load_plan
@@ -210,6 +210,35 @@ def test_sigkill_mid_run_then_restart_stores_exactly_the_ground_truth(
     assert summary["intervals_stored"] == expected_rows(fleet) - rows_at_kill
     assert pk_counts(db) == (expected_rows(fleet),) * 2
     check_values(fleet, db)
+
+
+def test_sigint_stops_a_single_process_collect_with_130(
+    served: tuple[Fleet, Path, Path], tmp_path: Path
+) -> None:
+    fleet, csv, plan = served
+    fleet.latency = 0.03
+    db = tmp_path / "hes.db"
+    assert hes("meters", "import", str(csv), "--db", str(db), cwd=tmp_path).returncode == 0
+    args = ["collect", "--db", str(db), "--config", str(plan), "--day", DAY.isoformat(),
+            "--concurrency", "2", "--seed", "5"]  # fmt: skip
+    proc = start_hes(*args, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while pk_counts(db)[0] == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        fleet.latency = 0.001
+    assert proc.returncode == 128 + signal.SIGINT, err
+    stopped = json.loads(out)
+    assert stopped["interrupted"] is True
+    assert stopped["complete"] < 40
 
 
 def test_sigterm_stops_worker_processes_cleanly_and_a_rerun_completes(

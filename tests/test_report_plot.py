@@ -236,7 +236,7 @@ def test_cli_success_plot(db_path: Path, tmp_path: Path) -> None:
 def test_cli_success_series_is_the_daily_reports(
     db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import collector.commands
+    import app.report
 
     seen: list[list[tuple[date, float | None, int, int]]] = []
 
@@ -244,7 +244,7 @@ def test_cli_success_series_is_the_daily_reports(
         seen.append(list(days))
         return path
 
-    monkeypatch.setattr(collector.commands, "plot_success_rate", capture)
+    monkeypatch.setattr(app.report, "plot_success_rate", capture)
     png = tmp_path / "rate.png"
     for n in (1, 4):
         code, _, err = report(

@@ -26,7 +26,7 @@ import aiomqtt
 from sqlalchemy import select
 from test_collector_fleet import CHANNELS, plan_text
 
-from collector.commands import CollectOptions, collect_async
+from app.collect import CollectOptions, collect_async
 from collector.inventory import import_inventory
 from collector.plan import load_plan
 from protocols.security import SecurityKeys

@@ -9,15 +9,14 @@ fleet's counters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from app.run import StopSignals, until_stopped
 from contracts.meters import parse_host_port
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
@@ -103,37 +102,34 @@ async def run_fleet(
     """Start the fleet, announce it, serve until a signal or the duration, then close."""
     # Handlers go in before the announcement: whoever reads it may signal at once.
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    fleet = Fleet(spec)
+    fleet: Fleet | None = None
     pusher: asyncio.Task[None] | None = None
+    stats: dict[str, Any] = {}
     try:
-        await fleet.start()
-        if push_to is not None:
-            meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
-            alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
-            pusher = asyncio.create_task(alarms.run())
-        info = fleet.describe()
-        if inventory is not None:
-            info["inventory_rows"] = fleet.write_inventory(inventory)
-            info["inventory"] = str(inventory.resolve())
-        if keys is not None:
-            info["key_rows"] = fleet.write_keys(keys)
-            info["keys"] = str(keys.resolve())
-        typer.echo(json.dumps(info))
-        sys.stdout.flush()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(duration):
-                await stop.wait()
+        with StopSignals().on_loop(stop.set):
+            fleet = Fleet(spec)
+            await fleet.start()
+            if push_to is not None:
+                meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
+                alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
+                pusher = asyncio.create_task(alarms.run())
+            info = fleet.describe()
+            if inventory is not None:
+                info["inventory_rows"] = fleet.write_inventory(inventory)
+                info["inventory"] = str(inventory.resolve())
+            if keys is not None:
+                info["key_rows"] = fleet.write_keys(keys)
+                info["keys"] = str(keys.resolve())
+            typer.echo(json.dumps(info))
+            sys.stdout.flush()
+            await until_stopped(stop, duration)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if pusher is not None:
             pusher.cancel()
             await asyncio.gather(pusher, return_exceptions=True)
-        stats = fleet.stats()
-        await fleet.close()
+        if fleet is not None:
+            stats = fleet.stats()
+            await fleet.close()
     typer.echo(json.dumps({"stopped": True, "stats": stats}))
 
 

@@ -1,10 +1,11 @@
-"""The collector's commands: ``hes meters import``, ``hes collect``, ``hes report``.
+"""``hes collect``: read every meter of the inventory for a day.
 
 ``hes collect`` runs :class:`collector.service.Collector` in one process, or with
 ``--workers N`` in N processes, each with its own event loop and database connection, the
 links sharded by a stable hash of ``link_id`` so no link is ever served by two processes.
-SIGINT/SIGTERM stop it cleanly: no new session starts, in-flight ones get a few seconds, what
-was read is already stored, and the exit code is 128 + the signal (130 for Ctrl-C).
+SIGINT/SIGTERM stop it cleanly (``app.run``): no new session starts, in-flight ones get a few
+seconds, what was read is already stored, and the exit code is 128 + the signal (130 for
+Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import signal
 import sys
 import time
 import uuid
@@ -25,69 +25,32 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from collector.cli_support import DbOption, fail, open_db
-from collector.inventory import InventoryError, import_inventory
+from app.run import StopSignals
+from app.support import DbOption, fail, parse_day
 from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.plan import Plan, PlanError, load_plan
 from collector.push import PushListener
-from collector.report_plot import PlotError, check_png_path, plot_load_curve, plot_success_rate
 from collector.service import Collector, RunStats, RunSummary
 from contracts.meters import parse_host_port
-from storage.database import Database, open_database
+from storage.database import open_database
 from storage.errors import StorageError
-from storage.gaps import day_window
 from storage.keystore import KeyStoreError, load_master_key
 from storage.records import MeterRecord
-
-meters_app = typer.Typer(help="Meter inventory.", no_args_is_help=True)
-
 
 STOP_GRACE_S = 5.0
 #: Where MQTT messages wait for the broker (a SQLite file of its own, see collector.mqtt).
 DEFAULT_SPOOL = "hes-mqtt-spool.db"
 MQTT_FLUSH_S = 5.0
 PROGRESS_INTERVAL_S = 0.25
-
-
-# -- meters import ----------------------------------------------------------------------------
-
-
-@meters_app.command("import")
-def import_command(
-    file: Annotated[Path, typer.Argument(help="inventory CSV (header line required)")],
-    db: DbOption = None,
-) -> None:
-    """Import (insert or update) meters from a CSV; a file with any bad row imports nothing."""
-    database = open_db(db)
-    try:
-        result = import_inventory(database, file)
-    except InventoryError as exc:
-        raise fail(str(exc), 1) from None
-    except StorageError as exc:
-        raise fail(str(exc), 1) from None
-    finally:
-        database.close()
-    typer.echo(
-        json.dumps(
-            {
-                "file": result.path,
-                "rows": result.rows,
-                "inserted": result.inserted,
-                "updated": result.updated,
-                "seconds": round(result.seconds, 3),
-            }
-        )
-    )
 
 
 # -- logging ----------------------------------------------------------------------------------
@@ -174,14 +137,14 @@ async def collect_async(
     plan: Plan,
     on_progress: Callable[[RunStats], None] | None = None,
     on_ready: Callable[[], None] | None = None,
-    early_signals: list[int] | None = None,
+    signals: StopSignals | None = None,
 ) -> tuple[RunSummary, int | None]:
     """Run one collector (one shard) until done or signalled; returns (summary, signal).
 
-    ``early_signals`` are signals that arrived before the event loop could handle them (a
-    worker process starting up); ``on_ready`` is called once signals are handled here.
+    ``signals`` may already hold signals that arrived before the event loop could handle them
+    (a worker process starting up); ``on_ready`` is called once signals are handled here.
     """
-    loop = asyncio.get_running_loop()
+    signals = signals if signals is not None else StopSignals()
     _tune_gc()
     outbox: MqttOutbox | None = None
     if opts.mqtt_url is not None:
@@ -189,7 +152,6 @@ async def collect_async(
             opts.mqtt_spool, opts.mqtt_url, client_id=f"hes-collect-{opts.run_id}-{opts.shard}"
         )
     database = open_database(opts.db)
-    received: list[int] = []
     publisher: asyncio.Task[None] | None = None
     listener: PushListener | None = None
     try:
@@ -217,31 +179,21 @@ async def collect_async(
             master_key=functools.partial(load_master_key, opts.master_key_file),
         )
 
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            collector.stop()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        for early in early_signals or ():
-            on_signal(early)
-        if on_ready is not None:
-            on_ready()
-        meters = _in_shard(await asyncio.to_thread(database.meters), opts)
-
         async def report() -> None:
             while True:
                 if on_progress is not None:
                     on_progress(collector.stats)
                 await asyncio.sleep(PROGRESS_INTERVAL_S)
 
-        reporter = asyncio.create_task(report())
-        try:
-            summary = await collector.run(meters)
-        finally:
-            reporter.cancel()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+        with signals.on_loop(collector.stop):
+            if on_ready is not None:
+                on_ready()
+            meters = _in_shard(await asyncio.to_thread(database.meters), opts)
+            reporter = asyncio.create_task(report())
+            try:
+                summary = await collector.run(meters)
+            finally:
+                reporter.cancel()
         if on_progress is not None:
             on_progress(collector.stats)
     finally:
@@ -253,7 +205,7 @@ async def collect_async(
             await outbox.close(timeout=MQTT_FLUSH_S)
         if publisher is not None:
             await asyncio.gather(publisher, return_exceptions=True)
-    return summary, (received[0] if received else None)
+    return summary, signals.signum
 
 
 def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]:
@@ -265,9 +217,13 @@ def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]
 
 def _shard_main(opts: CollectOptions, out: Any) -> None:
     """Entry point of a worker process: collect one shard, report progress on ``out``."""
-    early: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda s, _f: early.append(s))
+    # Signals before the event loop is up are recorded and stop the run as soon as it starts.
+    signals = StopSignals()
+    with signals.trapped():
+        _shard_run(opts, out, signals)
+
+
+def _shard_run(opts: CollectOptions, out: Any, signals: StopSignals) -> None:
     _setup_logging(opts.log_file)
     last = 0.0
 
@@ -281,7 +237,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
     try:
         plan = load_plan(opts.config)
         summary, signum = asyncio.run(
-            collect_async(opts, plan, progress, lambda: out.put(("ready", opts.shard)), early)
+            collect_async(opts, plan, progress, lambda: out.put(("ready", opts.shard)), signals)
         )
     except (StorageError, PlanError, OutboxError, OSError, KeyStoreError) as exc:
         out.put(("error", opts.shard, str(exc)))
@@ -374,7 +330,6 @@ def _run_sharded(
         proc = ctx.Process(target=_shard_main, args=(shard_opts, out), name=f"hes-collect-{shard}")
         proc.start()
         procs.append(proc)
-    received: list[int] = []
     ready: set[int] = set()
 
     def send(shard: int, signum: int) -> None:
@@ -382,18 +337,18 @@ def _run_sharded(
         if proc.is_alive() and proc.pid is not None:
             os.kill(proc.pid, signum)
 
-    def forward(signum: int, _frame: Any) -> None:
+    def forward(signum: int) -> None:
         # Workers still starting get the signal once they can handle it ("ready").
-        received.append(signum)
         for shard in ready:
             send(shard, signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_signals = StopSignals()
+    received = stop_signals.received
     progress: dict[int, dict[str, Any]] = {}
     finals: dict[int, dict[str, Any]] = {}
     errors: list[str] = []
     signals: list[int] = []
-    try:
+    with stop_signals.trapped(forward):
         while len(finals) + len(errors) < workers:
             try:
                 msg = out.get(timeout=PROGRESS_INTERVAL_S)
@@ -419,9 +374,6 @@ def _run_sharded(
                 errors.append(f"worker {shard}: {msg[2]}")
         for proc in procs:
             proc.join()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
     if errors:
         raise fail("; ".join(errors), 1)
     lost = [p.name for p in procs if p.exitcode not in (0, None)]
@@ -429,15 +381,6 @@ def _run_sharded(
         raise fail(f"worker process(es) ended without a summary: {', '.join(lost)}", 1)
     signum = (received or signals)[0] if (received or signals) else None
     return [finals[k] for k in sorted(finals)], signum
-
-
-def _parse_day(text: str | None, plan: Plan, what: str) -> date:
-    if text is None:
-        return datetime.now(plan.tz).date() - timedelta(days=1)
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def collect_command(
@@ -516,7 +459,7 @@ def collect_command(
         plan = load_plan(config)
     except PlanError as exc:
         raise fail(str(exc)) from None
-    the_day = _parse_day(day, plan, "--day")
+    the_day = parse_day(day, plan, "--day")
     if listen is not None:
         try:
             parse_host_port(listen)
@@ -565,197 +508,3 @@ def collect_command(
     typer.echo(json.dumps(result))
     if signum is not None:
         raise typer.Exit(128 + signum)
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-def report_command(
-    report_date: Annotated[str, typer.Option("--date", help="collection day, YYYY-MM-DD")],
-    db: DbOption = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="reading plan: its channels, period and time zone"),
-    ] = None,
-    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    worst: Annotated[int, typer.Option(min=0, help="how many worst meters to list")] = 10,
-    plot: Annotated[
-        Path | None,
-        typer.Option(
-            "--plot",
-            help="also write a PNG: the success rate per day, or with --meter its load curve",
-        ),
-    ] = None,
-    days: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="with --plot: days ending at --date (default: 14; with --meter: 1)"
-        ),
-    ] = None,
-    meter: Annotated[
-        str | None, typer.Option("--meter", help="with --plot: plot this meter's load curve")
-    ] = None,
-    channel: Annotated[
-        str | None,
-        typer.Option(help="with --meter: channel to plot (default: the plan's first channel)"),
-    ] = None,
-) -> None:
-    """Collection figures of a day: expected and complete meters, success rate, missing
-    intervals, failures by error class, by link and by area, the worst meters.
-
-    --plot FILE.png also draws the success rate per day, or with --meter a load curve."""
-    if output not in ("table", "json"):
-        raise fail(f"--format {output!r}: use table or json")
-    if plot is None and (meter is not None or days is not None):
-        raise fail(f"{'--meter' if meter is not None else '--days'} needs --plot FILE.png")
-    if channel is not None and meter is None:
-        raise fail("--channel needs --meter")
-    if plot is not None:
-        try:
-            plot = check_png_path(plot)
-        except PlotError as exc:
-            raise fail(f"--plot {exc}") from None
-    try:
-        plan = load_plan(config)
-    except PlanError as exc:
-        raise fail(str(exc)) from None
-    the_day = _parse_day(report_date, plan, "--date")
-    channels: list[str] | None = None
-    if config is not None:
-        channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
-    period_s = plan.groups[0].profile.period_s
-    written: Path | None = None
-    database = open_db(db)
-    try:
-        data = database.daily_report(the_day, channels, period_s=period_s, tz=plan.tz, worst=worst)
-        if plot is not None and meter is not None:
-            written = _plot_meter(database, plot, plan, meter, channel, the_day, days or 1)
-        elif plot is not None:
-            n = days or 14
-            series: list[tuple[date, float | None, int, int]] = []
-            if n > 1:  # the days before --date; --date itself is the report just made
-                series = database.success_rates(
-                    the_day - timedelta(days=1), n - 1, channels, period_s=period_s, tz=plan.tz
-                )
-            series.append(
-                (the_day, data["success_rate"], data["complete_meters"], data["expected_meters"])
-            )
-            written = plot_success_rate(series, plot)
-    except StorageError as exc:
-        raise fail(str(exc), 1) from None
-    except PlotError as exc:
-        raise fail(str(exc), 1) from None
-    finally:
-        database.close()
-    if output == "json":
-        typer.echo(json.dumps(data, indent=2, default=str))
-        if written is not None:
-            typer.echo(f"plot: {written}", err=True)  # stdout stays one JSON document
-        return
-    _print_report(data)
-    if written is not None:
-        typer.echo(f"plot: {written}")
-
-
-def _plot_meter(
-    database: Database,
-    path: Path,
-    plan: Plan,
-    meter_id: str,
-    channel: str | None,
-    last_day: date,
-    days: int,
-) -> Path:
-    """Write one meter's load curve over ``days`` days ending with ``last_day``."""
-    record = database.get_meter(meter_id)
-    if record is None:
-        raise fail(f"--meter {meter_id!r}: not in the inventory", 1)
-    group = plan.group_for(record) or plan.groups[0]
-    name = channel if channel is not None else group.channels[0]
-    first_day = last_day - timedelta(days=days - 1)
-    start, end = day_window(first_day, plan.tz)[0], day_window(last_day, plan.tz)[1]
-    rows = database.interval_reads(meter_id, name, start, end)
-    known = {c.channel: c for c in database.meter_channels(meter_id)}
-    if not any(r.value is not None for r in rows):
-        span = first_day.isoformat() if days == 1 else f"{first_day} to {last_day}"
-        have = ", ".join(known) or "none recorded"
-        raise fail(
-            f"meter {meter_id} channel {name}: no interval values stored for {span} "
-            f"(the meter's channels: {have})",
-            1,
-        )
-    info = known.get(name)
-    return plot_load_curve(
-        meter_id,
-        name,
-        rows,
-        path,
-        start=start,
-        end=end,
-        period_s=info.period_s if info is not None and info.period_s else group.profile.period_s,
-        unit=info.unit if info is not None else None,
-        tz=plan.tz,
-    )
-
-
-def _print_report(data: dict[str, Any]) -> None:
-    console = Console()
-    rate = data["success_rate"]
-    head = Table(title=f"hes collection report {data['day']}", show_header=False)
-    head.add_column("figure")
-    head.add_column("value", justify="right")
-    head.add_row("meters expected", str(data["expected_meters"]))
-    head.add_row("meters complete", str(data["complete_meters"]))
-    head.add_row("success rate", "-" if rate is None else f"{100 * rate:.3f} %")
-    head.add_row("intervals expected", str(data["intervals_expected"]))
-    head.add_row("intervals missing", str(data["intervals_missing"]))
-    for outcome, n in sorted(data["attempts_by_outcome"].items()):
-        head.add_row(f"attempts {outcome}", str(n))
-    console.print(head)
-    _counts(console, "failed attempts by error class", data["failures_by_error_class"])
-    _counts(console, "incomplete meters by last error", data["incomplete_by_last_error_class"])
-    groups = Table(title="by area")
-    for col in ("area", "expected", "complete", "success rate", "intervals missing"):
-        groups.add_column(col, justify="left" if col == "area" else "right")
-    for area, g in data["by_area"].items():
-        groups.add_row(
-            area or "-",
-            str(g["expected"]),
-            str(g["complete"]),
-            f"{100 * g['success_rate']:.2f} %",
-            str(g["intervals_missing"]),
-        )
-    console.print(groups)
-    if data["by_link"]:
-        links = Table(title="links with incomplete meters")
-        for col in ("link", "expected", "incomplete", "intervals missing"):
-            links.add_column(col)
-        for link, g in data["by_link"].items():
-            links.add_row(
-                link, str(g["expected"]), str(g["incomplete"]), str(g["intervals_missing"])
-            )
-        console.print(links)
-    if data["worst_meters"]:
-        worst = Table(title="worst meters")
-        for col in ("meter", "link", "missing", "last outcome", "last error"):
-            worst.add_column(col)
-        for m in data["worst_meters"]:
-            worst.add_row(
-                m["meter_id"],
-                str(m["link_id"]),
-                str(m["intervals_missing"]),
-                str(m["last_outcome"]),
-                str(m["last_error_class"]),
-            )
-        console.print(worst)
-
-
-def _counts(console: Console, title: str, counts: dict[str, int]) -> None:
-    if not counts:
-        return
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("count", justify="right")
-    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        table.add_row(key, str(n))
-    console.print(table)

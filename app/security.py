@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from collector.cli_support import DbOption, fail, open_db
+from app.support import DbOption, fail, open_db
 from storage.errors import StorageError
 from storage.keystore import KeyStore, KeyStoreError, load_master_key
 

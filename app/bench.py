@@ -1,13 +1,13 @@
-"""``hes bench``: the load test of issue 5 (bench/harness.py) behind one command.
+"""``hes bench`` (also ``python -m bench``): the load test of issue 5 (bench/harness.py).
 
-The harness lives in ``bench/`` next to the figures it writes; this module only parses the
-options, picks the sizes (full, ``--scale``d or ``--smoke``) and writes results.json/.md.
+The harness lives in the ``bench`` package next to the figures it writes; this module only
+parses the options, picks the sizes (full, ``--scale``d or ``--smoke``) and writes
+results.json/.md.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +56,6 @@ def bench_command(
 ) -> None:
     """Run the load test (simulator fleet and collector as separate processes) and write
     the figures to JSON and a markdown table. Stops by itself; nothing is asserted."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from bench.harness import SCENARIOS, SMOKE, Sizes, run_bench, write_results
 
     names = scenario or list(SCENARIOS)

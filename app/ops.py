@@ -3,16 +3,14 @@
 Disconnect/reconnect print one JSON object: a result per meter (states read back, or the
 error class) and the totals; exit 0 when every meter confirmed, 1 when any failed, 2 for bad
 arguments (unknown meter ids, an empty group: nothing is sent to any meter then).
-``hes listen`` runs the push listener until SIGINT/SIGTERM or ``--duration``, then prints its
-counters.
+``hes listen`` runs the push listener until SIGINT/SIGTERM (app.run) or ``--duration``, then
+prints its counters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -21,12 +19,13 @@ from typing import Annotated, Any
 
 import typer
 
-from collector.cli_support import DbOption, fail, open_db
+from app.run import StopSignals, until_stopped
+from app.support import DbOption, fail, open_db
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.operations import SelectionError, run_command, select_meters
 from collector.push import PushListener
 from collector.service import env_secret
-from storage.database import open_database
+from storage.database import Database, open_database
 from storage.errors import StorageError
 
 MeterArgs = Annotated[
@@ -136,37 +135,33 @@ async def listen_async(
     duration: float | None,
 ) -> dict[str, Any]:
     """Run the listener until a signal or the duration; return its counters."""
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    database = open_database(db)
+    database: Database | None = None
     outbox: MqttOutbox | None = None
     publisher: asyncio.Task[None] | None = None
     listener: PushListener | None = None
     try:
-        if mqtt_url is not None:
-            client_id = f"hes-listen-{uuid.uuid4().hex[:8]}"
-            outbox = MqttOutbox(mqtt_spool, mqtt_url, client_id=client_id)
-            publisher = asyncio.create_task(outbox.run())
-        listener = PushListener(
-            database,
-            host=host,
-            port=port,
-            publish=None if outbox is None else _alarm_publisher(outbox),
-        )
-        await listener.start()
-        typer.echo(json.dumps({"listening": f"{host}:{listener.port}"}))
-        sys.stdout.flush()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(duration):
-                await stop.wait()
+        with StopSignals().on_loop(stop.set):
+            database = open_database(db)
+            if mqtt_url is not None:
+                client_id = f"hes-listen-{uuid.uuid4().hex[:8]}"
+                outbox = MqttOutbox(mqtt_spool, mqtt_url, client_id=client_id)
+                publisher = asyncio.create_task(outbox.run())
+            listener = PushListener(
+                database,
+                host=host,
+                port=port,
+                publish=None if outbox is None else _alarm_publisher(outbox),
+            )
+            await listener.start()
+            typer.echo(json.dumps({"listening": f"{host}:{listener.port}"}))
+            sys.stdout.flush()
+            await until_stopped(stop, duration)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if listener is not None:
             await listener.close()
-        database.close()
+        if database is not None:
+            database.close()
         if outbox is not None:
             await outbox.close(timeout=MQTT_FLUSH_S)
         if publisher is not None:

@@ -1,0 +1,179 @@
+"""``hes read``: read one meter (clock, registers, profiles) and print JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from app.support import fail
+from collector.session import Session
+from collector.transport import open_transport
+from contracts.meters import MeterTarget, parse_host_port
+from protocols.cosem import CosemDateTime
+from protocols.errors import DlmsError
+
+
+def _parse_time(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{what}: {text!r} is not an ISO date or date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _clock_json(clock: CosemDateTime) -> dict[str, Any]:
+    try:
+        instant: str | None = clock.to_datetime().isoformat()
+    except DlmsError:
+        instant = None
+    return {
+        "datetime": instant,
+        "deviation": clock.deviation,
+        "clock_status": clock.clock_status,
+        "invalid": clock.invalid,
+        "daylight_saving": clock.daylight_saving_active,
+    }
+
+
+async def _read(
+    target: MeterTarget,
+    password: bytes | None,
+    registers: list[str],
+    profiles: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    timeout: float,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    transport = open_transport(target)
+    async with Session(
+        transport,
+        authentication=target.authentication,
+        password=password,
+        request_timeout=timeout,
+    ) as session:
+        clock = await session.read_clock()
+        out["clock"] = _clock_json(clock)
+        out["registers"] = []
+        for obis in registers:
+            try:
+                reg = await session.read_register(obis)
+            except DlmsError as exc:
+                out["registers"].append(
+                    {"obis": obis, "error": exc.error_class, "detail": str(exc)}
+                )
+                continue
+            out["registers"].append(
+                {
+                    "obis": reg.obis,
+                    "value": _jsonable(reg.value),
+                    "unit": reg.unit_name,
+                    "raw": _jsonable(reg.raw),
+                    "scaler": reg.scaler,
+                }
+            )
+        out["profiles"] = []
+        for obis in profiles:
+            data = await session.read_profile(obis, start, end)
+            out["profiles"].append(
+                {
+                    "obis": data.obis,
+                    "capture_period": data.capture_period,
+                    "columns": [str(c) for c in data.columns],
+                    "rows": [
+                        {"timestamp": _jsonable(row.timestamp), "values": _jsonable(row.values)}
+                        for row in data.rows
+                    ],
+                }
+            )
+    out["link"] = {
+        "transport": transport.description,
+        "bytes_tx": transport.stats.bytes_tx,
+        "bytes_rx": transport.stats.bytes_rx,
+        "round_trips": transport.stats.round_trips,
+        "retransmissions": transport.stats.retransmissions,
+    }
+    return out
+
+
+def read_command(
+    tcp: Annotated[
+        str | None, typer.Option(help="HOST[:PORT] of a meter with the TCP wrapper")
+    ] = None,
+    hdlc_tcp: Annotated[
+        str | None, typer.Option("--hdlc-tcp", help="HOST:PORT of a terminal server (HDLC)")
+    ] = None,
+    serial: Annotated[str | None, typer.Option(help="serial device, e.g. /dev/ttyUSB0")] = None,
+    baud: Annotated[int, typer.Option(help="serial baud rate (8N1)")] = 9600,
+    physical_address: Annotated[
+        int | None, typer.Option(help="HDLC lower (physical) address of the meter")
+    ] = None,
+    logical_address: Annotated[int, typer.Option(help="logical device (HDLC upper / wPort)")] = 1,
+    client_sap: Annotated[int, typer.Option(help="client SAP: 16 public, 1 management")] = 16,
+    auth: Annotated[str, typer.Option(help="authentication: none or lls")] = "none",
+    password: Annotated[
+        str | None, typer.Option(help="LLS password", envvar="HES_PASSWORD")
+    ] = None,
+    obis: Annotated[list[str] | None, typer.Option(help="register OBIS to read (repeat)")] = None,
+    profile: Annotated[list[str] | None, typer.Option(help="profile OBIS to read (repeat)")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="profile range start (ISO)")] = None,
+    to: Annotated[str | None, typer.Option(help="profile range end (ISO)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each response")] = 10.0,
+    frame_timeout: Annotated[
+        float, typer.Option(help="HDLC seconds before a retransmission")
+    ] = 3.0,
+    retries: Annotated[int, typer.Option(help="HDLC retransmissions before giving up")] = 3,
+) -> None:
+    """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
+    chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
+    if len(chosen) != 1:
+        raise fail("give exactly one of --tcp, --hdlc-tcp, --serial")
+    if auth not in ("none", "lls"):
+        raise fail(f"--auth {auth!r}: use none or lls")
+    common: dict[str, Any] = {
+        "client_sap": client_sap,
+        "logical_address": logical_address,
+        "authentication": auth,
+    }
+    hdlc: dict[str, Any] = {
+        "physical_address": physical_address,
+        "frame_timeout": frame_timeout,
+        "retries": retries,
+    }
+    try:
+        if tcp:
+            host, port = parse_host_port(tcp)
+            target = MeterTarget("tcp", host=host, port=port, **common)
+        elif hdlc_tcp:
+            host, port = parse_host_port(hdlc_tcp, default_port=0)
+            target = MeterTarget("hdlc-tcp", host=host, port=port, **common, **hdlc)
+        else:
+            target = MeterTarget("serial", device=serial, baudrate=baud, **common, **hdlc)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    start = _parse_time(from_, "--from")
+    end = _parse_time(to, "--to")
+    secret = password.encode() if password is not None else None
+    try:
+        result = asyncio.run(_read(target, secret, obis or [], profile or [], start, end, timeout))
+    except DlmsError as exc:
+        typer.echo(json.dumps({"error": exc.error_class, "detail": str(exc)}), file=sys.stdout)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2))

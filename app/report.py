@@ -1,0 +1,210 @@
+"""``hes report``: the collection figures of a day, as a table or JSON, optionally a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.support import DbOption, fail, open_db, parse_day
+from collector.plan import Plan, PlanError, load_plan
+from collector.report_plot import PlotError, check_png_path, plot_load_curve, plot_success_rate
+from storage.database import Database
+from storage.errors import StorageError
+from storage.gaps import day_window
+
+
+def report_command(
+    report_date: Annotated[str, typer.Option("--date", help="collection day, YYYY-MM-DD")],
+    db: DbOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="reading plan: its channels, period and time zone"),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    worst: Annotated[int, typer.Option(min=0, help="how many worst meters to list")] = 10,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="also write a PNG: the success rate per day, or with --meter its load curve",
+        ),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="with --plot: days ending at --date (default: 14; with --meter: 1)"
+        ),
+    ] = None,
+    meter: Annotated[
+        str | None, typer.Option("--meter", help="with --plot: plot this meter's load curve")
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="with --meter: channel to plot (default: the plan's first channel)"),
+    ] = None,
+) -> None:
+    """Collection figures of a day: expected and complete meters, success rate, missing
+    intervals, failures by error class, by link and by area, the worst meters.
+
+    --plot FILE.png also draws the success rate per day, or with --meter a load curve."""
+    if output not in ("table", "json"):
+        raise fail(f"--format {output!r}: use table or json")
+    if plot is None and (meter is not None or days is not None):
+        raise fail(f"{'--meter' if meter is not None else '--days'} needs --plot FILE.png")
+    if channel is not None and meter is None:
+        raise fail("--channel needs --meter")
+    if plot is not None:
+        try:
+            plot = check_png_path(plot)
+        except PlotError as exc:
+            raise fail(f"--plot {exc}") from None
+    try:
+        plan = load_plan(config)
+    except PlanError as exc:
+        raise fail(str(exc)) from None
+    the_day = parse_day(report_date, plan, "--date")
+    channels: list[str] | None = None
+    if config is not None:
+        channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
+    period_s = plan.groups[0].profile.period_s
+    written: Path | None = None
+    database = open_db(db)
+    try:
+        data = database.daily_report(the_day, channels, period_s=period_s, tz=plan.tz, worst=worst)
+        if plot is not None and meter is not None:
+            written = _plot_meter(database, plot, plan, meter, channel, the_day, days or 1)
+        elif plot is not None:
+            n = days or 14
+            series: list[tuple[date, float | None, int, int]] = []
+            if n > 1:  # the days before --date; --date itself is the report just made
+                series = database.success_rates(
+                    the_day - timedelta(days=1), n - 1, channels, period_s=period_s, tz=plan.tz
+                )
+            series.append(
+                (the_day, data["success_rate"], data["complete_meters"], data["expected_meters"])
+            )
+            written = plot_success_rate(series, plot)
+    except StorageError as exc:
+        raise fail(str(exc), 1) from None
+    except PlotError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        database.close()
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2, default=str))
+        if written is not None:
+            typer.echo(f"plot: {written}", err=True)  # stdout stays one JSON document
+        return
+    _print_report(data)
+    if written is not None:
+        typer.echo(f"plot: {written}")
+
+
+def _plot_meter(
+    database: Database,
+    path: Path,
+    plan: Plan,
+    meter_id: str,
+    channel: str | None,
+    last_day: date,
+    days: int,
+) -> Path:
+    """Write one meter's load curve over ``days`` days ending with ``last_day``."""
+    record = database.get_meter(meter_id)
+    if record is None:
+        raise fail(f"--meter {meter_id!r}: not in the inventory", 1)
+    group = plan.group_for(record) or plan.groups[0]
+    name = channel if channel is not None else group.channels[0]
+    first_day = last_day - timedelta(days=days - 1)
+    start, end = day_window(first_day, plan.tz)[0], day_window(last_day, plan.tz)[1]
+    rows = database.interval_reads(meter_id, name, start, end)
+    known = {c.channel: c for c in database.meter_channels(meter_id)}
+    if not any(r.value is not None for r in rows):
+        span = first_day.isoformat() if days == 1 else f"{first_day} to {last_day}"
+        have = ", ".join(known) or "none recorded"
+        raise fail(
+            f"meter {meter_id} channel {name}: no interval values stored for {span} "
+            f"(the meter's channels: {have})",
+            1,
+        )
+    info = known.get(name)
+    return plot_load_curve(
+        meter_id,
+        name,
+        rows,
+        path,
+        start=start,
+        end=end,
+        period_s=info.period_s if info is not None and info.period_s else group.profile.period_s,
+        unit=info.unit if info is not None else None,
+        tz=plan.tz,
+    )
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    console = Console()
+    rate = data["success_rate"]
+    head = Table(title=f"hes collection report {data['day']}", show_header=False)
+    head.add_column("figure")
+    head.add_column("value", justify="right")
+    head.add_row("meters expected", str(data["expected_meters"]))
+    head.add_row("meters complete", str(data["complete_meters"]))
+    head.add_row("success rate", "-" if rate is None else f"{100 * rate:.3f} %")
+    head.add_row("intervals expected", str(data["intervals_expected"]))
+    head.add_row("intervals missing", str(data["intervals_missing"]))
+    for outcome, n in sorted(data["attempts_by_outcome"].items()):
+        head.add_row(f"attempts {outcome}", str(n))
+    console.print(head)
+    _counts(console, "failed attempts by error class", data["failures_by_error_class"])
+    _counts(console, "incomplete meters by last error", data["incomplete_by_last_error_class"])
+    groups = Table(title="by area")
+    for col in ("area", "expected", "complete", "success rate", "intervals missing"):
+        groups.add_column(col, justify="left" if col == "area" else "right")
+    for area, g in data["by_area"].items():
+        groups.add_row(
+            area or "-",
+            str(g["expected"]),
+            str(g["complete"]),
+            f"{100 * g['success_rate']:.2f} %",
+            str(g["intervals_missing"]),
+        )
+    console.print(groups)
+    if data["by_link"]:
+        links = Table(title="links with incomplete meters")
+        for col in ("link", "expected", "incomplete", "intervals missing"):
+            links.add_column(col)
+        for link, g in data["by_link"].items():
+            links.add_row(
+                link, str(g["expected"]), str(g["incomplete"]), str(g["intervals_missing"])
+            )
+        console.print(links)
+    if data["worst_meters"]:
+        worst = Table(title="worst meters")
+        for col in ("meter", "link", "missing", "last outcome", "last error"):
+            worst.add_column(col)
+        for m in data["worst_meters"]:
+            worst.add_row(
+                m["meter_id"],
+                str(m["link_id"]),
+                str(m["intervals_missing"]),
+                str(m["last_outcome"]),
+                str(m["last_error_class"]),
+            )
+        console.print(worst)
+
+
+def _counts(console: Console, title: str, counts: dict[str, int]) -> None:
+    if not counts:
+        return
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(key, str(n))
+    console.print(table)
