@@ -14,6 +14,7 @@ from collector.bench_command import bench_command
 from collector.commands import collect_command, meters_app, report_command
 from collector.demo import demo_command
 from collector.ops_commands import disconnect_command, listen_command, reconnect_command
+from collector.profile_reader import read_profile
 from collector.security_commands import keys_app
 from collector.session import Session
 from collector.transport import open_transport
@@ -108,7 +109,7 @@ async def _read(
             )
         out["profiles"] = []
         for obis in profiles:
-            data = await session.read_profile(obis, start, end)
+            data = await read_profile(session, obis, start, end)
             out["profiles"].append(
                 {
                     "obis": data.obis,

@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import text  # noqa: E402
 
+from collector.profile_reader import read_profile  # noqa: E402
 from collector.session import Session  # noqa: E402
 from collector.transport import TcpWrapperTransport  # noqa: E402
 from protocols.errors import DlmsError  # noqa: E402
@@ -633,7 +634,7 @@ async def _ours(
                 async with Session(transport(t), request_timeout=10) as s:
                     await s.read_clock()
                     await s.read_register(A_PLUS)
-                    data = await s.read_profile(PROFILE_OBIS, start, end)
+                    data = await read_profile(s, PROFILE_OBIS, start, end)
             except DlmsError as exc:
                 return exc.error_class
             return "ok" if len(data.rows) == 86400 // PERIOD_S else "ok_outage_gap"

@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from collector.profile_reader import read_profile  # noqa: E402
 from collector.session import Session  # noqa: E402
 from collector.transport import TcpWrapperTransport  # noqa: E402
 from protocols.security import MemoryCounterStore, SecurityContext, SecurityKeys  # noqa: E402
@@ -61,7 +62,7 @@ async def one(
     async with session as s:
         await s.read_clock()
         await s.read_register("1.0.1.8.0.255")
-        await s.read_profile("1.0.99.1.0.255", start, end)
+        await read_profile(s, "1.0.99.1.0.255", start, end)
 
 
 async def measure(sessions: int, concurrency: int, rounds: int) -> dict[str, Any]:

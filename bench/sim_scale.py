@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from collector.profile_reader import read_profile  # noqa: E402
 from collector.session import Session  # noqa: E402
 from collector.transport import open_transport  # noqa: E402
 from contracts.meters import MeterTarget  # noqa: E402
@@ -54,7 +55,7 @@ async def one_session(target: MeterTarget, start: datetime, end: datetime) -> st
         async with Session(open_transport(target), request_timeout=10) as s:
             await s.read_clock()
             await s.read_register("1.0.1.8.0.255")
-            await s.read_profile("1.0.99.1.0.255", start, end)
+            await read_profile(s, "1.0.99.1.0.255", start, end)
     except DlmsError as exc:
         return exc.error_class
     return "ok"

@@ -50,24 +50,15 @@ from collector import gap_planner
 from collector.batching import Batcher
 from collector.mqtt import profile_payload, registers_payload
 from collector.plan import Group, Plan
+from collector.profile_reader import PlanMismatch, Readout, read_meter
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols import apdu as xdlms
-from protocols.cosem import (
-    CLOCK_CLASS_ID,
-    CosemDateTime,
-    Obis,
-    ProfileColumn,
-    ScalerUnit,
-    parse_capture_objects,
-    profile_rows,
-)
-from protocols.errors import DecodeError, DlmsError
+from protocols.errors import DlmsError
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
-from storage.gaps import day_window, epoch, expected_epochs, from_epoch, group_missing
+from storage.gaps import day_window, expected_epochs
 from storage.keystore import (
     DatabaseCounterStore,
     KeyStore,
@@ -79,11 +70,7 @@ from storage.keystore import (
 )
 from storage.records import (
     Attempt,
-    Channel,
-    Coverage,
-    IntervalRead,
     MeterRecord,
-    RegisterRead,
     SessionWrite,
 )
 
@@ -91,15 +78,6 @@ log = logging.getLogger("hes.collector")
 log.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
-
-CLASS_PROFILE_GENERIC = 7
-REGISTER_CLASSES = (3, 4, 5)
-
-
-class PlanMismatch(DlmsError):
-    """The meter's profile does not look like the plan says (period or capture objects)."""
-
-    error_class = "plan_mismatch"
 
 
 class NoSecret(DlmsError):
@@ -238,19 +216,6 @@ Publish = Callable[[str, str, dict[str, Any]], None]
 #: ``after_read(session, meter)``: more work in the meter's session once its read succeeded
 #: (clock sync, event logs: ``collector.meter_tasks.MeterTasks``).
 AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Readout:
-    """What one session read so far: stored when the session ends, even midway."""
-
-    channels: list[Channel] = field(default_factory=list)
-    intervals: list[IntervalRead] = field(default_factory=list)
-    coverage: list[Coverage] = field(default_factory=list)
-    registers: list[RegisterRead] = field(default_factory=list)
-    register_errors: list[DlmsError] = field(default_factory=list)
-    #: epoch (first, last) ranges still missing after a session that ran to its end
-    remaining: list[tuple[int, int]] = field(default_factory=list)
 
 
 def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
@@ -632,7 +597,7 @@ class Collector:
             self.stats.retries += 1
         transport = None
         error: DlmsError | None = None
-        out = _Readout()
+        out = Readout()
         try:
             password: bytes | None = None
             if meter.authentication == "lls":
@@ -660,7 +625,16 @@ class Collector:
                         request_timeout=self.plan.timeouts.request_s,
                         security=security,
                     ) as session:
-                        await self._read(session, job, ranges, out)
+                        await read_meter(
+                            session,
+                            meter.meter_id,
+                            job.group,
+                            ranges,
+                            out,
+                            registers_done=job.registers_done,
+                            tz=self.tz,
+                            now=self.now,
+                        )
                         if self.after_read is not None:
                             await self.after_read(session, meter)
             except TimeoutError:
@@ -728,162 +702,10 @@ class Collector:
         self._finish(job, complete=False)
         return None
 
-    async def _read(
-        self, session: Session, job: MeterJob, ranges: list[tuple[int, int]], out: _Readout
-    ) -> None:
-        """Clock, registers, channel scalers, then the profile for each missing range."""
-        meter = job.meter
-        prof = job.group.profile
-        clock = await session.read_clock()
-        try:
-            meter_now: datetime | None = _aware(clock.to_datetime(), self.tz)
-        except DecodeError:
-            meter_now = None
-        clock_ok = meter_now is not None and not clock.invalid
-        meta = await session.get_many(
-            [(CLASS_PROFILE_GENERIC, prof.obis, 3), (CLASS_PROFILE_GENERIC, prof.obis, 4)]
-        )
-        for item in meta:
-            if isinstance(item, DlmsError):
-                raise item
-        columns = parse_capture_objects(meta[0])
-        period = meta[1]
-        clock_index = self._check_profile(job, columns, period)
-        items: list[tuple[int, str | Obis, int]] = []
-        scaled = [
-            (i, name)
-            for i, name in prof.channels.items()
-            if columns[i].class_id in REGISTER_CLASSES
-        ]
-        for i, _ in scaled:
-            items.append((columns[i].class_id, columns[i].obis, 3))
-        want_registers = not job.registers_done and bool(job.group.registers)
-        if want_registers:
-            for obis in job.group.registers:
-                items += [(3, obis, 2), (3, obis, 3)]
-        results = await session.get_many(items) if items else []
-        scalers: dict[str, ScalerUnit] = {}
-        for (_, name), value in zip(scaled, results, strict=False):
-            if isinstance(value, DlmsError):
-                raise value
-            scalers[name] = ScalerUnit.from_value(value)
-        channel_rows = [
-            Channel(
-                meter.meter_id,
-                name,
-                scalers[name].unit if name in scalers else None,
-                scalers[name].scaler if name in scalers else 0,
-                prof.period_s,
-            )
-            for name in prof.channels.values()
-        ]
-        out.channels = channel_rows
-        register_errors = out.register_errors
-        if want_registers:
-            read_at = meter_now if clock_ok and meter_now is not None else self.now()
-            reads: list[RegisterRead] = []
-            rest = results[len(scaled) :]
-            for k, obis in enumerate(job.group.registers):
-                value, su = rest[2 * k], rest[2 * k + 1]
-                bad = value if isinstance(value, DlmsError) else su
-                if isinstance(bad, DlmsError):
-                    register_errors.append(bad)
-                    continue
-                unit = ScalerUnit.from_value(su)
-                reads.append(
-                    RegisterRead(
-                        meter.meter_id,
-                        obis,
-                        read_at,
-                        value if isinstance(value, int) else None,
-                        unit.scaler,
-                        unit.unit,
-                    )
-                )
-            out.registers.extend(reads)
-        limit = None
-        if clock_ok and meter_now is not None:
-            limit = epoch(meter_now) // prof.period_s * prof.period_s
-        period = prof.period_s
-        meter_id = meter.meter_id
-        new_tuple = tuple.__new__
-        specs = [
-            (col, name, scalers[name].scaler if name in scalers else 0)
-            for col, name in prof.channels.items()
-        ]
-        for first, last in ranges:
-            if limit is not None and first > limit:
-                out.remaining.append((first, last))  # the meter has not closed these yet
-                continue
-            access = xdlms.RangeAccess(
-                restricting=columns[clock_index],
-                from_value=_cosem_bytes(from_epoch(first)),
-                to_value=_cosem_bytes(from_epoch(last)),
-            )
-            buffer = await session.get(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
-            rows = profile_rows(buffer, columns, prof.period_s, clock_index)
-            reads_out: list[IntervalRead] = []
-            received: set[int] = set()
-            add = reads_out.append
-            status_col = prof.status_column
-            for row in rows:
-                ts = _aware(row.timestamp, self.tz)
-                stamp = epoch(ts)
-                if not first <= stamp <= last:
-                    continue
-                received.add(stamp)
-                values = row.values
-                status = None
-                if status_col is not None:
-                    raw_status = values[status_col]
-                    status = raw_status if isinstance(raw_status, int) else None
-                for col, name, scaler in specs:
-                    value = values[col]
-                    if not isinstance(value, int) or isinstance(value, bool):
-                        value = None
-                    # tuple.__new__: the NamedTuple's own constructor costs twice as much
-                    add(new_tuple(IntervalRead, (meter_id, name, ts, value, scaler, status)))
-            covered_to = first - period  # the meter answered [first, covered_to] in full
-            if limit is not None and min(last, limit) >= first:
-                covered_to = min(last, limit)
-                end = from_epoch(covered_to)
-                out.coverage.extend(
-                    Coverage(meter.meter_id, name, from_epoch(first), end)
-                    for name in prof.channels.values()
-                )
-            out.intervals.extend(reads_out)
-            # every channel comes from the same rows: a stamp is missing on all or none
-            missing = [t for t in range(covered_to + period, last + 1, period) if t not in received]
-            out.remaining.extend(group_missing(missing, period))
-
-    def _check_profile(self, job: MeterJob, columns: list[ProfileColumn], period: Any) -> int:
-        """The clock column index; PlanMismatch when the meter's profile is not the plan's."""
-        prof = job.group.profile
-        where = f"profile {prof.obis} of group {job.group.name!r}"
-        if period != prof.period_s:
-            raise PlanMismatch(f"{where}: meter capture_period {period!r}, plan {prof.period_s}")
-        clock_index = next((i for i, c in enumerate(columns) if c.class_id == CLOCK_CLASS_ID), None)
-        if clock_index is None:
-            raise PlanMismatch(f"{where}: the meter's profile has no clock column")
-        needed = [*prof.channels, *([prof.status_column] if prof.status_column is not None else [])]
-        for col in needed:
-            if col >= len(columns):
-                raise PlanMismatch(f"{where}: column {col}, the meter has {len(columns)} columns")
-        for col, name in prof.channels.items():
-            try:
-                named = Obis.parse(name)
-            except (DecodeError, ValueError):
-                continue
-            if columns[col].obis != named:
-                raise PlanMismatch(
-                    f"{where}: column {col} is {columns[col].obis}, the plan calls it {name}"
-                )
-        return clock_index
-
     async def _store(
         self,
         job: MeterJob,
-        out: _Readout,
+        out: Readout,
         started: datetime,
         transport: Any,
         outcome: str,
@@ -924,7 +746,7 @@ class Collector:
             round_trips=attempt.round_trips,
         )
 
-    async def _publish(self, job: MeterJob, out: _Readout, complete: bool) -> None:
+    async def _publish(self, job: MeterJob, out: Readout, complete: bool) -> None:
         """Hand the session's reads to MQTT; a failing outbox never fails the collection."""
         assert self.publish is not None
         meter_id = job.meter.meter_id
@@ -939,11 +761,3 @@ class Collector:
                 log_event(
                     logging.ERROR, "publish_failed", meter=meter_id, kind=kind, error=repr(exc)
                 )
-
-
-def _aware(ts: datetime, tz: Any) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=tz)
-
-
-def _cosem_bytes(ts: datetime) -> bytes:
-    return CosemDateTime.from_datetime(ts).to_bytes()
