@@ -48,9 +48,10 @@ from typing import Any, TypeVar
 
 from collector import gap_planner
 from collector.batching import Batcher
-from collector.mqtt import profile_payload, registers_payload
+from collector.jobs import MeterJob, log, log_event
 from collector.plan import Group, Plan
 from collector.profile_reader import PlanMismatch, Readout, read_meter
+from collector.recorder import Outcome, Publish, Recorder, SessionResult, link_figures
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
@@ -69,13 +70,8 @@ from storage.keystore import (
     security_context,
 )
 from storage.records import (
-    Attempt,
     MeterRecord,
-    SessionWrite,
 )
-
-log = logging.getLogger("hes.collector")
-log.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
@@ -113,28 +109,6 @@ def env_secret(ref: str) -> bytes | None:
     name = "HES_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
     value = os.environ.get(name)
     return value.encode() if value is not None else None
-
-
-def log_event(level: int, event: str, **fields: Any) -> None:
-    """Structured log record: ``event`` as the message, ``fields`` as key/values."""
-    if log.isEnabledFor(level):
-        log.log(level, event, extra={"fields": fields})
-
-
-@dataclass(slots=True)
-class MeterJob:
-    """One meter to read in this run, with its retry state."""
-
-    meter: MeterRecord
-    group: Group
-    days: list[date]
-    deadline: float  # loop time after which no new attempt starts
-    missing_hint: dict[date, int] = field(default_factory=dict)
-    attempts: int = 0
-    not_before: float = 0.0
-    registers_done: bool = False
-    last_error_class: str | None = None
-    last_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -210,9 +184,6 @@ class RunSummary:
         }
 
 
-#: ``publish(meter_id, kind, payload)``: hands a completed read to MQTT (kind: profile or
-#: registers); called from a storage thread, so it may block briefly (a spool insert).
-Publish = Callable[[str, str, dict[str, Any]], None]
 #: ``after_read(session, meter)``: more work in the meter's session once its read succeeded
 #: (clock sync, event logs: ``collector.meter_tasks.MeterTasks``).
 AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
@@ -291,7 +262,14 @@ class Collector:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._writer = Batcher(db.store_sessions, self._executor)
+        self._recorder = Recorder(
+            db.store_sessions,
+            self._executor,
+            run_id=self.run_id,
+            day=day,
+            publish=publish,
+            on_stored=self._count_stored,
+        )
         self._contexts: Batcher[str, SecurityContext | NoKeys] = Batcher(
             self._security_batch, self._executor
         )
@@ -336,13 +314,13 @@ class Collector:
                 links=len(self._links),
                 concurrency=self.concurrency,
             )
-            self._writer.start()
+            self._recorder.start()
             self._contexts.start()
             await self._dispatch()
             await self._drain()
         finally:
             await self._contexts.close()
-            await self._writer.close()
+            await self._recorder.close()
             await asyncio.get_running_loop().run_in_executor(
                 None, functools.partial(self._executor.shutdown, wait=True)
             )
@@ -647,11 +625,11 @@ class Collector:
             error = PlanMismatch(f"cannot reach meter: {exc}")
         except asyncio.CancelledError:
             # what the session read so far is stored all the same
-            await self._store(job, out, started, transport, "failed", "cancelled", "run stopped")
+            await self._emit(job, out, started, transport, "failed", "cancelled", "run stopped")
             raise
         if error is None and out.register_errors:
             first = out.register_errors[0]
-            await self._store(
+            await self._emit(
                 job,
                 out,
                 started,
@@ -659,23 +637,21 @@ class Collector:
                 "partial",
                 first.error_class,
                 "; ".join(str(e) for e in out.register_errors),
+                read_through=True,
             )
         elif error is None:
-            await self._store(job, out, started, transport, "ok", None, None)
+            await self._emit(job, out, started, transport, "ok", None, None, read_through=True)
         else:
             self.stats.errors[error.error_class] += 1
-            outcome = "partial" if out.intervals or out.registers else "failed"
-            await self._store(job, out, started, transport, outcome, error.error_class, str(error))
+            outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
+            await self._emit(job, out, started, transport, outcome, error.error_class, str(error))
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True
         if error is None:
-            remaining = out.remaining
-            if self.publish is not None:
-                await self._publish(job, out, not remaining)
-            if not remaining:
+            if not out.remaining:
                 self._finish(job, complete=True)
                 return None
-            error = Incomplete(f"{len(remaining)} range(s) still missing after the read")
+            error = Incomplete(f"{len(out.remaining)} range(s) still missing after the read")
         job.last_error_class, job.last_error = error.error_class, str(error)
         retryable = error.transient
         if retryable and not self.once and not self._stopping:
@@ -702,62 +678,33 @@ class Collector:
         self._finish(job, complete=False)
         return None
 
-    async def _store(
+    async def _emit(
         self,
         job: MeterJob,
         out: Readout,
         started: datetime,
         transport: Any,
-        outcome: str,
+        outcome: Outcome,
         error_class: str | None,
         error: str | None,
+        *,
+        read_through: bool = False,
     ) -> None:
-        """Store the session's reads and its attempt (with the next batch) and log it."""
-        stats = getattr(transport, "stats", None)
-        attempt = Attempt(
-            meter_id=job.meter.meter_id,
-            run_id=self.run_id,
-            day=self.day,
-            started=started,
-            finished=self.now(),
-            outcome=outcome,
-            error_class=error_class,
-            error=error[:2000] if error else None,
-            bytes_tx=stats.bytes_tx if stats else 0,
-            bytes_rx=stats.bytes_rx if stats else 0,
-            round_trips=stats.round_trips if stats else 0,
-        )
-        # The writer stores it even when this session is cancelled meanwhile.
-        stored = await self._writer.submit(
-            SessionWrite(out.channels, out.registers, out.intervals, out.coverage, attempt)
-        )
-        self.stats.intervals_stored += stored
-        log_event(
-            logging.INFO if outcome == "ok" else logging.WARNING,
-            "attempt",
-            meter=job.meter.meter_id,
-            link=job.meter.link_id,
-            attempt=job.attempts,
-            outcome=outcome,
-            error_class=error_class,
-            error=error,
-            bytes_tx=attempt.bytes_tx,
-            bytes_rx=attempt.bytes_rx,
-            round_trips=attempt.round_trips,
+        """The session is over: hand its result to the recorder (storage, then MQTT)."""
+        await self._recorder.record(
+            SessionResult(
+                job,
+                out,
+                outcome,
+                error_class,
+                error,
+                read_through=read_through,
+                complete=read_through and not out.remaining,
+                started=started,
+                finished=self.now(),
+                **link_figures(transport),
+            )
         )
 
-    async def _publish(self, job: MeterJob, out: Readout, complete: bool) -> None:
-        """Hand the session's reads to MQTT; a failing outbox never fails the collection."""
-        assert self.publish is not None
-        meter_id = job.meter.meter_id
-        extra = {"run_id": self.run_id, "day": self.day.isoformat(), "complete": complete}
-        messages = [("profile", profile_payload(meter_id, out.intervals, **extra))]
-        if out.registers:
-            messages.append(("registers", registers_payload(meter_id, out.registers, **extra)))
-        for kind, payload in messages:
-            try:
-                await self._db(self.publish, meter_id, kind, payload)
-            except Exception as exc:
-                log_event(
-                    logging.ERROR, "publish_failed", meter=meter_id, kind=kind, error=repr(exc)
-                )
+    def _count_stored(self, rows: int) -> None:
+        self.stats.intervals_stored += rows
