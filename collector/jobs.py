@@ -41,6 +41,10 @@ class MeterJob:
     last_error: str | None = None
 
     @property
+    def meter_id(self) -> str:
+        return self.meter.meter_id
+
+    @property
     def link_id(self) -> str:
         """The line the meter is on: one session at a time on it."""
         return self.meter.link_id

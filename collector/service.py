@@ -29,13 +29,9 @@ invocation counters are reserved in the database before the session starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import os
-import random
 import re
 import time
 import uuid
@@ -52,6 +48,13 @@ from collector.jobs import MeterJob, log, log_event
 from collector.plan import Group, Plan
 from collector.profile_reader import PlanMismatch, Readout, read_meter
 from collector.recorder import Outcome, Publish, Recorder, SessionResult, link_figures
+from collector.scheduler import (
+    Clock,
+    LinkScheduler,
+    Sleep,
+    window_deadlines,
+    window_delay,
+)
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
@@ -109,13 +112,6 @@ def env_secret(ref: str) -> bytes | None:
     name = "HES_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
     value = os.environ.get(name)
     return value.encode() if value is not None else None
-
-
-@dataclass(slots=True)
-class _Link:
-    link_id: str
-    jobs: list[tuple[float, int, MeterJob]] = field(default_factory=list)
-    busy: bool = False
 
 
 @dataclass(slots=True)
@@ -189,16 +185,6 @@ class RunSummary:
 AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 
-def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
-    """Delay before retry ``attempt`` (1 = first retry): equal jitter on an exponential.
-
-    Half the exponential step is fixed, half random, so retries of meters that failed together
-    (a cell tower, a terminal server) spread out yet never retry at once.
-    """
-    step = min(cap, base * 2 ** (attempt - 1))
-    return step / 2 + rng.random() * step / 2
-
-
 def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
     """How to reach an inventory meter, with the plan's HDLC timers."""
     return MeterTarget(
@@ -237,6 +223,8 @@ class Collector:
         wait_for_window: bool = True,
         after_read: AfterRead | None = None,
         master_key: Callable[[], MasterKey] = load_master_key,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.db = db
         self.master_key = master_key
@@ -247,7 +235,6 @@ class Collector:
         self.run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency or plan.concurrency
         self.once = once
-        self.rng = random.Random(seed)
         self.secrets = secrets
         self.publish = publish
         self.now = now
@@ -257,11 +244,17 @@ class Collector:
         self.stats = RunStats()
         self.tz = plan.tz
         self._executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="hes-db")
-        self._links: dict[str, _Link] = {}
-        self._ready: list[tuple[float, int, int, str]] = []
-        self._seq = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._scheduler: LinkScheduler[MeterJob] = LinkScheduler(
+            self._run_job,
+            self.stats,
+            concurrency=self.concurrency,
+            retry=plan.retry,
+            seed=seed,
+            link_turnaround_s=link_turnaround_s,
+            stop_grace_s=stop_grace_s,
+            clock=clock,
+            sleep=sleep,
+        )
         self._recorder = Recorder(
             db.store_sessions,
             self._executor,
@@ -273,23 +266,20 @@ class Collector:
         self._contexts: Batcher[str, SecurityContext | NoKeys] = Batcher(
             self._security_batch, self._executor
         )
-        self._stopping = False
         self._fatal: BaseException | None = None
         self._incomplete: dict[str, str] = {}
-        self._shared_links: set[str] = set()
 
     # -- public ---------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Start no new session; in-flight ones get ``stop_grace_s`` to finish."""
-        if not self._stopping:
+        if not self.stopping:
             log_event(logging.WARNING, "stop_requested", run_id=self.run_id)
-        self._stopping = True
-        self._wake.set()
+        self._scheduler.stop()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self._scheduler.stopping
 
     async def run(self, meters: Sequence[MeterRecord] | None = None) -> RunSummary:
         """Collect; returns when every meter is complete or given up, or after :meth:`stop`."""
@@ -302,7 +292,7 @@ class Collector:
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))
             jobs = await self._db(self._plan_jobs, list(meters), self._deadline())
             await self._wait_window()
-            self._enqueue(jobs)
+            self._scheduler.enqueue(jobs)
             log_event(
                 logging.INFO,
                 "run_start",
@@ -311,13 +301,12 @@ class Collector:
                 meters=self.stats.total,
                 to_read=len(jobs),
                 skipped_complete=self.stats.skipped_complete,
-                links=len(self._links),
+                links=self._scheduler.link_count,
                 concurrency=self.concurrency,
             )
             self._recorder.start()
             self._contexts.start()
-            await self._dispatch()
-            await self._drain()
+            await self._scheduler.run()
         finally:
             await self._contexts.close()
             await self._recorder.close()
@@ -326,17 +315,14 @@ class Collector:
             )
         if self._fatal is not None:
             raise self._fatal
-        for link in self._links.values():
-            for _, _, job in link.jobs:
-                self._incomplete.setdefault(
-                    job.meter.meter_id, job.last_error_class or "not_attempted"
-                )
+        for job in self._scheduler.pending():
+            self._incomplete.setdefault(job.meter.meter_id, job.last_error_class or "not_attempted")
         summary = RunSummary(
             self.run_id,
             self.day,
             self.stats,
             self._incomplete,
-            self._stopping,
+            self.stopping,
             time.monotonic() - started,
         )
         log_event(logging.INFO, "run_end", **summary.as_dict())
@@ -380,95 +366,27 @@ class Collector:
         return jobs
 
     def _deadline(self) -> dict[str, float]:
-        """Per group: the loop time after which no attempt starts.
-
-        Inside the window that is the window's deadline; a catch-up run after it (or a test
-        collecting an old day) gets the window's length from now.
-        """
-        loop = asyncio.get_running_loop()
-        now = self.now()
-        out: dict[str, float] = {}
-        for group in self.plan.groups:
-            start, deadline = group.window.bounds(self.day, self.tz)
-            if now >= deadline:
-                deadline = now + (deadline - start)
-            out[group.name] = loop.time() + (deadline - now).total_seconds()
-        return out
+        """Per group: the scheduler time after which no attempt starts."""
+        return window_deadlines(
+            self.plan.groups, self.day, self.tz, self.now(), self._scheduler.now()
+        )
 
     async def _wait_window(self) -> None:
         """Before the window opens the meters may not have closed the day's last interval."""
         if not self.wait_for_window:
             return
-        starts = [g.window.bounds(self.day, self.tz)[0] for g in self.plan.groups]
-        delay = (min(starts) - self.now()).total_seconds()
+        delay = window_delay(self.plan.groups, self.day, self.tz, self.now())
         if delay > 0:
             log_event(logging.INFO, "waiting_for_window", seconds=round(delay, 1))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-
-    def _enqueue(self, jobs: list[MeterJob]) -> None:
-        for job in jobs:
-            link = self._links.get(job.meter.link_id)
-            if link is None:
-                link = self._links[job.meter.link_id] = _Link(job.meter.link_id)
-            heapq.heappush(link.jobs, (0.0, next(self._seq), job))
-        for link in self._links.values():
-            if len(link.jobs) > 1 or any(j.meter.transport != "tcp" for _, _, j in link.jobs):
-                self._shared_links.add(link.link_id)
-            self._push_ready(link)
-
-    def _push_ready(self, link: _Link) -> None:
-        ready_at = link.jobs[0][0]
-        heapq.heappush(self._ready, (ready_at, -len(link.jobs), next(self._seq), link.link_id))
+            await self._scheduler.pause(delay)
 
     # -- scheduling -----------------------------------------------------------------------
 
-    async def _sleep_until_woken(self, timeout: float | None) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-
-    async def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            if not self._ready:
-                if not self._tasks:
-                    return
-                await self._sleep_until_woken(None)
-                continue
-            if self.stats.in_flight >= self.concurrency:
-                await self._sleep_until_woken(None)
-                continue
-            delay = self._ready[0][0] - loop.time()
-            if delay > 0:
-                await self._sleep_until_woken(delay)
-                continue
-            _, _, _, link_id = heapq.heappop(self._ready)
-            link = self._links[link_id]
-            assert not link.busy, f"link {link_id} dispatched twice"
-            _, _, job = heapq.heappop(link.jobs)
-            link.busy = True
-            self.stats.in_flight += 1
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
-            task = asyncio.create_task(self._run_job(link, job), name=f"meter {job.meter.meter_id}")
-            self._tasks.add(task)
-
-    async def _drain(self) -> None:
-        """After a stop: let in-flight sessions finish for a while, then cancel them."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _run_job(self, link: _Link, job: MeterJob) -> None:
-        loop = asyncio.get_running_loop()
-        retry_at: float | None = None
+    async def _run_job(self, job: MeterJob) -> float | None:
+        """One attempt for the scheduler: the retry time, or None; a storage failure stops
+        the run, a bug gives up on the meter and keeps the run going."""
         try:
-            retry_at = await self._attempt(job)
+            return await self._attempt(job)
         except asyncio.CancelledError:
             job.last_error_class = "cancelled"
             raise
@@ -479,25 +397,7 @@ class Collector:
             log.exception("internal error reading %s", job.meter.meter_id)
             job.last_error_class, job.last_error = "internal", repr(exc)
             self._finish(job, complete=False)
-        finally:
-            self.stats.in_flight -= 1
-            if retry_at is not None:
-                job.not_before = retry_at
-                heapq.heappush(link.jobs, (retry_at, next(self._seq), job))
-            elif self._stopping and job.last_error_class == "cancelled":
-                heapq.heappush(link.jobs, (loop.time(), next(self._seq), job))
-            if link.link_id in self._shared_links and self.link_turnaround_s > 0:
-                # A terminal server notices the previous client's disconnect a moment later.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(self.link_turnaround_s)
-            link.busy = False
-            if link.jobs:
-                self._push_ready(link)
-            # Last: the dispatcher ends when no task runs and no link is ready.
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)
-            self._wake.set()
+        return None
 
     def _finish(self, job: MeterJob, complete: bool) -> None:
         self.stats.done += 1
@@ -561,8 +461,7 @@ class Collector:
         )
 
     async def _attempt(self, job: MeterJob) -> float | None:
-        """One session with the meter; returns the loop time to retry at, or None (done)."""
-        loop = asyncio.get_running_loop()
+        """One session with the meter; returns the scheduler time to retry at, or None."""
         meter = job.meter
         ranges = await self._db(self._missing, job)
         if not ranges and (job.registers_done or not job.group.registers):
@@ -654,27 +553,21 @@ class Collector:
             error = Incomplete(f"{len(out.remaining)} range(s) still missing after the read")
         job.last_error_class, job.last_error = error.error_class, str(error)
         retryable = error.transient
-        if retryable and not self.once and not self._stopping:
-            if job.attempts < self.plan.retry.max_attempts:
-                delay = backoff_delay(
-                    self.rng,
-                    job.attempts,
-                    self.plan.retry.backoff_base_s,
-                    self.plan.retry.backoff_max_s,
+        if retryable and not self.once and not self.stopping:
+            retry = self._scheduler.retry_time(job.attempts, job.deadline)
+            if retry is not None:
+                at, delay = retry
+                log_event(
+                    logging.INFO,
+                    "retry_scheduled",
+                    meter=meter.meter_id,
+                    attempt=job.attempts,
+                    error_class=error.error_class,
+                    delay_s=round(delay, 3),
                 )
-                at = loop.time() + delay
-                if at <= job.deadline:
-                    log_event(
-                        logging.INFO,
-                        "retry_scheduled",
-                        meter=meter.meter_id,
-                        attempt=job.attempts,
-                        error_class=error.error_class,
-                        delay_s=round(delay, 3),
-                    )
-                    return at
-        if retryable and self._stopping:
-            return loop.time()  # stays queued: reported as incomplete, read by the next run
+                return at
+        if retryable and self.stopping:
+            return self._scheduler.now()  # stays queued: reported as incomplete, next run
         self._finish(job, complete=False)
         return None
 
