@@ -1,13 +1,14 @@
-"""The unit of work of a collection run, and the run's structured log.
+"""The shared model of a collection run: the meter job, the live figures, the summary, the log.
 
-Why a module of its own: the service, the recorder and the scheduler's caller all handle the
-same :class:`MeterJob` (a meter, what to read of it, its retry state), and none of them may
-import another's module for it without an import cycle.
+Why a module of its own: the service, the recorder and the scheduler all handle the same
+:class:`MeterJob` (a meter, what to read of it, its retry state) and :class:`RunStats`, and
+none of them may import another's module for it without an import cycle.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -53,3 +54,69 @@ class MeterJob:
     def shares_line(self) -> bool:
         """Not a TCP meter of its own: a bus or terminal-server port."""
         return self.meter.transport != "tcp"
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Live figures of a run (read by the progress display)."""
+
+    total: int = 0
+    skipped_complete: int = 0
+    not_planned: int = 0
+    done: int = 0
+    complete: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    attempts: int = 0
+    retries: int = 0
+    intervals_stored: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    final_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Complete meters among those finished (skipped complete ones count as complete)."""
+        finished = self.done + self.skipped_complete
+        return (self.complete + self.skipped_complete) / finished if finished else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "skipped_complete": self.skipped_complete,
+            "not_planned": self.not_planned,
+            "done": self.done,
+            "complete": self.complete,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "intervals_stored": self.intervals_stored,
+            "errors": dict(self.errors),
+            "final_errors": dict(self.final_errors),
+        }
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a run did; ``incomplete`` maps unfinished meters to their last error class."""
+
+    run_id: str
+    day: date
+    stats: RunStats
+    incomplete: dict[str, str]
+    interrupted: bool
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.stats.success_rate
+        return {
+            "run_id": self.run_id,
+            "day": self.day.isoformat(),
+            **self.stats.as_dict(),
+            "success_rate": rate,
+            "incomplete": dict(sorted(self.incomplete.items())),
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }

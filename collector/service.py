@@ -1,24 +1,20 @@
 """The collection service: read every meter of the inventory for one day, and prove it.
 
-One asyncio process drives many sessions at once, under two rules:
+One asyncio process drives many sessions at once; :class:`Collector` plans a run and runs one
+session per meter job, and leaves each concern to its module:
 
-* a global limit of sessions in flight (``concurrency``);
-* exactly one session at a time per link (``link_id``: an RS-485 bus or terminal-server port is
-  one half-duplex line; a TCP meter is its own link).
+* :mod:`collector.gap_planner`: which intervals are still missing (the collected day and
+  ``back_days`` before it, per channel); a meter whose days are complete is not contacted;
+* :mod:`collector.scheduler`: when each session starts (concurrency cap, one session at a time
+  per link, backoff retries, the window's deadline, stop and grace);
+* :mod:`collector.profile_reader`: what a session reads (clock, registers, scalers and the
+  missing profile ranges by selective access);
+* :mod:`collector.recorder`: what becomes of it (stored as soon as the session ends, with a
+  coverage range for each range the meter answered in full, clipped to the meter's own clock,
+  and a read attempt; then published to MQTT).
 
-Links, not meters, are scheduled: a link with pending meters waits in a ready heap ordered by
-(when its next meter may start, most pending meters first), so long buses start early and get
-straight back in line after each session and never sit idle behind thousands of TCP meters.
-
-For each meter the service asks storage which load-profile intervals are still missing (the
-collected day and ``back_days`` before it, per channel) and reads only those ranges by selective
-access; a meter whose days are complete is not contacted. What a session reads is stored as soon
-as it arrives (idempotent inserts), with a coverage range for each range the meter answered in
-full, clipped to the meter's own clock, so a day with an outage gap still counts as complete and
-an interval the meter had not yet closed is asked again later. Every session is recorded as a
-read attempt. Transient failures (``exc.transient``) are retried with exponential backoff and
-jitter until the window deadline or ``max_attempts``; permanent ones are recorded and not
-retried.
+Transient failures (``exc.transient``) are retried until the window deadline or
+``max_attempts``; permanent ones are recorded and not retried.
 
 Meters whose ``security_profile`` is ``hls-gmac-suite0`` are read over HLS-GMAC with suite-0
 ciphering: their keys come from the encrypted key store (opened once per run, with the master
@@ -35,26 +31,18 @@ import os
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from collector import gap_planner
 from collector.batching import Batcher
-from collector.jobs import MeterJob, log, log_event
+from collector.jobs import MeterJob, RunStats, RunSummary, log, log_event
 from collector.plan import Group, Plan
 from collector.profile_reader import PlanMismatch, Readout, read_meter
 from collector.recorder import Outcome, Publish, Recorder, SessionResult, link_figures
-from collector.scheduler import (
-    Clock,
-    LinkScheduler,
-    Sleep,
-    window_deadlines,
-    window_delay,
-)
+from collector.scheduler import Clock, LinkScheduler, Sleep, window_deadlines, window_delay
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
@@ -72,9 +60,7 @@ from storage.keystore import (
     reserve_counter_blocks,
     security_context,
 )
-from storage.records import (
-    MeterRecord,
-)
+from storage.records import MeterRecord
 
 T = TypeVar("T")
 
@@ -112,72 +98,6 @@ def env_secret(ref: str) -> bytes | None:
     name = "HES_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
     value = os.environ.get(name)
     return value.encode() if value is not None else None
-
-
-@dataclass(slots=True)
-class RunStats:
-    """Live figures of a run (read by the progress display)."""
-
-    total: int = 0
-    skipped_complete: int = 0
-    not_planned: int = 0
-    done: int = 0
-    complete: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    peak_in_flight: int = 0
-    attempts: int = 0
-    retries: int = 0
-    intervals_stored: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    final_errors: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def success_rate(self) -> float | None:
-        """Complete meters among those finished (skipped complete ones count as complete)."""
-        finished = self.done + self.skipped_complete
-        return (self.complete + self.skipped_complete) / finished if finished else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "skipped_complete": self.skipped_complete,
-            "not_planned": self.not_planned,
-            "done": self.done,
-            "complete": self.complete,
-            "failed": self.failed,
-            "in_flight": self.in_flight,
-            "peak_in_flight": self.peak_in_flight,
-            "attempts": self.attempts,
-            "retries": self.retries,
-            "intervals_stored": self.intervals_stored,
-            "errors": dict(self.errors),
-            "final_errors": dict(self.final_errors),
-        }
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """What a run did; ``incomplete`` maps unfinished meters to their last error class."""
-
-    run_id: str
-    day: date
-    stats: RunStats
-    incomplete: dict[str, str]
-    interrupted: bool
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        rate = self.stats.success_rate
-        return {
-            "run_id": self.run_id,
-            "day": self.day.isoformat(),
-            **self.stats.as_dict(),
-            "success_rate": rate,
-            "incomplete": dict(sorted(self.incomplete.items())),
-            "interrupted": self.interrupted,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 #: ``after_read(session, meter)``: more work in the meter's session once its read succeeded

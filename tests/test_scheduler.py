@@ -32,31 +32,40 @@ class FakeClock:
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.sleeps: list[float] = []
+        self.closed = False
 
     def __call__(self) -> float:
         return self.t
 
     async def sleep(self, delay: float) -> None:
         self.sleeps.append(delay)
+        if self.closed:  # the test is over (a failed one leaves tasks to wind down)
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._timers, (self.t + max(delay, 0.0), next(self._seq), fut))
         await fut
 
     async def run(self, coro: Coroutine[Any, Any, T], limit: int = 10_000) -> T:
         task = asyncio.ensure_future(coro)
-        for _ in range(limit):
-            for _ in range(30):  # let every runnable task reach its next wait
-                await asyncio.sleep(0)
-            if task.done():
-                return task.result()
-            while self._timers and self._timers[0][2].done():  # cancelled sleeps
-                heapq.heappop(self._timers)
-            assert self._timers, "deadlock: no task runs and no timer is set"
-            at, _, fut = heapq.heappop(self._timers)
-            self.t = max(self.t, at)
-            fut.set_result(None)
-        task.cancel()
-        raise AssertionError("the scheduler did not finish")
+        try:
+            for _ in range(limit):
+                for _ in range(30):  # let every runnable task reach its next wait
+                    await asyncio.sleep(0)
+                if task.done():
+                    return task.result()
+                while self._timers and self._timers[0][2].done():  # cancelled sleeps
+                    heapq.heappop(self._timers)
+                assert self._timers, "deadlock: no task runs and no timer is set"
+                at, _, fut = heapq.heappop(self._timers)
+                self.t = max(self.t, at)
+                fut.set_result(None)
+            raise AssertionError("the scheduler did not finish")
+        finally:
+            task.cancel()
+            self.closed = True
+            for _, _, fut in self._timers:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 @dataclass
