@@ -122,7 +122,11 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 
 class Collector:
-    """One collection run over a set of meters for one day (plus back-days)."""
+    """One collection run over a set of meters for one day (plus back-days).
+
+    ``clock`` and ``sleep`` are the scheduler's monotonic time and sleep (default: the running
+    loop's), injectable so the run's timing can be driven by a fake clock.
+    """
 
     def __init__(
         self,
