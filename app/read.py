@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from app.support import fail
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget, parse_host_port
@@ -91,7 +92,7 @@ async def _read(
             )
         out["profiles"] = []
         for obis in profiles:
-            data = await session.read_profile(obis, start, end)
+            data = await read_profile(session, obis, start, end)
             out["profiles"].append(
                 {
                     "obis": data.obis,

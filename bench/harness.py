@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from sqlalchemy import text
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport
 from protocols.errors import DlmsError
@@ -632,7 +633,7 @@ async def _ours(
                 async with Session(transport(t), request_timeout=10) as s:
                     await s.read_clock()
                     await s.read_register(A_PLUS)
-                    data = await s.read_profile(PROFILE_OBIS, start, end)
+                    data = await read_profile(s, PROFILE_OBIS, start, end)
             except DlmsError as exc:
                 return exc.error_class
             return "ok" if len(data.rows) == 86400 // PERIOD_S else "ok_outage_gap"

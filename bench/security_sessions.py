@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport
 from protocols.security import MemoryCounterStore, SecurityContext, SecurityKeys
@@ -60,7 +61,7 @@ async def one(
     async with session as s:
         await s.read_clock()
         await s.read_register("1.0.1.8.0.255")
-        await s.read_profile("1.0.99.1.0.255", start, end)
+        await read_profile(s, "1.0.99.1.0.255", start, end)
 
 
 def _serve(meter: SimulatedMeter) -> Callable[[str, int], SimulatedMeter]:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
@@ -53,7 +54,7 @@ async def one_session(target: MeterTarget, start: datetime, end: datetime) -> st
         async with Session(open_transport(target), request_timeout=10) as s:
             await s.read_clock()
             await s.read_register("1.0.1.8.0.255")
-            await s.read_profile("1.0.99.1.0.255", start, end)
+            await read_profile(s, "1.0.99.1.0.255", start, end)
     except DlmsError as exc:
         return exc.error_class
     return "ok"

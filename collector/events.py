@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from collector.mqtt import events_payload
+from collector.profile_reader import read_profile
 from collector.session import Session
 from protocols.cosem import Obis
 from protocols.enums import InterfaceClass
@@ -130,9 +131,9 @@ async def read_log(
 ) -> LogRead:
     """Read one event log from ``since`` (inclusive) on; keep entries not already known."""
     data = (
-        await session.read_profile(log_obis, since, None)
+        await read_profile(session, log_obis, since, None)
         if since
-        else (await session.read_profile(log_obis))
+        else (await read_profile(session, log_obis))
     )
     code_col = next(
         (i for i, c in enumerate(data.columns) if c.obis == EVENT_CODE_OBIS),

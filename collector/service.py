@@ -1,24 +1,20 @@
 """The collection service: read every meter of the inventory for one day, and prove it.
 
-One asyncio process drives many sessions at once, under two rules:
+One asyncio process drives many sessions at once; :class:`Collector` plans a run and runs one
+session per meter job, and leaves each concern to its module:
 
-* a global limit of sessions in flight (``concurrency``);
-* exactly one session at a time per link (``link_id``: an RS-485 bus or terminal-server port is
-  one half-duplex line; a TCP meter is its own link).
+* :mod:`collector.gap_planner`: which intervals are still missing (the collected day and
+  ``back_days`` before it, per channel); a meter whose days are complete is not contacted;
+* :mod:`collector.scheduler`: when each session starts (concurrency cap, one session at a time
+  per link, backoff retries, the window's deadline, stop and grace);
+* :mod:`collector.profile_reader`: what a session reads (clock, registers, scalers and the
+  missing profile ranges by selective access);
+* :mod:`collector.recorder`: what becomes of it (stored as soon as the session ends, with a
+  coverage range for each range the meter answered in full, clipped to the meter's own clock,
+  and a read attempt; then published to MQTT).
 
-Links, not meters, are scheduled: a link with pending meters waits in a ready heap ordered by
-(when its next meter may start, most pending meters first), so long buses start early and get
-straight back in line after each session and never sit idle behind thousands of TCP meters.
-
-For each meter the service asks storage which load-profile intervals are still missing (the
-collected day and ``back_days`` before it, per channel) and reads only those ranges by selective
-access; a meter whose days are complete is not contacted. What a session reads is stored as soon
-as it arrives (idempotent inserts), with a coverage range for each range the meter answered in
-full, clipped to the meter's own clock, so a day with an outage gap still counts as complete and
-an interval the meter had not yet closed is asked again later. Every session is recorded as a
-read attempt. Transient failures (``exc.transient``) are retried with exponential backoff and
-jitter until the window deadline or ``max_attempts``; permanent ones are recorded and not
-retried.
+Transient failures (``exc.transient``) are retried until the window deadline or
+``max_attempts``; permanent ones are recorded and not retried.
 
 Meters whose ``security_profile`` is ``hls-gmac-suite0`` are read over HLS-GMAC with suite-0
 ciphering: their keys come from the encrypted key store (opened once per run, with the master
@@ -29,45 +25,32 @@ invocation counters are reserved in the database before the session starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import os
-import random
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from collector import gap_planner
 from collector.batching import Batcher
-from collector.mqtt import profile_payload, registers_payload
+from collector.jobs import MeterJob, RunStats, RunSummary, log, log_event
 from collector.plan import Group, Plan
+from collector.profile_reader import PlanMismatch, Readout, read_meter
+from collector.recorder import Outcome, Publish, Recorder, SessionResult, link_figures
+from collector.scheduler import Clock, LinkScheduler, Sleep, window_deadlines, window_delay
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols import xdlms
-from protocols.cosem import (
-    CLOCK_CLASS_ID,
-    CosemDateTime,
-    Obis,
-    ProfileColumn,
-    ScalerUnit,
-    parse_capture_objects,
-    profile_rows,
-)
-from protocols.errors import DecodeError, DlmsError
+from protocols.errors import DlmsError
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
-from storage.gaps import day_window, epoch, expected_epochs, from_epoch, group_missing
+from storage.gaps import day_window, expected_epochs
 from storage.keystore import (
     DatabaseCounterStore,
     KeyStore,
@@ -77,29 +60,9 @@ from storage.keystore import (
     reserve_counter_blocks,
     security_context,
 )
-from storage.records import (
-    Attempt,
-    Channel,
-    Coverage,
-    IntervalRead,
-    MeterRecord,
-    RegisterRead,
-    SessionWrite,
-)
-
-log = logging.getLogger("hes.collector")
-log.addHandler(logging.NullHandler())
+from storage.records import MeterRecord
 
 T = TypeVar("T")
-
-CLASS_PROFILE_GENERIC = 7
-REGISTER_CLASSES = (3, 4, 5)
-
-
-class PlanMismatch(DlmsError):
-    """The meter's profile does not look like the plan says (period or capture objects)."""
-
-    error_class = "plan_mismatch"
 
 
 class NoSecret(DlmsError):
@@ -137,130 +100,9 @@ def env_secret(ref: str) -> bytes | None:
     return value.encode() if value is not None else None
 
 
-def log_event(level: int, event: str, **fields: Any) -> None:
-    """Structured log record: ``event`` as the message, ``fields`` as key/values."""
-    if log.isEnabledFor(level):
-        log.log(level, event, extra={"fields": fields})
-
-
-@dataclass(slots=True)
-class MeterJob:
-    """One meter to read in this run, with its retry state."""
-
-    meter: MeterRecord
-    group: Group
-    days: list[date]
-    deadline: float  # loop time after which no new attempt starts
-    missing_hint: dict[date, int] = field(default_factory=dict)
-    attempts: int = 0
-    not_before: float = 0.0
-    registers_done: bool = False
-    last_error_class: str | None = None
-    last_error: str | None = None
-
-
-@dataclass(slots=True)
-class _Link:
-    link_id: str
-    jobs: list[tuple[float, int, MeterJob]] = field(default_factory=list)
-    busy: bool = False
-
-
-@dataclass(slots=True)
-class RunStats:
-    """Live figures of a run (read by the progress display)."""
-
-    total: int = 0
-    skipped_complete: int = 0
-    not_planned: int = 0
-    done: int = 0
-    complete: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    peak_in_flight: int = 0
-    attempts: int = 0
-    retries: int = 0
-    intervals_stored: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    final_errors: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def success_rate(self) -> float | None:
-        """Complete meters among those finished (skipped complete ones count as complete)."""
-        finished = self.done + self.skipped_complete
-        return (self.complete + self.skipped_complete) / finished if finished else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "skipped_complete": self.skipped_complete,
-            "not_planned": self.not_planned,
-            "done": self.done,
-            "complete": self.complete,
-            "failed": self.failed,
-            "in_flight": self.in_flight,
-            "peak_in_flight": self.peak_in_flight,
-            "attempts": self.attempts,
-            "retries": self.retries,
-            "intervals_stored": self.intervals_stored,
-            "errors": dict(self.errors),
-            "final_errors": dict(self.final_errors),
-        }
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """What a run did; ``incomplete`` maps unfinished meters to their last error class."""
-
-    run_id: str
-    day: date
-    stats: RunStats
-    incomplete: dict[str, str]
-    interrupted: bool
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        rate = self.stats.success_rate
-        return {
-            "run_id": self.run_id,
-            "day": self.day.isoformat(),
-            **self.stats.as_dict(),
-            "success_rate": rate,
-            "incomplete": dict(sorted(self.incomplete.items())),
-            "interrupted": self.interrupted,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-#: ``publish(meter_id, kind, payload)``: hands a completed read to MQTT (kind: profile or
-#: registers); called from a storage thread, so it may block briefly (a spool insert).
-Publish = Callable[[str, str, dict[str, Any]], None]
 #: ``after_read(session, meter)``: more work in the meter's session once its read succeeded
 #: (clock sync, event logs: ``collector.meter_tasks.MeterTasks``).
 AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Readout:
-    """What one session read so far: stored when the session ends, even midway."""
-
-    channels: list[Channel] = field(default_factory=list)
-    intervals: list[IntervalRead] = field(default_factory=list)
-    coverage: list[Coverage] = field(default_factory=list)
-    registers: list[RegisterRead] = field(default_factory=list)
-    register_errors: list[DlmsError] = field(default_factory=list)
-    #: epoch (first, last) ranges still missing after a session that ran to its end
-    remaining: list[tuple[int, int]] = field(default_factory=list)
-
-
-def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
-    """Delay before retry ``attempt`` (1 = first retry): equal jitter on an exponential.
-
-    Half the exponential step is fixed, half random, so retries of meters that failed together
-    (a cell tower, a terminal server) spread out yet never retry at once.
-    """
-    step = min(cap, base * 2 ** (attempt - 1))
-    return step / 2 + rng.random() * step / 2
 
 
 def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
@@ -280,7 +122,11 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 
 class Collector:
-    """One collection run over a set of meters for one day (plus back-days)."""
+    """One collection run over a set of meters for one day (plus back-days).
+
+    ``clock`` and ``sleep`` are the scheduler's monotonic time and sleep (default: the running
+    loop's), injectable so the run's timing can be driven by a fake clock.
+    """
 
     def __init__(
         self,
@@ -301,6 +147,8 @@ class Collector:
         wait_for_window: bool = True,
         after_read: AfterRead | None = None,
         master_key: Callable[[], MasterKey] = load_master_key,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.db = db
         self.master_key = master_key
@@ -311,7 +159,6 @@ class Collector:
         self.run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency or plan.concurrency
         self.once = once
-        self.rng = random.Random(seed)
         self.secrets = secrets
         self.publish = publish
         self.now = now
@@ -321,32 +168,42 @@ class Collector:
         self.stats = RunStats()
         self.tz = plan.tz
         self._executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="hes-db")
-        self._links: dict[str, _Link] = {}
-        self._ready: list[tuple[float, int, int, str]] = []
-        self._seq = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._writer = Batcher(db.store_sessions, self._executor)
+        self._scheduler: LinkScheduler[MeterJob] = LinkScheduler(
+            self._run_job,
+            self.stats,
+            concurrency=self.concurrency,
+            retry=plan.retry,
+            seed=seed,
+            link_turnaround_s=link_turnaround_s,
+            stop_grace_s=stop_grace_s,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._recorder = Recorder(
+            db.store_sessions,
+            self._executor,
+            run_id=self.run_id,
+            day=day,
+            publish=publish,
+            on_stored=self._count_stored,
+        )
         self._contexts: Batcher[str, SecurityContext | NoKeys] = Batcher(
             self._security_batch, self._executor
         )
-        self._stopping = False
         self._fatal: BaseException | None = None
         self._incomplete: dict[str, str] = {}
-        self._shared_links: set[str] = set()
 
     # -- public ---------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Start no new session; in-flight ones get ``stop_grace_s`` to finish."""
-        if not self._stopping:
+        if not self.stopping:
             log_event(logging.WARNING, "stop_requested", run_id=self.run_id)
-        self._stopping = True
-        self._wake.set()
+        self._scheduler.stop()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self._scheduler.stopping
 
     async def run(self, meters: Sequence[MeterRecord] | None = None) -> RunSummary:
         """Collect; returns when every meter is complete or given up, or after :meth:`stop`."""
@@ -359,7 +216,7 @@ class Collector:
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))
             jobs = await self._db(self._plan_jobs, list(meters), self._deadline())
             await self._wait_window()
-            self._enqueue(jobs)
+            self._scheduler.enqueue(jobs)
             log_event(
                 logging.INFO,
                 "run_start",
@@ -368,32 +225,28 @@ class Collector:
                 meters=self.stats.total,
                 to_read=len(jobs),
                 skipped_complete=self.stats.skipped_complete,
-                links=len(self._links),
+                links=self._scheduler.link_count,
                 concurrency=self.concurrency,
             )
-            self._writer.start()
+            self._recorder.start()
             self._contexts.start()
-            await self._dispatch()
-            await self._drain()
+            await self._scheduler.run()
         finally:
             await self._contexts.close()
-            await self._writer.close()
+            await self._recorder.close()
             await asyncio.get_running_loop().run_in_executor(
                 None, functools.partial(self._executor.shutdown, wait=True)
             )
         if self._fatal is not None:
             raise self._fatal
-        for link in self._links.values():
-            for _, _, job in link.jobs:
-                self._incomplete.setdefault(
-                    job.meter.meter_id, job.last_error_class or "not_attempted"
-                )
+        for job in self._scheduler.pending():
+            self._incomplete.setdefault(job.meter.meter_id, job.last_error_class or "not_attempted")
         summary = RunSummary(
             self.run_id,
             self.day,
             self.stats,
             self._incomplete,
-            self._stopping,
+            self.stopping,
             time.monotonic() - started,
         )
         log_event(logging.INFO, "run_end", **summary.as_dict())
@@ -437,95 +290,27 @@ class Collector:
         return jobs
 
     def _deadline(self) -> dict[str, float]:
-        """Per group: the loop time after which no attempt starts.
-
-        Inside the window that is the window's deadline; a catch-up run after it (or a test
-        collecting an old day) gets the window's length from now.
-        """
-        loop = asyncio.get_running_loop()
-        now = self.now()
-        out: dict[str, float] = {}
-        for group in self.plan.groups:
-            start, deadline = group.window.bounds(self.day, self.tz)
-            if now >= deadline:
-                deadline = now + (deadline - start)
-            out[group.name] = loop.time() + (deadline - now).total_seconds()
-        return out
+        """Per group: the scheduler time after which no attempt starts."""
+        return window_deadlines(
+            self.plan.groups, self.day, self.tz, self.now(), self._scheduler.now()
+        )
 
     async def _wait_window(self) -> None:
         """Before the window opens the meters may not have closed the day's last interval."""
         if not self.wait_for_window:
             return
-        starts = [g.window.bounds(self.day, self.tz)[0] for g in self.plan.groups]
-        delay = (min(starts) - self.now()).total_seconds()
+        delay = window_delay(self.plan.groups, self.day, self.tz, self.now())
         if delay > 0:
             log_event(logging.INFO, "waiting_for_window", seconds=round(delay, 1))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-
-    def _enqueue(self, jobs: list[MeterJob]) -> None:
-        for job in jobs:
-            link = self._links.get(job.meter.link_id)
-            if link is None:
-                link = self._links[job.meter.link_id] = _Link(job.meter.link_id)
-            heapq.heappush(link.jobs, (0.0, next(self._seq), job))
-        for link in self._links.values():
-            if len(link.jobs) > 1 or any(j.meter.transport != "tcp" for _, _, j in link.jobs):
-                self._shared_links.add(link.link_id)
-            self._push_ready(link)
-
-    def _push_ready(self, link: _Link) -> None:
-        ready_at = link.jobs[0][0]
-        heapq.heappush(self._ready, (ready_at, -len(link.jobs), next(self._seq), link.link_id))
+            await self._scheduler.pause(delay)
 
     # -- scheduling -----------------------------------------------------------------------
 
-    async def _sleep_until_woken(self, timeout: float | None) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-
-    async def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            if not self._ready:
-                if not self._tasks:
-                    return
-                await self._sleep_until_woken(None)
-                continue
-            if self.stats.in_flight >= self.concurrency:
-                await self._sleep_until_woken(None)
-                continue
-            delay = self._ready[0][0] - loop.time()
-            if delay > 0:
-                await self._sleep_until_woken(delay)
-                continue
-            _, _, _, link_id = heapq.heappop(self._ready)
-            link = self._links[link_id]
-            assert not link.busy, f"link {link_id} dispatched twice"
-            _, _, job = heapq.heappop(link.jobs)
-            link.busy = True
-            self.stats.in_flight += 1
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
-            task = asyncio.create_task(self._run_job(link, job), name=f"meter {job.meter.meter_id}")
-            self._tasks.add(task)
-
-    async def _drain(self) -> None:
-        """After a stop: let in-flight sessions finish for a while, then cancel them."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _run_job(self, link: _Link, job: MeterJob) -> None:
-        loop = asyncio.get_running_loop()
-        retry_at: float | None = None
+    async def _run_job(self, job: MeterJob) -> float | None:
+        """One attempt for the scheduler: the retry time, or None; a storage failure stops
+        the run, a bug gives up on the meter and keeps the run going."""
         try:
-            retry_at = await self._attempt(job)
+            return await self._attempt(job)
         except asyncio.CancelledError:
             job.last_error_class = "cancelled"
             raise
@@ -536,25 +321,7 @@ class Collector:
             log.exception("internal error reading %s", job.meter.meter_id)
             job.last_error_class, job.last_error = "internal", repr(exc)
             self._finish(job, complete=False)
-        finally:
-            self.stats.in_flight -= 1
-            if retry_at is not None:
-                job.not_before = retry_at
-                heapq.heappush(link.jobs, (retry_at, next(self._seq), job))
-            elif self._stopping and job.last_error_class == "cancelled":
-                heapq.heappush(link.jobs, (loop.time(), next(self._seq), job))
-            if link.link_id in self._shared_links and self.link_turnaround_s > 0:
-                # A terminal server notices the previous client's disconnect a moment later.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(self.link_turnaround_s)
-            link.busy = False
-            if link.jobs:
-                self._push_ready(link)
-            # Last: the dispatcher ends when no task runs and no link is ready.
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)
-            self._wake.set()
+        return None
 
     def _finish(self, job: MeterJob, complete: bool) -> None:
         self.stats.done += 1
@@ -618,8 +385,7 @@ class Collector:
         )
 
     async def _attempt(self, job: MeterJob) -> float | None:
-        """One session with the meter; returns the loop time to retry at, or None (done)."""
-        loop = asyncio.get_running_loop()
+        """One session with the meter; returns the scheduler time to retry at, or None."""
         meter = job.meter
         ranges = await self._db(self._missing, job)
         if not ranges and (job.registers_done or not job.group.registers):
@@ -632,7 +398,7 @@ class Collector:
             self.stats.retries += 1
         transport = None
         error: DlmsError | None = None
-        out = _Readout()
+        out = Readout()
         try:
             password: bytes | None = None
             if meter.authentication == "lls":
@@ -660,7 +426,16 @@ class Collector:
                         request_timeout=self.plan.timeouts.request_s,
                         security=security,
                     ) as session:
-                        await self._read(session, job, ranges, out)
+                        await read_meter(
+                            session,
+                            meter.meter_id,
+                            job.group,
+                            ranges,
+                            out,
+                            registers_done=job.registers_done,
+                            tz=self.tz,
+                            now=self.now,
+                        )
                         if self.after_read is not None:
                             await self.after_read(session, meter)
             except TimeoutError:
@@ -673,11 +448,11 @@ class Collector:
             error = PlanMismatch(f"cannot reach meter: {exc}")
         except asyncio.CancelledError:
             # what the session read so far is stored all the same
-            await self._store(job, out, started, transport, "failed", "cancelled", "run stopped")
+            await self._emit(job, out, started, transport, "failed", "cancelled", "run stopped")
             raise
         if error is None and out.register_errors:
             first = out.register_errors[0]
-            await self._store(
+            await self._emit(
                 job,
                 out,
                 started,
@@ -685,265 +460,68 @@ class Collector:
                 "partial",
                 first.error_class,
                 "; ".join(str(e) for e in out.register_errors),
+                read_through=True,
             )
         elif error is None:
-            await self._store(job, out, started, transport, "ok", None, None)
+            await self._emit(job, out, started, transport, "ok", None, None, read_through=True)
         else:
             self.stats.errors[error.error_class] += 1
-            outcome = "partial" if out.intervals or out.registers else "failed"
-            await self._store(job, out, started, transport, outcome, error.error_class, str(error))
+            outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
+            await self._emit(job, out, started, transport, outcome, error.error_class, str(error))
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True
         if error is None:
-            remaining = out.remaining
-            if self.publish is not None:
-                await self._publish(job, out, not remaining)
-            if not remaining:
+            if not out.remaining:
                 self._finish(job, complete=True)
                 return None
-            error = Incomplete(f"{len(remaining)} range(s) still missing after the read")
+            error = Incomplete(f"{len(out.remaining)} range(s) still missing after the read")
         job.last_error_class, job.last_error = error.error_class, str(error)
         retryable = error.transient
-        if retryable and not self.once and not self._stopping:
-            if job.attempts < self.plan.retry.max_attempts:
-                delay = backoff_delay(
-                    self.rng,
-                    job.attempts,
-                    self.plan.retry.backoff_base_s,
-                    self.plan.retry.backoff_max_s,
+        if retryable and not self.once and not self.stopping:
+            retry = self._scheduler.retry_time(job.attempts, job.deadline)
+            if retry is not None:
+                at, delay = retry
+                log_event(
+                    logging.INFO,
+                    "retry_scheduled",
+                    meter=meter.meter_id,
+                    attempt=job.attempts,
+                    error_class=error.error_class,
+                    delay_s=round(delay, 3),
                 )
-                at = loop.time() + delay
-                if at <= job.deadline:
-                    log_event(
-                        logging.INFO,
-                        "retry_scheduled",
-                        meter=meter.meter_id,
-                        attempt=job.attempts,
-                        error_class=error.error_class,
-                        delay_s=round(delay, 3),
-                    )
-                    return at
-        if retryable and self._stopping:
-            return loop.time()  # stays queued: reported as incomplete, read by the next run
+                return at
+        if retryable and self.stopping:
+            return self._scheduler.now()  # stays queued: reported as incomplete, next run
         self._finish(job, complete=False)
         return None
 
-    async def _read(
-        self, session: Session, job: MeterJob, ranges: list[tuple[int, int]], out: _Readout
-    ) -> None:
-        """Clock, registers, channel scalers, then the profile for each missing range."""
-        meter = job.meter
-        prof = job.group.profile
-        clock = await session.read_clock()
-        try:
-            meter_now: datetime | None = _aware(clock.to_datetime(), self.tz)
-        except DecodeError:
-            meter_now = None
-        clock_ok = meter_now is not None and not clock.invalid
-        meta = await session.get_many(
-            [(CLASS_PROFILE_GENERIC, prof.obis, 3), (CLASS_PROFILE_GENERIC, prof.obis, 4)]
-        )
-        for item in meta:
-            if isinstance(item, DlmsError):
-                raise item
-        columns = parse_capture_objects(meta[0])
-        period = meta[1]
-        clock_index = self._check_profile(job, columns, period)
-        items: list[tuple[int, str | Obis, int]] = []
-        scaled = [
-            (i, name)
-            for i, name in prof.channels.items()
-            if columns[i].class_id in REGISTER_CLASSES
-        ]
-        for i, _ in scaled:
-            items.append((columns[i].class_id, columns[i].obis, 3))
-        want_registers = not job.registers_done and bool(job.group.registers)
-        if want_registers:
-            for obis in job.group.registers:
-                items += [(3, obis, 2), (3, obis, 3)]
-        results = await session.get_many(items) if items else []
-        scalers: dict[str, ScalerUnit] = {}
-        for (_, name), value in zip(scaled, results, strict=False):
-            if isinstance(value, DlmsError):
-                raise value
-            scalers[name] = ScalerUnit.from_value(value)
-        channel_rows = [
-            Channel(
-                meter.meter_id,
-                name,
-                scalers[name].unit if name in scalers else None,
-                scalers[name].scaler if name in scalers else 0,
-                prof.period_s,
-            )
-            for name in prof.channels.values()
-        ]
-        out.channels = channel_rows
-        register_errors = out.register_errors
-        if want_registers:
-            read_at = meter_now if clock_ok and meter_now is not None else self.now()
-            reads: list[RegisterRead] = []
-            rest = results[len(scaled) :]
-            for k, obis in enumerate(job.group.registers):
-                value, su = rest[2 * k], rest[2 * k + 1]
-                bad = value if isinstance(value, DlmsError) else su
-                if isinstance(bad, DlmsError):
-                    register_errors.append(bad)
-                    continue
-                unit = ScalerUnit.from_value(su)
-                reads.append(
-                    RegisterRead(
-                        meter.meter_id,
-                        obis,
-                        read_at,
-                        value if isinstance(value, int) else None,
-                        unit.scaler,
-                        unit.unit,
-                    )
-                )
-            out.registers.extend(reads)
-        limit = None
-        if clock_ok and meter_now is not None:
-            limit = epoch(meter_now) // prof.period_s * prof.period_s
-        period = prof.period_s
-        meter_id = meter.meter_id
-        new_tuple = tuple.__new__
-        specs = [
-            (col, name, scalers[name].scaler if name in scalers else 0)
-            for col, name in prof.channels.items()
-        ]
-        for first, last in ranges:
-            if limit is not None and first > limit:
-                out.remaining.append((first, last))  # the meter has not closed these yet
-                continue
-            access = xdlms.RangeAccess(
-                restricting=columns[clock_index],
-                from_value=_cosem_bytes(from_epoch(first)),
-                to_value=_cosem_bytes(from_epoch(last)),
-            )
-            buffer = await session.get(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
-            rows = profile_rows(buffer, columns, prof.period_s, clock_index)
-            reads_out: list[IntervalRead] = []
-            received: set[int] = set()
-            add = reads_out.append
-            status_col = prof.status_column
-            for row in rows:
-                ts = _aware(row.timestamp, self.tz)
-                stamp = epoch(ts)
-                if not first <= stamp <= last:
-                    continue
-                received.add(stamp)
-                values = row.values
-                status = None
-                if status_col is not None:
-                    raw_status = values[status_col]
-                    status = raw_status if isinstance(raw_status, int) else None
-                for col, name, scaler in specs:
-                    value = values[col]
-                    if not isinstance(value, int) or isinstance(value, bool):
-                        value = None
-                    # tuple.__new__: the NamedTuple's own constructor costs twice as much
-                    add(new_tuple(IntervalRead, (meter_id, name, ts, value, scaler, status)))
-            covered_to = first - period  # the meter answered [first, covered_to] in full
-            if limit is not None and min(last, limit) >= first:
-                covered_to = min(last, limit)
-                end = from_epoch(covered_to)
-                out.coverage.extend(
-                    Coverage(meter.meter_id, name, from_epoch(first), end)
-                    for name in prof.channels.values()
-                )
-            out.intervals.extend(reads_out)
-            # every channel comes from the same rows: a stamp is missing on all or none
-            missing = [t for t in range(covered_to + period, last + 1, period) if t not in received]
-            out.remaining.extend(group_missing(missing, period))
-
-    def _check_profile(self, job: MeterJob, columns: list[ProfileColumn], period: Any) -> int:
-        """The clock column index; PlanMismatch when the meter's profile is not the plan's."""
-        prof = job.group.profile
-        where = f"profile {prof.obis} of group {job.group.name!r}"
-        if period != prof.period_s:
-            raise PlanMismatch(f"{where}: meter capture_period {period!r}, plan {prof.period_s}")
-        clock_index = next((i for i, c in enumerate(columns) if c.class_id == CLOCK_CLASS_ID), None)
-        if clock_index is None:
-            raise PlanMismatch(f"{where}: the meter's profile has no clock column")
-        needed = [*prof.channels, *([prof.status_column] if prof.status_column is not None else [])]
-        for col in needed:
-            if col >= len(columns):
-                raise PlanMismatch(f"{where}: column {col}, the meter has {len(columns)} columns")
-        for col, name in prof.channels.items():
-            try:
-                named = Obis.parse(name)
-            except (DecodeError, ValueError):
-                continue
-            if columns[col].obis != named:
-                raise PlanMismatch(
-                    f"{where}: column {col} is {columns[col].obis}, the plan calls it {name}"
-                )
-        return clock_index
-
-    async def _store(
+    async def _emit(
         self,
         job: MeterJob,
-        out: _Readout,
+        out: Readout,
         started: datetime,
         transport: Any,
-        outcome: str,
+        outcome: Outcome,
         error_class: str | None,
         error: str | None,
+        *,
+        read_through: bool = False,
     ) -> None:
-        """Store the session's reads and its attempt (with the next batch) and log it."""
-        stats = getattr(transport, "stats", None)
-        attempt = Attempt(
-            meter_id=job.meter.meter_id,
-            run_id=self.run_id,
-            day=self.day,
-            started=started,
-            finished=self.now(),
-            outcome=outcome,
-            error_class=error_class,
-            error=error[:2000] if error else None,
-            bytes_tx=stats.bytes_tx if stats else 0,
-            bytes_rx=stats.bytes_rx if stats else 0,
-            round_trips=stats.round_trips if stats else 0,
-        )
-        # The writer stores it even when this session is cancelled meanwhile.
-        stored = await self._writer.submit(
-            SessionWrite(out.channels, out.registers, out.intervals, out.coverage, attempt)
-        )
-        self.stats.intervals_stored += stored
-        log_event(
-            logging.INFO if outcome == "ok" else logging.WARNING,
-            "attempt",
-            meter=job.meter.meter_id,
-            link=job.meter.link_id,
-            attempt=job.attempts,
-            outcome=outcome,
-            error_class=error_class,
-            error=error,
-            bytes_tx=attempt.bytes_tx,
-            bytes_rx=attempt.bytes_rx,
-            round_trips=attempt.round_trips,
+        """The session is over: hand its result to the recorder (storage, then MQTT)."""
+        await self._recorder.record(
+            SessionResult(
+                job,
+                out,
+                outcome,
+                error_class,
+                error,
+                read_through=read_through,
+                complete=read_through and not out.remaining,
+                started=started,
+                finished=self.now(),
+                **link_figures(transport),
+            )
         )
 
-    async def _publish(self, job: MeterJob, out: _Readout, complete: bool) -> None:
-        """Hand the session's reads to MQTT; a failing outbox never fails the collection."""
-        assert self.publish is not None
-        meter_id = job.meter.meter_id
-        extra = {"run_id": self.run_id, "day": self.day.isoformat(), "complete": complete}
-        messages = [("profile", profile_payload(meter_id, out.intervals, **extra))]
-        if out.registers:
-            messages.append(("registers", registers_payload(meter_id, out.registers, **extra)))
-        for kind, payload in messages:
-            try:
-                await self._db(self.publish, meter_id, kind, payload)
-            except Exception as exc:
-                log_event(
-                    logging.ERROR, "publish_failed", meter=meter_id, kind=kind, error=repr(exc)
-                )
-
-
-def _aware(ts: datetime, tz: Any) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=tz)
-
-
-def _cosem_bytes(ts: datetime) -> bytes:
-    return CosemDateTime.from_datetime(ts).to_bytes()
+    def _count_stored(self, rows: int) -> None:
+        self.stats.intervals_stored += rows

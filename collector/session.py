@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -34,8 +34,6 @@ from protocols.cosem import (
     ProfileColumn,
     ProfileRow,
     ScalerUnit,
-    parse_capture_objects,
-    profile_rows,
 )
 from protocols.enums import InterfaceClass
 from protocols.errors import (
@@ -259,53 +257,6 @@ class Session:
             value=su.apply(raw) if isinstance(raw, int) else raw,
             unit_name=su.unit_name,
             capture_time=capture,
-        )
-
-    async def read_profile(
-        self,
-        obis: str | Obis,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> ProfileData:
-        """Read a profile-generic buffer, restricted to [start, end] by the clock column."""
-        ln = _obis(obis)
-        if self._with_list():
-            # capture_objects and capture_period in one round trip (GPRS: ~1 s each)
-            meta = await self.get_many(
-                [(CLASS_PROFILE_GENERIC, ln, 3), (CLASS_PROFILE_GENERIC, ln, 4)]
-            )
-            for item in meta:
-                if isinstance(item, DlmsError):
-                    raise item
-            capture_objects, period = meta
-        else:
-            capture_objects = await self.get(CLASS_PROFILE_GENERIC, ln, 3)
-            period = await self.get(CLASS_PROFILE_GENERIC, ln, 4)
-        columns = parse_capture_objects(capture_objects)
-        if not isinstance(period, int):
-            raise DecodeError(f"profile {ln}: capture_period is {period!r}")
-        access = None
-        if start is not None or end is not None:
-            clock_col = next((c for c in columns if c.class_id == CLASS_CLOCK), None)
-            if clock_col is None:
-                raise ProtocolError(f"profile {ln} has no clock column to select a range on")
-            access = xdlms.RangeAccess(
-                restricting=clock_col,
-                from_value=CosemDateTime.from_datetime(
-                    start or datetime(2000, 1, 1, tzinfo=UTC)
-                ).to_bytes(),
-                to_value=CosemDateTime.from_datetime(
-                    end or datetime(2099, 12, 31, tzinfo=UTC)
-                ).to_bytes(),
-            )
-        buffer = await self.get(CLASS_PROFILE_GENERIC, ln, 2, access)
-        if not isinstance(buffer, list):
-            raise DecodeError(f"profile {ln}: buffer is {type(buffer).__name__}, not an array")
-        return ProfileData(
-            obis=str(ln),
-            columns=columns,
-            capture_period=period,
-            rows=profile_rows(buffer, columns, period),
         )
 
 

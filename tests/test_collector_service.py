@@ -31,7 +31,8 @@ from test_collector_fleet import (
 
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
-from collector.service import Collector, backoff_delay
+from collector.scheduler import backoff_delay
+from collector.service import Collector
 from simulator import model
 from simulator.faults import FaultPlan, FaultSpec
 from storage import schema

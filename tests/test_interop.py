@@ -32,6 +32,7 @@ from dlms_cosem.hdlc import frames as dc_frames
 from dlms_cosem.io import BlockingTcpIO, HdlcTransport, SerialIO, TcpTransport
 from dlms_cosem.security import LowLevelSecurityAuthentication, NoSecurityAuthentication
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport, hdlc_tcp_transport
 from protocols.hdlc import FrameKind, HdlcFrame, HdlcSettings
@@ -466,7 +467,7 @@ async def test_our_wrapper_frames_decode_with_gurux(wrapper: Endpoint) -> None:
     start, end = _profile_window(wrapper.meter)
     try:
         async with asyncio.timeout(BOUND_S), Session(transport, max_pdu_size=200) as s:
-            await s.read_profile("1.0.99.1.0.255", start, end)
+            await read_profile(s, "1.0.99.1.0.255", start, end)
     finally:
         await recorder.close()
     stream = bytes(recorder.client_bytes)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport
 from protocols.errors import (
@@ -132,8 +133,11 @@ async def full_read(
         assert clock.to_datetime().timestamp() == pytest.approx(mt, abs=0.011)
         reg = await s.read_register("1.0.1.8.0.255")
         assert reg.raw == model.registers(meter.spec, mt).active_import
-        profile = await s.read_profile(
-            "1.0.99.1.0.255", datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+        profile = await read_profile(
+            s,
+            "1.0.99.1.0.255",
+            datetime.fromtimestamp(start, UTC),
+            datetime.fromtimestamp(end, UTC),
         )
         rows = [(int(r.timestamp.timestamp()), *r.values[1:]) for r in profile.rows]
         assert rows == model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile

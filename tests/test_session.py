@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import (
     TcpWrapperTransport,
@@ -186,8 +187,8 @@ async def test_profile_by_range_matches_ground_truth(link: Link) -> None:
     truth = model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile
     assert len(truth) == 49  # both bounds inclusive, no outage on that day
     async with Session(link.transport(), request_timeout=5.0) as s:
-        profile = await s.read_profile(
-            LOAD_PROFILE, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+        profile = await read_profile(
+            s, LOAD_PROFILE, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
         )
     assert profile.capture_period == 900
     assert [(c.class_id, bytes(c.obis), c.attribute) for c in profile.columns] == [
@@ -205,12 +206,12 @@ async def test_block_transfer_and_hdlc_segmentation(link: Link) -> None:
     end = datetime.fromtimestamp(_unix(start) + model.DAY, UTC)
     big = link.transport()
     async with Session(big, request_timeout=5.0) as s:
-        reference = await s.read_profile(LOAD_PROFILE, start, end)
+        reference = await read_profile(s, LOAD_PROFILE, start, end)
         raw = await s.get_raw(O.CLOCK, "0.0.1.0.0.255", 2)
     assert len(reference.rows) == 97 and len(raw) == 14
     small = link.transport(max_info=32)
     async with Session(small, max_pdu_size=128, request_timeout=5.0) as s:
-        profile = await s.read_profile(LOAD_PROFILE, start, end)
+        profile = await read_profile(s, LOAD_PROFILE, start, end)
         # the capture objects and the buffer both exceed 128 bytes: both went in blocks
         buffer_bytes = sum(len(axdr.encode(_typed_row(r.values))) for r in profile.rows)
     assert profile.rows == reference.rows
@@ -336,7 +337,7 @@ async def test_profile_read_asks_for_its_metadata_in_one_round_trip(
             if not with_list:
                 monkeypatch.setattr(s, "_with_list", lambda: False)
             before = transport.stats.round_trips
-            profiles.append(await s.read_profile(LOAD_PROFILE, start, end))
+            profiles.append(await read_profile(s, LOAD_PROFILE, start, end))
             trips.append(transport.stats.round_trips - before)
     assert profiles[0] == profiles[1]
     assert profiles[0].capture_period == 900 and len(profiles[0].rows) == 5

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import serial_hdlc_transport
 from protocols.errors import LinkError
@@ -50,7 +51,7 @@ async def test_pty_bus_profile_and_register(baud: int | None) -> None:
         async with Session(transport, request_timeout=30) as s:
             name = await s.get(1, "0.0.42.0.0.255", 2)
             energy = await s.read_register("1.0.1.8.0.255")
-            profile = await s.read_profile("1.0.99.1.0.255", start, end)
+            profile = await read_profile(s, "1.0.99.1.0.255", start, end)
         assert name == spec.logical_device_name
         assert energy.raw == model.registers(spec, model.meter_clock(spec, NOW)).active_import
         truth = model.load_profile(spec, start.timestamp(), end.timestamp() + 1)
