@@ -112,7 +112,7 @@ async def read_profile(
     """Read a profile-generic buffer, restricted to [start, end] by the clock column."""
     ln = obis if isinstance(obis, Obis) else Obis.parse(obis)
     # Ask with-list only when the meter granted multiple-references.
-    columns, period = await read_capture(session, ln, with_list=session._with_list())
+    columns, period = await read_capture(session, ln, with_list=session.with_list())
     if not isinstance(period, int):
         raise DecodeError(f"profile {ln}: capture_period is {period!r}")
     access = None

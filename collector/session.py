@@ -184,7 +184,7 @@ class Session:
         """GET one attribute and decode its value."""
         return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
 
-    def _with_list(self) -> bool:
+    def with_list(self) -> bool:
         """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""
         return self._client.with_list
 

@@ -333,9 +333,9 @@ async def test_profile_read_asks_for_its_metadata_in_one_round_trip(
     for with_list in (True, False):
         transport = link.transport()
         async with Session(transport, request_timeout=5.0) as s:
-            assert s._with_list()
+            assert s.with_list()
             if not with_list:
-                monkeypatch.setattr(s, "_with_list", lambda: False)
+                monkeypatch.setattr(s, "with_list", lambda: False)
             before = transport.stats.round_trips
             profiles.append(await read_profile(s, LOAD_PROFILE, start, end))
             trips.append(transport.stats.round_trips - before)
