@@ -6,6 +6,12 @@ links sharded by a stable hash of ``link_id`` so no link is ever served by two p
 SIGINT/SIGTERM stop it cleanly (``app.run``): no new session starts, in-flight ones get a few
 seconds, what was read is already stored, and the exit code is 128 + the signal (130 for
 Ctrl-C).
+
+At the end it prints the JSON summary to stdout (bounded: counts, and at most ``--worst``
+incomplete meters with ``incomplete_more`` counting the rest) and always one summary line to
+stderr. With ``--fail-under PCT`` a finished run whose success rate is below PCT (or has no
+rate: no meter expected) exits with :data:`EXIT_FAIL_UNDER` (3), so a cron job fails loudly.
+A run that must wait for its window to open says so on stderr first.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.run import StopSignals
 from app.support import DbOption, fail, parse_day
+from collector.jobs import cap_incomplete
 from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.plan import Plan, PlanError, load_plan
@@ -51,6 +58,10 @@ STOP_GRACE_S = 5.0
 DEFAULT_SPOOL = "hes-mqtt-spool.db"
 MQTT_FLUSH_S = 5.0
 PROGRESS_INTERVAL_S = 0.25
+#: Exit code of a finished run below ``--fail-under``.
+EXIT_FAIL_UNDER = 3
+#: Incomplete meters listed in the summary by default (``--worst``).
+DEFAULT_WORST = 20
 
 
 # -- logging ----------------------------------------------------------------------------------
@@ -108,6 +119,8 @@ class CollectOptions:
     listen: str | None = None
     #: Master key file of the key store (None: $HES_MASTER_KEY, else $HES_MASTER_KEY_FILE).
     master_key_file: str | None = None
+    #: Incomplete meters kept in the summary (the others are counted).
+    worst: int = DEFAULT_WORST
 
 
 def shard_of(link_id: str, shards: int) -> int:
@@ -177,6 +190,7 @@ async def collect_async(
             publish=publish,
             after_read=tasks,
             master_key=functools.partial(load_master_key, opts.master_key_file),
+            on_wait=_say_waiting if opts.shard == 0 else None,
         )
 
         async def report() -> None:
@@ -206,6 +220,37 @@ async def collect_async(
         if publisher is not None:
             await asyncio.gather(publisher, return_exceptions=True)
     return summary, signals.signum
+
+
+def _say_waiting(seconds: float, until: datetime) -> None:
+    """On stderr: the run waits for its window (one line, from one process)."""
+    hours, rest = divmod(round(seconds), 3600)
+    print(
+        f"hes collect: waiting {hours}h{rest // 60:02d}m{rest % 60:02d}s for the collection "
+        f"window, until {until:%Y-%m-%d %H:%M:%S %Z}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The one stderr line of a run, its figures those of the JSON summary."""
+    finished = result["done"] + result["skipped_complete"]
+    ok = result["complete"] + result["skipped_complete"]
+    rate = result["success_rate"]
+    pct = "no meter expected" if rate is None else f"{100 * rate:.3f} %"
+    line = (
+        f"hes collect: {result['day']} {ok}/{finished} meters complete ({pct}), "
+        f"{result['retries']} retries, {result['failed']} failed, {result['seconds']:.1f} s"
+    )
+    if result["interrupted"]:
+        line += ", interrupted"
+    return line
+
+
+def below(rate: float | None, fail_under: float) -> bool:
+    """``--fail-under``: no rate (no meter expected) counts as below."""
+    return rate is None or 100 * rate < fail_under
 
 
 def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]:
@@ -242,7 +287,7 @@ def _shard_run(opts: CollectOptions, out: Any, signals: StopSignals) -> None:
     except (StorageError, PlanError, OutboxError, OSError, KeyStoreError) as exc:
         out.put(("error", opts.shard, str(exc)))
         return
-    out.put(("done", opts.shard, summary.as_dict(), signum))
+    out.put(("done", opts.shard, summary.as_dict(opts.worst), signum))
 
 
 class _Display:
@@ -286,7 +331,8 @@ class _Display:
             self.progress.stop()
 
 
-def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge_summaries(parts: list[dict[str, Any]], worst: int = DEFAULT_WORST) -> dict[str, Any]:
+    """One summary of the shards' (each already capped at ``worst`` incomplete meters)."""
     if len(parts) == 1:
         return parts[0]
     out: dict[str, Any] = {"run_id": parts[0]["run_id"], "day": parts[0]["day"]}
@@ -311,7 +357,9 @@ def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     finished = out["done"] + out["skipped_complete"]
     ok = out["complete"] + out["skipped_complete"]
     out["success_rate"] = ok / finished if finished else None
-    out["incomplete"] = dict(sorted(kv for p in parts for kv in p["incomplete"].items()))
+    incomplete = dict(kv for p in parts for kv in p["incomplete"].items())
+    out["incomplete"], more = cap_incomplete(incomplete, worst)
+    out["incomplete_more"] = more + sum(p["incomplete_more"] for p in parts)
     out["interrupted"] = any(p["interrupted"] for p in parts)
     out["seconds"] = max(p["seconds"] for p in parts)
     out["workers"] = len(parts)
@@ -452,9 +500,29 @@ def collect_command(
             "$HES_MASTER_KEY_FILE)",
         ),
     ] = None,
+    fail_under: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-under",
+            min=0,
+            max=100,
+            metavar="PCT",
+            help=f"exit {EXIT_FAIL_UNDER} when a finished run's success rate is below PCT % "
+            "(or there is none: no meter expected)",
+        ),
+    ] = None,
+    worst: Annotated[
+        int,
+        typer.Option(
+            "--worst",
+            min=0,
+            help="incomplete meters listed in the summary (the others are counted)",
+        ),
+    ] = DEFAULT_WORST,
 ) -> None:
     """Read every meter of the inventory for a day (and gaps of the days before), then print
-    a JSON summary. Exit 0 when the run finished, 128+signal when stopped by a signal."""
+    a JSON summary to stdout and one summary line to stderr. Exit 0 when the run finished,
+    3 when it finished below --fail-under, 128+signal when stopped by a signal."""
     try:
         plan = load_plan(config)
     except PlanError as exc:
@@ -485,6 +553,7 @@ def collect_command(
         events=events,
         listen=listen,
         master_key_file=str(master_key_file) if master_key_file is not None else None,
+        worst=worst,
     )
     _setup_logging(log_file)
     display = _Display(progress and sys.stderr.isatty())
@@ -499,12 +568,21 @@ def collect_command(
                 raise fail(str(exc), 1) from None
             except KeyStoreError as exc:
                 raise fail(str(exc), 2) from None
-            parts = [summary.as_dict()]
+            parts = [summary.as_dict(worst)]
         else:
             parts, signum = _run_sharded(opts, workers, display)
     finally:
         display.close()
-    result = _merge_summaries(parts)
+    result = _merge_summaries(parts, worst)
     typer.echo(json.dumps(result))
+    line = summary_line(result)
+    failed_under = (
+        signum is None and fail_under is not None and below(result["success_rate"], fail_under)
+    )
+    if failed_under:
+        line += f"; below --fail-under {fail_under:g} %"
+    typer.echo(line, err=True)
     if signum is not None:
         raise typer.Exit(128 + signum)
+    if failed_under:
+        raise typer.Exit(EXIT_FAIL_UNDER)

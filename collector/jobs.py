@@ -109,9 +109,11 @@ class RunSummary:
     interrupted: bool
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, worst: int | None = None) -> dict[str, Any]:
+        """The summary as JSON data; with ``worst``, ``incomplete`` holds at most that many
+        meters and ``incomplete_more`` counts the others (a bounded summary for any fleet)."""
         rate = self.stats.success_rate
-        return {
+        out: dict[str, Any] = {
             "run_id": self.run_id,
             "day": self.day.isoformat(),
             **self.stats.as_dict(),
@@ -120,3 +122,12 @@ class RunSummary:
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
         }
+        if worst is not None:
+            out["incomplete"], out["incomplete_more"] = cap_incomplete(out["incomplete"], worst)
+        return out
+
+
+def cap_incomplete(incomplete: dict[str, str], worst: int) -> tuple[dict[str, str], int]:
+    """The first ``worst`` incomplete meters (by meter id) and how many are left out."""
+    items = sorted(incomplete.items())
+    return dict(items[:worst]), max(0, len(items) - worst)

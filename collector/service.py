@@ -149,8 +149,11 @@ class Collector:
         master_key: Callable[[], MasterKey] = load_master_key,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
+        on_wait: Callable[[float, datetime], None] | None = None,
     ) -> None:
         self.db = db
+        #: Told (seconds, opening time in the plan's zone) before the run waits for its window.
+        self.on_wait = on_wait
         self.master_key = master_key
         self._keystore: KeyStore | None = None
         self.after_read = after_read
@@ -302,6 +305,8 @@ class Collector:
         delay = window_delay(self.plan.groups, self.day, self.tz, self.now())
         if delay > 0:
             log_event(logging.INFO, "waiting_for_window", seconds=round(delay, 1))
+            if self.on_wait is not None:
+                self.on_wait(delay, (self.now() + timedelta(seconds=delay)).astimezone(self.tz))
             await self._scheduler.pause(delay)
 
     # -- scheduling -----------------------------------------------------------------------
