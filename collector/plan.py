@@ -32,6 +32,11 @@ naming the file and the dotted key. Example::
     status_column = 1          # AMR status column (optional)
     [group.profile.channels]   # buffer column index -> stored channel name
     2 = "1.0.1.8.0.255"
+    [group.schedule]           # optional; see collector/schedule.py (not run by `hes collect` yet)
+    profile = { cron = "5 0 * * *", until = "06:00" }   # in collector.timezone
+    registers = { cron = "5 0 * * *", until = "06:00" }
+    events = { every = "1h" }
+    clock = { cron = "30 3 * * *" }
 
 A meter takes the first group whose ``match`` accepts it; meters no group accepts are not read.
 """
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from collector.schedule import TASKS, Schedule, ScheduleError, parse_every, parse_until
 from protocols.cosem import Obis
 from protocols.errors import DecodeError
 from storage.records import MeterRecord
@@ -128,6 +134,10 @@ class Group:
     registers: tuple[str, ...]
     window: Window
     back_days: int
+    #: Task kind (``profile``, ``registers``, ``events``, ``clock``) -> when it runs; empty
+    #: without a ``[group.schedule]`` table. Nothing runs these yet: ``hes collect`` uses
+    #: ``window`` (see :data:`collector.schedule.DEFAULT_SCHEDULES`).
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def accepts(self, meter: MeterRecord) -> bool:
         for key, pattern in self.match.items():
@@ -292,7 +302,39 @@ def _profile(reader: _Reader) -> ProfilePlan:
     return ProfilePlan(obis, period, dict(sorted(channels.items())), status)
 
 
-def _group(reader: _Reader, index: int) -> Group:
+def _schedules(reader: _Reader, tz_name: str) -> dict[str, Schedule]:
+    """``[group.schedule]``: one table per task, ``cron`` or ``every``, optional ``until``."""
+    schedules: dict[str, Schedule] = {}
+    for task in TASKS:
+        if task not in reader.table:
+            reader.used.add(task)
+            continue
+        entry = reader.sub(task)
+        cron = entry.get("cron", str, None)
+        every_text = entry.get("every", str, None)
+        until_text = entry.get("until", str, None)
+        entry.done()
+        if cron is None and every_text is None:
+            raise reader.fail(task, "give cron (e.g. '5 0 * * *') or every (e.g. '15m')")
+        if cron is not None and every_text is not None:
+            raise reader.fail(task, "give cron or every, not both")
+        try:
+            every = None if every_text is None else parse_every(every_text)
+        except ScheduleError as exc:
+            raise entry.fail("every", str(exc)) from None
+        try:
+            until = None if until_text is None else parse_until(until_text)
+        except ScheduleError as exc:
+            raise entry.fail("until", str(exc)) from None
+        try:
+            schedules[task] = Schedule(cron=cron, every=every, until=until, timezone=tz_name)
+        except ScheduleError as exc:
+            raise entry.fail("cron" if cron is not None else "every", str(exc)) from None
+    reader.done()
+    return schedules
+
+
+def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
     name = reader.get("name", str, f"group{index + 1}")
     match_reader = reader.sub("match")
     match: dict[str, str] = {}
@@ -316,8 +358,14 @@ def _group(reader: _Reader, index: int) -> Group:
     back_days = reader.integer("back_days", 3, 0, MAX_BACK_DAYS)
     assert back_days is not None
     profile = _profile(reader.sub("profile", required=True))
+    try:
+        schedules = _schedules(reader.sub("schedule"), tz_name)
+    except PlanError as exc:
+        raise PlanError(f"{exc} (group {name!r})") from None
     reader.done()
-    return Group(name, match, profile, tuple(registers), Window(start, deadline), back_days)
+    return Group(
+        name, match, profile, tuple(registers), Window(start, deadline), back_days, schedules
+    )
 
 
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
@@ -358,7 +406,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     for i, table in enumerate(raw_groups):
         if not isinstance(table, dict):
             raise root.fail(f"group[{i}]", "expected a table ([[group]])")
-        groups.append(_group(_Reader(source, table, f"group[{i}]"), i))
+        groups.append(_group(_Reader(source, table, f"group[{i}]"), i, tz_name))
     names = [g.name for g in groups]
     for i, name in enumerate(names):
         if name in names[:i]:
