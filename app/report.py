@@ -69,9 +69,10 @@ def report_command(
     except PlanError as exc:
         raise fail(str(exc)) from None
     the_day = parse_day(report_date, plan, "--date")
-    channels: list[str] | None = None
-    if config is not None:
-        channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
+    # The channels a day is judged on come from the plan (the built-in one without --config),
+    # never from what happens to be stored: a fresh database where every read failed holds no
+    # channel at all, and judging on stored channels would call that night 100 %.
+    channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
     period_s = plan.groups[0].profile.period_s
     written: Path | None = None
     database = open_db(db)

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from collector.plan import DEFAULT_PLAN_TOML
 from collector.report_plot import (
     SUCCESS_TARGET,
     PlotError,
@@ -220,7 +221,12 @@ runner = CliRunner()
 
 
 def report(db_path: Path, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["report", "--db", str(db_path), *args])
+    """``hes report`` judged on a plan of the fixture's one channel (the report takes its
+    channels from the plan, and the built-in plan has four)."""
+    plan = db_path.parent / "one-channel.toml"
+    lines = DEFAULT_PLAN_TOML.splitlines()
+    plan.write_text("\n".join(line for line in lines if line[:4] not in ("3 = ", "4 = ", "5 = ")))
+    result = runner.invoke(app, ["report", "--db", str(db_path), "--config", str(plan), *args])
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -363,3 +369,25 @@ def test_cumulative_energy_channels_plot_mean_power_per_interval(tmp_path: Path)
         plot_load_curve(
             "M1", "1.0.1.8.0.255", rows[:1], tmp_path / "m2.png", start=t0, end=t0 + q, unit=30
         )
+
+
+def test_a_night_where_every_read_failed_is_zero_not_a_hundred(tmp_path: Path) -> None:
+    """A fresh database where every session failed stores no channel at all; the day is
+    still judged on the plan's four channels (the built-in plan), so it is 0 %."""
+    import json
+
+    path = tmp_path / "fresh.db"
+    with open_database(path) as database:
+        database.upsert_meters([meter(m) for m in ("M1", "M2")])
+        t = datetime(2024, 3, 10, 1, tzinfo=UTC)
+        database.record_attempts(
+            [Attempt(m, "run1", D2, t, t + Q, "failed", "link", "refused") for m in ("M1", "M2")]
+        )
+    result = runner.invoke(
+        app, ["report", "--db", str(path), "--date", D2.isoformat(), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["success_rate"] == 0.0
+    assert (data["expected_meters"], data["complete_meters"]) == (2, 0)
+    assert data["intervals_expected"] == 2 * 96 * 4
