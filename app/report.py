@@ -156,6 +156,8 @@ def _print_report(data: dict[str, Any]) -> None:
     head.add_column("value", justify="right")
     head.add_row("meters expected", str(data["expected_meters"]))
     head.add_row("meters complete", str(data["complete_meters"]))
+    head.add_row("meters failed (tried, incomplete)", str(data["failed_meters"]))
+    head.add_row("meters not collected (never tried)", str(data["not_collected_meters"]))
     head.add_row("success rate", "-" if rate is None else f"{100 * rate:.3f} %")
     head.add_row("intervals expected", str(data["intervals_expected"]))
     head.add_row("intervals missing", str(data["intervals_missing"]))
@@ -194,8 +196,8 @@ def _print_report(data: dict[str, Any]) -> None:
                 m["meter_id"],
                 str(m["link_id"]),
                 str(m["intervals_missing"]),
-                str(m["last_outcome"]),
-                str(m["last_error_class"]),
+                str(m["last_outcome"]).replace("_", " "),
+                str(m["last_error_class"] or "-"),
             )
         console.print(worst)
 

@@ -97,6 +97,9 @@ def daily_report(
         )
     )
     last_by_meter = {r[0]: (r[1], r[2], r[3]) for r in last_rows}
+    # "Not collected" (no session tried the day) is a different fault from "failed" (sessions
+    # tried and the data is still missing): a stopped collector versus unreachable meters.
+    not_collected = sum(1 for meter in incomplete if meter not in last_by_meter)
     incomplete_by_class: Counter[str] = Counter()
     for meter in incomplete:
         outcome, cls, _err = last_by_meter.get(meter, (None, "not_attempted", None))
@@ -109,7 +112,7 @@ def daily_report(
             "meter_id": meter,
             "link_id": links.get(meter),
             "intervals_missing": n,
-            "last_outcome": last_by_meter.get(meter, (None, None, None))[0],
+            "last_outcome": last_by_meter.get(meter, ("not_collected", None, None))[0],
             "last_error_class": last_by_meter.get(meter, (None, None, None))[1],
             "last_error": last_by_meter.get(meter, (None, None, None))[2],
         }
@@ -124,6 +127,8 @@ def daily_report(
         "expected_meters": expected_meters,
         "complete_meters": complete,
         "incomplete_meters": len(incomplete),
+        "failed_meters": len(incomplete) - not_collected,
+        "not_collected_meters": not_collected,
         "success_rate": complete / expected_meters if expected_meters else None,
         "intervals_expected": per_meter * expected_meters,
         "intervals_missing": sum(incomplete.values()),

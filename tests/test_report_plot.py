@@ -391,3 +391,22 @@ def test_a_night_where_every_read_failed_is_zero_not_a_hundred(tmp_path: Path) -
     assert data["success_rate"] == 0.0
     assert (data["expected_meters"], data["complete_meters"]) == (2, 0)
     assert data["intervals_expected"] == 2 * 96 * 4
+
+
+def test_report_tells_not_collected_apart_from_failed(db_path: Path) -> None:
+    """On D2, M3 was tried and failed, M4 never got a session: one failed, one not collected."""
+    import json
+
+    code, out, err = report(db_path, "--date", D2.isoformat(), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert (data["incomplete_meters"], data["failed_meters"], data["not_collected_meters"]) == (
+        2,
+        1,
+        1,
+    )
+    outcome = {m["meter_id"]: m["last_outcome"] for m in data["worst_meters"]}
+    assert outcome == {"M3": "failed", "M4": "not_collected"}
+    code, table, err = report(db_path, "--date", D2.isoformat())
+    assert code == 0, err
+    assert "meters not collected (never tried)" in table and "not collected" in table
