@@ -148,7 +148,7 @@ class Session:
                     async with asyncio.timeout(self.release_timeout):
                         await self.transport.request(rlrq, self.release_timeout)
         finally:
-            self._client.release()
+            self._client.drop()
             await self.transport.close()
 
     async def _exchange(self, apdu: bytes) -> ClientEvent:

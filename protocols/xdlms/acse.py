@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from protocols.axdr import encode_length
 from protocols.enums import (
     AcseDiagnostic,
     ApduTag,
@@ -38,7 +39,7 @@ Authentication: TypeAlias = Literal[
     "none", "lls", "hls", "hls-md5", "hls-sha1", "hls-gmac", "hls-sha256", "hls-ecdsa"
 ]
 #: mechanism-name ids by the names the CLI and plans use.
-AUTHENTICATION_MECHANISMS: dict[str, int] = {
+AUTHENTICATION_MECHANISMS: dict[Authentication, int] = {
     "none": Mechanism.NONE,
     "lls": Mechanism.LLS,
     "hls": Mechanism.HLS,
@@ -118,15 +119,10 @@ class ReleaseResponse:
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
-    """One BER element with a definite length (long form from 128 bytes)."""
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    if n <= 0xFF:
-        return bytes((tag, 0x81, n)) + content
-    if n <= 0xFFFF:
-        return bytes((tag, 0x82)) + n.to_bytes(2, "big") + content
-    raise ValueError(f"BER content of {n} bytes is too long for an ACSE field")
+    """One BER element with a definite length: BER's definite lengths are A-XDR's."""
+    if len(content) > 0xFFFF:
+        raise ValueError(f"BER content of {len(content)} bytes is too long for an ACSE field")
+    return bytes((tag,)) + encode_length(len(content)) + content
 
 
 def _elements(data: bytes, start: int, end: int, what: str) -> Iterator[tuple[int, bytes]]:

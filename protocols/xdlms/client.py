@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from protocols import axdr
+from protocols.cosem import Obis
 from protocols.enums import (
     AcseDiagnostic,
     ApduTag,
@@ -150,8 +151,7 @@ class ClientAssociation:
     def associate(self) -> bytes:
         """The AARQ (ciphered context with a glo-InitiateRequest when keys are given)."""
         security = self.security
-        self.association = None
-        self.ciphered = False
+        self.drop()
         if security is None:
             self._pending = _Pending("aarq", "AARQ")
             return build_aarq(
@@ -177,7 +177,7 @@ class ClientAssociation:
         self, class_id: int, obis: bytes, attribute: int, access: AccessSelection | None = None
     ) -> bytes:
         """GET-Request-Normal of one attribute (block transfer is followed by ``receive``)."""
-        invoke_id = self._start("get", f"GET {class_id}/{_ln(obis)}/{attribute}")
+        invoke_id = self._start("get", f"GET {class_id}/{Obis.from_bytes(obis)}/{attribute}")
         return self._out(build_get(invoke_id, class_id, obis, attribute, access))
 
     def get_many(self, items: Sequence[tuple[int, bytes, int]]) -> bytes:
@@ -187,19 +187,24 @@ class ClientAssociation:
         return self._out(request)
 
     def set(self, class_id: int, obis: bytes, attribute: int, data: bytes) -> bytes:
-        invoke_id = self._start("set", f"SET {class_id}/{_ln(obis)}/{attribute}")
+        invoke_id = self._start("set", f"SET {class_id}/{Obis.from_bytes(obis)}/{attribute}")
         return self._out(build_set(invoke_id, class_id, obis, attribute, data))
 
     def action(self, class_id: int, obis: bytes, method: int, data: bytes | None = None) -> bytes:
-        invoke_id = self._start("action", f"ACTION {class_id}/{_ln(obis)}/{method}")
+        invoke_id = self._start("action", f"ACTION {class_id}/{Obis.from_bytes(obis)}/{method}")
         return self._out(build_action(invoke_id, class_id, obis, method, data))
 
     def release(self) -> bytes:
         """The RLRQ; the association is considered closed whatever comes back."""
+        self.drop()
         self._pending = _Pending("release", "RLRQ")
+        return build_rlrq()
+
+    def drop(self) -> None:
+        """Forget the association without releasing it (the link is gone or being closed)."""
+        self._pending = None
         self.association = None
         self.ciphered = False
-        return build_rlrq()
 
     @property
     def with_list(self) -> bool:
@@ -402,7 +407,3 @@ class ClientAssociation:
         if isinstance(response, ExceptionResult | ServiceErrorResult):
             return ServiceError(f"{what}: meter answered {response}")
         return ProtocolError(f"{what}: unexpected {type(response).__name__}{where}")
-
-
-def _ln(obis: bytes) -> str:
-    return ".".join(str(b) for b in obis)

@@ -32,7 +32,13 @@ from protocols.enums import (
     StateError,
 )
 from protocols.errors import DecodeError, SecurityError
-from protocols.xdlms.acse import AarqInfo, Authentication, build_aare, build_rlre
+from protocols.xdlms.acse import (
+    AUTHENTICATION_MECHANISMS,
+    AarqInfo,
+    Authentication,
+    build_aare,
+    build_rlre,
+)
 from protocols.xdlms.client import CURRENT_ASSOCIATION, METHOD_REPLY_TO_HLS
 from protocols.xdlms.codec import Request, decode_request
 from protocols.xdlms.exception import build_exception_response
@@ -58,9 +64,7 @@ from protocols.xdlms.set_action import (
 MIN_CLIENT_PDU = 12
 _SERVICE_TAGS = (ApduTag.GET_REQUEST, ApduTag.SET_REQUEST, ApduTag.ACTION_REQUEST)
 _MECHANISM_NAMES: dict[int, Authentication] = {
-    Mechanism.NONE: "none",
-    Mechanism.LLS: "lls",
-    Mechanism.HLS_GMAC: "hls-gmac",
+    number: name for name, number in AUTHENTICATION_MECHANISMS.items()
 }
 
 
