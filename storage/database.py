@@ -36,6 +36,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from storage import schema
+from storage.access import migrate as create_access_tables
 from storage.errors import StorageError
 from storage.gaps import (
     day_window,
@@ -46,6 +47,7 @@ from storage.gaps import (
     missing_epochs,
 )
 from storage.handle import insert_ignore
+from storage.jobs import migrate as create_job_tables
 from storage.keystore import create_security_tables
 from storage.operations import migrate as create_operations_tables
 from storage.records import (
@@ -84,8 +86,19 @@ def _migration_3(conn: Connection) -> None:
     create_operations_tables(conn)
 
 
+def _migration_4(conn: Connection) -> None:
+    """Version 4: the service's jobs (storage.jobs), API tokens and audit (storage.access)."""
+    create_job_tables(conn)
+    create_access_tables(conn)
+
+
 #: Migration steps in order; step i brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Keys of postgresql advisory locks taken while migrating (any fixed 64-bit number).

@@ -1,0 +1,415 @@
+"""The job table of the service: every scheduled run and every on-demand request, durably.
+
+Why a table and not an in-memory queue: ``hes serve`` must survive a SIGKILL with nothing
+lost or duplicated. A job is written before anything acts on it; a runner claims it
+(``queued`` → ``running``) in one conditional UPDATE, so two claims never win the same job;
+a restart puts every ``running`` job back to ``queued`` (:func:`recover`), and the read path
+below it is idempotent, so running a job twice stores nothing twice.
+
+Two keys make submission idempotent:
+
+* ``idempotency_key``: chosen by the caller (a billing system's request id). Submitting the
+  same key again returns the first job instead of making a second, so a retried disconnect
+  never toggles a relay twice; the same key with other parameters is refused
+  (:class:`IdempotencyConflict`).
+* ``(schedule, tick)``: a scheduled run is one job per schedule and tick, so a tick caught up
+  after downtime, or planned twice, is enqueued once; :func:`last_tick` tells the scheduler
+  where it stopped.
+
+On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
+:data:`SCHEDULED`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
+
+from storage.handle import DatabaseHandle, insert_ignore
+from storage.schema import UtcDateTime
+
+#: What a job can be asked to do.
+KINDS = ("collect", "read", "events", "clock_sync", "disconnect", "reconnect")
+#: Kinds that change something on a meter: they need the operator role and an audit entry.
+COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync")
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATES = ("done", "failed", "cancelled")
+ORIGINS = ("schedule", "api", "cli")
+ON_DEMAND = 0
+SCHEDULED = 10
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    # What to do (day, channels, range, ...) and to which meters (None: the plan's fleet).
+    Column("params", JSON, nullable=False),
+    Column("meters", JSON),
+    Column("idempotency_key", String(128)),
+    Column("schedule", String(128)),
+    Column("tick", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    # Not started before this instant; no new session after ``deadline`` (the retry window).
+    Column("not_before", UtcDateTime),
+    Column("deadline", UtcDateTime),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("progress_done", Integer, nullable=False, default=0),
+    Column("progress_total", Integer, nullable=False, default=0),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("result", JSON),
+    Column("error", Text),
+    CheckConstraint(
+        "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_jobs_state"
+    ),
+    UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
+    UniqueConstraint("schedule", "tick", name="uq_jobs_schedule_tick"),
+)
+Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.id)
+
+
+def migrate(conn: Connection) -> None:
+    """Migration step: the job table."""
+    metadata.create_all(conn, checkfirst=True)
+
+
+class JobError(ValueError):
+    """A job request that cannot be accepted; the message names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class IdempotencyConflict(JobError):
+    """An idempotency key already used by a request with other parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What a caller asks for; see :data:`KINDS`."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    meters: Sequence[str] | None = None
+    origin: str = "api"
+    requested_by: str = "unknown"
+    priority: int = ON_DEMAND
+    idempotency_key: str | None = None
+    schedule: str | None = None
+    tick: datetime | None = None
+    not_before: datetime | None = None
+    deadline: datetime | None = None
+
+    def check(self) -> None:
+        if self.kind not in KINDS:
+            raise JobError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}", "kind")
+        if self.origin not in ORIGINS:
+            raise JobError(f"origin must be one of {', '.join(ORIGINS)}", "origin")
+        if self.meters is not None and (
+            not self.meters or not all(isinstance(m, str) and m for m in self.meters)
+        ):
+            raise JobError("meters must be a non-empty list of meter ids", "meters")
+        if (self.schedule is None) != (self.tick is None):
+            raise JobError("a scheduled job names both its schedule and its tick", "schedule")
+        if self.idempotency_key is not None and not 0 < len(self.idempotency_key) <= 128:
+            raise JobError("idempotency_key must be 1 to 128 characters", "idempotency_key")
+        try:
+            json.dumps(dict(self.params))
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"params must be JSON: {exc}", "params") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored."""
+
+    id: int
+    kind: str
+    state: str
+    priority: int
+    origin: str
+    requested_by: str
+    params: dict[str, Any]
+    meters: list[str] | None
+    idempotency_key: str | None
+    schedule: str | None
+    tick: datetime | None
+    created_at: datetime
+    not_before: datetime | None
+    deadline: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    progress_done: int
+    progress_total: int
+    cancel_requested: bool
+    result: Any
+    error: str | None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: instants as ISO 8601 UTC."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+_COLUMNS = [jobs.c[name] for name in JobRecord.__slots__]
+
+
+def _record(row: Any) -> JobRecord:
+    values = dict(zip(JobRecord.__slots__, row, strict=True))
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return JobRecord(**values)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _same_request(job: JobRecord, req: JobRequest) -> bool:
+    return (
+        job.kind == req.kind
+        and job.params == json.loads(json.dumps(dict(req.params)))
+        and job.meters == (list(req.meters) if req.meters is not None else None)
+    )
+
+
+def submit(
+    db: DatabaseHandle, req: JobRequest, now: datetime | None = None
+) -> tuple[JobRecord, bool]:
+    """Store ``req`` as a queued job; returns ``(job, created)``.
+
+    With an idempotency key or a schedule tick already stored, returns that job and
+    ``created=False``; a reused idempotency key with other parameters raises
+    :class:`IdempotencyConflict`.
+    """
+    req.check()
+    values = {
+        "kind": req.kind,
+        "state": "queued",
+        "priority": req.priority,
+        "origin": req.origin,
+        "requested_by": req.requested_by[:128],
+        "params": dict(req.params),
+        "meters": list(req.meters) if req.meters is not None else None,
+        "idempotency_key": req.idempotency_key,
+        "schedule": req.schedule,
+        "tick": req.tick,
+        "created_at": now or _now(),
+        "not_before": req.not_before,
+        "deadline": req.deadline,
+        "attempts": 0,
+        "progress_done": 0,
+        "progress_total": len(req.meters) if req.meters is not None else 0,
+        "cancel_requested": False,
+    }
+    with db.transaction() as conn:
+        job_id = conn.execute(
+            insert_ignore(db.dialect, jobs).values(**values).returning(jobs.c.id)
+        ).scalar()
+        created = job_id is not None
+        if created:
+            where = jobs.c.id == job_id
+        elif req.idempotency_key is not None:
+            where = jobs.c.idempotency_key == req.idempotency_key
+        else:
+            where = and_(jobs.c.schedule == req.schedule, jobs.c.tick == req.tick)
+        row = conn.execute(select(*_COLUMNS).where(where)).one()
+    job = _record(row)
+    if not created and req.idempotency_key is not None and not _same_request(job, req):
+        raise IdempotencyConflict(
+            f"idempotency_key {req.idempotency_key!r} was used by job {job.id} "
+            f"({job.kind} of other meters or parameters)",
+            "idempotency_key",
+        )
+    return job, created
+
+
+def get(db: DatabaseHandle, job_id: int) -> JobRecord | None:
+    rows = db.execute_read(select(*_COLUMNS).where(jobs.c.id == job_id))
+    return _record(rows[0]) if rows else None
+
+
+def list_jobs(
+    db: DatabaseHandle,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[JobRecord]:
+    """Newest first."""
+    stmt = select(*_COLUMNS).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+    if state is not None:
+        stmt = stmt.where(jobs.c.state == state)
+    if kind is not None:
+        stmt = stmt.where(jobs.c.kind == kind)
+    return [_record(r) for r in db.execute_read(stmt)]
+
+
+def queue_depth(db: DatabaseHandle) -> dict[str, int]:
+    """Queued jobs per kind."""
+    stmt = select(jobs.c.kind, func.count()).where(jobs.c.state == "queued").group_by(jobs.c.kind)
+    return {kind: int(n) for kind, n in db.execute_read(stmt)}
+
+
+def claim_next(
+    db: DatabaseHandle, now: datetime | None = None, *, kinds: Sequence[str] | None = None
+) -> JobRecord | None:
+    """Take the most urgent queued job that may start (``running``), or None.
+
+    Lowest priority number first, then oldest. The UPDATE is conditional on the job
+    still being queued, so a concurrent claim of the same job loses and tries the next.
+    """
+    at = now or _now()
+    ready = and_(
+        jobs.c.state == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= at)
+    )
+    if kinds is not None:
+        ready = and_(ready, jobs.c.kind.in_(list(kinds)))
+    for _ in range(10):
+        with db.transaction() as conn:
+            job_id = conn.execute(
+                select(jobs.c.id).where(ready).order_by(jobs.c.priority, jobs.c.id).limit(1)
+            ).scalar()
+            if job_id is None:
+                return None
+            won = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == "queued")
+                .values(state="running", started_at=at, attempts=jobs.c.attempts + 1)
+            ).rowcount
+            if won:
+                return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+    return None
+
+
+def next_start(db: DatabaseHandle) -> datetime | None:
+    """The earliest ``not_before`` of the queued jobs that wait for one (None: none wait)."""
+    stmt = select(func.min(jobs.c.not_before)).where(
+        jobs.c.state == "queued", jobs.c.not_before.is_not(None)
+    )
+    rows = db.execute_read(stmt)
+    value = rows[0][0] if rows else None
+    if isinstance(value, str):  # SQLite aggregates lose the column type
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
+
+
+def progress(db: DatabaseHandle, job_id: int, done: int, total: int) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(progress_done=done, progress_total=total)
+        )
+
+
+def finish(
+    db: DatabaseHandle,
+    job_id: int,
+    state: str,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> JobRecord:
+    """A running job ends (``done``, ``failed`` or ``cancelled``)."""
+    if state not in FINAL_STATES:
+        raise ValueError(f"a job finishes as one of {FINAL_STATES}, not {state!r}")
+    with db.transaction() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(
+                state=state,
+                result=result,
+                error=error[:4000] if error else None,
+                finished_at=now or _now(),
+            )
+        )
+        return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+
+
+def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobRecord | None:
+    """A queued job is cancelled at once; a running one is asked to stop (its runner ends it
+    as ``cancelled``); a finished one is left as it is. None: no such job."""
+    with db.transaction() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "queued")
+            .values(state="cancelled", finished_at=now or _now(), cancel_requested=True)
+        )
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running")
+            .values(cancel_requested=True)
+        )
+        row = conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one_or_none()
+    return _record(row) if row is not None else None
+
+
+def cancel_requested(db: DatabaseHandle, job_id: int) -> bool:
+    rows = db.execute_read(select(jobs.c.cancel_requested).where(jobs.c.id == job_id))
+    return bool(rows and rows[0][0])
+
+
+def recover(db: DatabaseHandle) -> list[int]:
+    """After a crash: every ``running`` job goes back to ``queued``; returns their ids.
+
+    Called once when the service starts, before any runner claims a job.
+    """
+    with db.transaction() as conn:
+        ids = [int(r[0]) for r in conn.execute(select(jobs.c.id).where(jobs.c.state == "running"))]
+        if ids:
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(state="queued"))
+    return ids
+
+
+def last_tick(db: DatabaseHandle, schedule: str) -> datetime | None:
+    """The latest tick enqueued for ``schedule`` (None: never)."""
+    rows = db.execute_read(select(func.max(jobs.c.tick)).where(jobs.c.schedule == schedule))
+    value = rows[0][0] if rows else None
+    if isinstance(value, str):  # SQLite aggregates lose the column type
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
