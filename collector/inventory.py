@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, TRANSPORTS
@@ -179,6 +180,11 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         )
     if auth == "lls" and ref is None:
         raise _RowError("authentication lls needs a password reference")
+    installed_text = row.get("installed_on", "")
+    try:
+        installed = date.fromisoformat(installed_text) if installed_text else None
+    except ValueError:
+        raise _RowError(f"installed_on {installed_text!r} is not a date (YYYY-MM-DD)") from None
     assert logical is not None and client_sap is not None
     return MeterRecord(
         meter_id=meter_id,
@@ -195,6 +201,7 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         station=row.get("station", "") or None,
         password_ref=ref,
         security_profile=profile,
+        installed_on=installed,
     )
 
 

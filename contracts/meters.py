@@ -30,6 +30,7 @@ INVENTORY_COLUMNS = (
     "area",
     "station",
     "security_profile",
+    "installed_on",
 )
 REQUIRED_COLUMNS = ("meter_id", "transport")
 #: The inventory security profile of meters read over HLS-GMAC with suite-0 ciphering.

@@ -27,8 +27,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -92,12 +94,26 @@ def _migration_4(conn: Connection) -> None:
     create_access_tables(conn)
 
 
+def _migration_5(conn: Connection) -> None:
+    """Version 5: meters.installed_on (inventory) and meters.enabled (the operator's switch).
+
+    Version 1 creates the meters table from the current metadata, so on a fresh database
+    the columns exist already; on one written by version 4 they are added.
+    """
+    have = {c["name"] for c in inspect(conn).get_columns("meters")}
+    if "installed_on" not in have:
+        conn.execute(text("ALTER TABLE meters ADD COLUMN installed_on DATE"))
+    if "enabled" not in have:
+        conn.execute(text("ALTER TABLE meters ADD COLUMN enabled BOOLEAN NOT NULL DEFAULT TRUE"))
+
+
 #: Migration steps in order; step i brings the schema from version i to i + 1.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -323,6 +339,7 @@ _PG_METER_TYPES = {
     "physical_address": "integer",
     "logical_address": "integer",
     "client_sap": "integer",
+    "installed_on": "date",
 }
 _PG_METER_UPSERT = text(
     f"INSERT INTO meters ({_METER_COLS}, created_at, updated_at) "
@@ -491,7 +508,10 @@ class Database:
                     c.execute(_PG_METER_UPSERT, {**arrays, "now": now})
             else:
                 stamp = _sqlite_ts(now)
-                rows = [(*rec, stamp, stamp) for rec in records]
+                rows = [
+                    (*rec[:-1], rec.installed_on and rec.installed_on.isoformat(), stamp, stamp)
+                    for rec in records
+                ]
                 for chunk in _chunks(rows, 20_000):
                     c.exec_driver_sql(_SQLITE_METER_UPSERT, list(chunk))
             return len(records) - existing, existing
@@ -502,15 +522,41 @@ class Database:
             with self._writer.begin() as own:
                 return run(own)
 
-    def meters(self, conn: Connection | None = None) -> list[MeterRecord]:
-        """Every meter of the inventory, ordered by id."""
+    def meters(
+        self, conn: Connection | None = None, *, enabled_only: bool = False
+    ) -> list[MeterRecord]:
+        """Every meter of the inventory (only the enabled ones with ``enabled_only``), by id."""
         cols = [schema.meters.c[f] for f in MeterRecord._fields]
         stmt = select(*cols).order_by(schema.meters.c.meter_id)
+        if enabled_only:
+            stmt = stmt.where(schema.meters.c.enabled.is_(True))
         if conn is not None:
             with self._guard("reading meters"):
                 return [MeterRecord(*row) for row in conn.execute(stmt)]
         with self._read() as own:
             return [MeterRecord(*row) for row in own.execute(stmt)]
+
+    def set_enabled(self, meter_ids: Sequence[str], enabled: bool) -> list[str]:
+        """Enable or disable meters; returns the ids that exist (the others are unknown)."""
+        t = schema.meters
+        ids = list(dict.fromkeys(meter_ids))
+        with self._guard("enabling meters"), self._writer.begin() as conn:
+            known = [
+                str(r[0]) for r in conn.execute(select(t.c.meter_id).where(t.c.meter_id.in_(ids)))
+            ]
+            if known:
+                conn.execute(
+                    update(t)
+                    .where(t.c.meter_id.in_(known))
+                    .values(enabled=enabled, updated_at=datetime.now(UTC))
+                )
+        return sorted(known)
+
+    def disabled_meter_ids(self) -> set[str]:
+        """The meters an operator disabled (neither read nor expected)."""
+        t = schema.meters
+        with self._read() as conn:
+            return {str(r[0]) for r in conn.execute(select(t.c.meter_id).where(~t.c.enabled))}
 
     def get_meter(self, meter_id: str) -> MeterRecord | None:
         """One meter of the inventory, or None."""

@@ -100,6 +100,8 @@ class MeterRecord(NamedTuple):
     station: str | None = None
     security_profile: str | None = None
     password_ref: str | None = None
+    #: Days before this one are "not expected" in the success rate (None: always there).
+    installed_on: date | None = None
 
 
 class SessionWrite(NamedTuple):

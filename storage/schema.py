@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -97,6 +99,11 @@ meters = Table(
     Column("extra", JSON),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Version 5: the day the meter was installed (days before it are not expected), and the
+    # operator's switch (a disabled meter is neither read nor expected; an inventory
+    # re-import leaves it as the operator set it).
+    Column("installed_on", Date),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
     CheckConstraint("transport IN ('tcp', 'hdlc-tcp', 'serial')", name="ck_meters_transport"),
     CheckConstraint(
         "authentication IN ('none', 'lls', 'hls-gmac')", name="ck_meters_authentication"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,13 @@ def test_large_import(db: Database, tmp_path: Path) -> None:
     assert elapsed < 10
     again = import_inventory(db, path)
     assert (again.inserted, again.updated) == (0, n)
+
+
+def test_installed_on_column(tmp_path: Path) -> None:
+    path = tmp_path / "i.csv"
+    path.write_text("meter_id,transport,host,installed_on\nA,tcp,h,2024-03-05\nB,tcp,h,\n")
+    a, b = parse_inventory(path)
+    assert a.installed_on == date(2024, 3, 5) and b.installed_on is None
+    path.write_text("meter_id,transport,host,installed_on\nA,tcp,h,5.3.2024\n")
+    with pytest.raises(InventoryError, match=r"installed_on '5.3.2024' is not a date"):
+        parse_inventory(path)

@@ -411,3 +411,34 @@ def test_store_sessions_is_all_or_nothing(db: Database) -> None:
     with pytest.raises(ValueError, match="outcome"):
         db.store_sessions([session_write("M000001", outcome="great")])
     assert db.store_sessions([good]) == [96]
+
+
+def test_installed_on_and_enabled_round_trip(db: Database) -> None:
+    fresh = meter(1)._replace(installed_on=date(2024, 3, 5))
+    db.upsert_meters([fresh, meter(2)])
+    assert db.get_meter("M000001") == fresh
+    assert db.set_enabled(["M000002", "NOPE"], False) == ["M000002"]
+    assert db.disabled_meter_ids() == {"M000002"}
+    assert [m.meter_id for m in db.meters(enabled_only=True)] == ["M000001"]
+    # a re-import of the inventory leaves the operator's switch alone
+    db.upsert_meters([meter(2)])
+    assert db.disabled_meter_ids() == {"M000002"}
+    db.set_enabled(["M000002"], True)
+    assert db.disabled_meter_ids() == set()
+
+
+def test_version_4_database_upgrades_keeping_its_meters(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    with open_database(path) as db:
+        db.upsert_meters([meter(1), meter(2)])
+    con = sqlite3.connect(path)
+    # what version 4 wrote: the meters table without the version-5 columns
+    con.execute("ALTER TABLE meters DROP COLUMN installed_on")
+    con.execute("ALTER TABLE meters DROP COLUMN enabled")
+    con.execute("UPDATE schema_version SET version = 4")
+    con.commit()
+    con.close()
+    with open_database(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        assert [m.meter_id for m in db.meters(enabled_only=True)] == ["M000001", "M000002"]
+        assert db.get_meter("M000001") == meter(1)
