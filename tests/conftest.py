@@ -10,10 +10,12 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
 import pytest
+from http_service import ApiService, open_api_service
 
 PG_HOST = os.environ.get("HES_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HES_TEST_PG_PORT", "5432"))
@@ -82,3 +84,10 @@ def mqtt_broker() -> tuple[str, int]:
     except OSError as exc:
         _service_missing(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
     return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def api_service(tmp_path: Path) -> Iterator[ApiService]:
+    """The API over real HTTP (uvicorn on loopback) with a reader and an operator token."""
+    with open_api_service(tmp_path) as service:
+        yield service
