@@ -18,6 +18,17 @@ Two keys make submission idempotent:
 
 On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
 :data:`SCHEDULED`.
+
+What each kind takes (``params``; ``meters`` None means every enabled meter the plan reads;
+:meth:`JobRequest.check` refuses anything else, naming the field):
+
+* ``collect`` ``{"day": "YYYY-MM-DD", "group": name?}``: the day's profile and registers, and
+  the gaps of the group's back-days (the scheduled daily run; on demand, "re-read a day");
+* ``read`` (meters required) ``{"registers": bool = true, "clock": bool = true,
+  "profile": {"from": ISO instant, "to": ISO instant}?}``: read now and store;
+* ``events`` ``{}``: the event logs since the last stored entry (outages derived);
+* ``clock_sync`` ``{}``: check each clock, correct it past the threshold;
+* ``disconnect`` / ``reconnect`` (meters required) ``{}``: switch the relay, read it back.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -153,6 +164,70 @@ class JobRequest:
             json.dumps(dict(self.params))
         except (TypeError, ValueError) as exc:
             raise JobError(f"params must be JSON: {exc}", "params") from exc
+        check_params(self.kind, self.params, self.meters)
+
+
+#: The parameters each kind accepts, and their JSON types.
+PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "collect": {"day": str, "group": str},
+    "read": {"registers": bool, "clock": bool, "profile": dict},
+    "events": {},
+    "clock_sync": {},
+    "disconnect": {},
+    "reconnect": {},
+}
+#: Kinds that act on named meters only (never on the whole fleet by accident).
+NEEDS_METERS = ("read", "disconnect", "reconnect")
+
+
+def _instant(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise JobError(f"{field} must be an ISO 8601 instant", field)
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        raise JobError(f"{field} {value!r} is not an ISO 8601 instant", field) from None
+    if instant.tzinfo is None:
+        raise JobError(f"{field} {value!r} needs a UTC offset (e.g. Z or +08:00)", field)
+    return instant
+
+
+def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | None) -> None:
+    """Refuse parameters a kind does not take (JobError names ``params.<key>``)."""
+    allowed = PARAMS[kind]
+    for key, value in params.items():
+        if key not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise JobError(
+                f"{kind} takes no parameter {key!r} (it takes: {known})", f"params.{key}"
+            )
+        if not isinstance(value, allowed[key]):
+            raise JobError(f"params.{key} has the wrong type", f"params.{key}")
+    if kind in NEEDS_METERS and meters is None:
+        raise JobError(f"{kind} needs the meters it acts on", "meters")
+    if kind == "collect":
+        if "day" not in params:
+            raise JobError("collect needs params.day (YYYY-MM-DD)", "params.day")
+        try:
+            date.fromisoformat(params["day"])
+        except ValueError:
+            raise JobError(
+                f"params.day {params['day']!r} is not a date (YYYY-MM-DD)", "params.day"
+            ) from None
+    if kind == "read" and "profile" in params:
+        window = params["profile"]
+        unknown = set(window) - {"from", "to"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise JobError(
+                f"params.profile takes from and to, not {name!r}", f"params.profile.{name}"
+            )
+        start = _instant(window.get("from"), "params.profile.from")
+        end = _instant(window.get("to"), "params.profile.to")
+        if end <= start:
+            raise JobError(
+                "params.profile.to must be after params.profile.from", "params.profile.to"
+            )
 
 
 @dataclass(frozen=True, slots=True)

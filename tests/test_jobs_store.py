@@ -28,11 +28,11 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def test_submit_and_get(db: Database) -> None:
-    job, created = jobs.submit(db, JobRequest("read", {"what": ["registers"]}, ["M1", "M2"]), T0)
+    job, created = jobs.submit(db, JobRequest("read", {"registers": True}, ["M1", "M2"]), T0)
     assert created and job.state == "queued" and job.progress_total == 2
     again = jobs.get(db, job.id)
     assert again == job
-    assert again is not None and again.created_at == T0 and again.params == {"what": ["registers"]}
+    assert again is not None and again.created_at == T0 and again.params == {"registers": True}
     assert jobs.get(db, job.id + 1000) is None
 
 
@@ -71,12 +71,47 @@ def test_bad_requests_name_the_field(db: Database) -> None:
         jobs.submit(db, JobRequest("read", meters=[]))
     assert err.value.field == "meters"
     with pytest.raises(JobError) as err:
-        jobs.submit(db, JobRequest("read", {"x": object()}))
+        jobs.submit(db, JobRequest("read", {"x": object()}, ["M1"]))
     assert err.value.field == "params"
 
 
+@pytest.mark.parametrize(
+    ("kind", "params", "meters", "field"),
+    [
+        ("read", {"what": 1}, ["M1"], "params.what"),
+        ("read", {"registers": "yes"}, ["M1"], "params.registers"),
+        ("read", {}, None, "meters"),
+        ("disconnect", {}, None, "meters"),
+        ("collect", {}, None, "params.day"),
+        ("collect", {"day": "21.11.2026"}, None, "params.day"),
+        ("read", {"profile": {"from": "2026-11-21T00:00Z"}}, ["M1"], "params.profile.to"),
+        (
+            "read",
+            {"profile": {"from": "2026-11-21T00:00", "to": "x"}},
+            ["M1"],
+            "params.profile.from",
+        ),
+        (
+            "read",
+            {"profile": {"from": "2026-11-21T01:00Z", "to": "2026-11-21T00:00Z"}},
+            ["M1"],
+            "params.profile.to",
+        ),
+        ("read", {"profile": {"from": "a", "to": "b", "step": 1}}, ["M1"], "params.profile.step"),
+    ],
+)
+def test_params_are_checked_per_kind(
+    db: Database, kind: str, params: dict[str, object], meters: list[str] | None, field: str
+) -> None:
+    with pytest.raises(JobError) as err:
+        jobs.submit(db, JobRequest(kind, params, meters))
+    assert err.value.field == field
+
+
 def test_claim_order_priority_then_age_and_not_before(db: Database) -> None:
-    bg, _ = jobs.submit(db, JobRequest("collect", origin="schedule", priority=jobs.SCHEDULED))
+    bg, _ = jobs.submit(
+        db, JobRequest("collect", {"day": "2026-11-21"}, origin="schedule", priority=jobs.SCHEDULED)
+    )
     later, _ = jobs.submit(
         db, JobRequest("read", meters=["M1"], not_before=T0 + timedelta(hours=1))
     )
