@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,35 @@ from collector.report_plot import PlotError, check_png_path, plot_load_curve, pl
 from storage.database import Database
 from storage.errors import StorageError
 from storage.gaps import day_window
+from storage.report import DayRate, day_rate
+
+
+def judged_on(plan: Plan) -> tuple[list[str], int]:
+    """The channels and the profile period a day is judged on: the plan's.
+
+    Never what happens to be stored: a fresh database where every read failed holds no
+    channel at all, and judging on stored channels would call that night 100 %.
+    """
+    channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
+    return channels, plan.groups[0].profile.period_s
+
+
+def plan_daily_report(db: Database, plan: Plan, day: date, worst: int = 10) -> dict[str, Any]:
+    """:func:`storage.report.daily_report` of ``day`` judged on ``plan`` (in its zone)."""
+    channels, period_s = judged_on(plan)
+    return db.daily_report(day, channels, period_s=period_s, tz=plan.tz, worst=worst)
+
+
+def plan_success_rates(db: Database, plan: Plan, last_day: date, days: int) -> list[DayRate]:
+    """:func:`storage.report.success_rates` judged on ``plan``, oldest first."""
+    channels, period_s = judged_on(plan)
+    return db.success_rates(last_day, days, channels, period_s=period_s, tz=plan.tz)
+
+
+def collection_day(plan: Plan, now: datetime | None = None) -> date:
+    """The day the head-end collects today: yesterday in the plan's zone (a day's profile is
+    only whole after its midnight), the day ``hes collect`` reads by default."""
+    return (now or datetime.now(UTC)).astimezone(plan.tz).date() - timedelta(days=1)
 
 
 def report_command(
@@ -69,27 +98,18 @@ def report_command(
     except PlanError as exc:
         raise fail(str(exc)) from None
     the_day = parse_day(report_date, plan, "--date")
-    # The channels a day is judged on come from the plan (the built-in one without --config),
-    # never from what happens to be stored: a fresh database where every read failed holds no
-    # channel at all, and judging on stored channels would call that night 100 %.
-    channels = list(dict.fromkeys(c for g in plan.groups for c in g.channels))
-    period_s = plan.groups[0].profile.period_s
     written: Path | None = None
     database = open_db(db)
     try:
-        data = database.daily_report(the_day, channels, period_s=period_s, tz=plan.tz, worst=worst)
+        data = plan_daily_report(database, plan, the_day, worst)
         if plot is not None and meter is not None:
             written = _plot_meter(database, plot, plan, meter, channel, the_day, days or 1)
         elif plot is not None:
             n = days or 14
-            series: list[tuple[date, float | None, int, int]] = []
+            series: list[DayRate] = []
             if n > 1:  # the days before --date; --date itself is the report just made
-                series = database.success_rates(
-                    the_day - timedelta(days=1), n - 1, channels, period_s=period_s, tz=plan.tz
-                )
-            series.append(
-                (the_day, data["success_rate"], data["complete_meters"], data["expected_meters"])
-            )
+                series = plan_success_rates(database, plan, the_day - timedelta(days=1), n - 1)
+            series.append(day_rate(data))
             written = plot_success_rate(series, plot)
     except StorageError as exc:
         raise fail(str(exc), 1) from None
@@ -148,17 +168,24 @@ def _plot_meter(
     )
 
 
+def _percent(rate: float | None, digits: int = 3) -> str:
+    return "no data" if rate is None else f"{100 * rate:.{digits}f} %"
+
+
 def _print_report(data: dict[str, Any]) -> None:
     console = Console()
-    rate = data["success_rate"]
     head = Table(title=f"hes collection report {data['day']}", show_header=False)
     head.add_column("figure")
     head.add_column("value", justify="right")
     head.add_row("meters expected", str(data["expected_meters"]))
+    head.add_row(
+        "meters not expected (disabled, not yet installed)", str(data["not_expected_meters"])
+    )
     head.add_row("meters complete", str(data["complete_meters"]))
     head.add_row("meters failed (tried, incomplete)", str(data["failed_meters"]))
     head.add_row("meters not collected (never tried)", str(data["not_collected_meters"]))
-    head.add_row("success rate", "-" if rate is None else f"{100 * rate:.3f} %")
+    head.add_row("success rate (final, after re-reads)", _percent(data["success_rate"]))
+    head.add_row("first-pass rate (complete after one session)", _percent(data["first_pass_rate"]))
     head.add_row("intervals expected", str(data["intervals_expected"]))
     head.add_row("intervals missing", str(data["intervals_missing"]))
     for outcome, n in sorted(data["attempts_by_outcome"].items()):
@@ -167,24 +194,43 @@ def _print_report(data: dict[str, Any]) -> None:
     _counts(console, "failed attempts by error class", data["failures_by_error_class"])
     _counts(console, "incomplete meters by last error", data["incomplete_by_last_error_class"])
     groups = Table(title="by area")
-    for col in ("area", "expected", "complete", "success rate", "intervals missing"):
+    columns = (
+        "area",
+        "expected",
+        "complete",
+        "failed",
+        "not collected",
+        "not expected",
+        "first pass",
+        "success rate",
+        "intervals missing",
+    )
+    for col in columns:
         groups.add_column(col, justify="left" if col == "area" else "right")
     for area, g in data["by_area"].items():
         groups.add_row(
             area or "-",
             str(g["expected"]),
             str(g["complete"]),
-            f"{100 * g['success_rate']:.2f} %",
+            str(g["failed"]),
+            str(g["not_collected"]),
+            str(g["not_expected"]),
+            _percent(g["first_pass_rate"], 2),
+            _percent(g["success_rate"], 2),
             str(g["intervals_missing"]),
         )
     console.print(groups)
     if data["by_link"]:
         links = Table(title="links with incomplete meters")
-        for col in ("link", "expected", "incomplete", "intervals missing"):
+        for col in ("link", "expected", "failed", "not collected", "intervals missing"):
             links.add_column(col)
         for link, g in data["by_link"].items():
             links.add_row(
-                link, str(g["expected"]), str(g["incomplete"]), str(g["intervals_missing"])
+                link,
+                str(g["expected"]),
+                str(g["failed"]),
+                str(g["not_collected"]),
+                str(g["intervals_missing"]),
             )
         console.print(links)
     if data["worst_meters"]:

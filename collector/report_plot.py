@@ -14,11 +14,12 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from protocols.cosem import UNIT_NAMES
 from storage.gaps import epoch, expected_epochs, from_epoch, group_missing, missing_epochs
 from storage.records import IntervalRead
+from storage.report import DayRate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,18 +32,6 @@ _DPI = 100
 
 class PlotError(Exception):
     """A plot could not be written (bad path, nothing to plot); the message says why."""
-
-
-class DaySuccess(NamedTuple):
-    """One day of the success-rate series, as :func:`storage.report.daily_report` counts it.
-
-    ``success_rate`` is None when no meter was expected (empty inventory).
-    """
-
-    day: date
-    success_rate: float | None
-    complete_meters: int
-    expected_meters: int
 
 
 def check_png_path(path: str | os.PathLike[str]) -> Path:
@@ -150,11 +139,11 @@ def _num(ts: datetime) -> float:
     return float(date2num(ts))
 
 
-def _new_figure() -> Figure:
+def _new_figure(size_in: tuple[float, float] = _SIZE_IN) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=_SIZE_IN, dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=size_in, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -168,29 +157,39 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def plot_success_rate(
-    days: Sequence[tuple[date, float | None, int, int]],
-    path: str | os.PathLike[str],
-    *,
-    target: float = SUCCESS_TARGET,
-) -> Path:
-    """Write the collection success rate per day (``days``: DaySuccess-like tuples) to a PNG.
+def success_figure(days: Sequence[DayRate], *, target: float = SUCCESS_TARGET) -> Figure:
+    """The success-rate plot of ``days`` as a matplotlib Figure (not yet written).
 
-    Days below ``target`` are drawn in red, labelled complete/expected up to a month; a day without
-    expected meters is a gap. Returns the path written.
+    Top: the final success rate per day (green on target, red below it, labelled
+    complete/expected up to a month) and the first-pass rate (dashed), over a y axis zoomed
+    to what was reached. Bottom: the incomplete meters of each day, *failed* (tried) stacked
+    under *not collected* (never tried), so a stopped collector is not mistaken for
+    unreachable meters. A day without expected meters is labelled "no data" in both panels,
+    never drawn as 0 or 100 %.
     """
     if not days:
         raise PlotError("no day to plot")
     from matplotlib.dates import AutoDateLocator, DateFormatter, DayLocator
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    series = sorted((DaySuccess(*d) for d in days), key=lambda d: d.day)
+    series = sorted((DayRate(*d) for d in days), key=lambda d: d.day)
     xs = [_num(datetime.combine(d.day, time(0), UTC)) for d in series]
     ys = [math.nan if d.success_rate is None else d.success_rate for d in series]
+    first = [math.nan if d.first_pass_rate is None else d.first_pass_rate for d in series]
+    few = len(series) <= 31  # beyond a month, per-day labels are clutter
 
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    ax.plot(xs, ys, color="tab:blue", linewidth=1.5, zorder=2)
+    fig = _new_figure((_SIZE_IN[0], _SIZE_IN[1] * 1.35))
+    ax, bars = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    ax.plot(xs, ys, color="tab:blue", linewidth=1.5, zorder=2, label="final (after re-reads)")
+    ax.plot(
+        xs,
+        first,
+        color="tab:purple",
+        linestyle="--",
+        linewidth=1.0,
+        zorder=2,
+        label="first pass",
+    )
     ok = [(x, y) for x, y in zip(xs, ys, strict=True) if not math.isnan(y) and y >= target]
     low = [
         (x, y, d)
@@ -201,9 +200,9 @@ def plot_success_rate(
         ax.scatter([p[0] for p in ok], [p[1] for p in ok], color="tab:green", zorder=3, s=25)
     if low:
         ax.scatter([p[0] for p in low], [p[1] for p in low], color="tab:red", zorder=3, s=25)
-        for x, y, d in low if len(series) <= 31 else ():  # beyond a month: clutter
+        for x, y, d in low if few else ():
             ax.annotate(
-                f"{d.complete_meters}/{d.expected_meters}",
+                f"{d.complete}/{d.expected}",
                 (x, y),
                 textcoords="offset points",
                 xytext=(0, -12),
@@ -211,18 +210,7 @@ def plot_success_rate(
                 fontsize=7,
                 color="tab:red",
             )
-    for x, d in zip(xs, series, strict=True):
-        if d.success_rate is None:
-            ax.annotate(
-                "no meters",
-                (x, 1.0),
-                textcoords="offset points",
-                xytext=(0, -12),
-                ha="center",
-                fontsize=7,
-                color="gray",
-            )
-    ax.axhline(target, color="tab:orange", linestyle="--", linewidth=1, zorder=1)
+    ax.axhline(target, color="tab:orange", linestyle=":", linewidth=1, zorder=1)
     ax.annotate(
         f"target {100 * target:g} %",
         (0.0, target),
@@ -232,26 +220,63 @@ def plot_success_rate(
         fontsize=8,
         color="tab:orange",
     )
-    known = [y for y in ys if not math.isnan(y)]
+    known = [y for y in (*ys, *first) if not math.isnan(y)]
     lo = min([*known, target])
     pad = max((1.0 - lo) * 0.15, 0.00002)
     ax.set_ylim(lo - pad, 1.0 + pad)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)  # date numbers count days
-    if len(xs) <= 31:
-        ax.xaxis.set_major_locator(DayLocator(interval=max(1, math.ceil(len(xs) / 16)), tz=UTC))
+    ax.set_ylabel("meters complete")
+    ax.legend(loc="lower left", fontsize=7)
+    ax.grid(True, linewidth=0.3)
+
+    failed = [d.failed for d in series]
+    not_collected = [d.not_collected for d in series]
+    bars.bar(xs, failed, width=0.8, color="tab:red", label="failed (tried)")
+    bars.bar(xs, not_collected, width=0.8, bottom=failed, color="tab:gray", label="not collected")
+    for x, d in zip(xs, series, strict=True):
+        if d.success_rate is not None:
+            continue
+        for panel in (ax, bars):
+            panel.axvspan(x - 0.4, x + 0.4, color="0.9", zorder=0, linewidth=0)
+            panel.annotate(
+                "no data",
+                (x, 0.5),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="center",
+                rotation=90,
+                fontsize=7,
+                color="gray",
+            )
+    bars.set_ylabel("meters incomplete")
+    bars.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    bars.set_ylim(0, max([1, *(f + n for f, n in zip(failed, not_collected, strict=True))]) * 1.15)
+    bars.legend(loc="upper left", fontsize=7)
+    bars.grid(True, axis="y", linewidth=0.3)
+
+    bars.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)  # date numbers count days
+    if few:
+        bars.xaxis.set_major_locator(DayLocator(interval=max(1, math.ceil(len(xs) / 16)), tz=UTC))
     else:
-        ax.xaxis.set_major_locator(AutoDateLocator(tz=UTC))
-    ax.xaxis.set_major_formatter(DateFormatter("%m-%d", tz=UTC))
-    ax.set_ylabel("success rate (meters complete)")
-    ax.set_xlabel("collection day")
+        bars.xaxis.set_major_locator(AutoDateLocator(tz=UTC))
+    bars.xaxis.set_major_formatter(DateFormatter("%m-%d", tz=UTC))
+    bars.set_xlabel("collection day")
     n = len(series)
     ax.set_title(
         f"hes collection success rate, {_day_range(series[0].day, series[-1].day)} "
         f"({n} day{'s' if n != 1 else ''})"
     )
-    ax.grid(True, linewidth=0.3)
-    return _save(fig, path)
+    return fig
+
+
+def plot_success_rate(
+    days: Sequence[DayRate],
+    path: str | os.PathLike[str],
+    *,
+    target: float = SUCCESS_TARGET,
+) -> Path:
+    """Write :func:`success_figure` of ``days`` to a PNG; returns the path written."""
+    return _save(success_figure(days, target=target), path)
 
 
 def plot_load_curve(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -62,6 +62,9 @@ from storage.records import (
     RegisterRead,
     SessionWrite,
 )
+
+if TYPE_CHECKING:
+    from storage.report import DayRate
 
 __all__ = ["SCHEMA_VERSION", "Database", "StorageError", "open_database"]
 
@@ -864,8 +867,8 @@ class Database:
         *,
         period_s: int = 900,
         tz: tzinfo = UTC,
-    ) -> list[tuple[date, float | None, int, int]]:
-        """Success rate per day; see :func:`storage.report.success_rates`."""
+    ) -> list[DayRate]:
+        """Success and first-pass rate per day; see :func:`storage.report.success_rates`."""
         from storage.report import success_rates
 
         return success_rates(self, last_day, days, channels, period_s=period_s, tz=tz)

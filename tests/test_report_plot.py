@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -28,12 +29,13 @@ from collector.report_plot import (
     plot_load_curve,
     plot_success_rate,
     scaled,
+    success_figure,
     unit_label,
 )
 from storage.database import Database, open_database
 from storage.gaps import day_window
 from storage.records import Attempt, Channel, IntervalRead, MeterRecord
-from storage.report import success_rates
+from storage.report import DayRate, success_rates
 
 CH = "1.0.1.8.0.255"  # the built-in plan's first channel
 CH2 = "1.0.2.8.0.255"
@@ -110,20 +112,33 @@ def db(db_path: Path) -> Iterator[Database]:
 
 def test_success_series_equals_daily_report(db: Database) -> None:
     series = success_rates(db, D2, 4, [CH])
-    assert [s[0] for s in series] == [D0 - timedelta(days=1), D0, D1, D2]
-    assert series[1:] == [(D0, 1.0, 4, 4), (D1, 0.75, 3, 4), (D2, 0.5, 2, 4)]
-    assert series[0] == (D0 - timedelta(days=1), 0.0, 0, 4)
-    for day, rate, complete, expected in series:
-        report = db.daily_report(day, [CH])
-        assert rate == report["success_rate"]
-        assert complete == report["complete_meters"]
-        assert expected == report["expected_meters"]
+    assert [s.day for s in series] == [D0 - timedelta(days=1), D0, D1, D2]
+    # D0 complete without an attempt of its own (no first pass); D1 M2 tried and incomplete;
+    # D2 M1 complete on its one ok session, M3 failed, M4 never tried.
+    assert series[1:] == [
+        DayRate(D0, 1.0, 0.0, 4, 4, 0, 0, 0),
+        DayRate(D1, 0.75, 0.0, 3, 4, 1, 0, 0),
+        DayRate(D2, 0.5, 0.25, 2, 4, 1, 1, 0),
+    ]
+    assert series[0] == DayRate(D0 - timedelta(days=1), 0.0, 0.0, 0, 4, 0, 4, 0)
+    for row in series:
+        report = db.daily_report(row.day, [CH])
+        assert row.success_rate == report["success_rate"]
+        assert row.first_pass_rate == report["first_pass_rate"]
+        assert row.complete == report["complete_meters"]
+        assert row.expected == report["expected_meters"]
+        assert row.failed == report["failed_meters"]
+        assert row.not_collected == report["not_collected_meters"]
+        assert row.as_dict()["day"] == row.day.isoformat()
     assert db.success_rates(D2, 4, [CH]) == series
 
 
 def test_success_series_empty_inventory(tmp_path: Path) -> None:
     with open_database(tmp_path / "empty.db") as empty:
-        assert success_rates(empty, D2, 2, [CH]) == [(D1, None, 0, 0), (D2, None, 0, 0)]
+        assert success_rates(empty, D2, 2, [CH]) == [
+            DayRate(D1, None, None, 0, 0, 0, 0, 0),
+            DayRate(D2, None, None, 0, 0, 0, 0, 0),
+        ]
         with pytest.raises(ValueError, match="days"):
             success_rates(empty, D2, 0, [CH])
 
@@ -180,11 +195,47 @@ def test_plot_success_rate_png(db: Database, tmp_path: Path) -> None:
     assert out == tmp_path / "rate.png"
     assert_png(out)
     # all days on target, a single day, a day without meters: still a valid plot
-    assert_png(plot_success_rate([(D0, 1.0, 4, 4)], tmp_path / "one.png"))
-    assert_png(plot_success_rate([(D0, None, 0, 0), (D1, 1.0, 1, 1)], tmp_path / "none.png"))
+    assert_png(plot_success_rate([DayRate(D0, 1.0, 1.0, 4, 4, 0, 0, 0)], tmp_path / "one.png"))
+    assert_png(
+        plot_success_rate(
+            [DayRate(D0, None, None, 0, 0, 0, 0, 3), DayRate(D1, 1.0, 1.0, 1, 1, 0, 0, 0)],
+            tmp_path / "none.png",
+        )
+    )
     assert SUCCESS_TARGET == 0.9999
     with pytest.raises(PlotError, match="no day"):
         plot_success_rate([], tmp_path / "empty.png")
+
+
+def _texts(ax: Any) -> list[tuple[float, str]]:
+    return [(t.xy[0], t.get_text()) for t in ax.texts]
+
+
+def test_success_figure_tells_failed_from_not_collected_and_says_no_data(db: Database) -> None:
+    """The bars stack failed (tried) under not collected (never tried), per day; the rates
+    of a day without expected meters are not drawn (no 0 or 100 % point) but labelled."""
+    series = [
+        *success_rates(db, D2, 3, [CH]),
+        DayRate(D2 + timedelta(days=1), *[None] * 2, *[0] * 5),
+    ]
+    fig = success_figure(series)
+    rates, bars = fig.axes
+    failed, not_collected = bars.containers
+    assert failed.get_label() == "failed (tried)"
+    assert not_collected.get_label() == "not collected"
+    assert [p.get_height() for p in failed] == [0, 1, 1, 0]
+    assert [p.get_height() for p in not_collected] == [0, 0, 1, 0]
+    # not collected sits on top of failed
+    assert [p.get_y() for p in not_collected] == [0, 1, 1, 0]
+    final, first = rates.lines[0], rates.lines[1]
+    assert list(final.get_ydata())[:3] == [1.0, 0.75, 0.5]
+    assert list(first.get_ydata())[:3] == [0.0, 0.0, 0.25]
+    assert math.isnan(final.get_ydata()[3]) and math.isnan(first.get_ydata()[3])
+    last_x = final.get_xdata()[3]
+    for panel in (rates, bars):
+        assert (last_x, "no data") in _texts(panel)
+        assert [text for _, text in _texts(panel)].count("no data") == 1
+    assert (final.get_xdata()[2], "2/4") in _texts(rates)  # below target: complete/expected
 
 
 def test_plot_load_curve_png(db: Database, tmp_path: Path) -> None:
@@ -212,7 +263,7 @@ def test_png_path_checks(tmp_path: Path) -> None:
     with pytest.raises(PlotError, match="is a directory"):
         check_png_path(tmp_path / "dir.png")
     with pytest.raises(PlotError, match="cannot write"):
-        plot_success_rate([(D0, 1.0, 1, 1)], tmp_path / "dir.png")
+        plot_success_rate([DayRate(D0, 1.0, 1.0, 1, 1, 0, 0, 0)], tmp_path / "dir.png")
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -244,9 +295,9 @@ def test_cli_success_series_is_the_daily_reports(
 ) -> None:
     import app.report
 
-    seen: list[list[tuple[date, float | None, int, int]]] = []
+    seen: list[list[DayRate]] = []
 
-    def capture(days: list[tuple[date, float | None, int, int]], path: Path) -> Path:
+    def capture(days: list[DayRate], path: Path) -> Path:
         seen.append(list(days))
         return path
 
@@ -259,7 +310,7 @@ def test_cli_success_series_is_the_daily_reports(
         assert code == 0, err
     with open_database(db_path) as database:
         assert seen == [success_rates(database, D2, 1), success_rates(database, D2, 4)]
-        assert seen[1][-1] == (D2, 0.5, 2, 4)
+        assert seen[1][-1] == DayRate(D2, 0.5, 0.25, 2, 4, 1, 1, 0)
 
 
 def test_cli_success_plot_json_stays_json(db_path: Path, tmp_path: Path) -> None:
@@ -410,3 +461,4 @@ def test_report_tells_not_collected_apart_from_failed(db_path: Path) -> None:
     code, table, err = report(db_path, "--date", D2.isoformat())
     assert code == 0, err
     assert "meters not collected (never tried)" in table and "not collected" in table
+    assert "first-pass rate" in table and "meters not expected" in table
