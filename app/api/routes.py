@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.metrics import router as metrics_router
 from app.api.reports import router as reports_router
 
 ROUTERS: list[APIRouter] = []
 
-# The KPI: reports (reader role).
-ROUTERS += [reports_router]
+# The KPI: reports (reader role), Prometheus metrics.
+ROUTERS += [reports_router, metrics_router]
