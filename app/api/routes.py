@@ -6,8 +6,9 @@ from fastapi import APIRouter
 
 from app.api.metrics import router as metrics_router
 from app.api.reports import router as reports_router
+from app.api.status import router as status_router
 
 ROUTERS: list[APIRouter] = []
 
-# The KPI: reports (reader role), Prometheus metrics.
-ROUTERS += [reports_router, metrics_router]
+# The KPI: reports (reader role), Prometheus metrics, the status page and its JSON.
+ROUTERS += [reports_router, metrics_router, status_router]
