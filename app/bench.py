@@ -24,7 +24,9 @@ def bench_command(
     ] = ROOT / "bench" / "results.json",
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="throughput, peers, gprs, buses, storage (repeat; default: all)"),
+        typer.Option(
+            help="throughput, peers, gprs, buses, storage, security, service (repeat; default: all)"
+        ),
     ] = None,
     scale: Annotated[
         float, typer.Option(min=0.0001, max=1.0, help="shrink every meter count by this factor")
@@ -56,6 +58,7 @@ def bench_command(
 ) -> None:
     """Run the load test (simulator fleet and collector as separate processes) and write
     the figures to JSON and a markdown table. Stops by itself; nothing is asserted."""
+    import bench.service_load  # noqa: F401  (registers scenario 7, the service)
     from bench.harness import SCENARIOS, SMOKE, Sizes, run_bench, write_results
 
     names = scenario or list(SCENARIOS)

@@ -68,7 +68,7 @@ A_PLUS = "1.0.1.8.0.255"
 CHANNELS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255")
 PERIOD_S = 900
 PG_BASE = os.environ.get("HES_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SCENARIOS = ("throughput", "peers", "gprs", "buses", "storage", "security")
+SCENARIOS: tuple[str, ...] = ("throughput", "peers", "gprs", "buses", "storage", "security")
 #: Seconds to wait for ``hes simulate`` to announce itself, and for it to stop on SIGTERM.
 ANNOUNCE_S = 120.0
 STOP_S = 60.0
@@ -1212,6 +1212,24 @@ RUNNERS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
 }
 
 
+#: Markdown sections of scenarios registered from their own modules (:func:`register`).
+EXTRA_MARKDOWN: list[Callable[[dict[str, Any]], list[str]]] = []
+
+
+def register(
+    name: str,
+    runner: Callable[[Sizes, Path], dict[str, Any]],
+    section: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """A scenario kept in a module of its own (``bench.service_load``): its runner and its
+    markdown section; the module imports this one, never the other way round."""
+    global SCENARIOS
+    RUNNERS[name] = runner
+    EXTRA_MARKDOWN.append(section)
+    if name not in SCENARIOS:
+        SCENARIOS = (*SCENARIOS, name)
+
+
 def run_bench(
     scenarios: Sequence[str],
     sizes: Sizes,
@@ -1445,6 +1463,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| success rate | {_pct(pl['success_rate'])} | {_pct(se['success_rate'])} | |",
             "",
         ]
+    for section in EXTRA_MARKDOWN:
+        lines += section(s)
     for name, figures in s.items():
         if "error" in figures:
             lines += [f"## {name}: failed", "", f"    {figures['error'][:500]}", ""]
