@@ -229,10 +229,19 @@ def cell_texts(page: Any, table: str) -> list[list[str]]:
 def test_the_page_shows_the_kpi_and_follows_the_database_without_reload(
     fleet: ApiService, browser_on: Browser
 ) -> None:
+    fleet.ctx.live = lambda: {
+        "schedules": [{"name": "default/profile", "last_tick": None, "next_tick": "00:05"}],
+        "links_busy": 1,
+    }
     page = browser_on.page
     page.goto(f"{browser_on.url}/?every=0.5")
     page.wait_for_function("document.getElementById('final-rate').textContent === '33.333 %'")
     assert page.text_content("#first-pass-rate") == "33.333 %"
+    live = dict((row[0], row[1]) for row in cell_texts(page, "live"))
+    assert live == {
+        "schedules": "name default/profile, last tick -, next tick 00:05",
+        "links busy": "1",
+    }
     assert page.text_content("#count-not-collected") == "1"
     page.wait_for_selector("#failing td:text-is('B1')")
     failing = {row[0]: row for row in cell_texts(page, "failing")}

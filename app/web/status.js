@@ -33,6 +33,16 @@
     return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : m ? `${m} min ${s % 60} s` : `${s} s`;
   }
 
+  // What the service loop reports, as one line: lists joined by "; ", objects as "key value".
+  function summary(value) {
+    if (value === null || value === undefined) return "-";
+    if (Array.isArray(value)) return value.length ? value.map(summary).join("; ") : "none";
+    if (typeof value === "object") {
+      return Object.entries(value).map(([k, v]) => `${k.replace(/_/g, " ")} ${summary(v)}`).join(", ");
+    }
+    return String(value);
+  }
+
   // A table cell: a string, or a Node (a bar), or {text, cls}.
   function cell(value) {
     const td = document.createElement("td");
@@ -167,8 +177,8 @@
       { text: c.error_class ? `${c.error_class}: ${c.error || ""}` : "-", cls: "wrap" },
     ], "no commands audited");
     fill("live", Object.entries(s.live), ([key, value]) => [
-      key,
-      typeof value === "object" ? JSON.stringify(value) : value,
+      key.replace(/_/g, " "),
+      { text: summary(value), cls: "wrap" },
     ], "nothing reported");
   }
 
