@@ -213,7 +213,7 @@ class Collector:
         started = time.monotonic()
         try:
             if meters is None:
-                meters = await self._db(self.db.meters)
+                meters = await self._db(lambda: self.db.meters(enabled_only=True))
             if any(m.security_profile == SECURE_PROFILE for m in meters):
                 # Raises KeyStoreError (no/bad master key) before any session starts.
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from app.api import audit, meters
+
+ROUTERS: list[APIRouter] = [meters.router, audit.router]
