@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import audit, meters
+from app.api import audit, meters, reads
 
-ROUTERS: list[APIRouter] = [meters.router, audit.router]
+ROUTERS: list[APIRouter] = [meters.router, reads.router, audit.router]
