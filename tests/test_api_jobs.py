@@ -57,7 +57,7 @@ def test_submit_queues_a_job_for_the_token(api: ApiService) -> None:
     assert (job["params"], job["meters"]) == ({"day": "2026-03-10"}, None)
     stored = jobs.get(api.db, job["id"])
     assert stored is not None and stored.as_dict() == job
-    assert trail(api) == [("prepayment", "jobs.submit", f"job {job['id']}", 201)]
+    assert trail(api) == [("prepayment", "jobs.submit", str(job["id"]), 201)]
     (entry,) = access.audit_entries(api.db)
     assert entry.detail["kind"] == "collect"
     assert entry.detail["created"] is True
@@ -298,3 +298,9 @@ def test_a_reader_is_refused_a_command_and_it_is_audited(api: ApiService, path: 
     (entry,) = access.audit_entries(api.db)
     assert (entry.actor, entry.target, entry.status) == ("billing-reader", "M1", 403)
     assert entry.action.startswith("meters.")
+
+
+def test_a_reader_is_refused_before_the_body_is_judged(api: ApiService) -> None:
+    r = submit(api, {"kind": "teleport"}, token=api.reader_token)
+    assert r.status_code == 403
+    assert trail(api) == [("billing-reader", "jobs.submit", None, 403)]

@@ -156,8 +156,8 @@ async def _submit(
     change.status = response.status_code = 201 if created else 200
     change.detail["job"] = job.id
     change.detail["created"] = created
-    if change.target is None:
-        change.target = f"job {job.id}"
+    if change.target is None:  # POST /api/jobs: the job is what changed (a command: its meter)
+        change.target = str(job.id)
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return job.as_dict()
 
