@@ -12,7 +12,9 @@ from app.ops import disconnect_command, listen_command, reconnect_command
 from app.read import read_command
 from app.report import report_command
 from app.security import keys_app
+from app.serve import serve_command
 from app.simulate import simulate_command
+from app.tokens import tokens_app
 
 app = typer.Typer(
     name="hes",
@@ -32,6 +34,8 @@ app.add_typer(keys_app, name="keys")
 app.command("disconnect")(disconnect_command)
 app.command("reconnect")(reconnect_command)
 app.command("listen")(listen_command)
+app.command("serve")(serve_command)
+app.add_typer(tokens_app, name="token")
 
 
 def main() -> None:

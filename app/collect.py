@@ -20,7 +20,6 @@ import asyncio
 import functools
 import gc
 import json
-import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -40,7 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.run import StopSignals
-from app.support import DbOption, fail, parse_day
+from app.support import DbOption, fail, parse_day, setup_json_log
 from collector.jobs import cap_incomplete
 from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
@@ -62,35 +61,6 @@ PROGRESS_INTERVAL_S = 0.25
 EXIT_FAIL_UNDER = 3
 #: Incomplete meters listed in the summary by default (``--worst``).
 DEFAULT_WORST = 20
-
-
-# -- logging ----------------------------------------------------------------------------------
-
-
-class JsonLines(logging.Formatter):
-    """One JSON object per record: time, level, event, and the event's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "pid": record.process,
-            "event": record.getMessage(),
-        }
-        out.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def _setup_logging(log_file: str | None) -> None:
-    logger = logging.getLogger("hes")
-    if log_file is None or any(isinstance(h, logging.FileHandler) for h in logger.handlers):
-        return
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(JsonLines())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 # -- collect ----------------------------------------------------------------------------------
@@ -269,7 +239,7 @@ def _shard_main(opts: CollectOptions, out: Any) -> None:
 
 
 def _shard_run(opts: CollectOptions, out: Any, signals: StopSignals) -> None:
-    _setup_logging(opts.log_file)
+    setup_json_log(opts.log_file)
     last = 0.0
 
     def progress(stats: RunStats) -> None:
@@ -555,7 +525,7 @@ def collect_command(
         master_key_file=str(master_key_file) if master_key_file is not None else None,
         worst=worst,
     )
-    _setup_logging(log_file)
+    setup_json_log(log_file)
     display = _Display(progress and sys.stderr.isatty())
     signum: int | None
     try:

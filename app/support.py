@@ -1,10 +1,12 @@
 """What the ``hes`` command modules share: the ``--db`` option, error exits, the database,
-the collection day."""
+the collection day, the JSON-lines log."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from typing import Annotated
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
 
 import typer
 
@@ -44,3 +46,30 @@ def parse_day(text: str | None, plan: Plan, what: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise fail(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, event, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_json_log(log_file: str | None) -> None:
+    """The ``hes`` loggers write JSON lines to ``log_file`` (None: no log file)."""
+    logger = logging.getLogger("hes")
+    if log_file is None or any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        return
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(JsonLines())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

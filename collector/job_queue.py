@@ -46,8 +46,21 @@ class JobQueue:
             self._wake.set()
         return job, created
 
-    async def claim(self, kinds: Sequence[str] | None = None) -> JobRecord | None:
-        return await self._call(lambda: jobs.claim_next(self.db, self.now(), kinds=kinds))
+    async def claim(
+        self, kinds: Sequence[str] | None = None, max_priority: int | None = None
+    ) -> JobRecord | None:
+        return await self._call(
+            lambda: jobs.claim_next(self.db, self.now(), kinds=kinds, max_priority=max_priority)
+        )
+
+    async def requeue(self, job_id: int) -> None:
+        await self._call(jobs.requeue, self.db, job_id)
+
+    async def recover(self) -> list[int]:
+        return await self._call(jobs.recover, self.db)
+
+    async def last_tick(self, schedule: str) -> datetime | None:
+        return await self._call(jobs.last_tick, self.db, schedule)
 
     async def get(self, job_id: int) -> JobRecord | None:
         return await self._call(jobs.get, self.db, job_id)

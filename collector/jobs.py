@@ -63,6 +63,8 @@ class RunStats:
     total: int = 0
     skipped_complete: int = 0
     not_planned: int = 0
+    #: Meters installed after the run's day: not expected, not contacted.
+    not_installed: int = 0
     done: int = 0
     complete: int = 0
     failed: int = 0
@@ -85,6 +87,7 @@ class RunStats:
             "total": self.total,
             "skipped_complete": self.skipped_complete,
             "not_planned": self.not_planned,
+            "not_installed": self.not_installed,
             "done": self.done,
             "complete": self.complete,
             "failed": self.failed,

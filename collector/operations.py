@@ -19,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from collector.link_locks import LinkArbiter
 from collector.session import Session
+from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
 from protocols.errors import DlmsError
 from storage.database import Database
+from storage.jobs import ON_DEMAND
 from storage.operations import CommandRecord, record_command
 from storage.records import MeterRecord
 
@@ -213,18 +218,38 @@ async def run_command(
     request_timeout: float = 10.0,
     session_timeout: float = 60.0,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    links: LinkArbiter | None = None,
+    priority: int = ON_DEMAND,
+    telemetry: Telemetry | None = None,
+    label: str = "command",
 ) -> list[CommandResult]:
-    """Run ``command`` on every meter (one session per link at a time); audit each one."""
+    """Run ``command`` on every meter (one session per link at a time); audit each one.
+
+    In the service, ``links`` is its arbiter (shared with the other jobs: a command waits
+    for the bus session in progress, then goes before the background schedule) and
+    ``telemetry`` counts the sessions."""
     if command not in METHODS:
         raise ValueError(f"command must be one of {', '.join(METHODS)}, not {command!r}")
     who = requested_by or getpass.getuser()
     limit = asyncio.Semaphore(max(1, concurrency))
-    links: dict[str, asyncio.Lock] = {}
+    own_links: dict[str, asyncio.Lock] = {}
+
+    def line(meter: MeterRecord) -> AbstractAsyncContextManager[Any]:
+        shared = meter.transport != "tcp"
+        if links is not None:
+            return links.hold(meter.link_id, priority, shared)
+        return own_links.setdefault(meter.link_id, asyncio.Lock())
 
     async def one(meter: MeterRecord) -> CommandResult:
-        lock = links.setdefault(meter.link_id, asyncio.Lock())
-        async with lock, limit:
+        async with line(meter), limit:
             requested_at = now()
+            handle = (
+                telemetry.session_started(
+                    meter.link_id, meter.meter_id, label, meter.transport != "tcp"
+                )
+                if telemetry is not None
+                else None
+            )
             result = await command_meter(
                 meter,
                 command,
@@ -232,6 +257,8 @@ async def run_command(
                 request_timeout=request_timeout,
                 session_timeout=session_timeout,
             )
+            if telemetry is not None and handle is not None:
+                telemetry.session_ended(handle, "ok" if result.ok else "failed", result.error_class)
             record = CommandRecord(
                 meter_id=meter.meter_id,
                 command=command,

@@ -32,7 +32,7 @@ naming the file and the dotted key. Example::
     status_column = 1          # AMR status column (optional)
     [group.profile.channels]   # buffer column index -> stored channel name
     2 = "1.0.1.8.0.255"
-    [group.schedule]           # optional; see collector/schedule.py (not run by `hes collect` yet)
+    [group.schedule]           # optional: run by `hes serve` (collector/schedule.py)
     profile = { cron = "5 0 * * *", until = "06:00" }   # in collector.timezone
     registers = { cron = "5 0 * * *", until = "06:00" }
     events = { every = "1h" }
@@ -134,9 +134,9 @@ class Group:
     registers: tuple[str, ...]
     window: Window
     back_days: int
-    #: Task kind (``profile``, ``registers``, ``events``, ``clock``) -> when it runs; empty
-    #: without a ``[group.schedule]`` table. Nothing runs these yet: ``hes collect`` uses
-    #: ``window`` (see :data:`collector.schedule.DEFAULT_SCHEDULES`).
+    #: Task kind (``profile``, ``registers``, ``events``, ``clock``) -> when ``hes serve``
+    #: runs it; empty without a ``[group.schedule]`` table (then the service runs the
+    #: ``window`` daily, as ``hes collect`` does: :mod:`collector.schedule_jobs`).
     schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def accepts(self, meter: MeterRecord) -> bool:
@@ -374,6 +374,11 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{source}: not valid TOML: {exc}") from None
+    return plan_from_data(data, source)
+
+
+def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
+    """Check a plan already read from TOML (``hes serve``'s config holds one inline)."""
     root = _Reader(source, data, "")
     col = root.sub("collector")
     concurrency = col.integer("concurrency", 500, 1, 100_000)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -126,14 +127,19 @@ class PushListener:
         port: int = 0,
         publish: Publish | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        keep: int = 1000,
+        on_alarm: Callable[[PushedAlarm], None] | None = None,
     ) -> None:
         self.db = db
+        self.on_alarm = on_alarm
         self.host = host
         self.port = port
         self.publish = publish
         self.now = now
         self.stats = ListenerStats()
-        self.alarms: list[PushedAlarm] = []
+        #: The latest ``keep`` new alarms (all of them are in the database): bounded, as the
+        #: listener runs for months inside the service.
+        self.alarms: deque[PushedAlarm] = deque(maxlen=keep)
         self._server: asyncio.Server | None = None
         self._known: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,6 +223,8 @@ class PushListener:
             return False
         self.stats.stored += 1
         self.alarms.append(alarm)
+        if self.on_alarm is not None:
+            self.on_alarm(alarm)
         if self.publish is not None:
             payload = alarm_payload(alarm.meter_id, alarm.ts, alarm.code, alarm.name)
             try:

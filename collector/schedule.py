@@ -32,9 +32,9 @@ spring-forward night in Berlin runs at 01:00 UTC, which is 03:00 CEST). Two cons
 runs are therefore at most one period apart, plus the DST shift when the period is longer
 than the shift.
 
-Without a ``[group.schedule]`` in the plan nothing here is used: ``hes collect`` reads each
-group once, the collected day's profile and registers in the group's ``window`` (00:05 to
-06:00 after midnight by default), which :data:`DEFAULT_SCHEDULES` states as schedules.
+``hes serve`` runs these (:mod:`collector.schedule_jobs`). Without a ``[group.schedule]``
+it runs the group's ``window`` daily (00:05 to 06:00 after midnight by default), which is
+what ``hes collect`` does once per run and :data:`DEFAULT_SCHEDULES` states as schedules.
 """
 
 from __future__ import annotations

@@ -25,13 +25,14 @@ invocation counters are reserved in the database before the session starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -39,11 +40,13 @@ from typing import Any, TypeVar
 from collector import gap_planner
 from collector.batching import Batcher
 from collector.jobs import MeterJob, RunStats, RunSummary, log, log_event
+from collector.link_locks import LinkArbiter
 from collector.plan import Group, Plan
 from collector.profile_reader import PlanMismatch, Readout, read_meter
 from collector.recorder import Outcome, Publish, Recorder, SessionResult, link_figures
 from collector.scheduler import Clock, LinkScheduler, Sleep, window_deadlines, window_delay
 from collector.session import Session
+from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
 from protocols.errors import DlmsError
@@ -51,6 +54,7 @@ from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
 from storage.gaps import day_window, expected_epochs
+from storage.jobs import SCHEDULED
 from storage.keystore import (
     DatabaseCounterStore,
     KeyStore,
@@ -150,7 +154,21 @@ class Collector:
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
         on_wait: Callable[[float, datetime], None] | None = None,
+        days: Sequence[date] | None = None,
+        until: datetime | None = None,
+        refresh: bool = False,
+        deadline: datetime | None = None,
+        links: LinkArbiter | None = None,
+        priority: int = SCHEDULED,
+        telemetry: Telemetry | None = None,
+        label: str = "",
     ) -> None:
+        """The service's jobs use the last group of arguments: ``days`` (instead of the day
+        and its group's back-days), ``until`` (intervals stamped from it on are not yet
+        expected: an intra-day run), ``refresh`` (contact every meter, complete or not, for
+        its registers), ``deadline`` (instead of the window's), ``links`` (the service's
+        arbiter, shared with its other jobs, at ``priority``), ``telemetry`` (metrics and
+        sessions in flight, named ``label``)."""
         self.db = db
         #: Told (seconds, opening time in the plan's zone) before the run waits for its window.
         self.on_wait = on_wait
@@ -195,6 +213,15 @@ class Collector:
         )
         self._fatal: BaseException | None = None
         self._incomplete: dict[str, str] = {}
+        self.days_override = list(days) if days is not None else None
+        self.until = until
+        self.refresh = refresh
+        self.deadline = deadline
+        self.links = links
+        self.priority = priority
+        self.telemetry = telemetry
+        self.label = label or self.run_id
+        self._live: dict[str, int] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -213,7 +240,7 @@ class Collector:
         started = time.monotonic()
         try:
             if meters is None:
-                meters = await self._db(lambda: self.db.meters(enabled_only=True))
+                meters = await self._db(functools.partial(self.db.meters, enabled_only=True))
             if any(m.security_profile == SECURE_PROFILE for m in meters):
                 # Raises KeyStoreError (no/bad master key) before any session starts.
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))
@@ -258,7 +285,16 @@ class Collector:
     # -- planning -------------------------------------------------------------------------
 
     def _days(self, group: Group) -> list[date]:
+        if self.days_override is not None:
+            return self.days_override
         return [self.day - timedelta(days=k) for k in range(group.back_days, -1, -1)]
+
+    def _window(self, d: date) -> tuple[datetime, datetime]:
+        """The day's expected stamps: midnight to midnight, but not past ``until``."""
+        start, end = day_window(d, self.tz)
+        if self.until is not None:
+            end = max(start, min(end, self.until))
+        return start, end
 
     def _plan_jobs(
         self, meters: list[MeterRecord], loop_deadline: dict[str, float]
@@ -267,6 +303,9 @@ class Collector:
         by_group: dict[str, tuple[Group, list[MeterRecord]]] = {}
         self.stats.total = len(meters)
         for meter in meters:
+            if meter.installed_on is not None and meter.installed_on > self.day:
+                self.stats.not_installed += 1
+                continue
             group = self.plan.group_for(meter)
             if group is None:
                 self.stats.not_planned += 1
@@ -279,14 +318,19 @@ class Collector:
             period = group.profile.period_s
             counts: dict[date, Mapping[str, int]] = {}
             for d in self._days(group):
-                start, end = day_window(d, self.tz)
+                start, end = self._window(d)
                 counts[d] = self.db.missing_counts(
                     start, end, group.channels, period, meter_ids=ids
                 )
             hints = gap_planner.days_to_read(ids, counts)
             for meter in members:
                 hint = hints.get(meter.meter_id)
-                if not hint:
+                if hint and meter.installed_on is not None:
+                    # days before the meter was installed are not expected of it
+                    hint = {d: n for d, n in hint.items() if d >= meter.installed_on}
+                if not hint and self.refresh:
+                    hint = {}
+                elif not hint:
                     self.stats.skipped_complete += 1
                     continue
                 jobs.append(MeterJob(meter, group, sorted(hint), loop_deadline[group.name], hint))
@@ -294,6 +338,9 @@ class Collector:
 
     def _deadline(self) -> dict[str, float]:
         """Per group: the scheduler time after which no attempt starts."""
+        if self.deadline is not None:
+            at = self._scheduler.now() + (self.deadline - self.now()).total_seconds()
+            return {g.name: at for g in self.plan.groups}
         return window_deadlines(
             self.plan.groups, self.day, self.tz, self.now(), self._scheduler.now()
         )
@@ -375,10 +422,10 @@ class Collector:
         period = job.group.profile.period_s
 
         def expected(d: date) -> Sequence[int]:
-            return expected_epochs(*day_window(d, self.tz), period)
+            return expected_epochs(*self._window(d), period)
 
         def missing(channel: str, d: date) -> list[tuple[datetime, datetime]]:
-            return self.db.missing_intervals(meter_id, channel, *day_window(d, self.tz), period)
+            return self.db.missing_intervals(meter_id, channel, *self._window(d), period)
 
         return gap_planner.ranges_to_read(
             job.days,
@@ -417,36 +464,37 @@ class Collector:
                 if isinstance(got, NoKeys):
                     raise got
                 security = got
-            transport = open_transport(target_of(meter, self.plan))
-            try:
-                async with asyncio.timeout(self.plan.timeouts.session_s):
-                    async with Session(
-                        transport,
-                        authentication="hls-gmac"
-                        if security is not None
-                        else "lls"
-                        if meter.authentication == "lls"
-                        else "none",
-                        password=password,
-                        request_timeout=self.plan.timeouts.request_s,
-                        security=security,
-                    ) as session:
-                        await read_meter(
-                            session,
-                            meter.meter_id,
-                            job.group,
-                            ranges,
-                            out,
-                            registers_done=job.registers_done,
-                            tz=self.tz,
-                            now=self.now,
-                        )
-                        if self.after_read is not None:
-                            await self.after_read(session, meter)
-            except TimeoutError:
-                raise SessionTimeout(
-                    f"session longer than {self.plan.timeouts.session_s:g} s"
-                ) from None
+            async with self._line(job):
+                transport = open_transport(target_of(meter, self.plan))
+                try:
+                    async with asyncio.timeout(self.plan.timeouts.session_s):
+                        async with Session(
+                            transport,
+                            authentication="hls-gmac"
+                            if security is not None
+                            else "lls"
+                            if meter.authentication == "lls"
+                            else "none",
+                            password=password,
+                            request_timeout=self.plan.timeouts.request_s,
+                            security=security,
+                        ) as session:
+                            await read_meter(
+                                session,
+                                meter.meter_id,
+                                job.group,
+                                ranges,
+                                out,
+                                registers_done=job.registers_done,
+                                tz=self.tz,
+                                now=self.now,
+                            )
+                            if self.after_read is not None:
+                                await self.after_read(session, meter)
+                except TimeoutError:
+                    raise SessionTimeout(
+                        f"session longer than {self.plan.timeouts.session_s:g} s"
+                    ) from None
         except DlmsError as exc:
             error = exc
         except ValueError as exc:  # an inventory row the target cannot use
@@ -500,6 +548,22 @@ class Collector:
         self._finish(job, complete=False)
         return None
 
+    @contextlib.asynccontextmanager
+    async def _line(self, job: MeterJob) -> AsyncIterator[None]:
+        """The meter's link for one session (the service's arbiter, when there is one), and
+        the session in flight for the telemetry until :meth:`_emit` ends it."""
+        hold = (
+            self.links.hold(job.link_id, self.priority, job.shares_line)
+            if self.links is not None
+            else contextlib.nullcontext()
+        )
+        async with hold:
+            if self.telemetry is not None:
+                self._live[job.meter_id] = self.telemetry.session_started(
+                    job.link_id, job.meter_id, self.label, job.shares_line
+                )
+            yield
+
     async def _emit(
         self,
         job: MeterJob,
@@ -513,6 +577,17 @@ class Collector:
         read_through: bool = False,
     ) -> None:
         """The session is over: hand its result to the recorder (storage, then MQTT)."""
+        figures = link_figures(transport)
+        handle = self._live.pop(job.meter_id, None)
+        if handle is not None and self.telemetry is not None:
+            self.telemetry.session_ended(
+                handle,
+                outcome,
+                error_class,
+                round_trips=figures["round_trips"],
+                bytes_tx=figures["bytes_tx"],
+                bytes_rx=figures["bytes_rx"],
+            )
         await self._recorder.record(
             SessionResult(
                 job,
@@ -524,7 +599,7 @@ class Collector:
                 complete=read_through and not out.remaining,
                 started=started,
                 finished=self.now(),
-                **link_figures(transport),
+                **figures,
             )
         )
 

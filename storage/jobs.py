@@ -22,12 +22,16 @@ On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
 What each kind takes (``params``; ``meters`` None means every enabled meter the plan reads;
 :meth:`JobRequest.check` refuses anything else, naming the field):
 
-* ``collect`` ``{"day": "YYYY-MM-DD", "group": name?}``: the day's profile and registers, and
-  the gaps of the group's back-days (the scheduled daily run; on demand, "re-read a day");
-* ``read`` (meters required) ``{"registers": bool = true, "clock": bool = true,
-  "profile": {"from": ISO instant, "to": ISO instant}?}``: read now and store;
-* ``events`` ``{}``: the event logs since the last stored entry (outages derived);
-* ``clock_sync`` ``{}``: check each clock, correct it past the threshold;
+* ``collect`` ``{"day": "YYYY-MM-DD", "group": name?, "until": ISO instant?,
+  "refresh": bool?}``: the day's profile and registers, and the gaps of the group's
+  back-days (the scheduled daily run; on demand, "re-read a day"); ``until``: an intra-day
+  run, intervals from then on are not expected yet; ``refresh``: contact complete meters
+  too (their registers);
+* ``read`` (meters required) ``{"registers": bool = true, "profile": {"from": ISO instant,
+  "to": ISO instant}?}``: read now (clock, registers, the range's missing intervals) and
+  store;
+* ``events`` ``{"group": name?}``: the event logs since the last stored entry (outages);
+* ``clock_sync`` ``{"group": name?}``: check each clock, correct it past the threshold;
 * ``disconnect`` / ``reconnect`` (meters required) ``{}``: switch the relay, read it back.
 """
 
@@ -169,10 +173,10 @@ class JobRequest:
 
 #: The parameters each kind accepts, and their JSON types.
 PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "collect": {"day": str, "group": str},
-    "read": {"registers": bool, "clock": bool, "profile": dict},
-    "events": {},
-    "clock_sync": {},
+    "collect": {"day": str, "group": str, "until": str, "refresh": bool},
+    "read": {"registers": bool, "profile": dict},
+    "events": {"group": str},
+    "clock_sync": {"group": str},
     "disconnect": {},
     "reconnect": {},
 }
@@ -214,6 +218,8 @@ def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | N
             raise JobError(
                 f"params.day {params['day']!r} is not a date (YYYY-MM-DD)", "params.day"
             ) from None
+    if kind == "collect" and "until" in params:
+        _instant(params["until"], "params.until")
     if kind == "read" and "profile" in params:
         window = params["profile"]
         unknown = set(window) - {"from", "to"}
@@ -371,12 +377,17 @@ def queue_depth(db: DatabaseHandle) -> dict[str, int]:
 
 
 def claim_next(
-    db: DatabaseHandle, now: datetime | None = None, *, kinds: Sequence[str] | None = None
+    db: DatabaseHandle,
+    now: datetime | None = None,
+    *,
+    kinds: Sequence[str] | None = None,
+    max_priority: int | None = None,
 ) -> JobRecord | None:
     """Take the most urgent queued job that may start (``running``), or None.
 
-    Lowest priority number first, then oldest. The UPDATE is conditional on the job
-    still being queued, so a concurrent claim of the same job loses and tries the next.
+    Lowest priority number first, then oldest; ``max_priority`` leaves less urgent jobs
+    queued (a runner keeps a slot for on-demand work). The UPDATE is conditional on the
+    job still being queued, so a concurrent claim of the same job loses and tries the next.
     """
     at = now or _now()
     ready = and_(
@@ -384,6 +395,8 @@ def claim_next(
     )
     if kinds is not None:
         ready = and_(ready, jobs.c.kind.in_(list(kinds)))
+    if max_priority is not None:
+        ready = and_(ready, jobs.c.priority <= max_priority)
     for _ in range(10):
         with db.transaction() as conn:
             job_id = conn.execute(
@@ -467,6 +480,17 @@ def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobR
 def cancel_requested(db: DatabaseHandle, job_id: int) -> bool:
     rows = db.execute_read(select(jobs.c.cancel_requested).where(jobs.c.id == job_id))
     return bool(rows and rows[0][0])
+
+
+def requeue(db: DatabaseHandle, job_id: int) -> None:
+    """A running job that the service stopped before it ended goes back to the queue (it
+    resumes on the next start; what it stored stays, the read path skips it)."""
+    with db.transaction() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running")
+            .values(state="queued")
+        )
 
 
 def recover(db: DatabaseHandle) -> list[int]:

@@ -98,6 +98,8 @@ def test_bad_requests_name_the_field(db: Database) -> None:
             "params.profile.to",
         ),
         ("read", {"profile": {"from": "a", "to": "b", "step": 1}}, ["M1"], "params.profile.step"),
+        ("read", {"clock": True}, ["M1"], "params.clock"),
+        ("collect", {"day": "2026-11-21", "until": "noon"}, None, "params.until"),
     ],
 )
 def test_params_are_checked_per_kind(

@@ -1,0 +1,183 @@
+"""``hes serve``'s configuration file (``hes.toml``): a ``[service]`` table and the plan.
+
+One file says everything a running head-end needs: where its database is, where it listens,
+its broker, and the reading plan, either inline (the plan's own ``[collector]``,
+``[retry]``, ``[timeouts]`` and ``[[group]]`` tables, schedules included) or by ``plan =
+"path"``. Every key has a default, so ``hes serve`` without a file runs on SQLite, with no
+broker and the built-in plan. ``ops/hes.toml`` documents every key; a test keeps it in step
+with :data:`DEFAULTS`. Unknown keys are refused with the key named: a misspelt
+``drain_s`` must not silently mean the default. Relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.mqtt import parse_mqtt_url
+from collector.plan import Plan, PlanError, load_plan, plan_from_data
+
+#: Every ``[service]`` key and its default.
+DEFAULTS: dict[str, Any] = {
+    "db": "hes.db",
+    "http": "127.0.0.1:8080",
+    "push_listen": "",
+    "mqtt_url": "",
+    "mqtt_spool": "hes-mqtt-spool.db",
+    "plan": "",
+    "inventory": "",
+    "master_key_file": "",
+    "log_file": "",
+    "drain_s": 30.0,
+    "catch_up": 3,
+    "max_jobs": 4,
+    "poll_s": 1.0,
+    "public_status": True,
+    "clock_threshold_s": 10.0,
+}
+_PATHS = ("mqtt_spool", "plan", "inventory", "master_key_file", "log_file")
+_PLAN_TABLES = ("collector", "retry", "timeouts", "group")
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "drain_s": (0.0, 3600.0),
+    "catch_up": (0, 10_000),
+    "max_jobs": (2, 64),
+    "poll_s": (0.01, 60.0),
+    "clock_threshold_s": (0.0, 86400.0),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration was refused; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """What ``hes serve`` runs with."""
+
+    source: str
+    db: str
+    http_host: str
+    http_port: int
+    push_host: str | None
+    push_port: int | None
+    mqtt_url: str | None
+    mqtt_spool: str
+    inventory: str | None
+    master_key_file: str | None
+    log_file: str | None
+    drain_s: float
+    catch_up: int
+    max_jobs: int
+    poll_s: float
+    public_status: bool
+    clock_threshold_s: float
+    plan: Plan
+
+
+def _address(source: str, key: str, text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on; port 0 takes any free one (the tests do)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{source}: service.{key} must be HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _check_type(source: str, key: str, value: Any) -> Any:
+    want = type(DEFAULTS[key])
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{source}: service.{key} must be a {want.__name__}, not {type(value).__name__}"
+        )
+    if key in _BOUNDS:
+        lo, hi = _BOUNDS[key]
+        if not lo <= value <= hi:
+            raise ConfigError(f"{source}: service.{key} = {value} is outside {lo:g}..{hi:g}")
+    return value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    """The configuration in ``path`` (None: the defaults), with command-line ``overrides``."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    source = "<defaults>"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        base = file.resolve().parent
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text ({exc.reason})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    service = data.pop("service", {})
+    if not isinstance(service, dict):
+        raise ConfigError(f"{source}: service must be a table ([service])")
+    unknown_tables = [k for k in data if k not in _PLAN_TABLES]
+    if unknown_tables:
+        raise ConfigError(
+            f"{source}: unknown table or key {unknown_tables[0]!r} (expected [service] and "
+            f"the plan's {', '.join(_PLAN_TABLES)})"
+        )
+    values = dict(DEFAULTS)
+    for key, value in {**service, **(overrides or {})}.items():
+        if key not in DEFAULTS:
+            raise ConfigError(
+                f"{source}: unknown key service.{key} (known: {', '.join(sorted(DEFAULTS))})"
+            )
+        if value is not None:
+            values[key] = _check_type(source, key, value)
+
+    def where(key: str) -> str | None:
+        text = str(values[key])
+        if not text:
+            return None
+        p = Path(text).expanduser()
+        return str(p if p.is_absolute() else base / p)
+
+    db = str(values["db"])
+    if "://" not in db:
+        db = str(Path(db) if Path(db).is_absolute() else base / db)
+    plan_path = where("plan")
+    try:
+        if data and plan_path is not None:
+            raise ConfigError(f"{source}: give the plan inline or as service.plan, not both")
+        plan = plan_from_data(data, source) if data else load_plan(plan_path)
+    except PlanError as exc:
+        raise ConfigError(str(exc)) from None
+    http_host, http_port = _address(source, "http", values["http"])
+    if values["mqtt_url"]:
+        try:
+            parse_mqtt_url(values["mqtt_url"])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: service.mqtt_url: {exc}") from None
+    push_host = push_port = None
+    if values["push_listen"]:
+        push_host, push_port = _address(source, "push_listen", values["push_listen"])
+    return ServeConfig(
+        source=source,
+        db=db,
+        http_host=http_host,
+        http_port=http_port,
+        push_host=push_host,
+        push_port=push_port,
+        mqtt_url=values["mqtt_url"] or None,
+        mqtt_spool=where("mqtt_spool") or str(base / DEFAULTS["mqtt_spool"]),
+        inventory=where("inventory"),
+        master_key_file=where("master_key_file"),
+        log_file=where("log_file"),
+        drain_s=values["drain_s"],
+        catch_up=values["catch_up"],
+        max_jobs=values["max_jobs"],
+        poll_s=values["poll_s"],
+        public_status=values["public_status"],
+        clock_threshold_s=values["clock_threshold_s"],
+        plan=plan,
+    )

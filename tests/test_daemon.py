@@ -1,0 +1,218 @@
+"""The service loop (collector.daemon.HeadEnd) against the real simulator, in one process.
+
+The simulator's clock and the service's clock are one settable clock, so "the next night"
+is a step of it: two scheduled daily runs, an hourly event-log schedule, an on-demand read
+and a disconnect/reconnect pair happen in seconds, and every stored interval is compared
+with the simulator's ground truth and every relay with the simulated meter's own state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from test_collector_fleet import CHANNELS, plan_text
+from test_operations import SEED, SimClock, management_fleet, relay, sim_secret
+
+from collector.daemon import HeadEnd
+from collector.operations import CONNECTED, DISCONNECTED
+from collector.plan import parse_plan
+from simulator import model
+from simulator.fleet import meter_number
+from simulator.meter import SimulatedMeter
+from storage import jobs, schema
+from storage.database import Database, open_database
+from storage.gaps import day_window
+from storage.jobs import JobRecord, JobRequest
+
+#: The first night: ten past midnight after 10 March (UTC), the daily run's tick at 00:05.
+START = datetime(2026, 3, 11, 0, 10, tzinfo=UTC)
+SCHEDULES = """
+[group.schedule.profile]
+cron = "5 0 * * *"
+until = "06:00"
+
+[group.schedule.events]
+cron = "30 * * * *"
+"""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = open_database(tmp_path / "hes.db")
+    yield database
+    database.close()
+
+
+def online_throughout(count: int, start: int, instants: list[float]) -> int:
+    """First meter number n such that meters n .. n+count-1 answer at every instant."""
+    n = start
+    while not all(SimulatedMeter(n + k, SEED).online(t) for k in range(count) for t in instants):
+        n += 1
+    return n
+
+
+def stored_vs_truth(db: Database, meter_id: str, day: date) -> list[str]:
+    start, end = day_window(day)
+    truth = model.ground_truth(
+        meter_number(meter_id), SEED, start.timestamp(), end.timestamp()
+    ).load_profile
+    problems = []
+    for k, channel in enumerate(CHANNELS):
+        want = [(datetime.fromtimestamp(r[0], UTC), r[2 + k], r[1]) for r in truth]
+        got = [(r.ts, r.value, r.status) for r in db.interval_reads(meter_id, channel, start, end)]
+        if got != want:
+            problems.append(f"{meter_id} {channel}: {len(got)} stored, {len(want)} true")
+    return problems
+
+
+async def until_final(db: Database, job_id: int, timeout: float = 60.0) -> JobRecord:
+    async with asyncio.timeout(timeout):
+        while True:
+            job = await asyncio.to_thread(jobs.get, db, job_id)
+            assert job is not None
+            if job.final:
+                return job
+            await asyncio.sleep(0.05)
+
+
+async def scheduled_job(db: Database, schedule: str, tick: datetime) -> JobRecord:
+    async with asyncio.timeout(30):
+        while True:
+            for job in await asyncio.to_thread(jobs.list_jobs, db, limit=200):
+                if job.schedule == schedule and job.tick == tick:
+                    return await until_final(db, job.id)
+            await asyncio.sleep(0.05)
+
+
+async def test_two_nights_an_on_demand_read_and_a_relay_pair(tmp_path: Path, db: Database) -> None:
+    clock = SimClock(START.timestamp())
+    second_night = START + timedelta(days=1)
+    first = online_throughout(4, 900, [START.timestamp(), second_night.timestamp()])
+    plan = parse_plan(plan_text() + SCHEDULES)
+    async with management_fleet(
+        tmp_path, db, tcp=2, bus=2, first_meter=first, clock=clock, first_address="127.7.9.1"
+    ) as fleet:
+        ids = [m.meter_id for m in db.meters()]
+        service = HeadEnd(
+            db,
+            plan,
+            now=lambda: datetime.fromtimestamp(clock.t, UTC),
+            secrets=sim_secret,
+            poll_s=0.05,
+            drain_s=5.0,
+        )
+        loop = asyncio.create_task(service.run())
+        await service.wait_ready()
+
+        # First night: the latest tick (00:05) is enqueued on start and collects 10 March.
+        night1 = await scheduled_job(db, "all/profile", START - timedelta(minutes=5))
+        assert night1.state == "done", night1.result
+        assert night1.result["complete"] == 4 and night1.params["day"] == "2026-03-10"
+        for meter_id in ids:
+            assert stored_vs_truth(db, meter_id, date(2026, 3, 10)) == []
+        events1 = await scheduled_job(db, "all/events", START - timedelta(minutes=40))
+        assert events1.state == "done" and events1.result["failed_count"] == 0, events1.result
+        stored_events = db.count_rows("events")
+        assert stored_events > 0
+
+        # On demand, between the nights: a bus meter's registers now, ten minutes later.
+        clock.t += 600
+        read, _ = await service.queue.submit(JobRequest("read", {}, [ids[-1]], requested_by="op"))
+        read = await until_final(db, read.id)
+        assert read.state == "done" and read.result["complete"] == 1, read.result
+        r = schema.register_reads
+        (n_regs,) = db.execute_read(
+            select(func.count()).select_from(r).where(r.c.meter_id == ids[-1])
+        )[0]
+        assert n_regs == 2 * len(CHANNELS)  # the night's and the on-demand read's
+
+        # Prepayment: disconnect (retried by the billing system: one job), then reconnect.
+        req = JobRequest("disconnect", {}, [ids[0]], requested_by="billing", idempotency_key="b-1")
+        cut, created = await service.queue.submit(req)
+        again, created_again = await service.queue.submit(req)
+        assert created and not created_again and again.id == cut.id
+        cut = await until_final(db, cut.id)
+        assert cut.state == "done", cut.error
+        assert relay(fleet, ids[0]) == DISCONNECTED
+        back, _ = await service.queue.submit(
+            JobRequest("reconnect", {}, [ids[0]], requested_by="billing", idempotency_key="b-2")
+        )
+        back = await until_final(db, back.id)
+        assert back.state == "done" and relay(fleet, ids[0]) == CONNECTED
+
+        # The second night: a day later the next tick collects 11 March.
+        clock.t = second_night.timestamp()
+        night2 = await scheduled_job(db, "all/profile", second_night - timedelta(minutes=5))
+        assert night2.state == "done" and night2.params["day"] == "2026-03-11", night2.result
+        for meter_id in ids:
+            assert stored_vs_truth(db, meter_id, date(2026, 3, 11)) == []
+        # events: the hourly ticks missed over the day were caught up, three at most
+        event_jobs = [j for j in jobs.list_jobs(db, kind="events", limit=100)]
+        assert 2 <= len(event_jobs) <= 1 + 3
+
+        service.stop()
+        await asyncio.wait_for(loop, 30)
+        # one session at a time on the bus, whichever job it was; none turned away
+        bus = fleet.stats()["buses"]
+        assert bus["peak_sessions_in_flight"] == 1 and bus["refused"] == 0
+    assert service.telemetry.sessions_in_flight._value.get() == 0
+
+
+async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
+    tmp_path: Path, db: Database
+) -> None:
+    clock = SimClock(START.timestamp())
+    first = online_throughout(6, 1300, [START.timestamp()])
+    plan = parse_plan(plan_text(concurrency=1))
+    async with management_fleet(
+        tmp_path, db, tcp=6, first_meter=first, clock=clock, first_address="127.7.10.1"
+    ):
+        ids = [m.meter_id for m in db.meters()]
+
+        def service() -> HeadEnd:
+            return HeadEnd(
+                db,
+                plan,
+                now=lambda: datetime.fromtimestamp(clock.t, UTC),
+                secrets=sim_secret,
+                poll_s=0.05,
+                drain_s=5.0,
+            )
+
+        job, _ = jobs.submit(db, JobRequest("collect", {"day": "2026-03-10"}, requested_by="op"))
+        one = service()
+        loop = asyncio.create_task(one.run())
+        async with asyncio.timeout(30):  # the first meters are in, the run is not over
+            while db.count_rows("read_attempts") < 2:
+                await asyncio.sleep(0.01)
+        one.stop()
+        await asyncio.wait_for(loop, 30)
+        stopped = jobs.get(db, job.id)
+        assert stopped is not None and stopped.state == "queued"
+        rows_before = db.count_rows("interval_reads")
+        assert 0 < rows_before
+
+        two = service()
+        loop = asyncio.create_task(two.run())
+        done = await until_final(db, job.id)
+        two.stop()
+        await asyncio.wait_for(loop, 30)
+    assert done.state == "done" and done.attempts == 2, done.result
+    for meter_id in ids:
+        assert stored_vs_truth(db, meter_id, date(2026, 3, 10)) == []
+    # the restart skipped the meters already complete: nothing stored twice
+    assert done.result["skipped_complete"] >= 1
+    assert db.count_rows("interval_reads") == sum(
+        len(
+            model.ground_truth(
+                meter_number(m), SEED, *(t.timestamp() for t in day_window(date(2026, 3, 10)))
+            ).load_profile
+        )
+        * len(CHANNELS)
+        for m in ids
+    )
