@@ -4,4 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from app.api import alarms, audit, jobs, meters, reads
+
+ROUTERS: list[APIRouter] = [
+    meters.router,
+    reads.router,
+    jobs.commands,
+    jobs.router,
+    alarms.router,
+    audit.router,
+]
