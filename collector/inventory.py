@@ -14,6 +14,7 @@ Integers may be decimal or 0x-hex.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TextIO
 
 from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, TRANSPORTS
 from contracts.meters import INVENTORY_COLUMNS as COLUMNS
@@ -53,9 +55,11 @@ class InventoryError(Exception):
     def __init__(
         self, path: str, problems: list[tuple[int, str]], total: int | None = None
     ) -> None:
+        count = total if total is not None else len(problems)
         self.path = path
         self.problems = problems
-        count = total if total is not None else len(problems)
+        #: How many problems there were (``problems`` holds the first :data:`MAX_REPORTED`).
+        self.total = count
         lines = [
             f"{path}:{line}: {reason}" if line else f"{path}: {reason}" for line, reason in problems
         ]
@@ -205,54 +209,66 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
     )
 
 
-def _rows(path: Path, problems: list[tuple[int, str]]) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(stream: TextIO, problems: list[tuple[int, str]]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line, stripped row); header faults go to ``problems`` and stop the file."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, strict=True)
-        header: list[str] | None = None
-        line = 1
-        for fields in reader:
-            if header is None:
-                header = [h.strip().lower() for h in fields]
-                unknown = [h for h in header if h not in COLUMNS]
-                missing = [h for h in REQUIRED_COLUMNS if h not in header]
-                dupes = sorted({h for h in header if header.count(h) > 1})
-                if unknown:
-                    problems.append((1, f"unknown column(s) {', '.join(map(repr, unknown))}"))
-                if missing:
-                    problems.append((1, f"missing column(s) {', '.join(missing)}"))
-                if dupes:
-                    problems.append((1, f"duplicate column(s) {', '.join(dupes)}"))
-                if unknown or missing or dupes:
-                    return
-                line = reader.line_num + 1
-                continue
-            if not any(f.strip() for f in fields):
-                line = reader.line_num + 1
-                continue
-            if len(fields) != len(header):
-                problems.append((line, f"{len(fields)} fields, the header has {len(header)}"))
-            else:
-                yield line, {h: f.strip() for h, f in zip(header, fields, strict=True)}
-            line = reader.line_num + 1
+    reader = csv.reader(stream, strict=True)
+    header: list[str] | None = None
+    line = 1
+    for fields in reader:
         if header is None:
-            problems.append((0, "empty file: no header line"))
+            header = [h.strip().lower() for h in fields]
+            unknown = [h for h in header if h not in COLUMNS]
+            missing = [h for h in REQUIRED_COLUMNS if h not in header]
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if unknown:
+                problems.append((1, f"unknown column(s) {', '.join(map(repr, unknown))}"))
+            if missing:
+                problems.append((1, f"missing column(s) {', '.join(missing)}"))
+            if dupes:
+                problems.append((1, f"duplicate column(s) {', '.join(dupes)}"))
+            if unknown or missing or dupes:
+                return
+            line = reader.line_num + 1
+            continue
+        if not any(f.strip() for f in fields):
+            line = reader.line_num + 1
+            continue
+        if len(fields) != len(header):
+            problems.append((line, f"{len(fields)} fields, the header has {len(header)}"))
+        else:
+            yield line, {h: f.strip() for h, f in zip(header, fields, strict=True)}
+        line = reader.line_num + 1
+    if header is None:
+        problems.append((0, "empty file: no header line"))
 
 
 def parse_inventory(path: str | os.PathLike[str]) -> list[MeterRecord]:
     """Read and validate the whole file; raise InventoryError listing every bad row."""
-    return _parse(path)[0]
+    return _parse_file(path)[0]
 
 
-def _parse(path: str | os.PathLike[str]) -> tuple[list[MeterRecord], list[int]]:
-    p = Path(path)
+def _parse_file(path: str | os.PathLike[str]) -> tuple[list[MeterRecord], list[int]]:
     name = str(path)
+    try:
+        with Path(path).open(encoding="utf-8-sig", newline="") as fh:
+            return _parse(fh, name)
+    except OSError as exc:
+        raise InventoryError(name, [(0, f"cannot read: {exc.strerror or exc}")]) from exc
+
+
+def _parse_upload(data: bytes | str, name: str) -> tuple[list[MeterRecord], list[int]]:
+    if isinstance(data, str):
+        return _parse(io.StringIO(data, newline=""), name)
+    return _parse(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""), name)
+
+
+def _parse(stream: TextIO, name: str) -> tuple[list[MeterRecord], list[int]]:
     problems: list[tuple[int, str]] = []
     records: list[MeterRecord] = []
     lines: list[int] = []
     first_line: dict[str, int] = {}
     try:
-        for line, row in _rows(p, problems):
+        for line, row in _rows(stream, problems):
             try:
                 rec = _parse_row(row)
             except _RowError as exc:
@@ -270,8 +286,6 @@ def _parse(path: str | os.PathLike[str]) -> tuple[list[MeterRecord], list[int]]:
             first_line[rec.meter_id] = line
             records.append(rec)
             lines.append(line)
-    except OSError as exc:
-        raise InventoryError(name, [(0, f"cannot read: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise InventoryError(
             name,
@@ -348,7 +362,18 @@ def import_inventory(db: Database, path: str | os.PathLike[str]) -> ImportResult
     with a meter already stored that this file does not update.
     """
     started = time.perf_counter()
-    records, lines = _parse(path)
+    return _store(db, *_parse_file(path), str(path), started)
+
+
+def import_inventory_text(db: Database, data: bytes | str, name: str = "upload") -> ImportResult:
+    """:func:`import_inventory` of a file's content (the API's upload)."""
+    started = time.perf_counter()
+    return _store(db, *_parse_upload(data, name), name, started)
+
+
+def _store(
+    db: Database, records: list[MeterRecord], lines: list[int], name: str, started: float
+) -> ImportResult:
     ids = {r.meter_id for r in records}
     with db.transaction() as conn:
         existing = {m.meter_id: m for m in db.meters(conn) if m.meter_id not in ids}
@@ -357,10 +382,10 @@ def import_inventory(db: Database, path: str | os.PathLike[str]) -> ImportResult
             # a stored meter the file leaves alone.
             clashes = [pr for pr in _link_problems(records, lines, existing) if pr[0]]
             if clashes:
-                raise InventoryError(str(path), clashes[:MAX_REPORTED], len(clashes))
+                raise InventoryError(name, clashes[:MAX_REPORTED], len(clashes))
         inserted, updated = db.upsert_meters(records, conn=conn)
     return ImportResult(
-        path=str(path),
+        path=name,
         rows=len(records),
         inserted=inserted,
         updated=updated,

@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage import schema
 from storage.handle import DatabaseHandle
 from storage.jobs import COMMAND_KINDS, JobRecord, list_jobs
-from storage.operations import PUSH_LOG, command_audit
+from storage.operations import command_audit
+from storage.queries import alarms
 
 #: The most rows any of these reads returns.
 MAX_LIMIT = 200
@@ -30,17 +30,11 @@ def _check(limit: int) -> int:
 
 
 def recent_alarms(db: DatabaseHandle, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest pushed alarms (by the alarm's time), JSON-ready."""
-    e = schema.events
-    stmt = (
-        select(e.c.meter_id, e.c.ts, e.c.code, e.c.name)
-        .where(e.c.log_obis == PUSH_LOG)
-        .order_by(e.c.ts.desc(), e.c.meter_id, e.c.code)
-        .limit(_check(limit))
-    )
+    """The newest pushed alarms (by the alarm's time; :func:`storage.queries.alarms`, on
+    the ``ix_events_log_ts`` index), JSON-ready."""
     return [
-        {"meter_id": meter, "ts": ts.isoformat(), "code": int(code), "name": name}
-        for meter, ts, code, name in db.execute_read(stmt)
+        {"meter_id": a.meter_id, "ts": a.ts.isoformat(), "code": a.code, "name": a.name}
+        for a in alarms(db, None, None, limit=_check(limit))
     ]
 
 

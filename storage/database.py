@@ -110,6 +110,15 @@ def _migration_5(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE meters ADD COLUMN enabled BOOLEAN NOT NULL DEFAULT TRUE"))
 
 
+def _migration_6(conn: Connection) -> None:
+    """Version 6: the indexes of the API's queries (alarms across meters, meters by station).
+
+    A fresh database has them from version 1 (the current metadata); ``checkfirst`` skips them.
+    """
+    for index in (schema.EVENTS_BY_LOG, schema.METERS_BY_STATION):
+        index.create(conn, checkfirst=True)
+
+
 #: Migration steps in order; step i brings the schema from version i to i + 1.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
@@ -117,6 +126,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -229,13 +229,23 @@ def insert_outages(db: DatabaseHandle, rows: Iterable[Outage]) -> int:
         return max(result.rowcount, 0)
 
 
-def outages_of(db: DatabaseHandle, meter_id: str) -> list[Outage]:
+def outages_of(
+    db: DatabaseHandle,
+    meter_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Outage]:
+    """One meter's outages, oldest first; with ``start``/``end`` those that overlap it."""
     t = outages
     stmt = (
         select(t.c.meter_id, t.c.power_down, t.c.power_up)
         .where(t.c.meter_id == meter_id)
         .order_by(t.c.power_down)
     )
+    if start is not None:
+        stmt = stmt.where(t.c.power_up >= start)
+    if end is not None:
+        stmt = stmt.where(t.c.power_down < end)
     return [Outage(*row) for row in db.execute_read(stmt)]
 
 

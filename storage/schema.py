@@ -111,6 +111,8 @@ meters = Table(
 )
 Index("ix_meters_link", meters.c.link_id)
 Index("ix_meters_area", meters.c.area)
+#: Version 6 (the API's meter list filters by station).
+METERS_BY_STATION = Index("ix_meters_station", meters.c.station)
 
 channels = Table(
     "channels",
@@ -183,6 +185,9 @@ events = Table(
     PrimaryKeyConstraint("meter_id", "log_obis", "ts", "code", name="pk_events"),
     sqlite_with_rowid=False,
 )
+#: Version 6: one log of every meter over a time range (the API's alarms, newest first),
+#: which the primary key (meter first) cannot answer without reading every event.
+EVENTS_BY_LOG = Index("ix_events_log_ts", events.c.log_obis, events.c.ts)
 
 read_attempts = Table(
     "read_attempts",

@@ -44,13 +44,13 @@ def _no_error(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_every_scenario_ran(smoke: dict[str, Any]) -> None:
     assert set(smoke["scenarios"]) == {
-        "throughput", "peers", "gprs", "buses", "storage", "security"
+        "throughput", "peers", "gprs", "buses", "storage", "security", "service"
     }  # fmt: skip
     for name in smoke["scenarios"]:
         _no_error(smoke, name)
     md = smoke["_markdown"]
     for heading in ("## 1. Throughput", "## 2. Peers", "## 3. GPRS", "## 4. RS-485",
-                    "## 5. Storage", "## 6. Cost of security"):  # fmt: skip
+                    "## 5. Storage", "## 6. Cost of security", "## 7. The service"):  # fmt: skip
         assert heading in md
 
 
@@ -183,3 +183,18 @@ def test_security_figures(smoke: dict[str, Any]) -> None:
     # HLS-GMAC adds the reply_to_HLS_authentication ACTION to every session
     assert secured["round_trips_per_session_mean"] == plain["round_trips_per_session_mean"] + 1
     assert sec["secured_over_plain_meters_per_s"] > 0
+
+
+def test_service_figures(smoke: dict[str, Any]) -> None:
+    v = _no_error(smoke, "service")
+    meters = smoke["sizes"]["meters"]
+    assert v["meters"] == meters
+    alone, served = v["collect_alone"], v["serve"]
+    assert served["job_state"] == "done" and served["complete"] == meters
+    assert alone["wall_s"] > 0 and served["wall_s"] > 0 and v["serve_over_alone_wall"] > 0
+    load, idle = served["api_under_load"], served["api_idle"]
+    assert load["requests"] > 0 and set(load["status"]) <= {"200", "400"}
+    assert idle["requests"] == 400 and set(idle["status"]) <= {"200", "400"}
+    assert idle["status"].get("200", 0) > 0
+    assert 0 < idle["latency_ms_p50"] <= idle["latency_ms_p99"]
+    assert served["service_exit_code"] == 143

@@ -357,3 +357,21 @@ def test_retry_follows_the_transient_flag_of_every_error_class() -> None:
         assert flags[name] is False, name
     assert service.NoKeys("x").transient is False
     assert service.SessionTimeout("x").transient is True
+
+
+async def test_a_disabled_meter_is_not_read(tmp_path: Path, db: Database) -> None:
+    ids = online_meter_ids(3, 1000)
+    f = Fleet(ids, [])
+    await f.start()
+    try:
+        import_inventory(db, f.write_csv(tmp_path / "m.csv"))
+        off = Fleet.name(ids[1])
+        db.set_enabled([off], False)
+        summary = await Collector(db, parse_plan(plan_text()), DAY, seed=1).run()
+        assert summary.stats.total == 2
+        assert summary.stats.complete == 2
+        assert off not in attempts_by_meter(db)
+        assert stored_vs_truth(db, ids[0], DAY) == []
+        assert db.interval_reads(off, CHANNELS[0], *day_window(DAY)) == []
+    finally:
+        await f.close()

@@ -442,3 +442,20 @@ def test_version_4_database_upgrades_keeping_its_meters(tmp_path: Path) -> None:
         assert db.schema_version() == SCHEMA_VERSION
         assert [m.meter_id for m in db.meters(enabled_only=True)] == ["M000001", "M000002"]
         assert db.get_meter("M000001") == meter(1)
+
+
+def test_version_5_database_gains_the_api_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    open_database(path).close()
+    con = sqlite3.connect(path)
+    con.execute("DROP INDEX ix_events_log_ts")
+    con.execute("DROP INDEX ix_meters_station")
+    con.execute("UPDATE schema_version SET version = 5")
+    con.commit()
+    con.close()
+    with open_database(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+    con = sqlite3.connect(path)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert {"ix_events_log_ts", "ix_meters_station"} <= names

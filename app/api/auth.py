@@ -41,14 +41,17 @@ def require(role: str) -> Callable[..., Awaitable[Token]]:
         if token is None:
             raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
         if not token.may(role):
-            raise ApiError(
-                403,
-                "forbidden",
-                f"token {token.name!r} has role {token.role!r}; this needs {role!r}",
-            )
+            raise forbidden(token, role)
         return token
 
     return check
+
+
+def forbidden(token: Token, role: str) -> ApiError:
+    """The 403 answer to ``token`` asking for what needs ``role``."""
+    return ApiError(
+        403, "forbidden", f"token {token.name!r} has role {token.role!r}; this needs {role!r}"
+    )
 
 
 Reader = Annotated[Token, Depends(require("reader"))]

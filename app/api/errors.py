@@ -20,22 +20,47 @@ from storage.errors import StorageError
 class ApiError(Exception):
     """An error answer: HTTP status, error class, message and (optionally) the field."""
 
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.field = field
+        #: More of the answer (e.g. every problem of a rejected inventory, by line).
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.field is not None:
             out["field"] = self.field
+        out.update(self.extra)
         return out
 
 
 def _location(loc: Any) -> str:
     return ".".join(str(part) for part in loc)
+
+
+def validation_body(exc: RequestValidationError) -> dict[str, Any]:
+    """The 400 answer to a request FastAPI could not validate, naming the first bad field."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _location(first.get("loc", ()))
+    return {
+        "error": "bad_request",
+        "message": f"{field}: {first.get('msg', 'invalid')}",
+        "field": field,
+        "details": [
+            {"field": _location(e.get("loc", ())), "message": e.get("msg")} for e in errors
+        ],
+    }
 
 
 def install(app: FastAPI) -> None:
@@ -48,18 +73,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _location(first.get("loc", ()))
-        body = {
-            "error": "bad_request",
-            "message": f"{field}: {first.get('msg', 'invalid')}",
-            "field": field,
-            "details": [
-                {"field": _location(e.get("loc", ())), "message": e.get("msg")} for e in errors
-            ],
-        }
-        return JSONResponse(body, status_code=400)
+        return JSONResponse(validation_body(exc), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
