@@ -93,7 +93,9 @@ def test_sigkill_mid_job_then_restart_completes_it_exactly(tmp_path: Path) -> No
         assert 0 < at_kill < expected
 
         with service(conf, env) as second:
-            assert any("resuming 1 job(s)" in line for line in second.lines), second.lines
+            wait_for(
+                "the resume notice", lambda: any("resuming 1 job(s)" in x for x in second.lines)
+            )
             wait_for("the job's end", lambda: (j := the_scheduled_job(db)) is not None and j.final)
             assert second.stop() == 128 + signal.SIGTERM
     done = the_scheduled_job(db)
