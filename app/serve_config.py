@@ -127,13 +127,13 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             f"the plan's {', '.join(_PLAN_TABLES)})"
         )
     values = dict(DEFAULTS)
-    for key, value in {**service, **(overrides or {})}.items():
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key, value in {**service, **given}.items():
         if key not in DEFAULTS:
             raise ConfigError(
                 f"{source}: unknown key service.{key} (known: {', '.join(sorted(DEFAULTS))})"
             )
-        if value is not None:
-            values[key] = _check_type(source, key, value)
+        values[key] = _check_type(source, key, value)
 
     def where(key: str) -> str | None:
         text = str(values[key])

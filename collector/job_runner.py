@@ -57,6 +57,8 @@ from storage.records import MeterRecord
 
 #: Meters of an incomplete job listed in its result (the others are counted).
 WORST = 20
+#: Up to this many named meters are looked up one by one, not by reading the inventory.
+FEW_METERS = 100
 #: Days a ``read`` job's profile range may span.
 MAX_READ_DAYS = 31
 
@@ -136,8 +138,15 @@ class JobRunner:
             raise JobFailed(f"the plan has no group {group_name!r}")
         if job.meters is None:
             meters = self.db.meters(enabled_only=True)
+        elif len(job.meters) <= FEW_METERS:  # an operator's request: look them up one by one
+            found = {m: rec for m in job.meters if (rec := self.db.get_meter(m)) is not None}
+            unknown = [m for m in job.meters if m not in found]
+            if unknown:
+                raise JobFailed(f"unknown meter(s): {', '.join(unknown[:10])}")
+            meters = [found[m] for m in job.meters]
         else:
-            found = {m.meter_id: m for m in self.db.meters() if m.meter_id in set(job.meters)}
+            wanted = set(job.meters)
+            found = {m.meter_id: m for m in self.db.meters() if m.meter_id in wanted}
             unknown = [m for m in job.meters if m not in found]
             if unknown:
                 raise JobFailed(f"unknown meter(s): {', '.join(unknown[:10])}")

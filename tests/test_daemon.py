@@ -71,22 +71,33 @@ def stored_vs_truth(db: Database, meter_id: str, day: date) -> list[str]:
 
 
 async def until_final(db: Database, job_id: int, timeout: float = 60.0) -> JobRecord:
-    async with asyncio.timeout(timeout):
-        while True:
-            job = await asyncio.to_thread(jobs.get, db, job_id)
-            assert job is not None
-            if job.final:
-                return job
-            await asyncio.sleep(0.05)
+    job = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await asyncio.to_thread(jobs.get, db, job_id)
+                assert job is not None
+                if job.final:
+                    return job
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"job {job_id} did not end: {job} {all_jobs(db)}") from None
+
+
+def all_jobs(db: Database) -> list[tuple[int, str, str, str | None]]:
+    return [(j.id, j.kind, j.state, j.schedule) for j in jobs.list_jobs(db, limit=200)]
 
 
 async def scheduled_job(db: Database, schedule: str, tick: datetime) -> JobRecord:
-    async with asyncio.timeout(30):
-        while True:
-            for job in await asyncio.to_thread(jobs.list_jobs, db, limit=200):
-                if job.schedule == schedule and job.tick == tick:
-                    return await until_final(db, job.id)
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                for job in await asyncio.to_thread(jobs.list_jobs, db, limit=200):
+                    if job.schedule == schedule and job.tick == tick:
+                        return await until_final(db, job.id)
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"no job of {schedule} at {tick}: {all_jobs(db)}") from None
 
 
 async def test_two_nights_an_on_demand_read_and_a_relay_pair(tmp_path: Path, db: Database) -> None:

@@ -68,7 +68,13 @@ def test_overrides_and_a_plan_file(tmp_path: Path) -> None:
     full = (tmp_path / "full.toml").read_text()
     plan.write_text(full.split("# The plan, inline", 1)[1].split("\n", 2)[2])
     conf = tmp_path / "hes.toml"
-    conf.write_text('[service]\nplan = "plan.toml"\npush_listen = "127.0.0.1:0"\ndrain_s = 5\n')
+    conf.write_text(
+        '[service]\nplan = "plan.toml"\npush_listen = "127.0.0.1:0"\ndrain_s = 5\n'
+        'http = "127.0.0.1:0"\n'
+    )
+    kept = load_config(conf, {"db": None, "http": None})  # options not given keep the file's
+    assert kept.db == str(tmp_path / "hes.db") and kept.http_port == kept.push_port == 0
+    assert kept.drain_s == 5.0
     cfg = load_config(conf, {"db": "postgresql+psycopg://u@h/db", "http": "0.0.0.0:9000"})
     assert cfg.db == "postgresql+psycopg://u@h/db"
     assert (cfg.http_host, cfg.http_port, cfg.push_port, cfg.drain_s) == ("0.0.0.0", 9000, 0, 5.0)

@@ -34,7 +34,7 @@ from storage import jobs, schema
 from storage.database import Database, open_database
 from storage.jobs import JobRecord
 
-METERS = 16
+METERS = 10
 
 
 def fleet_spec(first_address: str, median_s: float) -> FleetSpec:
@@ -74,7 +74,7 @@ def test_sigkill_mid_job_then_restart_completes_it_exactly(tmp_path: Path) -> No
         ids = write_inventory(fleet, tmp_path / "meters.csv", lls=False)
         conf = config_file(
             tmp_path,
-            plan_text(concurrency=2),
+            plan_text(concurrency=1),
             inventory=str(tmp_path / "meters.csv"),
             poll_s=0.1,
             drain_s=2.0,
@@ -93,7 +93,9 @@ def test_sigkill_mid_job_then_restart_completes_it_exactly(tmp_path: Path) -> No
         assert 0 < at_kill < expected
 
         with service(conf, env) as second:
-            assert any("resuming 1 job(s)" in line for line in second.lines), second.lines
+            wait_for(
+                "the resume notice", lambda: any("resuming 1 job(s)" in x for x in second.lines)
+            )
             wait_for("the job's end", lambda: (j := the_scheduled_job(db)) is not None and j.final)
             assert second.stop() == 128 + signal.SIGTERM
     done = the_scheduled_job(db)
@@ -111,7 +113,7 @@ def test_sigterm_drains_within_its_bound_and_requeues_the_job(tmp_path: Path) ->
         ids = write_inventory(fleet, tmp_path / "meters.csv", lls=False)
         conf = config_file(
             tmp_path,
-            plan_text(concurrency=2),
+            plan_text(concurrency=1),
             inventory=str(tmp_path / "meters.csv"),
             poll_s=0.1,
             drain_s=1.0,
