@@ -91,7 +91,12 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
     queue = JobQueue(db)
     outbox = None
     if cfg.mqtt_url is not None:
-        outbox = MqttOutbox(cfg.mqtt_spool, cfg.mqtt_url, client_id=f"hes-serve-{os.getpid()}")
+        outbox = MqttOutbox(
+            cfg.mqtt_spool,
+            cfg.mqtt_url,
+            client_id=f"hes-serve-{os.getpid()}",
+            topic_prefix=cfg.mqtt_prefix,
+        )
     headend = HeadEnd(
         db,
         cfg.plan,

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "push_listen": "",
     "mqtt_url": "",
     "mqtt_spool": "hes-mqtt-spool.db",
+    "mqtt_prefix": "hes",
     "plan": "",
     "inventory": "",
     "master_key_file": "",
@@ -64,6 +65,7 @@ class ServeConfig:
     push_port: int | None
     mqtt_url: str | None
     mqtt_spool: str
+    mqtt_prefix: str
     inventory: str | None
     master_key_file: str | None
     log_file: str | None
@@ -158,6 +160,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             parse_mqtt_url(values["mqtt_url"])
         except ValueError as exc:
             raise ConfigError(f"{source}: service.mqtt_url: {exc}") from None
+    prefix = values["mqtt_prefix"].strip("/")
+    if not prefix or any(c in prefix for c in "+#\0"):
+        raise ConfigError(
+            f"{source}: service.mqtt_prefix {values['mqtt_prefix']!r} must be a topic "
+            "without +, # or NUL"
+        )
     push_host = push_port = None
     if values["push_listen"]:
         push_host, push_port = _address(source, "push_listen", values["push_listen"])
@@ -170,6 +178,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         push_port=push_port,
         mqtt_url=values["mqtt_url"] or None,
         mqtt_spool=where("mqtt_spool") or str(base / DEFAULTS["mqtt_spool"]),
+        mqtt_prefix=values["mqtt_prefix"],
         inventory=where("inventory"),
         master_key_file=where("master_key_file"),
         log_file=where("log_file"),

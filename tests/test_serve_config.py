@@ -91,6 +91,7 @@ def test_overrides_and_a_plan_file(tmp_path: Path) -> None:
         ("[service]\nhttp = 'localhost'\n", "service.http must be HOST:PORT"),
         ("[service]\npush_listen = ':99999'\n", "service.push_listen must be HOST:PORT"),
         ("[service]\nmqtt_url = 'http://x'\n", "service.mqtt_url"),
+        ("[service]\nmqtt_prefix = 'a/#'\n", "service.mqtt_prefix 'a/#' must be a topic"),
         ("[servce]\n", "unknown table or key 'servce'"),
         ("service = 3\n", "service must be a table"),
         ("[service\n", "not valid TOML"),
