@@ -38,6 +38,7 @@ from bench.harness import (
     Fleet,
     Sizes,
     _fmt,
+    _pct,
     _r,
     _rate,
     fleet,
@@ -299,6 +300,11 @@ def scenario_service(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     }
 
 
+def _answers(status: dict[str, int]) -> str:
+    """``17,794 x 200, 12,714 x 400``: a 400 is a meter whose reads are not stored yet."""
+    return ", ".join(f"{n:,} x {code}" for code, n in sorted(status.items()))
+
+
 def service_markdown(s: dict[str, Any]) -> list[str]:
     """The scenario's table for results.md and the README."""
     v = s.get("service")
@@ -313,7 +319,7 @@ def service_markdown(s: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
         f"| collection wall time | {_fmt(a['wall_s'])} s | {_fmt(sv['wall_s'])} s | "
         f"{_fmt(v['serve_over_alone_wall'])} |",
-        f"| success rate | {_fmt(a['success_rate'], 5)} | {_fmt(sv['success_rate'], 5)} | |",
+        f"| success rate | {_pct(a['success_rate'])} | {_pct(sv['success_rate'])} | |",
         f"| CPU per meter | {_fmt(a['collector_cpu_ms_per_meter'], 3)} ms | "
         f"{_fmt(sv['service_cpu_ms_per_meter'], 3)} ms (API included) | |",
         f"| peak RSS | {_fmt(a['collector_peak_rss_mib'], 1)} MiB | "
@@ -329,7 +335,7 @@ def service_markdown(s: dict[str, Any]) -> list[str]:
             + (f"{_fmt(sv['p99_load_over_idle'])} |" if q == "p99" else "|")
             for q in ("p50", "p95", "p99")
         ),
-        f"| answers | {load['status']} | {idle['status']} | |",
+        f"| answers | {_answers(load['status'])} | {_answers(idle['status'])} | |",
         "",
     ]
 
