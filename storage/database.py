@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -23,11 +23,8 @@ from sqlalchemy import (
     Insert,
     Table,
     create_engine,
-    delete,
     event,
     func,
-    insert,
-    inspect,
     select,
     text,
     update,
@@ -38,7 +35,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from storage import schema
-from storage.access import migrate as create_access_tables
 from storage.errors import StorageError
 from storage.gaps import (
     day_window,
@@ -49,9 +45,8 @@ from storage.gaps import (
     missing_epochs,
 )
 from storage.handle import insert_ignore
-from storage.jobs import migrate as create_job_tables
-from storage.keystore import create_security_tables
-from storage.operations import migrate as create_operations_tables
+from storage.migration import SCHEMA_VERSION, current_revision
+from storage.migration import upgrade as upgrade_schema
 from storage.records import (
     Attempt,
     Channel,
@@ -70,65 +65,6 @@ __all__ = ["SCHEMA_VERSION", "Database", "StorageError", "open_database"]
 
 DEFAULT_SQLITE_FILE = "hes.db"
 
-
-def _migration_1(conn: Connection) -> None:
-    """Version 1: every table of storage.schema.
-
-    Later versions append a step that alters what exists; this step must then create
-    the version-1 tables explicitly instead of from the (changed) current metadata.
-    """
-    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_version]
-    schema.metadata.create_all(conn, tables=tables)
-
-
-def _migration_2(conn: Connection) -> None:
-    """Version 2: the key store and persisted invocation counters (storage.keystore)."""
-    create_security_tables(conn)
-
-
-def _migration_3(conn: Connection) -> None:
-    """Version 3: command audit, clock corrections, outages (storage.operations)."""
-    create_operations_tables(conn)
-
-
-def _migration_4(conn: Connection) -> None:
-    """Version 4: the service's jobs (storage.jobs), API tokens and audit (storage.access)."""
-    create_job_tables(conn)
-    create_access_tables(conn)
-
-
-def _migration_5(conn: Connection) -> None:
-    """Version 5: meters.installed_on (inventory) and meters.enabled (the operator's switch).
-
-    Version 1 creates the meters table from the current metadata, so on a fresh database
-    the columns exist already; on one written by version 4 they are added.
-    """
-    have = {c["name"] for c in inspect(conn).get_columns("meters")}
-    if "installed_on" not in have:
-        conn.execute(text("ALTER TABLE meters ADD COLUMN installed_on DATE"))
-    if "enabled" not in have:
-        conn.execute(text("ALTER TABLE meters ADD COLUMN enabled BOOLEAN NOT NULL DEFAULT TRUE"))
-
-
-def _migration_6(conn: Connection) -> None:
-    """Version 6: the indexes of the API's queries (alarms across meters, meters by station).
-
-    A fresh database has them from version 1 (the current metadata); ``checkfirst`` skips them.
-    """
-    for index in (schema.EVENTS_BY_LOG, schema.METERS_BY_STATION):
-        index.create(conn, checkfirst=True)
-
-
-#: Migration steps in order; step i brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1,
-    _migration_2,
-    _migration_3,
-    _migration_4,
-    _migration_5,
-    _migration_6,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 # Keys of postgresql advisory locks taken while migrating (any fixed 64-bit number).
 _PG_MIGRATION_LOCK = 0x4E5_0001
@@ -466,34 +402,22 @@ class Database:
     # -- schema -----------------------------------------------------------------
 
     def schema_version(self) -> int:
-        """Version the database is at (0 for an empty database)."""
+        """Version the database is at: its Alembic revision's number (0 for an empty database)."""
         with self._read() as conn:
-            if not self.engine.dialect.has_table(conn, "schema_version"):
-                return 0
-            return int(
-                conn.execute(select(func.max(schema.schema_version.c.version))).scalar() or 0
-            )
+            revision = current_revision(conn)
+        return int(revision) if revision is not None else 0
 
     def migrate(self) -> int:
-        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; return the version."""
+        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; return the version.
+
+        The Alembic revisions of ``storage/migrations`` run on this connection
+        (:mod:`storage.migration`); on PostgreSQL an advisory lock makes concurrent
+        opens migrate once (SQLite's ``BEGIN IMMEDIATE`` does the same).
+        """
         with self._guard("opening the database"), self._writer.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
-            schema.schema_version.create(conn, checkfirst=True)
-            current = int(
-                conn.execute(select(func.max(schema.schema_version.c.version))).scalar() or 0
-            )
-            if current > SCHEMA_VERSION:
-                raise StorageError(
-                    f"database {self.safe_url} has schema version {current}, newer than "
-                    f"this hes (version {SCHEMA_VERSION}): upgrade hes"
-                )
-            for step in MIGRATIONS[current:]:
-                step(conn)
-            if current != SCHEMA_VERSION:
-                conn.execute(delete(schema.schema_version))
-                conn.execute(insert(schema.schema_version).values(version=SCHEMA_VERSION))
-        return SCHEMA_VERSION
+            return upgrade_schema(conn, self.safe_url)
 
     # -- inventory --------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """What storage's helper modules (keystore, operations, report) need of a database.
 
 :class:`DatabaseHandle` is the part of :class:`storage.database.Database` they use, as a
-Protocol, so they never import ``storage.database`` (which imports them for its migrations
-and reports): the modules of the package form no import cycle, not even for type checking.
+Protocol, so they never import ``storage.database`` (whose Alembic revisions create their
+tables and which reads reports through them): the modules of the package form no import
+cycle, not even for type checking.
 """
 
 from __future__ import annotations

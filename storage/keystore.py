@@ -76,8 +76,7 @@ __all__ = [
 MASTER_KEY_ENV = "HES_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "HES_MASTER_KEY_FILE"
 
-#: Tables of the security layer, created by database migration 2 (own metadata so that
-#: migration 1 keeps creating exactly the version-1 tables).
+#: Tables of the security layer, created by the Alembic revision 0002 (a metadata of their own).
 security_metadata = MetaData()
 
 meter_keys = Table(

@@ -1,8 +1,7 @@
 """Tables and queries of meter operations: command audit, clock corrections, outages.
 
-The tables live in a MetaData of their own and are created by the migration step
-:func:`migrate` (appended to ``storage.database.MIGRATIONS``), so the version-1 step,
-which creates ``storage.schema.metadata``, stays what it was. Push alarms need no table:
+The tables live in a MetaData of their own and are created by :func:`migrate`, which the
+Alembic revision 0003 (``storage/migrations/versions``) runs. Push alarms need no table:
 they are events (``events`` table) of the pseudo log :data:`PUSH_LOG`.
 """
 

@@ -318,6 +318,8 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     with open_database(tmp_path / "n.db"):
         pass
     con = sqlite3.connect(tmp_path / "n.db")
+    # a database of a release before Alembic (schema_version only), from a newer one
+    con.execute("DROP TABLE alembic_version")
     con.execute("UPDATE schema_version SET version = 99")
     con.commit()
     con.close()
@@ -432,9 +434,12 @@ def test_version_4_database_upgrades_keeping_its_meters(tmp_path: Path) -> None:
     with open_database(path) as db:
         db.upsert_meters([meter(1), meter(2)])
     con = sqlite3.connect(path)
-    # what version 4 wrote: the meters table without the version-5 columns
+    # what version 4 wrote: the meters table without the version-5 columns, no version-6 indexes
+    con.execute("DROP INDEX ix_events_log_ts")
+    con.execute("DROP INDEX ix_meters_station")
     con.execute("ALTER TABLE meters DROP COLUMN installed_on")
     con.execute("ALTER TABLE meters DROP COLUMN enabled")
+    con.execute("DROP TABLE alembic_version")
     con.execute("UPDATE schema_version SET version = 4")
     con.commit()
     con.close()
@@ -450,6 +455,7 @@ def test_version_5_database_gains_the_api_indexes(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     con.execute("DROP INDEX ix_events_log_ts")
     con.execute("DROP INDEX ix_meters_station")
+    con.execute("DROP TABLE alembic_version")
     con.execute("UPDATE schema_version SET version = 5")
     con.commit()
     con.close()

@@ -1,0 +1,1 @@
+"""Alembic revisions ``0001``, ``0002``, ...: revision N brings the schema to version N."""

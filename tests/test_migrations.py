@@ -1,0 +1,187 @@
+"""Alembic migrations: a fresh database reaches the metadata, a database of the release
+before Alembic keeps every value, a database of a newer hes is refused."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from setuptools import find_packages
+from sqlalchemy import text
+
+from storage import access, jobs, keystore, operations, schema
+from storage.database import SCHEMA_VERSION, Database, open_database
+from storage.errors import StorageError
+from storage.migration import SCRIPT_LOCATION, head, known_revisions, revision_of
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A SQLite database written by hes at schema version 6 (commit 728c5ab, the last before
+#: Alembic) through its own API: open_database, upsert_meters, set_enabled, channels,
+#: interval reads (a gap, a NULL value, 2**62), coverage, registers, events, attempts,
+#: tokens (one revoked), the audit trail, jobs (one cancelled), a command, a clock
+#: correction, an outage, a sealed meter key and an invocation counter; dumped by sqlite3.
+SCHEMA_6_DUMP = Path(__file__).parent / "data" / "hes_schema6.sql"
+ALL_METADATA = [
+    schema.metadata,
+    keystore.security_metadata,
+    jobs.metadata,
+    access.metadata,
+    operations.metadata,
+]
+T0 = datetime(2024, 3, 10, tzinfo=UTC)
+
+
+def differences(db: Database) -> list[Any]:
+    """What Alembic's autogenerate finds between the database and the metadata of hes."""
+    with db.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, ALL_METADATA))
+
+
+def alembic_revisions(db: Database) -> list[str]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def table_rows(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Every user table's columns and rows, in a stable order."""
+    con = sqlite3.connect(path)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        out = {}
+        for name in names:
+            cols = [r[1] for r in con.execute(f'PRAGMA table_info("{name}")')]
+            order = ", ".join(f'"{c}"' for c in cols)
+            rows = con.execute(f'SELECT {order} FROM "{name}" ORDER BY {order}').fetchall()
+            out[name] = (cols, rows)
+        return out
+    finally:
+        con.close()
+
+
+def schema_6_database(tmp_path: Path) -> Path:
+    path = tmp_path / "v6.db"
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA_6_DUMP.read_text())
+    con.close()
+    return path
+
+
+def test_revisions_are_the_schema_versions() -> None:
+    assert head() == revision_of(SCHEMA_VERSION) == "0006"
+    assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
+
+
+def test_fresh_sqlite_database_reaches_head_and_equals_the_metadata(tmp_path: Path) -> None:
+    with open_database(tmp_path / "fresh.db") as db:
+        assert alembic_revisions(db) == [head()]
+        assert db.schema_version() == SCHEMA_VERSION
+        assert differences(db) == []
+        # what a release from before Alembic reads to refuse a newer database
+        assert db.count_rows("schema_version") == 1
+
+
+def test_fresh_postgres_database_reaches_head_and_equals_the_metadata(pg_url: str) -> None:
+    with open_database(pg_url) as db:
+        assert alembic_revisions(db) == [head()]
+        assert db.schema_version() == SCHEMA_VERSION
+        assert differences(db) == []
+
+
+def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path) -> None:
+    path = schema_6_database(tmp_path)
+    before = table_rows(path)
+    assert "alembic_version" not in before
+    assert before["schema_version"][1] == [(6,)]
+    assert len(before["interval_reads"][1]) > 1000
+
+    with open_database(path) as db:
+        assert alembic_revisions(db) == [head()]
+        assert db.schema_version() == SCHEMA_VERSION
+        assert differences(db) == []
+        # through the API too: the values read back as hes wrote them
+        assert len(db.meters()) == 9
+        assert db.disabled_meter_ids() == {"M000003"}
+        assert db.get_meter("M000005") is not None
+        assert db.get_meter("M000005").installed_on == date(2024, 1, 6)  # type: ignore[union-attr]
+        gap = db.missing_intervals("M000002", "1.0.1.8.0.255:2", T0, T0 + timedelta(days=1))
+        assert gap == [(T0 + 40 * timedelta(minutes=15), T0 + 49 * timedelta(minutes=15))]
+        assert [t.name for t in access.tokens(db) if t.revoked_at is None] == ["ops"]
+        assert {j.state for j in jobs.list_jobs(db)} == {"queued", "cancelled"}
+        assert [o.duration_s for o in operations.outages_of(db, "M000004")] == [5400]
+
+    after = table_rows(path)
+    assert after.pop("alembic_version") == (["version_num"], [(head(),)])
+    assert after == before
+    # opened again: nothing to do, nothing changes
+    with open_database(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+    assert table_rows(path).keys() == {*before, "alembic_version"}
+
+
+def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    with open_database(path) as db:
+        db.upsert_meters([])
+    con = sqlite3.connect(path)
+    con.execute("UPDATE alembic_version SET version_num = '0099'")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match="schema revision '0099', unknown to this hes") as info:
+        open_database(path)
+    assert "(newest '0006'): upgrade hes" in str(info.value)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
+    con.close()
+
+
+def test_a_newer_revision_is_refused_on_postgres(pg_url: str) -> None:
+    with open_database(pg_url) as db, db.transaction() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
+    with pytest.raises(StorageError, match="schema revision '0007', unknown to this hes"):
+        open_database(pg_url)
+
+
+def test_open_database_migrates_without_the_alembic_command(tmp_path: Path) -> None:
+    # No alembic.ini anywhere, no alembic executable on PATH, another working directory.
+    assert not list(ROOT.glob("**/alembic.ini"))
+    code = (
+        "import sys; from storage.database import open_database\n"
+        "db = open_database(sys.argv[1]); print(db.schema_version()); db.close()\n"
+    )
+    env = {**os.environ, "PATH": "", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cli.db")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == str(SCHEMA_VERSION)
+
+
+def test_the_revisions_ship_in_the_package() -> None:
+    # setuptools' package discovery (pyproject's include list) finds the Alembic environment,
+    # so a wheel of hes carries env.py and every revision.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = set(find_packages(str(ROOT), include=include))
+    assert {"storage.migrations", "storage.migrations.versions"} <= packages
+    assert (SCRIPT_LOCATION / "env.py").is_file()
+    assert len(list((SCRIPT_LOCATION / "versions").glob("r0*.py"))) == SCHEMA_VERSION
