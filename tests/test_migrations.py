@@ -22,6 +22,7 @@ from storage import access, jobs, keystore, operations, schema
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.migration import SCRIPT_LOCATION, head, known_revisions, revision_of
+from storage.records import IntervalRead
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A SQLite database written by hes at schema version 6 (commit 728c5ab, the last before
@@ -132,6 +133,22 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
     assert table_rows(path).keys() == {*before, "alembic_version"}
+
+
+def test_postgres_database_of_the_release_before_alembic_is_adopted(pg_url: str) -> None:
+    reads = [
+        IntervalRead("A", "1.0.1.8.0.255:2", T0 + k * timedelta(minutes=15), k) for k in range(96)
+    ]
+    with open_database(pg_url) as db:
+        db.insert_interval_reads(reads)
+        with db.transaction() as conn:
+            # what the release before Alembic left: schema_version 6, no alembic_version
+            conn.execute(text("DROP TABLE alembic_version"))
+        assert db.schema_version() == 0
+    with open_database(pg_url) as db:
+        assert alembic_revisions(db) == [head()]
+        assert db.interval_reads("A", "1.0.1.8.0.255:2", T0, T0 + timedelta(days=1)) == reads
+        assert differences(db) == []
 
 
 def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
