@@ -129,7 +129,7 @@ class ParquetWriter:
     def _millis(self, stamps: list[datetime]) -> list[int]:
         """Epoch milliseconds of each stamp (pyarrow converts ints ten times faster)."""
         cache = self._ms
-        out = []
+        out: list[int] = []
         add = out.append
         for ts in stamps:
             ms = cache.get(ts)
