@@ -29,7 +29,6 @@ from sqlalchemy import (
     CursorResult,
     String,
     and_,
-    distinct,
     func,
     literal_column,
     select,
@@ -174,7 +173,7 @@ def _sqlite_batches(result: CursorResult[Any], batch_rows: int) -> Iterator[list
 def known_areas(db: Database) -> list[str]:
     """The areas of the inventory, sorted (to name them when an unknown one is asked for)."""
     m = schema.meters
-    stmt = select(distinct(m.c.area)).where(m.c.area.is_not(None)).order_by(m.c.area)
+    stmt = select(m.c.area).distinct().where(m.c.area.is_not(None)).order_by(m.c.area)
     return [str(row[0]) for row in db.execute_read(stmt)]
 
 
@@ -184,6 +183,6 @@ def unknown_meters(db: Database, meter_ids: Sequence[str]) -> list[str]:
     wanted = list(dict.fromkeys(meter_ids))
     if not wanted:
         return []
-    stmt = select(distinct(c.c.meter_id)).where(c.c.meter_id.in_(wanted))
+    stmt = select(c.c.meter_id).distinct().where(c.c.meter_id.in_(wanted))
     have = {str(row[0]) for row in db.execute_read(stmt)}
     return [m for m in wanted if m not in have]
