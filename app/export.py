@@ -186,14 +186,15 @@ def export_command(
         started = time.monotonic()
         try:
             rows, meters = _run(database, spec, stream, fmt, zone, batch_rows)
-        except BaseException:
+            if partial is not None:
+                stream.close()
+                os.replace(partial, out)
+        except OSError as exc:
+            raise fail(f"writing {out} failed: {exc.strerror or exc}", 1) from None
+        finally:
             if partial is not None:
                 stream.close()
                 partial.unlink(missing_ok=True)
-            raise
-        if partial is not None:
-            stream.close()
-            os.replace(partial, out)
     finally:
         database.close()
     where = "stdout" if out == "-" else out
@@ -240,5 +241,16 @@ def _run(
         return export_reads(db, spec, writer, batch_rows)
     except StorageError as exc:
         raise fail(str(exc), 1) from None
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python's final flush of
+        # stdout from failing on the closed pipe too.
+        _silence_stdout()
+        raise fail("stdout was closed before the export ended", 1) from None
     except OSError as exc:
         raise fail(f"writing the export failed: {exc.strerror or exc}", 1) from None
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -178,11 +178,12 @@ def known_areas(db: Database) -> list[str]:
 
 
 def unknown_meters(db: Database, meter_ids: Sequence[str]) -> list[str]:
-    """Those of ``meter_ids`` that have no recorded channel (so nothing to export), in order."""
-    c = schema.channels
+    """Those of ``meter_ids`` neither in the inventory nor with a recorded channel, in order."""
     wanted = list(dict.fromkeys(meter_ids))
     if not wanted:
         return []
-    stmt = select(c.c.meter_id).distinct().where(c.c.meter_id.in_(wanted))
-    have = {str(row[0]) for row in db.execute_read(stmt)}
+    have: set[str] = set()
+    for table in (schema.meters, schema.channels):
+        stmt = select(table.c.meter_id).distinct().where(table.c.meter_id.in_(wanted))
+        have.update(str(row[0]) for row in db.execute_read(stmt))
     return [m for m in wanted if m not in have]

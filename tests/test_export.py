@@ -542,3 +542,19 @@ def test_scaled_values_exact_in_csv_and_parquet(
     got = parquet_rows(path)
     assert got == [(*r[:6], unit_text(r[6])) for r in want]
     assert pq.read_table(path)["value"][97].as_py() == -70.0
+
+
+def test_an_inventory_meter_without_reads_exports_empty(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "hes.db")
+    try:
+        synthetic(db, 2, days=1)
+        db.upsert_meters(
+            [MeterRecord("NEW1", "tcp", "127.0.0.1", 4059, None, None, 1, 16, "none", "L-new")]
+        )
+    finally:
+        db.close()
+    code, out, err = export(tmp_path / "hes.db", "--from", T0.isoformat(), "--to",
+                            (T0 + timedelta(days=1)).isoformat(), "--meter", "NEW1")  # fmt: skip
+    assert code == 0, err
+    assert "warning: no interval reads" in err and "1 named meters" in err
+    assert out == "meter_id,channel,ts,value,unit,status\n"
