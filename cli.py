@@ -7,6 +7,7 @@ import typer
 from app.bench import bench_command
 from app.collect import collect_command
 from app.demo import demo_command
+from app.export import export_command
 from app.meters import meters_app
 from app.ops import disconnect_command, listen_command, reconnect_command
 from app.read import read_command
@@ -28,6 +29,7 @@ app.command("simulate")(simulate_command)
 app.add_typer(meters_app, name="meters")
 app.command("collect")(collect_command)
 app.command("report")(report_command)
+app.command("export")(export_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.add_typer(keys_app, name="keys")

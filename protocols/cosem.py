@@ -34,6 +34,8 @@ __all__ = [
     "ScalerUnit",
     "parse_capture_objects",
     "profile_rows",
+    "scaled_text",
+    "unit_text",
 ]
 
 # ---------------------------------------------------------------------------
@@ -331,6 +333,30 @@ UNIT_NAMES: dict[int, str] = {
     254: "other",
     255: "count",
 }
+
+
+def unit_text(code: int | None) -> str | None:
+    """A unit code as its symbol (``30`` → ``Wh``); an unknown code as ``unit N``, None as None.
+
+    The one spelling of units in every output (the API, ``hes export``), so downstream systems
+    never see the same unit written two ways.
+    """
+    if code is None:
+        return None
+    return UNIT_NAMES.get(code, f"unit {code}")
+
+
+def scaled_text(raw: int | None, scaler: int) -> str:
+    """The physical value ``raw * 10**scaler`` as exact decimal text: ``12345``, -3 → ``12.345``.
+
+    Exact (no float on the way), so a billing system gets the digits the meter counted;
+    None is the empty string (a CSV cell with no value).
+    """
+    if raw is None:
+        return ""
+    if scaler == 0:
+        return str(raw)
+    return format(Decimal(raw).scaleb(scaler), "f")
 
 
 @dataclass(slots=True, frozen=True)

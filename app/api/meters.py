@@ -17,7 +17,7 @@ from app.api.context import ServiceContext
 from app.api.errors import ApiError
 from app.api.params import Limit, Offset
 from collector.inventory import InventoryError, import_inventory_text
-from protocols.cosem import UNIT_NAMES
+from protocols.cosem import unit_text
 from storage import queries
 from storage.queries import MeterFilter
 from storage.records import Channel
@@ -29,13 +29,6 @@ MAX_IMPORT_BYTES = 64 * 1024 * 1024
 CSV = "text/csv"
 
 MeterId = Annotated[str, Path(min_length=1, max_length=64, description="The meter's id")]
-
-
-def unit_text(code: int | None) -> str | None:
-    """A COSEM unit code as its symbol (``30`` → ``Wh``); None stays None."""
-    if code is None:
-        return None
-    return UNIT_NAMES.get(code, f"unit {code}")
 
 
 def channel_dict(channel: Channel) -> dict[str, Any]:

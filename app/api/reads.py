@@ -14,7 +14,6 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query
@@ -23,9 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from app.api.auth import Context, Reader
 from app.api.context import ServiceContext
 from app.api.errors import ApiError
-from app.api.meters import MeterId, unit_text, unknown_meter
+from app.api.meters import MeterId, unknown_meter
 from app.api.params import From, Limit, To, bounded, iso, ordered
-from protocols.cosem import Obis
+from protocols.cosem import Obis, scaled_text, unit_text
 from storage import operations, queries
 from storage.database import Database
 from storage.records import Channel, IntervalRead
@@ -50,11 +49,6 @@ def scaled(raw: int | None, scaler: int) -> int | float | None:
     if raw is None:
         return None
     return raw * 10**scaler if scaler >= 0 else raw / 10 ** (-scaler)
-
-
-def scaled_text(raw: int | None, scaler: int) -> str:
-    """The physical value as exact decimal text (CSV): ``12345``, -3 → ``12.345``."""
-    return "" if raw is None else format(Decimal(raw).scaleb(scaler), "f")
 
 
 async def _or_404(ctx: ServiceContext, meter_id: str, fetch: Callable[[Database], T]) -> T:
