@@ -24,10 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
-from app.api import ServiceContext, create_app
-from app.api.routes import ROUTERS
 from app.run import StopSignals
 from app.serve_config import ConfigError, ServeConfig, load_config
 from app.support import fail, setup_json_log
@@ -48,12 +45,19 @@ SPOOL_GAUGE_S = 5.0
 log = logging.getLogger("hes.serve")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the service stops it, after draining."""
+def _http_server(config: Any) -> Any:
+    """uvicorn without its own signal handlers: the service stops it, after draining.
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    uvicorn and the API (FastAPI) are imported here, not with the module: every ``hes``
+    command imports this module to register ``serve``, and only ``serve`` needs them."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)
 
 
 def _publisher(outbox: MqttOutbox) -> Callable[[str, str, dict[str, Any]], None]:
@@ -87,6 +91,11 @@ async def serve_async(cfg: ServeConfig, signals: StopSignals) -> None:
 
 
 async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
+    import uvicorn
+
+    from app.api import ServiceContext, create_app
+    from app.api.routes import ROUTERS
+
     telemetry = Telemetry()
     queue = JobQueue(db)
     outbox = None
@@ -120,7 +129,7 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
         public_status=cfg.public_status,
         live=headend.live,
     )
-    server = _Server(
+    server = _http_server(
         uvicorn.Config(
             create_app(ctx, ROUTERS),
             host=cfg.http_host,
