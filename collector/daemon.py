@@ -143,9 +143,14 @@ class HeadEnd:
         try:
             await self._stop.wait()
         finally:
-            for task in (ticker, dispatcher):
-                task.cancel()
-            await asyncio.gather(ticker, dispatcher, return_exceptions=True)
+            self._stop.set()
+            self.queue.wake()
+            # The ticker may be cut anywhere (a tick submitted twice is one job). The
+            # dispatcher is not: a claim cut while its database call runs on would leave
+            # a job marked running with nobody running it; it sees the stop and ends.
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            await asyncio.gather(dispatcher, return_exceptions=True)
             await self._drain()
             if self.push is not None:
                 await self.push.close()
@@ -236,6 +241,9 @@ class HeadEnd:
             return False
         job = await self.queue.claim(max_priority=None if free > 1 else ON_DEMAND)
         if job is None:
+            return False
+        if self._stop.is_set():  # claimed as the stop came: leave it for the next start
+            await self.queue.requeue(job.id)
             return False
         if job.schedule is not None and job.tick is not None:
             lag = (self.now() - job.tick).total_seconds()

@@ -9,7 +9,9 @@ with the simulator's ground truth and every relay with the simulated meter's own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from test_collector_fleet import CHANNELS, plan_text
 from test_operations import SEED, SimClock, management_fleet, relay, sim_secret
 
 from collector.daemon import HeadEnd
+from collector.job_queue import JobQueue
 from collector.operations import CONNECTED, DISCONNECTED
 from collector.plan import parse_plan
 from simulator import model
@@ -178,10 +181,11 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
     tmp_path: Path, db: Database
 ) -> None:
     clock = SimClock(START.timestamp())
-    first = online_throughout(6, 1300, [START.timestamp()])
+    first = online_throughout(10, 1300, [START.timestamp()])
     plan = parse_plan(plan_text(concurrency=1))
+    # one bus: its meters are read one after the other, so the stop lands mid-job
     async with management_fleet(
-        tmp_path, db, tcp=6, first_meter=first, clock=clock, first_address="127.7.10.1"
+        tmp_path, db, tcp=0, bus=10, first_meter=first, clock=clock, first_address="127.7.10.1"
     ):
         ids = [m.meter_id for m in db.meters()]
 
@@ -198,8 +202,8 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
         job, _ = jobs.submit(db, JobRequest("collect", {"day": "2026-03-10"}, requested_by="op"))
         one = service()
         loop = asyncio.create_task(one.run())
-        async with asyncio.timeout(30):  # the first meters are in, the run is not over
-            while db.count_rows("read_attempts") < 2:
+        async with asyncio.timeout(30):  # the first meter is in, the run is not over
+            while db.count_rows("read_attempts") < 1:
                 await asyncio.sleep(0.01)
         one.stop()
         await asyncio.wait_for(loop, 30)
@@ -227,3 +231,34 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
         * len(CHANNELS)
         for m in ids
     )
+
+
+class SlowClaims(JobQueue):
+    """A queue whose claim sits in the database call a while (a slow or busy database)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.claiming = threading.Event()
+
+    async def claim(
+        self, kinds: Sequence[str] | None = None, max_priority: int | None = None
+    ) -> JobRecord | None:
+        def slow() -> JobRecord | None:
+            self.claiming.set()
+            time.sleep(0.3)
+            return jobs.claim_next(self.db, kinds=kinds, max_priority=max_priority)
+
+        return await asyncio.get_running_loop().run_in_executor(None, slow)
+
+
+async def test_a_stop_during_a_claim_leaves_the_job_queued(db: Database) -> None:
+    job, _ = jobs.submit(db, JobRequest("collect", {"day": "2026-03-10"}, requested_by="op"))
+    queue = SlowClaims(db)
+    service = HeadEnd(db, parse_plan(plan_text()), queue=queue, poll_s=0.05)
+    loop = asyncio.create_task(service.run())
+    await asyncio.to_thread(queue.claiming.wait, 10)
+    service.stop()  # while the claim's database call is still running
+    await asyncio.wait_for(loop, 30)
+    await asyncio.sleep(0.5)  # a claim cut loose from the loop would land by now
+    after = jobs.get(db, job.id)
+    assert after is not None and after.state == "queued", after
