@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from test_collector_fleet import CHANNELS
+from test_collector_fleet import CHANNELS, FleetThread
 
 from contracts.meters import INVENTORY_COLUMNS
 from simulator import model
@@ -38,44 +38,31 @@ SEED = 4242
 TIMEOUT = 60.0
 
 
-def _usable(number: int, instants: list[float]) -> bool:
+def _usable(number: int, instants: list[float], seed: int = SEED) -> bool:
     """Answers at every instant, and its clock is not behind true time: the service runs on
     true time, so a meter whose clock lags (the simulator drifts clocks by up to hours)
     would not yet hold the intervals a run expects, and the run would retry them until its
     window ends, far past a test's patience."""
-    spec = model.meter_spec(number, SEED)
-    meter = SimulatedMeter(number, SEED)
+    spec = model.meter_spec(number, seed)
+    meter = SimulatedMeter(number, seed)
     return all(meter.online(t) and model.meter_clock(spec, t) >= t for t in instants)
 
 
-def online_run(count: int, start: int, instants: list[float]) -> int:
+def online_run(count: int, start: int, instants: list[float], seed: int = SEED) -> int:
     """First meter number n such that meters n .. n+count-1 are all :func:`_usable`."""
     n = start
     while True:
-        bad = next((k for k in range(count) if not _usable(n + k, instants)), None)
+        bad = next((k for k in range(count) if not _usable(n + k, instants, seed)), None)
         if bad is None:
             return n
         n += bad + 1
 
 
-class SimThread:
+class SimThread(FleetThread[Fleet]):
     """A simulator fleet on the real clock, serving from its own event loop in a thread."""
 
     def __init__(self, spec: FleetSpec) -> None:
-        self.fleet = Fleet(spec, clock=time.time)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Fleet:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.fleet.start(), self.loop).result(timeout=30)
-        return self.fleet
-
-    def __exit__(self, *_exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fleet.close(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        super().__init__(Fleet(spec, clock=time.time))
 
     def relay(self, meter_id: str) -> int:
         """The control state of the simulated meter itself (not what hes read of it)."""
@@ -192,16 +179,17 @@ def config_file(tmp_path: Path, plan: str, **service: str | float | int | bool) 
     return path
 
 
-def truth_count(meter_id: str, day: date, until: datetime | None = None) -> int:
+def truth_count(meter_id: str, day: date, until: datetime | None = None, seed: int = SEED) -> int:
+    """Interval values (every channel) the meter holds for ``day`` before ``until``."""
     start, end = day_window(day)
     if until is not None:
         end = min(end, until)
-    rows = model.ground_truth(meter_number(meter_id), SEED, start.timestamp(), end.timestamp())
+    rows = model.ground_truth(meter_number(meter_id), seed, start.timestamp(), end.timestamp())
     return len(rows.load_profile) * len(CHANNELS)
 
 
 def stored_vs_truth(
-    db: Database, meter_id: str, day: date, until: datetime | None = None
+    db: Database, meter_id: str, day: date, until: datetime | None = None, seed: int = SEED
 ) -> list[str]:
     """Every difference between the stored intervals of ``day`` (before ``until``) and the
     simulator's ground truth; empty when they are equal."""
@@ -209,7 +197,7 @@ def stored_vs_truth(
     if until is not None:
         end = min(end, until)
     truth = model.ground_truth(
-        meter_number(meter_id), SEED, start.timestamp(), end.timestamp()
+        meter_number(meter_id), seed, start.timestamp(), end.timestamp()
     ).load_profile
     problems = []
     for k, channel in enumerate(CHANNELS):

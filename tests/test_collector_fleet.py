@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from simulator import model
 from simulator.faults import FaultPlan, SessionFault
@@ -203,15 +204,25 @@ def stored_vs_truth(db: Database, sim_id: int, day: date, seed: int = SEED) -> l
     return problems
 
 
-class FleetThread:
-    """A Fleet serving from its own event loop on a background thread."""
+class Startable(Protocol):
+    async def start(self) -> None: ...
 
-    def __init__(self, fleet: Fleet) -> None:
+    async def close(self) -> None: ...
+
+
+F = TypeVar("F", bound=Startable)
+
+
+class FleetThread(Generic[F]):
+    """A fleet (this module's, or ``simulator.fleet.Fleet``) serving from its own event loop
+    on a background thread."""
+
+    def __init__(self, fleet: F) -> None:
         self.fleet = fleet
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> Fleet:
+    def __enter__(self) -> F:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.fleet.start(), self.loop).result(timeout=30)
         return self.fleet

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from serve_harness import online_run, stored_vs_truth, truth_count
 from sqlalchemy import func, select
 from test_collector_fleet import CHANNELS, plan_text
 from test_operations import SEED, SimClock, management_fleet, relay, sim_secret
@@ -24,12 +25,8 @@ from collector.daemon import HeadEnd
 from collector.job_queue import JobQueue
 from collector.operations import CONNECTED, DISCONNECTED
 from collector.plan import parse_plan
-from simulator import model
-from simulator.fleet import meter_number
-from simulator.meter import SimulatedMeter
 from storage import jobs, schema
 from storage.database import Database, open_database
-from storage.gaps import day_window
 from storage.jobs import JobRecord, JobRequest
 
 #: The first night: ten past midnight after 10 March (UTC), the daily run's tick at 00:05.
@@ -49,28 +46,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path / "hes.db")
     yield database
     database.close()
-
-
-def online_throughout(count: int, start: int, instants: list[float]) -> int:
-    """First meter number n such that meters n .. n+count-1 answer at every instant."""
-    n = start
-    while not all(SimulatedMeter(n + k, SEED).online(t) for k in range(count) for t in instants):
-        n += 1
-    return n
-
-
-def stored_vs_truth(db: Database, meter_id: str, day: date) -> list[str]:
-    start, end = day_window(day)
-    truth = model.ground_truth(
-        meter_number(meter_id), SEED, start.timestamp(), end.timestamp()
-    ).load_profile
-    problems = []
-    for k, channel in enumerate(CHANNELS):
-        want = [(datetime.fromtimestamp(r[0], UTC), r[2 + k], r[1]) for r in truth]
-        got = [(r.ts, r.value, r.status) for r in db.interval_reads(meter_id, channel, start, end)]
-        if got != want:
-            problems.append(f"{meter_id} {channel}: {len(got)} stored, {len(want)} true")
-    return problems
 
 
 async def until_final(db: Database, job_id: int, timeout: float = 60.0) -> JobRecord:
@@ -106,7 +81,7 @@ async def scheduled_job(db: Database, schedule: str, tick: datetime) -> JobRecor
 async def test_two_nights_an_on_demand_read_and_a_relay_pair(tmp_path: Path, db: Database) -> None:
     clock = SimClock(START.timestamp())
     second_night = START + timedelta(days=1)
-    first = online_throughout(4, 900, [START.timestamp(), second_night.timestamp()])
+    first = online_run(4, 900, [START.timestamp(), second_night.timestamp()], SEED)
     plan = parse_plan(plan_text() + SCHEDULES)
     async with management_fleet(
         tmp_path, db, tcp=2, bus=2, first_meter=first, clock=clock, first_address="127.7.9.1"
@@ -128,7 +103,7 @@ async def test_two_nights_an_on_demand_read_and_a_relay_pair(tmp_path: Path, db:
         assert night1.state == "done", night1.result
         assert night1.result["complete"] == 4 and night1.params["day"] == "2026-03-10"
         for meter_id in ids:
-            assert stored_vs_truth(db, meter_id, date(2026, 3, 10)) == []
+            assert stored_vs_truth(db, meter_id, date(2026, 3, 10), seed=SEED) == []
         events1 = await scheduled_job(db, "all/events", START - timedelta(minutes=40))
         assert events1.state == "done" and events1.result["failed_count"] == 0, events1.result
         stored_events = db.count_rows("events")
@@ -164,7 +139,7 @@ async def test_two_nights_an_on_demand_read_and_a_relay_pair(tmp_path: Path, db:
         night2 = await scheduled_job(db, "all/profile", second_night - timedelta(minutes=5))
         assert night2.state == "done" and night2.params["day"] == "2026-03-11", night2.result
         for meter_id in ids:
-            assert stored_vs_truth(db, meter_id, date(2026, 3, 11)) == []
+            assert stored_vs_truth(db, meter_id, date(2026, 3, 11), seed=SEED) == []
         # events: the hourly ticks missed over the day were caught up, three at most
         event_jobs = [j for j in jobs.list_jobs(db, kind="events", limit=100)]
         assert 2 <= len(event_jobs) <= 1 + 3
@@ -181,7 +156,7 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
     tmp_path: Path, db: Database
 ) -> None:
     clock = SimClock(START.timestamp())
-    first = online_throughout(10, 1300, [START.timestamp()])
+    first = online_run(10, 1300, [START.timestamp()], SEED)
     plan = parse_plan(plan_text(concurrency=1))
     # one bus: its meters are read one after the other, so the stop lands mid-job
     async with management_fleet(
@@ -219,17 +194,11 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
         await asyncio.wait_for(loop, 30)
     assert done.state == "done" and done.attempts == 2, done.result
     for meter_id in ids:
-        assert stored_vs_truth(db, meter_id, date(2026, 3, 10)) == []
+        assert stored_vs_truth(db, meter_id, date(2026, 3, 10), seed=SEED) == []
     # the restart skipped the meters already complete: nothing stored twice
     assert done.result["skipped_complete"] >= 1
     assert db.count_rows("interval_reads") == sum(
-        len(
-            model.ground_truth(
-                meter_number(m), SEED, *(t.timestamp() for t in day_window(date(2026, 3, 10)))
-            ).load_profile
-        )
-        * len(CHANNELS)
-        for m in ids
+        truth_count(m, date(2026, 3, 10), seed=SEED) for m in ids
     )
 
 
