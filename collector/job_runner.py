@@ -36,7 +36,7 @@ from collector.meter_tasks import MeterTasks
 from collector.operations import run_command
 from collector.plan import Plan
 from collector.recorder import Publish
-from collector.service import Collector, NoSecret, SessionTimeout, env_secret, target_of
+from collector.service import Collector, SessionTimeout, env_secret, lls_password, target_of
 from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
@@ -138,15 +138,12 @@ class JobRunner:
             raise JobFailed(f"the plan has no group {group_name!r}")
         if job.meters is None:
             meters = self.db.meters(enabled_only=True)
-        elif len(job.meters) <= FEW_METERS:  # an operator's request: look them up one by one
-            found = {m: rec for m in job.meters if (rec := self.db.get_meter(m)) is not None}
-            unknown = [m for m in job.meters if m not in found]
-            if unknown:
-                raise JobFailed(f"unknown meter(s): {', '.join(unknown[:10])}")
-            meters = [found[m] for m in job.meters]
         else:
-            wanted = set(job.meters)
-            found = {m.meter_id: m for m in self.db.meters() if m.meter_id in wanted}
+            if len(job.meters) <= FEW_METERS:  # an operator's request: look them up one by one
+                found = {m: rec for m in job.meters if (rec := self.db.get_meter(m)) is not None}
+            else:
+                wanted = set(job.meters)
+                found = {m.meter_id: m for m in self.db.meters() if m.meter_id in wanted}
             unknown = [m for m in job.meters if m not in found]
             if unknown:
                 raise JobFailed(f"unknown meter(s): {', '.join(unknown[:10])}")
@@ -273,12 +270,7 @@ class JobRunner:
         errors_before = sum(tasks.stats.errors.values())
         shared = meter.transport != "tcp"
         try:
-            password = None
-            if meter.authentication == "lls":
-                ref = meter.password_ref or ""
-                password = self.secrets(ref) if ref else None
-                if password is None:
-                    raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
+            password = lls_password(meter, self.secrets)
             security = None
             if meter.security_profile == SECURE_PROFILE and keystore is not None:
                 security = await asyncio.to_thread(self._security, keystore, meter.meter_id)

@@ -104,6 +104,18 @@ def env_secret(ref: str) -> bytes | None:
     return value.encode() if value is not None else None
 
 
+def lls_password(meter: MeterRecord, secrets: Callable[[str], bytes | None]) -> bytes | None:
+    """The LLS secret of the meter's own association (None: it needs none); NoSecret when
+    its password reference resolves to nothing."""
+    if meter.authentication != "lls":
+        return None
+    ref = meter.password_ref or ""
+    password = secrets(ref) if ref else None
+    if password is None:
+        raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
+    return password
+
+
 #: ``after_read(session, meter)``: more work in the meter's session once its read succeeded
 #: (clock sync, event logs: ``collector.meter_tasks.MeterTasks``).
 AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
@@ -452,12 +464,7 @@ class Collector:
         error: DlmsError | None = None
         out = Readout()
         try:
-            password: bytes | None = None
-            if meter.authentication == "lls":
-                ref = meter.password_ref or ""
-                password = self.secrets(ref) if ref else None
-                if password is None:
-                    raise NoSecret(f"no secret for ref {ref!r} (set HES_PASSWORD_<REF>)")
+            password = lls_password(meter, self.secrets)
             security = None
             if meter.security_profile == SECURE_PROFILE:
                 got = await self._contexts.submit(meter.meter_id)
