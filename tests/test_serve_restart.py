@@ -29,7 +29,7 @@ from serve_harness import (
 from sqlalchemy import func, select
 from test_collector_fleet import plan_text
 
-from simulator.fleet import FleetSpec, LatencySpec
+from simulator.fleet import Fleet, FleetSpec, LatencySpec
 from storage import jobs, schema
 from storage.database import Database, open_database
 from storage.jobs import JobRecord
@@ -63,6 +63,22 @@ def wait_for(what: str, check: object, timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
+def served_fleet(
+    fleet: Fleet, tmp_path: Path, drain_s: float
+) -> tuple[list[str], Path, dict[str, str]]:
+    """The fleet's inventory, a service configuration reading it one meter at a time, and
+    the service's environment."""
+    ids = write_inventory(fleet, tmp_path / "meters.csv", lls=False)
+    conf = config_file(
+        tmp_path,
+        plan_text(concurrency=1),
+        inventory=str(tmp_path / "meters.csv"),
+        poll_s=0.1,
+        drain_s=drain_s,
+    )
+    return ids, conf, service_env(ids, tmp_path)
+
+
 def distinct_keys(db: Database) -> int:
     t = schema.interval_reads
     keys = select(t.c.meter_id, t.c.channel, t.c.ts).distinct().subquery()
@@ -71,15 +87,7 @@ def distinct_keys(db: Database) -> int:
 
 def test_sigkill_mid_job_then_restart_completes_it_exactly(tmp_path: Path) -> None:
     with SimThread(fleet_spec("127.7.20.1", median_s=0.05)) as fleet:
-        ids = write_inventory(fleet, tmp_path / "meters.csv", lls=False)
-        conf = config_file(
-            tmp_path,
-            plan_text(concurrency=1),
-            inventory=str(tmp_path / "meters.csv"),
-            poll_s=0.1,
-            drain_s=2.0,
-        )
-        env = service_env(ids, tmp_path)
+        ids, conf, env = served_fleet(fleet, tmp_path, drain_s=2.0)
         with service(conf, env) as first:
             db = open_database(tmp_path / "hes.db")
             wait_for("a few sessions", lambda: db.count_rows("read_attempts") >= 3)
@@ -110,15 +118,7 @@ def test_sigkill_mid_job_then_restart_completes_it_exactly(tmp_path: Path) -> No
 
 def test_sigterm_drains_within_its_bound_and_requeues_the_job(tmp_path: Path) -> None:
     with SimThread(fleet_spec("127.7.21.1", median_s=0.3)) as fleet:
-        ids = write_inventory(fleet, tmp_path / "meters.csv", lls=False)
-        conf = config_file(
-            tmp_path,
-            plan_text(concurrency=1),
-            inventory=str(tmp_path / "meters.csv"),
-            poll_s=0.1,
-            drain_s=1.0,
-        )
-        env = service_env(ids, tmp_path)
+        ids, conf, env = served_fleet(fleet, tmp_path, drain_s=1.0)
         with service(conf, env) as svc:
             db = open_database(tmp_path / "hes.db")
             wait_for("a first session", lambda: db.count_rows("read_attempts") >= 1)
