@@ -8,9 +8,7 @@ naming the database URL with the password masked.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
@@ -34,17 +32,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from storage import schema
+from storage import interval_read, schema
 from storage.errors import StorageError
-from storage.gaps import (
-    day_window,
-    epoch,
-    expected_epochs,
-    from_epoch,
-    group_missing,
-    missing_epochs,
-)
+from storage.gaps import day_window, expected_epochs, from_epoch, group_missing
 from storage.handle import insert_ignore
+from storage.interval_write import KeyCache, forget_range, store_intervals
 from storage.migration import SCHEMA_VERSION, current_revision
 from storage.migration import upgrade as upgrade_schema
 from storage.records import (
@@ -186,94 +178,11 @@ def open_database(
     return db
 
 
-_PG_INTERVAL_INSERT = text(
-    """
-    WITH ins AS (
-        INSERT INTO interval_reads (meter_id, channel, ts, value, scaler, status)
-        SELECT * FROM unnest(
-            CAST(:meter_id AS text[]), CAST(:channel AS text[]), CAST(:ts AS timestamptz[]),
-            CAST(:value AS bigint[]), CAST(:scaler AS smallint[]), CAST(:status AS integer[]))
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) FROM ins
-    """
-)
-
-
-def _pg_insert_interval_reads(conn: Connection, rows: Sequence[IntervalRead]) -> int:
-    """PostgreSQL bulk path: one INSERT ... SELECT FROM unnest(arrays) per chunk.
-
-    Several times faster than executemany because the server parses and plans one
-    statement per 20,000 rows and the rows travel as six arrays.
-    """
-    total = 0
-    for chunk in _chunks(rows, 20_000):
-        for r in chunk:
-            if r.ts.tzinfo is None:
-                raise ValueError(f"naive datetime {r.ts!r}: hes stores aware (UTC) timestamps only")
-        cols = dict(zip(_INTERVAL_COLS, (list(c) for c in zip(*chunk, strict=True)), strict=True))
-        total += int(conn.execute(_PG_INTERVAL_INSERT, cols).scalar_one())
-    return total
-
-
-_INTERVAL_COLS = ("meter_id", "channel", "ts", "value", "scaler", "status")
-
-
 def _sqlite_ts(ts: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime stores, made by C code (isoformat)."""
     if ts.tzinfo is None:
         raise ValueError(f"naive datetime {ts!r}: hes stores aware (UTC) timestamps only")
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-#: Interval stamps repeat across meters (every meter has the same 96 a day): their
-#: text is made once. Bounded; cleared when full.
-_TS_TEXT: dict[datetime, str] = {}
-_TS_TEXT_MAX = 50_000
-
-
-def _sqlite_ts_cached(ts: datetime) -> str:
-    text_ = _TS_TEXT.get(ts)
-    if text_ is None:
-        text_ = _sqlite_ts(ts)
-        if len(_TS_TEXT) >= _TS_TEXT_MAX:
-            _TS_TEXT.clear()
-        _TS_TEXT[ts] = text_
-    return text_
-
-
-#: Rows per multi-row INSERT: 6 parameters each, well under SQLite's 32,766 variables.
-_SQLITE_ROWS_PER_INSERT = 500
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_multirow_insert(n: int) -> str:
-    return (
-        "INSERT INTO interval_reads (meter_id, channel, ts, value, scaler, status) VALUES "
-        + ",".join(["(?,?,?,?,?,?)"] * n)
-        + " ON CONFLICT DO NOTHING"
-    )
-
-
-def _sqlite_insert_interval_tuples(conn: Connection, rows: Sequence[IntervalRead]) -> int:
-    """The SQLite bulk path straight from IntervalRead tuples, many rows per statement.
-
-    One multi-row INSERT per chunk rather than executemany: sqlite3 releases and
-    retakes the GIL around every row it steps, which stalls the collector's event
-    loop thread while a batch is written; one statement steps once.
-    """
-    ts_text = _sqlite_ts_cached
-    total = 0
-    for i in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
-        chunk = rows[i : i + _SQLITE_ROWS_PER_INSERT]
-        params: list[Any] = []
-        extend = params.extend
-        for m, c, t, v, s, st in chunk:
-            extend((m, c, ts_text(t), v, s, st))
-        sql = _sqlite_multirow_insert(len(chunk))
-        total += max(conn.exec_driver_sql(sql, tuple(params)).rowcount, 0)
-    return total
 
 
 _METER_COLS = ", ".join(MeterRecord._fields)
@@ -311,6 +220,7 @@ class Database:
         self.url = url
         self.dialect = engine.dialect.name
         self._writer: Engine = engine
+        self._keys = KeyCache()
         if self.dialect == "sqlite":
             self._writer = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
 
@@ -545,15 +455,19 @@ class Database:
         registers = [r._asdict() for w in writes for r in w.registers]
         coverage = [c for w in writes for c in w.coverage]
         attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
-        with self._guard("storing session reads"), self._writer.begin() as conn:
-            if channels:
-                self.upsert_channels(channels, conn)
-            if registers:
-                self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
-            counts = [self._insert_intervals(conn, w.intervals) for w in writes]
-            self._insert_coverage(conn, coverage)
-            if attempts:
-                self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
+        periods = {(c.meter_id, c.channel): c.period_s for c in channels}
+        with self._guard("storing session reads"), self._keyed():
+            with self._writer.begin() as conn:
+                if channels:
+                    self.upsert_channels(channels, conn)
+                if registers:
+                    self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
+                counts = store_intervals(
+                    conn, self._keys, [w.intervals for w in writes], coverage, periods
+                )
+                if attempts:
+                    self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
+            self._keys.committed()
         return counts
 
     # -- readings ---------------------------------------------------------------
@@ -572,35 +486,35 @@ class Database:
         """
         reads = list(rows)
         covered = list(coverage)
-
-        def run(c: Connection) -> int:
-            n = self._insert_intervals(c, reads)
-            self._insert_coverage(c, covered)
-            return n
-
-        with self._guard("writing interval reads"):
+        with self._guard("writing interval reads"), self._keyed():
             if conn is not None:
-                return run(conn)
+                return store_intervals(conn, self._keys, [reads], covered)[0]
             with self._writer.begin() as own:
-                return run(own)
+                new = store_intervals(own, self._keys, [reads], covered)[0]
+            self._keys.committed()
+            return new
 
-    def _insert_intervals(self, conn: Connection, rows: Sequence[IntervalRead]) -> int:
-        """Insert-or-ignore interval reads by the dialect's bulk path; the new rows."""
-        if not rows:
-            return 0
-        if self.dialect == "postgresql":
-            return _pg_insert_interval_reads(conn, rows)
-        return _sqlite_insert_interval_tuples(conn, rows)
+    def forget_intervals(
+        self,
+        meter_ids: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        values: bool = True,
+        coverage: bool = True,
+    ) -> int:
+        """Remove stored values and answered-range marks of ``meter_ids`` in ``[start, end)``
+        (:func:`storage.interval_write.forget_range`); return the values removed."""
+        with self._guard("forgetting interval reads"), self._writer.begin() as conn:
+            return forget_range(conn, list(meter_ids), start, end, values=values, coverage=coverage)
 
-    def _insert_coverage(self, conn: Connection, rows: Sequence[Coverage]) -> None:
-        if not rows:
-            return
-        now = datetime.now(UTC)
-        params = [
-            {"meter_id": m, "channel": c, "first_ts": a, "last_ts": b, "recorded_at": now}
-            for m, c, a, b in rows
-        ]
-        self._run_many(conn, self._insert_ignore(schema.read_coverage), params)
+    @contextmanager
+    def _keyed(self) -> Iterator[None]:
+        """Forget the keys and partitions a write made unless it reported its commit."""
+        try:
+            yield
+        finally:
+            self._keys.rolled_back()
 
     def record_coverage(self, rows: Iterable[Coverage]) -> None:
         """Record answered ranges on their own (a range read that returned no entry)."""
@@ -637,20 +551,19 @@ class Database:
         self, meter_id: str, channel: str, start: datetime, end: datetime
     ) -> list[IntervalRead]:
         """Stored entries of one meter channel with ``start <= ts < end``, by time."""
-        t = schema.interval_reads
-        stmt = (
-            select(t.c.meter_id, t.c.channel, t.c.ts, t.c.value, t.c.scaler, t.c.status)
-            .where(t.c.meter_id == meter_id, t.c.channel == channel, t.c.ts >= start, t.c.ts < end)
-            .order_by(t.c.ts)
-        )
         with self._read() as conn:
-            return [IntervalRead(*row) for row in conn.execute(stmt)]
+            return interval_read.interval_reads(conn, meter_id, channel, start, end)
 
     def count_rows(self, table: str) -> int:
         """Number of rows in one of the hes tables (for tests and reports)."""
         tbl = schema.metadata.tables[table]
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(tbl)).scalar_one())
+
+    def count_interval_values(self) -> int:
+        """Every interval value stored (what a row per value would have counted)."""
+        with self._read() as conn:
+            return interval_read.count_values(conn)
 
     # -- gaps -------------------------------------------------------------------
 
@@ -670,32 +583,9 @@ class Database:
         expected = expected_epochs(day_start, day_end, period_s)
         if not expected:
             return []
-        t = schema.interval_reads
-        cv = schema.read_coverage
         with self._read() as conn:
-            stored = [
-                epoch(ts)
-                for (ts,) in conn.execute(
-                    select(t.c.ts).where(
-                        t.c.meter_id == meter_id,
-                        t.c.channel == channel,
-                        t.c.ts >= day_start,
-                        t.c.ts < day_end,
-                    )
-                )
-            ]
-            covered = [
-                (epoch(a), epoch(b))
-                for a, b in conn.execute(
-                    select(cv.c.first_ts, cv.c.last_ts).where(
-                        cv.c.meter_id == meter_id,
-                        cv.c.channel == channel,
-                        cv.c.last_ts >= day_start,
-                        cv.c.first_ts < day_end,
-                    )
-                )
-            ]
-        missing = missing_epochs(expected, stored, covered)
+            have = interval_read.satisfied_epochs(conn, meter_id, channel, day_start, day_end)
+        missing = [e for e in expected if e not in have]
         return [(from_epoch(a), from_epoch(b)) for a, b in group_missing(missing, period_s)]
 
     def missing_counts(
@@ -708,62 +598,16 @@ class Database:
     ) -> dict[str, int]:
         """Missing intervals per meter (summed over ``channels``) in ``[start, end)``.
 
-        One grouped count over the window decides most meters; only meters with fewer
-        rows than expected and a coverage range are looked at stamp by stamp.
-        Counting assumes stored stamps are aligned to the period (profile entries are).
+        One grouped SUM over the window's day rows decides most meters
+        (:func:`storage.interval_read.missing_counts`).
         """
         expected = expected_epochs(start, end, period_s)
-        n_expected = len(expected)
-        chans = list(dict.fromkeys(channels))
-        t = schema.interval_reads
-        cv = schema.read_coverage
         with self._read() as conn:
             if meter_ids is None:
-                ids = list(conn.execute(select(schema.meters.c.meter_id)).scalars())
+                ids: Iterable[str] = list(conn.execute(select(schema.meters.c.meter_id)).scalars())
             else:
-                ids = list(dict.fromkeys(meter_ids))
-            if n_expected == 0 or not chans:
-                return dict.fromkeys(ids, 0)
-            counts: dict[tuple[str, str], int] = {}
-            stmt = (
-                select(t.c.meter_id, t.c.channel, func.count())
-                .where(t.c.ts >= start, t.c.ts < end, t.c.channel.in_(chans))
-                .group_by(t.c.meter_id, t.c.channel)
-            )
-            for m, c, n in conn.execute(stmt):
-                counts[(m, c)] = int(n)
-            coverage: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-            cstmt = select(cv.c.meter_id, cv.c.channel, cv.c.first_ts, cv.c.last_ts).where(
-                cv.c.last_ts >= start, cv.c.first_ts < end, cv.c.channel.in_(chans)
-            )
-            for m, c, a, b in conn.execute(cstmt):
-                coverage[(m, c)].append((epoch(a), epoch(b)))
-            result: dict[str, int] = {}
-            exact: list[tuple[str, str]] = []
-            for m in ids:
-                total = 0
-                for c in chans:
-                    have = counts.get((m, c), 0)
-                    if have >= n_expected:
-                        continue
-                    if (m, c) in coverage:
-                        exact.append((m, c))
-                    else:
-                        total += n_expected - have
-                result[m] = total
-            for m, c in exact:
-                # A day the meter answered in full (an outage gap inside) is decided by its
-                # coverage alone; only stamps outside every coverage range are looked up,
-                # by primary key, one meter channel at a time.
-                uncovered = missing_epochs(expected, (), coverage[(m, c)])
-                if not uncovered:
-                    continue
-                sstmt = select(t.c.ts).where(
-                    t.c.meter_id == m, t.c.channel == c, t.c.ts >= start, t.c.ts < end
-                )
-                stored = {epoch(ts) for (ts,) in conn.execute(sstmt)}
-                result[m] += sum(1 for ts in uncovered if ts not in stored)
-        return result
+                ids = meter_ids
+            return interval_read.missing_counts(conn, expected, channels, period_s, ids)
 
     def complete_meters(
         self, day: date, channels: Sequence[str], *, period_s: int = 900, tz: tzinfo = UTC

@@ -5,15 +5,17 @@ the range in memory. One statement reads it, ordered by meter, channel and times
 rows come out ``batch_rows`` at a time: through a server-side cursor on PostgreSQL (SQLAlchemy
 ``stream_results``: the server sends ``FETCH FORWARD batch_rows`` at a time), and through the
 SQLite cursor, which steps rows only as they are fetched. The plan is driven by the
-``channels`` table (meter id, channel) in key order, each pair looking up its range on the
-primary key of ``interval_reads``, so the order needs no sort and one statement serves every
-size; the read happens in one snapshot (one transaction), so an export never mixes two
+``channels`` table (meter id, channel) in key order, each pair looking up its day rows on
+``ix_interval_days_series``, so the order needs no sort; each day row is unpacked as it
+arrives, and the rare off-grid entries (``interval_extra``) are merged into their channel's
+place. The read happens in one snapshot (one transaction), so an export never mixes two
 states of a meter's data.
 
 Rows come from the channels the collector recorded (it records a meter's channels, with their
 unit, in the same transaction as the reads), so each carries its unit; a read stored without
 its channel row (never written by the collector) is not exported. The scaler is the one stored
-with each value (the meter's scaler_unit when that value was read).
+with each day's values (the meter's scaler_unit; a day read with two scalers is held at the
+finer one, the physical values unchanged).
 """
 
 from __future__ import annotations
@@ -21,25 +23,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    CursorResult,
-    String,
-    and_,
-    func,
-    literal_column,
-    select,
-    type_coerce,
-)
+from sqlalchemy import CursorResult, Join, and_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import Select
 
 from storage import schema
 from storage.database import Database
 from storage.errors import StorageError
+from storage.interval_read import decode_row, stamp
+from storage.interval_write import DAY_S, epoch_us
+
+DAY_US = DAY_S * 1_000_000
 
 #: Rows per batch by default: a few MiB of Python objects, large enough that the per-batch
 #: costs (a round trip to PostgreSQL, a Parquet row group) do not show.
@@ -75,37 +72,8 @@ class ExportRange:
             )
 
 
-def _statement(spec: ExportRange, dialect: str) -> Select[Any]:
-    r = schema.interval_reads
+def _filtered(stmt: Select[Any], spec: ExportRange) -> Select[Any]:
     c = schema.channels
-    # SQLite holds timestamps as text: fetched raw and parsed once per distinct stamp below,
-    # instead of once per row by the column type.
-    ts = type_coerce(r.c.ts, String) if dialect == "sqlite" else r.c.ts
-    after: ColumnElement[bool] = r.c.ts >= spec.start
-    before: ColumnElement[bool] = r.c.ts < spec.end
-    if dialect == "sqlite" and spec.area is None and not spec.meters:
-        # Without statistics SQLite would scan the whole range on ix_interval_reads_ts and
-        # sort it; likelihood() says the range alone does not narrow much, so the plan stays
-        # channels in key order, each pair's range looked up on the primary key: no sort.
-        # (A meter or area filter leads the planner to that plan by itself.)
-        likely: ColumnElement[Any] = literal_column("0.9")
-        after = func.likelihood(after, likely)
-        before = func.likelihood(before, likely)
-    stmt = (
-        select(c.c.meter_id, c.c.channel, ts, r.c.value, r.c.scaler, r.c.status, c.c.unit)
-        .select_from(
-            c.join(
-                r,
-                and_(
-                    r.c.meter_id == c.c.meter_id,
-                    r.c.channel == c.c.channel,
-                    after,
-                    before,
-                ),
-            )
-        )
-        .order_by(c.c.meter_id, c.c.channel, r.c.ts)
-    )
     if spec.area is not None:
         m = schema.meters
         stmt = stmt.where(c.c.meter_id.in_(select(m.c.meter_id).where(m.c.area == spec.area)))
@@ -114,6 +82,84 @@ def _statement(spec: ExportRange, dialect: str) -> Select[Any]:
     if spec.channels:
         stmt = stmt.where(c.c.channel.in_(spec.channels))
     return stmt
+
+
+def _keyed_channels() -> Join:
+    c, mk, ck = schema.channels, schema.interval_meters, schema.interval_channels
+    return c.join(mk, mk.c.meter_id == c.c.meter_id).join(ck, ck.c.channel == c.c.channel)
+
+
+def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
+    """The day rows of the range, in (meter, channel, day) order, with the channel's unit."""
+    c, mk, ck, d = (
+        schema.channels,
+        schema.interval_meters,
+        schema.interval_channels,
+        schema.interval_days,
+    )
+    stmt = (
+        select(
+            c.c.meter_id,
+            c.c.channel,
+            c.c.unit,
+            d.c.day,
+            d.c.period_s,
+            d.c.scaler,
+            d.c.present,
+            d.c.vals,
+            d.c.nulls,
+            d.c.status,
+        )
+        .select_from(
+            _keyed_channels().join(
+                d,
+                and_(
+                    d.c.meter_key == mk.c.meter_key,
+                    d.c.channel_key == ck.c.channel_key,
+                    d.c.day >= first_day,
+                    d.c.day <= last_day,
+                ),
+            )
+        )
+        .order_by(c.c.meter_id, c.c.channel, d.c.day)
+    )
+    return _filtered(stmt, spec)
+
+
+def _extra_rows(spec: ExportRange, lo: int, hi: int) -> Select[Any]:
+    """The off-grid entries of the range (rare), in (meter, channel, ts) order."""
+    c, mk, ck, x = (
+        schema.channels,
+        schema.interval_meters,
+        schema.interval_channels,
+        schema.interval_extra,
+    )
+    stmt = (
+        select(c.c.meter_id, c.c.channel, c.c.unit, x.c.ts_us, x.c.value, x.c.scaler, x.c.status)
+        .select_from(
+            _keyed_channels().join(
+                x,
+                and_(
+                    x.c.meter_key == mk.c.meter_key,
+                    x.c.channel_key == ck.c.channel_key,
+                    x.c.ts_us >= lo,
+                    x.c.ts_us < hi,
+                ),
+            )
+        )
+        .order_by(c.c.meter_id, c.c.channel, x.c.ts_us)
+    )
+    return _filtered(stmt, spec)
+
+
+def _decoded(row: Sequence[Any], lo: int, hi: int) -> list[ExportRow]:
+    """The export rows of one day row, inside ``[lo, hi)`` (epoch microseconds)."""
+    meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
+    entries = decode_row(day, period, scaler, present, vals, nulls, status)
+    base = day * DAY_US
+    if lo <= base and base + DAY_US <= hi:
+        return [(meter, channel, stamp(t), v, s, st, unit) for t, v, s, st in entries]
+    return [(meter, channel, stamp(t), v, s, st, unit) for t, v, s, st in entries if lo <= t < hi]
 
 
 def interval_batches(
@@ -127,17 +173,23 @@ def interval_batches(
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be positive, not {batch_rows}")
-    stmt = _statement(spec, db.dialect)
+    lo, hi = epoch_us(spec.start), epoch_us(spec.end)
+    first_day, last_day = lo // DAY_US, (hi - 1) // DAY_US
     try:
-        with db.engine.connect() as conn:
+        with db.engine.connect() as conn, conn.begin():
+            extras: dict[tuple[str, str], list[ExportRow]] = {}
+            for m, c, u, t, v, s, st in conn.execute(_extra_rows(spec, lo, hi)):
+                extras.setdefault((m, c), []).append((m, c, stamp(int(t)), v, s, st, u))
             if db.dialect == "sqlite":
-                yield from _sqlite_batches(conn.execute(stmt), batch_rows)
-                return
-            result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
-            for part in result.partitions(batch_rows):
-                yield [(m, c, t, v, s, st, u) for m, c, t, v, s, st, u in part]
+                result = conn.execute(_day_rows(spec, first_day, last_day))
+                rows: Iterator[Sequence[Any]] = _sqlite_rows(result, batch_rows)
+            else:
+                streamed = conn.execution_options(stream_results=True, yield_per=batch_rows)
+                result = streamed.execute(_day_rows(spec, first_day, last_day))
+                rows = (r for part in result.partitions(batch_rows) for r in part)
+            yield from _batched(_merged(rows, extras, lo, hi), batch_rows)
     except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
-        # sqlite3's own errors come from the raw cursor of _sqlite_batches.
+        # sqlite3's own errors come from the raw cursor of _sqlite_rows.
         orig = getattr(exc, "orig", None) or exc
         detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         raise StorageError(
@@ -146,26 +198,64 @@ def interval_batches(
         ) from exc
 
 
-def _sqlite_batches(result: CursorResult[Any], batch_rows: int) -> Iterator[list[ExportRow]]:
-    """Straight from the sqlite3 cursor, which steps rows only as they are fetched.
+def _merged(
+    rows: Iterator[Sequence[Any]],
+    extras: dict[tuple[str, str], list[ExportRow]],
+    lo: int,
+    hi: int,
+) -> Iterator[list[ExportRow]]:
+    """Day rows decoded, with each meter channel's off-grid entries merged in time order and
+    channels holding only off-grid entries in key order."""
+    pending = sorted(extras)
+    k = 0
+    current: tuple[str, str] | None = None
+    group: list[ExportRow] = []
+    for row in rows:
+        key = (row[0], row[1])
+        if key != current:
+            if current is not None and current in extras:
+                yield sorted([*group, *extras[current]], key=_ts)
+            group = []
+            while k < len(pending) and pending[k] < key:
+                if pending[k] != current:
+                    yield extras[pending[k]]
+                k += 1
+            current = key
+        decoded = _decoded(row, lo, hi)
+        if key in extras:
+            group.extend(decoded)
+        else:
+            yield decoded
+    if current is not None and current in extras:
+        yield sorted([*group, *extras[current]], key=_ts)
+    for rest in pending[k:]:
+        if rest != current:
+            yield extras[rest]
 
-    No column of the statement has a result type to apply (the timestamp comes as its stored
-    text), so SQLAlchemy's row objects would only cost time; each distinct stamp (the same
-    96 a day for every meter) is parsed once.
-    """
+
+def _ts(row: ExportRow) -> datetime:
+    return row[2]
+
+
+def _batched(parts: Iterator[list[ExportRow]], batch_rows: int) -> Iterator[list[ExportRow]]:
+    """Parts regrouped into lists of ``batch_rows`` (the last one shorter)."""
+    out: list[ExportRow] = []
+    for part in parts:
+        out.extend(part)
+        while len(out) >= batch_rows:
+            yield out[:batch_rows]
+            del out[:batch_rows]
+    if out:
+        yield out
+
+
+def _sqlite_rows(result: CursorResult[Any], batch_rows: int) -> Iterator[Sequence[Any]]:
+    """Straight from the sqlite3 cursor, which steps rows only as they are fetched (no column
+    needs SQLAlchemy's result processing: blobs come as bytes)."""
     cursor = result.cursor
-    stamps: dict[str, datetime] = {}
-    get = stamps.get
-
-    def parse(text: str) -> datetime:
-        if len(stamps) >= 100_000:
-            stamps.clear()
-        ts = stamps[text] = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        return ts
-
     try:
         while rows := cursor.fetchmany(batch_rows):
-            yield [(m, c, get(t) or parse(t), v, s, st, u) for m, c, t, v, s, st, u in rows]
+            yield from rows
     finally:
         result.close()
 

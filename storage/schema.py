@@ -4,7 +4,7 @@ One metadata for both dialects. Timestamps are stored in UTC: ``timestamptz`` on
 PostgreSQL, ISO text on SQLite (SQLAlchemy's default), always handed back as aware
 UTC datetimes by :class:`UtcDateTime`, so callers never meet a naive timestamp.
 
-The high-volume tables (interval_reads, register_reads, events, read_coverage) have
+The high-volume tables (interval_days, register_reads, events) have
 no foreign key to meters on purpose: a key check per row costs insert speed, and the
 collector only ever writes reads for meters it took from the inventory.
 """
@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -131,34 +132,79 @@ channels = Table(
     PrimaryKeyConstraint("meter_id", "channel", name="pk_channels"),
 )
 
-interval_reads = Table(
-    "interval_reads",
+#: Version 7: integer surrogate keys, so the day rows below carry three small integers as
+#: their key instead of a meter id, a channel name and a text timestamp. A meter's key is
+#: made when its first value is stored (reads may precede the inventory), never reused.
+interval_meters = Table(
+    "interval_meters",
     metadata,
+    Column("meter_key", Integer, primary_key=True, autoincrement=True),
     Column("meter_id", String(64), nullable=False),
-    Column("channel", String(64), nullable=False),
-    Column("ts", UtcDateTime, nullable=False),
-    # Raw integer as read; the physical value is value * 10**scaler (COSEM scaler_unit).
-    Column("value", BigInteger),
-    Column("scaler", SmallInteger, nullable=False, default=0),
-    Column("status", Integer),
-    PrimaryKeyConstraint("meter_id", "channel", "ts", name="pk_interval_reads"),
-    sqlite_with_rowid=False,
+    UniqueConstraint("meter_id", name="uq_interval_meters_meter_id"),
 )
-Index("ix_interval_reads_ts", interval_reads.c.ts)
 
-read_coverage = Table(
-    "read_coverage",
+interval_channels = Table(
+    "interval_channels",
     metadata,
-    Column("meter_id", String(64), nullable=False),
+    Column("channel_key", Integer, primary_key=True, autoincrement=True),
+    # e.g. "1.0.1.8.0.255:2" (OBIS and attribute of the captured object).
     Column("channel", String(64), nullable=False),
-    # Inclusive range of a selective-access read the meter answered in full.
-    Column("first_ts", UtcDateTime, nullable=False),
-    Column("last_ts", UtcDateTime, nullable=False),
-    Column("recorded_at", UtcDateTime, nullable=False),
-    PrimaryKeyConstraint("meter_id", "channel", "first_ts", "last_ts", name="pk_read_coverage"),
+    UniqueConstraint("channel", name="uq_interval_channels_channel"),
+)
+
+#: Version 7: a meter channel's day (UTC, days since 1970-01-01) in one row, its values
+#: packed as :mod:`storage.interval_codec` describes, on the grid of ``period_s`` (86,400 /
+#: period_s slots; slot i is the entry stamped day start + i * period_s). ``present`` marks
+#: the slots holding a value, ``complete`` those inside a range the meter answered in full
+#: (an entry it did not return does not exist), ``missing`` counts the slots in neither
+#: (kept at write time: a day's completeness is a SUM), ``n_values`` the values held.
+#: ``nulls`` marks values the meter sent as null-data, ``status`` packs the status of each
+#: present slot (-1: none); both NULL when no slot has one. Physical value = value *
+#: 10**scaler, one scaler a row. The key leads with the day, so a day's rows are one range
+#: (the report's scan, the night's inserts); ``ix_interval_days_series`` serves one meter's
+#: history. Partitioned by month on PostgreSQL (:mod:`storage.partitions`): retention drops
+#: partitions.
+interval_days = Table(
+    "interval_days",
+    metadata,
+    Column("day", Integer, nullable=False),
+    Column("meter_key", Integer, nullable=False),
+    Column("channel_key", Integer, nullable=False),
+    Column("period_s", Integer, nullable=False),
+    Column("scaler", SmallInteger, nullable=False),
+    Column("missing", SmallInteger, nullable=False),
+    Column("n_values", SmallInteger, nullable=False),
+    Column("present", LargeBinary, nullable=False),
+    Column("complete", LargeBinary, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+    Column("nulls", LargeBinary),
+    Column("status", LargeBinary),
+    PrimaryKeyConstraint("day", "meter_key", "channel_key", name="pk_interval_days"),
+    sqlite_with_rowid=False,
+    postgresql_partition_by="RANGE (day)",
+)
+Index(
+    "ix_interval_days_series",
+    interval_days.c.meter_key,
+    interval_days.c.channel_key,
+    interval_days.c.day,
+)
+
+#: Version 7: entries off their day row's grid (a stamp that is not a multiple of the
+#: period, as some meters capture on a power event, or of a period that does not divide a
+#: day), kept exactly: rare, so a row per value. ``ts_us``: microseconds since the epoch.
+interval_extra = Table(
+    "interval_extra",
+    metadata,
+    Column("meter_key", Integer, nullable=False),
+    Column("channel_key", Integer, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("value", BigInteger),
+    Column("scaler", SmallInteger, nullable=False),
+    Column("status", Integer),
+    PrimaryKeyConstraint("meter_key", "channel_key", "ts_us", name="pk_interval_extra"),
     sqlite_with_rowid=False,
 )
-Index("ix_read_coverage_last", read_coverage.c.last_ts)
 
 register_reads = Table(
     "register_reads",

@@ -57,7 +57,7 @@ async def test_many_sessions_land_in_few_batches_with_their_own_counts(
     counts = await asyncio.gather(*(writer.submit(write(i, rows=i % 5)) for i in range(50)))
     await writer.close()
     assert counts == [i % 5 for i in range(50)]
-    assert db.count_rows("interval_reads") == sum(i % 5 for i in range(50))
+    assert db.count_interval_values() == sum(i % 5 for i in range(50))
     assert db.count_rows("read_attempts") == 50
     assert 3 <= writer.batches < 50
     assert writer.largest_batch <= 20
@@ -74,7 +74,7 @@ async def test_a_cancelled_caller_still_gets_its_reads_stored(
     with pytest.raises(asyncio.CancelledError):
         await task
     await writer.close()  # flushes what is queued
-    assert db.count_rows("interval_reads") == 8
+    assert db.count_interval_values() == 8
     assert db.count_rows("read_attempts") == 1
 
 
@@ -101,7 +101,7 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
     assert await writer.submit(write(3)) == 8  # the writer is still running
     await writer.close()
     assert calls == [2, 1]
-    assert db.count_rows("interval_reads") == 8
+    assert db.count_interval_values() == 8
 
 
 async def test_write_before_start_or_after_close_is_an_error(

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from test_collector_fleet import (
     CHANNELS,
     DAY,
@@ -132,22 +132,15 @@ async def test_collects_a_day_value_for_value_through_transient_faults(
 async def test_rereads_only_the_gaps(fleet: Fleet, db: Database) -> None:
     plan = parse_plan(plan_text())
     await Collector(db, plan, DAY, seed=2).run()
-    total = db.count_rows("interval_reads")
+    total = db.count_interval_values()
     victim = Fleet.name(fleet.tcp_ids[3])
     bus_victim = Fleet.name(fleet.buses[1][2])
     start, _ = day_window(DAY)
     # Storage as a run that never got 05:00-06:45 would have left it: no rows, no coverage.
-    t = schema.interval_reads
-    cv = schema.read_coverage
-    with db.transaction() as conn:
-        removed = conn.execute(
-            delete(t).where(
-                t.c.meter_id.in_([victim, bus_victim]),
-                t.c.ts >= start + timedelta(hours=5),
-                t.c.ts < start + timedelta(hours=7),
-            )
-        ).rowcount
-        conn.execute(delete(cv).where(cv.c.meter_id.in_([victim, bus_victim])))
+    removed = db.forget_intervals(
+        [victim, bus_victim], start + timedelta(hours=5), start + timedelta(hours=7)
+    )
+    db.forget_intervals([victim, bus_victim], start, start + timedelta(days=1), values=False)
     assert removed == 2 * 8 * 4
     db.record_coverage(
         Coverage(m, c, a, b)
@@ -167,7 +160,7 @@ async def test_rereads_only_the_gaps(fleet: Fleet, db: Database) -> None:
 
     assert summary.stats.skipped_complete == 38
     assert summary.stats.intervals_stored == removed
-    assert db.count_rows("interval_reads") == total
+    assert db.count_interval_values() == total
     assert db.count_rows("read_attempts") - before >= 2
     for sim_id in (fleet.tcp_ids[3], fleet.buses[1][2]):
         assert stored_vs_truth(db, sim_id, DAY) == []
@@ -267,7 +260,7 @@ async def test_stop_finishes_in_flight_sessions_and_the_next_run_resumes(
         assert summary.interrupted
         assert 3 <= summary.stats.done < 24
         assert len(summary.incomplete) == 24 - summary.stats.complete
-        stored = db.count_rows("interval_reads")
+        stored = db.count_interval_values()
         # Whatever was stored is right, and the next run reads only the rest.
         for sim_id in ids:
             if Fleet.name(sim_id) not in summary.incomplete:
@@ -275,7 +268,7 @@ async def test_stop_finishes_in_flight_sessions_and_the_next_run_resumes(
         rest = await Collector(db, plan, DAY, seed=3).run()
         assert rest.stats.skipped_complete == summary.stats.complete
         assert rest.stats.complete == 24 - summary.stats.complete
-        assert db.count_rows("interval_reads") == stored + rest.stats.intervals_stored
+        assert db.count_interval_values() == stored + rest.stats.intervals_stored
         for sim_id in ids:
             assert stored_vs_truth(db, sim_id, DAY) == []
     finally:
@@ -296,9 +289,7 @@ async def test_postgresql_collection_matches_ground_truth(tmp_path: Path, pg_url
             assert stored_vs_truth(database, sim_id, DAY) == []
         again = await Collector(database, plan, DAY).run()
         assert again.stats.attempts == 0
-        t = schema.interval_reads
-        (n,) = database.execute_read(select(func.count()).select_from(t))[0]
-        assert n == 4 * sum(len(truth_rows(s, DAY)) for s in ids)
+        assert database.count_interval_values() == 4 * sum(len(truth_rows(s, DAY)) for s in ids)
     finally:
         database.close()
         await f.close()

@@ -184,7 +184,7 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
         await asyncio.wait_for(loop, 30)
         stopped = jobs.get(db, job.id)
         assert stopped is not None and stopped.state == "queued"
-        rows_before = db.count_rows("interval_reads")
+        rows_before = db.count_interval_values()
         assert 0 < rows_before
 
         two = service()
@@ -197,7 +197,7 @@ async def test_stop_mid_job_requeues_and_a_restart_finishes_it_once(
         assert stored_vs_truth(db, meter_id, date(2026, 3, 10), seed=SEED) == []
     # the restart skipped the meters already complete: nothing stored twice
     assert done.result["skipped_complete"] >= 1
-    assert db.count_rows("interval_reads") == sum(
+    assert db.count_interval_values() == sum(
         truth_count(m, date(2026, 3, 10), seed=SEED) for m in ids
     )
 

@@ -89,7 +89,7 @@ def test_import_rotate_and_encrypted_at_rest(tmp_path: Path) -> None:
     assert m1.system_title == bytes.fromhex("53494D0000000001")
     assert m2.keys == SecurityKeys(bytes.fromhex(EK2), bytes.fromhex(AK2))
     assert m2.system_title is None
-    assert db.count_rows("interval_reads") == 1
+    assert db.count_interval_values() == 1
     db.close()
     assert_no_key(db_file.read_bytes())
     for wal in tmp_path.glob("hes.db-*"):

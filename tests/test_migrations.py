@@ -4,6 +4,7 @@ before Alembic keeps every value, a database of a newer hes is refused."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -39,12 +40,21 @@ ALL_METADATA = [
     operations.metadata,
 ]
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
+#: The tables revision 0007 made (interval values in day rows).
+NEW_IN_7 = {"interval_days", "interval_extra", "interval_meters", "interval_channels"}
+
+
+def _not_a_partition(obj: Any, name: str | None, type_: str, *_rest: Any) -> bool:
+    """Monthly partitions of interval_days are made by writes, not by the metadata."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
+    return not re.fullmatch(r"interval_days_\d{6}", table or "")
 
 
 def differences(db: Database) -> list[Any]:
     """What Alembic's autogenerate finds between the database and the metadata of hes."""
     with db.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_object": _not_a_partition}
+        ctx = MigrationContext.configure(conn, opts=opts)
         return list(compare_metadata(ctx, ALL_METADATA))
 
 
@@ -84,7 +94,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0006"
+    assert head() == revision_of(SCHEMA_VERSION) == "0007"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -126,13 +136,31 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
         assert {j.state for j in jobs.list_jobs(db)} == {"queued", "cancelled"}
         assert [o.duration_s for o in operations.outages_of(db, "M000004")] == [5400]
 
+        # revision 0007 moved every interval value into day rows: each reads back as stored
+        old_reads = before["interval_reads"][1]
+        keys = sorted({(m, c) for m, c, *_ in old_reads})
+        far = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+        got = [
+            (r.meter_id, r.channel, f"{r.ts:%Y-%m-%d %H:%M:%S.%f}", r.value, r.scaler, r.status)
+            for m, c in keys
+            for r in db.interval_reads(m, c, *far)
+        ]
+        assert got == sorted(old_reads)
+        assert db.count_interval_values() == len(old_reads)
+
     after = table_rows(path)
     assert after.pop("alembic_version") == (["version_num"], [(head(),)])
-    assert after == before
+    assert after.pop("schema_version") == (["version"], [(SCHEMA_VERSION,)])
+    moved = {"interval_reads", "read_coverage", "schema_version"}
+    assert {k: v for k, v in before.items() if k not in moved} == {
+        k: v for k, v in after.items() if k not in NEW_IN_7
+    }
     # opened again: nothing to do, nothing changes
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
-    assert table_rows(path).keys() == {*before, "alembic_version"}
+    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7} - moved | {
+        "schema_version"
+    }
 
 
 def test_postgres_database_of_the_release_before_alembic_is_adopted(pg_url: str) -> None:
@@ -161,7 +189,7 @@ def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StorageError, match="schema revision '0099', unknown to this hes") as info:
         open_database(path)
-    assert "(newest '0006'): upgrade hes" in str(info.value)
+    assert "(newest '0007'): upgrade hes" in str(info.value)
     con = sqlite3.connect(path)
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
     con.close()
@@ -169,8 +197,8 @@ def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
 
 def test_a_newer_revision_is_refused_on_postgres(pg_url: str) -> None:
     with open_database(pg_url) as db, db.transaction() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
-    with pytest.raises(StorageError, match="schema revision '0007', unknown to this hes"):
+        conn.execute(text("UPDATE alembic_version SET version_num = '0098'"))
+    with pytest.raises(StorageError, match="schema revision '0098', unknown to this hes"):
         open_database(pg_url)
 
 
@@ -202,3 +230,67 @@ def test_the_revisions_ship_in_the_package() -> None:
     assert {"storage.migrations", "storage.migrations.versions"} <= packages
     assert (SCRIPT_LOCATION / "env.py").is_file()
     assert len(list((SCRIPT_LOCATION / "versions").glob("r0*.py"))) == SCHEMA_VERSION
+
+
+def test_postgres_version_6_interval_reads_move_into_day_rows(pg_url: str) -> None:
+    """A PostgreSQL database at version 6 (made by running the revisions up to 0006) with
+    reads of every shape: each value reads back after the upgrade, gaps and coverage hold."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    q = timedelta(minutes=15)
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+        rows = [("A", "1.0.1.8.0.255:2", T0 + k * q, 10_000 + 7 * k, -1, 0) for k in range(96)]
+        rows = [r for r in rows if not 40 <= (r[2] - T0) // q < 50]  # an outage: 10 stamps
+        rows += [
+            ("A", "1.0.2.8.0.255:2", T0, None, 0, None),
+            ("A", "1.0.2.8.0.255:2", T0 + q, 2**62, 3, 0x80),
+            ("B", "1.0.1.8.0.255:2", T0 + timedelta(seconds=7), 5, 0, None),  # off the grid
+            ("B", "1.0.1.8.0.255:2", T0 + q, 6, 0, None),
+            ("B", "1.0.1.8.0.255:2", T0 + 2 * q, 70, -1, None),  # another scaler
+        ]
+        for m, c, ts, v, s, st in rows:
+            conn.execute(
+                text("INSERT INTO interval_reads VALUES (:m, :c, :ts, :v, :s, :st)"),
+                {"m": m, "c": c, "ts": ts, "v": v, "s": s, "st": st},
+            )
+        conn.execute(
+            text("INSERT INTO read_coverage VALUES (:m, :c, :a, :b, :at)"),
+            {"m": "A", "c": "1.0.1.8.0.255:2", "a": T0, "b": T0 + 95 * q, "at": T0},
+        )
+    engine.dispose()
+    with open_database(pg_url) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        day = (T0, T0 + timedelta(days=1))
+        got = [
+            (r.meter_id, r.channel, r.ts, r.value, r.scaler, r.status)
+            for m, c in (
+                ("A", "1.0.1.8.0.255:2"),
+                ("A", "1.0.2.8.0.255:2"),
+                ("B", "1.0.1.8.0.255:2"),
+            )
+            for r in db.interval_reads(m, c, *day)
+        ]
+        # B's day is held at its finer scaler: 6 x 10**0 reads back as 60 x 10**-1; a null
+        # value has none of its own and reads back with its day's
+        nulls = {
+            ("A", "1.0.2.8.0.255:2", T0, None, 0, None): ("A", "1.0.2.8.0.255:2", T0, None, 3, None)
+        }
+        expected = [nulls.get(r, r) for r in rows if r[0] == "A"] + [
+            ("B", "1.0.1.8.0.255:2", T0 + timedelta(seconds=7), 5, 0, None),
+            ("B", "1.0.1.8.0.255:2", T0 + q, 60, -1, None),
+            ("B", "1.0.1.8.0.255:2", T0 + 2 * q, 70, -1, None),
+        ]
+        assert got[:-3] == expected[:-3]
+        assert sorted(got[-3:]) == sorted(expected[-3:])
+        assert db.count_interval_values() == len(rows)
+        # the outage lies inside the answered range: nothing missing on A's first channel
+        assert db.missing_intervals("A", "1.0.1.8.0.255:2", *day) == []
+        assert db.missing_intervals("A", "1.0.2.8.0.255:2", *day) == [(T0 + 2 * q, T0 + 95 * q)]
+        assert differences(db) == []

@@ -56,7 +56,7 @@ def day_rows(mid: str, channel: str = CH, skip: frozenset[int] = frozenset()) ->
 def test_schema_created_and_versioned(db: Database) -> None:
     assert db.schema_version() == SCHEMA_VERSION
     assert db.migrate() == SCHEMA_VERSION  # idempotent
-    for table in ("meters", "interval_reads", "read_attempts", "read_coverage", "events"):
+    for table in ("meters", "interval_days", "interval_meters", "read_attempts", "events"):
         assert db.count_rows(table) == 0
 
 
@@ -65,7 +65,7 @@ def test_interval_reads_idempotent(db: Database) -> None:
     assert db.insert_interval_reads(rows) == 192
     assert db.insert_interval_reads(rows) == 0
     assert db.insert_interval_reads(rows[:10] + day_rows("C")[:5]) == 5
-    assert db.count_rows("interval_reads") == 197
+    assert db.count_interval_values() == 197
     got = db.interval_reads("A", CH, T0, T0 + timedelta(days=1))
     assert got == sorted(day_rows("A"), key=lambda r: r.ts)
     assert all(r.ts.tzinfo is not None for r in got)
@@ -88,7 +88,7 @@ def test_timestamps_any_zone_stored_as_utc(db: Database) -> None:
 def test_naive_timestamp_rejected(db: Database) -> None:
     with pytest.raises(ValueError, match="naive"):
         db.insert_interval_reads([IntervalRead("A", CH, datetime(2024, 1, 1), 1)])
-    assert db.count_rows("interval_reads") == 0
+    assert db.count_interval_values() == 0
 
 
 def test_null_values_and_big_values(db: Database) -> None:
@@ -97,7 +97,8 @@ def test_null_values_and_big_values(db: Database) -> None:
         IntervalRead("A", CH, T0 + Q, 2**63 - 1, 3, 0x80),
     ]
     assert db.insert_interval_reads(rows) == 2
-    assert db.interval_reads("A", CH, T0, T0 + 2 * Q) == rows
+    # a null-data entry has no value to scale: it reads back with its day's scaler
+    assert db.interval_reads("A", CH, T0, T0 + 2 * Q) == [rows[0]._replace(scaler=3), rows[1]]
 
 
 def test_register_reads_events_attempts(db: Database) -> None:
@@ -186,7 +187,7 @@ def test_reads_and_coverage_written_together(db: Database) -> None:
     cov = [Coverage("M000001", CH, T0, T0 + 95 * Q)]
     assert db.insert_interval_reads(rows, cov) == 95
     assert db.insert_interval_reads(rows, cov) == 0
-    assert db.count_rows("read_coverage") == 1
+    assert db.count_rows("interval_days") == 1
     assert db.complete_meters(DAY, [CH]) == {"M000001"}
 
 
@@ -287,7 +288,7 @@ def test_reopen_keeps_data(tmp_path: Path) -> None:
     with open_database(tmp_path / "a.db") as db:
         db.insert_interval_reads(day_rows("A"))
     with open_database(tmp_path / "a.db") as db:
-        assert db.count_rows("interval_reads") == 96
+        assert db.count_interval_values() == 96
 
 
 @pytest.mark.parametrize(
@@ -340,7 +341,7 @@ def test_locked_database_gives_storage_error_and_keeps_data(tmp_path: Path) -> N
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    assert db.count_rows("interval_reads") == 96
+    assert db.count_interval_values() == 96
     assert db.insert_interval_reads(day_rows("B")) == 96
     db.close()
 
@@ -351,7 +352,7 @@ def test_failed_batch_rolls_back_whole_transaction(tmp_path: Path) -> None:
         bad = [*good, IntervalRead("A", CH, T0 + 200 * Q, 2**70)]
         with pytest.raises(StorageError, match="writing interval reads"):
             db.insert_interval_reads(bad)
-        assert db.count_rows("interval_reads") == 0
+        assert db.count_interval_values() == 0
 
 
 def test_gap_helpers() -> None:
@@ -385,10 +386,9 @@ def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> N
     # 1,200 rows: more than one multi-row INSERT chunk on SQLite
     writes = [session_write("M000001", 1200), session_write("M000002", 96)]
     assert db.store_sessions(writes) == [1200, 96]
-    assert db.count_rows("interval_reads") == 1296
+    assert db.count_interval_values() == 1296
     assert db.count_rows("channels") == 4
     assert db.count_rows("register_reads") == 2
-    assert db.count_rows("read_coverage") == 4
     assert db.count_rows("read_attempts") == 2
     got = db.interval_reads("M000002", CH2, T0, T0 + timedelta(days=1))
     assert got == [r for r in writes[1].intervals if r.channel == CH2]
@@ -398,7 +398,7 @@ def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> N
     ]
     # stored again (a retried batch): nothing new, nothing duplicated
     assert db.store_sessions(writes) == [0, 0]
-    assert db.count_rows("interval_reads") == 1296
+    assert db.count_interval_values() == 1296
     assert db.count_rows("register_reads") == 2
 
 
@@ -408,7 +408,13 @@ def test_store_sessions_is_all_or_nothing(db: Database) -> None:
     orphan = session_write("NO-SUCH-METER")  # its channels violate the meters foreign key
     with pytest.raises(StorageError, match=r"(?i)foreign key"):
         db.store_sessions([good, orphan])
-    for table in ("interval_reads", "channels", "register_reads", "read_attempts"):
+    for table in (
+        "interval_days",
+        "interval_meters",
+        "channels",
+        "register_reads",
+        "read_attempts",
+    ):
         assert db.count_rows(table) == 0, table
     with pytest.raises(ValueError, match="outcome"):
         db.store_sessions([session_write("M000001", outcome="great")])
@@ -429,11 +435,29 @@ def test_installed_on_and_enabled_round_trip(db: Database) -> None:
     assert db.disabled_meter_ids() == set()
 
 
+def back_to_version_6(con: sqlite3.Connection) -> None:
+    """Undo revision 0007 on a fresh, empty database: version 6's interval tables."""
+    for table in ("interval_days", "interval_extra", "interval_meters", "interval_channels"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute(
+        "CREATE TABLE interval_reads (meter_id VARCHAR(64) NOT NULL, channel VARCHAR(64) NOT "
+        "NULL, ts DATETIME NOT NULL, value BIGINT, scaler SMALLINT NOT NULL, status INTEGER, "
+        "CONSTRAINT pk_interval_reads PRIMARY KEY (meter_id, channel, ts)) WITHOUT ROWID"
+    )
+    con.execute(
+        "CREATE TABLE read_coverage (meter_id VARCHAR(64) NOT NULL, channel VARCHAR(64) NOT "
+        "NULL, first_ts DATETIME NOT NULL, last_ts DATETIME NOT NULL, recorded_at DATETIME NOT "
+        "NULL, CONSTRAINT pk_read_coverage PRIMARY KEY (meter_id, channel, first_ts, last_ts)) "
+        "WITHOUT ROWID"
+    )
+
+
 def test_version_4_database_upgrades_keeping_its_meters(tmp_path: Path) -> None:
     path = tmp_path / "v4.db"
     with open_database(path) as db:
         db.upsert_meters([meter(1), meter(2)])
     con = sqlite3.connect(path)
+    back_to_version_6(con)
     # what version 4 wrote: the meters table without the version-5 columns, no version-6 indexes
     con.execute("DROP INDEX ix_events_log_ts")
     con.execute("DROP INDEX ix_meters_station")
@@ -453,6 +477,7 @@ def test_version_5_database_gains_the_api_indexes(tmp_path: Path) -> None:
     path = tmp_path / "v5.db"
     open_database(path).close()
     con = sqlite3.connect(path)
+    back_to_version_6(con)
     con.execute("DROP INDEX ix_events_log_ts")
     con.execute("DROP INDEX ix_meters_station")
     con.execute("DROP TABLE alembic_version")

@@ -32,8 +32,14 @@ def test_tables_live_in_the_private_schema(pg_url: str, pg_admin: psycopg.Connec
     schema = pg_url.rsplit("%3D", 1)[1]
     with open_database(pg_url) as db:
         db.insert_interval_reads(rows("A"))
-    cur = pg_admin.execute(f'SELECT count(*) FROM "{schema}".interval_reads')
+    cur = pg_admin.execute(f'SELECT sum(n_values) FROM "{schema}".interval_days')
     assert cur.fetchone() == (96,)
+    # the row went into its month's partition, made in the private schema too
+    cur = pg_admin.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+        (schema, f"interval_days_{T0:%Y%m}"),
+    )
+    assert cur.fetchone() == (1,)
 
 
 def test_unreachable_server_clear_error() -> None:
@@ -61,7 +67,7 @@ def test_connection_killed_mid_write(pg_url: str, pg_admin: psycopg.Connection[A
     @event.listens_for(db.engine, "before_cursor_execute")
     def _kill(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
         # Inside the write transaction, just before the INSERT: the server kills this backend.
-        if armed["on"] and "INSERT INTO interval_reads" in statement:
+        if armed["on"] and "INSERT INTO interval_days" in statement:
             armed["on"] = False
             pid = conn.connection.dbapi_connection.info.backend_pid
             pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -71,9 +77,9 @@ def test_connection_killed_mid_write(pg_url: str, pg_admin: psycopg.Connection[A
     assert info.value.transient
     assert not armed["on"]
     # Committed data intact, nothing of the failed batch, and the pool recovers.
-    assert db.count_rows("interval_reads") == 96
+    assert db.count_interval_values() == 96
     assert db.insert_interval_reads(rows("B")) == 96
-    assert db.count_rows("interval_reads") == 192
+    assert db.count_interval_values() == 192
     db.close()
 
 

@@ -1,0 +1,634 @@
+"""Storing interval reads into day rows: group, merge with what is stored, pack, upsert.
+
+Why a merge: a day row holds a meter channel's whole day, so a late, partial or repeated read
+of that day is merged into the stored row: a slot already holding a value keeps it (the
+insert-or-ignore rule the collector's idempotent re-reads rely on), new slots are added, the
+``complete`` bitmap gains the ranges the meter answered in full. Writers are serialised (SQLite
+``BEGIN IMMEDIATE``; on PostgreSQL a transaction-level advisory lock), so a row is never merged
+from a stale copy. Everything is one transaction: a crash stores the whole batch or none of it.
+
+The surrogate keys (``interval_meters``, ``interval_channels``) and PostgreSQL's monthly
+partitions are looked up once per process and remembered only after the transaction that made
+them commits (:class:`KeyCache`), so a rolled-back batch never leaves a key or partition the
+cache believes in.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, func, select, text
+
+from storage import partitions, schema
+from storage.interval_codec import bitmap_int, bits_of, pack_ints, slots_of, unpack_ints
+from storage.records import Coverage, IntervalRead
+
+DAY_S = 86400
+DEFAULT_PERIOD_S = 900
+#: Key of the PostgreSQL advisory lock interval writers hold (any fixed 64-bit number).
+PG_INTERVAL_LOCK = 0x4E5_0002
+
+#: Column order of an ``interval_days`` row as this module builds it.
+DAY_COLUMNS = (
+    "day",
+    "meter_key",
+    "channel_key",
+    "period_s",
+    "scaler",
+    "missing",
+    "n_values",
+    "present",
+    "complete",
+    "vals",
+    "nulls",
+    "status",
+)
+
+
+def grid_period(period_s: int | None) -> int:
+    """The period a day row can hold (divides a day, at least a minute); 0 when none can."""
+    if period_s is None:
+        return DEFAULT_PERIOD_S
+    if period_s >= 60 and DAY_S % period_s == 0:
+        return period_s
+    return 0
+
+
+@dataclass
+class KeyCache:
+    """Surrogate keys and partitions known to exist (committed), plus those of the open write."""
+
+    meters: dict[str, int] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)
+    partitions: set[str] = field(default_factory=set)
+    _new_meters: dict[str, int] = field(default_factory=dict)
+    _new_channels: dict[str, int] = field(default_factory=dict)
+    _new_partitions: set[str] = field(default_factory=set)
+
+    def committed(self) -> None:
+        """The open write committed: what it made exists."""
+        self.meters.update(self._new_meters)
+        self.channels.update(self._new_channels)
+        self.partitions.update(self._new_partitions)
+        self.rolled_back()
+
+    def rolled_back(self) -> None:
+        """The open write was rolled back (or is done): forget what it made."""
+        self._new_meters.clear()
+        self._new_channels.clear()
+        self._new_partitions.clear()
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _resolve(
+    conn: Connection,
+    table: Table,
+    names: Iterable[str],
+    known: dict[str, int],
+    new: dict[str, int],
+) -> dict[str, int]:
+    """name -> key for ``names``, inserting the names no key exists for."""
+    name_col, key_col = table.c[table.c.keys()[1]], table.c[table.c.keys()[0]]
+    wanted = [n for n in dict.fromkeys(names) if n not in known and n not in new]
+    for chunk in _chunks(wanted, 500):
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    f"INSERT INTO {table.name} ({name_col.name}) SELECT unnest(CAST(:names AS "
+                    "text[])) ON CONFLICT DO NOTHING"
+                ),
+                {"names": list(chunk)},
+            )
+        else:
+            conn.exec_driver_sql(
+                f"INSERT INTO {table.name} ({name_col.name}) VALUES (?) ON CONFLICT DO NOTHING",
+                [(n,) for n in chunk],
+            )
+        for key, name in conn.execute(select(key_col, name_col).where(name_col.in_(chunk))):
+            new[str(name)] = int(key)
+    return {**known, **new} if wanted else known
+
+
+def meter_key_map(conn: Connection, cache: KeyCache, meter_ids: Iterable[str]) -> dict[str, int]:
+    """meter id -> meter key, made where missing (inside the caller's write)."""
+    return _resolve(conn, schema.interval_meters, meter_ids, cache.meters, cache._new_meters)
+
+
+def channel_key_map(conn: Connection, cache: KeyCache, channels: Iterable[str]) -> dict[str, int]:
+    """channel name -> channel key, made where missing (inside the caller's write)."""
+    return _resolve(conn, schema.interval_channels, channels, cache.channels, cache._new_channels)
+
+
+@functools.lru_cache(maxsize=100_000)
+def epoch_us(ts: datetime) -> int:
+    """Microseconds since the epoch of an aware timestamp (stamps repeat: cached)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: hes stores aware (UTC) timestamps only")
+    delta = ts - _EPOCH
+    return (delta.days * DAY_S + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Day:
+    """One day row being built: its grid and the entries by slot."""
+
+    __slots__ = ("changed", "complete", "entries", "existing", "period", "scaler")
+
+    def __init__(self, period: int, scaler: int | None) -> None:
+        self.period = period
+        self.scaler = scaler
+        #: slot -> (value, scaler, status)
+        self.entries: dict[int, tuple[int | None, int, int | None]] = {}
+        self.complete = 0
+        self.existing = False
+        self.changed = False
+
+
+def _decode_into(day: _Day, row: Any) -> None:
+    """Put a stored row's entries and complete bitmap into ``day``."""
+    slots = slots_of(row.present)
+    n = len(slots)
+    vals = unpack_ints(row.vals, n, "interval_days.vals")
+    nulls = bitmap_int(row.nulls)
+    sts = unpack_ints(row.status, n, "interval_days.status") if row.status else None
+    scaler = int(row.scaler)
+    entries = day.entries
+    for i, slot in enumerate(slots):
+        v = None if nulls >> slot & 1 else vals[i]
+        st = sts[i] if sts is not None else -1
+        entries[slot] = (v, scaler, None if st == -1 else st)
+    day.complete = bitmap_int(row.complete)
+    day.existing = True
+
+
+def _encode(day_number: int, mk: int, ck: int, day: _Day) -> tuple[Any, ...]:
+    """The ``interval_days`` row (DAY_COLUMNS order) of a built day."""
+    entries = day.entries
+    slots = sorted(entries)
+    # a null-data entry has no value to scale: it reads back with the row's scaler
+    scalers = {e[1] for e in entries.values() if e[0] is not None}
+    if day.scaler is not None:
+        scalers.add(day.scaler)
+    target = min(scalers) if scalers else 0
+    vals: list[int] = []
+    sts: list[int] = []
+    nulls = 0
+    prev = 0
+    for slot in slots:
+        v, s, st = entries[slot]
+        if v is None:
+            nulls |= 1 << slot
+            v = prev
+        elif s != target:
+            v *= 10 ** (s - target)
+        prev = v
+        vals.append(v)
+        sts.append(-1 if st is None else st)
+    n_slots = DAY_S // day.period
+    present = bits_of(slots)
+    nbytes = (n_slots + 7) // 8
+    return (
+        day_number,
+        mk,
+        ck,
+        day.period,
+        target,
+        n_slots - (present | day.complete).bit_count(),
+        len(slots),
+        present.to_bytes(nbytes, "little"),
+        day.complete.to_bytes(nbytes, "little"),
+        pack_ints(vals, delta=True),
+        nulls.to_bytes(nbytes, "little") if nulls else None,
+        pack_ints(sts) if sts and max(sts) != -1 else None,
+    )
+
+
+def _stored_periods(
+    conn: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], int | None]:
+    """The recorded capture period of meter channels without one given (``channels`` table)."""
+    wanted = list(dict.fromkeys(keys))
+    out: dict[tuple[str, str], int | None] = {}
+    c = schema.channels
+    for chunk in _chunks(wanted, 400):
+        meters = list({m for m, _ in chunk})
+        rows = conn.execute(
+            select(c.c.meter_id, c.c.channel, c.c.period_s).where(c.c.meter_id.in_(meters))
+        )
+        for m, ch, p in rows:
+            out[(m, ch)] = p
+    return out
+
+
+def _existing_rows(conn: Connection, wanted: Mapping[int, set[tuple[int, int]]]) -> Iterable[Any]:
+    """Stored rows of the (day -> {(meter key, channel key)}) wanted."""
+    d = schema.interval_days
+    for day_number, pairs in wanted.items():
+        mks = sorted({mk for mk, _ in pairs})
+        for chunk in _chunks(mks, 500):
+            stmt = select(d).where(d.c.day == day_number, d.c.meter_key.in_(chunk))
+            for row in conn.execute(stmt):
+                if (row.meter_key, row.channel_key) in pairs:
+                    yield row
+
+
+#: Epoch microseconds of the stamps seen lately: every meter has the same 96 a day, and a
+#: dict lookup costs a tenth of the arithmetic. Bounded; cleared when full.
+_EPOCHS: dict[datetime, int] = {}
+_EPOCHS_MAX = 200_000
+
+
+def _epochs(stamps: list[datetime]) -> list[int]:
+    """Epoch microseconds of ``stamps`` (C-speed when all are cached)."""
+    try:
+        return list(map(_EPOCHS.__getitem__, stamps))
+    except KeyError:
+        if len(_EPOCHS) > _EPOCHS_MAX:
+            _EPOCHS.clear()
+        for t in stamps:
+            if t not in _EPOCHS:
+                _EPOCHS[t] = epoch_us(t)
+        return list(map(_EPOCHS.__getitem__, stamps))
+
+
+Key = tuple[str, str]
+_METER = operator.itemgetter(0)
+_CHANNEL = operator.itemgetter(1)
+
+#: Per period, the (day << 11 | slot) of stamps seen lately (-1: off that period's grid):
+#: one dict lookup per value gives both the day row and the slot.
+_CODES: dict[int, dict[datetime, int]] = {}
+_SLOT_BITS = 11  # a day has at most 1,440 slots (period >= 60 s)
+_POW2 = [1 << i for i in range(1 << _SLOT_BITS)]
+
+
+def _codes(period: int, stamps: Sequence[datetime]) -> list[int]:
+    """``day << 11 | slot`` of each stamp on ``period``'s grid, -1 for one off it."""
+    table = _CODES.get(period)
+    if table is None:
+        table = _CODES[period] = {}
+    try:
+        return list(map(table.__getitem__, stamps))
+    except KeyError:
+        if len(table) > _EPOCHS_MAX:
+            table.clear()
+        step = period * 1_000_000
+        for t in stamps:
+            if t not in table:
+                day_number, rem = divmod(epoch_us(t), DAY_S * 1_000_000)
+                slot, off = divmod(rem, step)
+                table[t] = -1 if off or day_number < 0 else day_number << _SLOT_BITS | slot
+        return list(map(table.__getitem__, stamps))
+
+
+def _grouped(rows: Sequence[IntervalRead]) -> dict[Key, Sequence[IntervalRead]]:
+    """The rows of one write by (meter, channel), in their order.
+
+    A session's rows are one meter's profile entries, each entry one row per channel in a
+    fixed order: recognised by comparing lists (C speed) and cut by slicing; anything else is
+    grouped row by row.
+    """
+    n = len(rows)
+    if n:
+        first = rows[0][0]
+        chans = list(map(_CHANNEL, rows))
+        try:
+            k = chans.index(chans[0], 1)
+        except ValueError:
+            k = n
+        pattern = chans[:k]
+        if (
+            n % k == 0
+            and len(set(pattern)) == k
+            and chans == pattern * (n // k)
+            and list(map(_METER, rows)).count(first) == n
+        ):
+            return {(first, c): rows[j::k] for j, c in enumerate(pattern)}
+    out: dict[Key, list[IntervalRead]] = {}
+    for r in rows:
+        key = (r[0], r[1])
+        group = out.get(key)
+        if group is None:
+            group = out[key] = []
+        group.append(r)
+    return dict(out)
+
+
+#: One write's rows of a (day, meter key, channel key) bucket: the write's index, the rows,
+#: and when they are all on the series' grid, their columns and ``_codes``.
+Segment = tuple[int, Sequence[IntervalRead], list[tuple[Any, ...]] | None, list[int] | None]
+
+
+def _fast_row(
+    bucket: tuple[int, int, int], period: int, cols: list[tuple[Any, ...]], codes: list[int],
+    complete: int,
+) -> tuple[Any, ...] | None:  # fmt: skip
+    """The encoded row of a new bucket written whole by one write, with C-level passes only
+    (``map``, ``min``, ``set``): None unless its entries are in order, non-null and of one
+    scaler."""
+    day_number, mk, ck = bucket
+    n = len(codes)
+    slots = list(map(operator.sub, codes, itertools.repeat(day_number << _SLOT_BITS, n)))
+    if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):
+        return None
+    vals = cols[3]
+    if None in vals:
+        return None
+    scalers = set(cols[4])
+    if len(scalers) != 1:
+        return None
+    sts = cols[5]
+    n_none = sts.count(None)
+    if n_none == n:
+        status = None
+    else:
+        status = pack_ints(sts if not n_none else [-1 if st is None else st for st in sts])
+    n_slots = DAY_S // period
+    nbytes = (n_slots + 7) // 8
+    present = sum(map(_POW2.__getitem__, slots))
+    return (
+        day_number, mk, ck, period, scalers.pop(),
+        n_slots - (present | complete).bit_count(), n,
+        present.to_bytes(nbytes, "little"), complete.to_bytes(nbytes, "little"),
+        pack_ints(vals, delta=True), None, status,
+    )  # fmt: skip
+
+
+def store_intervals(
+    conn: Connection,
+    cache: KeyCache,
+    writes: Sequence[Sequence[IntervalRead]],
+    coverage: Sequence[Coverage] = (),
+    periods: Mapping[tuple[str, str], int | None] | None = None,
+) -> list[int]:
+    """Merge the reads of ``writes`` and ``coverage`` into the day rows; return, per write, how
+    many of its values were new (a value given twice counts for the first write giving it).
+
+    ``periods`` gives the capture period of meter channels (the Channel rows of the same
+    write); a channel without one takes the ``channels`` table's, else 900 s. A day row keeps
+    the period it was made with; an entry off that grid goes to ``interval_extra``.
+    """
+    counts = [0] * len(writes)
+    if not any(writes) and not coverage:
+        return counts
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(PG_INTERVAL_LOCK)))
+    groups: dict[Key, list[tuple[int, Sequence[IntervalRead]]]] = {}
+    for w, rows in enumerate(writes):
+        for key, part in _grouped(rows).items():
+            groups.setdefault(key, []).append((w, part))
+    cov_groups: dict[Key, list[tuple[int, int]]] = {}
+    for cov in coverage:
+        cov_groups.setdefault((cov[0], cov[1]), []).append((epoch_us(cov[2]), epoch_us(cov[3])))
+    keys = [*groups, *(k for k in cov_groups if k not in groups)]
+    mkeys = meter_key_map(conn, cache, (k[0] for k in keys))
+    ckeys = channel_key_map(conn, cache, (k[1] for k in keys))
+    given = periods or {}
+    unknown = [k for k in keys if given.get(k) is None]
+    stored = _stored_periods(conn, unknown) if unknown else {}
+
+    buckets: dict[tuple[int, int, int], list[Segment]] = {}
+    wanted_cov: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+    series_period: dict[tuple[int, int], int] = {}
+    day_us = DAY_S * 1_000_000
+    for key in keys:
+        mk, ck = mkeys[key[0]], ckeys[key[1]]
+        p = given.get(key)
+        series_period[(mk, ck)] = grid_period(p if p is not None else stored.get(key))
+        period = series_period[(mk, ck)]
+        for w, part in groups.get(key, ()):
+            if period:
+                cols = list(zip(*part, strict=True))
+                codes = _codes(period, cols[2])
+                low, high = min(codes), max(codes)
+                if low >= 0 and low >> _SLOT_BITS == high >> _SLOT_BITS:
+                    bkey = (low >> _SLOT_BITS, mk, ck)
+                    buckets.setdefault(bkey, []).append((w, part, cols, codes))
+                    continue
+            by_day: dict[int, list[IntervalRead]] = {}
+            for r, e in zip(part, _epochs([r[2] for r in part]), strict=True):
+                by_day.setdefault(e // day_us, []).append(r)
+            for day_number, rs in by_day.items():
+                buckets.setdefault((day_number, mk, ck), []).append((w, rs, None, None))
+        for first, last in cov_groups.get(key, ()):
+            if last < first:
+                continue
+            for day_number in range(first // day_us, last // day_us + 1):
+                wanted_cov.setdefault((day_number, mk, ck), []).append((first, last))
+
+    wanted: dict[int, set[tuple[int, int]]] = {}
+    for day_number, mk, ck in (*buckets, *wanted_cov):
+        wanted.setdefault(day_number, set()).add((mk, ck))
+    days: dict[tuple[int, int, int], _Day] = {}
+    for row in _existing_rows(conn, wanted):
+        stored_day = _Day(int(row.period_s), int(row.scaler))
+        _decode_into(stored_day, row)
+        days[(row.day, row.meter_key, row.channel_key)] = stored_day
+
+    out: list[tuple[Any, ...]] = []
+    extras: list[tuple[int, int, int, int | None, int, int | None, int]] = []
+    built: _Day | None = None
+    for bkey, segments in buckets.items():
+        day_number, mk, ck = bkey
+        built = days.get(bkey)
+        period = built.period if built is not None else series_period[(mk, ck)]
+        if built is None and len(segments) == 1 and segments[0][3] is not None:
+            w, part, cols, codes = segments[0]
+            assert cols is not None and codes is not None
+            ranges = wanted_cov.pop(bkey, None)
+            complete = _covered_bits(day_number, period, ranges) if ranges else 0
+            fast = _fast_row(bkey, period, cols, codes, complete)
+            if fast is not None:
+                out.append(fast)
+                counts[w] += len(part)
+                continue
+            if ranges:
+                wanted_cov[bkey] = ranges
+        base = day_number * day_us
+        if built is None:
+            if period == 0:
+                extras.extend(
+                    (mk, ck, e, r[3], r[4], r[5], w)
+                    for w, part, *_ in segments
+                    for r, e in zip(part, _epochs([r[2] for r in part]), strict=True)
+                )
+                continue
+            built = days[bkey] = _Day(period, None)
+        period_us = built.period * 1_000_000
+        have = built.entries
+        for w, part, *_ in segments:
+            for r, e in zip(part, _epochs([r[2] for r in part]), strict=True):
+                slot, off = divmod(e - base, period_us)
+                if off:
+                    extras.append((mk, ck, e, r[3], r[4], r[5], w))
+                elif slot not in have:
+                    have[slot] = (r[3], r[4], r[5])
+                    counts[w] += 1
+                    built.changed = True
+    for ckey, ranges in wanted_cov.items():
+        day_number, mk, ck = ckey
+        built = days.get(ckey)
+        if built is None:
+            period = series_period[(mk, ck)]
+            if period == 0:
+                continue
+            built = days[ckey] = _Day(period, None)
+        complete = built.complete | _covered_bits(day_number, built.period, ranges)
+        built.changed |= complete != built.complete
+        built.complete = complete
+
+    # a stored row nothing was added to is left as it is (a repeated read writes nothing)
+    out.extend(_encode(*k, d) for k, d in days.items() if d.changed or not d.existing)
+    if out:
+        if conn.dialect.name == "postgresql":
+            made = partitions.ensure_partitions(conn, {r[0] for r in out}, cache.partitions)
+            cache._new_partitions.update(made)
+            _pg_upsert(conn, out)
+        else:
+            _sqlite_upsert(conn, out)
+    if extras:
+        _insert_extras(conn, extras, counts)
+    return counts
+
+
+def _covered_bits(day_number: int, period: int, ranges: Iterable[tuple[int, int]]) -> int:
+    """The slots of a day whose stamps lie inside the inclusive microsecond ``ranges``."""
+    n_slots = DAY_S // period
+    base = day_number * DAY_S * 1_000_000
+    step = period * 1_000_000
+    bits = 0
+    for first, last in ranges:
+        lo = max(0, -(-(first - base) // step))
+        hi = min(n_slots - 1, (last - base) // step)
+        if hi >= lo:
+            bits |= ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)
+    return bits
+
+
+_ROWS_PER_STATEMENT = 500
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_upsert_sql(n: int) -> str:
+    cols = ", ".join(DAY_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in DAY_COLUMNS[3:])
+    one = "(" + ",".join("?" * len(DAY_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO interval_days ({cols}) VALUES {','.join([one] * n)} "
+        f"ON CONFLICT (day, meter_key, channel_key) DO UPDATE SET {updates}"
+    )
+
+
+def _sqlite_upsert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Multi-row upserts: one statement steps many rows (sqlite3 holds the GIL less)."""
+    for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
+        params = tuple(v for row in chunk for v in row)
+        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), params)
+
+
+_PG_TYPES = ("integer",) * 4 + ("smallint",) * 3 + ("bytea",) * 5
+_PG_UPSERT = text(
+    f"INSERT INTO interval_days ({', '.join(DAY_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(DAY_COLUMNS, _PG_TYPES, strict=True))
+    + ") ON CONFLICT (day, meter_key, channel_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in DAY_COLUMNS[3:])
+).bindparams(*(bindparam(c) for c in DAY_COLUMNS))
+
+
+def _pg_upsert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One INSERT ... SELECT FROM unnest(arrays) ... ON CONFLICT DO UPDATE per chunk."""
+    for chunk in _chunks(rows, 5000):
+        cols = dict(zip(DAY_COLUMNS, (list(c) for c in zip(*chunk, strict=True)), strict=True))
+        conn.execute(_PG_UPSERT, cols)
+
+
+def _insert_extras(
+    conn: Connection,
+    rows: Sequence[tuple[int, int, int, int | None, int, int | None, int]],
+    counts: list[int],
+) -> None:
+    """Insert-or-ignore off-grid entries, counting the new ones for their write."""
+    sql = (
+        "INSERT INTO interval_extra (meter_key, channel_key, ts_us, value, scaler, status) "
+        "VALUES (%s) ON CONFLICT DO NOTHING"
+    )
+    pg = conn.dialect.name == "postgresql"
+    stmt = text(sql % ", ".join(f":{c}" for c in ("m", "c", "t", "v", "s", "st")))
+    for m, c, t, v, s, st, w in rows:
+        if pg:
+            result = conn.execute(stmt, {"m": m, "c": c, "t": t, "v": v, "s": s, "st": st})
+        else:
+            result = conn.exec_driver_sql(sql % ",".join("?" * 6), (m, c, t, v, s, st))
+        counts[w] += max(result.rowcount, 0)
+
+
+def forget_range(
+    conn: Connection,
+    meter_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    values: bool = True,
+    coverage: bool = True,
+) -> int:
+    """Remove the values (``values``) and answered-range marks (``coverage``) of ``meter_ids``
+    with ``start <= ts < end``, so the collector reads that range again; the values removed.
+
+    For an operator who knows a range is wrong (a meter replaced, a faulty profile) and for
+    tests that leave storage as an interrupted night would have.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(PG_INTERVAL_LOCK)))
+    lo, hi = epoch_us(start), epoch_us(end)
+    if hi <= lo:
+        return 0
+    day_us = DAY_S * 1_000_000
+    d, mk, x = schema.interval_days, schema.interval_meters, schema.interval_extra
+    keys = [
+        int(k) for (k,) in conn.execute(select(mk.c.meter_key).where(mk.c.meter_id.in_(meter_ids)))
+    ]
+    if not keys:
+        return 0
+    removed = 0
+    rows = conn.execute(
+        select(d).where(
+            d.c.meter_key.in_(keys), d.c.day >= lo // day_us, d.c.day <= (hi - 1) // day_us
+        )
+    ).all()
+    for row in rows:
+        built = _Day(int(row.period_s), int(row.scaler))
+        _decode_into(built, row)
+        base = row.day * day_us
+        step = built.period * 1_000_000
+        inside = [s for s in range(DAY_S // built.period) if lo <= base + s * step < hi]
+        if not inside:
+            continue
+        if values:
+            for slot in inside:
+                if built.entries.pop(slot, None) is not None:
+                    removed += 1
+        if coverage:
+            built.complete &= ~bits_of(inside)
+        where = (d.c.day == row.day, d.c.meter_key == row.meter_key,
+                 d.c.channel_key == row.channel_key)  # fmt: skip
+        conn.execute(d.delete().where(*where))
+        if built.entries or built.complete:
+            encoded = _encode(row.day, row.meter_key, row.channel_key, built)
+            conn.execute(d.insert().values(dict(zip(DAY_COLUMNS, encoded, strict=True))))
+    if values:
+        removed += conn.execute(
+            x.delete().where(x.c.meter_key.in_(keys), x.c.ts_us >= lo, x.c.ts_us < hi)
+        ).rowcount
+    return removed
