@@ -1150,7 +1150,7 @@ RUNNERS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
 
 
 #: Markdown sections of scenarios registered from their own modules (:func:`register`).
-EXTRA_MARKDOWN: list[Callable[[dict[str, Any]], list[str]]] = []
+EXTRA_MARKDOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
 #: Their rows of the targets table: (target, asked, measured, met/missed).
 TargetRows = list[tuple[str, str, str, str]]
 EXTRA_TARGETS: list[Callable[[dict[str, Any]], TargetRows]] = []
@@ -1167,7 +1167,7 @@ def register(
     the other way round."""
     global SCENARIOS
     RUNNERS[name] = runner
-    EXTRA_MARKDOWN.append(section)
+    EXTRA_MARKDOWN[name] = section
     if target_rows is not None:
         EXTRA_TARGETS.append(target_rows)
     if name not in SCENARIOS:
@@ -1270,6 +1270,18 @@ def _markdown_peers_latency(lat: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _registered_sections(s: dict[str, Any], done: set[str], before: str | None = None) -> list[str]:
+    """Sections of registered scenarios not yet written, in ``SCENARIOS`` order; with
+    ``before``, only those that come before that scenario."""
+    limit = SCENARIOS.index(before) if before in SCENARIOS else len(SCENARIOS)
+    lines: list[str] = []
+    for name in SCENARIOS[:limit]:
+        if name in EXTRA_MARKDOWN and name not in done:
+            done.add(name)
+            lines += EXTRA_MARKDOWN[name](s)
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The figures as markdown tables (bench/results.md, pasted into the README)."""
     s = result["scenarios"]
@@ -1367,6 +1379,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_pct(b['success_rate'])}.",
             "",
         ]
+    done: set[str] = set()
+    lines += _registered_sections(s, done, before="security")  # scenario 5 keeps its place
     sec = s.get("security")
     if sec and "error" not in sec:
         pl, se = sec["runs"]["plain"], sec["runs"]["secured"]
@@ -1391,8 +1405,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| success rate | {_pct(pl['success_rate'])} | {_pct(se['success_rate'])} | |",
             "",
         ]
-    for section in EXTRA_MARKDOWN:
-        lines += section(s)
+    lines += _registered_sections(s, done)
     for name, figures in s.items():
         if "error" in figures:
             lines += [f"## {name}: failed", "", f"    {figures['error'][:500]}", ""]

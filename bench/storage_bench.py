@@ -44,7 +44,8 @@ from typing import Any
 from sqlalchemy import text
 
 from bench import harness
-from bench.harness import PG_BASE, SEED, BenchError, Sizes, _fmt, _r, _rate, run_cli
+from bench.child_usage import run_measured
+from bench.harness import PG_BASE, SEED, BenchError, Sizes, _fmt, _r, _rate
 from collector.jobs import MeterJob
 from collector.plan import load_plan
 from collector.profile_reader import Readout
@@ -379,23 +380,23 @@ def check_report(data: dict[str, Any], meters: int, day: date) -> None:
         raise BenchError(f"hes report of {meters} meters is wrong (got, expected): {wrong}")
 
 
-def cli_start(workdir: Path) -> float | None:
-    """Wall seconds of ``hes report --help``: the interpreter and imports every run pays."""
-    _, usage = run_cli(["report", "--help"], workdir / "storage-help.log", REPORT_TIMEOUT_S)
-    return _r(usage.wall_s)
+def cli_start(workdir: Path) -> dict[str, Any]:
+    """``hes report --help``: the interpreter and imports every run pays."""
+    usage = run_measured(["report", "--help"], workdir / "storage-help.log", REPORT_TIMEOUT_S)
+    return {"wall_s": _r(usage.wall_s), "peak_rss_mib": _r(usage.peak_rss_mib, 1)}
 
 
 def report(db_url: str, meters: int, workdir: Path, name: str) -> dict[str, Any]:
     """``hes report --format json`` of the day in a child: wall seconds, peak RSS, checked."""
-    out, usage = run_cli(
+    usage = run_measured(
         ["report", "--date", DAY.isoformat(), "--format", "json", "--db", db_url],
         workdir / f"{name}-report.log", REPORT_TIMEOUT_S,
     )  # fmt: skip
-    data = json.loads(out)
+    data = json.loads(usage.stdout)
     check_report(data, meters, DAY)
     return {"meters": meters, "wall_s": _r(usage.wall_s), "cpu_s": _r(usage.cpu_s),
             "peak_rss_mib": _r(usage.peak_rss_mib, 1), "success_rate": data["success_rate"],
-            "json_bytes": len(out)}  # fmt: skip
+            "json_bytes": len(usage.stdout)}  # fmt: skip
 
 
 # -- the scenario --------------------------------------------------------------------------------
@@ -505,7 +506,7 @@ def scenario_storage(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         "(group commit of Database.store_sessions); bytes on disk per interval value; "
         "hes report of the day as a child",
         "day": DAY.isoformat(),
-        "cli_start_s": cli_start(workdir),
+        "cli_start": cli_start(workdir),
         "sqlite": _sqlite(sizes, workdir, builder),
         "report_day": _sqlite_report_day(sizes, workdir, builder),
     }
@@ -554,13 +555,15 @@ def storage_markdown(s: dict[str, Any]) -> list[str]:
         )
     day = st["report_day"]
     fill = day["fill"]
+    start = st.get("cli_start") or {}
     lines += [
         "",
         f"A day of {_fmt(day['meters'])} meters on SQLite (built the same way: "
         f"{_fmt(fill['values_per_s'], 0)} values/s, {_fmt(fill['bytes_per_value'])} bytes/value): "
         f"`hes report --format json` took {_fmt(day['wall_s'])} s and "
         f"{_fmt(day['peak_rss_mib'], 1)} MiB peak RSS, its figures checked against the data "
-        f"(`hes report --help` alone: {_fmt(st.get('cli_start_s'))} s).",
+        f"(`hes report --help` alone: {_fmt(start.get('wall_s'))} s, "
+        f"{_fmt(start.get('peak_rss_mib'), 1)} MiB).",
         "",
     ]
     return lines
