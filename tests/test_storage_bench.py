@@ -20,18 +20,16 @@ import psycopg
 import pytest
 
 from bench.child_usage import run_measured
+from bench.disk_usage import growth, pg_sizes, sqlite_sizes
 from bench.harness import BenchError
 from bench.storage_bench import (
     CHANNELS,
     DAY,
     SessionBuilder,
     check_report,
-    growth,
     ingest,
     inventory,
     meter_ids,
-    pg_sizes,
-    sqlite_sizes,
 )
 from simulator import model
 from storage.database import open_database
