@@ -46,6 +46,12 @@ def bench_command(
         int | None, typer.Option(min=1, max=64, help="collector processes (hes collect)")
     ] = None,
     peer_sample: Annotated[int | None, typer.Option(min=1, help="scenario 2 sample")] = None,
+    storage_meters: Annotated[
+        int | None, typer.Option(min=1, help="scenario 5 meters ingested on each backend")
+    ] = None,
+    report_meters: Annotated[
+        int | None, typer.Option(min=1, help="scenario 5 meters of the day hes report reads")
+    ] = None,
     collect_timeout: Annotated[
         float | None, typer.Option(min=1.0, help="kill a collector run after this many s")
     ] = None,
@@ -58,7 +64,9 @@ def bench_command(
 ) -> None:
     """Run the load test (simulator fleet and collector as separate processes) and write
     the figures to JSON and a markdown table. Stops by itself; nothing is asserted."""
-    import bench.service_load  # noqa: F401  (registers scenario 7, the service)
+    # imported to register their scenarios: 7 (the service) and 5 (storage)
+    import bench.service_load
+    import bench.storage_bench  # noqa: F401
     from bench.harness import SCENARIOS, SMOKE, Sizes, run_bench, write_results
 
     names = scenario or list(SCENARIOS)
@@ -73,6 +81,7 @@ def bench_command(
         ("meters", meters), ("gprs_meters", gprs_meters), ("concurrency", concurrency),
         ("gprs_concurrency", gprs_concurrency), ("workers", workers),
         ("peer_sample", peer_sample), ("collect_timeout_s", collect_timeout),
+        ("storage_meters", storage_meters), ("storage_report_meters", report_meters),
     ):  # fmt: skip
         if value is not None:
             setattr(sizes, field_name, value)

@@ -17,7 +17,9 @@ Scenarios (see ``SCENARIOS``):
 3. ``gprs``: GPRS round trips (~1.2 s median, lognormal) on many meters: sessions in flight
    and how close the wall time gets to the latency bound (round trips x RTT / concurrency).
 4. ``buses``: RS-485 buses at 9600 baud: wire utilisation per bus.
-5. ``storage``: interval-read ingest on SQLite and PostgreSQL, values/s.
+5. ``storage`` (``bench/storage_bench.py``): ingest through the collector's recorder on
+   SQLite and PostgreSQL, bytes on disk per value, ``hes report`` of a large day.
+6. ``security``, 7. ``service`` (``bench/service_load.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -57,7 +58,6 @@ from protocols.errors import DlmsError
 from simulator import model
 from simulator.fleet import LatencySpec, LoopbackRange, meter_number
 from storage.database import open_database
-from storage.records import Coverage, IntervalRead, MeterRecord
 
 #: The checkout (or install) this package sits in: children run there, figures default there.
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,9 @@ class Sizes:
     gprs_concurrency: int = 4000
     buses: int = 4
     meters_per_bus: int = 10
-    storage_meters: int = 2000
+    #: Scenario 5: meters ingested on each backend, and the day ``hes report`` is timed on.
+    storage_meters: int = 20_000
+    storage_report_meters: int = 200_000
     security_meters: int = 10_000
     collect_timeout_s: float = 1800.0
 
@@ -143,6 +145,7 @@ class Sizes:
             buses=self.buses,
             meters_per_bus=n(self.meters_per_bus, 1),
             storage_meters=n(self.storage_meters, 5),
+            storage_report_meters=n(self.storage_report_meters, 10),
             security_meters=n(self.security_meters, 10),
             collect_timeout_s=self.collect_timeout_s,
         )
@@ -162,6 +165,7 @@ SMOKE = Sizes(
     buses=2,
     meters_per_bus=1,
     storage_meters=20,
+    storage_report_meters=50,
     security_meters=60,
     collect_timeout_s=120.0,
 )
@@ -1086,72 +1090,6 @@ def scenario_buses(sizes: Sizes, workdir: Path, baud: int = 9600) -> dict[str, A
     }
 
 
-# -- scenario 5: storage ingest ---------------------------------------------------------------
-
-
-def _ingest(url: str, meters: int, day: date) -> dict[str, Any]:
-    """One meter-day per transaction (what a session stores): 96 x 4 values and coverage."""
-    db = open_database(url)
-    try:
-        ids = [f"BENCH{k:07d}" for k in range(meters)]
-        db.upsert_meters([MeterRecord(i, "tcp", "127.0.0.1", 4059, None, None, 1, 16, "none", i)
-                          for i in ids])  # fmt: skip
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        stamps = [start + timedelta(seconds=PERIOD_S * k) for k in range(86400 // PERIOD_S)]
-        batches = [
-            (
-                [IntervalRead(i, ch, ts, 1000 * k + j, 0, 0) for k, ts in enumerate(stamps)
-                 for j, ch in enumerate(CHANNELS)],
-                [Coverage(i, ch, stamps[0], stamps[-1]) for ch in CHANNELS],
-            )
-            for i in ids
-        ]  # fmt: skip
-        t0 = time.perf_counter()
-        stored = sum(db.insert_interval_reads(rows, cov) for rows, cov in batches)
-        seconds = time.perf_counter() - t0
-    finally:
-        db.close()
-    return {
-        "meters": meters,
-        "values": stored,
-        "values_per_transaction": 86400 // PERIOD_S * len(CHANNELS),
-        "seconds": _r(seconds),
-        "values_per_s": _rate(stored, seconds),
-    }
-
-
-def scenario_storage(sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    """Interval-read ingest: SQLite file vs PostgreSQL (a private schema, dropped after)."""
-    day = collect_day()
-    path = workdir / "ingest.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    out: dict[str, Any] = {
-        "description": "insert_interval_reads, one meter-day (96 x 4 values + coverage) per "
-        "transaction, single writer",
-        "sqlite": _ingest(str(path), sizes.storage_meters, day),
-    }
-    try:
-        import psycopg
-
-        schema = f"hes_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        admin = psycopg.connect(PG_BASE.replace("postgresql+psycopg", "postgresql"),
-                                autocommit=True, connect_timeout=5)  # fmt: skip
-    except Exception as exc:
-        out["postgresql"] = {"skipped": f"PostgreSQL not reachable: {exc}"}
-        return out
-    try:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
-        out["postgresql"] = _ingest(url, sizes.storage_meters, day)
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
-    sq, pg = out["sqlite"]["values_per_s"], out["postgresql"]["values_per_s"]
-    out["postgresql_over_sqlite"] = _r(pg / sq, 2) if sq and pg else None
-    return out
-
-
 # -- the whole run ----------------------------------------------------------------------------
 
 
@@ -1207,25 +1145,31 @@ RUNNERS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "peers": scenario_peers,
     "gprs": scenario_gprs,
     "buses": scenario_buses,
-    "storage": scenario_storage,
     "security": scenario_security,
 }
 
 
 #: Markdown sections of scenarios registered from their own modules (:func:`register`).
-EXTRA_MARKDOWN: list[Callable[[dict[str, Any]], list[str]]] = []
+EXTRA_MARKDOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
+#: Their rows of the targets table: (target, asked, measured, met/missed).
+TargetRows = list[tuple[str, str, str, str]]
+EXTRA_TARGETS: list[Callable[[dict[str, Any]], TargetRows]] = []
 
 
 def register(
     name: str,
     runner: Callable[[Sizes, Path], dict[str, Any]],
     section: Callable[[dict[str, Any]], list[str]],
+    target_rows: Callable[[dict[str, Any]], TargetRows] | None = None,
 ) -> None:
-    """A scenario kept in a module of its own (``bench.service_load``): its runner and its
-    markdown section; the module imports this one, never the other way round."""
+    """A scenario kept in a module of its own (``bench.service_load``, ``bench.storage_bench``):
+    its runner, its markdown section and its targets; the module imports this one, never
+    the other way round."""
     global SCENARIOS
     RUNNERS[name] = runner
-    EXTRA_MARKDOWN.append(section)
+    EXTRA_MARKDOWN[name] = section
+    if target_rows is not None:
+        EXTRA_TARGETS.append(target_rows)
     if name not in SCENARIOS:
         SCENARIOS = (*SCENARIOS, name)
 
@@ -1326,6 +1270,18 @@ def _markdown_peers_latency(lat: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _registered_sections(s: dict[str, Any], done: set[str], before: str | None = None) -> list[str]:
+    """Sections of registered scenarios not yet written, in ``SCENARIOS`` order; with
+    ``before``, only those that come before that scenario."""
+    limit = SCENARIOS.index(before) if before in SCENARIOS else len(SCENARIOS)
+    lines: list[str] = []
+    for name in SCENARIOS[:limit]:
+        if name in EXTRA_MARKDOWN and name not in done:
+            done.add(name)
+            lines += EXTRA_MARKDOWN[name](s)
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The figures as markdown tables (bench/results.md, pasted into the README)."""
     s = result["scenarios"]
@@ -1423,22 +1379,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_pct(b['success_rate'])}.",
             "",
         ]
-    st = s.get("storage")
-    if st and "error" not in st:
-        pg = st.get("postgresql", {})
-        lines += [
-            "## 5. Storage ingest (one meter-day of 384 values per transaction)",
-            "",
-            "| backend | values | values/s |",
-            "|---|---|---|",
-            f"| SQLite | {_fmt(st['sqlite']['values'])} | "
-            f"{_fmt(st['sqlite']['values_per_s'], 0)} |",
-        ]
-        if "values" in pg:
-            lines.append(f"| PostgreSQL | {_fmt(pg['values'])} | {_fmt(pg['values_per_s'], 0)} |")
-        else:
-            lines.append(f"| PostgreSQL | - | {pg.get('skipped', '-')} |")
-        lines.append("")
+    done: set[str] = set()
+    lines += _registered_sections(s, done, before="security")  # scenario 5 keeps its place
     sec = s.get("security")
     if sec and "error" not in sec:
         pl, se = sec["runs"]["plain"], sec["runs"]["secured"]
@@ -1463,8 +1405,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| success rate | {_pct(pl['success_rate'])} | {_pct(se['success_rate'])} | |",
             "",
         ]
-    for section in EXTRA_MARKDOWN:
-        lines += section(s)
+    lines += _registered_sections(s, done)
     for name, figures in s.items():
         if "error" in figures:
             lines += [f"## {name}: failed", "", f"    {figures['error'][:500]}", ""]
@@ -1476,7 +1417,8 @@ def _ok(value: Any, good: bool) -> str:
 
 
 def targets(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(target, asked, measured, met/missed) for each target of issue 5 with figures."""
+    """(target, asked, measured, met/missed) for each target with figures (issue 5's here,
+    the registered scenarios' own after them)."""
     s = result["scenarios"]
     out: list[tuple[str, str, str, str]] = []
     t = s.get("throughput") or {}
@@ -1521,6 +1463,8 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         u = b.get("utilisation_mean")
         out.append(("RS-485 bus utilisation (mean)", ">= 90 %", _pct(u, 1),
                     _ok(u, u is not None and u >= 0.9)))  # fmt: skip
+    for rows in EXTRA_TARGETS:
+        out += rows(s)
     return out
 
 
