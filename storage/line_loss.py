@@ -151,16 +151,12 @@ def area_losses(
         group = by_area[area]
         transformers = [m.meter_id for m in group if m.role == "transformer"]
         customers = [m.meter_id for m in group if m.role != "transformer"]
-        missing: list[str] = []
-        supplied: Decimal | None = Decimal(0) if transformers else None
-        for meter_id in transformers:
-            d = delta(meter_id)
-            if d is None:
-                missing.append(meter_id)
-            elif supplied is not None:
-                supplied += d
-        if len(missing) > 0:
-            supplied = None
+        supply = [delta(meter_id) for meter_id in transformers]
+        missing = [m for m, d in zip(transformers, supply, strict=True) if d is None]
+        # (an inventory has one transformer per area; were there more, they would add up)
+        supplied: Decimal | None = None
+        if transformers and not missing:
+            supplied = sum((d for d in supply if d is not None), Decimal(0))
         sold = Decimal(0)
         counted = 0
         for meter_id in customers:
