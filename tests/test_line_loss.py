@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from test_collector_fleet import FleetThread, plan_text
 from typer.testing import CliRunner
 
+from app.serve_config import load_config
 from cli import app
 from collector.inventory import InventoryError, parse_inventory
 from collector.plan import PlanError, parse_plan
@@ -169,11 +170,15 @@ def test_inventory_role_is_checked(tmp_path: Path) -> None:
         assert message in str(info.value)
 
 
-def test_plan_line_loss_band() -> None:
+def test_plan_line_loss_band(tmp_path: Path) -> None:
     base = plan_text()
     assert parse_plan(base).line_loss.band == (0.0, 0.10)
     plan = parse_plan(base + '\n[line_loss]\nband = [0.01, 0.08]\nchannel = "AP"\n')
     assert (plan.line_loss.band, plan.line_loss.channel) == ((0.01, 0.08), "AP")
+    # hes serve's config carries the plan inline, [line_loss] included
+    config = tmp_path / "hes.toml"
+    config.write_text(base + "\n[line_loss]\nband = [0.0, 0.05]\n", encoding="utf-8")
+    assert load_config(config).plan.line_loss.band == (0.0, 0.05)
     for table, message in (
         ("band = [0.2, 0.1]", "line_loss.band: band 0.2:0.1 must satisfy 0 <= low < high"),
         ("band = [0.1]", "line_loss.band: expected [low, high]"),
