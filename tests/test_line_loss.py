@@ -35,8 +35,10 @@ from contracts.meters import INVENTORY_COLUMNS
 from simulator import model
 from simulator.areas import ORDINARY, AreaPlan, Transformer, UnderRegistering
 from simulator.fleet import Fleet, FleetSpec, meter_id_text, meter_number
+from storage.database import open_database
 from storage.gaps import day_window
-from storage.line_loss import AreaMember, area_losses
+from storage.line_loss import AreaMember, area_losses, area_members, boundary_values
+from storage.records import IntervalRead, MeterRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -232,7 +234,7 @@ def test_area_arithmetic(
         assert (a.loss_rate, a.status) == (None, "out_of_band")
         return
     rate = (supplied - sum(sold)) / supplied
-    assert a.loss_rate == pytest.approx(rate)
+    assert a.loss_rate is not None and a.loss_rate == pytest.approx(rate)
     assert a.status == ("ok" if band[0] <= a.loss_rate <= band[1] else "out_of_band")
     if sum(sold) > supplied:
         assert a.status == "out_of_band"  # negative loss is never ok
@@ -252,6 +254,82 @@ def test_area_without_transformer_and_bounded_missing_list() -> None:
     back = [("T", T0, 5, 0), ("T", T1, 9, 0), ("C0", T0, 5, 0), ("C0", T1, 4, 0)]
     (c,) = area_losses(_members(1), back, T0, T1, (0.0, 0.1))
     assert (c.status, c.missing) == ("incomplete", ("C0",))
+
+
+# -- the storage query (SQLite and PostgreSQL) ---------------------------------------------
+
+
+def _record(meter_id: str, area: str | None, role: str | None, **kw: Any) -> MeterRecord:
+    return MeterRecord(
+        meter_id,
+        "tcp",
+        "10.0.0.1",
+        4059,
+        None,
+        None,
+        1,
+        16,
+        "none",
+        meter_id,
+        area,
+        role=role,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_boundary_values_and_members(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = str(tmp_path / "hes.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    records = [
+        _record("T1", "a1", "transformer"),
+        _record("C1", "a1", "customer"),
+        _record("C2", "a1", None),
+        _record("C3", "a2", "customer"),
+        _record("LATE", "a2", "customer", installed_on=(T1 + timedelta(days=3)).date()),
+        _record("LONE", None, None),
+    ]
+    reads = [
+        IntervalRead(m, ch, ts, 100 * k + j, -1)
+        for k, m in enumerate(("T1", "C1", "C2", "C3", "LONE"))
+        for ch in ("1.0.1.8.0.255", "1.0.2.8.0.255")
+        for j, ts in enumerate((T0, T0 + timedelta(minutes=15), T1))
+    ]
+    with open_database(url) as db:
+        db.upsert_meters(records)
+        assert [m.role for m in db.meters()] == [r.role for r in sorted(records)]
+        db.insert_interval_reads(reads)
+        got = sorted(boundary_values(db, "1.0.1.8.0.255", (T0, T1)))
+        want = sorted(
+            (r.meter_id, r.ts, r.value, -1)
+            for r in reads
+            if r.channel == "1.0.1.8.0.255" and r.ts in (T0, T1) and r.meter_id != "LONE"
+        )
+        assert got == want
+        only = sorted(boundary_values(db, "1.0.1.8.0.255", (T1,), area="a2"))
+        assert only == [("C3", T1, 302, -1)]
+        assert list(boundary_values(db, "1.0.1.8.0.255", ())) == []
+        members = area_members(db, T0.date())
+        assert [(m.meter_id, m.area, m.role) for m in members] == [
+            ("C1", "a1", "customer"),
+            ("C2", "a1", "customer"),
+            ("T1", "a1", "transformer"),
+            ("C3", "a2", "customer"),
+        ]
+        assert [m.meter_id for m in area_members(db, T1.date() + timedelta(days=3), "a2")] == [
+            "C3",
+            "LATE",
+        ]
+        a1, a2 = area_losses(members, got, T0, T1, (0.0, 0.1))
+        # 0.2 Wh supplied, 0.4 Wh sold: a negative loss, never ok
+        assert (a1.status, a1.supplied_kwh, a1.sold_kwh, a1.loss_rate) == (
+            "out_of_band",
+            Decimal("0.0002"),
+            Decimal("0.0004"),
+            -1.0,
+        )
+        assert a2.status == "no_transformer"
 
 
 # -- end to end -------------------------------------------------------------------------------
