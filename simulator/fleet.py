@@ -458,7 +458,7 @@ class Fleet:
         if spec.served_tcp and self.tcp is None:
             raise RuntimeError("the fleet is not started")
         blank = dict.fromkeys(WRITTEN_COLUMNS, "")
-        for i in range(spec.tcp_meters):
+        for i in range(spec.served_tcp):  # the TCP customers, then the transformer meters
             number = spec.tcp_meter(i)
             row = dict(blank)
             row.update(
@@ -495,21 +495,6 @@ class Fleet:
                 else:
                     row.update(transport="hdlc-tcp", host=server.host, port=str(server.port))
                 yield self._secure(row, on_bus)
-        for k in range(spec.transformer_meters):
-            i = spec.tcp_meters + k
-            row = dict(blank)
-            row.update(
-                meter_id=meter_id_text(spec.tcp_meter(i)),
-                transport="tcp",
-                host=self.addresses[i],
-                port=str(self.tcp.port if self.tcp is not None else ""),
-                logical_address="1",
-                client_sap="16",
-                authentication="none",
-                station="gprs",
-                **self._area(spec.tcp_meter(i)),
-            )
-            yield row
 
     def _area(self, number: int) -> dict[str, str]:
         """The area and role columns of meter ``number``."""
