@@ -362,6 +362,7 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         under_share=1 / 12,
     )
     with FleetThread(Fleet(spec, clock=lambda: NOW)) as fleet:
+        assert fleet.areas == area_plan()  # the truth the tests hold the report against
         inventory = tmp / "meters.csv"
         with inventory.open("w", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=INVENTORY_COLUMNS, lineterminator="\n")
