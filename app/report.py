@@ -1,4 +1,5 @@
-"""``hes report``: the collection figures of a day, as a table or JSON, optionally a PNG plot."""
+"""``hes report``: the collection figures of a day, as a table or JSON, optionally a PNG plot;
+with ``--line-loss`` the line loss per transformer area instead (:mod:`app.line_loss`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.line_loss import line_loss_data, parse_band, print_line_loss
 from app.support import DbOption, fail, open_db, parse_day
 from collector.plan import Plan, PlanError, load_plan
 from collector.report_plot import PlotError, check_png_path, plot_load_curve, plot_success_rate
@@ -75,15 +77,44 @@ def report_command(
     ] = None,
     channel: Annotated[
         str | None,
-        typer.Option(help="with --meter: channel to plot (default: the plan's first channel)"),
+        typer.Option(
+            help="with --meter: channel to plot (default: the plan's first channel); "
+            "with --line-loss: the A+ channel (default: the plan's [line_loss] channel)"
+        ),
+    ] = None,
+    line_loss: Annotated[
+        bool,
+        typer.Option(
+            "--line-loss", help="line loss per transformer area instead (docs/line-loss.md)"
+        ),
+    ] = False,
+    area: Annotated[
+        str | None, typer.Option("--area", help="with --line-loss: only this area")
+    ] = None,
+    band: Annotated[
+        str | None,
+        typer.Option(
+            "--band",
+            help="with --line-loss: loss rates judged ok, LOW:HIGH (default: the plan's, 0:0.10)",
+        ),
     ] = None,
 ) -> None:
     """Collection figures of a day: expected and complete meters, success rate, missing
     intervals, failures by error class, by link and by area, the worst meters.
 
-    --plot FILE.png also draws the success rate per day, or with --meter a load curve."""
+    --plot FILE.png also draws the success rate per day, or with --meter a load curve.
+    --line-loss reports supplied, sold and lost energy per transformer area instead."""
     if output not in ("table", "json"):
         raise fail(f"--format {output!r}: use table or json")
+    if line_loss:
+        for name, given in (("--plot", plot), ("--meter", meter), ("--days", days)):
+            if given is not None:
+                raise fail(f"{name} does not go with --line-loss")
+        _line_loss(report_date, db, config, output, area, band, channel)
+        return
+    for name, given in (("--area", area), ("--band", band)):
+        if given is not None:
+            raise fail(f"{name} needs --line-loss")
     if plot is None and (meter is not None or days is not None):
         raise fail(f"{'--meter' if meter is not None else '--days'} needs --plot FILE.png")
     if channel is not None and meter is None:
@@ -125,6 +156,34 @@ def report_command(
     _print_report(data)
     if written is not None:
         typer.echo(f"plot: {written}")
+
+
+def _line_loss(
+    report_date: str,
+    db: str | None,
+    config: Path | None,
+    output: str,
+    area: str | None,
+    band_text: str | None,
+    channel: str | None,
+) -> None:
+    """``hes report --line-loss``: check the options, compute, print."""
+    try:
+        plan = load_plan(config)
+    except PlanError as exc:
+        raise fail(str(exc)) from None
+    band = parse_band(band_text) if band_text is not None else plan.line_loss.band
+    the_day = parse_day(report_date, plan, "--date")
+    database = open_db(db)
+    try:
+        data = line_loss_data(
+            database, plan, the_day, area, band, channel or plan.line_loss.channel
+        )
+    except StorageError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        database.close()
+    print_line_loss(data, output)
 
 
 def _plot_meter(

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "clock_threshold_s": 10.0,
 }
 _PATHS = ("mqtt_spool", "plan", "inventory", "master_key_file", "log_file")
-_PLAN_TABLES = ("collector", "retry", "timeouts", "group")
+_PLAN_TABLES = ("collector", "retry", "timeouts", "group", "line_loss")
 _BOUNDS: dict[str, tuple[float, float]] = {
     "drain_s": (0.0, 3600.0),
     "catch_up": (0, 10_000),

@@ -46,6 +46,8 @@ def build_spec(
     bus_port: int,
     first_meter: int,
     secure_share: float = 0.0,
+    area_size: int = 0,
+    under_share: float = 0.02,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -54,11 +56,14 @@ def build_spec(
         ("--intermittent", intermittent),
         ("--slow", slow),
         ("--secure-share", secure_share),
+        ("--under-share", under_share),
     ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} {value} is not a share within [0, 1]")
     if faults + slow > 1.0:
         raise ValueError("--faults plus --slow exceed 1")
+    if area_size < 0:
+        raise ValueError(f"--area-size {area_size} must not be negative (0: no areas)")
     if latency not in ("none", "gprs"):
         raise ValueError(f"--latency {latency!r}: use none or gprs")
     if baud < 0:
@@ -88,6 +93,8 @@ def build_spec(
         bus_port=bus_port,
         bus_endpoint="pty" if pty else "tcp",
         secure_share=secure_share,
+        area_size=area_size,
+        under_share=under_share,
     )
 
 
@@ -185,6 +192,19 @@ def simulate_command(
         Path | None,
         typer.Option(help="write the secured meters' key CSV here, for hes keys import"),
     ] = None,
+    area_size: Annotated[
+        int,
+        typer.Option(
+            help="customer meters per transformer area, each area with a transformer meter "
+            "of its own (0: no areas)"
+        ),
+    ] = 0,
+    under_share: Annotated[
+        float,
+        typer.Option(
+            help="with --area-size: share of customer meters (seeded) that under-register"
+        ),
+    ] = 0.02,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -205,6 +225,8 @@ def simulate_command(
             bus_port=bus_port,
             first_meter=first_meter,
             secure_share=secure_share,
+            area_size=area_size,
+            under_share=under_share,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

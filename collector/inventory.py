@@ -7,7 +7,9 @@ password_ref): the *name* of the LLS secret in the key store, never the secret, 
 (required for hdlc-tcp and serial; a tcp meter is its own link by default), area, station,
 security_profile (none | lls | hls-gmac-suite0; default from authentication):
 hls-gmac-suite0 means HLS-GMAC authentication with suite-0 ciphering, its keys looked up by
-meter id in the encrypted key store (``hes keys import``).
+meter id in the encrypted key store (``hes keys import``), installed_on (YYYY-MM-DD), role
+(customer | transformer; default customer): the meter's role in its transformer area for the
+line-loss report, where a transformer meter needs an area and an area has at most one.
 Integers may be decimal or 0x-hex.
 """
 
@@ -24,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, TRANSPORTS
+from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, ROLES, TRANSPORTS
 from contracts.meters import INVENTORY_COLUMNS as COLUMNS
 from storage.database import Database
 from storage.records import MeterRecord
@@ -189,6 +191,12 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         installed = date.fromisoformat(installed_text) if installed_text else None
     except ValueError:
         raise _RowError(f"installed_on {installed_text!r} is not a date (YYYY-MM-DD)") from None
+    role = row.get("role", "").lower() or "customer"
+    if role not in ROLES:
+        raise _RowError(f"role {row.get('role', '')!r} is not one of {', '.join(ROLES)}")
+    area = row.get("area", "") or None
+    if role == "transformer" and area is None:
+        raise _RowError("role transformer needs an area (the transformer area it supplies)")
     assert logical is not None and client_sap is not None
     return MeterRecord(
         meter_id=meter_id,
@@ -201,11 +209,12 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         client_sap=client_sap,
         authentication=auth,
         link_id=link_id,
-        area=row.get("area", "") or None,
+        area=area,
         station=row.get("station", "") or None,
         password_ref=ref,
         security_profile=profile,
         installed_on=installed,
+        role=role,
     )
 
 
@@ -296,6 +305,7 @@ def _parse(stream: TextIO, name: str) -> tuple[list[MeterRecord], list[int]]:
             name, [*problems[:MAX_REPORTED], (0, f"not valid CSV: {exc}")]
         ) from exc
     problems.extend(_link_problems(records, lines, {}))
+    problems.extend(_transformer_problems(records, lines, {}))
     if problems:
         problems.sort(key=lambda pr: pr[0])
         raise InventoryError(name, problems[:MAX_REPORTED], len(problems))
@@ -350,6 +360,36 @@ def _link_problems(
     return problems
 
 
+def _transformer_problems(
+    records: list[MeterRecord],
+    lines: list[int],
+    existing: dict[str, MeterRecord],
+) -> list[tuple[int, str]]:
+    """An area has one transformer meter: its supply cannot be read off two.
+
+    ``existing`` holds meters already stored that this file does not mention.
+    """
+    problems: list[tuple[int, str]] = []
+    where = {r.meter_id: line for r, line in zip(records, lines, strict=True)}
+    owner: dict[str, str] = {}
+    for rec in [*existing.values(), *records]:
+        if rec.role != "transformer" or rec.area is None:
+            continue
+        other = owner.get(rec.area)
+        if other is None:
+            owner[rec.area] = rec.meter_id
+            continue
+        place = f"line {where[other]}" if other in where else "already stored"
+        problems.append(
+            (
+                where.get(rec.meter_id, 0),
+                f"meter {rec.meter_id!r} is a second transformer of area {rec.area!r} "
+                f"(the first is {other!r}, {place})",
+            )
+        )
+    return problems
+
+
 def _ep(ep: tuple[str, str | None, int | None, str | None]) -> str:
     transport, host, port, device = ep
     return f"{transport} {device}" if transport == "serial" else f"{transport} {host}:{port}"
@@ -380,7 +420,14 @@ def _store(
         if existing:
             # The file is consistent in itself, so whatever is found now clashes with
             # a stored meter the file leaves alone.
-            clashes = [pr for pr in _link_problems(records, lines, existing) if pr[0]]
+            clashes = [
+                pr
+                for pr in (
+                    *_link_problems(records, lines, existing),
+                    *_transformer_problems(records, lines, existing),
+                )
+                if pr[0]
+            ]
             if clashes:
                 raise InventoryError(name, clashes[:MAX_REPORTED], len(clashes))
         inserted, updated = db.upsert_meters(records, conn=conn)

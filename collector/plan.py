@@ -38,6 +38,10 @@ naming the file and the dotted key. Example::
     events = { every = "1h" }
     clock = { cron = "30 3 * * *" }
 
+    [line_loss]                # hes report --line-loss (docs/line-loss.md)
+    band = [0.0, 0.10]         # loss rates judged ok, bounds included
+    channel = "1.0.1.8.0.255"  # the stored A+ channel it is computed on
+
 A meter takes the first group whose ``match`` accepts it; meters no group accepts are not read.
 """
 
@@ -167,6 +171,24 @@ class Timeouts:
 
 
 @dataclass(slots=True, frozen=True)
+class LineLoss:
+    """How ``hes report --line-loss`` judges an area: the ok band of the loss rate and the
+    stored A+ channel it reads."""
+
+    band: tuple[float, float] = (0.0, 0.10)
+    channel: str = "1.0.1.8.0.255"
+
+
+def check_band(low: float, high: float) -> tuple[float, float]:
+    """A loss-rate band as ``(low, high)``; ValueError says what is wrong with it."""
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(
+            f"band {low:g}:{high:g} must satisfy 0 <= low < high <= 1 (loss rates, 0.1 = 10 %)"
+        )
+    return low, high
+
+
+@dataclass(slots=True, frozen=True)
 class Plan:
     """A whole reading plan."""
 
@@ -176,6 +198,7 @@ class Plan:
     timezone: str = "UTC"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    line_loss: LineLoss = field(default_factory=LineLoss)
 
     @property
     def tz(self) -> tzinfo:
@@ -416,9 +439,28 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise root.fail(f"group[{i}].name", f"group name {name!r} used twice")
+    line_loss = _line_loss(root.sub("line_loss"))
     root.done()
     assert concurrency is not None
-    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts)
+    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss)
+
+
+def _line_loss(reader: _Reader) -> LineLoss:
+    default = LineLoss()
+    band_raw = reader.get("band", list, list(default.band))
+    if len(band_raw) != 2 or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in band_raw
+    ):
+        raise reader.fail("band", "expected [low, high], two loss rates such as [0.0, 0.10]")
+    try:
+        band = check_band(float(band_raw[0]), float(band_raw[1]))
+    except ValueError as exc:
+        raise reader.fail("band", str(exc)) from None
+    channel = reader.get("channel", str, default.channel)
+    if not 0 < len(channel) <= 64:
+        raise reader.fail("channel", "expected a channel name of 1-64 characters")
+    reader.done()
+    return LineLoss(band, channel)
 
 
 def load_plan(path: str | os.PathLike[str] | None = None) -> Plan:

@@ -31,8 +31,12 @@ INVENTORY_COLUMNS = (
     "station",
     "security_profile",
     "installed_on",
+    "role",
 )
 REQUIRED_COLUMNS = ("meter_id", "transport")
+#: A meter's role in its transformer area (``role`` column; blank is a customer): the
+#: transformer meter measures what the area is supplied, customers what it is sold.
+ROLES = ("customer", "transformer")
 #: The inventory security profile of meters read over HLS-GMAC with suite-0 ciphering.
 SECURE_PROFILE = "hls-gmac-suite0"
 

@@ -32,6 +32,13 @@ refuse any association but HLS-GMAC with suite-0 ciphering from the management c
 inventory names them ``security_profile`` hls-gmac-suite0 with client_sap 1, and
 :meth:`Fleet.write_keys` writes their keys (``simulator.model.keys``) for ``hes keys import``.
 
+Transformer areas. With ``area_size`` N the customer meters (TCP and bus, in number order)
+form areas of N, and each area gets one more TCP meter, its transformer meter, numbered after
+every customer meter and served on the loopback addresses after the TCP meters'
+(:mod:`simulator.areas` says what it and the under-registering customers hold). The
+inventory names each meter's area and role. Without it (0, the default) every meter is in
+area ``sim<seed>`` with no role, as before.
+
 Memory. No meter object lives between sessions: a :class:`MeterPool` creates the
 :class:`SimulatedMeter` (~100 bytes) when a session starts and drops it when the last session
 ends, unless SET/ACTION changed its state (clock correction, relay), which must persist.
@@ -53,6 +60,7 @@ from typing import Any, Literal, overload
 
 from contracts.meters import INVENTORY_COLUMNS, SECURE_PROFILE, MeterTarget
 from simulator import model
+from simulator.areas import AreaPlan, Energy
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
 from simulator.server import (
@@ -182,11 +190,17 @@ class FleetSpec:
     bus_silence_s: float = 10.0
     #: Share of meters (seeded choice) that require HLS-GMAC with suite-0 ciphering.
     secure_share: float = 0.0
+    #: Customer meters per transformer area (0: no areas, no transformer meters).
+    area_size: int = 0
+    #: With areas: share of customer meters (seeded choice) that under-register.
+    under_share: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
             raise ValueError(f"secure_share {self.secure_share} is not within [0, 1]")
-        for name in ("tcp_meters", "buses", "meters_per_bus", "first_meter"):
+        if not 0.0 <= self.under_share <= 1.0:
+            raise ValueError(f"under_share {self.under_share} is not within [0, 1]")
+        for name in ("tcp_meters", "buses", "meters_per_bus", "first_meter", "area_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.meters_per_bus > MAX_PHYSICAL - FIRST_PHYSICAL + 1:
@@ -200,12 +214,35 @@ class FleetSpec:
             raise ValueError(f"bus endpoint {self.bus_endpoint!r}: use tcp or pty")
         if self.baudrate is not None and self.baudrate <= 0:
             raise ValueError(f"baud rate {self.baudrate} must be positive")
-        LoopbackRange(self.first_address, self.tcp_meters)
-        meter_id_text(self.first_meter + self.total_meters)
+        LoopbackRange(self.first_address, self.served_tcp)
+        meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
 
     @property
     def total_meters(self) -> int:
+        """Customer meters (TCP and bus), transformer meters not counted."""
         return self.tcp_meters + self.buses * self.meters_per_bus
+
+    @property
+    def transformer_meters(self) -> int:
+        """One per transformer area (0 without areas)."""
+        return -(-self.total_meters // self.area_size) if self.area_size else 0
+
+    @property
+    def served_tcp(self) -> int:
+        """Meters on the TCP server: the TCP customer meters, then the transformer meters."""
+        return self.tcp_meters + self.transformer_meters
+
+    def area_plan(self) -> AreaPlan | None:
+        """The transformer areas (None: the fleet has none)."""
+        if not self.area_size:
+            return None
+        return AreaPlan(
+            seed=self.seed,
+            first_meter=self.first_meter,
+            customers=self.total_meters,
+            area_size=self.area_size,
+            under_share=self.under_share,
+        )
 
     def secured_meters(self) -> frozenset[int]:
         """Numbers of the meters that require security: a seeded sample of the fleet."""
@@ -217,8 +254,10 @@ class FleetSpec:
         return frozenset(self.first_meter + k for k in picks)
 
     def tcp_meter(self, index: int) -> int:
-        """Meter number of TCP meter ``index``."""
-        return self.first_meter + index
+        """Meter number of TCP meter ``index`` (past the TCP customers: a transformer meter)."""
+        if index < self.tcp_meters:
+            return self.first_meter + index
+        return self.first_meter + self.total_meters + index - self.tcp_meters
 
     def bus_meter(self, bus: int, physical: int) -> int | None:
         """Meter number at ``physical`` on ``bus``, or None when no meter has that address."""
@@ -236,15 +275,24 @@ class FleetSpec:
         if 0 <= k < self.buses * self.meters_per_bus:
             bus, pos = divmod(k, self.meters_per_bus)
             return "bus", bus, FIRST_PHYSICAL + pos
+        k -= self.buses * self.meters_per_bus
+        if 0 <= k < self.transformer_meters:
+            return "tcp", self.tcp_meters + k, 0
         raise ValueError(f"meter {number} is not in this fleet")
 
 
 class MeterPool:
     """Meters alive only while in session (or while their SET/ACTION state must persist)."""
 
-    def __init__(self, seed: int, secured: Callable[[int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        secured: Callable[[int], bool] | None = None,
+        energy: Callable[[int], Energy] | None = None,
+    ) -> None:
         self.seed = seed
         self.secured = secured
+        self.energy = energy
         self._meters: dict[int, SimulatedMeter] = {}
         self._refs: dict[int, int] = {}
 
@@ -253,6 +301,8 @@ class MeterPool:
         if meter is None:
             secure = self.secured is not None and self.secured(number)
             meter = SimulatedMeter(number, self.seed, require_security=secure)
+            if self.energy is not None:
+                meter.energy = self.energy(number)
             self._meters[number] = meter
         self._refs[number] = self._refs.get(number, 0) + 1
         return meter
@@ -292,9 +342,14 @@ class Fleet:
         self.spec = spec
         self.clock = clock
         self.secured = spec.secured_meters()
-        self.pool = MeterPool(spec.seed, self.secured.__contains__)
+        self.areas = spec.area_plan()
+        self.pool = MeterPool(
+            spec.seed,
+            self.secured.__contains__,
+            self.areas.energy if self.areas is not None else None,
+        )
         self.faults = FaultPlan(spec.faults, spec.seed)
-        self.addresses = LoopbackRange(spec.first_address, spec.tcp_meters)
+        self.addresses = LoopbackRange(spec.first_address, spec.served_tcp)
         self.tcp: WrapperServer | None = None
         self.buses: list[HdlcBus] = []
         self.bus_servers: list[HdlcTcpServer | PtyBus] = []
@@ -313,7 +368,7 @@ class Fleet:
         started = time.perf_counter()
         spec = self.spec
         try:
-            if spec.tcp_meters:
+            if spec.served_tcp:
                 self.tcp = WrapperServer(
                     self._resolve,
                     spec.first_address,
@@ -400,10 +455,10 @@ class Fleet:
     def inventory_rows(self) -> Iterator[dict[str, str]]:
         """One inventory row per meter, in the columns ``collector.inventory`` parses."""
         spec = self.spec
-        if spec.tcp_meters and self.tcp is None:
+        if spec.served_tcp and self.tcp is None:
             raise RuntimeError("the fleet is not started")
         blank = dict.fromkeys(WRITTEN_COLUMNS, "")
-        for i in range(spec.tcp_meters):
+        for i in range(spec.served_tcp):  # the TCP customers, then the transformer meters
             number = spec.tcp_meter(i)
             row = dict(blank)
             row.update(
@@ -414,8 +469,8 @@ class Fleet:
                 logical_address="1",
                 client_sap="16",
                 authentication="none",
-                area=f"sim{spec.seed}",
                 station="gprs",
+                **self._area(number),
             )
             yield self._secure(row, number)
         for b, server in enumerate(self.bus_servers):
@@ -432,14 +487,23 @@ class Fleet:
                     client_sap="16",
                     authentication="none",
                     link_id=link,
-                    area=f"sim{spec.seed}",
                     station=link,
+                    **self._area(on_bus),
                 )
                 if isinstance(server, PtyBus):
                     row.update(transport="serial", device=server.device)
                 else:
                     row.update(transport="hdlc-tcp", host=server.host, port=str(server.port))
                 yield self._secure(row, on_bus)
+
+    def _area(self, number: int) -> dict[str, str]:
+        """The area and role columns of meter ``number``."""
+        plan = self.areas
+        area = None if plan is None else plan.area_of(number)
+        if plan is None or area is None:
+            return {"area": f"sim{self.spec.seed}"}
+        role = "transformer" if plan.is_transformer(number) else "customer"
+        return {"area": plan.name(area), "role": role}
 
     def _secure(self, row: dict[str, str], number: int) -> dict[str, str]:
         """The row of a secured meter names its profile and the management client."""
@@ -492,6 +556,8 @@ class Fleet:
             "seed": spec.seed,
             "meters": spec.total_meters,
             "secured_meters": len(self.secured),
+            "areas": spec.transformer_meters,
+            "under_registering": 0 if self.areas is None else len(self.areas.under_registering),
             "start_seconds": round(self.start_seconds, 3),
         }
         if self.tcp is not None:
@@ -502,6 +568,7 @@ class Fleet:
                 "port": self.tcp.port,
                 "listen_mode": self.tcp.listen_mode,
                 "first_meter_id": meter_id_text(spec.tcp_meter(0)),
+                "transformer_meters": spec.transformer_meters,
             }
         buses = []
         for b, server in enumerate(self.bus_servers):

@@ -51,6 +51,7 @@ from protocols.errors import DataAccessError
 from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from simulator import model, objects
+from simulator.areas import ORDINARY, Energy
 
 PUBLIC_CLIENT = 16
 MANAGEMENT_CLIENT = 1
@@ -73,10 +74,12 @@ class SimulatedMeter:
     """One meter of the fleet: identity and the little state that SET/ACTION change.
 
     ``require_security``: refuse unciphered associations; ``client_system_title``: the
-    head-end system title the meter knows (ciphered AARQs from any other are refused).
+    head-end system title the meter knows (ciphered AARQs from any other are refused);
+    ``energy``: how it registers energy (:mod:`simulator.areas`: ordinary, under-registering,
+    or an area's transformer meter).
     """
 
-    __slots__ = ("_state", "client_system_title", "meter_id", "require_security", "seed")
+    __slots__ = ("_state", "client_system_title", "energy", "meter_id", "require_security", "seed")
 
     def __init__(
         self,
@@ -85,8 +88,10 @@ class SimulatedMeter:
         *,
         require_security: bool = False,
         client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE,
+        energy: Energy = ORDINARY,
     ) -> None:
         self.meter_id = meter_id
+        self.energy = energy
         self.seed = seed
         self.require_security = require_security
         self.client_system_title = client_system_title
@@ -103,7 +108,7 @@ class SimulatedMeter:
 
     @property
     def spec(self) -> model.MeterSpec:
-        return model.meter_spec(self.meter_id, self.seed)
+        return self.energy.spec(self.meter_id, self.seed)
 
     @property
     def state(self) -> objects.MeterState:
@@ -258,6 +263,7 @@ class MeterSession:
             mechanism=association.mechanism,
             objects=objects.object_table(spec.phases),
             ciphered=association.ciphered,
+            energy=meter.energy,
         )
 
     def _read(

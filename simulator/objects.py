@@ -34,6 +34,7 @@ from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
 from simulator import model
+from simulator.areas import ORDINARY, Energy
 
 # Data-Access-Result codes and interface classes, by their short names in this module.
 SUCCESS = DataAccessResult.SUCCESS
@@ -347,8 +348,10 @@ def profile_rows(
     t: float,
     start: float | None = None,
     end: float | None = None,
+    energy: Energy = ORDINARY,
 ) -> list[tuple[int, ...]]:
-    """Buffer entries of profile ``name`` at meter time t, optionally only start <= ts <= end."""
+    """Buffer entries of profile ``name`` at meter time t, optionally only start <= ts <= end
+    (energy values as ``energy`` registers them)."""
     now = int(t)
     if name == OBIS_LOAD_PROFILE:
         lo = now - PROFILE_DAYS * model.DAY + 1
@@ -374,8 +377,8 @@ def profile_rows(
     if hi <= lo:
         return []
     if name == OBIS_LOAD_PROFILE:
-        return list(model.load_profile(spec, lo, hi))
-    return list(model.billing(spec, lo, hi))
+        return list(energy.load_profile(spec, lo, hi))
+    return list(energy.billing(spec, lo, hi))
 
 
 def _load_profile_count(spec: model.MeterSpec, t: float) -> int:
@@ -397,10 +400,10 @@ def _load_profile_count(spec: model.MeterSpec, t: float) -> int:
     return n
 
 
-def _entries_in_use(spec: model.MeterSpec, name: bytes, t: float) -> int:
+def _entries_in_use(spec: model.MeterSpec, name: bytes, t: float, energy: Energy) -> int:
     if name == OBIS_LOAD_PROFILE:
         return _load_profile_count(spec, t)
-    return len(profile_rows(spec, name, t))
+    return len(profile_rows(spec, name, t, energy=energy))
 
 
 def _select_columns(profile: _Profile, access: AccessSelection | None) -> list[int]:
@@ -424,7 +427,11 @@ def _select_columns(profile: _Profile, access: AccessSelection | None) -> list[i
 
 
 def profile_buffer(
-    spec: model.MeterSpec, name: bytes, t: float, access: AccessSelection | None
+    spec: model.MeterSpec,
+    name: bytes,
+    t: float,
+    access: AccessSelection | None,
+    energy: Energy = ORDINARY,
 ) -> bytes:
     """Encoded buffer attribute with optional selective access (range on clock, or entries)."""
     profile = _PROFILES[name]
@@ -438,14 +445,14 @@ def profile_buffer(
             end = datetime_unix(bytes(access.to_value))
         except DecodeError:
             raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "range bounds") from None
-        rows = profile_rows(spec, name, t, start, end) if start <= end else []
+        rows = profile_rows(spec, name, t, start, end, energy) if start <= end else []
     elif isinstance(access, EntryAccess):
         if access.from_entry < 1 or (access.to_entry and access.to_entry < access.from_entry):
             raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "entry descriptor entries")
-        rows = profile_rows(spec, name, t)
+        rows = profile_rows(spec, name, t, energy=energy)
         rows = rows[access.from_entry - 1 : access.to_entry or len(rows)]
     else:
-        rows = profile_rows(spec, name, t)
+        rows = profile_rows(spec, name, t, energy=energy)
     return _encode_rows(rows, profile.cells, picks)
 
 
@@ -468,6 +475,8 @@ class Context:
     mechanism: int
     objects: dict[bytes, CosemObject] = field(default_factory=dict)
     ciphered: bool = False
+    #: How the meter registers energy (an ordinary, under-registering or transformer meter).
+    energy: Energy = ORDINARY
 
 
 def _object_list(ctx: Context) -> bytes:
@@ -502,13 +511,13 @@ def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
     spec, t = ctx.spec, ctx.meter_time
     for p, (v, i, w) in enumerate(OBIS_PHASE):
         if name in (v, i, w):
-            inst = model.instantaneous(spec, t)
+            inst = ctx.energy.instantaneous(spec, t)
             if name == v:
                 return _enc(axdr.u16(inst.voltage_dv[p])), _scaler_unit(-1, UNIT_V)
             if name == i:
                 return _enc(axdr.u32(inst.current_ca[p])), _scaler_unit(-2, UNIT_A)
             return _enc(axdr.u32(inst.power_w[p])), _scaler_unit(0, UNIT_W)
-    regs = model.registers(spec, t)
+    regs = ctx.energy.registers(spec, t)
     if name == OBIS_A_PLUS:
         value, unit = regs.active_import, UNIT_WH
     elif name == OBIS_A_MINUS:
@@ -549,7 +558,7 @@ def get_attribute(
         value, su = _register_value(ctx, name)
         return value if attribute == 2 else su
     if cid == EXTENDED_REGISTER:
-        md, md_t = model.max_demand(spec, t)
+        md, md_t = ctx.energy.max_demand(spec, t)
         if attribute == 2:
             return _enc(axdr.u32(md))
         if attribute == 3:
@@ -562,7 +571,7 @@ def get_attribute(
     if cid == PROFILE_GENERIC:
         profile = _PROFILES[name]
         if attribute == 2:
-            return profile_buffer(spec, name, t, access)
+            return profile_buffer(spec, name, t, access, ctx.energy)
         if attribute == 3:
             return _columns_value(profile.columns)
         if attribute == 4:
@@ -572,7 +581,7 @@ def get_attribute(
         if attribute == 6:
             return _enc(axdr.structure(axdr.u16(0), axdr.octets(bytes(6)), axdr.i8(0), axdr.u16(0)))
         if attribute == 7:
-            return _enc(axdr.u32(_entries_in_use(spec, name, t)))
+            return _enc(axdr.u32(_entries_in_use(spec, name, t, ctx.energy)))
         return _enc(axdr.u32(profile.capacity))
     if cid == DISCONNECT_CONTROL:
         if attribute == 2:

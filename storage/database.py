@@ -356,7 +356,7 @@ class Database:
             else:
                 stamp = _sqlite_ts(now)
                 rows = [
-                    (*rec[:-1], rec.installed_on and rec.installed_on.isoformat(), stamp, stamp)
+                    (*(v.isoformat() if isinstance(v, date) else v for v in rec), stamp, stamp)
                     for rec in records
                 ]
                 for chunk in _chunks(rows, 20_000):

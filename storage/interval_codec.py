@@ -157,3 +157,28 @@ def unpack_ints(blob: bytes | None, n: int, what: str = "integer array") -> list
             raise CodecError(f"{what}: deltas run past 64 bits")
         return out
     return _elements(blob, width, 1, n, what)
+
+
+def element_at(blob: bytes | None, n: int, index: int, what: str = "integer array") -> int:
+    """Element ``index`` of a stored array of ``n``, without building the others (C-level sum
+    for a delta-coded one): a boundary register value out of a day row."""
+    if not 0 <= index < n:
+        raise CodecError(f"{what}: element {index} of {n} asked for")
+    if not blob:
+        raise CodecError(f"{what}: empty, but {n} element(s) expected")
+    header = blob[0]
+    width = header & _WIDTH_MASK
+    if width not in _TYPECODE:
+        raise CodecError(f"{what}: invalid header byte 0x{header:02x}")
+    if header & CONSTANT:
+        return _elements(blob, width, 1, 1, what)[0]
+    if header & DELTA:
+        if len(blob) != 9 + width * (n - 1):
+            raise CodecError(f"{what}: {len(blob)} bytes do not hold {n} delta-coded elements")
+        first = _elements(blob[:9], 8, 1, 1, what)[0]
+        if index == 0:
+            return first
+        return first + sum(_elements(blob[: 9 + width * index], width, 9, index, what))
+    if len(blob) != 1 + width * n:
+        raise CodecError(f"{what}: {len(blob)} bytes do not hold {n} element(s) of {width}")
+    return _elements(blob[: 1 + width * (index + 1)], width, 1, index + 1, what)[index]

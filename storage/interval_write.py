@@ -445,11 +445,11 @@ def store_intervals(
         built = days.get(bkey)
         period = built.period if built is not None else series_period[(mk, ck)]
         if built is None and len(segments) == 1 and segments[0][3] is not None:
-            w, part, cols, codes = segments[0]
-            assert cols is not None and codes is not None
+            w, part, seg_cols, seg_codes = segments[0]
+            assert seg_cols is not None and seg_codes is not None
             ranges = wanted_cov.pop(bkey, None)
             complete = _covered_bits(day_number, period, ranges) if ranges else 0
-            fast = _fast_row(bkey, period, cols, codes, complete)
+            fast = _fast_row(bkey, period, seg_cols, seg_codes, complete)
             if fast is not None:
                 out.append(fast)
                 counts[w] += len(part)

@@ -102,6 +102,8 @@ class MeterRecord(NamedTuple):
     password_ref: str | None = None
     #: Days before this one are "not expected" in the success rate (None: always there).
     installed_on: date | None = None
+    #: Role in its transformer area: "customer" or "transformer" (None: a customer).
+    role: str | None = None
 
 
 class SessionWrite(NamedTuple):

@@ -105,6 +105,8 @@ meters = Table(
     # re-import leaves it as the operator set it).
     Column("installed_on", Date),
     Column("enabled", Boolean, nullable=False, server_default=true()),
+    # Version 7: the meter's role in its area (line loss): customer, transformer, NULL (customer).
+    Column("role", String(16)),
     CheckConstraint("transport IN ('tcp', 'hdlc-tcp', 'serial')", name="ck_meters_transport"),
     CheckConstraint(
         "authentication IN ('none', 'lls', 'hls-gmac')", name="ck_meters_authentication"

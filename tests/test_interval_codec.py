@@ -15,6 +15,7 @@ from storage.interval_codec import (
     bitmap_bytes,
     bitmap_int,
     bits_of,
+    element_at,
     pack_ints,
     slots_of,
     unpack_ints,
@@ -94,3 +95,18 @@ def test_any_bytes_decode_or_fail_cleanly(blob: bytes, n: int) -> None:
         return
     assert len(out) == n
     assert all(INT64_MIN <= v <= INT64_MAX for v in out)
+
+
+@given(st.lists(int64, min_size=1, max_size=120), st.booleans(), st.data())
+def test_one_element_reads_as_the_whole_array_has_it(
+    values: list[int], delta: bool, data: st.DataObject
+) -> None:
+    index = data.draw(st.integers(0, len(values) - 1))
+    assert element_at(pack_ints(values, delta=delta), len(values), index) == values[index]
+
+
+def test_one_element_of_a_malformed_array_is_named() -> None:
+    with pytest.raises(CodecError, match="element 3 of 3"):
+        element_at(pack_ints([1, 2, 3]), 3, 3)
+    with pytest.raises(CodecError, match="do not hold 3 delta-coded"):
+        element_at(pack_ints([1, 2, 3], delta=True)[:-1], 3, 1)

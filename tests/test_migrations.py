@@ -94,7 +94,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0007"
+    assert head() == revision_of(SCHEMA_VERSION) == "0008"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -151,16 +151,20 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
     after = table_rows(path)
     assert after.pop("alembic_version") == (["version_num"], [(head(),)])
     assert after.pop("schema_version") == (["version"], [(SCHEMA_VERSION,)])
-    moved = {"interval_reads", "read_coverage", "schema_version"}
+    # version 8 adds meters.role (NULL: a customer)
+    columns, meters = after.pop("meters")
+    assert columns == [*before["meters"][0], "role"]
+    assert sorted(m[:-1] for m in meters) == before["meters"][1]
+    assert {m[-1] for m in meters} == {None}
+    moved = {"interval_reads", "read_coverage", "schema_version", "meters"}
     assert {k: v for k, v in before.items() if k not in moved} == {
         k: v for k, v in after.items() if k not in NEW_IN_7
     }
     # opened again: nothing to do, nothing changes
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
-    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7} - moved | {
-        "schema_version"
-    }
+    gone = {"interval_reads", "read_coverage"}
+    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7} - gone
 
 
 def test_postgres_database_of_the_release_before_alembic_is_adopted(pg_url: str) -> None:
@@ -189,7 +193,7 @@ def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StorageError, match="schema revision '0099', unknown to this hes") as info:
         open_database(path)
-    assert "(newest '0007'): upgrade hes" in str(info.value)
+    assert f"(newest '{head()}'): upgrade hes" in str(info.value)
     con = sqlite3.connect(path)
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
     con.close()
@@ -197,8 +201,8 @@ def test_a_revision_newer_than_this_hes_is_refused(tmp_path: Path) -> None:
 
 def test_a_newer_revision_is_refused_on_postgres(pg_url: str) -> None:
     with open_database(pg_url) as db, db.transaction() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0098'"))
-    with pytest.raises(StorageError, match="schema revision '0098', unknown to this hes"):
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(StorageError, match="schema revision '0099', unknown to this hes"):
         open_database(pg_url)
 
 

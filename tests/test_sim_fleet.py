@@ -255,6 +255,8 @@ def test_simulate_command_rejects_bad_options() -> None:
         (["--tcp-meters", "2", "--latency", "fast"], "--latency"),
         ([], "no meters"),
         (["--buses", "1", "--meters-per-bus", "20000"], "physical addresses"),
+        (["--tcp-meters", "2", "--area-size", "-1"], "--area-size -1 must not be negative"),
+        (["--tcp-meters", "2", "--area-size", "2", "--under-share", "2"], "--under-share"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "cli", "simulate", "--port", "0", "--duration", "0", *args],

@@ -458,9 +458,11 @@ def test_version_4_database_upgrades_keeping_its_meters(tmp_path: Path) -> None:
         db.upsert_meters([meter(1), meter(2)])
     con = sqlite3.connect(path)
     back_to_version_6(con)
-    # what version 4 wrote: the meters table without the version-5 columns, no version-6 indexes
+    # what version 4 wrote: the meters table without the version-5 and -8 columns, no
+    # version-6 indexes
     con.execute("DROP INDEX ix_events_log_ts")
     con.execute("DROP INDEX ix_meters_station")
+    con.execute("ALTER TABLE meters DROP COLUMN role")
     con.execute("ALTER TABLE meters DROP COLUMN installed_on")
     con.execute("ALTER TABLE meters DROP COLUMN enabled")
     con.execute("DROP TABLE alembic_version")
@@ -480,6 +482,7 @@ def test_version_5_database_gains_the_api_indexes(tmp_path: Path) -> None:
     back_to_version_6(con)
     con.execute("DROP INDEX ix_events_log_ts")
     con.execute("DROP INDEX ix_meters_station")
+    con.execute("ALTER TABLE meters DROP COLUMN role")
     con.execute("DROP TABLE alembic_version")
     con.execute("UPDATE schema_version SET version = 5")
     con.commit()
