@@ -12,6 +12,7 @@ from app.meters import meters_app
 from app.ops import disconnect_command, listen_command, reconnect_command
 from app.read import read_command
 from app.report import report_command
+from app.retention import retention_command
 from app.security import keys_app
 from app.serve import serve_command
 from app.simulate import simulate_command
@@ -30,6 +31,7 @@ app.add_typer(meters_app, name="meters")
 app.command("collect")(collect_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
+app.command("retention")(retention_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.add_typer(keys_app, name="keys")

@@ -1,7 +1,7 @@
 """``hes export``: interval reads of a time range as CSV or Parquet, for billing, MDM and
 line-loss analysis downstream.
 
-Streaming end to end: :func:`storage.export.interval_batches` reads the range in bounded
+Streaming end to end: :func:`storage.export.interval_columns` reads the range in bounded
 batches and :mod:`app.export_formats` writes each one before the next is read, so memory stays
 flat however large the range. A file is written under a temporary name beside ``--out`` and
 renamed when complete, so a failed export never leaves a file that looks whole. What the
@@ -27,7 +27,7 @@ from app.support import DbOption, fail, open_db
 from collector.plan import PlanError, load_plan
 from storage.database import Database
 from storage.errors import StorageError
-from storage.export import BATCH_ROWS, ExportRange, interval_batches, known_areas, unknown_meters
+from storage.export import BATCH_ROWS, ExportRange, interval_columns, known_areas, unknown_meters
 
 #: How many known areas an "unknown area" error lists.
 _AREAS_SHOWN = 20
@@ -110,15 +110,15 @@ def export_reads(
     """Stream ``spec`` into ``writer``; returns (rows, meters) written. Closes the writer."""
     rows = meters = 0
     last_meter: str | None = None
-    batches = interval_batches(db, spec, batch_rows)
+    batches = interval_columns(db, spec, batch_rows)
     try:
         with contextlib.closing(batches):
             for batch in batches:
                 writer.write(batch)
                 rows += len(batch)
-                ids = dict.fromkeys(r[0] for r in batch)
+                ids = dict.fromkeys(run[0] for run in batch.runs)
                 meters += len(ids) - (1 if last_meter in ids else 0)
-                last_meter = batch[-1][0]
+                last_meter = batch.runs[-1][0]
     except BaseException:
         # The file is discarded; closing only releases the writer (its footer may not fit).
         with contextlib.suppress(Exception):

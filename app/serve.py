@@ -120,6 +120,7 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
         catch_up=cfg.catch_up,
         max_jobs=cfg.max_jobs,
         clock_threshold_s=cfg.clock_threshold_s,
+        retention_days=cfg.retention_days,
     )
     ctx = ServiceContext(
         db=db,

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "poll_s": 1.0,
     "public_status": True,
     "clock_threshold_s": 10.0,
+    # days of readings kept (interval, register, attempts); 0 keeps everything
+    "retention_days": 0,
 }
 _PATHS = ("mqtt_spool", "plan", "inventory", "master_key_file", "log_file")
 _PLAN_TABLES = ("collector", "retry", "timeouts", "group", "line_loss")
@@ -46,6 +48,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "max_jobs": (2, 64),
     "poll_s": (0.01, 60.0),
     "clock_threshold_s": (0.0, 86400.0),
+    "retention_days": (0, 36_500),
 }
 
 
@@ -75,6 +78,7 @@ class ServeConfig:
     poll_s: float
     public_status: bool
     clock_threshold_s: float
+    retention_days: int
     plan: Plan
 
 
@@ -188,5 +192,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         poll_s=values["poll_s"],
         public_status=values["public_status"],
         clock_threshold_s=values["clock_threshold_s"],
+        retention_days=values["retention_days"],
         plan=plan,
     )

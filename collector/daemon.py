@@ -28,7 +28,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
@@ -47,6 +47,7 @@ from storage.database import Database
 from storage.errors import StorageError
 from storage.jobs import ON_DEMAND, JobRecord
 from storage.keystore import MasterKey, load_master_key
+from storage.retention import apply_retention
 
 
 class HeadEnd:
@@ -71,6 +72,7 @@ class HeadEnd:
         max_jobs: int = 4,
         concurrency: int | None = None,
         clock_threshold_s: float = DEFAULT_THRESHOLD_S,
+        retention_days: int = 0,
     ) -> None:
         if max_jobs < 2:
             raise ValueError(f"max_jobs must be at least 2 (one is kept on demand), not {max_jobs}")
@@ -110,6 +112,8 @@ class HeadEnd:
         self._last: dict[str, datetime | None] = {}
         self._next: dict[str, datetime] = {}
         self.recovered: list[int] = []
+        self.retention_days = retention_days
+        self._retained_on: date | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class HeadEnd:
 
     async def _tick(self) -> None:
         now = self.now()
+        await self._retain(now.astimezone(UTC).date())
         for planned in self.schedules:
             if planned.name not in self._last:
                 self._last[planned.name] = await self.queue.last_tick(planned.name)
@@ -210,6 +215,15 @@ class HeadEnd:
                     )
                 self._last[planned.name] = tick
             self._next[planned.name] = next_run(planned.schedule, self._last[planned.name] or now)
+
+    async def _retain(self, today: date) -> None:
+        """Apply the retention policy once a (UTC) day, in a thread: a month of partitions
+        dropped or a day of rows deleted must not hold up the loop."""
+        if not self.retention_days or self._retained_on == today:
+            return
+        result = await asyncio.to_thread(apply_retention, self.db, self.retention_days, today=today)
+        self._retained_on = today
+        log_event(logging.INFO, "retention_applied", **result.as_dict())
 
     def _until_next(self) -> float:
         if not self._next:

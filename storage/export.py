@@ -20,9 +20,10 @@ finer one, the physical values unchanged).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,8 @@ from sqlalchemy.sql import Select
 from storage import schema
 from storage.database import Database
 from storage.errors import StorageError
-from storage.interval_read import decode_row, stamp
+from storage.interval_codec import bitmap_int, slots_of, unpack_ints
+from storage.interval_read import stamp
 from storage.interval_write import DAY_S, epoch_us
 
 DAY_US = DAY_S * 1_000_000
@@ -152,20 +154,105 @@ def _extra_rows(spec: ExportRange, lo: int, hi: int) -> Select[Any]:
     return _filtered(stmt, spec)
 
 
-def _decoded(row: Sequence[Any], lo: int, hi: int) -> list[ExportRow]:
-    """The export rows of one day row, inside ``[lo, hi)`` (epoch microseconds)."""
-    meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
-    entries = decode_row(day, period, scaler, present, vals, nulls, status)
+@dataclass(slots=True)
+class ExportColumns:
+    """A batch of interval values column by column, what a Parquet writer takes without a
+    per-value step: ``runs`` says which meter channel (and unit) the values belong to, as
+    (meter_id, channel, unit, count) in order; ``ts_us`` is the capture time in epoch
+    microseconds (UTC)."""
+
+    runs: list[tuple[str, str, int | None, int]] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    value: list[int | None] = field(default_factory=list)
+    scaler: list[int] = field(default_factory=list)
+    status: list[int | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def meter_ids(self) -> list[str]:
+        """The meter of each value."""
+        out: list[str] = []
+        for meter, _channel, _unit, count in self.runs:
+            out.extend([meter] * count)
+        return out
+
+    def rows(self) -> list[ExportRow]:
+        """The batch as :data:`ExportRow` tuples."""
+        labels: list[tuple[str, str, int | None]] = []
+        for meter, channel, unit, count in self.runs:
+            labels.extend([(meter, channel, unit)] * count)
+        return [
+            (m, c, stamp(t), v, s, st, u)
+            for (m, c, u), t, v, s, st in zip(
+                labels, self.ts_us, self.value, self.scaler, self.status, strict=True
+            )
+        ]
+
+
+#: One meter channel's run of entries: (meter, channel, unit, ts_us, values, scalers,
+#: statuses), lists of equal length.
+_Part = tuple[str, str, int | None, list[int], list[int | None], list[int], list[int | None]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _slots(present: bytes) -> list[int]:
+    """The slots of a present bitmap (a fleet's rows share a handful: cached; not mutated)."""
+    return slots_of(present)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stamps(day: int, period: int, present: bytes) -> list[int]:
+    """Epoch microseconds of a row's present slots (cached like :func:`_slots`)."""
     base = day * DAY_US
-    if lo <= base and base + DAY_US <= hi:
-        return [(meter, channel, stamp(t), v, s, st, unit) for t, v, s, st in entries]
-    return [(meter, channel, stamp(t), v, s, st, unit) for t, v, s, st in entries if lo <= t < hi]
+    step = period * 1_000_000
+    return [base + s * step for s in _slots(present)]
 
 
-def interval_batches(
+def _day_part(row: Sequence[Any], lo: int, hi: int) -> _Part:
+    """The entries of one day row inside ``[lo, hi)`` (epoch microseconds), column by column."""
+    meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
+    slots = _slots(present)
+    n = len(slots)
+    values: list[int | None] = list(unpack_ints(vals, n, "interval_days.vals"))
+    if nulls:
+        null_bits = bitmap_int(nulls)
+        values = [None if null_bits >> s & 1 else v for s, v in zip(slots, values, strict=True)]
+    base = day * DAY_US
+    ts = _stamps(day, period, present)
+    sts: list[int | None]
+    if status:
+        sts = list(unpack_ints(status, n, "interval_days.status"))
+        if -1 in sts:
+            sts = [None if st == -1 else st for st in sts]
+    else:
+        sts = [None] * n
+    if not (lo <= base and base + DAY_US <= hi):
+        keep = [i for i, t in enumerate(ts) if lo <= t < hi]
+        ts = [ts[i] for i in keep]
+        values = [values[i] for i in keep]
+        sts = [sts[i] for i in keep]
+        n = len(keep)
+    return meter, channel, unit, ts, values, [scaler] * n, sts
+
+
+def _joined(parts: list[_Part]) -> _Part:
+    """Parts of one meter channel as one, in time order (off-grid entries among day rows)."""
+    entries = sorted(
+        (t, v, s, st) for p in parts for t, v, s, st in zip(p[3], p[4], p[5], p[6], strict=True)
+    )
+    first = parts[0]
+    return (
+        first[0], first[1], first[2], [e[0] for e in entries], [e[1] for e in entries],
+        [e[2] for e in entries], [e[3] for e in entries],
+    )  # fmt: skip
+
+
+def interval_columns(
     db: Database, spec: ExportRange, batch_rows: int = BATCH_ROWS
-) -> Generator[list[ExportRow], None, None]:
-    """The reads of ``spec`` ordered by meter, channel and ts, at most ``batch_rows`` a batch.
+) -> Generator[ExportColumns, None, None]:
+    """The reads of ``spec`` ordered by meter, channel and ts, at most ``batch_rows`` a batch,
+    column by column.
 
     A generator holding one connection (and one read transaction) until it is exhausted or
     closed: close it (``contextlib.closing``) when stopping early. Database failures raise
@@ -177,16 +264,22 @@ def interval_batches(
     first_day, last_day = lo // DAY_US, (hi - 1) // DAY_US
     try:
         with db.engine.connect() as conn, conn.begin():
-            extras: dict[tuple[str, str], list[ExportRow]] = {}
+            extras: dict[tuple[str, str], _Part] = {}
             for m, c, u, t, v, s, st in conn.execute(_extra_rows(spec, lo, hi)):
-                extras.setdefault((m, c), []).append((m, c, stamp(int(t)), v, s, st, u))
+                part = extras.setdefault((m, c), (m, c, u, [], [], [], []))
+                part[3].append(int(t))
+                part[4].append(v)
+                part[5].append(int(s))
+                part[6].append(st)
+            # a day row holds up to 96 values (15-minute profile): fetch about a batch's worth
+            fetch = max(8, batch_rows // 96)
             if db.dialect == "sqlite":
                 result = conn.execute(_day_rows(spec, first_day, last_day))
-                rows: Iterator[Sequence[Any]] = _sqlite_rows(result, batch_rows)
+                rows: Iterator[Sequence[Any]] = _sqlite_rows(result, fetch)
             else:
-                streamed = conn.execution_options(stream_results=True, yield_per=batch_rows)
+                streamed = conn.execution_options(stream_results=True, yield_per=fetch)
                 result = streamed.execute(_day_rows(spec, first_day, last_day))
-                rows = (r for part in result.partitions(batch_rows) for r in part)
+                rows = (r for part in result.partitions(fetch) for r in part)
             yield from _batched(_merged(rows, extras, lo, hi), batch_rows)
     except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
         # sqlite3's own errors come from the raw cursor of _sqlite_rows.
@@ -198,54 +291,72 @@ def interval_batches(
         ) from exc
 
 
+def interval_batches(
+    db: Database, spec: ExportRange, batch_rows: int = BATCH_ROWS
+) -> Generator[list[ExportRow], None, None]:
+    """:func:`interval_columns` as lists of :data:`ExportRow` tuples (CSV, tools, tests)."""
+    columns = interval_columns(db, spec, batch_rows)
+    try:
+        for batch in columns:
+            yield batch.rows()
+    finally:
+        columns.close()
+
+
 def _merged(
     rows: Iterator[Sequence[Any]],
-    extras: dict[tuple[str, str], list[ExportRow]],
+    extras: dict[tuple[str, str], _Part],
     lo: int,
     hi: int,
-) -> Iterator[list[ExportRow]]:
+) -> Iterator[_Part]:
     """Day rows decoded, with each meter channel's off-grid entries merged in time order and
     channels holding only off-grid entries in key order."""
     pending = sorted(extras)
     k = 0
     current: tuple[str, str] | None = None
-    group: list[ExportRow] = []
+    group: list[_Part] = []
     for row in rows:
         key = (row[0], row[1])
         if key != current:
             if current is not None and current in extras:
-                yield sorted([*group, *extras[current]], key=_ts)
+                yield _joined([*group, extras[current]])
             group = []
             while k < len(pending) and pending[k] < key:
                 if pending[k] != current:
                     yield extras[pending[k]]
                 k += 1
             current = key
-        decoded = _decoded(row, lo, hi)
+        part = _day_part(row, lo, hi)
         if key in extras:
-            group.extend(decoded)
+            group.append(part)
         else:
-            yield decoded
+            yield part
     if current is not None and current in extras:
-        yield sorted([*group, *extras[current]], key=_ts)
+        yield _joined([*group, extras[current]])
     for rest in pending[k:]:
         if rest != current:
             yield extras[rest]
 
 
-def _ts(row: ExportRow) -> datetime:
-    return row[2]
-
-
-def _batched(parts: Iterator[list[ExportRow]], batch_rows: int) -> Iterator[list[ExportRow]]:
-    """Parts regrouped into lists of ``batch_rows`` (the last one shorter)."""
-    out: list[ExportRow] = []
-    for part in parts:
-        out.extend(part)
-        while len(out) >= batch_rows:
-            yield out[:batch_rows]
-            del out[:batch_rows]
-    if out:
+def _batched(parts: Iterator[_Part], batch_rows: int) -> Iterator[ExportColumns]:
+    """Parts regrouped into batches of ``batch_rows`` values (the last one shorter)."""
+    out = ExportColumns()
+    for meter, channel, unit, ts, values, scalers, sts in parts:
+        start = 0
+        n = len(ts)
+        while start < n:
+            take = min(n - start, batch_rows - len(out))
+            end = start + take
+            out.runs.append((meter, channel, unit, take))
+            out.ts_us.extend(ts[start:end])
+            out.value.extend(values[start:end])
+            out.scaler.extend(scalers[start:end])
+            out.status.extend(sts[start:end])
+            start = end
+            if len(out) >= batch_rows:
+                yield out
+                out = ExportColumns()
+    if len(out):
         yield out
 
 

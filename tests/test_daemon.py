@@ -231,3 +231,30 @@ async def test_a_stop_during_a_claim_leaves_the_job_queued(db: Database) -> None
     await asyncio.sleep(0.5)  # a claim cut loose from the loop would land by now
     after = jobs.get(db, job.id)
     assert after is not None and after.state == "queued", after
+
+
+async def test_the_service_applies_the_retention_policy_once_a_day(db: Database) -> None:
+    from storage.records import IntervalRead
+
+    old, kept = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
+    q = timedelta(minutes=15)
+    db.insert_interval_reads(
+        IntervalRead("A", CHANNELS[0], t + k * q, k) for t in (old, kept) for k in range(96)
+    )
+    clock = {"now": START}
+    service = HeadEnd(
+        db, parse_plan(plan_text()), poll_s=0.05, retention_days=30, now=lambda: clock["now"]
+    )
+    loop = asyncio.create_task(service.run())
+    await service.wait_ready()
+    async with asyncio.timeout(30):
+        while db.count_interval_values() != 96:
+            await asyncio.sleep(0.05)
+    db.insert_interval_reads(IntervalRead("A", CHANNELS[0], old + k * q, k) for k in range(96))
+    await asyncio.sleep(0.5)  # the same day: not applied again
+    assert db.count_interval_values() == 2 * 96
+    service.stop()
+    await asyncio.wait_for(loop, 30)
+    assert [
+        len(db.interval_reads("A", CHANNELS[0], t, t + timedelta(days=1))) for t in (old, kept)
+    ] == [96, 96]
