@@ -39,8 +39,8 @@ def test_demo_collects_every_meter_into_sqlite(tmp_path: Path) -> None:
     assert "100.000 %" in done.stdout
     with sqlite3.connect(db) as conn:
         meters = conn.execute("select count(*) from meters").fetchone()[0]
-        with_reads = conn.execute("select count(distinct meter_id) from interval_reads").fetchone()[
-            0
-        ]
+        with_reads = conn.execute(
+            "select count(distinct meter_key) from interval_days where n_values > 0"
+        ).fetchone()[0]
     assert meters == 16
     assert with_reads == 16
