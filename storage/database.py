@@ -275,6 +275,14 @@ class Database:
         with self._guard("query"), self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """One read connection in one transaction (one snapshot), for multi-statement reports;
+        rolled back at the end (a report's temporary tables go with it)."""
+        with self._guard("query"), self.engine.connect() as conn, conn.begin() as tx:
+            yield conn
+            tx.rollback()
+
     def _insert_ignore(self, table: Table) -> Insert:
         return insert_ignore(self.dialect, table)
 

@@ -38,6 +38,10 @@ class DatabaseHandle(Protocol):
         """Run a read-only Core statement and return its rows."""
         ...
 
+    def reading(self) -> AbstractContextManager[Connection]:
+        """One read connection (and transaction: one snapshot), errors as StorageError."""
+        ...
+
     def missing_counts(
         self,
         start: datetime,

@@ -30,16 +30,16 @@ entry per meter in Python.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, timedelta, tzinfo
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, not_, or_, select, text
 
 from storage import schema
-from storage.gaps import day_window, expected_epochs
+from storage.gaps import day_window, epoch, expected_epochs
 from storage.handle import DatabaseHandle
+from storage.interval_write import DAY_S
 
 
 class DayRate(NamedTuple):
@@ -74,91 +74,165 @@ def expected_on(day: date) -> ColumnElement[bool]:
     return and_(m.c.enabled.is_(True), or_(m.c.installed_on.is_(None), m.c.installed_on <= day))
 
 
-class _Meter(NamedTuple):
-    """What the report knows of one expected meter."""
-
-    group: str
-    missing: int
-    tried: bool
-    first_pass: bool
+_TEMP = ("hes_report_gaps", "hes_report_meters")
 
 
-def _group_stats(
-    meters: Iterable[_Meter], not_expected: Mapping[str, int] | None = None
-) -> dict[str, dict[str, Any]]:
-    """Counts and rates per group key (area or link; None becomes "")."""
-    counts: dict[str, Counter[str]] = {}
-    for m in meters:
-        c = counts.setdefault(m.group, Counter())
-        c["expected"] += 1
-        c["first_pass"] += m.first_pass
-        if m.missing:
-            c["incomplete"] += 1
-            c["failed" if m.tried else "not_collected"] += 1
-            c["intervals_missing"] += m.missing
-    for key, n in (not_expected or {}).items():
-        counts.setdefault(key, Counter())["not_expected"] += n
-    out: dict[str, dict[str, Any]] = {}
-    for key in sorted(counts):
-        c = counts[key]
-        complete = c["expected"] - c["incomplete"]
-        out[key] = {
-            "expected": c["expected"],
-            "not_expected": c["not_expected"],
-            "complete": complete,
-            "incomplete": c["incomplete"],
-            "failed": c["failed"],
-            "not_collected": c["not_collected"],
-            "first_pass": c["first_pass"],
-            "intervals_missing": c["intervals_missing"],
-            "success_rate": _rate(complete, c["expected"]),
-            "first_pass_rate": _rate(c["first_pass"], c["expected"]),
-        }
-    return out
+def _gaps_table(
+    conn: Connection,
+    db: DatabaseHandle,
+    day: date,
+    channels: Sequence[str],
+    period_s: int,
+    tz: tzinfo,
+) -> None:
+    """``hes_report_gaps (meter_id, missing)``: the expected meters with a missing interval.
 
-
-def _first_and_last_attempts(
-    db: DatabaseHandle, day: date
-) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, str | None, str | None]]]:
-    """Per meter with attempts on ``day``: (first outcome, number of attempts) and the last
-    attempt's (outcome, error class, error). One query, at most two rows per meter."""
-    a = schema.read_attempts
-    ranked = (
-        select(
-            a.c.meter_id,
-            a.c.outcome,
-            a.c.error_class,
-            a.c.error,
-            func.row_number()
-            .over(partition_by=a.c.meter_id, order_by=(a.c.started, a.c.id))
-            .label("first_rank"),
-            func.row_number()
-            .over(partition_by=a.c.meter_id, order_by=(a.c.started.desc(), a.c.id.desc()))
-            .label("last_rank"),
-            func.count().over(partition_by=a.c.meter_id).label("n"),
-        )
-        .where(a.c.day == day)
-        .subquery()
+    A window of whole UTC days on the judged period is one grouped SUM of the rows'
+    ``missing`` in SQL (a meter or channel without a row counts every slot missing); another
+    zone, or a meter with rows of another period, goes through ``missing_counts`` (row by row
+    for the rows with a gap) and only its incomplete meters are inserted.
+    """
+    start, end = day_window(day, tz)
+    expected = expected_epochs(start, end, period_s)
+    conn.execute(
+        text("CREATE TEMP TABLE hes_report_gaps (meter_id VARCHAR(64) PRIMARY KEY, missing BIGINT)")
     )
-    rows = db.execute_read(
-        select(
-            ranked.c.meter_id,
-            ranked.c.outcome,
-            ranked.c.error_class,
-            ranked.c.error,
-            ranked.c.first_rank,
-            ranked.c.last_rank,
-            ranked.c.n,
-        ).where(or_(ranked.c.first_rank == 1, ranked.c.last_rank == 1))
+    ck = schema.interval_channels
+    ckeys = [
+        int(k) for (k,) in conn.execute(select(ck.c.channel_key).where(ck.c.channel.in_(channels)))
+    ]
+    whole = (
+        DAY_S % period_s == 0
+        and epoch(start) % DAY_S == 0
+        and epoch(end) % DAY_S == 0
+        and len(expected) > 0
     )
-    first: dict[str, tuple[str, int]] = {}
-    last: dict[str, tuple[str, str | None, str | None]] = {}
-    for meter, outcome, cls, error, first_rank, last_rank, n in rows:
-        if first_rank == 1:
-            first[meter] = (str(outcome), int(n))
-        if last_rank == 1:
-            last[meter] = (str(outcome), cls, error)
-    return first, last
+    day_arg: Any = day.isoformat() if db.dialect == "sqlite" else day
+    if whole and ckeys:
+        first, last = epoch(start) // DAY_S, epoch(end) // DAY_S - 1
+        slots = DAY_S // period_s
+        rows = (last - first + 1) * len(channels)
+        on_days = "day = :first" if first == last else "day >= :first AND day <= :last"
+        with_rows = text(
+            f"""
+            INSERT INTO hes_report_gaps (meter_id, missing)
+            SELECT k.meter_id, a.gaps + (:rows - a.n) * :slots
+                   + CASE WHEN a.odd > 0 THEN 1000000000 ELSE 0 END
+            FROM (
+                SELECT meter_key,
+                       SUM(CASE WHEN period_s = :period THEN missing ELSE 0 END) AS gaps,
+                       SUM(CASE WHEN period_s = :period THEN 1 ELSE 0 END) AS n,
+                       SUM(CASE WHEN period_s = :period THEN 0 ELSE 1 END) AS odd
+                FROM interval_days
+                WHERE {on_days} AND channel_key IN :ckeys
+                GROUP BY meter_key
+            ) a
+            JOIN interval_meters k ON k.meter_key = a.meter_key
+            JOIN meters m ON m.meter_id = k.meter_id
+            WHERE a.gaps + (:rows - a.n) * :slots + a.odd > 0 AND {_EXPECTED}
+            """
+        ).bindparams(bindparam("ckeys", expanding=True))
+        without_rows = text(
+            f"""
+            INSERT INTO hes_report_gaps (meter_id, missing)
+            SELECT m.meter_id, :rows * :slots FROM meters m
+            WHERE {_EXPECTED} AND NOT EXISTS (
+                SELECT 1 FROM interval_meters k
+                JOIN interval_days d ON d.meter_key = k.meter_key
+                WHERE k.meter_id = m.meter_id AND d.{on_days.replace(" AND day", " AND d.day")}
+                  AND d.channel_key IN :ckeys)
+            """
+        ).bindparams(bindparam("ckeys", expanding=True))
+        values = {"rows": rows, "slots": slots, "period": period_s, "first": first,
+                  "last": last, "ckeys": ckeys, "day": day_arg, "yes": True}  # fmt: skip
+        conn.execute(with_rows, values)
+        conn.execute(without_rows, values)
+        odd = [
+            str(m)
+            for (m,) in conn.execute(
+                text("SELECT meter_id FROM hes_report_gaps WHERE missing >= 1000000000")
+            )
+        ]
+        if not odd:
+            return
+        # meters with rows on another grid: counted stamp by stamp, those few alone
+        conn.execute(text("DELETE FROM hes_report_gaps WHERE missing >= 1000000000"))
+        missing = db.missing_counts(start, end, channels, period_s, meter_ids=odd)
+    else:
+        ids = [
+            str(m)
+            for (m,) in conn.execute(text(f"SELECT m.meter_id FROM meters m WHERE {_EXPECTED}"),
+                                     {"day": day_arg, "yes": True})
+        ]  # fmt: skip
+        missing = db.missing_counts(start, end, channels, period_s, meter_ids=ids)
+    gaps = [{"m": m, "n": n} for m, n in missing.items() if n]
+    if gaps:
+        conn.execute(text("INSERT INTO hes_report_gaps (meter_id, missing) VALUES (:m, :n)"), gaps)
+
+
+#: SQL condition on ``meters m``: expected on ``:day`` (see :func:`expected_on`).
+_EXPECTED = "m.enabled = :yes AND (m.installed_on IS NULL OR m.installed_on <= :day)"
+
+#: One row per expected meter: its missing count and what its attempts of the day say. A
+#: meter read once (nearly all) takes its outcome from the grouped row; only meters tried
+#: more than once look up their first and last attempt.
+_METERS_TABLE = f"""
+CREATE TEMP TABLE hes_report_meters AS
+WITH tried AS (
+    SELECT meter_id, COUNT(*) AS n, MAX(outcome) AS outcome, MAX(error_class) AS error_class,
+           MAX(error) AS error
+    FROM read_attempts WHERE day = :day GROUP BY meter_id
+), rows AS (
+    SELECT m.meter_id, m.link_id, COALESCE(m.area, '') AS area,
+           COALESCE(g.missing, 0) AS missing, g.missing IS NULL AS whole, t.n,
+           t.outcome, t.error_class, t.error
+    FROM meters m
+    LEFT JOIN hes_report_gaps g ON g.meter_id = m.meter_id
+    LEFT JOIN tried t ON t.meter_id = m.meter_id
+    WHERE {_EXPECTED}
+)
+SELECT meter_id, link_id, area, missing,
+       CASE WHEN n IS NULL THEN 0 ELSE 1 END AS tried,
+       CASE WHEN n = 1 AND outcome = 'ok' AND whole THEN 1 ELSE 0 END AS first_pass,
+       CASE WHEN n = 1 THEN outcome ELSE (
+           SELECT r.outcome FROM read_attempts r WHERE r.day = :day AND r.meter_id = rows.meter_id
+           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_outcome,
+       CASE WHEN n = 1 THEN error_class ELSE (
+           SELECT r.error_class FROM read_attempts r
+           WHERE r.day = :day AND r.meter_id = rows.meter_id
+           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_class,
+       CASE WHEN n = 1 THEN error ELSE (
+           SELECT r.error FROM read_attempts r WHERE r.day = :day AND r.meter_id = rows.meter_id
+           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_error
+FROM rows
+"""
+
+_GROUP_COLUMNS = """
+    COUNT(*) AS expected,
+    SUM(CASE WHEN missing > 0 THEN 1 ELSE 0 END) AS incomplete,
+    SUM(CASE WHEN missing > 0 AND tried = 1 THEN 1 ELSE 0 END) AS failed,
+    SUM(CASE WHEN missing > 0 AND tried = 0 THEN 1 ELSE 0 END) AS not_collected,
+    SUM(first_pass) AS first_pass,
+    SUM(missing) AS intervals_missing
+"""
+
+
+def _group_row(counts: Sequence[int], not_expected: int) -> dict[str, Any]:
+    """One group's figures from its SQL counts (the order of ``_GROUP_COLUMNS``)."""
+    expected, incomplete, failed, not_collected, first_pass, intervals_missing = counts
+    complete = expected - incomplete
+    return {
+        "expected": expected,
+        "not_expected": not_expected,
+        "complete": complete,
+        "incomplete": incomplete,
+        "failed": failed,
+        "not_collected": not_collected,
+        "first_pass": first_pass,
+        "intervals_missing": intervals_missing,
+        "success_rate": _rate(complete, expected),
+        "first_pass_rate": _rate(first_pass, expected),
+    }
 
 
 def daily_report(
@@ -182,68 +256,89 @@ def daily_report(
         rows = db.execute_read(select(schema.channels.c.channel).distinct())
         channels = sorted(r[0] for r in rows)
     start, end = day_window(day, tz)
-    m = schema.meters
-    meters = db.execute_read(select(m.c.meter_id, m.c.link_id, m.c.area).where(expected_on(day)))
-    not_expected_by_area = {
-        (area if area is not None else ""): int(n)
-        for area, n in db.execute_read(
-            select(m.c.area, func.count()).where(not_(expected_on(day))).group_by(m.c.area)
-        )
-    }
-    missing = db.missing_counts(start, end, channels, period_s, meter_ids=[r[0] for r in meters])
     per_meter = len(expected_epochs(start, end, period_s)) * len(channels)
-
+    day_arg: Any = day.isoformat() if db.dialect == "sqlite" else day
+    params = {"day": day_arg, "yes": True}
     a = schema.read_attempts
-    by_class = {
-        (cls or "unknown"): int(n)
-        for cls, n in db.execute_read(
-            select(a.c.error_class, func.count())
-            .where(a.c.day == day, a.c.outcome != "ok")
-            .group_by(a.c.error_class)
-        )
-    }
-    outcomes = {
-        str(o): int(n)
-        for o, n in db.execute_read(
-            select(a.c.outcome, func.count()).where(a.c.day == day).group_by(a.c.outcome)
-        )
-    }
-    first, last = _first_and_last_attempts(db, day)
-
-    def judged(meter: str, group: str | None) -> _Meter:
-        n_missing = missing.get(meter, 0)
-        first_outcome, n_attempts = first.get(meter, ("", 0))
-        passed = first_outcome == "ok" and n_attempts == 1 and not n_missing
-        return _Meter(group if group is not None else "", n_missing, meter in last, passed)
-
-    by_meter = {r[0]: judged(r[0], r[2]) for r in meters}
-    links = {r[0]: r[1] for r in meters}
-    incomplete = {k: v.missing for k, v in by_meter.items() if v.missing}
-    not_collected = sum(1 for k in incomplete if k not in last)
-    first_pass = sum(v.first_pass for v in by_meter.values())
-    incomplete_by_class: Counter[str] = Counter()
-    for meter in incomplete:
-        outcome, cls, _err = last.get(meter, ("", "not_attempted", None))
-        incomplete_by_class[cls or ("no_error" if outcome == "ok" else "unknown")] += 1
-    by_link = {
-        k: v
-        for k, v in _group_stats(v._replace(group=links[k]) for k, v in by_meter.items()).items()
-        if v["incomplete"]
-    }
-    expected_meters = len(meters)
-    complete = expected_meters - len(incomplete)
-    worst_meters = [
-        {
-            "meter_id": meter,
-            "link_id": links.get(meter),
-            "area": by_meter[meter].group or None,
-            "intervals_missing": n,
-            "last_outcome": last.get(meter, ("not_collected", None, None))[0],
-            "last_error_class": last.get(meter, ("", None, None))[1],
-            "last_error": last.get(meter, ("", None, None))[2],
+    m = schema.meters
+    with db.reading() as conn:
+        for name in _TEMP:
+            conn.execute(text(f"DROP TABLE IF EXISTS {_temp(db.dialect)}{name}"))
+        _gaps_table(conn, db, day, channels, period_s, tz)
+        conn.execute(text(_METERS_TABLE), params)
+        not_expected_by_area = {
+            (area if area is not None else ""): int(n)
+            for area, n in conn.execute(
+                select(m.c.area, func.count()).where(not_(expected_on(day))).group_by(m.c.area)
+            )
         }
-        for meter, n in sorted(incomplete.items(), key=lambda kv: (-kv[1], kv[0]))[:worst]
-    ]
+        by_area_rows = {
+            str(area): [int(v or 0) for v in rest]
+            for area, *rest in conn.execute(
+                text(f"SELECT area, {_GROUP_COLUMNS} FROM hes_report_meters GROUP BY area")
+            )
+        }
+        by_link = {
+            str(link): _group_row([int(v or 0) for v in rest], 0)
+            for link, *rest in conn.execute(
+                text(
+                    f"SELECT link_id, {_GROUP_COLUMNS} FROM hes_report_meters WHERE link_id IN "
+                    "(SELECT link_id FROM hes_report_meters WHERE missing > 0) GROUP BY link_id"
+                )
+            )
+        }
+        incomplete_by_class = {
+            str(cls): int(n)
+            for cls, n in conn.execute(
+                text(
+                    "SELECT CASE WHEN tried = 0 THEN 'not_attempted' "
+                    "WHEN COALESCE(last_class, '') <> '' THEN last_class "
+                    "WHEN last_outcome = 'ok' THEN 'no_error' ELSE 'unknown' END AS cls, "
+                    "COUNT(*) FROM hes_report_meters WHERE missing > 0 GROUP BY 1"
+                )
+            )
+        }
+        worst_meters = [
+            {
+                "meter_id": meter,
+                "link_id": link,
+                "area": area or None,
+                "intervals_missing": int(n),
+                "last_outcome": outcome if tried else "not_collected",
+                "last_error_class": cls,
+                "last_error": error,
+            }
+            for meter, link, area, n, tried, outcome, cls, error in conn.execute(
+                text(
+                    "SELECT meter_id, link_id, area, missing, tried, last_outcome, last_class, "
+                    "last_error FROM hes_report_meters WHERE missing > 0 "
+                    f"ORDER BY missing DESC, meter_id{_BYTES_ORDER[db.dialect]} LIMIT :worst"
+                ),
+                {"worst": worst},
+            )
+        ]
+        by_class = {
+            (cls or "unknown"): int(n)
+            for cls, n in conn.execute(
+                select(a.c.error_class, func.count())
+                .where(a.c.day == day, a.c.outcome != "ok")
+                .group_by(a.c.error_class)
+            )
+        }
+        outcomes = {
+            str(o): int(n)
+            for o, n in conn.execute(
+                select(a.c.outcome, func.count()).where(a.c.day == day).group_by(a.c.outcome)
+            )
+        }
+    by_link = dict(sorted(by_link.items()))
+    by_area = {
+        key: _group_row(by_area_rows.get(key, [0] * 6), not_expected_by_area.get(key, 0))
+        for key in sorted({*by_area_rows, *not_expected_by_area})
+    }
+    totals = [sum(col) for col in zip(*by_area_rows.values(), strict=True)] or [0] * 6
+    expected_meters, incomplete, failed, not_collected, first_pass, intervals_missing = totals
+    complete = expected_meters - incomplete
     return {
         "day": day.isoformat(),
         "window_start": start.isoformat(),
@@ -253,21 +348,29 @@ def daily_report(
         "expected_meters": expected_meters,
         "not_expected_meters": sum(not_expected_by_area.values()),
         "complete_meters": complete,
-        "incomplete_meters": len(incomplete),
-        "failed_meters": len(incomplete) - not_collected,
+        "incomplete_meters": incomplete,
+        "failed_meters": failed,
         "not_collected_meters": not_collected,
         "first_pass_meters": first_pass,
         "success_rate": _rate(complete, expected_meters),
         "first_pass_rate": _rate(first_pass, expected_meters),
         "intervals_expected": per_meter * expected_meters,
-        "intervals_missing": sum(incomplete.values()),
+        "intervals_missing": intervals_missing,
         "attempts_by_outcome": outcomes,
         "failures_by_error_class": dict(sorted(by_class.items())),
         "incomplete_by_last_error_class": dict(sorted(incomplete_by_class.items())),
-        "by_area": _group_stats(by_meter.values(), not_expected_by_area),
+        "by_area": by_area,
         "by_link": by_link,
         "worst_meters": worst_meters,
     }
+
+
+#: Ties of the worst meters in code-point order on both dialects (as Python sorts).
+_BYTES_ORDER = {"sqlite": "", "postgresql": ' COLLATE "C"'}
+
+
+def _temp(dialect: str) -> str:
+    return "temp." if dialect == "sqlite" else "pg_temp."
 
 
 def day_rate(report: Mapping[str, Any]) -> DayRate:
