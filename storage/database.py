@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -204,6 +204,15 @@ _PG_METER_UPSERT = text(
     "SELECT *, CAST(:now AS timestamptz), CAST(:now AS timestamptz) FROM unnest("
     + ", ".join(f"CAST(:{f} AS {_PG_METER_TYPES.get(f, 'text')}[])" for f in MeterRecord._fields)
     + f") ON CONFLICT (meter_id) DO UPDATE SET {_METER_UPDATES}"
+)
+
+
+_PG_CHANNEL_UPSERT = text(
+    "INSERT INTO channels (meter_id, channel, unit, scaler, period_s) SELECT * FROM unnest("
+    "CAST(:meter_id AS text[]), CAST(:channel AS text[]), CAST(:unit AS smallint[]), "
+    "CAST(:scaler AS smallint[]), CAST(:period_s AS integer[])) "
+    "ON CONFLICT (meter_id, channel) DO UPDATE SET unit = excluded.unit, "
+    "scaler = excluded.scaler, period_s = excluded.period_s"
 )
 
 
@@ -436,11 +445,15 @@ class Database:
             return
         table = schema.channels
         stmt: Any
-        stmt = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.meter_id, table.c.channel],
-            set_={k: stmt.excluded[k] for k in ("unit", "scaler", "period_s")},
-        )
+        if self.dialect == "postgresql":
+            # arrays through unnest: one statement, not a round of executemany per row
+            stmt = _PG_CHANNEL_UPSERT
+            params = [{f: [p[f] for p in params] for f in Channel._fields}]
+        else:
+            stmt = sqlite.insert(table).on_conflict_do_update(
+                index_elements=[table.c.meter_id, table.c.channel],
+                set_={k: sqlite.insert(table).excluded[k] for k in ("unit", "scaler", "period_s")},
+            )
         with self._guard("writing channels"):
             if conn is not None:
                 conn.execute(stmt, params)
@@ -466,8 +479,9 @@ class Database:
         periods = {(c.meter_id, c.channel): c.period_s for c in channels}
         with self._guard("storing session reads"), self._keyed():
             with self._writer.begin() as conn:
-                if channels:
-                    self.upsert_channels(channels, conn)
+                changed = self._keys.changed_channels(channels)
+                if changed:
+                    self.upsert_channels(changed, conn)
                 if registers:
                     self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
                 counts = store_intervals(

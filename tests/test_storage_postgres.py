@@ -66,8 +66,8 @@ def test_connection_killed_mid_write(pg_url: str, pg_admin: psycopg.Connection[A
 
     @event.listens_for(db.engine, "before_cursor_execute")
     def _kill(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-        # Inside the write transaction, just before the INSERT: the server kills this backend.
-        if armed["on"] and "INSERT INTO interval_days" in statement:
+        # Inside the write transaction, as it takes the writers' lock: the server kills it.
+        if armed["on"] and "pg_advisory_xact_lock" in statement:
             armed["on"] = False
             pid = conn.connection.dbapi_connection.info.backend_pid
             pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
