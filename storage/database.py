@@ -49,6 +49,7 @@ from storage.records import (
     RegisterRead,
     SessionWrite,
 )
+from storage.register_events import ObisKeys, store_events, store_registers
 
 if TYPE_CHECKING:
     from storage.report import DayRate
@@ -221,6 +222,7 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer: Engine = engine
         self._keys = KeyCache()
+        self._obis = ObisKeys()
         if self.dialect == "sqlite":
             self._writer = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
 
@@ -452,7 +454,7 @@ class Database:
                     f"outcome must be one of {schema.OUTCOMES}, not {w.attempt.outcome!r}"
                 )
         channels = [c for w in writes for c in w.channels]
-        registers = [r._asdict() for w in writes for r in w.registers]
+        registers = [r for w in writes for r in w.registers]
         coverage = [c for w in writes for c in w.coverage]
         attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
         periods = {(c.meter_id, c.channel): c.period_s for c in channels}
@@ -460,14 +462,13 @@ class Database:
             with self._writer.begin() as conn:
                 if channels:
                     self.upsert_channels(channels, conn)
-                if registers:
-                    self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
+                store_registers(conn, self._keys, self._obis, registers)
                 counts = store_intervals(
                     conn, self._keys, [w.intervals for w in writes], coverage, periods
                 )
                 if attempts:
                     self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
-            self._keys.committed()
+            self._committed()
         return counts
 
     # -- readings ---------------------------------------------------------------
@@ -491,7 +492,7 @@ class Database:
                 return store_intervals(conn, self._keys, [reads], covered)[0]
             with self._writer.begin() as own:
                 new = store_intervals(own, self._keys, [reads], covered)[0]
-            self._keys.committed()
+            self._committed()
             return new
 
     def forget_intervals(
@@ -515,6 +516,11 @@ class Database:
             yield
         finally:
             self._keys.rolled_back()
+            self._obis.rolled_back()
+
+    def _committed(self) -> None:
+        self._keys.committed()
+        self._obis.committed()
 
     def record_coverage(self, rows: Iterable[Coverage]) -> None:
         """Record answered ranges on their own (a range read that returned no entry)."""
@@ -522,13 +528,25 @@ class Database:
 
     def insert_register_reads(self, rows: Iterable[RegisterRead]) -> int:
         """Store register values; duplicates of (meter, obis, ts) are ignored."""
-        params = [r._asdict() for r in rows]
-        return self._executemany("writing register reads", schema.register_reads, params, None)
+        reads = list(rows)
+        if not reads:
+            return 0
+        with self._guard("writing register reads"), self._keyed():
+            with self._writer.begin() as conn:
+                new = store_registers(conn, self._keys, self._obis, reads)
+            self._committed()
+        return new
 
     def insert_events(self, rows: Iterable[Event]) -> int:
         """Store event-log entries; duplicates of (meter, log, ts, code) are ignored."""
-        params = [r._asdict() for r in rows]
-        return self._executemany("writing events", schema.events, params, None)
+        entries = list(rows)
+        if not entries:
+            return 0
+        with self._guard("writing events"), self._keyed():
+            with self._writer.begin() as conn:
+                new = store_events(conn, self._keys, self._obis, entries)
+            self._committed()
+        return new
 
     def record_attempt(self, attempt: Attempt) -> int | None:
         """Store one read attempt; return its id (None if that attempt was already stored)."""
