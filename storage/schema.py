@@ -137,7 +137,8 @@ channels = Table(
 
 #: Version 7: integer surrogate keys, so the day rows below carry three small integers as
 #: their key instead of a meter id, a channel name and a text timestamp. A meter's key is
-#: made when its first value is stored (reads may precede the inventory), never reused.
+#: made when its first value, register or event is stored (reads may precede the
+#: inventory), never reused; version 9's register and event rows use it too.
 interval_meters = Table(
     "interval_meters",
     metadata,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import queries
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.gaps import expected_epochs, group_missing, merge_ranges, missing_epochs
@@ -123,6 +124,24 @@ def test_register_reads_events_attempts(db: Database) -> None:
     assert db.record_attempts(more) == 0
     assert db.count_rows("read_attempts") == 7
     assert db.count_rows("register_values") == 2 and db.count_rows("meter_events") == 3
+
+
+def test_a_failed_register_write_leaves_no_key_behind(db: Database) -> None:
+    """The OBIS and meter keys a rolled-back write made are forgotten with it, so the next
+    write makes them again and its rows read back (a stale cached key would hide them)."""
+    regs = [
+        RegisterRead("N", "1.0.9.8.0.255", T0, 1),
+        RegisterRead("N", "1.0.9.8.0.255", T0 + Q, 2**64),  # beyond BIGINT: the write fails
+    ]
+    with pytest.raises(StorageError):
+        db.insert_register_reads(regs)
+    assert db.count_rows("obis_codes") == 0 and db.count_rows("interval_meters") == 0
+    assert db.insert_register_reads(regs[:1]) == 1
+    assert queries.register_reads(db, "N", T0, T0 + Q) == regs[:1]
+    pushed = Event("N", "0.0.25.9.0.255", T0 + timedelta(microseconds=7), 40, "alarm")
+    assert db.insert_events([pushed, pushed]) == 1
+    assert queries.alarms(db, None, None) == [pushed]
+    assert queries.alarms(db, None, None)[0].ts.tzinfo is UTC
 
 
 def test_meters_upsert_and_channels(db: Database) -> None:
