@@ -9,7 +9,7 @@ naming the database URL with the password masked.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -528,23 +528,19 @@ class Database:
 
     def insert_register_reads(self, rows: Iterable[RegisterRead]) -> int:
         """Store register values; duplicates of (meter, obis, ts) are ignored."""
-        reads = list(rows)
-        if not reads:
-            return 0
-        with self._guard("writing register reads"), self._keyed():
-            with self._writer.begin() as conn:
-                new = store_registers(conn, self._keys, self._obis, reads)
-            self._committed()
-        return new
+        return self._keyed_write("writing register reads", store_registers, list(rows))
 
     def insert_events(self, rows: Iterable[Event]) -> int:
         """Store event-log entries; duplicates of (meter, log, ts, code) are ignored."""
-        entries = list(rows)
-        if not entries:
+        return self._keyed_write("writing events", store_events, list(rows))
+
+    def _keyed_write(self, action: str, store: Callable[..., int], rows: Sequence[Any]) -> int:
+        """One transaction of a keyed bulk write; the keys it made are kept once it commits."""
+        if not rows:
             return 0
-        with self._guard("writing events"), self._keyed():
+        with self._guard(action), self._keyed():
             with self._writer.begin() as conn:
-                new = store_events(conn, self._keys, self._obis, entries)
+                new = store(conn, self._keys, self._obis, rows)
             self._committed()
         return new
 
