@@ -24,17 +24,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from collector.mqtt import events_payload
 from collector.profile_reader import read_profile
 from collector.session import Session
 from protocols.cosem import Obis
 from protocols.enums import InterfaceClass
 from protocols.errors import ProtocolError
-from storage import schema
 from storage.database import Database
-from storage.operations import Outage, insert_outages, last_event_time, pending_power_down
+from storage.operations import (
+    Outage,
+    event_codes_at,
+    insert_outages,
+    last_event_time,
+    pending_power_down,
+)
 from storage.records import Event
 
 log = logging.getLogger("hes.events")
@@ -116,12 +119,6 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-def _codes_at(db: Database, meter_id: str, log_obis: str, ts: datetime) -> set[int]:
-    t = schema.events
-    stmt = select(t.c.code).where(t.c.meter_id == meter_id, t.c.log_obis == log_obis, t.c.ts == ts)
-    return {int(row[0]) for row in db.execute_read(stmt)}
-
-
 async def read_log(
     session: Session,
     meter_id: str,
@@ -187,7 +184,7 @@ async def collect_events(
         since = await asyncio.to_thread(last_event_time, db, meter_id, log_obis)
         known: set[int] = set()
         if since is not None:
-            known = await asyncio.to_thread(_codes_at, db, meter_id, log_obis, since)
+            known = await asyncio.to_thread(event_codes_at, db, meter_id, log_obis, since)
         open_down = None
         if log_obis == POWER_FAILURE_LOG:
             open_down = await asyncio.to_thread(pending_power_down, db, meter_id, log_obis)

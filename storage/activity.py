@@ -31,7 +31,7 @@ def _check(limit: int) -> int:
 
 def recent_alarms(db: DatabaseHandle, limit: int = 20) -> list[dict[str, Any]]:
     """The newest pushed alarms (by the alarm's time; :func:`storage.queries.alarms`, on
-    the ``ix_events_log_ts`` index), JSON-ready."""
+    the ``ix_meter_events_log_ts`` index), JSON-ready."""
     return [
         {"meter_id": a.meter_id, "ts": a.ts.isoformat(), "code": a.code, "name": a.name}
         for a in alarms(db, None, None, limit=_check(limit))

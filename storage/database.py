@@ -9,7 +9,7 @@ naming the database URL with the password masked.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -49,6 +49,7 @@ from storage.records import (
     RegisterRead,
     SessionWrite,
 )
+from storage.register_events import ObisKeys, store_events, store_registers
 
 if TYPE_CHECKING:
     from storage.report import DayRate
@@ -230,6 +231,7 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer: Engine = engine
         self._keys = KeyCache()
+        self._obis = ObisKeys()
         if self.dialect == "sqlite":
             self._writer = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
 
@@ -473,7 +475,7 @@ class Database:
                     f"outcome must be one of {schema.OUTCOMES}, not {w.attempt.outcome!r}"
                 )
         channels = [c for w in writes for c in w.channels]
-        registers = [r._asdict() for w in writes for r in w.registers]
+        registers = [r for w in writes for r in w.registers]
         coverage = [c for w in writes for c in w.coverage]
         attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
         periods = {(c.meter_id, c.channel): c.period_s for c in channels}
@@ -482,14 +484,13 @@ class Database:
                 changed = self._keys.changed_channels(channels)
                 if changed:
                     self.upsert_channels(changed, conn)
-                if registers:
-                    self._run_many(conn, self._insert_ignore(schema.register_reads), registers)
+                store_registers(conn, self._keys, self._obis, registers)
                 counts = store_intervals(
                     conn, self._keys, [w.intervals for w in writes], coverage, periods
                 )
                 if attempts:
                     self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
-            self._keys.committed()
+            self._committed()
         return counts
 
     # -- readings ---------------------------------------------------------------
@@ -513,7 +514,7 @@ class Database:
                 return store_intervals(conn, self._keys, [reads], covered)[0]
             with self._writer.begin() as own:
                 new = store_intervals(own, self._keys, [reads], covered)[0]
-            self._keys.committed()
+            self._committed()
             return new
 
     def forget_intervals(
@@ -537,6 +538,11 @@ class Database:
             yield
         finally:
             self._keys.rolled_back()
+            self._obis.rolled_back()
+
+    def _committed(self) -> None:
+        self._keys.committed()
+        self._obis.committed()
 
     def record_coverage(self, rows: Iterable[Coverage]) -> None:
         """Record answered ranges on their own (a range read that returned no entry)."""
@@ -544,13 +550,21 @@ class Database:
 
     def insert_register_reads(self, rows: Iterable[RegisterRead]) -> int:
         """Store register values; duplicates of (meter, obis, ts) are ignored."""
-        params = [r._asdict() for r in rows]
-        return self._executemany("writing register reads", schema.register_reads, params, None)
+        return self._keyed_write("writing register reads", store_registers, list(rows))
 
     def insert_events(self, rows: Iterable[Event]) -> int:
         """Store event-log entries; duplicates of (meter, log, ts, code) are ignored."""
-        params = [r._asdict() for r in rows]
-        return self._executemany("writing events", schema.events, params, None)
+        return self._keyed_write("writing events", store_events, list(rows))
+
+    def _keyed_write(self, action: str, store: Callable[..., int], rows: Sequence[Any]) -> int:
+        """One transaction of a keyed bulk write; the keys it made are kept once it commits."""
+        if not rows:
+            return 0
+        with self._guard(action), self._keyed():
+            with self._writer.begin() as conn:
+                new = store(conn, self._keys, self._obis, rows)
+            self._committed()
+        return new
 
     def record_attempt(self, attempt: Attempt) -> int | None:
         """Store one read attempt; return its id (None if that attempt was already stored)."""

@@ -136,7 +136,8 @@ def _resolve(
             )
         for key, name in conn.execute(select(key_col, name_col).where(name_col.in_(chunk))):
             new[str(name)] = int(key)
-    return {**known, **new} if wanted else known
+    # the keys this write made are in new even when none is wanted now (a second call)
+    return {**known, **new} if new else known
 
 
 def meter_key_map(conn: Connection, cache: KeyCache, meter_ids: Iterable[str]) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Run the Alembic revisions of ``storage/migrations`` on the connection hes holds.
 
-Revision ids are the schema version numbers, four digits (``0001`` .. ``0008``), so
+Revision ids are the schema version numbers, four digits (``0001`` .. ``0009``), so
 :data:`SCHEMA_VERSION` is the head's number. A database written before Alembic has a
 ``schema_version`` table and no ``alembic_version``: it is stamped at the revision of its
 version, then upgraded. After every upgrade ``schema_version`` holds the head's number

@@ -2,14 +2,15 @@
 
 The tables live in a MetaData of their own and are created by :func:`migrate`, which the
 Alembic revision 0003 (``storage/migrations/versions``) runs. Push alarms need no table:
-they are events (``events`` table) of the pseudo log :data:`PUSH_LOG`.
+they are events (``meter_events`` table) of the pseudo log :data:`PUSH_LOG`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    func,
     insert,
     select,
 )
@@ -34,7 +34,7 @@ from storage import schema
 from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
 
-#: ``log_obis`` of pushed alarms in the events table: the IDIS push setup object
+#: ``log_obis`` of pushed alarms in the events (``meter_events``): the IDIS push setup object
 #: (0-0:25.9.0.255) that sends them.
 PUSH_LOG = "0.0.25.9.0.255"
 COMMANDS = ("disconnect", "reconnect")
@@ -248,27 +248,37 @@ def outages_of(
     return [Outage(*row) for row in db.execute_read(stmt)]
 
 
+def _log_entries(meter_id: str, log_obis: str) -> Any:
+    """The entries of one meter's log (a range of ``meter_events``' key)."""
+    e, m, o = schema.meter_events, schema.interval_meters, schema.obis_codes
+    return (
+        select(e.c.ts_us, e.c.code)
+        .join(m, m.c.meter_key == e.c.meter_key)
+        .join(o, o.c.obis_key == e.c.log_key)
+        .where(m.c.meter_id == meter_id, o.c.obis == log_obis)
+    )
+
+
 def last_event_time(db: DatabaseHandle, meter_id: str, log_obis: str) -> datetime | None:
     """Time stamp of the newest stored entry of one meter's event log (None: none stored)."""
-    t = schema.events
-    stmt = select(func.max(t.c.ts)).where(t.c.meter_id == meter_id, t.c.log_obis == log_obis)
-    rows = db.execute_read(stmt)
-    value = rows[0][0] if rows else None
-    if value is None:
-        return None
-    # func.max loses the column type on SQLite: text comes back, parse it as UTC.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    newest = _log_entries(meter_id, log_obis).order_by(schema.meter_events.c.ts_us.desc())
+    rows = db.execute_read(newest.limit(1))
+    return rows[0][0] if rows else None
+
+
+def event_codes_at(db: DatabaseHandle, meter_id: str, log_obis: str, ts: datetime) -> set[int]:
+    """The codes stored for one meter's log at time stamp ``ts``."""
+    stmt = _log_entries(meter_id, log_obis).where(schema.meter_events.c.ts_us == ts)
+    return {int(row[1]) for row in db.execute_read(stmt)}
 
 
 def pending_power_down(db: DatabaseHandle, meter_id: str, log_obis: str) -> datetime | None:
     """The stored power-down not yet followed by a power-up (an outage still open), if any."""
-    t = schema.events
+    e = schema.meter_events
     stmt = (
-        select(t.c.ts, t.c.code)
-        .where(t.c.meter_id == meter_id, t.c.log_obis == log_obis, t.c.code.in_((1, 2)))
-        .order_by(t.c.ts.desc(), t.c.code.desc())
+        _log_entries(meter_id, log_obis)
+        .where(e.c.code.in_((1, 2)))
+        .order_by(e.c.ts_us.desc(), e.c.code.desc())
         .limit(1)
     )
     rows = db.execute_read(stmt)

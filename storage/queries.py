@@ -1,8 +1,8 @@
 """The service API's reads: meters filtered and paged, registers, events, alarms, counts.
 
 Each is one set-based statement on indexed columns (the primary keys, which start with the
-meter, ``ix_meters_*`` and ``ix_events_log_ts``) and returns a bounded page, never a whole
-table: a 200,000-meter inventory answers a page of 100 without loading the rest.
+meter or its key, ``ix_meters_*`` and ``ix_meter_events_log_ts``) and returns a bounded page,
+never a whole table: a 200,000-meter inventory answers a page of 100 without loading the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from storage import access, jobs, schema
 from storage.handle import DatabaseHandle
 from storage.operations import PUSH_LOG
 from storage.records import Event, MeterRecord, RegisterRead
+from storage.register_events import event_select, register_select
 
 #: Ids per ``IN (...)`` list: well under SQLite's 32,766 bound variables.
 _IDS_PER_QUERY = 10_000
@@ -116,9 +117,6 @@ def known_meters(db: DatabaseHandle, meter_ids: Iterable[str]) -> set[str]:
     return known
 
 
-_REGISTER_COLUMNS = [schema.register_reads.c[f] for f in RegisterRead._fields]
-
-
 def register_reads(
     db: DatabaseHandle,
     meter_id: str,
@@ -127,32 +125,33 @@ def register_reads(
     obis: str | None = None,
 ) -> list[RegisterRead]:
     """One meter's register values read in ``[start, end)``, by OBIS then time."""
-    r = schema.register_reads
-    stmt = select(*_REGISTER_COLUMNS).where(r.c.meter_id == meter_id, r.c.ts >= start, r.c.ts < end)
+    r, m, o = schema.register_values, schema.interval_meters, schema.obis_codes
+    stmt = register_select().where(m.c.meter_id == meter_id, r.c.ts_us >= start, r.c.ts_us < end)
     if obis is not None:
-        stmt = stmt.where(r.c.obis == obis)
-    return [RegisterRead(*row) for row in db.execute_read(stmt.order_by(r.c.obis, r.c.ts))]
+        stmt = stmt.where(o.c.obis == obis)
+    return [RegisterRead(*row) for row in db.execute_read(stmt.order_by(o.c.obis, r.c.ts_us))]
 
 
 def latest_registers(
     db: DatabaseHandle, meter_id: str, obis: str | None = None
 ) -> list[RegisterRead]:
     """The newest value of each register of one meter, by OBIS."""
-    r = schema.register_reads
-    newest = select(r.c.obis, func.max(r.c.ts).label("ts")).where(r.c.meter_id == meter_id)
+    r, m, o = schema.register_values, schema.interval_meters, schema.obis_codes
+    newest = (
+        select(r.c.obis_key, func.max(r.c.ts_us).label("ts_us"))
+        .join(m, m.c.meter_key == r.c.meter_key)
+        .where(m.c.meter_id == meter_id)
+    )
     if obis is not None:
-        newest = newest.where(r.c.obis == obis)
-    sub = newest.group_by(r.c.obis).subquery()
+        newest = newest.join(o, o.c.obis_key == r.c.obis_key).where(o.c.obis == obis)
+    sub = newest.group_by(r.c.obis_key).subquery()
     stmt = (
-        select(*_REGISTER_COLUMNS)
-        .join(sub, and_(r.c.obis == sub.c.obis, r.c.ts == sub.c.ts))
-        .where(r.c.meter_id == meter_id)
-        .order_by(r.c.obis)
+        register_select()
+        .join(sub, and_(r.c.obis_key == sub.c.obis_key, r.c.ts_us == sub.c.ts_us))
+        .where(m.c.meter_id == meter_id)
+        .order_by(o.c.obis)
     )
     return [RegisterRead(*row) for row in db.execute_read(stmt)]
-
-
-_EVENT_COLUMNS = [schema.events.c[f] for f in Event._fields]
 
 
 def events_of(
@@ -165,15 +164,15 @@ def events_of(
     limit: int = 1000,
 ) -> list[Event]:
     """One meter's event-log entries in ``[start, end)`` (None: open), oldest first."""
-    e = schema.events
-    stmt = select(*_EVENT_COLUMNS).where(e.c.meter_id == meter_id)
+    e, m, o = schema.meter_events, schema.interval_meters, schema.obis_codes
+    stmt = event_select().where(m.c.meter_id == meter_id)
     if log_obis is not None:
-        stmt = stmt.where(e.c.log_obis == log_obis)
+        stmt = stmt.where(o.c.obis == log_obis)
     if start is not None:
-        stmt = stmt.where(e.c.ts >= start)
+        stmt = stmt.where(e.c.ts_us >= start)
     if end is not None:
-        stmt = stmt.where(e.c.ts < end)
-    stmt = stmt.order_by(e.c.ts, e.c.log_obis, e.c.code).limit(limit)
+        stmt = stmt.where(e.c.ts_us < end)
+    stmt = stmt.order_by(e.c.ts_us, o.c.obis, e.c.code).limit(limit)
     return [Event(*row) for row in db.execute_read(stmt)]
 
 
@@ -186,15 +185,15 @@ def alarms(
     limit: int = 100,
 ) -> list[Event]:
     """Pushed alarms (events of :data:`~storage.operations.PUSH_LOG`), newest first."""
-    e = schema.events
-    stmt = select(*_EVENT_COLUMNS).where(e.c.log_obis == PUSH_LOG)
+    e, m, o = schema.meter_events, schema.interval_meters, schema.obis_codes
+    stmt = event_select().where(o.c.obis == PUSH_LOG)
     if meter_id is not None:
-        stmt = stmt.where(e.c.meter_id == meter_id)
+        stmt = stmt.where(m.c.meter_id == meter_id)
     if start is not None:
-        stmt = stmt.where(e.c.ts >= start)
+        stmt = stmt.where(e.c.ts_us >= start)
     if end is not None:
-        stmt = stmt.where(e.c.ts < end)
-    stmt = stmt.order_by(e.c.ts.desc(), e.c.meter_id, e.c.code).limit(limit)
+        stmt = stmt.where(e.c.ts_us < end)
+    stmt = stmt.order_by(e.c.ts_us.desc(), m.c.meter_id, e.c.code).limit(limit)
     return [Event(*row) for row in db.execute_read(stmt)]
 
 

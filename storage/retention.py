@@ -4,8 +4,9 @@ Why by day number and partitions: interval data is most of the database, and on 
 month of it is one partition, so expiring a month drops a table instead of deleting 24 million
 rows (no vacuum debt, no bloat); only the partition that straddles the horizon has its old rows
 deleted. SQLite deletes by the leading ``day`` of the key (a range, not a scan). Register reads
-and read attempts follow the same horizon; events and the command audit are kept (they are the
-meter's and the operators' record, and small).
+and read attempts follow the same horizon (register values are keyed by meter first, so their
+delete is one scan a day rather than a time index on every row); events and the command audit
+are kept (they are the meter's and the operators' record, and small).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def apply_retention(
     cutoff_day = partitions.day_number(first_kept)
     cutoff = datetime.combine(first_kept, time(0), UTC)
     d, x = schema.interval_days, schema.interval_extra
-    regs, att = schema.register_reads, schema.read_attempts
+    regs, att = schema.register_values, schema.read_attempts
     with db.transaction() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
@@ -71,7 +72,7 @@ def apply_retention(
             select(func.count()).select_from(x).where(x.c.ts_us < cutoff_day * DAY_S * 1_000_000)
         ).scalar_one()
         old_regs = conn.execute(
-            select(func.count()).select_from(regs).where(regs.c.ts < cutoff)
+            select(func.count()).select_from(regs).where(regs.c.ts_us < cutoff)
         ).scalar_one()
         old_attempts = conn.execute(
             select(func.count()).select_from(att).where(att.c.day < first_kept)
@@ -86,7 +87,7 @@ def apply_retention(
                 partitions.drop_partitions_before(conn, cutoff_day)
             conn.execute(delete(d).where(old_days))
             conn.execute(delete(x).where(x.c.ts_us < cutoff_day * DAY_S * 1_000_000))
-            conn.execute(delete(regs).where(regs.c.ts < cutoff))
+            conn.execute(delete(regs).where(regs.c.ts_us < cutoff))
             conn.execute(delete(att).where(att.c.day < first_kept))
     return RetentionResult(
         first_kept,

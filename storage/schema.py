@@ -2,16 +2,17 @@
 
 One metadata for both dialects. Timestamps are stored in UTC: ``timestamptz`` on
 PostgreSQL, ISO text on SQLite (SQLAlchemy's default), always handed back as aware
-UTC datetimes by :class:`UtcDateTime`, so callers never meet a naive timestamp.
+UTC datetimes by :class:`UtcDateTime`, so callers never meet a naive timestamp; the
+high-volume tables keep integer epoch microseconds instead (:class:`EpochMicros`).
 
-The high-volume tables (interval_days, register_reads, events) have
+The high-volume tables (interval_days, register_values, meter_events) have
 no foreign key to meters on purpose: a key check per row costs insert speed, and the
 collector only ever writes reads for meters it took from the inventory.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -136,7 +137,8 @@ channels = Table(
 
 #: Version 7: integer surrogate keys, so the day rows below carry three small integers as
 #: their key instead of a meter id, a channel name and a text timestamp. A meter's key is
-#: made when its first value is stored (reads may precede the inventory), never reused.
+#: made when its first value, register or event is stored (reads may precede the
+#: inventory), never reused; version 9's register and event rows use it too.
 interval_meters = Table(
     "interval_meters",
     metadata,
@@ -208,34 +210,82 @@ interval_extra = Table(
     sqlite_with_rowid=False,
 )
 
-register_reads = Table(
-    "register_reads",
+
+class EpochMicros(TypeDecorator[datetime]):
+    """An aware datetime stored as integer microseconds since the epoch (UTC).
+
+    Why: SQLite keeps SQLAlchemy's DateTime as 26 characters of text, in the row and again in
+    every index holding it; an integer takes at most 8 bytes and sorts the same. Sub-second
+    stamps are kept (meter clocks send hundredths, a read's own time has microseconds).
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: hes stores aware (UTC) timestamps only")
+        delta = value - EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return EPOCH + timedelta(microseconds=int(value))
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Version 9: the OBIS codes of registers and event logs (``1.0.1.8.0.255``,
+#: ``0.0.99.98.0.255``, the push pseudo log), so their rows carry a small integer. A key is
+#: made when its first row is stored, never reused. Not ``interval_channels``: a channel is
+#: an OBIS code *and attribute* of a captured object, and that table lists what has values.
+obis_codes = Table(
+    "obis_codes",
     metadata,
-    Column("meter_id", String(64), nullable=False),
+    Column("obis_key", Integer, primary_key=True, autoincrement=True),
     Column("obis", String(32), nullable=False),
-    Column("ts", UtcDateTime, nullable=False),
+    UniqueConstraint("obis", name="uq_obis_codes_obis"),
+)
+
+#: Version 9: register values (billing, instantaneous), keyed by the meter's key (shared with
+#: the interval tables), the register's key and the read's time (``ts_us``, epoch
+#: microseconds). The key serves every query: one meter's history by register and time,
+#: each register's newest value, the insert-or-ignore of re-reads. Retention's delete by
+#: time scans the table once a day instead of keeping a time index on every row.
+register_values = Table(
+    "register_values",
+    metadata,
+    Column("meter_key", Integer, nullable=False),
+    Column("obis_key", Integer, nullable=False),
+    Column("ts_us", EpochMicros, nullable=False),
     Column("value", BigInteger),
-    Column("scaler", SmallInteger, nullable=False, default=0),
+    Column("scaler", SmallInteger, nullable=False),
     Column("unit", SmallInteger),
-    Column("capture_time", UtcDateTime),
-    PrimaryKeyConstraint("meter_id", "obis", "ts", name="pk_register_reads"),
+    Column("capture_us", EpochMicros),
+    PrimaryKeyConstraint("meter_key", "obis_key", "ts_us", name="pk_register_values"),
     sqlite_with_rowid=False,
 )
 
-events = Table(
-    "events",
+#: Version 9: event-log entries, keyed by meter key, log key (``obis_codes``), time
+#: (``ts_us``, epoch microseconds) and code: one meter's log, its newest entry, the open
+#: power-down and the entries at one time stamp are ranges of the key.
+meter_events = Table(
+    "meter_events",
     metadata,
-    Column("meter_id", String(64), nullable=False),
-    Column("log_obis", String(32), nullable=False),
-    Column("ts", UtcDateTime, nullable=False),
+    Column("meter_key", Integer, nullable=False),
+    Column("log_key", Integer, nullable=False),
+    Column("ts_us", EpochMicros, nullable=False),
     Column("code", Integer, nullable=False),
     Column("name", String(128)),
-    PrimaryKeyConstraint("meter_id", "log_obis", "ts", "code", name="pk_events"),
+    PrimaryKeyConstraint("meter_key", "log_key", "ts_us", "code", name="pk_meter_events"),
     sqlite_with_rowid=False,
 )
-#: Version 6: one log of every meter over a time range (the API's alarms, newest first),
-#: which the primary key (meter first) cannot answer without reading every event.
-EVENTS_BY_LOG = Index("ix_events_log_ts", events.c.log_obis, events.c.ts)
+#: One log of every meter over a time range (the API's alarms, newest first), which the
+#: primary key (meter first) cannot answer without reading every event.
+EVENTS_BY_LOG = Index("ix_meter_events_log_ts", meter_events.c.log_key, meter_events.c.ts_us)
 
 read_attempts = Table(
     "read_attempts",

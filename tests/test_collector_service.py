@@ -39,6 +39,7 @@ from storage import schema
 from storage.database import Database, open_database
 from storage.gaps import day_window
 from storage.records import Coverage, MeterRecord
+from storage.register_events import register_select
 
 
 @pytest.fixture
@@ -109,8 +110,10 @@ async def test_collects_a_day_value_for_value_through_transient_faults(
         assert server.stats.peak_sessions_in_flight == 1
         assert server.stats.connections >= 5
     # Registers: raw value and scaler at the meter's clock.
-    r = schema.register_reads
-    rows = db.execute_read(select(r.c.meter_id, r.c.obis, r.c.value, r.c.scaler))
+    m, o, r = schema.interval_meters, schema.obis_codes, schema.register_values
+    rows = db.execute_read(
+        register_select().with_only_columns(m.c.meter_id, o.c.obis, r.c.value, r.c.scaler)
+    )
     assert len(rows) == 40 * len(REGISTERS)
     for meter_id, obis, value, scaler in rows:
         meter = fleet.meter(Fleet.sim_id(meter_id))

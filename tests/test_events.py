@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from test_collector_fleet import DAY, plan_text
 from test_mqtt import subscribed
 from test_operations import NOW, SEED, SimClock, management_fleet, sim_secret
@@ -39,9 +38,9 @@ from simulator import model
 from simulator.fleet import meter_number
 from simulator.meter import SimulatedMeter
 from simulator.objects import EVENT_LOG_CAPACITY, EVENT_LOG_DAYS
-from storage import schema
 from storage.database import Database, open_database
 from storage.operations import outages_of
+from storage.queries import events_of
 from storage.records import Event, MeterRecord
 
 LATER = NOW + 20 * model.DAY
@@ -65,13 +64,8 @@ def truth(meter_id: str, log: str, true_now: float) -> list[tuple[datetime, int]
 
 
 def stored(db: Database, meter_id: str, log: str) -> list[tuple[datetime, int, str | None]]:
-    t = schema.events
-    stmt = (
-        select(t.c.ts, t.c.code, t.c.name)
-        .where(t.c.meter_id == meter_id, t.c.log_obis == log)
-        .order_by(t.c.ts, t.c.code)
-    )
-    return [(ts, code, name) for ts, code, name in db.execute_read(stmt)]
+    entries = events_of(db, meter_id, None, None, log_obis=log, limit=100_000)
+    return [(e.ts, e.code, e.name) for e in entries]
 
 
 def fleet_start(count: int) -> int:

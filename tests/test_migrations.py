@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from setuptools import find_packages
 from sqlalchemy import text
 
-from storage import access, jobs, keystore, operations, schema
+from storage import access, jobs, keystore, operations, queries, schema
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.migration import SCRIPT_LOCATION, head, known_revisions, revision_of
-from storage.records import IntervalRead
+from storage.records import Event, IntervalRead, RegisterRead
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A SQLite database written by hes at schema version 6 (commit 728c5ab, the last before
@@ -42,6 +42,15 @@ ALL_METADATA = [
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
 #: The tables revision 0007 made (interval values in day rows).
 NEW_IN_7 = {"interval_days", "interval_extra", "interval_meters", "interval_channels"}
+#: The tables revision 0009 made (register values and events with integer keys and stamps).
+NEW_IN_9 = {"register_values", "meter_events", "obis_codes"}
+#: Wide enough for every stamp of the dump.
+FAR = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def _stamp(ts: datetime | None) -> str | None:
+    """A time stamp as version 6's SQLite text held it."""
+    return None if ts is None else f"{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
 
 
 def _not_a_partition(obj: Any, name: str | None, type_: str, *_rest: Any) -> bool:
@@ -94,7 +103,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0008"
+    assert head() == revision_of(SCHEMA_VERSION) == "0009"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -148,6 +157,31 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
         assert got == sorted(old_reads)
         assert db.count_interval_values() == len(old_reads)
 
+        # revision 0009 moved every register read and event: each reads back through the
+        # API's queries as version 6 stored it (aware UTC datetimes, same values)
+        old_regs = before["register_reads"][1]
+        assert len(old_regs) > 5 and any(r[6] is None for r in old_regs)
+        got_regs = [
+            (r.meter_id, r.obis, _stamp(r.ts), r.value, r.scaler, r.unit, _stamp(r.capture_time))
+            for m in sorted({r[0] for r in old_regs})
+            for r in queries.register_reads(db, m, *FAR)
+        ]
+        assert got_regs == sorted(old_regs)
+        for reg in (
+            r for m in {r[0] for r in old_regs} for r in queries.register_reads(db, m, *FAR)
+        ):
+            assert reg.ts.tzinfo is UTC
+        old_events = before["events"][1]
+        assert len(old_events) > 5
+        got_events = [
+            (e.meter_id, e.log_obis, _stamp(e.ts), e.code, e.name)
+            for m in sorted({e[0] for e in old_events})
+            for e in queries.events_of(db, m, None, None)
+        ]
+        assert sorted(got_events) == sorted(old_events)
+        assert db.count_rows("register_values") == len(old_regs)
+        assert db.count_rows("meter_events") == len(old_events)
+
     after = table_rows(path)
     assert after.pop("alembic_version") == (["version_num"], [(head(),)])
     assert after.pop("schema_version") == (["version"], [(SCHEMA_VERSION,)])
@@ -156,15 +190,14 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
     assert columns == [*before["meters"][0], "role"]
     assert sorted(m[:-1] for m in meters) == before["meters"][1]
     assert {m[-1] for m in meters} == {None}
-    moved = {"interval_reads", "read_coverage", "schema_version", "meters"}
-    assert {k: v for k, v in before.items() if k not in moved} == {
-        k: v for k, v in after.items() if k not in NEW_IN_7
+    moved = {"interval_reads", "read_coverage", "register_reads", "events"}
+    assert {k: v for k, v in before.items() if k not in {*moved, "schema_version", "meters"}} == {
+        k: v for k, v in after.items() if k not in NEW_IN_7 | NEW_IN_9
     }
     # opened again: nothing to do, nothing changes
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
-    gone = {"interval_reads", "read_coverage"}
-    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7} - gone
+    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7, *NEW_IN_9} - moved
 
 
 def test_postgres_database_of_the_release_before_alembic_is_adopted(pg_url: str) -> None:
@@ -298,3 +331,115 @@ def test_postgres_version_6_interval_reads_move_into_day_rows(pg_url: str) -> No
         assert db.missing_intervals("A", "1.0.1.8.0.255:2", *day) == []
         assert db.missing_intervals("A", "1.0.2.8.0.255:2", *day) == [(T0 + 2 * q, T0 + 95 * q)]
         assert differences(db) == []
+
+
+def _upgraded_to(pg_url: str, revision: str) -> Any:
+    """An engine on the PostgreSQL test database brought to ``revision`` by Alembic."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    return engine
+
+
+#: Register reads and events of every shape version 8 could hold: sub-second stamps, a
+#: stamp before 1970, one given in another zone, NULL value / unit / capture time, 2**62.
+ZONE = timezone(timedelta(hours=2))
+V8_REGISTERS = [
+    ("A", "1.0.1.8.0.255", T0 + timedelta(microseconds=250_001), 2**62, -2, 30, T0),
+    ("A", "1.0.1.8.0.255", T0 + timedelta(days=1), 7, -2, 30, T0 + timedelta(hours=23)),
+    ("A", "0.0.96.1.0.255", datetime(1969, 12, 31, 23, 59, 59, 500_000, UTC), None, 0, None, None),
+    ("B", "1.0.2.8.0.255", datetime(2024, 3, 10, 2, 0, tzinfo=ZONE), -5, 3, 32, None),
+]
+V8_EVENTS = [
+    ("A", "0.0.99.98.0.255", T0 + timedelta(milliseconds=10), 40, "event, ünïcode"),
+    ("A", "0.0.99.98.0.255", T0 + timedelta(milliseconds=10), 41, None),
+    ("A", operations.PUSH_LOG, T0 + timedelta(seconds=5), 42, "pushed"),
+    ("B", "0.0.99.98.1.255", datetime(2024, 3, 10, 1, 0, tzinfo=ZONE), 1, "power down"),
+]
+
+
+def _check_registers_and_events(db: Database) -> None:
+    """Every row of V8_REGISTERS and V8_EVENTS reads back through the API's queries."""
+    regs = [tuple(r) for m in ("A", "B") for r in queries.register_reads(db, m, *FAR)]
+    want = sorted(V8_REGISTERS, key=lambda r: (r[0], r[1], r[2]))
+    assert regs == want
+    assert all(r[2].tzinfo is UTC for r in regs)
+    latest = queries.latest_registers(db, "A")
+    assert [(r.obis, r.value) for r in latest] == [("0.0.96.1.0.255", None), ("1.0.1.8.0.255", 7)]
+    events = [tuple(e) for m in ("A", "B") for e in queries.events_of(db, m, None, None)]
+    assert events == sorted(V8_EVENTS, key=lambda e: (e[0], e[2], e[1], e[3]))
+    assert [a.code for a in queries.alarms(db, None, None)] == [42]
+    assert operations.last_event_time(db, "B", "0.0.99.98.1.255") == V8_EVENTS[3][2]
+    assert operations.pending_power_down(db, "B", "0.0.99.98.1.255") == V8_EVENTS[3][2]
+    assert operations.event_codes_at(db, "A", "0.0.99.98.0.255", V8_EVENTS[0][2]) == {40, 41}
+
+
+def test_postgres_version_8_registers_and_events_move_into_compact_rows(pg_url: str) -> None:
+    """A PostgreSQL database at version 8 whose meter B already has a key (interval values):
+    every register read and event reads back after the upgrade, B keeps its one key."""
+    engine = _upgraded_to(pg_url, "0008")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO interval_meters (meter_id) VALUES ('B')"))
+        for row in V8_REGISTERS:
+            conn.execute(
+                text("INSERT INTO register_reads VALUES (:m, :o, :t, :v, :s, :u, :c)"),
+                dict(zip("motvsuc", row, strict=True)),
+            )
+        for row in V8_EVENTS:
+            conn.execute(
+                text("INSERT INTO events VALUES (:m, :l, :t, :c, :n)"),
+                dict(zip("mltcn", row, strict=True)),
+            )
+    engine.dispose()
+    with open_database(pg_url) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        _check_registers_and_events(db)
+        keys = db.execute_read(
+            schema.interval_meters.select().order_by(schema.interval_meters.c.meter_id)
+        )
+        assert [(k, m) for k, m in keys] == [(2, "A"), (1, "B")]
+        assert differences(db) == []
+        # written again after the upgrade: nothing new
+        assert db.insert_register_reads([RegisterRead(*r) for r in V8_REGISTERS]) == 0
+        assert db.insert_events([Event(*e) for e in V8_EVENTS]) == 0
+
+
+def test_sqlite_version_6_registers_and_events_of_every_shape_move(tmp_path: Path) -> None:
+    path = schema_6_database(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM register_reads")
+    con.execute("DELETE FROM events")
+    con.executemany(
+        "INSERT INTO register_reads VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(*r[:2], _stamp(r[2]), *r[3:6], _stamp(r[6])) for r in V8_REGISTERS],
+    )
+    con.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+        [(*e[:2], _stamp(e[2]), *e[3:]) for e in V8_EVENTS],
+    )
+    con.commit()
+    con.close()
+    with open_database(path) as db:
+        _check_registers_and_events(db)
+
+
+def test_a_sqlite_stamp_of_another_form_refuses_the_upgrade(tmp_path: Path) -> None:
+    path = schema_6_database(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute(
+        "INSERT INTO register_reads VALUES ('M000001', '1.0.1.8.0.255', "
+        "'2024-03-12T00:00:00', 1, 0, NULL, NULL)"
+    )
+    con.commit()
+    con.close()
+    before = table_rows(path)
+    with pytest.raises(StorageError, match=r"register_reads\.ts holds 1 time stamps not of the"):
+        open_database(path)
+    assert table_rows(path) == before

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from test_collector_fleet import DAY, plan_text
 from test_mqtt import subscribed
 from test_operations import NOW, ROOT, SEED, SimClock, management_fleet, online_run, sim_secret
@@ -43,9 +42,8 @@ from simulator.push import (
     alarm_schedule,
     notification,
 )
-from storage import schema
 from storage.database import Database, open_database
-from storage.operations import PUSH_LOG
+from storage.queries import alarms
 from storage.records import MeterRecord
 
 SPEED = 7200.0  # simulated seconds per second for the pusher's clock
@@ -71,13 +69,8 @@ async def until(cond: Callable[[], bool], what: str) -> None:
 
 
 def stored_alarms(db: Database) -> list[tuple[str, datetime, int, str | None]]:
-    t = schema.events
-    stmt = (
-        select(t.c.meter_id, t.c.ts, t.c.code, t.c.name)
-        .where(t.c.log_obis == PUSH_LOG)
-        .order_by(t.c.meter_id, t.c.ts, t.c.code)
-    )
-    return [(m, ts, code, name) for m, ts, code, name in db.execute_read(stmt)]
+    found = alarms(db, None, None, limit=100_000)
+    return sorted((a.meter_id, a.ts, a.code, a.name) for a in found)
 
 
 def test_schedule_is_seeded_and_carries_the_model_outages() -> None:

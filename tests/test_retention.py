@@ -67,7 +67,7 @@ def test_readings_before_the_horizon_go_the_rest_stays(db: Database) -> None:
             )).scalars())  # fmt: skip
         assert names == {"interval_days_202404", "interval_days_202405"}
     assert db.count_interval_values() == 3 * 97
-    assert db.count_rows("register_reads") == 3 and db.count_rows("read_attempts") == 3
+    assert db.count_rows("register_values") == 3 and db.count_rows("read_attempts") == 3
     for day in DAYS[2:]:
         t0 = datetime(day.year, day.month, day.day, tzinfo=UTC)
         assert len(db.interval_reads("A", CH, t0, t0 + timedelta(days=1))) == 97

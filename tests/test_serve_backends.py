@@ -26,15 +26,13 @@ from serve_harness import (
     stored_vs_truth,
     write_inventory,
 )
-from sqlalchemy import select
 from test_collector_fleet import plan_text
 from test_mqtt import subscribed
 
 from simulator.fleet import FleetSpec, meter_number
 from simulator.push import Alarm, AlarmPusher
-from storage import jobs, schema
+from storage import jobs, queries
 from storage.database import open_database
-from storage.operations import PUSH_LOG
 
 
 async def test_postgresql_mqtt_and_push_alarms(
@@ -104,11 +102,8 @@ async def test_postgresql_mqtt_and_push_alarms(
                         break
                     await asyncio.sleep(0.1)
                 assert alarms == 1
-                e = schema.events
-                stored = db.execute_read(
-                    select(e.c.meter_id, e.c.code).where(e.c.log_obis == PUSH_LOG)
-                )
-                assert [tuple(r) for r in stored] == [(ids[1], 42)]  # the retry stored once
+                stored = queries.alarms(db, None, None)
+                assert [(a.meter_id, a.code) for a in stored] == [(ids[1], 42)]  # stored once
                 svc.stop()
             db.close()
     by_topic: dict[str, list[dict[str, object]]] = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import queries
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.gaps import expected_epochs, group_missing, merge_ranges, missing_epochs
@@ -56,7 +57,7 @@ def day_rows(mid: str, channel: str = CH, skip: frozenset[int] = frozenset()) ->
 def test_schema_created_and_versioned(db: Database) -> None:
     assert db.schema_version() == SCHEMA_VERSION
     assert db.migrate() == SCHEMA_VERSION  # idempotent
-    for table in ("meters", "interval_days", "interval_meters", "read_attempts", "events"):
+    for table in ("meters", "interval_days", "interval_meters", "read_attempts", "meter_events"):
         assert db.count_rows(table) == 0
 
 
@@ -122,7 +123,25 @@ def test_register_reads_events_attempts(db: Database) -> None:
     assert db.record_attempts(more) == 5
     assert db.record_attempts(more) == 0
     assert db.count_rows("read_attempts") == 7
-    assert db.count_rows("register_reads") == 2 and db.count_rows("events") == 3
+    assert db.count_rows("register_values") == 2 and db.count_rows("meter_events") == 3
+
+
+def test_a_failed_register_write_leaves_no_key_behind(db: Database) -> None:
+    """The OBIS and meter keys a rolled-back write made are forgotten with it, so the next
+    write makes them again and its rows read back (a stale cached key would hide them)."""
+    regs = [
+        RegisterRead("N", "1.0.9.8.0.255", T0, 1),
+        RegisterRead("N", "1.0.9.8.0.255", T0 + Q, 2**64),  # beyond BIGINT: the write fails
+    ]
+    with pytest.raises(StorageError):
+        db.insert_register_reads(regs)
+    assert db.count_rows("obis_codes") == 0 and db.count_rows("interval_meters") == 0
+    assert db.insert_register_reads(regs[:1]) == 1
+    assert queries.register_reads(db, "N", T0, T0 + Q) == regs[:1]
+    pushed = Event("N", "0.0.25.9.0.255", T0 + timedelta(microseconds=7), 40, "alarm")
+    assert db.insert_events([pushed, pushed]) == 1
+    assert queries.alarms(db, None, None) == [pushed]
+    assert queries.alarms(db, None, None)[0].ts.tzinfo is UTC
 
 
 def test_meters_upsert_and_channels(db: Database) -> None:
@@ -388,7 +407,7 @@ def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> N
     assert db.store_sessions(writes) == [1200, 96]
     assert db.count_interval_values() == 1296
     assert db.count_rows("channels") == 4
-    assert db.count_rows("register_reads") == 2
+    assert db.count_rows("register_values") == 2
     assert db.count_rows("read_attempts") == 2
     got = db.interval_reads("M000002", CH2, T0, T0 + timedelta(days=1))
     assert got == [r for r in writes[1].intervals if r.channel == CH2]
@@ -399,7 +418,7 @@ def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> N
     # stored again (a retried batch): nothing new, nothing duplicated
     assert db.store_sessions(writes) == [0, 0]
     assert db.count_interval_values() == 1296
-    assert db.count_rows("register_reads") == 2
+    assert db.count_rows("register_values") == 2
 
 
 def test_store_sessions_is_all_or_nothing(db: Database) -> None:
@@ -412,7 +431,8 @@ def test_store_sessions_is_all_or_nothing(db: Database) -> None:
         "interval_days",
         "interval_meters",
         "channels",
-        "register_reads",
+        "register_values",
+        "obis_codes",
         "read_attempts",
     ):
         assert db.count_rows(table) == 0, table
@@ -436,9 +456,30 @@ def test_installed_on_and_enabled_round_trip(db: Database) -> None:
 
 
 def back_to_version_6(con: sqlite3.Connection) -> None:
-    """Undo revision 0007 on a fresh, empty database: version 6's interval tables."""
-    for table in ("interval_days", "interval_extra", "interval_meters", "interval_channels"):
+    """Undo revisions 0007 and 0009 on a fresh, empty database: version 6's interval,
+    register and event tables."""
+    for table in (
+        "interval_days",
+        "interval_extra",
+        "interval_meters",
+        "interval_channels",
+        "register_values",
+        "meter_events",
+        "obis_codes",
+    ):
         con.execute(f"DROP TABLE {table}")
+    con.execute(
+        "CREATE TABLE register_reads (meter_id VARCHAR(64) NOT NULL, obis VARCHAR(32) NOT NULL, "
+        "ts DATETIME NOT NULL, value BIGINT, scaler SMALLINT NOT NULL, unit SMALLINT, "
+        "capture_time DATETIME, CONSTRAINT pk_register_reads PRIMARY KEY (meter_id, obis, ts)) "
+        "WITHOUT ROWID"
+    )
+    con.execute(
+        "CREATE TABLE events (meter_id VARCHAR(64) NOT NULL, log_obis VARCHAR(32) NOT NULL, "
+        "ts DATETIME NOT NULL, code INTEGER NOT NULL, name VARCHAR(128), CONSTRAINT pk_events "
+        "PRIMARY KEY (meter_id, log_obis, ts, code)) WITHOUT ROWID"
+    )
+    con.execute("CREATE INDEX ix_events_log_ts ON events (log_obis, ts)")
     con.execute(
         "CREATE TABLE interval_reads (meter_id VARCHAR(64) NOT NULL, channel VARCHAR(64) NOT "
         "NULL, ts DATETIME NOT NULL, value BIGINT, scaler SMALLINT NOT NULL, status INTEGER, "
@@ -492,4 +533,5 @@ def test_version_5_database_gains_the_api_indexes(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     con.close()
-    assert {"ix_events_log_ts", "ix_meters_station"} <= names
+    # version 6's ix_events_log_ts went with the events table in version 9
+    assert {"ix_meter_events_log_ts", "ix_meters_station"} <= names
