@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, tzinfo
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -20,8 +19,6 @@ from sqlalchemy import (
     Engine,
     Insert,
     Table,
-    create_engine,
-    event,
     func,
     select,
     text,
@@ -29,10 +26,15 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import URL
 
 from storage import interval_read, schema
+from storage.engine import (
+    postgres_engine,
+    resolve_url,
+    safe_url,
+    sqlite_engine,
+)
 from storage.errors import StorageError
 from storage.gaps import day_window, expected_epochs, from_epoch, group_missing
 from storage.handle import insert_ignore
@@ -56,101 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "Database", "StorageError", "open_database"]
 
-DEFAULT_SQLITE_FILE = "hes.db"
-
-
 # Keys of postgresql advisory locks taken while migrating (any fixed 64-bit number).
 _PG_MIGRATION_LOCK = 0x4E5_0001
-
-
-def _safe(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
-def _resolve_url(url: str | os.PathLike[str] | None) -> URL:
-    """Turn ``None``, a file path or a URL into a SQLAlchemy URL hes supports."""
-    if url is None:
-        return make_url("sqlite+pysqlite:///" + str(Path.cwd() / DEFAULT_SQLITE_FILE))
-    raw = os.fspath(url)
-    if "://" not in raw:
-        if not raw.strip():
-            raise StorageError("empty database path")
-        return make_url("sqlite+pysqlite:///" + str(Path(raw).expanduser().absolute()))
-    try:
-        parsed = make_url(raw)
-    except (sa_exc.ArgumentError, ValueError) as exc:
-        shown = raw.split("@", 1)[-1] if "@" in raw else raw
-        raise StorageError(f"invalid database URL ...{shown}: {exc}") from exc
-    backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
-    if backend in ("postgresql", "postgres"):
-        if driver not in ("psycopg", "postgresql", "postgres"):
-            raise StorageError(
-                f"unsupported PostgreSQL driver {driver!r} in {_safe(parsed)}: "
-                "use postgresql+psycopg://user@host:port/dbname"
-            )
-        parsed = parsed.set(drivername="postgresql+psycopg")
-        if not parsed.database:
-            raise StorageError(f"no database name in {_safe(parsed)}")
-        return parsed
-    if backend == "sqlite":
-        if driver not in ("pysqlite", "sqlite"):
-            raise StorageError(f"unsupported SQLite driver {driver!r} in {_safe(parsed)}")
-        return parsed.set(drivername="sqlite+pysqlite")
-    raise StorageError(
-        f"unsupported database URL {_safe(parsed)}: use a SQLite file path or "
-        "postgresql+psycopg://user@host:port/dbname"
-    )
-
-
-def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
-    path = url.database
-    memory = not path or path == ":memory:"
-    if not memory and path is not None:
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise StorageError(f"cannot create database {_safe(url)}: no directory {parent}")
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_s}}
-    if memory:
-        kwargs["poolclass"] = StaticPool
-        kwargs["connect_args"]["check_same_thread"] = False
-    engine = create_engine(url, **kwargs)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            # 16 MiB of page cache per connection (each storage thread holds one; 64 MiB
-            # measured no faster with multi-row inserts) and checkpoints every ~40 MB of WAL.
-            cur.execute("PRAGMA cache_size=-16384")
-            if not memory:
-                cur.execute("PRAGMA wal_autocheckpoint=10000")
-        finally:
-            cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the write lock up front: a deferred transaction that upgrades
-        # later can fail with SQLITE_BUSY without waiting for the busy timeout.
-        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
-
-    return engine
-
-
-def _postgres_engine(url: URL, connect_timeout_s: float) -> Engine:
-    connect_args: dict[str, Any] = {}
-    if "connect_timeout" not in url.query:
-        connect_args["connect_timeout"] = max(1, int(connect_timeout_s))
-    if "application_name" not in url.query:
-        connect_args["application_name"] = "hes"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def open_database(
@@ -165,11 +74,11 @@ def open_database(
     file there; ``postgresql+psycopg://user@host:port/db`` (or ``postgresql://``)
     means PostgreSQL. Raises :class:`StorageError` naming what is wrong.
     """
-    resolved = _resolve_url(url)
+    resolved = resolve_url(url)
     if resolved.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(resolved, busy_timeout_s)
+        engine = sqlite_engine(resolved, busy_timeout_s)
     else:
-        engine = _postgres_engine(resolved, connect_timeout_s)
+        engine = postgres_engine(resolved, connect_timeout_s)
     db = Database(engine, resolved)
     try:
         db.migrate()
@@ -238,7 +147,7 @@ class Database:
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for messages and logs."""
-        return _safe(self.url)
+        return safe_url(self.url)
 
     def __repr__(self) -> str:
         return f"Database({self.safe_url})"
