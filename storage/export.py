@@ -34,7 +34,7 @@ from sqlalchemy.sql import Select
 from storage import schema
 from storage.database import Database
 from storage.errors import StorageError
-from storage.interval_codec import bitmap_int, slots_of, unpack_ints
+from storage.interval_codec import row_columns, slots_of
 from storage.interval_read import stamp
 from storage.interval_write import DAY_S, epoch_us
 
@@ -212,21 +212,10 @@ def _stamps(day: int, period: int, present: bytes) -> list[int]:
 def _day_part(row: Sequence[Any], lo: int, hi: int) -> _Part:
     """The entries of one day row inside ``[lo, hi)`` (epoch microseconds), column by column."""
     meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
-    slots = _slots(present)
-    n = len(slots)
-    values: list[int | None] = list(unpack_ints(vals, n, "interval_days.vals"))
-    if nulls:
-        null_bits = bitmap_int(nulls)
-        values = [None if null_bits >> s & 1 else v for s, v in zip(slots, values, strict=True)]
+    values, sts = row_columns(_slots(present), vals, nulls, status)
+    n = len(values)
     base = day * DAY_US
     ts = _stamps(day, period, present)
-    sts: list[int | None]
-    if status:
-        sts = list(unpack_ints(status, n, "interval_days.status"))
-        if -1 in sts:
-            sts = [None if st == -1 else st for st in sts]
-    else:
-        sts = [None] * n
     if not (lo <= base and base + DAY_US <= hi):
         keep = [i for i, t in enumerate(ts) if lo <= t < hi]
         ts = [ts[i] for i in keep]

@@ -182,3 +182,23 @@ def element_at(blob: bytes | None, n: int, index: int, what: str = "integer arra
     if len(blob) != 1 + width * n:
         raise CodecError(f"{what}: {len(blob)} bytes do not hold {n} element(s) of {width}")
     return _elements(blob[: 1 + width * (index + 1)], width, 1, index + 1, what)[index]
+
+
+def row_columns(
+    slots: Sequence[int], vals: bytes, nulls: bytes | None, status: bytes | None
+) -> tuple[list[int | None], list[int | None]]:
+    """A day row's values and statuses for its present ``slots``, None where the meter sent
+    null-data or no status: the one decoding of a row that writes, reads and exports share."""
+    n = len(slots)
+    values: list[int | None] = list(unpack_ints(vals, n, "interval_days.vals"))
+    if nulls:
+        null_bits = bitmap_int(nulls)
+        values = [None if null_bits >> s & 1 else v for s, v in zip(slots, values, strict=True)]
+    statuses: list[int | None]
+    if status:
+        statuses = list(unpack_ints(status, n, "interval_days.status"))
+        if -1 in statuses:
+            statuses = [None if st == -1 else st for st in statuses]
+    else:
+        statuses = [None] * n
+    return values, statuses

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from storage import schema
-from storage.interval_codec import bitmap_int, slots_of, unpack_ints
+from storage.interval_codec import bitmap_int, row_columns, slots_of
 from storage.interval_write import DAY_S, epoch_us
 from storage.records import IntervalRead
 
@@ -46,20 +46,12 @@ def decode_row(
 ) -> list[Entry]:
     """The entries of one stored day row, in time order."""
     slots = slots_of(present)
-    n = len(slots)
-    values: list[int | None] = list(unpack_ints(vals, n, "interval_days.vals"))
-    if nulls:
-        null_bits = bitmap_int(nulls)
-        values = [None if null_bits >> s & 1 else v for s, v in zip(slots, values, strict=True)]
+    values, statuses = row_columns(slots, vals, nulls, status)
     base = day * _DAY_US
     step = period_s * 1_000_000
-    if status:
-        sts = unpack_ints(status, n, "interval_days.status")
-        return [
-            (base + s * step, v, scaler, None if st == -1 else st)
-            for s, v, st in zip(slots, values, sts, strict=True)
-        ]
-    return [(base + s * step, v, scaler, None) for s, v in zip(slots, values, strict=True)]
+    return [
+        (base + s * step, v, scaler, st) for s, v, st in zip(slots, values, statuses, strict=True)
+    ]
 
 
 def series_keys(conn: Connection, meter_id: str, channel: str) -> tuple[int, int] | None:

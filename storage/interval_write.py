@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, select, text
 
 from storage import partitions, schema
-from storage.interval_codec import bitmap_int, bits_of, pack_ints, slots_of, unpack_ints
+from storage.interval_codec import bitmap_int, bits_of, pack_ints, row_columns, slots_of
 from storage.records import Channel, Coverage, IntervalRead
 
 DAY_S = 86400
@@ -180,16 +180,11 @@ class _Day:
 def _decode_into(day: _Day, row: Any) -> None:
     """Put a stored row's entries and complete bitmap into ``day``."""
     slots = slots_of(row.present)
-    n = len(slots)
-    vals = unpack_ints(row.vals, n, "interval_days.vals")
-    nulls = bitmap_int(row.nulls)
-    sts = unpack_ints(row.status, n, "interval_days.status") if row.status else None
+    values, statuses = row_columns(slots, row.vals, row.nulls, row.status)
     scaler = int(row.scaler)
-    entries = day.entries
-    for i, slot in enumerate(slots):
-        v = None if nulls >> slot & 1 else vals[i]
-        st = sts[i] if sts is not None else -1
-        entries[slot] = (v, scaler, None if st == -1 else st)
+    day.entries.update(
+        zip(slots, ((v, scaler, st) for v, st in zip(values, statuses, strict=True)), strict=True)
+    )
     day.complete = bitmap_int(row.complete)
     day.existing = True
 
