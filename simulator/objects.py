@@ -477,6 +477,15 @@ class Context:
     ciphered: bool = False
     #: How the meter registers energy (an ordinary, under-registering or transformer meter).
     energy: Energy = ORDINARY
+    #: The energy registers at ``meter_time``, once computed (:meth:`registers`).
+    computed_registers: model.Registers | None = None
+
+    def registers(self) -> model.Registers:
+        """The energy registers at ``meter_time``: computed once per request, since a
+        GET-list of the four energy registers would otherwise run the model four times."""
+        if self.computed_registers is None:
+            self.computed_registers = self.energy.registers(self.spec, self.meter_time)
+        return self.computed_registers
 
 
 def _object_list(ctx: Context) -> bytes:
@@ -517,7 +526,7 @@ def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
             if name == i:
                 return _enc(axdr.u32(inst.current_ca[p])), _scaler_unit(-2, UNIT_A)
             return _enc(axdr.u32(inst.power_w[p])), _scaler_unit(0, UNIT_W)
-    regs = ctx.energy.registers(spec, t)
+    regs = ctx.registers()
     if name == OBIS_A_PLUS:
         value, unit = regs.active_import, UNIT_WH
     elif name == OBIS_A_MINUS:
