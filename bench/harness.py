@@ -124,6 +124,9 @@ class Sizes:
     storage_report_meters: int = 200_000
     security_meters: int = 10_000
     collect_timeout_s: float = 1800.0
+    #: The plan's request timeout in the fleets with injected faults (a no-answer fault
+    #: costs a session this long); the smoke run's is shorter so CI does not wait it out.
+    request_s: float = 10.0
 
     def scaled(self, factor: float) -> Sizes:
         def n(value: int, low: int) -> int:
@@ -148,6 +151,7 @@ class Sizes:
             storage_report_meters=n(self.storage_report_meters, 10),
             security_meters=n(self.security_meters, 10),
             collect_timeout_s=self.collect_timeout_s,
+            request_s=self.request_s,
         )
 
 
@@ -168,6 +172,7 @@ SMOKE = Sizes(
     storage_report_meters=50,
     security_meters=60,
     collect_timeout_s=120.0,
+    request_s=4.0,
 )
 
 
@@ -575,7 +580,7 @@ def scenario_throughput(sizes: Sizes, workdir: Path) -> dict[str, Any]:
                "throughput") as f:  # fmt: skip
         run = run_collector(
             f, workdir, "throughput", concurrency=sizes.concurrency, workers=sizes.workers,
-            timeout=sizes.collect_timeout_s,
+            timeout=sizes.collect_timeout_s, request_s=sizes.request_s,
         )  # fmt: skip
         sim = f.stop()
     return {
