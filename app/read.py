@@ -16,7 +16,8 @@ from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
-from protocols.errors import DlmsError
+from protocols.errors import DlmsError, InvocationCounterRejected
+from storage.keystore import counter_recovery
 
 
 def _parse_time(text: str | None, what: str) -> datetime | None:
@@ -51,6 +52,15 @@ def _clock_json(clock: CosemDateTime) -> dict[str, Any]:
         "invalid": clock.invalid,
         "daylight_saving": clock.daylight_saving_active,
     }
+
+
+def _error_json(exc: DlmsError) -> dict[str, Any]:
+    """The error a read ended on; a refused invocation counter says how to recover."""
+    out: dict[str, Any] = {"error": exc.error_class, "detail": str(exc)}
+    if isinstance(exc, InvocationCounterRejected) and exc.expected is not None:
+        out["expected_invocation_counter"] = exc.expected
+        out["recovery"] = counter_recovery(exc.expected)
+    return out
 
 
 async def _read(
@@ -175,6 +185,6 @@ def read_command(
     try:
         result = asyncio.run(_read(target, secret, obis or [], profile or [], start, end, timeout))
     except DlmsError as exc:
-        typer.echo(json.dumps({"error": exc.error_class, "detail": str(exc)}), file=sys.stdout)
+        typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2))

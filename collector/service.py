@@ -49,7 +49,7 @@ from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols.errors import DlmsError
+from protocols.errors import DlmsError, InvocationCounterRejected
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
@@ -60,6 +60,7 @@ from storage.keystore import (
     KeyStore,
     KeyStoreError,
     MasterKey,
+    counter_recovery,
     load_master_key,
     reserve_counter_blocks,
     security_context,
@@ -527,7 +528,10 @@ class Collector:
         else:
             self.stats.errors[error.error_class] += 1
             outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
-            await self._emit(job, out, started, transport, outcome, error.error_class, str(error))
+            detail = str(error)
+            if isinstance(error, InvocationCounterRejected) and error.expected is not None:
+                detail += f"; {counter_recovery(error.expected, meter.meter_id)}"
+            await self._emit(job, out, started, transport, outcome, error.error_class, detail)
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True
         if error is None:

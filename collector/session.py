@@ -43,7 +43,15 @@ from protocols.errors import (
     data_access_error,
 )
 from protocols.security import SecurityContext
-from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Values
+from protocols.xdlms.client import (
+    ClientAssociation,
+    ClientEvent,
+    Done,
+    Released,
+    Send,
+    Value,
+    Values,
+)
 
 CLOCK = Obis.parse("0.0.1.0.0.255")
 CLASS_REGISTER = InterfaceClass.REGISTER
@@ -105,6 +113,8 @@ class Session:
         self.max_pdu_size = max_pdu_size
         self.request_timeout = request_timeout
         self.release_timeout = release_timeout
+        #: Whether the meter answered the RLRQ with an RLRE (the release did not time out).
+        self.released = False
         self._client = ClientAssociation(
             authentication=authentication,
             password=password,
@@ -146,7 +156,8 @@ class Session:
                 # retransmit the RLRQ to a dead meter several times.
                 with contextlib.suppress(DlmsError, TimeoutError):
                     async with asyncio.timeout(self.release_timeout):
-                        await self.transport.request(rlrq, self.release_timeout)
+                        answer = await self.transport.request(rlrq, self.release_timeout)
+                    self.released = isinstance(self._client.receive(answer), Released)
         finally:
             self._client.drop()
             await self.transport.close()

@@ -1,0 +1,146 @@
+"""Meters that behave like the independent implementations hes was tried against.
+
+Each test switches one quirk on in the simulator (``simulator.quirks``) and reads the meter
+with the project's client over the TCP wrapper and, where the quirk is HDLC's, over a real pty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from test_e2e_read import _Loop, hes
+
+from collector.session import Session
+from collector.transport import HdlcTransport, TcpWrapperTransport, serial_hdlc_transport
+from protocols.errors import DlmsError, InvocationCounterRejected, KeyRejected
+from simulator.meter import SimulatedMeter
+from simulator.quirks import Quirks
+from simulator.server import HdlcBus, PtyBus, WrapperServer
+from storage.database import open_database
+from storage.keystore import DatabaseCounterStore
+
+SEED = 7
+NOW = 1773999600.0  # 2026-03-20T10:00Z
+PHYSICAL = 17
+
+# ExceptionResponse ::= SEQUENCE { state-error, service-error } with tag [216] = 0xD8, and
+# for service-error invocation-counter-error (6) the counter the server expects as an
+# Unsigned32 (DLMS UA 1000-2 "Green Book", xDLMS APDUs; the same layout is decoded by the
+# dlms-cosem package, dlms_cosem ExceptionResponse.from_bytes). state-error 1 is
+# service-not-allowed; service-error 5 is deciphering-error.
+DECIPHERING_ERROR = bytes.fromhex("D80105")
+COUNTER_ERROR = bytes.fromhex("D801060000 07D7".replace(" ", ""))
+EXPECTED_COUNTER = 0x07D7
+
+
+def powered(quirks: Quirks, start: int = 1) -> SimulatedMeter:
+    """A meter with ``quirks`` that is not in a simulated outage at NOW."""
+    meter_id = start
+    while not SimulatedMeter(meter_id, SEED).online(NOW):
+        meter_id += 1
+    return SimulatedMeter(meter_id, SEED, quirks=quirks)
+
+
+@asynccontextmanager
+async def wrapper(meter: SimulatedMeter) -> AsyncIterator[Callable[[], TcpWrapperTransport]]:
+    server = WrapperServer(lambda _ip, _port: meter, "127.0.0.1", 0, clock=lambda: NOW)
+    await server.start()
+    try:
+        yield lambda: TcpWrapperTransport("127.0.0.1", server.port)
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def pty(meter: SimulatedMeter) -> AsyncIterator[Callable[[], HdlcTransport]]:
+    bus = PtyBus(HdlcBus({PHYSICAL: meter}), clock=lambda: NOW)
+    await bus.start()
+    try:
+        yield lambda: serial_hdlc_transport(bus.device, physical_address=PHYSICAL)
+    finally:
+        await bus.close()
+
+
+# ------------------------------------------------------- association refused, no AARE
+
+
+@pytest.mark.parametrize(
+    ("exception", "error", "expected"),
+    [
+        (DECIPHERING_ERROR, KeyRejected, None),
+        (COUNTER_ERROR, InvocationCounterRejected, EXPECTED_COUNTER),
+    ],
+)
+async def test_bare_exception_response_to_the_aarq_is_classified(
+    exception: bytes, error: type[DlmsError], expected: int | None
+) -> None:
+    meter = powered(Quirks(association_exception=exception))
+    async with wrapper(meter) as transport:
+        with pytest.raises(error) as failure:
+            async with Session(transport()):
+                pass
+    assert not failure.value.transient
+    if expected is not None:
+        assert isinstance(failure.value, InvocationCounterRejected)
+        assert failure.value.expected == expected
+        assert f"expects at least {expected}" in str(failure.value)
+
+
+# ------------------------------------------------------- RLRE without an LLC header
+
+
+async def test_rlre_without_llc_header_is_taken_over_a_pty() -> None:
+    """The release completes on the RLRE instead of waiting out the release timeout."""
+    meter = powered(Quirks(rlre_without_llc=True))
+    async with pty(meter) as transport:
+        link = transport()
+        session = Session(link, release_timeout=30.0)
+        async with session:
+            await session.read_clock()
+            conn = link._conn
+            assert conn is not None
+        assert session.released
+        assert conn.missing_llc == 1
+        assert link.stats.retransmissions == 0
+
+
+@pytest.fixture(scope="module")
+def counter_meter_port() -> Iterator[int]:
+    """A TCP wrapper meter that refuses every AARQ with the invocation-counter error."""
+    background = _Loop()
+    meter = powered(Quirks(association_exception=COUNTER_ERROR))
+    server = WrapperServer(lambda _ip, _port: meter, "127.0.0.1", 0, clock=lambda: NOW)
+    background.run(server.start())
+    try:
+        yield server.port
+    finally:
+        background.run(server.close())
+        background.stop()
+
+
+def test_hes_read_offers_counter_recovery_and_hes_keys_counter_applies_it(
+    counter_meter_port: int, tmp_path: Path
+) -> None:
+    result = hes("read", "--tcp", f"127.0.0.1:{counter_meter_port}", "--timeout", "5")
+    assert result.returncode == 1, result.stderr
+    out = json.loads(result.stdout)
+    assert out["error"] == "invocation_counter_rejected"
+    assert out["expected_invocation_counter"] == EXPECTED_COUNTER
+    assert f"hes keys counter METER_ID --at-least {EXPECTED_COUNTER}" in out["recovery"]
+    db = tmp_path / "hes.db"
+    step = hes("keys", "counter", "m-1", "--at-least", str(EXPECTED_COUNTER), "--db", str(db))
+    assert step.returncode == 0, step.stderr
+    assert json.loads(step.stdout)["next_counter"] == EXPECTED_COUNTER
+    lower = hes("keys", "counter", "m-1", "--at-least", "5", "--db", str(db))
+    assert json.loads(lower.stdout)["next_counter"] > EXPECTED_COUNTER  # never back down
+    database = open_database(str(db))
+    try:
+        assert DatabaseCounterStore(database, "m-1").reserve(1) > EXPECTED_COUNTER
+    finally:
+        database.close()
+    bad = hes("keys", "counter", "m-1", "--at-least", "-1", "--db", str(db))
+    assert bad.returncode == 2 and "an invocation counter is 0..4294967295" in bad.stderr
