@@ -114,6 +114,8 @@ async def _read(
                     ],
                 }
             )
+    if session.warnings:
+        out["warnings"] = session.warnings
     out["link"] = {
         "transport": transport.description,
         "bytes_tx": transport.stats.bytes_tx,

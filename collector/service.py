@@ -499,6 +499,13 @@ class Collector:
                             )
                             if self.after_read is not None:
                                 await self.after_read(session, meter)
+                            for warning in session.warnings:
+                                log_event(
+                                    logging.WARNING,
+                                    "meter_warning",
+                                    meter=meter.meter_id,
+                                    detail=warning,
+                                )
                 except TimeoutError:
                     raise SessionTimeout(
                         f"session longer than {self.plan.timeouts.session_s:g} s"

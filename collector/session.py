@@ -115,6 +115,8 @@ class Session:
         self.release_timeout = release_timeout
         #: Whether the meter answered the RLRQ with an RLRE (the release did not time out).
         self.released = False
+        #: What the meter sent that was odd but did not stop the read (bytes after a value).
+        self.warnings: list[str] = []
         self._client = ClientAssociation(
             authentication=authentication,
             password=password,
@@ -192,8 +194,18 @@ class Session:
         attribute: int,
         access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
     ) -> Any:
-        """GET one attribute and decode its value."""
-        return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
+        """GET one attribute and decode its value.
+
+        Bytes after the value do not cost the read: the value is taken and the bytes are
+        kept in :attr:`warnings`.
+        """
+        value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        if trailing:
+            self.warnings.append(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value ignored: {trailing.hex()}"
+            )
+        return value
 
     def with_list(self) -> bool:
         """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""

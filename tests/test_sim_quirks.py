@@ -16,7 +16,13 @@ from test_e2e_read import _Loop, hes
 
 from collector.session import Session
 from collector.transport import HdlcTransport, TcpWrapperTransport, serial_hdlc_transport
-from protocols.errors import DlmsError, InvocationCounterRejected, KeyRejected
+from protocols.enums import DataAccessResult
+from protocols.errors import (
+    DlmsError,
+    InvocationCounterRejected,
+    KeyRejected,
+    TemporaryFailure,
+)
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
 from simulator.server import HdlcBus, PtyBus, WrapperServer
@@ -144,3 +150,34 @@ def test_hes_read_offers_counter_recovery_and_hes_keys_counter_applies_it(
         database.close()
     bad = hes("keys", "counter", "m-1", "--at-least", "-1", "--db", str(db))
     assert bad.returncode == 2 and "an invocation counter is 0..4294967295" in bad.stderr
+
+
+# ------------------------------------------------------- bytes after a GET value; block errors
+
+TRAILING = bytes(range(0xA0, 0xA0 + 18))
+
+
+async def test_bytes_after_a_get_value_are_a_warning_not_a_decode_error() -> None:
+    """The clock's 12-byte date-time followed by 18 more bytes."""
+    meter = powered(Quirks(trailing_bytes=TRAILING))
+    async with wrapper(meter) as transport:
+        async with Session(transport()) as session:
+            clock = await session.read_clock()
+            name = await session.get(1, "0.0.42.0.0.255", 2)
+    assert clock.to_datetime().timestamp() == pytest.approx(meter.meter_time(NOW), abs=0.011)
+    assert name == meter.spec.logical_device_name
+    assert len(session.warnings) == 2
+    assert session.warnings[0].startswith("GET 8/0.0.1.0.0.255/2: 18 bytes after the value")
+    assert session.warnings[0].endswith(TRAILING.hex())
+
+
+async def test_a_block_carrying_a_data_access_result_is_that_result() -> None:
+    """Block 2 of a profile read answered with temporary-failure, length-prefixed."""
+    meter = powered(Quirks(block_failure=DataAccessResult.TEMPORARY_FAILURE))
+    async with wrapper(meter) as transport:
+        async with Session(transport(), max_pdu_size=128) as session:
+            with pytest.raises(TemporaryFailure) as failure:
+                await session.get(7, "1.0.99.1.0.255", 2)
+            assert failure.value.result == DataAccessResult.TEMPORARY_FAILURE
+            assert failure.value.transient
+            await session.read_clock()  # the association goes on
