@@ -13,10 +13,12 @@ import typer
 from app.support import fail
 from collector.profile_reader import read_profile
 from collector.session import Session
-from collector.transport import open_transport
+from collector.transport import HdlcTransport, open_transport
 from contracts.meters import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime
 from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
 
 
@@ -71,6 +73,7 @@ async def _read(
     start: datetime | None,
     end: datetime | None,
     timeout: float,
+    max_pdu_size: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     transport = open_transport(target)
@@ -79,7 +82,18 @@ async def _read(
         authentication=target.authentication,
         password=password,
         request_timeout=timeout,
+        max_pdu_size=max_pdu_size,
     ) as session:
+        association = session.association
+        assert association is not None
+        negotiated: dict[str, Any] = {
+            "client_max_pdu_size": max_pdu_size,
+            "server_max_pdu_size": association.server_max_pdu_size,
+        }
+        if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
+            negotiated["max_info_tx"] = transport.negotiated.max_info_tx
+            negotiated["max_info_rx"] = transport.negotiated.max_info_rx
+        out["negotiated"] = negotiated
         clock = await session.read_clock()
         out["clock"] = _clock_json(clock)
         out["registers"] = []
@@ -153,6 +167,19 @@ def read_command(
         float, typer.Option(help="HDLC seconds before a retransmission")
     ] = 3.0,
     retries: Annotated[int, typer.Option(help="HDLC retransmissions before giving up")] = 3,
+    max_pdu_size: Annotated[
+        int,
+        typer.Option(
+            help=f"client max receive PDU size proposed in the AARQ ({MIN_CLIENT_PDU}..65535)"
+        ),
+    ] = 0xFFFF,
+    max_info_field: Annotated[
+        int | None,
+        typer.Option(
+            help=f"HDLC maximum information field length, both ways (1..{MAX_INFO_LENGTH}; "
+            "default 128)"
+        ),
+    ] = None,
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
@@ -160,6 +187,16 @@ def read_command(
         raise fail("give exactly one of --tcp, --hdlc-tcp, --serial")
     if auth not in ("none", "lls"):
         raise fail(f"--auth {auth!r}: use none or lls")
+    if not MIN_CLIENT_PDU <= max_pdu_size <= 0xFFFF:
+        raise fail(
+            f"--max-pdu-size {max_pdu_size}: give {MIN_CLIENT_PDU}..65535 "
+            f"(a meter refuses a PDU size below {MIN_CLIENT_PDU})"
+        )
+    if max_info_field is not None:
+        if tcp:
+            raise fail("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
+        if not 1 <= max_info_field <= MAX_INFO_LENGTH:
+            raise fail(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
     common: dict[str, Any] = {
         "client_sap": client_sap,
         "logical_address": logical_address,
@@ -170,6 +207,8 @@ def read_command(
         "frame_timeout": frame_timeout,
         "retries": retries,
     }
+    if max_info_field is not None:
+        hdlc["max_info_length"] = max_info_field
     try:
         if tcp:
             host, port = parse_host_port(tcp)
@@ -185,7 +224,9 @@ def read_command(
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
     try:
-        result = asyncio.run(_read(target, secret, obis or [], profile or [], start, end, timeout))
+        result = asyncio.run(
+            _read(target, secret, obis or [], profile or [], start, end, timeout, max_pdu_size)
+        )
     except DlmsError as exc:
         typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
         raise typer.Exit(1) from None

@@ -77,6 +77,8 @@ class ServerStats:
     bytes_tx: int = 0
     rejected_busy: int = 0
     refused: int = 0
+    #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
+    segments_rx: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -388,6 +390,8 @@ class HdlcBus:
         reply = BusReply()
         out = bytearray()
         for frame in self._decoder.feed(data):
+            if frame.segmented:
+                self.stats.segments_rx += 1
             out += self._route(frame, now, mono, reply)
             if reply.drop:
                 break
