@@ -10,16 +10,31 @@ from typing import Annotated, Any
 
 import typer
 
-from app.support import fail
 from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import HdlcTransport, open_transport
 from contracts.meters import MeterTarget, parse_host_port
-from protocols.cosem import CosemDateTime
+from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DlmsError, InvocationCounterRejected
 from protocols.hdlc import MAX_INFO_LENGTH
 from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
+
+
+def _usage(message: str) -> typer.Exit:
+    """A bad argument: the JSON error on stdout (as every hes read error), the text on
+    stderr; the Exit (code 2) to raise."""
+    typer.echo(json.dumps({"error": "usage", "detail": message}))
+    typer.echo(f"hes: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _check_obis(codes: list[str], option: str) -> None:
+    for code in codes:
+        try:
+            Obis.parse(code)
+        except ValueError as exc:
+            raise _usage(f"{option} {code!r}: {exc}; write it as A.B.C.D.E.F") from None
 
 
 def _parse_time(text: str | None, what: str) -> datetime | None:
@@ -28,7 +43,7 @@ def _parse_time(text: str | None, what: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise fail(f"{what}: {text!r} is not an ISO date or date-time") from None
+        raise _usage(f"{what}: {text!r} is not an ISO date or date-time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -184,19 +199,21 @@ def read_command(
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
     if len(chosen) != 1:
-        raise fail("give exactly one of --tcp, --hdlc-tcp, --serial")
+        raise _usage("give exactly one of --tcp, --hdlc-tcp, --serial")
     if auth not in ("none", "lls"):
-        raise fail(f"--auth {auth!r}: use none or lls")
+        raise _usage(f"--auth {auth!r}: use none or lls")
+    if baud <= 0:
+        raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
     if not MIN_CLIENT_PDU <= max_pdu_size <= 0xFFFF:
-        raise fail(
+        raise _usage(
             f"--max-pdu-size {max_pdu_size}: give {MIN_CLIENT_PDU}..65535 "
             f"(a meter refuses a PDU size below {MIN_CLIENT_PDU})"
         )
     if max_info_field is not None:
         if tcp:
-            raise fail("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
+            raise _usage("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
         if not 1 <= max_info_field <= MAX_INFO_LENGTH:
-            raise fail(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
+            raise _usage(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
     common: dict[str, Any] = {
         "client_sap": client_sap,
         "logical_address": logical_address,
@@ -215,11 +232,18 @@ def read_command(
             target = MeterTarget("tcp", host=host, port=port, **common)
         elif hdlc_tcp:
             host, port = parse_host_port(hdlc_tcp, default_port=0)
+            if port == 0:
+                raise ValueError(f"{hdlc_tcp!r}: give HOST:PORT of the terminal server")
             target = MeterTarget("hdlc-tcp", host=host, port=port, **common, **hdlc)
         else:
             target = MeterTarget("serial", device=serial, baudrate=baud, **common, **hdlc)
     except ValueError as exc:
-        raise fail(str(exc)) from None
+        option = "--tcp" if tcp else "--hdlc-tcp" if hdlc_tcp else "--serial"
+        raise _usage(f"{option} {exc}") from None
+    if auth == "lls" and not password:
+        raise _usage("--auth lls needs the meter's password: --password or HES_PASSWORD")
+    _check_obis(obis or [], "--obis")
+    _check_obis(profile or [], "--profile")
     start = _parse_time(from_, "--from")
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
@@ -229,5 +253,11 @@ def read_command(
         )
     except DlmsError as exc:
         typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
+        raise typer.Exit(1) from None
+    except (ValueError, OSError) as exc:
+        # Not a meter's answer: the bench itself could not go on (a serial device that
+        # cannot be configured, an argument the stack refused). Still one JSON error.
+        detail = f"{type(exc).__name__}: {exc}"
+        typer.echo(json.dumps({"error": "internal", "detail": detail}), file=sys.stdout)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2))

@@ -323,10 +323,21 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--tcp", "127.0.0.1:4059", "--max-info-field", "64"], "--max-info-field is an HDLC"),
         (["--serial", "/dev/null", "--max-info-field", "0"], "--max-info-field 0: give 1..2030"),
         (["--hdlc-tcp", "h:1", "--max-info-field", "2031"], "--max-info-field 2031: give"),
+        # From the list: a missing password, a malformed OBIS code, a port without
+        # a host; each was a Python traceback before.
+        (["--tcp", "127.0.0.1:4059", "--auth", "lls"], "--auth lls needs the meter's password"),
+        (["--tcp", "127.0.0.1:4059", "--obis", "1.2.3"], "--obis '1.2.3': not an OBIS code"),
+        (["--tcp", "127.0.0.1:4059", "--obis", "1.0.1.8.0.256"], "OBIS group above 255"),
+        (["--tcp", "127.0.0.1:4059", "--profile", "load"], "--profile 'load': not an OBIS"),
+        (["--tcp", ":4059"], "--tcp ':4059': missing host"),
+        (["--hdlc-tcp", "127.0.0.1"], "--hdlc-tcp '127.0.0.1': give HOST:PORT"),
+        (["--serial", "/dev/null", "--baud", "-5"], "--baud -5: give a baud rate above 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
-    result = hes("read", *args)
+    result = hes("read", *args, env={"HES_PASSWORD": ""})
     assert result.returncode == 2
     assert message in result.stderr
-    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    out = _json(result)
+    assert out["error"] == "usage" and message in out["detail"]
