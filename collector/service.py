@@ -138,6 +138,14 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
     )
 
 
+def failure_detail(error: DlmsError, meter_id: str) -> str:
+    """The stored text of a failed session; a refused invocation counter names the step
+    that recovers it (the meter's expected counter into the key store)."""
+    if isinstance(error, InvocationCounterRejected) and error.expected is not None:
+        return f"{error}; {counter_recovery(error.expected, meter_id)}"
+    return str(error)
+
+
 class Collector:
     """One collection run over a set of meters for one day (plus back-days).
 
@@ -535,9 +543,7 @@ class Collector:
         else:
             self.stats.errors[error.error_class] += 1
             outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
-            detail = str(error)
-            if isinstance(error, InvocationCounterRejected) and error.expected is not None:
-                detail += f"; {counter_recovery(error.expected, meter.meter_id)}"
+            detail = failure_detail(error, meter.meter_id)
             await self._emit(job, out, started, transport, outcome, error.error_class, detail)
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True

@@ -27,7 +27,7 @@ from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
 from simulator.server import HdlcBus, PtyBus, WrapperServer
 from storage.database import open_database
-from storage.keystore import DatabaseCounterStore
+from storage.keystore import DatabaseCounterStore, KeyStore, MasterKey, security_context
 
 SEED = 7
 NOW = 1773999600.0  # 2026-03-20T10:00Z
@@ -52,11 +52,13 @@ def powered(quirks: Quirks, start: int = 1) -> SimulatedMeter:
 
 
 @asynccontextmanager
-async def wrapper(meter: SimulatedMeter) -> AsyncIterator[Callable[[], TcpWrapperTransport]]:
+async def wrapper(
+    meter: SimulatedMeter, sap: int = 16
+) -> AsyncIterator[Callable[[], TcpWrapperTransport]]:
     server = WrapperServer(lambda _ip, _port: meter, "127.0.0.1", 0, clock=lambda: NOW)
     await server.start()
     try:
-        yield lambda: TcpWrapperTransport("127.0.0.1", server.port)
+        yield lambda: TcpWrapperTransport("127.0.0.1", server.port, client_wport=sap)
     finally:
         await server.close()
 
@@ -94,6 +96,35 @@ async def test_bare_exception_response_to_the_aarq_is_classified(
         assert isinstance(failure.value, InvocationCounterRejected)
         assert failure.value.expected == expected
         assert f"expects at least {expected}" in str(failure.value)
+
+
+async def test_advancing_the_stored_counter_recovers_a_refused_association(
+    tmp_path: Path,
+) -> None:
+    """The recovery the error offers, end to end: a meter that saw counters up to 2006 from
+    an earlier head-end refuses ours, the key-store step moves it up, the next session
+    associates."""
+    meter = SimulatedMeter(powered(Quirks()).meter_id, SEED, require_security=True)
+    meter.state.client_invocation_counter = EXPECTED_COUNTER - 1
+    database = open_database(str(tmp_path / "hes.db"))
+    try:
+        store = KeyStore(database, MasterKey(bytes(range(32))))
+        store.put("m-1", meter.security_keys)
+        async with wrapper(meter, sap=1) as transport:
+            with pytest.raises(InvocationCounterRejected) as failure:
+                async with Session(
+                    transport(), authentication="hls-gmac", security=security_context(store, "m-1")
+                ):
+                    pass
+            expected = failure.value.expected
+            assert expected == EXPECTED_COUNTER
+            assert DatabaseCounterStore(database, "m-1").advance_to(expected) == expected
+            async with Session(
+                transport(), authentication="hls-gmac", security=security_context(store, "m-1")
+            ) as session:
+                await session.read_clock()
+    finally:
+        database.close()
 
 
 # ------------------------------------------------------- RLRE without an LLC header
