@@ -10,12 +10,18 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_e2e_read import _Loop, hes
 
 from collector.session import Session
-from collector.transport import HdlcTransport, TcpWrapperTransport, serial_hdlc_transport
+from collector.transport import (
+    HdlcTransport,
+    TcpWrapperTransport,
+    hdlc_tcp_transport,
+    serial_hdlc_transport,
+)
 from protocols.enums import DataAccessResult
 from protocols.errors import (
     DlmsError,
@@ -25,7 +31,7 @@ from protocols.errors import (
 )
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
-from simulator.server import HdlcBus, PtyBus, WrapperServer
+from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
 from storage.database import open_database
 from storage.keystore import DatabaseCounterStore, KeyStore, MasterKey, security_context
 
@@ -73,6 +79,16 @@ async def pty(meter: SimulatedMeter) -> AsyncIterator[Callable[[], HdlcTransport
         await bus.close()
 
 
+@asynccontextmanager
+async def hdlc_tcp(meter: SimulatedMeter) -> AsyncIterator[Callable[[], HdlcTransport]]:
+    server = HdlcTcpServer(HdlcBus({PHYSICAL: meter}), "127.0.0.1", 0, clock=lambda: NOW)
+    await server.start()
+    try:
+        yield lambda: hdlc_tcp_transport("127.0.0.1", server.port, physical_address=PHYSICAL)
+    finally:
+        await server.close()
+
+
 # ------------------------------------------------------- association refused, no AARE
 
 
@@ -82,6 +98,7 @@ async def pty(meter: SimulatedMeter) -> AsyncIterator[Callable[[], HdlcTransport
         (DECIPHERING_ERROR, KeyRejected, None),
         (COUNTER_ERROR, InvocationCounterRejected, EXPECTED_COUNTER),
     ],
+    ids=["deciphering-error", "invocation-counter-error"],
 )
 async def test_bare_exception_response_to_the_aarq_is_classified(
     exception: bytes, error: type[DlmsError], expected: int | None
@@ -130,10 +147,11 @@ async def test_advancing_the_stored_counter_recovers_a_refused_association(
 # ------------------------------------------------------- RLRE without an LLC header
 
 
-async def test_rlre_without_llc_header_is_taken_over_a_pty() -> None:
+@pytest.mark.parametrize("bus", [pty, hdlc_tcp], ids=["pty", "hdlc-tcp"])
+async def test_rlre_without_llc_header_is_taken(bus: Callable[..., Any]) -> None:
     """The release completes on the RLRE instead of waiting out the release timeout."""
     meter = powered(Quirks(rlre_without_llc=True))
-    async with pty(meter) as transport:
+    async with bus(meter) as transport:
         link = transport()
         session = Session(link, release_timeout=30.0)
         async with session:
