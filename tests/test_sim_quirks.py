@@ -29,8 +29,9 @@ from protocols.errors import (
     KeyRejected,
     TemporaryFailure,
 )
+from simulator.fleet import Fleet, FleetSpec
 from simulator.meter import SimulatedMeter
-from simulator.quirks import Quirks
+from simulator.quirks import Quirks, named
 from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
 from storage.database import open_database
 from storage.keystore import DatabaseCounterStore, KeyStore, MasterKey, security_context
@@ -45,7 +46,7 @@ PHYSICAL = 17
 # dlms-cosem package, dlms_cosem ExceptionResponse.from_bytes). state-error 1 is
 # service-not-allowed; service-error 5 is deciphering-error.
 DECIPHERING_ERROR = bytes.fromhex("D80105")
-COUNTER_ERROR = bytes.fromhex("D801060000 07D7".replace(" ", ""))
+COUNTER_ERROR = bytes.fromhex("D8 01 06 00 00 07 D7")
 EXPECTED_COUNTER = 0x07D7
 
 
@@ -230,3 +231,16 @@ async def test_a_block_carrying_a_data_access_result_is_that_result() -> None:
             assert failure.value.result == DataAccessResult.TEMPORARY_FAILURE
             assert failure.value.transient
             await session.read_clock()  # the association goes on
+
+
+# ------------------------------------------------------- named quirks for hes simulate
+
+
+def test_named_quirks_combine_and_reach_every_meter_of_a_fleet() -> None:
+    both = named(["rlre-without-llc", "aarq-counter-error"])
+    assert both.rlre_without_llc and both.association_exception == COUNTER_ERROR
+    assert both.trailing_bytes == b"" and both.block_failure is None
+    with pytest.raises(ValueError, match="unknown quirk 'rlre'; use one of"):
+        named(["rlre"])
+    fleet = Fleet(FleetSpec(seed=SEED, buses=1, meters_per_bus=2, quirks=both))
+    assert fleet.pool.acquire(1).quirks == both
