@@ -37,7 +37,8 @@ ciphered association → ExceptionResponse service-not-allowed. A meter made wit
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
 association, and anything undecodable gets an ExceptionResponse; a meter in a simulated outage
-does not answer at all (``None``).
+does not answer at all (``None``). A meter made with ``quirks`` (``simulator.quirks``) answers
+some requests the way independent implementations were found to.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``association_exception`` | answers every AARQ with this bare ExceptionResponse APDU, no AARE |
 | ``rlre_without_llc`` | HDLC: sends its RLRE in an I-frame without the E6 E7 00 LLC header |
 | ``trailing_bytes`` | appends these bytes after the value of every GET-Response-Normal |
-| ``block_failure`` | answers the GET-next for block 2 with this data-access-result, length-prefixed |
+| ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.

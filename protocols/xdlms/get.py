@@ -27,7 +27,8 @@ from protocols.xdlms.descriptors import (
 
 _GET_REQUEST = ApduTag.GET_REQUEST.value
 _GET_RESPONSE = ApduTag.GET_RESPONSE.value
-#: Bytes seen before a block's data-access-result: a length of 1, or the A-XDR enum tag.
+#: What a meter may put before a block's data-access-result: a length of 1 (as raw-data
+#: has), or the A-XDR enum tag.
 _WRAPPED_RESULT = (0x01, 0x16)
 
 
