@@ -10,13 +10,31 @@ from typing import Annotated, Any
 
 import typer
 
-from app.support import fail
 from collector.profile_reader import read_profile
 from collector.session import Session
-from collector.transport import open_transport
+from collector.transport import HdlcTransport, open_transport
 from contracts.meters import MeterTarget, parse_host_port
-from protocols.cosem import CosemDateTime
-from protocols.errors import DlmsError
+from protocols.cosem import CosemDateTime, Obis
+from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.xdlms.server import MIN_CLIENT_PDU
+from storage.keystore import counter_recovery
+
+
+def _usage(message: str) -> typer.Exit:
+    """A bad argument: the JSON error on stdout (as every hes read error), the text on
+    stderr; the Exit (code 2) to raise."""
+    typer.echo(json.dumps({"error": "usage", "detail": message}))
+    typer.echo(f"hes: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _check_obis(codes: list[str], option: str) -> None:
+    for code in codes:
+        try:
+            Obis.parse(code)
+        except ValueError as exc:
+            raise _usage(f"{option} {code!r}: {exc}; write it as A.B.C.D.E.F") from None
 
 
 def _parse_time(text: str | None, what: str) -> datetime | None:
@@ -25,7 +43,7 @@ def _parse_time(text: str | None, what: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise fail(f"{what}: {text!r} is not an ISO date or date-time") from None
+        raise _usage(f"{what}: {text!r} is not an ISO date or date-time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -53,6 +71,15 @@ def _clock_json(clock: CosemDateTime) -> dict[str, Any]:
     }
 
 
+def _error_json(exc: DlmsError) -> dict[str, Any]:
+    """The error a read ended on; a refused invocation counter says how to recover."""
+    out: dict[str, Any] = {"error": exc.error_class, "detail": str(exc)}
+    if isinstance(exc, InvocationCounterRejected) and exc.expected is not None:
+        out["expected_invocation_counter"] = exc.expected
+        out["recovery"] = counter_recovery(exc.expected)
+    return out
+
+
 async def _read(
     target: MeterTarget,
     password: bytes | None,
@@ -61,6 +88,7 @@ async def _read(
     start: datetime | None,
     end: datetime | None,
     timeout: float,
+    max_pdu_size: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     transport = open_transport(target)
@@ -69,7 +97,18 @@ async def _read(
         authentication=target.authentication,
         password=password,
         request_timeout=timeout,
+        max_pdu_size=max_pdu_size,
     ) as session:
+        association = session.association
+        assert association is not None
+        negotiated: dict[str, Any] = {
+            "client_max_pdu_size": max_pdu_size,
+            "server_max_pdu_size": association.server_max_pdu_size,
+        }
+        if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
+            negotiated["max_info_tx"] = transport.negotiated.max_info_tx
+            negotiated["max_info_rx"] = transport.negotiated.max_info_rx
+        out["negotiated"] = negotiated
         clock = await session.read_clock()
         out["clock"] = _clock_json(clock)
         out["registers"] = []
@@ -104,6 +143,8 @@ async def _read(
                     ],
                 }
             )
+    if session.warnings:
+        out["warnings"] = session.warnings
     out["link"] = {
         "transport": transport.description,
         "bytes_tx": transport.stats.bytes_tx,
@@ -141,13 +182,38 @@ def read_command(
         float, typer.Option(help="HDLC seconds before a retransmission")
     ] = 3.0,
     retries: Annotated[int, typer.Option(help="HDLC retransmissions before giving up")] = 3,
+    max_pdu_size: Annotated[
+        int,
+        typer.Option(
+            help=f"client max receive PDU size proposed in the AARQ ({MIN_CLIENT_PDU}..65535)"
+        ),
+    ] = 0xFFFF,
+    max_info_field: Annotated[
+        int | None,
+        typer.Option(
+            help=f"HDLC maximum information field length, both ways (1..{MAX_INFO_LENGTH}; "
+            "default 128)"
+        ),
+    ] = None,
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
     if len(chosen) != 1:
-        raise fail("give exactly one of --tcp, --hdlc-tcp, --serial")
+        raise _usage("give exactly one of --tcp, --hdlc-tcp, --serial")
     if auth not in ("none", "lls"):
-        raise fail(f"--auth {auth!r}: use none or lls")
+        raise _usage(f"--auth {auth!r}: use none or lls")
+    if baud <= 0:
+        raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
+    if not MIN_CLIENT_PDU <= max_pdu_size <= 0xFFFF:
+        raise _usage(
+            f"--max-pdu-size {max_pdu_size}: give {MIN_CLIENT_PDU}..65535 "
+            f"(a meter refuses a PDU size below {MIN_CLIENT_PDU})"
+        )
+    if max_info_field is not None:
+        if tcp:
+            raise _usage("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
+        if not 1 <= max_info_field <= MAX_INFO_LENGTH:
+            raise _usage(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
     common: dict[str, Any] = {
         "client_sap": client_sap,
         "logical_address": logical_address,
@@ -158,23 +224,40 @@ def read_command(
         "frame_timeout": frame_timeout,
         "retries": retries,
     }
+    if max_info_field is not None:
+        hdlc["max_info_length"] = max_info_field
     try:
         if tcp:
             host, port = parse_host_port(tcp)
             target = MeterTarget("tcp", host=host, port=port, **common)
         elif hdlc_tcp:
             host, port = parse_host_port(hdlc_tcp, default_port=0)
+            if port == 0:
+                raise ValueError(f"{hdlc_tcp!r}: give HOST:PORT of the terminal server")
             target = MeterTarget("hdlc-tcp", host=host, port=port, **common, **hdlc)
         else:
             target = MeterTarget("serial", device=serial, baudrate=baud, **common, **hdlc)
     except ValueError as exc:
-        raise fail(str(exc)) from None
+        option = "--tcp" if tcp else "--hdlc-tcp" if hdlc_tcp else "--serial"
+        raise _usage(f"{option} {exc}") from None
+    if auth == "lls" and not password:
+        raise _usage("--auth lls needs the meter's password: --password or HES_PASSWORD")
+    _check_obis(obis or [], "--obis")
+    _check_obis(profile or [], "--profile")
     start = _parse_time(from_, "--from")
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
     try:
-        result = asyncio.run(_read(target, secret, obis or [], profile or [], start, end, timeout))
+        result = asyncio.run(
+            _read(target, secret, obis or [], profile or [], start, end, timeout, max_pdu_size)
+        )
     except DlmsError as exc:
-        typer.echo(json.dumps({"error": exc.error_class, "detail": str(exc)}), file=sys.stdout)
+        typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
+        raise typer.Exit(1) from None
+    except (ValueError, OSError) as exc:
+        # Not a meter's answer: the bench itself could not go on (a serial device that
+        # cannot be configured, an argument the stack refused). Still one JSON error.
+        detail = f"{type(exc).__name__}: {exc}"
+        typer.echo(json.dumps({"error": "internal", "detail": detail}), file=sys.stdout)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2))

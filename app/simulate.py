@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from contracts.meters import parse_host_port
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
 from simulator.push import DEFAULT_PER_DAY, AlarmPusher
+from simulator.quirks import NAMED, named
 
 
 def _fail(message: str) -> typer.Exit:
@@ -48,6 +50,7 @@ def build_spec(
     secure_share: float = 0.0,
     area_size: int = 0,
     under_share: float = 0.02,
+    quirks: Sequence[str] = (),
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -95,6 +98,7 @@ def build_spec(
         secure_share=secure_share,
         area_size=area_size,
         under_share=under_share,
+        quirks=named(quirks),
     )
 
 
@@ -205,6 +209,12 @@ def simulate_command(
             help="with --area-size: share of customer meters (seeded) that under-register"
         ),
     ] = 0.02,
+    quirk: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="every meter behaves like a meter found in the field (repeat): " + ", ".join(NAMED)
+        ),
+    ] = None,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -227,6 +237,7 @@ def simulate_command(
             secure_share=secure_share,
             area_size=area_size,
             under_share=under_share,
+            quirks=quirk or [],
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -49,7 +49,7 @@ from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols.errors import DlmsError
+from protocols.errors import DlmsError, InvocationCounterRejected
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
@@ -60,6 +60,7 @@ from storage.keystore import (
     KeyStore,
     KeyStoreError,
     MasterKey,
+    counter_recovery,
     load_master_key,
     reserve_counter_blocks,
     security_context,
@@ -135,6 +136,14 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
         frame_timeout=plan.timeouts.hdlc_frame_s,
         retries=plan.timeouts.hdlc_retries,
     )
+
+
+def failure_detail(error: DlmsError, meter_id: str) -> str:
+    """The stored text of a failed session; a refused invocation counter names the step
+    that recovers it (the meter's expected counter into the key store)."""
+    if isinstance(error, InvocationCounterRejected) and error.expected is not None:
+        return f"{error}; {counter_recovery(error.expected, meter_id)}"
+    return str(error)
 
 
 class Collector:
@@ -498,6 +507,13 @@ class Collector:
                             )
                             if self.after_read is not None:
                                 await self.after_read(session, meter)
+                            for warning in session.warnings:
+                                log_event(
+                                    logging.WARNING,
+                                    "meter_warning",
+                                    meter=meter.meter_id,
+                                    detail=warning,
+                                )
                 except TimeoutError:
                     raise SessionTimeout(
                         f"session longer than {self.plan.timeouts.session_s:g} s"
@@ -527,7 +543,8 @@ class Collector:
         else:
             self.stats.errors[error.error_class] += 1
             outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
-            await self._emit(job, out, started, transport, outcome, error.error_class, str(error))
+            detail = failure_detail(error, meter.meter_id)
+            await self._emit(job, out, started, transport, outcome, error.error_class, detail)
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True
         if error is None:

@@ -43,7 +43,15 @@ from protocols.errors import (
     data_access_error,
 )
 from protocols.security import SecurityContext
-from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Values
+from protocols.xdlms.client import (
+    ClientAssociation,
+    ClientEvent,
+    Done,
+    Released,
+    Send,
+    Value,
+    Values,
+)
 
 CLOCK = Obis.parse("0.0.1.0.0.255")
 CLASS_REGISTER = InterfaceClass.REGISTER
@@ -105,6 +113,10 @@ class Session:
         self.max_pdu_size = max_pdu_size
         self.request_timeout = request_timeout
         self.release_timeout = release_timeout
+        #: Whether the meter answered the RLRQ with an RLRE (the release did not time out).
+        self.released = False
+        #: What the meter sent that was odd but did not stop the read (bytes after a value).
+        self.warnings: list[str] = []
         self._client = ClientAssociation(
             authentication=authentication,
             password=password,
@@ -146,7 +158,8 @@ class Session:
                 # retransmit the RLRQ to a dead meter several times.
                 with contextlib.suppress(DlmsError, TimeoutError):
                     async with asyncio.timeout(self.release_timeout):
-                        await self.transport.request(rlrq, self.release_timeout)
+                        answer = await self.transport.request(rlrq, self.release_timeout)
+                    self.released = isinstance(self._client.receive(answer), Released)
         finally:
             self._client.drop()
             await self.transport.close()
@@ -181,8 +194,18 @@ class Session:
         attribute: int,
         access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
     ) -> Any:
-        """GET one attribute and decode its value."""
-        return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
+        """GET one attribute and decode its value.
+
+        Bytes after the value do not cost the read: the value is taken and the bytes are
+        kept in :attr:`warnings`.
+        """
+        value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        if trailing:
+            self.warnings.append(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value ignored: {trailing.hex()}"
+            )
+        return value
 
     def with_list(self) -> bool:
         """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""

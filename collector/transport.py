@@ -203,13 +203,17 @@ class HdlcTransport:
         self._opener = opener
         self._stream: _Stream | None = None
         self._conn: HdlcConnection | None = None
+        #: The link parameters agreed with the meter (UA), once the link is up.
+        self.negotiated: HdlcSettings | None = None
 
     async def open(self) -> None:
         reader, writer = await self._opener()
         self._stream = _Stream(reader, writer, self.stats)
         self._conn = HdlcConnection(Role.CLIENT, self.local, self.remote, self.settings)
         try:
-            await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            event = await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            assert isinstance(event, Connected)
+            self.negotiated = event.settings
         except BaseException:
             await self._stream.close()
             self._stream = None

@@ -629,6 +629,8 @@ class HdlcConnection:
         self.decoder = FrameDecoder()
         #: Frames ignored for a wrong sequence number or an unusable information field.
         self.ignored_frames = 0
+        #: Information fields from the peer taken without an LLC header (client role).
+        self.missing_llc = 0
         self.last_error: DlmsError | None = None
         self._llc_out = LLC_REQUEST if role is Role.CLIENT else LLC_RESPONSE
         self._vs = 0  # V(S): N(S) of the next I-frame we send
@@ -668,15 +670,16 @@ class HdlcConnection:
         self.state = LinkState.DISCONNECTING
         return self._remember(self._frame(FrameKind.DISC))
 
-    def send_apdu(self, apdu: bytes) -> bytes:
+    def send_apdu(self, apdu: bytes, *, llc: bool = True) -> bytes:
         """Queue an APDU (LLC header added, split by the negotiated ``max_info_tx``);
         return the first window of I-frames. Later segments come out as :class:`Transmit`
-        events when the peer's RR acknowledges the previous ones."""
+        events when the peer's RR acknowledges the previous ones. ``llc=False`` leaves the
+        header out, as some meters do (a simulator quirk)."""
         if self.state is not LinkState.CONNECTED:
             raise LinkError("HDLC link is not connected")
         if self._pending:
             raise ProtocolError("previous APDU is still being sent")
-        payload = self._llc_out + apdu
+        payload = self._llc_out + apdu if llc else apdu
         size = self.settings.max_info_tx
         self._pending.extend(payload[i : i + size] for i in range(0, len(payload), size))
         self._outstanding.clear()
@@ -878,6 +881,12 @@ class HdlcConnection:
 
     def _deliver(self, payload: bytes) -> list[HdlcEvent]:
         if len(payload) < 3 or payload[0] != 0xE6 or payload[1] not in (0xE6, 0xE7) or payload[2]:
+            if self.role is Role.CLIENT and payload and payload[0] != 0xE6:
+                # Some meters leave the LLC header out (seen on an RLRE). No xDLMS APDU tag
+                # is 0xE6, so the field is the APDU itself: take it rather than wait out a
+                # timeout. The server role stays strict: our own client always sends one.
+                self.missing_llc += 1
+                return [ApduReceived(payload)]
             return self._ignore(DecodeError(f"no LLC header in {payload[:3].hex()}"))
         return [ApduReceived(payload[3:])]
 

@@ -63,6 +63,7 @@ from simulator import model
 from simulator.areas import AreaPlan, Energy
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
+from simulator.quirks import NO_QUIRKS, Quirks
 from simulator.server import (
     Clock,
     HdlcBus,
@@ -194,6 +195,8 @@ class FleetSpec:
     area_size: int = 0
     #: With areas: share of customer meters (seeded choice) that under-register.
     under_share: float = 0.02
+    #: What every meter does differently (``simulator.quirks``; default: nothing).
+    quirks: Quirks = NO_QUIRKS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
@@ -289,8 +292,10 @@ class MeterPool:
         seed: int,
         secured: Callable[[int], bool] | None = None,
         energy: Callable[[int], Energy] | None = None,
+        quirks: Quirks = NO_QUIRKS,
     ) -> None:
         self.seed = seed
+        self.quirks = quirks
         self.secured = secured
         self.energy = energy
         self._meters: dict[int, SimulatedMeter] = {}
@@ -300,7 +305,7 @@ class MeterPool:
         meter = self._meters.get(number)
         if meter is None:
             secure = self.secured is not None and self.secured(number)
-            meter = SimulatedMeter(number, self.seed, require_security=secure)
+            meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
             if self.energy is not None:
                 meter.energy = self.energy(number)
             self._meters[number] = meter
@@ -347,6 +352,7 @@ class Fleet:
             spec.seed,
             self.secured.__contains__,
             self.areas.energy if self.areas is not None else None,
+            spec.quirks,
         )
         self.faults = FaultPlan(spec.faults, spec.seed)
         self.addresses = LoopbackRange(spec.first_address, spec.served_tcp)

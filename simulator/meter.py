@@ -37,7 +37,8 @@ ciphered association → ExceptionResponse service-not-allowed. A meter made wit
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
 association, and anything undecodable gets an ExceptionResponse; a meter in a simulated outage
-does not answer at all (``None``).
+does not answer at all (``None``). A meter made with ``quirks`` (``simulator.quirks``) answers
+some requests the way independent implementations were found to.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ import os
 from collections.abc import Callable
 
 from protocols import security
-from protocols.enums import AcseDiagnostic, Conformance, DataAccessResult, Mechanism
+from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResult, Mechanism
 from protocols.errors import DataAccessError
 from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from simulator import model, objects
 from simulator.areas import ORDINARY, Energy
+from simulator.quirks import NO_QUIRKS, Quirks
 
 PUBLIC_CLIENT = 16
 MANAGEMENT_CLIENT = 1
@@ -76,10 +78,19 @@ class SimulatedMeter:
     ``require_security``: refuse unciphered associations; ``client_system_title``: the
     head-end system title the meter knows (ciphered AARQs from any other are refused);
     ``energy``: how it registers energy (:mod:`simulator.areas`: ordinary, under-registering,
-    or an area's transformer meter).
+    or an area's transformer meter); ``quirks``: how it departs from the usual encodings
+    (:mod:`simulator.quirks`).
     """
 
-    __slots__ = ("_state", "client_system_title", "energy", "meter_id", "require_security", "seed")
+    __slots__ = (
+        "_state",
+        "client_system_title",
+        "energy",
+        "meter_id",
+        "quirks",
+        "require_security",
+        "seed",
+    )
 
     def __init__(
         self,
@@ -89,8 +100,10 @@ class SimulatedMeter:
         require_security: bool = False,
         client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE,
         energy: Energy = ORDINARY,
+        quirks: Quirks = NO_QUIRKS,
     ) -> None:
         self.meter_id = meter_id
+        self.quirks = quirks
         self.energy = energy
         self.seed = seed
         self.require_security = require_security
@@ -221,6 +234,9 @@ class MeterSession:
         if not self.meter.online(now):
             association.drop()
             return None
+        quirky = self._quirk(apdu_bytes)
+        if quirky is not None:
+            return quirky
         event = association.receive(apdu_bytes)
         if isinstance(event, Reply):
             return event.apdu
@@ -233,6 +249,8 @@ class MeterSession:
                 request.attribute,
                 request.access,
             )
+            if isinstance(value, bytes):
+                value += self.meter.quirks.trailing_bytes
             return association.answer_get(request, value)
         if isinstance(request, GetListRequest):
             ctx = self._context(now)
@@ -243,6 +261,28 @@ class MeterSession:
         if isinstance(request, SetRequest):
             return association.answer_set(request, self._set(request, now), event.confirmed)
         return association.answer_action(request, self._action(request, now), None, event.confirmed)
+
+    def _quirk(self, apdu: bytes) -> bytes | None:
+        """The answer a quirk puts in place of the association's own, if one applies."""
+        quirks = self.meter.quirks
+        if quirks.association_exception is not None and apdu[:1] == bytes((ApduTag.AARQ,)):
+            self.association.drop()
+            return quirks.association_exception
+        failure = quirks.block_failure
+        if (
+            failure is not None
+            and len(apdu) == 7
+            and apdu[:2] == bytes((ApduTag.GET_REQUEST, 0x02))
+            and self.association.associated
+        ):
+            block = int.from_bytes(apdu[3:7], "big")
+            # DataBlock-G with its data-access-result length-prefixed like raw-data would be.
+            return (
+                bytes((ApduTag.GET_RESPONSE, 0x02, apdu[2], 0x01))
+                + (block + 1).to_bytes(4, "big")
+                + bytes((0x01, 0x01, failure))
+            )
+        return None
 
     def _context(self, now: float, mutable: bool = False) -> objects.Context:
         meter = self.meter

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protocols.enums import ApduTag
 from protocols.errors import DecodeError
 from protocols.hdlc import (
     ApduReceived,
@@ -55,6 +56,7 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 #: How long a no-answer HDLC session stays silent on a bus when no TCP connection marks its
 #: end (a pty): long enough for the client's retransmissions to run out.
 DEFAULT_BUS_SILENCE_S = 10.0
+_RLRE = bytes((ApduTag.RLRE,))
 
 
 class MeterLookup(Protocol):
@@ -75,6 +77,8 @@ class ServerStats:
     bytes_tx: int = 0
     rejected_busy: int = 0
     refused: int = 0
+    #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
+    segments_rx: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -386,6 +390,8 @@ class HdlcBus:
         reply = BusReply()
         out = bytearray()
         for frame in self._decoder.feed(data):
+            if frame.segmented:
+                self.stats.segments_rx += 1
             out += self._route(frame, now, mono, reply)
             if reply.drop:
                 break
@@ -441,7 +447,8 @@ class HdlcBus:
                 if answer is None:
                     continue
                 self.stats.apdus += 1
-                frames = link.conn.send_apdu(answer)
+                bare = link.meter.quirks.rlre_without_llc and answer[:1] == _RLRE
+                frames = link.conn.send_apdu(answer, llc=not bare)
                 if link.fault is SessionFault.CORRUPT_FRAME and link.answered == link.point:
                     frames = corrupt_hdlc(frames)
                 link.answered += 1

@@ -325,6 +325,15 @@ def test_get_response_vectors() -> None:
     assert A.build_get_response_block_error(1, 19, 1) == last_error
 
 
+@pytest.mark.parametrize("wrapped", ["0102", "1602"])
+def test_block_data_access_result_wrapped_by_a_meter_is_still_that_result(wrapped: str) -> None:
+    # Seen from meters: the DataBlock-G data-access-result length-prefixed like raw-data,
+    # or as a typed A-XDR enum. Anything longer stays a decode error.
+    assert A.decode_response(bytes.fromhex("C402C1000000000201" + wrapped)) == A.GetError(1, 2)
+    with pytest.raises(DecodeError):
+        A.decode_response(bytes.fromhex("C402C1000000000201" + wrapped + "00"))
+
+
 def test_get_response_with_list_vector() -> None:
     # DC (test_get.py, TestGetResponseWithList): two octet-strings.
     vector = (

@@ -32,7 +32,8 @@ from test_collector_fleet import (
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
 from collector.scheduler import backoff_delay
-from collector.service import Collector
+from collector.service import Collector, failure_detail
+from protocols.errors import InvocationCounterRejected, KeyRejected
 from simulator import model
 from simulator.faults import FaultPlan, FaultSpec
 from storage import schema
@@ -369,3 +370,14 @@ async def test_a_disabled_meter_is_not_read(tmp_path: Path, db: Database) -> Non
         assert db.interval_reads(off, CHANNELS[0], *day_window(DAY)) == []
     finally:
         await f.close()
+
+
+def test_a_refused_counter_is_stored_with_its_recovery_step() -> None:
+    refused = InvocationCounterRejected("meter expects at least 2007", 2007)
+    detail = failure_detail(refused, "m-17")
+    assert detail.startswith("meter expects at least 2007; ")
+    assert "`hes keys counter m-17 --at-least 2007`" in detail
+    assert failure_detail(InvocationCounterRejected("no counter given"), "m-17") == (
+        "no counter given"
+    )
+    assert failure_detail(KeyRejected("other keys"), "m-17") == "other keys"

@@ -24,7 +24,7 @@ import pytest
 
 from simulator import model
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
+from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, ServerStats, WrapperServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 5
@@ -66,6 +66,7 @@ class Simulators:
     pty_device: str
     pty_meter: SimulatedMeter
     silent_port: int
+    pty_stats: ServerStats
 
 
 class _Loop:
@@ -104,7 +105,8 @@ def sims() -> Iterator[Simulators]:
         bus = HdlcBus({PHYSICAL: hdlc_meter, PHYSICAL + 1: _quiet_meter(500)})
         hdlc = HdlcTcpServer(bus, "127.0.0.1", 0, clock=_clock)
         await hdlc.start()
-        pty = PtyBus(HdlcBus({PHYSICAL: pty_meter}), clock=_clock)
+        pty_bus = HdlcBus({PHYSICAL: pty_meter})
+        pty = PtyBus(pty_bus, clock=_clock)
         await pty.start()
         dead = await asyncio.start_server(silent, "127.0.0.1", 0)
         closers.extend([wrapper.close, hdlc.close, pty.close])
@@ -117,6 +119,7 @@ def sims() -> Iterator[Simulators]:
             pty.device,
             pty_meter,
             dead.sockets[0].getsockname()[1],
+            pty_bus.stats,
         )
 
     try:
@@ -241,6 +244,34 @@ def test_read_over_serial_pty(sims: Simulators) -> None:
     _check_read(out, meter, *_window(meter))
 
 
+def test_small_max_info_field_segments_frames_the_meter_accepts(sims: Simulators) -> None:
+    """32-byte information fields: the AARQ and the profile GET go out in segments."""
+    meter = sims.pty_meter
+    before = sims.pty_stats.segments_rx
+    result = hes(
+        "read", "--serial", sims.pty_device, "--physical-address", str(PHYSICAL),
+        "--max-info-field", "32", *_read_args(meter),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["negotiated"]["max_info_tx"] == out["negotiated"]["max_info_rx"] == 32
+    assert sims.pty_stats.segments_rx > before
+    _check_read(out, meter, *_window(meter))
+
+
+def test_small_pdu_size_makes_the_meter_answer_in_blocks(sims: Simulators) -> None:
+    address = f"127.0.0.1:{sims.tcp_port}"
+    plain = _json(hes("read", "--tcp", address, *_read_args(sims.tcp_meter)))
+    result = hes("read", "--tcp", address, "--max-pdu-size", "64", *_read_args(sims.tcp_meter))
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["negotiated"]["client_max_pdu_size"] == 64
+    assert plain["negotiated"]["client_max_pdu_size"] == 65535
+    # The same values, but the profile came in 64-byte GET blocks: many more round trips.
+    assert out["link"]["round_trips"] > plain["link"]["round_trips"] + 10
+    _check_read(out, sims.tcp_meter, *_window(sims.tcp_meter))
+
+
 # ---------------------------------------------------------------------------------- errors
 
 
@@ -287,10 +318,26 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--tcp", "127.0.0.1:http"], "port 'http' is not a number"),
         (["--tcp", "127.0.0.1:4059", "--from", "yesterday"], "--from: 'yesterday' is not an ISO"),
         (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none or lls"),
+        (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "11"], "--max-pdu-size 11: give 12..65535"),
+        (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "70000"], "--max-pdu-size 70000: give"),
+        (["--tcp", "127.0.0.1:4059", "--max-info-field", "64"], "--max-info-field is an HDLC"),
+        (["--serial", "/dev/null", "--max-info-field", "0"], "--max-info-field 0: give 1..2030"),
+        (["--hdlc-tcp", "h:1", "--max-info-field", "2031"], "--max-info-field 2031: give"),
+        # From the issue's list: a missing password, a malformed OBIS code, a port without
+        # a host; each was a Python traceback before.
+        (["--tcp", "127.0.0.1:4059", "--auth", "lls"], "--auth lls needs the meter's password"),
+        (["--tcp", "127.0.0.1:4059", "--obis", "1.2.3"], "--obis '1.2.3': not an OBIS code"),
+        (["--tcp", "127.0.0.1:4059", "--obis", "1.0.1.8.0.256"], "OBIS group above 255"),
+        (["--tcp", "127.0.0.1:4059", "--profile", "load"], "--profile 'load': not an OBIS"),
+        (["--tcp", ":4059"], "--tcp ':4059': missing host"),
+        (["--hdlc-tcp", "127.0.0.1"], "--hdlc-tcp '127.0.0.1': give HOST:PORT"),
+        (["--serial", "/dev/null", "--baud", "-5"], "--baud -5: give a baud rate above 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
-    result = hes("read", *args)
+    result = hes("read", *args, env={"HES_PASSWORD": ""})
     assert result.returncode == 2
     assert message in result.stderr
-    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    out = _json(result)
+    assert out["error"] == "usage" and message in out["detail"]

@@ -272,6 +272,10 @@ class ClientAssociation:
         return Done(response.data)
 
     def _aare(self, pending: _Pending, response: object) -> ClientEvent:
+        if isinstance(response, ExceptionResult):
+            # Some meters refuse an AARQ with a bare ExceptionResponse instead of an AARE
+            # carrying it in its user-information: classify it the same way.
+            raise self._refused_by_exception(response)
         if not isinstance(response, AareInfo):
             raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
         if not response.accepted:
@@ -325,6 +329,18 @@ class ClientAssociation:
         security.check_server_reply(answer)
         return Associated(pending.aare)
 
+    def _refused_by_exception(self, exc: ExceptionResult) -> DlmsError:
+        """An AARQ answered by an ExceptionResponse alone (no AARE around it)."""
+        text = (
+            f"{self.peer}: association refused by an ExceptionResponse "
+            f"(state-error {exc.state_error}, service-error {exc.service_error})"
+        )
+        if exc.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
+            return _counter_rejected(text, exc.invocation_counter)
+        if exc.service_error == ServiceErrorCode.DECIPHERING_ERROR:
+            return KeyRejected(f"{text}: the meter could not decipher the AARQ")
+        return AssociationRefused(text)
+
     def _refused(self, response: AareInfo) -> DlmsError:
         text = (
             f"{self.peer}: association refused "
@@ -332,11 +348,7 @@ class ClientAssociation:
         )
         exc = response.exception
         if exc is not None and exc.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
-            return InvocationCounterRejected(
-                f"{text}: invocation counter rejected, meter expects at least "
-                f"{exc.invocation_counter}",
-                exc.invocation_counter,
-            )
+            return _counter_rejected(text, exc.invocation_counter)
         if (
             response.initiate_error_choice == ServiceErrorChoice.APPLICATION_REFERENCE
             and response.initiate_error == ApplicationReferenceError.DECIPHERING_ERROR
@@ -399,11 +411,15 @@ class ClientAssociation:
             if response.service_error == ServiceErrorCode.DECIPHERING_ERROR:
                 return DecipheringRejected(f"{what}: the meter could not decipher the request")
             if response.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
-                return InvocationCounterRejected(
-                    f"{what}: invocation counter rejected, meter expects at least "
-                    f"{response.invocation_counter}",
-                    response.invocation_counter,
-                )
+                return _counter_rejected(what, response.invocation_counter)
         if isinstance(response, ExceptionResult | ServiceErrorResult):
             return ServiceError(f"{what}: meter answered {response}")
         return ProtocolError(f"{what}: unexpected {type(response).__name__}{where}")
+
+
+def _counter_rejected(text: str, expected: int | None) -> InvocationCounterRejected:
+    if expected is None:
+        return InvocationCounterRejected(f"{text}: invocation counter rejected", None)
+    return InvocationCounterRejected(
+        f"{text}: invocation counter rejected, meter expects at least {expected}", expected
+    )
