@@ -89,17 +89,18 @@ def _create_tables() -> None:
     )
     op.create_table(
         _NEW,
+        # 8-byte columns first, then 4, 2 and text: no alignment padding in a PostgreSQL row
+        Column("started_us", BigInteger, nullable=False),
+        Column("finished_us", BigInteger),
+        Column("bytes_tx", BigInteger, nullable=False),
+        Column("bytes_rx", BigInteger, nullable=False),
         Column("day", Integer, nullable=False),
         Column("meter_key", Integer, nullable=False),
-        Column("started_us", BigInteger, nullable=False),
         Column("run_key", Integer, nullable=False),
-        Column("finished_us", BigInteger),
+        Column("round_trips", Integer, nullable=False),
         Column("outcome", SmallInteger, nullable=False),
         Column("error_class", String(64)),
         Column("error", Text),
-        Column("bytes_tx", BigInteger, nullable=False),
-        Column("bytes_rx", BigInteger, nullable=False),
-        Column("round_trips", Integer, nullable=False),
         CheckConstraint("outcome IN (0, 1, 2)", name="ck_read_attempts_outcome"),
         PrimaryKeyConstraint("day", "meter_key", "started_us", "run_key", name="pk_read_attempts"),
         sqlite_with_rowid=False,
