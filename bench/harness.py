@@ -49,8 +49,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import text
-
 from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport
@@ -366,32 +364,25 @@ class AttemptRow:
 
 
 def read_attempts(db_path: Path) -> list[AttemptRow]:
-    """Every read attempt of the run, with its meter's link, from the collector's database."""
+    """Every read attempt of the run of an inventory meter, with its meter's link, from the
+    collector's database."""
     db = open_database(db_path)
     try:
-        rows = db.execute_read(
-            text(
-                "SELECT a.meter_id, a.started, a.finished, a.round_trips, a.outcome, m.link_id, "
-                "a.bytes_tx + a.bytes_rx FROM read_attempts a JOIN meters m USING (meter_id)"
-            )
-        )
+        links = {m.meter_id: m.link_id for m in db.meters()}
+        attempts = db.attempts()
     finally:
         db.close()
     out: list[AttemptRow] = []
-    for meter_id, started, finished, rts, outcome, link, nbytes in rows:
-        a, b = _as_dt(started), _as_dt(finished)
+    for a in attempts:
+        if a.meter_id not in links:
+            continue
+        if a.finished is None:
+            raise BenchError(f"the attempt of {a.meter_id} started {a.started} has no end")
         out.append(
-            AttemptRow(meter_id, (b - a).total_seconds(), int(rts), outcome, link, a, b,
-                       int(nbytes))
+            AttemptRow(a.meter_id, (a.finished - a.started).total_seconds(), a.round_trips,
+                       a.outcome, links[a.meter_id], a.started, a.finished, a.bytes_tx + a.bytes_rx)
         )  # fmt: skip
     return out
-
-
-def _as_dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def session_figures(attempts: Sequence[AttemptRow]) -> dict[str, Any]:

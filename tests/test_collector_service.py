@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from test_collector_fleet import (
     CHANNELS,
     DAY,
@@ -65,12 +64,9 @@ async def fleet(tmp_path: Path, db: Database) -> AsyncIterator[Fleet]:
 
 
 def attempts_by_meter(db: Database) -> dict[str, list[tuple[str, str | None]]]:
-    a = schema.read_attempts
     out: dict[str, list[tuple[str, str | None]]] = {}
-    for meter, outcome, cls in db.execute_read(
-        select(a.c.meter_id, a.c.outcome, a.c.error_class).order_by(a.c.started)
-    ):
-        out.setdefault(meter, []).append((outcome, cls))
+    for a in sorted(db.attempts(), key=lambda a: a.started):
+        out.setdefault(a.meter_id, []).append((a.outcome, a.error_class))
     return out
 
 
