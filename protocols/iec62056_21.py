@@ -46,6 +46,7 @@ __all__ = [
     "BAUD_RATES",
     "BAUD_SWITCH_DELAY_S",
     "INITIAL_BAUD",
+    "REACTION_TIME_S",
     "ClientSignOn",
     "HdlcSelected",
     "Identification",
@@ -55,6 +56,8 @@ __all__ = [
     "SignOnRequest",
     "SignOnRequested",
     "baud_char",
+    "with_even_parity",
+    "without_even_parity",
 ]
 
 #: Baud rate character of the identification and the acknowledgement (modes C and E).
@@ -89,6 +92,35 @@ _ADDRESS = re.compile(r"[A-Za-z0-9]{0,32}")
 _MANUFACTURER = re.compile(r"[A-Za-z]{3}")
 # Printable ASCII other than "/" and "!" (the start and end characters of a request).
 _IDENT = re.compile(r"[\x20-\x20\x22-\x2e\x30-\x7e]{0,16}")
+
+
+# Each 7-bit character with bit 7 set to make the number of one bits even.
+_PARITY = bytes(c | (0x80 if bin(c).count("1") % 2 else 0) for c in range(128)) * 2
+
+
+def with_even_parity(data: bytes) -> bytes:
+    """7E1 characters as an 8N1 port sends them: the same bits on the wire, with bit 7
+    the even parity of bits 0-6. ValueError for a byte that is not 7-bit."""
+    if any(b > 0x7F for b in data):
+        raise ValueError(f"{data!r}: 7E1 carries 7-bit characters only")
+    return data.translate(_PARITY)
+
+
+def without_even_parity(data: bytes, *, drop_errors: bool = False) -> bytes:
+    """7E1 characters as an 8N1 port reads them: bit 7 checked and cleared.
+
+    A character whose parity is wrong raises DecodeError naming it, or with
+    ``drop_errors`` is dropped, as a 7E1 UART drops a character with a parity error.
+    """
+    out = bytearray()
+    for pos, b in enumerate(data):
+        if _PARITY[b & 0x7F] == b:
+            out.append(b & 0x7F)
+        elif not drop_errors:
+            raise DecodeError(
+                f"IEC 62056-21: parity error (7E1) in byte {pos} 0x{b:02x} of {data!r}"
+            )
+    return bytes(out)
 
 
 def baud_char(rate: int) -> str:

@@ -26,6 +26,8 @@ from protocols.iec62056_21 import (
     SignOnRequest,
     SignOnRequested,
     baud_char,
+    with_even_parity,
+    without_even_parity,
 )
 
 CHEAP = settings(max_examples=200, deadline=None)
@@ -242,3 +244,28 @@ def test_state_machines_on_hostile_streams(chunks: list[bytes]) -> None:
             client.receive_data(chunk)
         except DlmsError:
             client.request()
+
+
+def test_7e1_as_8n1_vectors() -> None:
+    """7E1 on the wire read as 8N1: bit 7 is the even parity of bits 0-6."""
+    assert with_even_parity(SignOnRequest().encode()) == bytes.fromhex("AF 3F 21 8D 0A")
+    assert with_even_parity(OptionSelect.hdlc("5").encode()) == bytes.fromhex("06 B2 35 B2 8D 0A")
+    assert without_even_parity(bytes.fromhex("AF 3F 21 8D 0A")) == b"/?!\r\n"
+    with pytest.raises(DecodeError, match=r"parity error .* byte 0 0x2f"):
+        without_even_parity(b"/?!")
+    assert without_even_parity(b"/?!", drop_errors=True) == b"?!"
+    with pytest.raises(ValueError, match="7-bit"):
+        with_even_parity(b"\x80")
+
+
+@CHEAP
+@given(st.binary(max_size=64))
+def test_parity_round_trip_and_hostile_bytes(data: bytes) -> None:
+    seven = bytes(b & 0x7F for b in data)
+    wire = with_even_parity(seven)
+    assert all(bin(b).count("1") % 2 == 0 for b in wire)
+    assert without_even_parity(wire) == seven
+    try:
+        assert without_even_parity(data) == seven
+    except DecodeError:
+        assert len(without_even_parity(data, drop_errors=True)) < len(data)
