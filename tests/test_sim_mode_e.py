@@ -11,8 +11,13 @@ without enforcing them, so the tests check bytes and order, not the UART.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from test_e2e_read import _Loop, hes
@@ -37,6 +42,7 @@ from simulator.quirks import named
 from simulator.server import HdlcBus
 from simulator.sign_on import SignOnBus
 
+ROOT = Path(__file__).parents[1]
 SEED = 31
 NOW = 1773999600.0  # 2026-03-20T10:00Z
 ENERGY = "1.0.1.8.0.255"
@@ -244,3 +250,39 @@ def test_hes_read_mode_e_over_a_pty(fleet: tuple[Fleet, _Loop]) -> None:
     assert error["error"] == "timeout" and "mode E" in error["detail"]
     usage = hes(*base, "--device-address", "SIM1")
     assert usage.returncode == 2 and "--mode-e" in json.loads(usage.stdout)["detail"]
+
+
+def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
+    """``hes simulate --pty --mode-e``: a meter whose identification lacks its CR makes
+    ``hes read --mode-e`` fail with a decode error naming what was wrong."""
+    now = time.time()
+    first = next(
+        n for n in range(1, 100) if all(SimulatedMeter(n, SEED).online(now + d) for d in (0, 60))
+    )
+    args = [sys.executable, "-m", "cli", "simulate", "--pty", "--mode-e", "--buses", "1"]
+    args += ["--meters-per-bus", "1", "--seed", str(SEED), "--baud", "0"]
+    args += ["--first-meter", str(first)]
+    args += ["--quirk", "identification-without-cr"]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline() or "{}")
+        (bus,) = info["buses"]
+        assert bus["startup"] == "iec62056-21"
+        result = hes("read", "--serial", bus["device"], "--physical-address", "16", "--mode-e")
+        assert result.returncode == 1, result.stdout + result.stderr
+        error = json.loads(result.stdout)
+        assert error["error"] == "decode" and "does not end with CR LF" in error["detail"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0
+    bad = hes("simulate", "--mode-e", "--buses", "1", "--meters-per-bus", "1")
+    assert bad.returncode != 0 and "--pty" in bad.stdout + bad.stderr
