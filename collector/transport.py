@@ -28,7 +28,7 @@ from protocols.hdlc import (
     Role,
     Transmit,
 )
-from protocols.iec62056_21 import INITIAL_BAUD
+from protocols.iec62056_21 import IDENTIFICATION_WAIT_S, INITIAL_BAUD
 from protocols.wrapper import WrapperDecoder, encode_wrapper
 
 #: How long a clean close may take before the socket is simply dropped.
@@ -327,13 +327,16 @@ def serial_hdlc_transport(
     *,
     startup: str = "hdlc",
     device_address: str = "",
+    sign_on_timeout: float = IDENTIFICATION_WAIT_S,
     **kwargs: Any,
 ) -> HdlcTransport:
     """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1.
 
     ``startup="iec62056-21"``: open at 300 baud 7E1 and sign on first (IEC 62056-21 mode E,
     ``collector.sign_on``), addressing ``device_address`` on a bus; HDLC then runs at the
-    baud rate the meter proposed, not ``baudrate``.
+    baud rate the meter proposed, not ``baudrate``. The identification is waited for
+    ``sign_on_timeout`` (the request is sent ``retries`` + 1 times), not the HDLC frame
+    timeout: at 300 baud it takes most of a second, after up to 1.5 s of reaction time.
     """
     if startup not in STARTUPS:
         raise ValueError(f"startup {startup!r}: use one of {', '.join(STARTUPS)}")
@@ -356,7 +359,6 @@ def serial_hdlc_transport(
         except (OSError, serial.SerialException) as exc:
             raise LinkError(f"cannot open serial port {device}: {exc}") from exc
 
-    frame_timeout = float(kwargs.get("frame_timeout", 3.0))
     retries = int(kwargs.get("retries", 3))
 
     async def sign_on(stream: _Stream) -> SignedOn:
@@ -364,7 +366,7 @@ def serial_hdlc_transport(
             stream,
             stream.writer.transport.get_extra_info("serial"),
             device_address=device_address,
-            timeout=frame_timeout,
+            timeout=sign_on_timeout,
             retries=retries,
             description=f"serial://{device}",
         )

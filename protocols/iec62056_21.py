@@ -28,7 +28,9 @@ and public projects give it):
   identification character" (IEC 62056-21 clause 6.3.2 item 24);
 - the acknowledgement for HDLC is ``06 32 Z 32 0D 0A`` (protocol control ``2`` = HDLC
   protocol procedure, mode ``2`` = binary): openmuc jDLMS, ``Iec21Layer``; jDLMS waits
-  150 ms by default before it switches baud (``baudrateChangeTime``).
+  150 ms by default before it switches baud (``baudrateChangeTime``);
+- a meter answers within a reaction time of 200 ms (20 ms for a lower-case third letter)
+  to 1.5 s (IEC 62056-21, reaction time; pwitab/iec62056-21 applies the lower bounds);
 - the identification proper is at most 16 printable characters other than ``/`` and ``!``
   (IEC 62056-21 clause 6.3.2).
 """
@@ -45,6 +47,7 @@ __all__ = [
     "ACK",
     "BAUD_RATES",
     "BAUD_SWITCH_DELAY_S",
+    "IDENTIFICATION_WAIT_S",
     "INITIAL_BAUD",
     "REACTION_TIME_S",
     "ClientSignOn",
@@ -76,6 +79,8 @@ INITIAL_BAUD = 300
 BAUD_SWITCH_DELAY_S = 0.15
 REACTION_TIME_S = 0.2
 SHORT_REACTION_TIME_S = 0.02
+#: The longest a meter may take to start its answer (IEC 62056-21: 1.5 s).
+MAX_REACTION_TIME_S = 1.5
 ACK = 0x06
 CRLF = b"\r\n"
 #: The protocol control and mode characters of an acknowledgement that selects HDLC.
@@ -87,6 +92,9 @@ MAX_ADDRESS = 32
 MAX_IDENTIFICATION = 16
 #: The longest line either side sends: a request with a 32-character address.
 MAX_LINE = 2 + MAX_ADDRESS + 3
+#: How long a head-end waits for the identification: the longest reaction time, then the
+#: longest identification (``/XXXZ\W``, 16 characters, CR LF) at 300 baud, 10 bits each.
+IDENTIFICATION_WAIT_S = MAX_REACTION_TIME_S + (7 + MAX_IDENTIFICATION + 2) * 10 / INITIAL_BAUD
 
 _ADDRESS = re.compile(r"[A-Za-z0-9]{0,32}")
 _MANUFACTURER = re.compile(r"[A-Za-z]{3}")

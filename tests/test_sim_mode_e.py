@@ -183,10 +183,13 @@ async def test_client_that_skips_the_sign_on_gets_nothing(fleet: tuple[Fleet, _L
         physical_address=target.physical_address,
         startup="iec62056-21",
         device_address="SIM999999999",
-        frame_timeout=0.3,
+        sign_on_timeout=0.5,
         retries=1,
     )
-    with pytest.raises(DlmsTimeout, match="identification for device address 'SIM999999999'"):
+    with pytest.raises(
+        DlmsTimeout,
+        match=r"identification for device address 'SIM999999999' after 2 requests of 0.5 s",
+    ):
         async with Session(wrong, request_timeout=2):
             pass
     assert (await _energy(sim, number))[0] > 0  # the line is still good for a right sign-on
