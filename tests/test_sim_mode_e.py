@@ -16,12 +16,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_collector_fleet import plan_text
 from test_e2e_read import _Loop, hes
+from test_security_collect import stored_vs_truth
 
+from app.collect import CollectOptions, collect_async
+from collector.inventory import import_inventory
+from collector.plan import PlanError, load_plan, parse_plan
 from collector.session import Session
 from collector.transport import open_transport, serial_hdlc_transport
 from protocols.errors import DecodeError, DlmsTimeout, SignOnError
@@ -41,6 +46,7 @@ from simulator.meter import SimulatedMeter
 from simulator.quirks import named
 from simulator.server import HdlcBus
 from simulator.sign_on import SignOnBus
+from storage.database import open_database
 
 ROOT = Path(__file__).parents[1]
 SEED = 31
@@ -289,3 +295,64 @@ def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
     assert proc.returncode == 0
     bad = hes("simulate", "--mode-e", "--buses", "1", "--meters-per-bus", "1")
     assert bad.returncode != 0 and "--pty" in bad.stdout + bad.stderr
+
+
+async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
+    """``hes collect``'s path: a plan group with ``startup = "iec62056-21"`` signs on to
+    each meter of a mode E bus (device address = meter id) and stores the true day."""
+    now = time.time()
+    first = next(
+        n
+        for n in range(1, 1000)
+        if all(SimulatedMeter(k, SEED).online(now + d) for k in (n, n + 1) for d in (0, 300))
+    )
+    spec = FleetSpec(
+        seed=SEED,
+        buses=1,
+        meters_per_bus=2,
+        baudrate=None,
+        bus_endpoint="pty",
+        mode_e=True,
+        first_meter=first,
+    )
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    db_path, plan = tmp_path / "hes.db", tmp_path / "plan.toml"
+    text = plan_text(concurrency=2).replace('name = "all"\n', MODE_E_GROUP)
+    plan.write_text(text, encoding="utf-8")
+    async with Fleet(spec) as fleet:
+        fleet.write_inventory(tmp_path / "fleet.csv")
+        database = open_database(db_path)
+        import_inventory(database, tmp_path / "fleet.csv")
+        database.close()
+        opts = CollectOptions(
+            db=str(db_path),
+            config=str(plan),
+            day=day,
+            run_id="mode-e",
+            concurrency=None,
+            once=False,
+            seed=1,
+            log_file=None,
+        )
+        summary, _ = await collect_async(opts, load_plan(plan))
+        signed = sum(s.bus.sign_ons for s in fleet.bus_servers if isinstance(s.bus, SignOnBus))
+    assert summary.stats.complete == 2, summary.incomplete
+    assert signed >= 2
+    database = open_database(db_path)
+    try:
+        for number in (first, first + 1):
+            assert stored_vs_truth(database, number, SEED, day) == []
+    finally:
+        database.close()
+
+
+MODE_E_GROUP = 'name = "all"\nstartup = "iec62056-21"\ndevice_address = "meter_id"\n'
+
+
+def test_plan_startup_is_checked() -> None:
+    good = parse_plan(plan_text().replace('name = "all"\n', MODE_E_GROUP))
+    assert (good.groups[0].startup, good.groups[0].device_address) == ("iec62056-21", "meter_id")
+    with pytest.raises(PlanError, match=r"group\[0\].startup: 'mode-e': use one of"):
+        parse_plan(plan_text().replace('name = "all"\n', 'startup = "mode-e"\n'))
+    with pytest.raises(PlanError, match=r"group\[0\].device_address"):
+        parse_plan(plan_text().replace('name = "all"\n', 'device_address = "serial"\n'))
