@@ -96,9 +96,10 @@ async def mode_e_start_up(
             break
     if identification is None:
         addressed = f" for device address {device_address!r}" if device_address else ""
+        hint = "" if device_address else " (on a bus of several meters, give the device address)"
         raise DlmsTimeout(
             f"{description}: no IEC 62056-21 identification{addressed} after "
-            f"{retries + 1} requests of {timeout:g} s at {INITIAL_BAUD} baud"
+            f"{retries + 1} requests of {timeout:g} s at {INITIAL_BAUD} baud{hint}"
         )
     await asyncio.sleep(identification.reaction_time_s)
     ack = with_even_parity(machine.acknowledge())

@@ -450,7 +450,7 @@ class Fleet:
         def identify(meter: SimulatedMeter) -> Identification:
             return Identification(MANUFACTURER, char, meter_id_text(meter.meter_id))
 
-        return SignOnBus(bus, select, identify, idle_s=spec.bus_silence_s)
+        return SignOnBus(bus, select, identify)
 
     def _resolve(self, local_ip: str, local_port: int) -> SimulatedMeter | None:
         index = self.addresses.position(local_ip)

@@ -57,6 +57,8 @@ NAMED: dict[str, Quirks] = {
     "block-temporary-failure": Quirks(block_failure=DataAccessResult.TEMPORARY_FAILURE),
     # A mode E identification that ends with LF alone, without the CR before it.
     "identification-without-cr": Quirks(identification=b"/SIM5\\2SIM-LF-ONLY\n"),
+    # An optical port left in mode C: an identification without \2 (no HDLC offered).
+    "identification-mode-c": Quirks(identification=b"/SIM5SIM-MODE-C\r\n"),
 }
 
 

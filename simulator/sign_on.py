@@ -26,10 +26,13 @@ from protocols.iec62056_21 import (
     without_even_parity,
 )
 from simulator.meter import SimulatedMeter
-from simulator.server import DEFAULT_BUS_SILENCE_S, BusReply, HdlcBus
+from simulator.server import BusReply, HdlcBus
 
 #: The manufacturer id simulated meters give in their identification.
 MANUFACTURER = "SIM"
+#: Seconds of silence after which a signed-on meter is back at 300 baud: the usual default
+#: of the HDLC inactivity time-out (IEC HDLC setup object, 120 s).
+IDLE_S = 120.0
 #: Device address -> physical address of the meter it names on this line (None: nobody).
 Selector = Callable[[str], int | None]
 #: The identification a meter sends, at the baud character it proposes.
@@ -45,7 +48,7 @@ class SignOnBus:
         select: Selector,
         identify: Identifier,
         *,
-        idle_s: float = DEFAULT_BUS_SILENCE_S,
+        idle_s: float = IDLE_S,
     ) -> None:
         self.bus = bus
         self.select = select
