@@ -13,10 +13,11 @@ import typer
 from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import HdlcTransport, open_transport
-from contracts.meters import MeterTarget, parse_host_port
+from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DlmsError, InvocationCounterRejected
 from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.iec62056_21 import SignOnRequest
 from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
 
@@ -152,6 +153,14 @@ async def _read(
         "round_trips": transport.stats.round_trips,
         "retransmissions": transport.stats.retransmissions,
     }
+    if isinstance(transport, HdlcTransport) and transport.signed_on is not None:
+        ident = transport.signed_on.identification
+        out["link"]["sign_on"] = {
+            "startup": MODE_E_STARTUP,
+            "manufacturer": ident.manufacturer,
+            "identification": ident.identification,
+            "baud": transport.signed_on.baudrate,
+        }
     return out
 
 
@@ -163,7 +172,24 @@ def read_command(
         str | None, typer.Option("--hdlc-tcp", help="HOST:PORT of a terminal server (HDLC)")
     ] = None,
     serial: Annotated[str | None, typer.Option(help="serial device, e.g. /dev/ttyUSB0")] = None,
-    baud: Annotated[int, typer.Option(help="serial baud rate (8N1)")] = 9600,
+    baud: Annotated[
+        int, typer.Option(help="serial baud rate (8N1); with --mode-e the meter proposes it")
+    ] = 9600,
+    mode_e: Annotated[
+        bool,
+        typer.Option(
+            "--mode-e",
+            help="with --serial: IEC 62056-21 mode E sign-on at 300 baud 7E1 before HDLC "
+            "(optical probes, meters that need it)",
+        ),
+    ] = False,
+    device_address: Annotated[
+        str,
+        typer.Option(
+            help="with --mode-e: the IEC 62056-21 device address in the sign-on request "
+            "(needed on a bus of several meters; often the serial number)"
+        ),
+    ] = "",
     physical_address: Annotated[
         int | None, typer.Option(help="HDLC lower (physical) address of the meter")
     ] = None,
@@ -204,6 +230,15 @@ def read_command(
         raise _usage(f"--auth {auth!r}: use none or lls")
     if baud <= 0:
         raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
+    if (mode_e or device_address) and not serial:
+        raise _usage("--mode-e and --device-address are for --serial ports")
+    if device_address and not mode_e:
+        raise _usage("--device-address goes in the mode E sign-on: add --mode-e")
+    if mode_e:
+        try:
+            SignOnRequest(device_address)
+        except ValueError as exc:
+            raise _usage(f"--device-address: {exc}") from None
     if not MIN_CLIENT_PDU <= max_pdu_size <= 0xFFFF:
         raise _usage(
             f"--max-pdu-size {max_pdu_size}: give {MIN_CLIENT_PDU}..65535 "
@@ -236,7 +271,15 @@ def read_command(
                 raise ValueError(f"{hdlc_tcp!r}: give HOST:PORT of the terminal server")
             target = MeterTarget("hdlc-tcp", host=host, port=port, **common, **hdlc)
         else:
-            target = MeterTarget("serial", device=serial, baudrate=baud, **common, **hdlc)
+            target = MeterTarget(
+                "serial",
+                device=serial,
+                baudrate=baud,
+                startup=MODE_E_STARTUP if mode_e else "hdlc",
+                device_address=device_address,
+                **common,
+                **hdlc,
+            )
     except ValueError as exc:
         option = "--tcp" if tcp else "--hdlc-tcp" if hdlc_tcp else "--serial"
         raise _usage(f"{option} {exc}") from None

@@ -19,6 +19,7 @@ import typer
 
 from app.run import StopSignals, until_stopped
 from contracts.meters import parse_host_port
+from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
 from simulator.push import DEFAULT_PER_DAY, AlarmPusher
@@ -51,6 +52,7 @@ def build_spec(
     area_size: int = 0,
     under_share: float = 0.02,
     quirks: Sequence[str] = (),
+    mode_e: bool = False,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -71,6 +73,13 @@ def build_spec(
         raise ValueError(f"--latency {latency!r}: use none or gprs")
     if baud < 0:
         raise ValueError(f"--baud {baud} must be 0 (no wire time) or a positive rate")
+    if mode_e and not pty:
+        raise ValueError("--mode-e is a serial start-up: use it with --pty")
+    if mode_e and baud:
+        try:
+            baud_char(baud)
+        except ValueError as exc:
+            raise ValueError(f"--mode-e --baud {baud}: {exc}") from None
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
     part = faults / 3
@@ -99,6 +108,7 @@ def build_spec(
         area_size=area_size,
         under_share=under_share,
         quirks=named(quirks),
+        mode_e=mode_e,
     )
 
 
@@ -215,6 +225,14 @@ def simulate_command(
             help="every meter behaves like a meter found in the field (repeat): " + ", ".join(NAMED)
         ),
     ] = None,
+    mode_e: Annotated[
+        bool,
+        typer.Option(
+            "--mode-e",
+            help="with --pty: meters need the IEC 62056-21 mode E sign-on (300 baud, then "
+            "--baud) before HDLC; the device address is the meter id",
+        ),
+    ] = False,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -238,6 +256,7 @@ def simulate_command(
             area_size=area_size,
             under_share=under_share,
             quirks=quirk or [],
+            mode_e=mode_e,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -38,6 +38,15 @@ naming the file and the dotted key. Example::
     events = { every = "1h" }
     clock = { cron = "30 3 * * *" }
 
+    [[group]]
+    name = "optical"
+    match = { transport = "serial", station = "bench*" }
+    startup = "iec62056-21"    # serial meters that need the IEC 62056-21 mode E sign-on
+    device_address = "meter_id"  # sent in the sign-on request ("none": no address)
+    [group.profile]
+    obis = "1.0.99.1.0.255"
+    period_s = 900
+
     [line_loss]                # hes report --line-loss (docs/line-loss.md)
     band = [0.0, 0.10]         # loss rates judged ok, bounds included
     channel = "1.0.1.8.0.255"  # the stored A+ channel it is computed on
@@ -57,11 +66,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from collector.schedule import TASKS, Schedule, ScheduleError, parse_every, parse_until
+from contracts.meters import STARTUPS
 from protocols.cosem import Obis
 from protocols.errors import DecodeError
 from storage.records import MeterRecord
 
 MATCH_FIELDS = ("meter_id", "area", "station", "transport", "link_id")
+#: What a mode E group sends as the sign-on's device address: the meter id, or nothing.
+DEVICE_ADDRESSES = ("meter_id", "none")
 #: Load-profile entries older than this are gone from a typical meter's buffer (62 days in
 #: the simulator, 40-90 days in the field), so gap re-reads further back are pointless.
 MAX_BACK_DAYS = 60
@@ -142,6 +154,10 @@ class Group:
     #: runs it; empty without a ``[group.schedule]`` table (then the service runs the
     #: ``window`` daily, as ``hes collect`` does: :mod:`collector.schedule_jobs`).
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    #: How the group's serial links start: "hdlc", or "iec62056-21" (mode E sign-on first).
+    startup: str = "hdlc"
+    #: With mode E: "meter_id" (the meter id is the sign-on's device address) or "none".
+    device_address: str = "meter_id"
 
     def accepts(self, meter: MeterRecord) -> bool:
         for key, pattern in self.match.items():
@@ -380,6 +396,14 @@ def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
     win.done()
     back_days = reader.integer("back_days", 3, 0, MAX_BACK_DAYS)
     assert back_days is not None
+    startup = reader.get("startup", str, "hdlc")
+    if startup not in STARTUPS:
+        raise reader.fail("startup", f"{startup!r}: use one of {', '.join(STARTUPS)}")
+    device_address = reader.get("device_address", str, "meter_id")
+    if device_address not in DEVICE_ADDRESSES:
+        raise reader.fail(
+            "device_address", f"{device_address!r}: use one of {', '.join(DEVICE_ADDRESSES)}"
+        )
     profile = _profile(reader.sub("profile", required=True))
     try:
         schedules = _schedules(reader.sub("schedule"), tz_name)
@@ -387,7 +411,15 @@ def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
         raise PlanError(f"{exc} (group {name!r})") from None
     reader.done()
     return Group(
-        name, match, profile, tuple(registers), Window(start, deadline), back_days, schedules
+        name,
+        match,
+        profile,
+        tuple(registers),
+        Window(start, deadline),
+        back_days,
+        schedules,
+        startup,
+        device_address,
     )
 
 

@@ -50,6 +50,7 @@ from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
 from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.iec62056_21 import SignOnRequest
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
@@ -123,7 +124,23 @@ AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 
 def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
-    """How to reach an inventory meter, with the plan's HDLC timers."""
+    """How to reach an inventory meter, with the plan's HDLC timers and, for a serial meter
+    of a mode E group, the IEC 62056-21 sign-on (ValueError: the group's ``startup`` does not
+    fit the meter)."""
+    group = plan.group_for(meter)
+    startup, address = "hdlc", ""
+    if group is not None and group.startup != "hdlc":
+        if meter.transport != "serial":
+            raise ValueError(
+                f"group {group.name!r} has startup {group.startup!r}, for serial meters; "
+                f"this one is {meter.transport}"
+            )
+        startup = group.startup
+        address = meter.meter_id if group.device_address == "meter_id" else ""
+        try:
+            SignOnRequest(address)
+        except ValueError as exc:
+            raise ValueError(f"meter_id as the IEC 62056-21 {exc}") from None
     return MeterTarget(
         meter.transport,
         host=meter.host,
@@ -135,6 +152,8 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
         authentication="lls" if meter.authentication == "lls" else "none",
         frame_timeout=plan.timeouts.hdlc_frame_s,
         retries=plan.timeouts.hdlc_retries,
+        startup=startup,
+        device_address=address,
     )
 
 

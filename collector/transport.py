@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from collector.sign_on import MODE_E, STARTUPS, SignedOn, mode_e_start_up
 from contracts.meters import TRANSPORTS, MeterTarget
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
 from protocols.hdlc import (
@@ -27,6 +28,7 @@ from protocols.hdlc import (
     Role,
     Transmit,
 )
+from protocols.iec62056_21 import IDENTIFICATION_WAIT_S, INITIAL_BAUD
 from protocols.wrapper import WrapperDecoder, encode_wrapper
 
 #: How long a clean close may take before the socket is simply dropped.
@@ -45,6 +47,8 @@ class LinkStats:
 
 
 StreamOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+#: What runs on a freshly opened stream before HDLC starts (the mode E sign-on).
+StartUp = Callable[["_Stream"], Awaitable[SignedOn]]
 
 
 class Transport(Protocol):
@@ -192,6 +196,8 @@ class HdlcTransport:
         frame_timeout: float = 3.0,
         retries: int = 3,
         description: str = "hdlc",
+        startup: StartUp | None = None,
+        silence_hint: str = "",
     ) -> None:
         self.local = HdlcAddress(client_sap)
         self.remote = HdlcAddress(logical_address, physical_address, address_size)
@@ -205,13 +211,25 @@ class HdlcTransport:
         self._conn: HdlcConnection | None = None
         #: The link parameters agreed with the meter (UA), once the link is up.
         self.negotiated: HdlcSettings | None = None
+        self._startup = startup
+        #: How the start-up before HDLC ended (None: the link started with HDLC at once).
+        self.signed_on: SignedOn | None = None
+        #: Said after the timeout of an unanswered SNRM: what the silence may mean.
+        self.silence_hint = silence_hint
 
     async def open(self) -> None:
         reader, writer = await self._opener()
         self._stream = _Stream(reader, writer, self.stats)
         self._conn = HdlcConnection(Role.CLIENT, self.local, self.remote, self.settings)
         try:
-            event = await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            if self._startup is not None:
+                self.signed_on = await self._startup(self._stream)
+            try:
+                event = await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            except DlmsTimeout as exc:
+                if not self.silence_hint:
+                    raise
+                raise DlmsTimeout(f"{exc}; {self.silence_hint}") from exc
             assert isinstance(event, Connected)
             self.negotiated = event.settings
         except BaseException:
@@ -303,17 +321,37 @@ def hdlc_tcp_transport(
     return HdlcTransport(opener, **kwargs)
 
 
-def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> HdlcTransport:
-    """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1."""
+def serial_hdlc_transport(
+    device: str,
+    baudrate: int = 9600,
+    *,
+    startup: str = "hdlc",
+    device_address: str = "",
+    sign_on_timeout: float = IDENTIFICATION_WAIT_S,
+    **kwargs: Any,
+) -> HdlcTransport:
+    """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1.
+
+    ``startup="iec62056-21"``: open at 300 baud 7E1 and sign on first (IEC 62056-21 mode E,
+    ``collector.sign_on``), addressing ``device_address`` on a bus; HDLC then runs at the
+    baud rate the meter proposed, not ``baudrate``. The identification is waited for
+    ``sign_on_timeout`` (the request is sent ``retries`` + 1 times), not the HDLC frame
+    timeout: at 300 baud it takes most of a second, after up to 1.5 s of reaction time.
+    """
+    if startup not in STARTUPS:
+        raise ValueError(f"startup {startup!r}: use one of {', '.join(STARTUPS)}")
+    mode_e = startup == MODE_E
 
     async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         import serial
         import serial_asyncio_fast
 
+        # Mode E starts at 300 baud 7E1, made as 8N1 with the parity bit in software
+        # (collector.sign_on): the same bits on the wire, on adapters that lack 7E1 too.
         try:
             return await serial_asyncio_fast.open_serial_connection(
                 url=device,
-                baudrate=baudrate,
+                baudrate=INITIAL_BAUD if mode_e else baudrate,
                 bytesize=serial.EIGHTBITS,
                 parity=serial.PARITY_NONE,
                 stopbits=serial.STOPBITS_ONE,
@@ -321,7 +359,28 @@ def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> H
         except (OSError, serial.SerialException) as exc:
             raise LinkError(f"cannot open serial port {device}: {exc}") from exc
 
-    kwargs.setdefault("description", f"serial://{device}@{baudrate}")
+    retries = int(kwargs.get("retries", 3))
+
+    async def sign_on(stream: _Stream) -> SignedOn:
+        return await mode_e_start_up(
+            stream,
+            stream.writer.transport.get_extra_info("serial"),
+            device_address=device_address,
+            timeout=sign_on_timeout,
+            retries=retries,
+            description=f"serial://{device}",
+        )
+
+    if mode_e:
+        kwargs.setdefault("description", f"serial://{device}@mode-e")
+        kwargs["startup"] = sign_on
+    else:
+        kwargs.setdefault("description", f"serial://{device}@{baudrate}")
+        kwargs.setdefault(
+            "silence_hint",
+            "a meter that needs the IEC 62056-21 mode E sign-on ignores HDLC until it had "
+            'one (hes read --mode-e, startup = "iec62056-21")',
+        )
     return HdlcTransport(opener, **kwargs)
 
 
@@ -347,6 +406,8 @@ def open_transport(target: MeterTarget) -> Transport:
         "retries": target.retries,
     }
     transport: HdlcTransport
+    if target.startup != "hdlc" and target.transport != "serial":
+        raise ValueError(f"startup {target.startup!r} is for serial meters, not {target.transport}")
     if target.transport == "hdlc-tcp":
         if target.host is None or target.port is None:
             raise ValueError("an hdlc-tcp meter needs a host and a port")
@@ -354,7 +415,13 @@ def open_transport(target: MeterTarget) -> Transport:
     elif target.transport == "serial":
         if target.device is None:
             raise ValueError("a serial meter needs a device")
-        transport = serial_hdlc_transport(target.device, target.baudrate, **hdlc_args)
+        transport = serial_hdlc_transport(
+            target.device,
+            target.baudrate,
+            startup=target.startup,
+            device_address=target.device_address,
+            **hdlc_args,
+        )
     else:
         raise ValueError(f"unknown transport {target.transport!r}; use one of {TRANSPORTS}")
     return transport

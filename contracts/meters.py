@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from protocols.xdlms import Authentication
 
 TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
+#: How a serial link starts: HDLC at once, or the IEC 62056-21 mode E sign-on first.
+MODE_E_STARTUP = "iec62056-21"
+STARTUPS = ("hdlc", MODE_E_STARTUP)
 DEFAULT_TCP_PORT = 4059  # IANA port for DLMS/COSEM
 #: Every column an inventory CSV may carry; ``meter_id`` and ``transport`` are required.
 INVENTORY_COLUMNS = (
@@ -57,6 +60,10 @@ class MeterTarget:
     frame_timeout: float = 3.0
     retries: int = 3
     max_info_length: int = 128
+    #: What opens a serial link: "hdlc" (HDLC at once) or "iec62056-21" (mode E sign-on).
+    startup: str = "hdlc"
+    #: The IEC 62056-21 device address sent in the sign-on request ("": none).
+    device_address: str = ""
 
 
 def parse_host_port(text: str, default_port: int = 4059) -> tuple[str, int]:

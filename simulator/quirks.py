@@ -11,6 +11,7 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``rlre_without_llc`` | HDLC: sends its RLRE in an I-frame without the E6 E7 00 LLC header |
 | ``trailing_bytes`` | appends these bytes after the value of every GET-Response-Normal |
 | ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
+| ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.
@@ -33,6 +34,7 @@ class Quirks:
     rlre_without_llc: bool = False
     trailing_bytes: bytes = b""
     block_failure: int | None = None
+    identification: bytes | None = None
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -53,6 +55,10 @@ NAMED: dict[str, Quirks] = {
     "rlre-without-llc": Quirks(rlre_without_llc=True),
     "trailing-bytes": Quirks(trailing_bytes=bytes(range(18))),
     "block-temporary-failure": Quirks(block_failure=DataAccessResult.TEMPORARY_FAILURE),
+    # A mode E identification that ends with LF alone, without the CR before it.
+    "identification-without-cr": Quirks(identification=b"/SIM5\\2SIM-LF-ONLY\n"),
+    # An optical port left in mode C: an identification without \2 (no HDLC offered).
+    "identification-mode-c": Quirks(identification=b"/SIM5SIM-MODE-C\r\n"),
 }
 
 

@@ -59,6 +59,19 @@ DEFAULT_BUS_SILENCE_S = 10.0
 _RLRE = bytes((ApduTag.RLRE,))
 
 
+class Line(Protocol):
+    """What a serial line serves: bytes in, the meters' answer out (``HdlcBus``, or
+    ``simulator.sign_on.SignOnBus`` in front of one)."""
+
+    def respond(self, data: bytes, now: float, mono: float) -> BusReply: ...
+
+    def reset(self) -> None: ...
+
+    def line_baud(self, configured: int | None) -> int | None:
+        """The baud rate the line runs at now (None: no wire time)."""
+        ...
+
+
 class MeterLookup(Protocol):
     """Where a bus finds the meter at a physical address (a dict, or a fleet creating it)."""
 
@@ -385,18 +398,40 @@ class HdlcBus:
         """The answer bytes alone (no faults' timing): for callers that need no delay."""
         return self.respond(data, now, time.monotonic()).data
 
-    def respond(self, data: bytes, now: float, mono: float) -> BusReply:
-        """Answer ``data`` at true time ``now``; ``mono`` (monotonic seconds) times faults."""
+    def respond(self, data: bytes, now: float, mono: float, *, only: int | None = None) -> BusReply:
+        """Answer ``data`` at true time ``now``; ``mono`` (monotonic seconds) times faults.
+
+        ``only``: the one physical address listening (the others are not at this baud).
+        """
         reply = BusReply()
         out = bytearray()
         for frame in self._decoder.feed(data):
             if frame.segmented:
                 self.stats.segments_rx += 1
+            if only is not None and frame.destination.lower != only:
+                continue
             out += self._route(frame, now, mono, reply)
             if reply.drop:
                 break
         reply.data = bytes(out)
         return reply
+
+    def line_baud(self, configured: int | None) -> int | None:
+        return configured
+
+    def has_link(self, physical: int) -> bool:
+        """True while some client holds an HDLC link with the meter at ``physical``."""
+        return any(key[0] == physical for key in self._links)
+
+    def powered(self, physical: int, now: float) -> SimulatedMeter | None:
+        """The meter at ``physical`` when it is there and powered, without holding it."""
+        meter = self.meters.get(physical)
+        if meter is None:
+            return None
+        online = self._online(meter, now)
+        if self.release is not None:
+            self.release(meter)
+        return meter if online else None
 
     def reset(self) -> None:
         """Forget every link, as when the terminal-server connection drops."""
@@ -587,9 +622,7 @@ class PtyBus:
     meter answering DM (disconnected mode): a serial line has no connection to close.
     """
 
-    def __init__(
-        self, bus: HdlcBus, *, baudrate: int | None = None, clock: Clock = time.time
-    ) -> None:
+    def __init__(self, bus: Line, *, baudrate: int | None = None, clock: Clock = time.time) -> None:
         self.bus = bus
         self.baudrate = baudrate
         self.clock = clock
@@ -620,10 +653,11 @@ class PtyBus:
             if not data:
                 return
             self.stats.bytes_rx += len(data)
-            await asyncio.sleep(wire_time(len(data), self.baudrate))
+            await asyncio.sleep(wire_time(len(data), self.bus.line_baud(self.baudrate)))
             reply = self.bus.respond(data, self.clock(), time.monotonic())
             if reply.data and self._write_transport is not None:
-                await asyncio.sleep(reply.delay + wire_time(len(reply.data), self.baudrate))
+                rate = self.bus.line_baud(self.baudrate)
+                await asyncio.sleep(reply.delay + wire_time(len(reply.data), rate))
                 self._write_transport.write(reply.data)
                 self.stats.bytes_tx += len(reply.data)
 
