@@ -10,12 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from collector.link_stats import diagnose
 from collector.profile_reader import read_profile
 from collector.session import Session
-from collector.transport import HdlcTransport, open_transport
+from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
-from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.errors import DlmsError, DlmsTimeout, InvocationCounterRejected
 from protocols.hdlc import MAX_INFO_LENGTH
 from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
@@ -81,6 +82,7 @@ def _error_json(exc: DlmsError) -> dict[str, Any]:
 
 
 async def _read(
+    transport: Transport,
     target: MeterTarget,
     password: bytes | None,
     registers: list[str],
@@ -91,7 +93,6 @@ async def _read(
     max_pdu_size: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    transport = open_transport(target)
     async with Session(
         transport,
         authentication=target.authentication,
@@ -145,14 +146,26 @@ async def _read(
             )
     if session.warnings:
         out["warnings"] = session.warnings
-    out["link"] = {
-        "transport": transport.description,
-        "bytes_tx": transport.stats.bytes_tx,
-        "bytes_rx": transport.stats.bytes_rx,
-        "round_trips": transport.stats.round_trips,
-        "retransmissions": transport.stats.retransmissions,
-    }
+    out["link"] = _link_json(transport)
     return out
+
+
+def _link_json(transport: Transport) -> dict[str, Any]:
+    return {"transport": transport.description, **transport.stats.as_json()}
+
+
+def _failure_json(exc: DlmsError, transport: Transport) -> dict[str, Any]:
+    """The error, the link counters and, for an HDLC exchange that timed out, what the
+    counters say about why (nothing arrived, noise, another address answered)."""
+    out = _error_json(exc)
+    if isinstance(exc, DlmsTimeout) and isinstance(transport, HdlcTransport):
+        out.update(diagnose(transport.stats, transport.remote).as_json())
+    out["link"] = _link_json(transport)
+    return out
+
+
+def _stderr_line(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def read_command(
@@ -195,6 +208,9 @@ def read_command(
             "default 128)"
         ),
     ] = None,
+    trace: Annotated[
+        bool, typer.Option(help="print every frame to stderr: hex and what it means")
+    ] = False,
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
@@ -248,11 +264,25 @@ def read_command(
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
     try:
+        transport = open_transport(target, trace=_stderr_line if trace else None)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    try:
         result = asyncio.run(
-            _read(target, secret, obis or [], profile or [], start, end, timeout, max_pdu_size)
+            _read(
+                transport,
+                target,
+                secret,
+                obis or [],
+                profile or [],
+                start,
+                end,
+                timeout,
+                max_pdu_size,
+            )
         )
     except DlmsError as exc:
-        typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
+        typer.echo(json.dumps(_failure_json(exc, transport)), file=sys.stdout)
         raise typer.Exit(1) from None
     except (ValueError, OSError) as exc:
         # Not a meter's answer: the bench itself could not go on (a serial device that

@@ -336,12 +336,16 @@ class FrameDecoder:
     frame hidden behind garbage is still found.
     """
 
-    __slots__ = ("_buffer", "dropped_frames", "last_error")
+    __slots__ = ("_after_frame", "_buffer", "discarded_bytes", "dropped_frames", "last_error")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        #: Candidates that looked like frames but failed a check (HCS, FCS, fields).
         self.dropped_frames = 0
+        #: Bytes that belonged to no valid frame (line noise, a wrong baud rate or parity).
+        self.discarded_bytes = 0
         self.last_error: DecodeError | None = None
+        self._after_frame = False  # buffer[0] is the closing flag of the last frame
 
     @property
     def buffered(self) -> int:
@@ -351,32 +355,60 @@ class FrameDecoder:
     def reset(self) -> None:
         """Forget any partial frame (e.g. after the link was re-established)."""
         self._buffer.clear()
+        self._after_frame = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[HdlcFrame]:
         """Add received bytes; return the complete valid frames found, in order."""
+        return [frame for frame, _ in self.feed_raw(data) if frame is not None]
+
+    def feed_raw(
+        self, data: bytes | bytearray | memoryview
+    ) -> list[tuple[HdlcFrame | None, bytes]]:
+        """Like :meth:`feed`, each frame with its bytes as received, and every run of bytes
+        that is part of no valid frame as ``(None, bytes)``: what a trace shows."""
         buf = self._buffer
         buf += data
-        frames: list[HdlcFrame] = []
+        out: list[tuple[HdlcFrame | None, bytes]] = []
+        noise = bytearray()
         while True:
             start = buf.find(FLAG)
             if start < 0:
-                buf.clear()
-                return frames
+                self._discard(len(buf), noise)
+                break
             if start:
-                del buf[:start]
+                self._discard(start, noise)
             verdict = self._candidate_length(buf)
             if verdict == 0:
-                return frames
+                break
             if verdict < 0:
-                del buf[:1]
+                self._discard(1, noise)
                 continue
+            raw = bytes(buf[:verdict])
             try:
-                frames.append(HdlcFrame.decode(buf[:verdict]))
+                frame = HdlcFrame.decode(raw)
             except DecodeError as exc:
                 self._drop(exc)
-                del buf[:1]
+                self._discard(1, noise)
                 continue
+            if noise:
+                out.append((None, bytes(noise)))
+                noise.clear()
+            out.append((frame, raw))
             del buf[: verdict - 1]  # keep the closing flag: it may open the next frame
+            self._after_frame = True
+        if noise:
+            out.append((None, bytes(noise)))
+        return out
+
+    def _discard(self, count: int, noise: bytearray) -> None:
+        """Drop ``count`` bytes from the buffer's head as noise; the last frame's closing
+        flag, kept in case it opened the next one, is not noise."""
+        buf = self._buffer
+        first = 1 if self._after_frame and count else 0
+        self._after_frame = False
+        noise += buf[first:count]
+        self.discarded_bytes += count - first
+        del buf[:count]
 
     def _drop(self, exc: DecodeError) -> None:
         self.dropped_frames += 1

@@ -297,7 +297,9 @@ def test_silent_meter_is_a_timeout(sims: Simulators) -> None:
         "--frame-timeout", "0.1", "--retries", "1",
     )  # fmt: skip
     assert result.returncode == 1
-    assert _json(result)["error"] == "timeout"
+    out = _json(result)
+    assert out["error"] == "timeout"
+    assert out["diagnosis"] == "nothing_arrived" and out["link"]["bytes_rx"] == 0
 
 
 def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
@@ -341,3 +343,37 @@ def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str
     assert "Traceback" not in result.stderr
     out = _json(result)
     assert out["error"] == "usage" and message in out["detail"]
+
+
+# ---------------------------------------------------------------------------------- trace
+
+
+def test_trace_prints_every_frame_to_stderr(sims: Simulators) -> None:
+    result = hes(
+        "read", "--serial", sims.pty_device, "--physical-address", str(PHYSICAL),
+        "--obis", A_PLUS, "--trace",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)  # stdout stays the JSON alone
+    lines = result.stderr.splitlines()
+    assert all(line[:3] in ("tx ", "rx ") and "  | HDLC " in line for line in lines), lines
+    summaries = [line.split("  | ", 1)[1] for line in lines]
+    assert summaries[0] == f"HDLC SNRM to 1/{PHYSICAL} from 16 P/F"
+    assert summaries[1].startswith(f"HDLC UA to 16 from 1/{PHYSICAL} P/F info")
+    assert summaries[2].endswith(": AARQ") and summaries[3].endswith(": AARE")
+    # the register's value and scaler_unit in one request
+    assert summaries[6].endswith("info 27: GET-Request-With-List 2 items")
+    assert summaries[7].endswith(": GET-Response-With-List 2 items")
+    assert summaries[-2].startswith("HDLC DISC") and summaries[-1].startswith("HDLC UA")
+    tx = sum(len(line.split("  | ")[0].split()) - 1 for line in lines if line.startswith("tx"))
+    assert tx == out["link"]["bytes_tx"]  # every byte sent is in the trace
+
+
+def test_trace_over_the_tcp_wrapper(sims: Simulators) -> None:
+    result = hes("read", "--tcp", f"127.0.0.1:{sims.tcp_port}", "--trace")
+    assert result.returncode == 0, result.stderr
+    summaries = [line.split("  | ", 1)[1] for line in result.stderr.splitlines()]
+    assert summaries[0] == "wrapper wPort 16->1 length 31: AARQ"
+    assert summaries[1].startswith("wrapper wPort 1->16 length") and summaries[1].endswith("AARE")
+    assert "GET-Request-Normal 8/0.0.1.0.0.255/2" in summaries[2]
+    assert summaries[-1].endswith("RLRE")
