@@ -34,6 +34,7 @@ from protocols.wrapper import WrapperDecoder, WrapperPdu, encode_wrapper
 __all__ = [
     "HdlcTransport",
     "LinkStats",
+    "StreamOpener",
     "TcpWrapperTransport",
     "Trace",
     "Transport",

@@ -397,6 +397,11 @@ class HdlcBus:
         self._decoder = FrameDecoder()
         self._links: dict[tuple[int, int], _Link] = {}
 
+    @property
+    def open_links(self) -> int:
+        """HDLC links (sessions) up on the bus now: a client that left none open leaves 0."""
+        return len(self._links)
+
     def feed(self, data: bytes, now: float) -> bytes:
         """The answer bytes alone (no faults' timing): for callers that need no delay."""
         return self.respond(data, now, time.monotonic()).data
