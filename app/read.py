@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
+from app.read_profiles import jsonable, profile_json
 from collector.link_stats import diagnose
-from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MeterTarget, parse_host_port
@@ -48,28 +49,26 @@ def _parse_time(text: str | None, what: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _clock_json(clock: CosemDateTime) -> dict[str, Any]:
+def _clock_json(clock: CosemDateTime, host: float) -> dict[str, Any]:
+    """The meter clock, and its error against the host clock at ``host`` (the middle of
+    the round trip that read it; positive: the meter is ahead)."""
     try:
-        instant: str | None = clock.to_datetime().isoformat()
+        meter: datetime | None = clock.to_datetime()
     except DlmsError:
-        instant = None
-    return {
-        "datetime": instant,
+        meter = None
+    out: dict[str, Any] = {
+        "datetime": None if meter is None else meter.isoformat(),
         "deviation": clock.deviation,
         "clock_status": clock.clock_status,
         "invalid": clock.invalid,
         "daylight_saving": clock.daylight_saving_active,
+        "host_time": datetime.fromtimestamp(host, UTC).isoformat(),
+        "error_s": None,
     }
+    if meter is not None:
+        aware = meter if meter.tzinfo else meter.replace(tzinfo=UTC)
+        out["error_s"] = round(aware.timestamp() - host, 3)
+    return out
 
 
 def _error_json(exc: DlmsError) -> dict[str, Any]:
@@ -110,8 +109,16 @@ async def _read(
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
         out["negotiated"] = negotiated
+        sent = time.time()
         clock = await session.read_clock()
-        out["clock"] = _clock_json(clock)
+        host = (sent + time.time()) / 2
+        out["clock"] = _clock_json(clock, host)
+        try:
+            meter_now = clock.to_datetime()
+        except DlmsError:
+            meter_now = datetime.fromtimestamp(host, UTC)
+        if meter_now.tzinfo is None:
+            meter_now = meter_now.replace(tzinfo=UTC)
         out["registers"] = []
         for obis in registers:
             try:
@@ -124,26 +131,15 @@ async def _read(
             out["registers"].append(
                 {
                     "obis": reg.obis,
-                    "value": _jsonable(reg.value),
+                    "value": jsonable(reg.value),
                     "unit": reg.unit_name,
-                    "raw": _jsonable(reg.raw),
+                    "raw": jsonable(reg.raw),
                     "scaler": reg.scaler,
                 }
             )
         out["profiles"] = []
         for obis in profiles:
-            data = await read_profile(session, obis, start, end)
-            out["profiles"].append(
-                {
-                    "obis": data.obis,
-                    "capture_period": data.capture_period,
-                    "columns": [str(c) for c in data.columns],
-                    "rows": [
-                        {"timestamp": _jsonable(row.timestamp), "values": _jsonable(row.values)}
-                        for row in data.rows
-                    ],
-                }
-            )
+            out["profiles"].append(await profile_json(session, obis, start, end, meter_now))
     if session.warnings:
         out["warnings"] = session.warnings
     out["link"] = _link_json(transport)
@@ -151,7 +147,8 @@ async def _read(
 
 
 def _link_json(transport: Transport) -> dict[str, Any]:
-    return {"transport": transport.description, **transport.stats.as_json()}
+    hdlc = isinstance(transport, HdlcTransport)
+    return {"transport": transport.description, **transport.stats.as_json(hdlc=hdlc)}
 
 
 def _failure_json(exc: DlmsError, transport: Transport) -> dict[str, Any]:

@@ -44,14 +44,20 @@ class LinkStats:
     frames_other_address: int = 0
     other_address: HdlcAddress | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        """The counters as a JSON object (the other address as logical/physical)."""
+    def as_json(self, *, hdlc: bool = True) -> dict[str, Any]:
+        """The counters as a JSON object (the other address as logical/physical); the
+        frame counters only for an HDLC link (``hdlc``)."""
         other = self.other_address
-        return {
+        out: dict[str, Any] = {
             "bytes_tx": self.bytes_tx,
             "bytes_rx": self.bytes_rx,
             "round_trips": self.round_trips,
             "retransmissions": self.retransmissions,
+        }
+        if not hdlc:
+            return out
+        return {
+            **out,
             "frames_rx": self.frames_rx,
             "frames_from_meter": self.frames_from_meter,
             "frames_bad": self.frames_bad,
