@@ -359,56 +359,73 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[HdlcFrame]:
         """Add received bytes; return the complete valid frames found, in order."""
-        return [frame for frame, _ in self.feed_raw(data) if frame is not None]
+        frames: list[HdlcFrame] = []
+        self._scan(data, frames, None)
+        return frames
 
     def feed_raw(
         self, data: bytes | bytearray | memoryview
     ) -> list[tuple[HdlcFrame | None, bytes]]:
         """Like :meth:`feed`, each frame with its bytes as received, and every run of bytes
         that is part of no valid frame as ``(None, bytes)``: what a trace shows."""
+        items: list[tuple[HdlcFrame | None, bytes]] = []
+        self._scan(data, None, items)
+        return items
+
+    def _scan(
+        self,
+        data: bytes | bytearray | memoryview,
+        frames: list[HdlcFrame] | None,
+        items: list[tuple[HdlcFrame | None, bytes]] | None,
+    ) -> None:
+        """The one decoding loop: frames into ``frames``, or frames and noise into
+        ``items``. Dropped bytes are counted; the last frame's closing flag, kept in case it
+        opens the next frame, is not noise when it turns out not to."""
         buf = self._buffer
         buf += data
-        out: list[tuple[HdlcFrame | None, bytes]] = []
         noise = bytearray()
         while True:
             start = buf.find(FLAG)
-            if start < 0:
-                self._discard(len(buf), noise)
-                break
-            if start:
-                self._discard(start, noise)
+            if start != 0:
+                count = len(buf) if start < 0 else start
+                if items is not None:
+                    noise += buf[:count]
+                self.discarded_bytes += count
+                del buf[:count]
+                self._after_frame = False
+                if start < 0:
+                    break
             verdict = self._candidate_length(buf)
             if verdict == 0:
                 break
+            if verdict > 0:
+                raw = bytes(buf[:verdict])
+                try:
+                    frame = HdlcFrame.decode(raw)
+                except DecodeError as exc:
+                    self._drop(exc)
+                    verdict = -1
             if verdict < 0:
-                self._discard(1, noise)
+                if self._after_frame:
+                    self._after_frame = False
+                else:
+                    self.discarded_bytes += 1
+                    if items is not None:
+                        noise.append(FLAG)
+                del buf[:1]
                 continue
-            raw = bytes(buf[:verdict])
-            try:
-                frame = HdlcFrame.decode(raw)
-            except DecodeError as exc:
-                self._drop(exc)
-                self._discard(1, noise)
-                continue
-            if noise:
-                out.append((None, bytes(noise)))
-                noise.clear()
-            out.append((frame, raw))
+            if items is None:
+                assert frames is not None
+                frames.append(frame)
+            else:
+                if noise:
+                    items.append((None, bytes(noise)))
+                    noise.clear()
+                items.append((frame, raw))
             del buf[: verdict - 1]  # keep the closing flag: it may open the next frame
             self._after_frame = True
-        if noise:
-            out.append((None, bytes(noise)))
-        return out
-
-    def _discard(self, count: int, noise: bytearray) -> None:
-        """Drop ``count`` bytes from the buffer's head as noise; the last frame's closing
-        flag, kept in case it opened the next one, is not noise."""
-        buf = self._buffer
-        first = 1 if self._after_frame and count else 0
-        self._after_frame = False
-        noise += buf[first:count]
-        self.discarded_bytes += count - first
-        del buf[:count]
+        if noise and items is not None:
+            items.append((None, bytes(noise)))
 
     def _drop(self, exc: DecodeError) -> None:
         self.dropped_frames += 1
