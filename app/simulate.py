@@ -51,6 +51,7 @@ def build_spec(
     area_size: int = 0,
     under_share: float = 0.02,
     quirks: Sequence[str] = (),
+    answer_baud: int = 0,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -71,6 +72,10 @@ def build_spec(
         raise ValueError(f"--latency {latency!r}: use none or gprs")
     if baud < 0:
         raise ValueError(f"--baud {baud} must be 0 (no wire time) or a positive rate")
+    if answer_baud < 0:
+        raise ValueError(f"--answer-baud {answer_baud} must be 0 (off) or a positive rate")
+    if answer_baud and not pty:
+        raise ValueError("--answer-baud needs --pty: a TCP port has no baud rate")
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
     part = faults / 3
@@ -99,6 +104,7 @@ def build_spec(
         area_size=area_size,
         under_share=under_share,
         quirks=named(quirks),
+        answer_baudrate=answer_baud or None,
     )
 
 
@@ -215,6 +221,13 @@ def simulate_command(
             help="every meter behaves like a meter found in the field (repeat): " + ", ".join(NAMED)
         ),
     ] = None,
+    answer_baud: Annotated[
+        int,
+        typer.Option(
+            help="with --pty: the meters answer at this rate whatever rate the client set, "
+            "as a bench at the wrong baud rate sees (0: off)"
+        ),
+    ] = 0,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -238,6 +251,7 @@ def simulate_command(
             area_size=area_size,
             under_share=under_share,
             quirks=quirk or [],
+            answer_baud=answer_baud,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -197,6 +197,8 @@ class FleetSpec:
     under_share: float = 0.02
     #: What every meter does differently (``simulator.quirks``; default: nothing).
     quirks: Quirks = NO_QUIRKS
+    #: Pty buses: the rate the meters answer at whatever rate the client set (``PtyBus``).
+    answer_baudrate: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
@@ -217,6 +219,11 @@ class FleetSpec:
             raise ValueError(f"bus endpoint {self.bus_endpoint!r}: use tcp or pty")
         if self.baudrate is not None and self.baudrate <= 0:
             raise ValueError(f"baud rate {self.baudrate} must be positive")
+        if self.answer_baudrate is not None:
+            if self.answer_baudrate <= 0:
+                raise ValueError(f"answer baud rate {self.answer_baudrate} must be positive")
+            if self.bus_endpoint != "pty":
+                raise ValueError("an answer baud rate needs pty buses (a TCP port has no rate)")
         LoopbackRange(self.first_address, self.served_tcp)
         meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
 
@@ -396,7 +403,12 @@ class Fleet:
                 self.buses.append(bus)
                 server: HdlcTcpServer | PtyBus
                 if spec.bus_endpoint == "pty":
-                    server = PtyBus(bus, baudrate=spec.baudrate, clock=self.clock)
+                    server = PtyBus(
+                        bus,
+                        baudrate=spec.baudrate,
+                        clock=self.clock,
+                        answer_baudrate=spec.answer_baudrate,
+                    )
                 else:
                     port = spec.bus_port + b if spec.bus_port else 0
                     server = HdlcTcpServer(
@@ -589,6 +601,8 @@ class Fleet:
             }
             if isinstance(server, PtyBus):
                 entry["device"] = server.device
+                if spec.answer_baudrate is not None:
+                    entry["answer_baud"] = spec.answer_baudrate
             else:
                 entry["host"], entry["port"] = server.host, server.port
             buses.append(entry)

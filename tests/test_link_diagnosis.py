@@ -8,14 +8,20 @@ answers from another physical address, a terminal server whose line carries only
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_e2e_read import _json, _Loop, _quiet_meter, hes
+from test_e2e_read import ROOT, _json, _Loop, _quiet_meter, hes
 
 from collector.link_stats import LinkStats, diagnose
 from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from simulator.meter import SimulatedMeter
 from simulator.server import HdlcBus, PtyBus
 from simulator.uart import resample
 
@@ -182,3 +188,36 @@ def test_uart_resampling() -> None:
     garbled = resample(frame, 19200, 9600)
     assert garbled and FrameDecoder().feed(garbled) == []
     assert resample(frame, 9600, 19200) != frame
+
+
+def test_hes_simulate_answer_baud_gives_a_bench_the_wrong_rate() -> None:
+    """``hes simulate --pty --answer-baud 19200``: a read at 9600 sees noise, at 19200 reads."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "simulate", "--pty", "--buses", "1", "--meters-per-bus",
+         "4", "--baud", "0", "--answer-baud", "19200", "--duration", "60", "--seed", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        (bus,) = json.loads(proc.stdout.readline())["buses"]
+        assert bus["answer_baud"] == 19200
+        # Meter n of the fleet is at physical address 15 + n; one not in a simulated outage.
+        number = next(n for n in range(1, 5) if SimulatedMeter(n, 1).online(time.time()))
+        address = str(15 + number)
+        wrong = _timeout(
+            hes("read", "--serial", bus["device"], "--physical-address", address, *FAST)
+        )
+        assert wrong["diagnosis"] == "no_valid_frame"
+        right = hes(
+            "read", "--serial", bus["device"], "--baud", "19200", "--physical-address", address
+        )
+        assert right.returncode == 0, right.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+
+
+def test_answer_baud_needs_pty_buses() -> None:
+    result = hes("simulate", "--buses", "1", "--meters-per-bus", "1", "--answer-baud", "19200")
+    assert result.returncode != 0
+    assert "--answer-baud needs --pty" in result.stderr
