@@ -22,12 +22,15 @@ from test_e2e_read import ROOT, _json, _Loop, _quiet_meter, hes
 from collector.link_stats import LinkStats, diagnose
 from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, PtyBus
+from simulator.server import HdlcBus, PtyBus, corrupt_hdlc
 from simulator.uart import resample
 
 PHYSICAL = 17
 FAST = ["--frame-timeout", "0.2", "--retries", "1", "--timeout", "2"]
-NOISE = bytes.fromhex("f8 00 80 f8 00 00 98 00 f8 fe 80 00")
+#: What the noisy line answers: bytes of no frame, and a UA whose FCS is damaged.
+NOISE = bytes.fromhex("f8 00 80 f8 00 00 98 00 f8 fe 80 00") + corrupt_hdlc(
+    HdlcFrame(FrameKind.UA, HdlcAddress(16), HdlcAddress(1, 17)).encode()
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,11 @@ def test_noise_over_hdlc_tcp_is_no_valid_frame(noisy_port: int) -> None:
         hes("read", "--hdlc-tcp", f"127.0.0.1:{noisy_port}", "--physical-address", "17", *FAST)
     )
     assert out["diagnosis"] == "no_valid_frame"
-    assert out["link"]["bytes_rx"] == out["link"]["noise_bytes"] == 2 * len(NOISE)
+    assert "2 failed their checksum" in out["hint"]
+    link = out["link"]
+    assert link["bytes_rx"] == 2 * len(NOISE)  # to the SNRM, then to its retransmission
+    assert link["noise_bytes"] == link["bytes_rx"] - 1  # the last flag may yet open a frame
+    assert link["frames_bad"] == 2 and link["frames_rx"] == 0
 
 
 # ------------------------------------------------------------------- the parts, sans-IO
