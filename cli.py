@@ -16,6 +16,7 @@ import typer
 #: Command name -> (module, attribute, whether the attribute is a sub-app of commands).
 COMMANDS: dict[str, tuple[str, str, bool]] = {
     "read": ("app.read", "read_command", False),
+    "scan": ("app.scan", "scan_command", False),
     "simulate": ("app.simulate", "simulate_command", False),
     "meters": ("app.meters", "meters_app", True),
     "collect": ("app.collect", "collect_command", False),

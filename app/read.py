@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from collector.profile_reader import read_profile
+from app.read_profiles import jsonable, profile_json
+from collector.link_stats import diagnose
 from collector.session import Session
-from collector.transport import HdlcTransport, open_transport
+from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
-from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.errors import DlmsError, DlmsTimeout, InvocationCounterRejected
 from protocols.hdlc import MAX_INFO_LENGTH
 from protocols.iec62056_21 import SignOnRequest
 from protocols.xdlms.server import MIN_CLIENT_PDU
@@ -48,28 +50,26 @@ def _parse_time(text: str | None, what: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _clock_json(clock: CosemDateTime) -> dict[str, Any]:
+def _clock_json(clock: CosemDateTime, host: float) -> dict[str, Any]:
+    """The meter clock, and its error against the host clock at ``host`` (the middle of
+    the round trip that read it; positive: the meter is ahead)."""
     try:
-        instant: str | None = clock.to_datetime().isoformat()
+        meter: datetime | None = clock.to_datetime()
     except DlmsError:
-        instant = None
-    return {
-        "datetime": instant,
+        meter = None
+    out: dict[str, Any] = {
+        "datetime": None if meter is None else meter.isoformat(),
         "deviation": clock.deviation,
         "clock_status": clock.clock_status,
         "invalid": clock.invalid,
         "daylight_saving": clock.daylight_saving_active,
+        "host_time": datetime.fromtimestamp(host, UTC).isoformat(),
+        "error_s": None,
     }
+    if meter is not None:
+        aware = meter if meter.tzinfo else meter.replace(tzinfo=UTC)
+        out["error_s"] = round(aware.timestamp() - host, 3)
+    return out
 
 
 def _error_json(exc: DlmsError) -> dict[str, Any]:
@@ -82,6 +82,7 @@ def _error_json(exc: DlmsError) -> dict[str, Any]:
 
 
 async def _read(
+    transport: Transport,
     target: MeterTarget,
     password: bytes | None,
     registers: list[str],
@@ -92,7 +93,6 @@ async def _read(
     max_pdu_size: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    transport = open_transport(target)
     async with Session(
         transport,
         authentication=target.authentication,
@@ -110,8 +110,16 @@ async def _read(
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
         out["negotiated"] = negotiated
+        sent = time.time()
         clock = await session.read_clock()
-        out["clock"] = _clock_json(clock)
+        host = (sent + time.time()) / 2
+        out["clock"] = _clock_json(clock, host)
+        try:
+            meter_now = clock.to_datetime()
+        except DlmsError:
+            meter_now = datetime.fromtimestamp(host, UTC)
+        if meter_now.tzinfo is None:
+            meter_now = meter_now.replace(tzinfo=UTC)
         out["registers"] = []
         for obis in registers:
             try:
@@ -124,35 +132,18 @@ async def _read(
             out["registers"].append(
                 {
                     "obis": reg.obis,
-                    "value": _jsonable(reg.value),
+                    "value": jsonable(reg.value),
                     "unit": reg.unit_name,
-                    "raw": _jsonable(reg.raw),
+                    "raw": jsonable(reg.raw),
                     "scaler": reg.scaler,
                 }
             )
         out["profiles"] = []
         for obis in profiles:
-            data = await read_profile(session, obis, start, end)
-            out["profiles"].append(
-                {
-                    "obis": data.obis,
-                    "capture_period": data.capture_period,
-                    "columns": [str(c) for c in data.columns],
-                    "rows": [
-                        {"timestamp": _jsonable(row.timestamp), "values": _jsonable(row.values)}
-                        for row in data.rows
-                    ],
-                }
-            )
+            out["profiles"].append(await profile_json(session, obis, start, end, meter_now))
     if session.warnings:
         out["warnings"] = session.warnings
-    out["link"] = {
-        "transport": transport.description,
-        "bytes_tx": transport.stats.bytes_tx,
-        "bytes_rx": transport.stats.bytes_rx,
-        "round_trips": transport.stats.round_trips,
-        "retransmissions": transport.stats.retransmissions,
-    }
+    out["link"] = _link_json(transport)
     if isinstance(transport, HdlcTransport) and transport.signed_on is not None:
         ident = transport.signed_on.identification
         out["link"]["sign_on"] = {
@@ -162,6 +153,25 @@ async def _read(
             "baud": transport.signed_on.baudrate,
         }
     return out
+
+
+def _link_json(transport: Transport) -> dict[str, Any]:
+    hdlc = isinstance(transport, HdlcTransport)
+    return {"transport": transport.description, **transport.stats.as_json(hdlc=hdlc)}
+
+
+def _failure_json(exc: DlmsError, transport: Transport) -> dict[str, Any]:
+    """The error, the link counters and, for an HDLC exchange that timed out, what the
+    counters say about why (nothing arrived, noise, another address answered)."""
+    out = _error_json(exc)
+    if isinstance(exc, DlmsTimeout) and isinstance(transport, HdlcTransport):
+        out.update(diagnose(transport.stats, transport.remote).as_json())
+    out["link"] = _link_json(transport)
+    return out
+
+
+def _stderr_line(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def read_command(
@@ -221,6 +231,9 @@ def read_command(
             "default 128)"
         ),
     ] = None,
+    trace: Annotated[
+        bool, typer.Option(help="print every frame to stderr: hex and what it means")
+    ] = False,
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
@@ -291,11 +304,25 @@ def read_command(
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
     try:
+        transport = open_transport(target, trace=_stderr_line if trace else None)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    try:
         result = asyncio.run(
-            _read(target, secret, obis or [], profile or [], start, end, timeout, max_pdu_size)
+            _read(
+                transport,
+                target,
+                secret,
+                obis or [],
+                profile or [],
+                start,
+                end,
+                timeout,
+                max_pdu_size,
+            )
         )
     except DlmsError as exc:
-        typer.echo(json.dumps(_error_json(exc)), file=sys.stdout)
+        typer.echo(json.dumps(_failure_json(exc, transport)), file=sys.stdout)
         raise typer.Exit(1) from None
     except (ValueError, OSError) as exc:
         # Not a meter's answer: the bench itself could not go on (a serial device that

@@ -53,6 +53,7 @@ def build_spec(
     under_share: float = 0.02,
     quirks: Sequence[str] = (),
     mode_e: bool = False,
+    answer_baud: int = 0,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -80,6 +81,10 @@ def build_spec(
             baud_char(baud)
         except ValueError as exc:
             raise ValueError(f"--mode-e --baud {baud}: {exc}") from None
+    if answer_baud < 0:
+        raise ValueError(f"--answer-baud {answer_baud} must be 0 (off) or a positive rate")
+    if answer_baud and not pty:
+        raise ValueError("--answer-baud needs --pty: a TCP port has no baud rate")
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
     part = faults / 3
@@ -109,6 +114,7 @@ def build_spec(
         under_share=under_share,
         quirks=named(quirks),
         mode_e=mode_e,
+        answer_baudrate=answer_baud or None,
     )
 
 
@@ -233,6 +239,13 @@ def simulate_command(
             "--baud) before HDLC; the device address is the meter id",
         ),
     ] = False,
+    answer_baud: Annotated[
+        int,
+        typer.Option(
+            help="with --pty: the meters answer at this rate whatever rate the client set, "
+            "as a bench at the wrong baud rate sees (0: off)"
+        ),
+    ] = 0,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -257,6 +270,7 @@ def simulate_command(
             under_share=under_share,
             quirks=quirk or [],
             mode_e=mode_e,
+            answer_baud=answer_baud,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -336,12 +336,16 @@ class FrameDecoder:
     frame hidden behind garbage is still found.
     """
 
-    __slots__ = ("_buffer", "dropped_frames", "last_error")
+    __slots__ = ("_after_frame", "_buffer", "discarded_bytes", "dropped_frames", "last_error")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        #: Candidates that looked like frames but failed a check (HCS, FCS, fields).
         self.dropped_frames = 0
+        #: Bytes that belonged to no valid frame (line noise, a wrong baud rate or parity).
+        self.discarded_bytes = 0
         self.last_error: DecodeError | None = None
+        self._after_frame = False  # buffer[0] is the closing flag of the last frame
 
     @property
     def buffered(self) -> int:
@@ -351,32 +355,77 @@ class FrameDecoder:
     def reset(self) -> None:
         """Forget any partial frame (e.g. after the link was re-established)."""
         self._buffer.clear()
+        self._after_frame = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[HdlcFrame]:
         """Add received bytes; return the complete valid frames found, in order."""
+        frames: list[HdlcFrame] = []
+        self._scan(data, frames, None)
+        return frames
+
+    def feed_raw(
+        self, data: bytes | bytearray | memoryview
+    ) -> list[tuple[HdlcFrame | None, bytes]]:
+        """Like :meth:`feed`, each frame with its bytes as received, and every run of bytes
+        that is part of no valid frame as ``(None, bytes)``: what a trace shows."""
+        items: list[tuple[HdlcFrame | None, bytes]] = []
+        self._scan(data, None, items)
+        return items
+
+    def _scan(
+        self,
+        data: bytes | bytearray | memoryview,
+        frames: list[HdlcFrame] | None,
+        items: list[tuple[HdlcFrame | None, bytes]] | None,
+    ) -> None:
+        """The one decoding loop: frames into ``frames``, or frames and noise into
+        ``items``. Dropped bytes are counted; the last frame's closing flag, kept in case it
+        opens the next frame, is not noise when it turns out not to."""
         buf = self._buffer
         buf += data
-        frames: list[HdlcFrame] = []
+        noise = bytearray()
         while True:
             start = buf.find(FLAG)
-            if start < 0:
-                buf.clear()
-                return frames
-            if start:
-                del buf[:start]
+            if start != 0:
+                count = len(buf) if start < 0 else start
+                if items is not None:
+                    noise += buf[:count]
+                self.discarded_bytes += count
+                del buf[:count]
+                self._after_frame = False
+                if start < 0:
+                    break
             verdict = self._candidate_length(buf)
             if verdict == 0:
-                return frames
+                break
+            if verdict > 0:
+                raw = bytes(buf[:verdict])
+                try:
+                    frame = HdlcFrame.decode(raw)
+                except DecodeError as exc:
+                    self._drop(exc)
+                    verdict = -1
             if verdict < 0:
+                if self._after_frame:
+                    self._after_frame = False
+                else:
+                    self.discarded_bytes += 1
+                    if items is not None:
+                        noise.append(FLAG)
                 del buf[:1]
                 continue
-            try:
-                frames.append(HdlcFrame.decode(buf[:verdict]))
-            except DecodeError as exc:
-                self._drop(exc)
-                del buf[:1]
-                continue
+            if items is None:
+                assert frames is not None
+                frames.append(frame)
+            else:
+                if noise:
+                    items.append((None, bytes(noise)))
+                    noise.clear()
+                items.append((frame, raw))
             del buf[: verdict - 1]  # keep the closing flag: it may open the next frame
+            self._after_frame = True
+        if noise and items is not None:
+            items.append((None, bytes(noise)))
 
     def _drop(self, exc: DecodeError) -> None:
         self.dropped_frames += 1

@@ -201,6 +201,8 @@ class FleetSpec:
     quirks: Quirks = NO_QUIRKS
     #: Pty buses whose meters need the IEC 62056-21 mode E sign-on before HDLC.
     mode_e: bool = False
+    #: Pty buses: the rate the meters answer at whatever rate the client set (``PtyBus``).
+    answer_baudrate: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
@@ -225,6 +227,11 @@ class FleetSpec:
             if self.bus_endpoint != "pty":
                 raise ValueError("mode E is a serial start-up: use it with pty buses")
             baud_char(self.mode_e_baud)
+        if self.answer_baudrate is not None:
+            if self.answer_baudrate <= 0:
+                raise ValueError(f"answer baud rate {self.answer_baudrate} must be positive")
+            if self.bus_endpoint != "pty":
+                raise ValueError("an answer baud rate needs pty buses (a TCP port has no rate)")
         LoopbackRange(self.first_address, self.served_tcp)
         meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
 
@@ -410,7 +417,12 @@ class Fleet:
                 server: HdlcTcpServer | PtyBus
                 if spec.bus_endpoint == "pty":
                     line = self._sign_on_line(bus, b) if spec.mode_e else bus
-                    server = PtyBus(line, baudrate=spec.baudrate, clock=self.clock)
+                    server = PtyBus(
+                        line,
+                        baudrate=spec.baudrate,
+                        clock=self.clock,
+                        answer_baudrate=spec.answer_baudrate,
+                    )
                 else:
                     port = spec.bus_port + b if spec.bus_port else 0
                     server = HdlcTcpServer(
@@ -627,6 +639,8 @@ class Fleet:
                 entry["device"] = server.device
                 if spec.mode_e:
                     entry["startup"] = MODE_E_STARTUP
+                if spec.answer_baudrate is not None:
+                    entry["answer_baud"] = spec.answer_baudrate
             else:
                 entry["host"], entry["port"] = server.host, server.port
             buses.append(entry)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import socket
+import termios
 import time
 import tty
 from collections.abc import Callable, Sequence
@@ -48,6 +50,7 @@ from protocols.wrapper import WrapperDecoder, encode_wrapper
 from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import MeterSession, SimulatedMeter
 from simulator.objects import MeterState
+from simulator.uart import resample
 
 Clock = Callable[[], float]
 MeterResolver = Callable[[str, int], SimulatedMeter | None]
@@ -57,6 +60,12 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 #: end (a pty): long enough for the client's retransmissions to run out.
 DEFAULT_BUS_SILENCE_S = 10.0
 _RLRE = bytes((ApduTag.RLRE,))
+#: termios speed constants -> baud rates, for the rates a bench may set.
+_TERMIOS_RATES: dict[int, int] = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+    if hasattr(termios, f"B{rate}")
+}
 
 
 class Line(Protocol):
@@ -372,6 +381,11 @@ class HdlcBus:
     Sans-IO: ``respond(bytes, now, mono)`` returns what the meters put on the bus in answer.
     Every meter keeps its own HDLC connection and DLMS association, as on a real multidrop
     line. With a :class:`FaultPlan`, each new HDLC link (a session) draws its fault.
+
+    ``answer_any_address``: the physical address of a meter that also takes frames sent to
+    an address no meter on the bus has, and answers them from its own address, as a meter
+    alone on a point-to-point line (an optical head) may: the client sees another address
+    answer.
     """
 
     def __init__(
@@ -383,8 +397,10 @@ class HdlcBus:
         faults: FaultPlan | None = None,
         release: MeterRelease | None = None,
         silence_s: float = DEFAULT_BUS_SILENCE_S,
+        answer_any_address: int | None = None,
     ) -> None:
         self.meters = meters
+        self.answer_any_address = answer_any_address
         self.settings = settings or HdlcSettings()
         self.logical_address = logical_address
         self.faults = faults
@@ -393,6 +409,11 @@ class HdlcBus:
         self.stats = ServerStats()
         self._decoder = FrameDecoder()
         self._links: dict[tuple[int, int], _Link] = {}
+
+    @property
+    def open_links(self) -> int:
+        """HDLC links (sessions) up on the bus now: a client that left none open leaves 0."""
+        return len(self._links)
 
     def feed(self, data: bytes, now: float) -> bytes:
         """The answer bytes alone (no faults' timing): for callers that need no delay."""
@@ -453,6 +474,10 @@ class HdlcBus:
         physical = frame.destination.lower
         if physical is None or frame.destination.upper != self.logical_address:
             return b""
+        own = self.answer_any_address
+        if own is not None and physical != own and self.meters.get(physical) is None:
+            physical = own
+            frame = dataclasses.replace(frame, destination=HdlcAddress(self.logical_address, own))
         key = (physical, frame.source.upper)
         link = self._links.get(key)
         if link is not None and link.fault is SessionFault.NO_ANSWER:
@@ -620,11 +645,25 @@ class PtyBus:
     The simulator keeps the slave side open too, so the master never reads EIO between two
     clients, as a real bus stays powered between two sessions. A dropped link shows as the
     meter answering DM (disconnected mode): a serial line has no connection to close.
+
+    ``answer_baudrate``: the meters answer at this rate whatever rate the client set on its
+    port (the pty's termios tell which); the client then reads what its UART would sample
+    from the meters' line (``simulator.uart``), as a bench at the wrong baud rate does. The
+    meters still understand the client, as meters that detect the caller's rate do, so
+    something comes back to be diagnosed.
     """
 
-    def __init__(self, bus: Line, *, baudrate: int | None = None, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        bus: Line,
+        *,
+        baudrate: int | None = None,
+        clock: Clock = time.time,
+        answer_baudrate: int | None = None,
+    ) -> None:
         self.bus = bus
         self.baudrate = baudrate
+        self.answer_baudrate = answer_baudrate
         self.clock = clock
         self.stats = ServerStats()
         self._master, self._slave = os.openpty()
@@ -655,11 +694,19 @@ class PtyBus:
             self.stats.bytes_rx += len(data)
             await asyncio.sleep(wire_time(len(data), self.bus.line_baud(self.baudrate)))
             reply = self.bus.respond(data, self.clock(), time.monotonic())
-            if reply.data and self._write_transport is not None:
+            out = reply.data
+            if out and self.answer_baudrate is not None:
+                out = resample(out, self.answer_baudrate, self.client_baudrate())
+            if out and self._write_transport is not None:
                 rate = self.bus.line_baud(self.baudrate)
-                await asyncio.sleep(reply.delay + wire_time(len(reply.data), rate))
-                self._write_transport.write(reply.data)
-                self.stats.bytes_tx += len(reply.data)
+                await asyncio.sleep(reply.delay + wire_time(len(out), rate))
+                self._write_transport.write(out)
+                self.stats.bytes_tx += len(out)
+
+    def client_baudrate(self) -> int:
+        """The input rate the client set on its end of the pty (9600 if not a known one)."""
+        speed = termios.tcgetattr(self._slave)[4]
+        return _TERMIOS_RATES.get(speed, 9600)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,15 @@ A_PLUS = "1.0.1.8.0.255"
 VOLTAGE_L1 = "1.0.32.7.0.255"
 UNKNOWN = "1.0.99.99.99.255"
 LOAD_PROFILE = "1.0.99.1.0.255"
+#: The load profile's columns as hes read names them: (name, unit, scaler).
+COLUMNS = [
+    ("clock", None, None),
+    ("status", None, None),
+    ("active energy import (+A)", "Wh", 0),
+    ("active energy export (-A)", "Wh", 0),
+    ("reactive energy import (+R)", "varh", 0),
+    ("reactive energy export (-R)", "varh", 0),
+]
 #: Generous bound on one CLI run, so a hang fails instead of stalling the suite.
 RUN_TIMEOUT_S = 60
 
@@ -162,6 +173,10 @@ def _check_read(out: dict[str, Any], meter: SimulatedMeter, start: int, end: int
     mt = meter.meter_time(NOW)
     clock = out["clock"]
     assert datetime.fromisoformat(clock["datetime"]).timestamp() == pytest.approx(mt, abs=0.011)
+    # The simulator's clock is frozen at NOW, months from the host's: the error says by how much.
+    host = datetime.fromisoformat(clock["host_time"]).timestamp()
+    assert clock["error_s"] == pytest.approx(mt - host, abs=0.01)
+    assert abs(host - time.time()) < RUN_TIMEOUT_S
     assert (clock["deviation"], clock["clock_status"], clock["invalid"]) == (0, 0, False)
     now = model.registers(meter.spec, mt)
     a_plus, volts, unknown = out["registers"]
@@ -178,7 +193,13 @@ def _check_read(out: dict[str, Any], meter: SimulatedMeter, start: int, end: int
     assert unknown["obis"] == UNKNOWN and unknown["error"] == "object_undefined"
     (profile,) = out["profiles"]
     assert profile["obis"] == LOAD_PROFILE and profile["capture_period"] == 900
-    assert len(profile["columns"]) == 6
+    assert profile["name"] == "load profile 1"
+    assert profile["range"] == {
+        "from": datetime.fromtimestamp(start, UTC).isoformat(),
+        "to": datetime.fromtimestamp(end, UTC).isoformat(),
+    }  # both ends given: no default, no note
+    assert [(c["name"], c["unit"], c["scaler"]) for c in profile["columns"]] == COLUMNS
+    assert all(r["raw"] == r["values"] for r in profile["rows"])  # scaler 0: the same
     rows = [
         (int(datetime.fromisoformat(r["timestamp"]).timestamp()), *r["values"][1:])
         for r in profile["rows"]
@@ -297,7 +318,9 @@ def test_silent_meter_is_a_timeout(sims: Simulators) -> None:
         "--frame-timeout", "0.1", "--retries", "1",
     )  # fmt: skip
     assert result.returncode == 1
-    assert _json(result)["error"] == "timeout"
+    out = _json(result)
+    assert out["error"] == "timeout"
+    assert out["diagnosis"] == "nothing_arrived" and out["link"]["bytes_rx"] == 0
 
 
 def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
@@ -341,3 +364,90 @@ def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str
     assert "Traceback" not in result.stderr
     out = _json(result)
     assert out["error"] == "usage" and message in out["detail"]
+
+
+# ---------------------------------------------------------------------------------- trace
+
+
+def test_trace_prints_every_frame_to_stderr(sims: Simulators) -> None:
+    result = hes(
+        "read", "--serial", sims.pty_device, "--physical-address", str(PHYSICAL),
+        "--obis", A_PLUS, "--trace",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)  # stdout stays the JSON alone
+    lines = result.stderr.splitlines()
+    assert all(line[:3] in ("tx ", "rx ") and "  | HDLC " in line for line in lines), lines
+    summaries = [line.split("  | ", 1)[1] for line in lines]
+    assert summaries[0] == f"HDLC SNRM to 1/{PHYSICAL} from 16 P/F"
+    assert summaries[1].startswith(f"HDLC UA to 16 from 1/{PHYSICAL} P/F info")
+    assert summaries[2].endswith(": AARQ") and summaries[3].endswith(": AARE")
+    # the register's value and scaler_unit in one request
+    assert summaries[6].endswith("info 27: GET-Request-With-List 2 items")
+    assert summaries[7].endswith(": GET-Response-With-List 2 items")
+    assert summaries[-2].startswith("HDLC DISC") and summaries[-1].startswith("HDLC UA")
+    tx = sum(len(line.split("  | ")[0].split()) - 1 for line in lines if line.startswith("tx"))
+    assert tx == out["link"]["bytes_tx"]  # every byte sent is in the trace
+
+
+def test_trace_over_the_tcp_wrapper(sims: Simulators) -> None:
+    result = hes("read", "--tcp", f"127.0.0.1:{sims.tcp_port}", "--trace")
+    assert result.returncode == 0, result.stderr
+    summaries = [line.split("  | ", 1)[1] for line in result.stderr.splitlines()]
+    assert summaries[0] == "wrapper wPort 16->1 length 31: AARQ"
+    assert summaries[1].startswith("wrapper wPort 1->16 length") and summaries[1].endswith("AARE")
+    assert "GET-Request-Normal 8/0.0.1.0.0.255/2" in summaries[2]
+    assert summaries[-1].endswith("RLRE")
+
+
+# ---------------------------------------------------------------------------------- profile ranges
+
+
+def _profile(sims: Simulators, *args: str) -> dict[str, Any]:
+    result = hes("read", "--tcp", f"127.0.0.1:{sims.tcp_port}", "--profile", LOAD_PROFILE, *args)
+    assert result.returncode == 0, result.stderr
+    (profile,) = _json(result)["profiles"]
+    return profile
+
+
+def test_profile_without_a_range_reads_the_last_day_and_says_so(sims: Simulators) -> None:
+    profile = _profile(sims)
+    mt = sims.tcp_meter.meter_time(NOW)
+    first = datetime.fromisoformat(profile["range"]["from"]).timestamp()
+    last = datetime.fromisoformat(profile["range"]["to"]).timestamp()
+    assert last == pytest.approx(mt, abs=0.011) and last - first == 86400
+    assert profile["range"]["default"] == "no --from/--to: the last 24 h up to the meter clock"
+    truth = model.ground_truth(sims.tcp_meter.meter_id, SEED, math.ceil(first), int(last) + 1)
+    rows = [
+        (int(datetime.fromisoformat(r["timestamp"]).timestamp()), *r["values"][1:])
+        for r in profile["rows"]
+    ]
+    assert rows == truth.load_profile and len(rows) == 96
+
+
+def test_profile_with_one_end_fills_the_other_and_says_so(sims: Simulators) -> None:
+    start, end = _window(sims.tcp_meter)
+    only_to = _profile(sims, "--to", _iso(end))
+    assert only_to["range"]["default"] == "no --from: the 24 h before --to"
+    assert len(only_to["rows"]) == 97  # both ends are capture instants
+    only_from = _profile(sims, "--from", _iso(start))
+    assert only_from["range"]["default"] == "no --to: up to the meter clock"
+    assert only_from["rows"][0]["timestamp"] == datetime.fromtimestamp(start, UTC).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("offset_from", "offset_to", "why"),
+    [
+        (2 * model.DAY, 3 * model.DAY, "the range starts after the meter clock"),
+        (-model.DAY + 60, -model.DAY + 300, "no capture instant: the meter captures every 900 s"),
+        (-100 * model.DAY, -99 * model.DAY, "none of the meter's 5952 entries is in the range"),
+    ],
+    ids=["future", "between-captures", "older-than-the-buffer"],
+)
+def test_an_empty_range_says_why(
+    sims: Simulators, offset_from: int, offset_to: int, why: str
+) -> None:
+    now = int(sims.tcp_meter.meter_time(NOW)) // 900 * 900
+    profile = _profile(sims, "--from", _iso(now + offset_from), "--to", _iso(now + offset_to))
+    assert profile["rows"] == []
+    assert why in profile["empty"]
