@@ -234,6 +234,7 @@ async def measure_flow(name: str, count: int, settings: Settings, workdir: Path)
     cpu = figures.pop("consumer_cpu_s")
     return {
         "broker": name,
+        "run_id": spec.run_id,
         "consumers": count,
         "jobs": jobs,
         "complete": complete,
@@ -260,9 +261,14 @@ async def measure_kill(name: str, settings: Settings, workdir: Path) -> dict[str
         producing = asyncio.create_task(broker.enqueue(workload(settings.jobs, date(2026, 12, 3))))
         deadline = time.monotonic() + settings.run_timeout_s
         while True:
-            done, held = consumers.done_count()
-            if done >= settings.jobs * KILL_AT and held[0] > 0:
-                break
+            done, _held = consumers.done_count()
+            if done >= settings.jobs * KILL_AT:
+                # Frozen, its journal cannot change between the look and the kill.
+                consumers.procs[0].send_signal(signal.SIGSTOP)
+                done, held = consumers.done_count()
+                if held[0] > 0:
+                    break
+                consumers.procs[0].send_signal(signal.SIGCONT)
             if done >= settings.jobs or time.monotonic() > deadline:
                 raise BenchFailure(f"{name}: no moment to kill a consumer holding jobs")
             await asyncio.sleep(0.002)
@@ -284,6 +290,7 @@ async def measure_kill(name: str, settings: Settings, workdir: Path) -> dict[str
     figures.pop("consumer_cpu_s")
     return {
         "broker": name,
+        "run_id": spec.run_id,
         "consumers": count,
         "jobs": settings.jobs,
         "complete": complete,

@@ -51,12 +51,20 @@ class NatsQueue(Broker):
         return f"hesbench.{self.spec.run_id}.jobs"
 
     async def connect(self) -> None:
+        errors: list[Exception] = []
+
+        async def error(exc: Exception) -> None:
+            errors.append(exc)
+
         try:
-            self._nc: Client = await nats.connect(
-                NATS_URL, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0
+            # nats.connect itself retries a refused server; the wait_for bounds it.
+            self._nc: Client = await asyncio.wait_for(
+                nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False, error_cb=error),
+                timeout=5,
             )
         except Exception as exc:
-            raise BrokerUnavailable(f"NATS not reachable at {NATS_URL}: {exc!r}") from exc
+            cause = errors[0] if errors else exc
+            raise BrokerUnavailable(f"NATS not reachable at {NATS_URL}: {cause!r}") from exc
         self._js: JetStreamContext = self._nc.jetstream()
         self._sub: JetStreamContext.PullSubscription | None = None
 

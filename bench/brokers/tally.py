@@ -26,6 +26,7 @@ def tally(
     done = Counter(job for j in journals for job, _t in j.done or ())
     last_done = max((t for j in journals for _job, t in j.done or ()), default=None)
     survivors = [j for n, j in enumerate(journals) if n != victim]
+    redelivered = {job for j in journals for job, _t, again in j.claims or () if again}
     cpu = [j.cpu_s for j in survivors]
     out: dict[str, Any] = {
         "completed": sum(1 for job in range(jobs) if done[job]),
@@ -35,17 +36,17 @@ def tally(
         "last_done_t": last_done,
         "consumer_cpu_s": None if None in cpu else sum(c for c in cpu if c is not None),
         "per_consumer_done": [len(j.done or ()) for j in journals],
+        "done_twice_never_redelivered": sum(
+            1 for job, count in done.items() if count > 1 and job not in redelivered
+        ),
     }
     if victim is None or kill_t is None:
         return out
     dead = journals[victim]
     held = {job for job, _t, _r in dead.claims or ()} - {job for job, _t in dead.done or ()}
     first_claim: dict[int, float] = {}
-    flagged: set[int] = set()
     for journal in survivors:
-        for job, t, redelivered in journal.claims or ():
-            if redelivered:
-                flagged.add(job)
+        for job, t, _again in journal.claims or ():
             if job in held and t >= kill_t and t < first_claim.get(job, float("inf")):
                 first_claim[job] = t
     delays = sorted(first_claim[job] - kill_t for job in first_claim)
@@ -53,7 +54,7 @@ def tally(
         held_at_kill=len(held),
         held_claimed_again=len(first_claim),
         held_done_by_survivor=len(held & {job for j in survivors for job, _t in j.done or ()}),
-        redelivered_flagged=len(flagged),
+        redelivered_flagged=len(redelivered),
         redelivery_first_s=_round(delays[0] if delays else None),
         redelivery_median_s=_round(statistics.median(delays) if delays else None),
         redelivery_last_s=_round(delays[-1] if delays else None),
