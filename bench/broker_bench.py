@@ -7,8 +7,10 @@ and ack; K = 1 and 3. Figures: enqueue jobs/s, end-to-end jobs/s (first enqueue 
 completion), CPU µs per job in the producer and in the consumers (``time.process_time`` of
 each process). Then the dead node: the same flow with K consumers, one SIGKILLed while it
 holds unacked jobs (after 30 % of the jobs are done); seconds until another consumer claims
-them, jobs lost (none may be) and done twice. Every stream/queue/schema carries a fresh run
-id and is deleted afterwards. Nothing is asserted; figures go to ``--out``.
+them, jobs lost (none may be) and done twice; and the hung node: the same, one consumer
+frozen (SIGSTOP: its sockets stay open) and resumed once the others are done. Every
+stream/queue/schema carries a fresh run id and is deleted afterwards. Nothing is asserted;
+figures go to ``--out``.
 
     .venv/bin/python -m bench.broker_bench --jobs 3000 --out bench/broker_bench.json
 """
@@ -45,6 +47,8 @@ BUS_METERS = 16
 BUS_EVERY = 4
 #: The kill comes once this share of the jobs is done (and the victim holds some).
 KILL_AT = 0.3
+#: How long a frozen consumer runs again before the end of a hang run.
+RESUMED_S = 1.0
 
 
 class BenchFailure(RuntimeError):
@@ -66,6 +70,8 @@ class Settings:
     run_timeout_s: float
     #: Flow runs per (broker, K); the one of median end-to-end rate is reported.
     repeat: int = 1
+    #: Also the node-hangs run (frozen, then resumed) beside the node-dies one.
+    hang: bool = True
 
 
 def workload(jobs: int, day: date) -> list[bytes]:
@@ -156,25 +162,42 @@ class _Consumers:
             held.append(len(tail.claimed - tail.finished))
         return len(set().union(*(tail.finished for tail in self._tails))), held
 
+    async def freeze(self, n: int) -> None:
+        """SIGSTOP consumer n and wait until the kernel has it stopped (signals are async)."""
+        self.procs[n].send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.procs[n].pid}/stat")
+        for _ in range(1000):
+            # The state is the field after the parenthesised command name.
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return
+            await asyncio.sleep(0.001)
+        raise BenchFailure(f"consumer {n} did not stop on SIGSTOP")
+
     def kill(self, n: int) -> float:
         self.procs[n].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         self.procs[n].wait()
         return killed_at
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (each writes its CPU figure), then SIGKILL whatever is still there."""
+    async def stop(self, timeout: float = 15.0, may_fail: set[int] | None = None) -> None:
+        """SIGTERM (each writes its CPU figure), then SIGKILL whatever is still there.
+
+        BenchFailure if one exits with an error, unless its index is in ``may_fail``. Waits
+        without blocking the loop: the bench's own broker connection keeps its heartbeat."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(proc.poll() is None for proc in self.procs):
+            if time.monotonic() > deadline:
+                for proc in self.procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                raise BenchFailure(f"consumers did not stop on SIGTERM within {timeout} s")
+            await asyncio.sleep(0.02)
         for n, proc in enumerate(self.procs):
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise BenchFailure(f"consumer {n} did not stop on SIGTERM") from None
-            if proc.returncode not in (0, -signal.SIGKILL):
+            if proc.returncode not in (0, -signal.SIGKILL) and n not in (may_fail or set()):
                 raise self._failed(n)
 
 
@@ -220,7 +243,7 @@ async def measure_flow(name: str, count: int, settings: Settings, workdir: Path)
         enqueue_s = time.monotonic() - t0
         producer_cpu_s = time.process_time() - cpu0
         complete = await _wait_done(consumers, settings.jobs, t0 + settings.run_timeout_s)
-        consumers.stop()
+        await consumers.stop()
         figures = tally([read_journal(p) for p in consumers.journals], settings.jobs, None, None)
     finally:
         if consumers is not None:
@@ -250,12 +273,17 @@ async def measure_flow(name: str, count: int, settings: Settings, workdir: Path)
     }
 
 
-async def measure_kill(name: str, settings: Settings, workdir: Path) -> dict[str, Any]:
-    """K consumers at work on the jobs as they come; consumer 0 SIGKILLed holding unacked ones."""
+async def measure_loss(name: str, hang: bool, settings: Settings, workdir: Path) -> dict[str, Any]:
+    """K consumers at work on the jobs as they come; consumer 0 lost holding unacked ones.
+
+    ``hang`` False: SIGKILLed (its sockets close). True: frozen (SIGSTOP, its sockets stay
+    open) until the others have done every job, then resumed, so it finishes, late, the jobs
+    it held: the work a second node did too."""
     spec = _spec(name, settings)
     count = settings.kill_consumers
     broker = await _open(spec)
     consumers: _Consumers | None = None
+    resumed_at = None
     try:
         await broker.create()
         consumers = _Consumers(spec, count, workdir)
@@ -266,39 +294,54 @@ async def measure_kill(name: str, settings: Settings, workdir: Path) -> dict[str
             done, _held = consumers.done_count()
             if done >= settings.jobs * KILL_AT:
                 # Frozen, its journal cannot change between the look and the kill.
-                consumers.procs[0].send_signal(signal.SIGSTOP)
+                await consumers.freeze(0)
+                lost_at = time.monotonic()
                 done, held = consumers.done_count()
                 if held[0] > 0:
                     break
                 consumers.procs[0].send_signal(signal.SIGCONT)
             if done >= settings.jobs or time.monotonic() > deadline:
-                raise BenchFailure(f"{name}: no moment to kill a consumer holding jobs")
+                raise BenchFailure(f"{name}: no moment to stop a consumer holding jobs")
             await asyncio.sleep(0.002)
-        killed_at = consumers.kill(0)
+        if not hang:
+            lost_at = consumers.kill(0)
         await producing
-        complete = await _wait_done(consumers, settings.jobs, killed_at + settings.run_timeout_s)
-        consumers.stop()
+        complete = await _wait_done(consumers, settings.jobs, lost_at + settings.run_timeout_s)
+        if hang:
+            resumed_at = time.monotonic()
+            consumers.procs[0].send_signal(signal.SIGCONT)
+            await asyncio.sleep(RESUMED_S + settings.work_ms / 1000)
+        # A resumed RabbitMQ consumer finds its connection closed by the broker: its acks
+        # fail and it exits with that error, which is the expected end here.
+        await consumers.stop(may_fail={0} if hang else set())
         journals = [read_journal(p) for p in consumers.journals]
-        figures = tally(journals, settings.jobs, 0, killed_at)
+        figures = tally(journals, settings.jobs, 0, lost_at)
     finally:
         if consumers is not None:
             for proc in consumers.procs:
                 if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
                     proc.kill()
                     proc.wait()
         await broker.delete()
         await broker.close()
     figures.pop("last_done_t")
     figures.pop("consumer_cpu_s")
-    return {
+    out = {
         "broker": name,
         "run_id": spec.run_id,
         "consumers": count,
         "jobs": settings.jobs,
+        "how": "SIGSTOP, resumed after the others finished" if hang else "SIGKILL",
         "complete": complete,
-        "killed_after_done": done,
+        "lost_after_done": done,
         **figures,
     }
+    if resumed_at is not None:
+        out["done_by_it_after_resuming"] = sum(
+            1 for _job, t in journals[0].done or () if t >= resumed_at
+        )
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -348,9 +391,13 @@ async def run_bench(settings: Settings, workdir: Path) -> dict[str, Any]:
                 print(f"broker bench: {json.dumps(run)}", file=sys.stderr)
     flows = [_median_run(runs) for runs in tries.values()]
     kills = []
+    hangs = []
     for name in settings.brokers if settings.kill_consumers else ():
-        kills.append(await measure_kill(name, settings, workdir))
+        kills.append(await measure_loss(name, False, settings, workdir))
         print(f"broker bench: {json.dumps(kills[-1])}", file=sys.stderr)
+        if settings.hang:
+            hangs.append(await measure_loss(name, True, settings, workdir))
+            print(f"broker bench: {json.dumps(hangs[-1])}", file=sys.stderr)
     return {
         "machine": {
             "platform": platform.platform(),
@@ -368,6 +415,7 @@ async def run_bench(settings: Settings, workdir: Path) -> dict[str, Any]:
         },
         "flow": flows,
         "node_dies": kills,
+        "node_hangs": hangs,
     }
 
 
@@ -401,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-ms", type=float, default=5.0, help="simulated work per job")
     parser.add_argument("--run-timeout", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--repeat", type=int, default=1, help="flow runs per broker and K")
+    parser.add_argument("--no-hang", action="store_true", help="skip the node-hangs runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "broker_bench.json")
     parser.add_argument("--workdir", type=Path, help="keep the journals and consumer logs here")
     args = parser.parse_args(argv)
@@ -420,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         work_ms=args.work_ms,
         run_timeout_s=args.run_timeout,
         repeat=args.repeat,
+        hang=not args.no_hang,
     )
     started = time.monotonic()
     try:

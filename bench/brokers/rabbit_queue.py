@@ -4,7 +4,9 @@ The broker pushes up to ``prefetch`` unacked messages to each consumer (basic.qo
 no lease: a consumer's unacked messages go back to the queue when its channel or connection
 closes, which for a killed process is at once (the kernel closes its socket); a node that
 hangs with its socket open keeps them until the AMQP heartbeat gives up on it (or the
-broker's ``consumer_timeout``). Messages coming back carry ``redelivered``.
+broker's ``consumer_timeout``). The heartbeat asked for is the run's lease, so a hung node is
+given up after a time comparable to the other candidates' (the default would be 60 s).
+Messages coming back carry ``redelivered``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ class RabbitQueue(Broker):
 
     async def connect(self) -> None:
         try:
-            self._conn: AbstractConnection = await aio_pika.connect(AMQP_URL, timeout=3)
+            # The heartbeat is the lease of the other candidates (60 s by default): how long
+            # the broker waits before it gives a silent, hung node's messages to another.
+            sep = "&" if "?" in AMQP_URL else "?"
+            url = f"{AMQP_URL}{sep}heartbeat={max(1, round(self.spec.lease_s))}"
+            self._conn: AbstractConnection = await aio_pika.connect(url, timeout=3)
         except Exception as exc:
             raise BrokerUnavailable(f"RabbitMQ not reachable at {AMQP_URL}: {exc!r}") from exc
         self._channel: AbstractChannel = await self._conn.channel(publisher_confirms=True)

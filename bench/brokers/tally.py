@@ -43,7 +43,10 @@ def tally(
     if victim is None or kill_t is None:
         return out
     dead = journals[victim]
-    held = {job for job, _t, _r in dead.claims or ()} - {job for job, _t in dead.done or ()}
+    # What it held when it was lost (a hung node resumed later goes on writing).
+    held = {job for job, t, _r in dead.claims or () if t < kill_t} - {
+        job for job, t in dead.done or () if t < kill_t
+    }
     first_claim: dict[int, float] = {}
     for journal in survivors:
         for job, t, _again in journal.claims or ():

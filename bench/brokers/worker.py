@@ -29,6 +29,8 @@ BROKERS: dict[str, type[Broker]] = {
 }
 #: Longest wait of one claim on an empty queue (bounds how late a stop is seen).
 CLAIM_WAIT_S = 0.5
+#: How long a stopping consumer waits for its last acks, and for its connection to close.
+STOP_GRACE_S = 5.0
 
 
 async def _work(delivery: Delivery, spec: RunSpec, journal: Journal) -> None:
@@ -67,9 +69,13 @@ async def consume(broker: Broker, journal: Journal, stop: asyncio.Event) -> None
             in_flight.add(task)
             task.add_done_callback(finished)
     if in_flight:
-        await asyncio.wait(set(in_flight))
+        # Bounded: an ack on a connection the broker has closed (a node that hung too long)
+        # may never complete.
+        await asyncio.wait(set(in_flight), timeout=spec.work_ms / 1000 + STOP_GRACE_S)
     if failures:
         raise failures[0]
+    if in_flight:
+        raise TimeoutError(f"{len(in_flight)} jobs still unacked {STOP_GRACE_S} s after the stop")
 
 
 async def run(spec: RunSpec, journal_path: Path) -> None:
@@ -86,7 +92,7 @@ async def run(spec: RunSpec, journal_path: Path) -> None:
         journal.usage(time.process_time() - cpu0)
     finally:
         journal.close()
-        await broker.close()
+        await asyncio.wait_for(broker.close(), STOP_GRACE_S)
 
 
 def main(argv: list[str] | None = None) -> int:
