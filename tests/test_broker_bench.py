@@ -34,7 +34,7 @@ SETTINGS = Settings(
     consumers=(2,),
     kill_consumers=2,
     brokers=tuple(BROKERS),
-    lease_s=2.0,
+    lease_s=1.0,
     prefetch=8,
     work_ms=2.0,
     run_timeout_s=60.0,
@@ -66,6 +66,31 @@ def test_flow_completes_every_job(result: dict[str, Any], broker: str) -> None:
     assert sum(run["per_consumer_done"]) >= JOBS
     assert run["enqueue_jobs_per_s"] > 0 and run["end_to_end_jobs_per_s"] > 0
     assert run["producer_cpu_us_per_job"] > 0 and run["consumer_cpu_us_per_job"] > 0
+
+
+#: Jobs longer than the lease: the lease must be kept, by NATS in-progress acks and by
+#: PostgreSQL lease updates (RabbitMQ has no lease: the connection keeps the job).
+LONG_JOBS = Settings(
+    jobs=16,
+    consumers=(1,),
+    kill_consumers=0,
+    brokers=("nats", "postgres"),
+    lease_s=2.0,
+    prefetch=16,
+    work_ms=3000.0,
+    run_timeout_s=60.0,
+    hang=False,
+)
+
+
+def test_a_job_longer_than_the_lease_keeps_it(
+    _pg_available: None, nats_server: tuple[str, int], tmp_path: Path
+) -> None:
+    result = asyncio.run(run_bench(LONG_JOBS, tmp_path))
+    assert [run["broker"] for run in result["flow"]] == ["nats", "postgres"]
+    for run in result["flow"]:
+        assert run["complete"] and run["completed"] == LONG_JOBS.jobs, run
+        assert run["redelivered_flagged"] == 0 and run["duplicates"] == 0, run
 
 
 @pytest.mark.parametrize("broker", list(BROKERS))

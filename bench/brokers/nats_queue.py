@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -56,8 +57,14 @@ class NatsQueue(Broker):
         async def error(exc: Exception) -> None:
             errors.append(exc)
 
+        where = urlsplit(NATS_URL)
         try:
-            # nats.connect itself retries a refused server; the wait_for bounds it.
+            # nats.connect itself retries a refused server: a plain connect first fails at
+            # once, and the wait_for bounds the rest.
+            _reader, probe = await asyncio.wait_for(
+                asyncio.open_connection(where.hostname, where.port or 4222), timeout=3
+            )
+            probe.close()
             self._nc: Client = await asyncio.wait_for(
                 nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False, error_cb=error),
                 timeout=5,

@@ -36,6 +36,9 @@ def tally(
         "last_done_t": last_done,
         "consumer_cpu_s": None if None in cpu else sum(c for c in cpu if c is not None),
         "per_consumer_done": [len(j.done or ()) for j in journals],
+        # Jobs the broker delivered more than once (its own flag: NATS num_delivered > 1,
+        # AMQP redelivered, PostgreSQL attempts > 1).
+        "redelivered_flagged": len(redelivered),
         "done_twice_never_redelivered": sum(
             1 for job, count in done.items() if count > 1 and job not in redelivered
         ),
@@ -57,7 +60,6 @@ def tally(
         held_at_kill=len(held),
         held_claimed_again=len(first_claim),
         held_done_by_survivor=len(held & {job for j in survivors for job, _t in j.done or ()}),
-        redelivered_flagged=len(redelivered),
         redelivery_first_s=_round(delays[0] if delays else None),
         redelivery_median_s=_round(statistics.median(delays) if delays else None),
         redelivery_last_s=_round(delays[-1] if delays else None),
