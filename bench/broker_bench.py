@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -207,6 +208,22 @@ async def _open(spec: RunSpec) -> Broker:
     return broker
 
 
+async def _drop(broker: Broker) -> None:
+    """Delete the run's queue; over a new connection if the first has died meanwhile (a
+    broker that gave up on the bench's connection must not keep the run's queue)."""
+    try:
+        await broker.delete()
+    except Exception:
+        again = await _open(broker.spec)
+        try:
+            await again.delete()
+        finally:
+            await again.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await broker.close()
+
+
 def _spec(name: str, settings: Settings) -> RunSpec:
     return RunSpec(
         broker=name,
@@ -251,8 +268,7 @@ async def measure_flow(name: str, count: int, settings: Settings, workdir: Path)
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        await broker.delete()
-        await broker.close()
+        await _drop(broker)
     last = figures.pop("last_done_t")
     end_to_end_s = (last - t0) if last is not None else None
     jobs = settings.jobs
@@ -323,8 +339,7 @@ async def measure_loss(name: str, hang: bool, settings: Settings, workdir: Path)
                     proc.send_signal(signal.SIGCONT)
                     proc.kill()
                     proc.wait()
-        await broker.delete()
-        await broker.close()
+        await _drop(broker)
     figures.pop("last_done_t")
     figures.pop("consumer_cpu_s")
     out = {
