@@ -136,7 +136,8 @@ class _Consumers:
                     )
                 )  # fmt: skip
 
-    def _failed(self, n: int) -> BenchFailure:
+    def failure(self, n: int) -> BenchFailure:
+        """The error of consumer n, which has exited: its code and the end of its log."""
         return BenchFailure(
             f"consumer {n} exited with {self.procs[n].returncode}: "
             f"{self.logs[n].read_text(errors='replace').strip()[-600:]}"
@@ -147,7 +148,7 @@ class _Consumers:
         while not all(read_journal(path).ready_at is not None for path in self.journals):
             for n, proc in enumerate(self.procs):
                 if proc.poll() is not None:
-                    raise self._failed(n)
+                    raise self.failure(n)
             if time.monotonic() > deadline:
                 raise BenchFailure(f"consumers not ready within {timeout} s")
             await asyncio.sleep(0.02)
@@ -199,7 +200,7 @@ class _Consumers:
             await asyncio.sleep(0.02)
         for n, proc in enumerate(self.procs):
             if proc.returncode not in (0, -signal.SIGKILL) and n not in (may_fail or set()):
-                raise self._failed(n)
+                raise self.failure(n)
 
 
 async def _open(spec: RunSpec) -> Broker:
@@ -238,7 +239,7 @@ async def _wait_done(consumers: _Consumers, jobs: int, deadline: float) -> bool:
     while consumers.done_count()[0] < jobs:
         for n, proc in enumerate(consumers.procs):
             if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
-                raise consumers._failed(n)
+                raise consumers.failure(n)
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.02)

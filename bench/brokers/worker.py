@@ -54,8 +54,9 @@ async def consume(broker: Broker, journal: Journal, stop: asyncio.Event) -> None
 
     def finished(task: asyncio.Task[None]) -> None:
         in_flight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            failures.append(task.exception())  # type: ignore[arg-type]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            failures.append(error)
             stop.set()
 
     while not stop.is_set():
