@@ -75,9 +75,9 @@ LONG_JOBS = Settings(
     consumers=(1,),
     kill_consumers=0,
     brokers=("nats", "postgres"),
-    lease_s=2.0,
+    lease_s=3.0,
     prefetch=16,
-    work_ms=3000.0,
+    work_ms=4500.0,
     run_timeout_s=60.0,
     hang=False,
 )
