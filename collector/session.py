@@ -105,8 +105,12 @@ class Session:
         request_timeout: float = 10.0,
         release_timeout: float = 3.0,
         security: SecurityContext | None = None,
+        accept_trailing: bool = True,
     ) -> None:
         self.transport = transport
+        #: Whether bytes after a GET value are a warning (True) or a DecodeError: a meter
+        #: profile that knows its model sends none makes them an error.
+        self.accept_trailing = accept_trailing
         self.security = security
         self.authentication = authentication
         self.password = password
@@ -197,9 +201,14 @@ class Session:
         """GET one attribute and decode its value.
 
         Bytes after the value do not cost the read: the value is taken and the bytes are
-        kept in :attr:`warnings`.
+        kept in :attr:`warnings` (a DecodeError instead when not :attr:`accept_trailing`).
         """
         value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        if trailing and not self.accept_trailing:
+            raise DecodeError(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value: {trailing.hex()} (the meter profile does not accept trailing bytes)"
+            )
         if trailing:
             self.warnings.append(
                 f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "

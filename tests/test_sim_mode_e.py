@@ -268,6 +268,28 @@ def test_hes_read_mode_e_over_a_pty(fleet: tuple[Fleet, _Loop]) -> None:
     assert usage.returncode == 2 and "--mode-e" in json.loads(usage.stdout)["detail"]
 
 
+def test_hes_read_takes_the_mode_e_start_up_from_the_shipped_profile(
+    fleet: tuple[Fleet, _Loop],
+) -> None:
+    """``--meter-profile sim-mode-e`` signs on without ``--mode-e``; ``--no-mode-e`` overrides."""
+    sim, _ = fleet
+    number = _number(sim)
+    target = sim.target(number)
+    base = ["read", "--serial", str(target.device), "--physical-address"]
+    base += [str(target.physical_address), "--obis", ENERGY, "--timeout", "5"]
+    base += ["--meter-profile", "sim-mode-e"]
+    result = hes(*base, "--device-address", meter_id_text(number))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    spec = model.meter_spec(number, SEED)
+    (register,) = out["registers"]
+    assert register["raw"] == model.registers(spec, model.meter_clock(spec, NOW)).active_import
+    assert out["link"]["sign_on"]["identification"] == meter_id_text(number)
+    assert out["meter_profile"]["name"] == "sim-mode-e"
+    silent = hes(*base, "--no-mode-e", "--frame-timeout", "0.3", "--retries", "1")
+    assert silent.returncode == 1 and json.loads(silent.stdout)["error"] == "timeout"
+
+
 def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
     """``hes simulate --pty --mode-e``: a meter whose identification lacks its CR makes
     ``hes read --mode-e`` fail with a decode error naming what was wrong."""

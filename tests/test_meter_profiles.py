@@ -1,0 +1,163 @@
+"""Meter profiles (collector/meter_profiles.py): every key read and checked, errors naming
+file and key, lookup by name, and the clock deviation convention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collector.meter_profiles import (
+    SHIPPED_DIR,
+    ChannelMap,
+    MeterProfile,
+    MeterProfileError,
+    ProfileLibrary,
+    load_profile,
+    parse_profile,
+)
+from protocols.cosem import CosemDateTime
+
+FULL = """
+[meter]
+manufacturer = "ACME"
+model = "X1"
+
+[association]
+public_client_sap = 32
+management_client_sap = 2
+logical_address = 17
+max_pdu_size = 1024
+
+[hdlc]
+address_size = 4
+physical_address = 0x100
+max_info_tx = 64
+max_info_rx = 256
+window_size = 2
+
+[startup]
+mode = "iec62056-21"
+device_address = "none"
+
+[clock]
+deviation = "inverted"
+
+[accept]
+trailing_bytes = false
+
+[channels]
+profile = "1-0:99.1.0.255"
+status_column = 1
+registers = ["1.0.1.8.0.255"]
+
+[channels.columns]
+3 = "1.0.2.8.0.255"
+2 = "1.0.1.8.0.255"
+"""
+
+
+def test_every_key_is_read() -> None:
+    profile = parse_profile(FULL, "acme-x1.toml")
+    assert profile == MeterProfile(
+        name="acme-x1",
+        source="acme-x1.toml",
+        manufacturer="ACME",
+        model="X1",
+        public_client_sap=32,
+        management_client_sap=2,
+        logical_address=17,
+        max_pdu_size=1024,
+        address_size=4,
+        physical_address=256,
+        max_info_tx=64,
+        max_info_rx=256,
+        window_size=2,
+        startup="iec62056-21",
+        device_address="none",
+        clock_deviation="inverted",
+        accept_trailing_bytes=False,
+        channels=ChannelMap(
+            "1.0.99.1.0.255", {2: "1.0.1.8.0.255", 3: "1.0.2.8.0.255"}, 1, ("1.0.1.8.0.255",)
+        ),
+    )
+
+
+def test_an_empty_file_is_a_meter_that_needs_nothing() -> None:
+    assert parse_profile("", "plain.toml") == MeterProfile("plain", "plain.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[meter]\nvendor = 'x'\n",
+            "f.toml: meter.vendor: unknown key (known: manufacturer, model)",
+        ),
+        ("[radio]\n", "f.toml: radio: unknown key"),
+        ("hdlc = 3\n", "f.toml: hdlc: expected a table, got an integer"),
+        ("[hdlc]\nwindow_size = true\n", "hdlc.window_size: expected an integer, got a boolean"),
+        ("[hdlc]\nmax_info_tx = 4000\n", "hdlc.max_info_tx: 4000 outside 1..2030"),
+        ("[hdlc]\naddress_size = 3\n", "hdlc.address_size: 3: use 0"),
+        ("[hdlc]\nphysical_address = 3\n", "hdlc.physical_address: 3 outside 16.."),
+        ("[association]\nmax_pdu_size = 11\n", "association.max_pdu_size: 11 outside 12..65535"),
+        ("[accept]\ntrailing_bytes = 1\n", "accept.trailing_bytes: expected a boolean, got an"),
+        ("[startup]\nmode = 'c'\n", "startup.mode: 'c': use one of hdlc, iec62056-21"),
+        ("[channels]\nstatus_column = 1\n", "channels.columns: missing table"),
+        ("[channels.columns]\nx = '1.0.1.8.0.255'\n", "channels.columns.x: expected a capture"),
+        ("[channels.columns]\n2 = 5\n", "channels.columns.2: expected a channel OBIS string"),
+        (
+            "[channels]\nstatus_column = 2\n[channels.columns]\n2 = '1.0.1.8.0.255'\n",
+            "channels.columns.2: this column is the status_column",
+        ),
+        (
+            "[channels.columns]\n2 = '1.0.1.8.0.255'\n3 = '1-0:1.8.0.255'\n",
+            "channels.columns.3: channel 1.0.1.8.0.255 mapped twice",
+        ),
+        ("[channels]\nregisters = [1]\n", "channels.registers[0]: expected an OBIS string"),
+        ("[meter\n", "f.toml: not valid TOML"),
+    ],
+)
+def test_bad_files_are_refused_naming_file_and_key(text: str, message: str) -> None:
+    with pytest.raises(MeterProfileError) as info:
+        parse_profile(text, "f.toml")
+    assert message in str(info.value)
+
+
+def test_library_looks_in_the_given_directories_first(tmp_path: Path) -> None:
+    (tmp_path / "sim-standard.toml").write_text("[meter]\nmodel = 'local copy'\n")
+    (tmp_path / "acme.toml").write_text("[association]\npublic_client_sap = 32\n")
+    library = ProfileLibrary([tmp_path])
+    assert library.get("sim-standard").model == "local copy"
+    assert library.get("acme").public_client_sap == 32
+    assert ProfileLibrary().get("sim-standard").model == "SIM standard"
+    assert {"acme", "sim-standard", "sim-mode-e"} <= set(library.names())
+    with pytest.raises(MeterProfileError, match="no meter profile 'nope'.*known: acme"):
+        library.get("nope")
+    with pytest.raises(ValueError, match="must be 1-64 letters"):
+        library.get("../etc/passwd")
+
+
+def test_every_shipped_profile_loads() -> None:
+    paths = sorted(SHIPPED_DIR.glob("*.toml"))
+    assert len(paths) >= 3
+    for path in paths:
+        assert load_profile(path).name == path.stem
+    assert load_profile(SHIPPED_DIR / "sim-mode-e.toml").startup == "iec62056-21"
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MeterProfileError, match="missing.toml: cannot read"):
+        load_profile(tmp_path / "missing.toml")
+
+
+def test_inverted_deviation_reads_the_same_clock_the_other_way() -> None:
+    """CET 12:00 local: the Blue Book sends -60, an inverted meter +60; both are 11:00 UTC."""
+    dlms = MeterProfile("a", "a")
+    inverted = MeterProfile("b", "b", clock_deviation="inverted")
+    blue = CosemDateTime(2026, 1, 5, 1, 12, 0, 0, 0, deviation=-60, clock_status=0)
+    other = CosemDateTime(2026, 1, 5, 1, 12, 0, 0, 0, deviation=60, clock_status=0)
+    utc = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+    assert blue.to_datetime(utc_to_local=dlms.utc_to_local) == utc
+    assert other.to_datetime(utc_to_local=inverted.utc_to_local) == utc
