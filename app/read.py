@@ -52,12 +52,11 @@ def _parse_time(text: str | None, what: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _clock_json(clock: CosemDateTime, host: float, utc_to_local: bool) -> dict[str, Any]:
+def _clock_json(clock: CosemDateTime, host: float) -> dict[str, Any]:
     """The meter clock, and its error against the host clock at ``host`` (the middle of
-    the round trip that read it; positive: the meter is ahead); ``utc_to_local``: the
-    meter's deviation has the sign opposite to the Blue Book's (its profile says so)."""
+    the round trip that read it; positive: the meter is ahead)."""
     try:
-        meter: datetime | None = clock.to_datetime(utc_to_local=utc_to_local)
+        meter: datetime | None = clock.to_datetime()
     except DlmsError:
         meter = None
     out: dict[str, Any] = {
@@ -104,6 +103,7 @@ async def _read(
         request_timeout=timeout,
         max_pdu_size=max_pdu_size,
         accept_trailing=profile.accept_trailing_bytes,
+        inverted_deviation=profile.inverted_deviation,
     ) as session:
         association = session.association
         assert association is not None
@@ -118,9 +118,9 @@ async def _read(
         sent = time.time()
         clock = await session.read_clock()
         host = (sent + time.time()) / 2
-        out["clock"] = _clock_json(clock, host, profile.utc_to_local)
+        out["clock"] = _clock_json(clock, host)
         try:
-            meter_now = clock.to_datetime(utc_to_local=profile.utc_to_local)
+            meter_now = clock.to_datetime()
         except DlmsError:
             meter_now = datetime.fromtimestamp(host, UTC)
         if meter_now.tzinfo is None:

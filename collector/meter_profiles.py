@@ -14,6 +14,7 @@ Every key is checked: an unknown key or a value of the wrong type raises
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.meters import STARTUPS
-from protocols.cosem import Obis
+from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DecodeError
 from protocols.hdlc import MAX_INFO_LENGTH
 from protocols.xdlms.server import MIN_CLIENT_PDU
@@ -81,10 +82,18 @@ class MeterProfile:
     channels: ChannelMap | None = None
 
     @property
-    def utc_to_local(self) -> bool:
+    def inverted_deviation(self) -> bool:
         """Whether the meter's clock deviation has the sign opposite to the Blue Book's
-        (``protocols.cosem.CosemDateTime.to_datetime``'s switch)."""
+        (``collector.session.Session`` turns it round)."""
         return self.clock_deviation == "inverted"
+
+
+def blue_book_clock(clock: CosemDateTime, inverted: bool) -> CosemDateTime:
+    """``clock`` with its deviation in the Blue Book's sign (UTC = local time + deviation),
+    from a meter that sends it inverted when ``inverted``."""
+    if not inverted or clock.deviation is None:
+        return clock
+    return dataclasses.replace(clock, deviation=-clock.deviation)
 
 
 class _Table:

@@ -14,6 +14,7 @@ from collector.meter_profiles import (
     MeterProfile,
     MeterProfileError,
     ProfileLibrary,
+    blue_book_clock,
     load_profile,
     parse_profile,
 )
@@ -133,7 +134,7 @@ def test_library_looks_in_the_given_directories_first(tmp_path: Path) -> None:
     assert library.get("acme").public_client_sap == 32
     assert ProfileLibrary().get("sim-standard").model == "SIM standard"
     assert {"acme", "sim-standard", "sim-mode-e"} <= set(library.names())
-    with pytest.raises(MeterProfileError, match="no meter profile 'nope'.*known: acme"):
+    with pytest.raises(MeterProfileError, match=r"no meter profile 'nope'.*known: acme"):
         library.get("nope")
     with pytest.raises(ValueError, match="must be 1-64 letters"):
         library.get("../etc/passwd")
@@ -148,16 +149,18 @@ def test_every_shipped_profile_loads() -> None:
 
 
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(MeterProfileError, match="missing.toml: cannot read"):
+    with pytest.raises(MeterProfileError, match=r"missing\.toml: cannot read"):
         load_profile(tmp_path / "missing.toml")
 
 
 def test_inverted_deviation_reads_the_same_clock_the_other_way() -> None:
     """CET 12:00 local: the Blue Book sends -60, an inverted meter +60; both are 11:00 UTC."""
-    dlms = MeterProfile("a", "a")
     inverted = MeterProfile("b", "b", clock_deviation="inverted")
+    assert inverted.inverted_deviation and not MeterProfile("a", "a").inverted_deviation
     blue = CosemDateTime(2026, 1, 5, 1, 12, 0, 0, 0, deviation=-60, clock_status=0)
     other = CosemDateTime(2026, 1, 5, 1, 12, 0, 0, 0, deviation=60, clock_status=0)
     utc = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
-    assert blue.to_datetime(utc_to_local=dlms.utc_to_local) == utc
-    assert other.to_datetime(utc_to_local=inverted.utc_to_local) == utc
+    assert blue_book_clock(blue, False).to_datetime() == utc
+    assert blue_book_clock(other, True) == blue
+    assert blue_book_clock(other, True).to_datetime() == utc
+    assert other.to_datetime() != utc  # read without the profile, an hour off the other way
