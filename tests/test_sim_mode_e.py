@@ -10,6 +10,7 @@ without enforcing them, so the tests check bytes and order, not the UART.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -326,9 +327,11 @@ def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
     assert bad.returncode != 0 and "--pty" in bad.stdout + bad.stderr
 
 
-async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
-    """``hes collect``'s path: a plan group with ``startup = "iec62056-21"`` signs on to
-    each meter of a mode E bus (device address = meter id) and stores the true day."""
+@pytest.mark.parametrize("source", ["plan", "meter-profile"])
+async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path, source: str) -> None:
+    """``hes collect``'s path: a plan group with ``startup = "iec62056-21"``, or inventory
+    rows naming the shipped ``sim-mode-e`` profile under a plain plan, signs on to each meter
+    of a mode E bus (device address = meter id) and stores the true day."""
     now = time.time()
     first = next(
         n
@@ -346,10 +349,14 @@ async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
     )
     day = datetime.now(UTC).date() - timedelta(days=2)
     db_path, plan = tmp_path / "hes.db", tmp_path / "plan.toml"
-    text = plan_text(concurrency=2).replace('name = "all"\n', MODE_E_GROUP)
+    text = plan_text(concurrency=2)
+    if source == "plan":
+        text = text.replace('name = "all"\n', MODE_E_GROUP)
     plan.write_text(text, encoding="utf-8")
     async with Fleet(spec) as fleet:
         fleet.write_inventory(tmp_path / "fleet.csv")
+        if source == "meter-profile":
+            _name_profile(tmp_path / "fleet.csv", "sim-mode-e")
         database = open_database(db_path)
         import_inventory(database, tmp_path / "fleet.csv")
         database.close()
@@ -373,6 +380,17 @@ async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
             assert stored_vs_truth(database, number, SEED, day) == []
     finally:
         database.close()
+
+
+def _name_profile(path: Path, profile: str) -> None:
+    """Every row of an inventory names ``profile``."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({**row, "profile": profile} for row in rows)
 
 
 MODE_E_GROUP = 'name = "all"\nstartup = "iec62056-21"\ndevice_address = "meter_id"\n'
