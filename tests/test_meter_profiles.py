@@ -1,5 +1,6 @@
 """Meter profiles (collector/meter_profiles.py): every key read and checked, errors naming
-file and key, lookup by name, and the clock deviation convention."""
+file and key, lookup by name, the clock deviation convention, and a profile selected per
+meter by the inventory and applied by the collector."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_collector_fleet import plan_text
 
+from collector.inventory import InventoryError, import_inventory
 from collector.meter_profiles import (
     SHIPPED_DIR,
     ChannelMap,
@@ -18,7 +21,11 @@ from collector.meter_profiles import (
     load_profile,
     parse_profile,
 )
+from collector.plan import PlanError, load_plan
+from collector.service import session_options, target_of
 from protocols.cosem import CosemDateTime
+from storage.database import open_database
+from storage.records import MeterRecord
 
 FULL = """
 [meter]
@@ -164,3 +171,146 @@ def test_inverted_deviation_reads_the_same_clock_the_other_way() -> None:
     assert blue_book_clock(other, True) == blue
     assert blue_book_clock(other, True).to_datetime() == utc
     assert other.to_datetime() != utc  # read without the profile, an hour off the other way
+
+
+# ------------------------------------------------------------ selected per meter: inventory
+
+ACME = """
+[meter]
+manufacturer = "ACME"
+model = "X1"
+[association]
+public_client_sap = 32
+management_client_sap = 2
+logical_address = 17
+max_pdu_size = 512
+[hdlc]
+address_size = 4
+physical_address = 0x100
+max_info_tx = 64
+max_info_rx = 200
+[clock]
+deviation = "inverted"
+[accept]
+trailing_bytes = false
+[channels]
+profile = "0.0.99.1.0.255"
+status_column = 1
+registers = ["1.0.1.8.0.255"]
+[channels.columns]
+2 = "1.0.1.8.0.255"
+3 = "1.0.2.8.0.255"
+"""
+
+INVENTORY = """meter_id,transport,host,port,physical_address,logical_address,client_sap,\
+authentication,password,link_id,profile
+A,hdlc-tcp,ts,10001,,,,,,bus,acme
+B,hdlc-tcp,ts,10001,300,5,40,,,bus,acme
+C,tcp,10.0.0.3,,,,,lls,keys/c,,acme
+D,tcp,10.0.0.4,,,,,,,,
+"""
+
+
+@pytest.fixture
+def profile_dir(tmp_path: Path) -> Path:
+    where = tmp_path / "profiles"
+    where.mkdir()
+    (where / "acme.toml").write_text(ACME)
+    return where
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_inventory_profile_fills_blanks_and_explicit_values_win(
+    request: pytest.FixtureRequest, tmp_path: Path, profile_dir: Path, backend: str
+) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(INVENTORY)
+    url = tmp_path / "hes.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    with open_database(url) as db:
+        import_inventory(db, path, ProfileLibrary([profile_dir]))
+        meters = {m.meter_id: m for m in db.meters()}
+    got = {
+        k: (m.physical_address, m.logical_address, m.client_sap, m.profile)
+        for k, m in meters.items()
+    }
+    assert got == {
+        "A": (0x100, 17, 32, "acme"),  # all from the profile
+        "B": (300, 5, 40, "acme"),  # the row's own values win
+        "C": (None, 17, 2, "acme"),  # lls: the profile's management client
+        "D": (None, 1, 16, None),  # no profile: the defaults as before
+    }
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ("nope", "m.csv:2: no meter profile 'nope'"),
+        ("bad", "m.csv:2: " + "{dir}/bad.toml: hdlc.window_size: expected an integer, got a str"),
+        ("../acme", "m.csv:2: profile '../acme' must be 1-64 letters"),
+    ],
+)
+def test_inventory_names_a_missing_or_broken_profile(
+    tmp_path: Path, profile_dir: Path, profile: str, message: str
+) -> None:
+    (profile_dir / "bad.toml").write_text("[hdlc]\nwindow_size = 'two'\n")
+    path = tmp_path / "m.csv"
+    path.write_text(f"meter_id,transport,host,profile\nA,tcp,10.0.0.1,{profile}\n")
+    with open_database(tmp_path / "hes.db") as db:
+        with pytest.raises(InventoryError) as info:
+            import_inventory(db, path, ProfileLibrary([profile_dir]))
+        assert db.meters() == []
+    assert message.format(dir=profile_dir) in str(info.value)
+
+
+# ------------------------------------------------------ selected per meter: the collector
+
+
+def _record(profile: str | None, transport: str = "hdlc-tcp") -> MeterRecord:
+    return MeterRecord(
+        "A", transport, "ts", 10001, None, 0x100, 17, 32, "none", "bus", profile=profile
+    )
+
+
+def test_collector_takes_frames_clock_and_channels_from_the_meter_profile(
+    tmp_path: Path, profile_dir: Path
+) -> None:
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(
+        plan_text().replace("[collector]\n", '[collector]\nprofile_dir = "profiles"\n', 1)
+    )
+    plan = load_plan(plan_path)
+    plain = plan.meter_group(_record(None))
+    assert plain is not None and plain == plan.groups[0]
+    group = plan.meter_group(_record("acme"))
+    assert group is not None and group.name == plain.name
+    assert group.profile.obis == "0.0.99.1.0.255"
+    assert group.profile.channels == {2: "1.0.1.8.0.255", 3: "1.0.2.8.0.255"}
+    assert group.profile.status_column == 1 and group.registers == ("1.0.1.8.0.255",)
+    assert group.profile.period_s == plain.profile.period_s and group.window == plain.window
+    target = target_of(_record("acme"), plan)
+    assert (target.max_info_length, target.max_info_rx, target.address_size) == (64, 200, 4)
+    assert (target.max_pdu_size, target.client_sap, target.logical_address) == (512, 32, 17)
+    assert target_of(_record(None), plan).max_info_length == 128
+    assert session_options(_record("acme"), plan) == {
+        "max_pdu_size": 512,
+        "accept_trailing": False,
+        "inverted_deviation": True,
+    }
+    assert session_options(_record(None), plan) == {}
+    with pytest.raises(ValueError, match="no meter profile 'gone'"):
+        target_of(_record("gone"), plan)
+
+
+def test_a_mode_e_profile_on_a_tcp_meter_is_refused() -> None:
+    plan = load_plan(None)
+    with pytest.raises(ValueError, match="profile 'sim-mode-e' has startup 'iec62056-21'"):
+        target_of(_record("sim-mode-e", "tcp"), plan)
+
+
+def test_plan_profile_dir_must_be_a_directory(tmp_path: Path) -> None:
+    text = plan_text()
+    text = text.replace("[collector]\n", '[collector]\nprofile_dir = "nowhere"\n', 1)
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    with pytest.raises(PlanError, match=r"collector.profile_dir: .*nowhere' is not a directory"):
+        load_plan(path)
