@@ -330,8 +330,9 @@ def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
 @pytest.mark.parametrize("source", ["plan", "meter-profile"])
 async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path, source: str) -> None:
     """``hes collect``'s path: a plan group with ``startup = "iec62056-21"``, or inventory
-    rows naming the shipped ``sim-mode-e`` profile under a plain plan, signs on to each meter
-    of a mode E bus (device address = meter id) and stores the true day."""
+    rows naming the shipped ``sim-mode-e`` profile under a plain plan (whose channel map the
+    meters then read), signs on to each meter of a mode E bus (device address = meter id) and
+    stores the true day."""
     now = time.time()
     first = next(
         n
@@ -352,6 +353,11 @@ async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path, source: str
     text = plan_text(concurrency=2)
     if source == "plan":
         text = text.replace('name = "all"\n', MODE_E_GROUP)
+    else:
+        # The group maps one column; the profile's channel map (all four) is what is stored.
+        for column in (3, 4, 5):
+            text = text.replace(f'{column} = "1.0.{column - 1}.8.0.255"\n', "")
+        assert len(parse_plan(text).groups[0].profile.channels) == 1
     plan.write_text(text, encoding="utf-8")
     async with Fleet(spec) as fleet:
         fleet.write_inventory(tmp_path / "fleet.csv")
