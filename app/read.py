@@ -7,12 +7,14 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from app.read_profiles import jsonable, profile_json
 from collector.link_stats import diagnose
+from collector.meter_profiles import MeterProfile, MeterProfileError, ProfileLibrary, load_profile
 from collector.session import Session
 from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
@@ -90,15 +92,18 @@ async def _read(
     start: datetime | None,
     end: datetime | None,
     timeout: float,
-    max_pdu_size: int,
+    profile: MeterProfile,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    max_pdu_size = target.max_pdu_size
     async with Session(
         transport,
         authentication=target.authentication,
         password=password,
         request_timeout=timeout,
         max_pdu_size=max_pdu_size,
+        accept_trailing=profile.accept_trailing_bytes,
+        inverted_deviation=profile.inverted_deviation,
     ) as session:
         association = session.association
         assert association is not None
@@ -174,6 +179,28 @@ def _stderr_line(line: str) -> None:
     typer.echo(line, err=True)
 
 
+def _profile_error(message: str) -> typer.Exit:
+    """A meter profile that cannot be used: JSON on stdout naming file and key, exit 2."""
+    typer.echo(json.dumps({"error": "profile", "detail": message}))
+    typer.echo(f"hes: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _meter_profile(path: Path | None, name: str | None) -> MeterProfile:
+    """The profile of ``--profile-file`` or ``--meter-profile`` (a shipped one), or the
+    defaults of a meter that needs none."""
+    if path is not None and name is not None:
+        raise _usage("give --profile-file or --meter-profile, not both")
+    try:
+        if path is not None:
+            return load_profile(path)
+        if name is not None:
+            return ProfileLibrary().get(name)
+    except (MeterProfileError, ValueError) as exc:
+        raise _profile_error(str(exc)) from None
+    return MeterProfile("none", "<no profile>")
+
+
 def read_command(
     tcp: Annotated[
         str | None, typer.Option(help="HOST[:PORT] of a meter with the TCP wrapper")
@@ -182,17 +209,30 @@ def read_command(
         str | None, typer.Option("--hdlc-tcp", help="HOST:PORT of a terminal server (HDLC)")
     ] = None,
     serial: Annotated[str | None, typer.Option(help="serial device, e.g. /dev/ttyUSB0")] = None,
+    profile_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile-file",
+            help="meter profile TOML (docs/meter-profiles.md): the model's SAPs, addresses, "
+            "frame sizes, start-up, clock sign, channels; options given here override it",
+        ),
+    ] = None,
+    meter_profile: Annotated[
+        str | None,
+        typer.Option("--meter-profile", help="a shipped meter profile by name, e.g. sim-standard"),
+    ] = None,
     baud: Annotated[
         int, typer.Option(help="serial baud rate (8N1); with --mode-e the meter proposes it")
     ] = 9600,
     mode_e: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--mode-e",
+            "--mode-e/--no-mode-e",
             help="with --serial: IEC 62056-21 mode E sign-on at 300 baud 7E1 before HDLC "
-            "(optical probes, meters that need it)",
+            "(optical probes, meters that need it; default: the profile's start-up)",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     device_address: Annotated[
         str,
         typer.Option(
@@ -203,8 +243,20 @@ def read_command(
     physical_address: Annotated[
         int | None, typer.Option(help="HDLC lower (physical) address of the meter")
     ] = None,
-    logical_address: Annotated[int, typer.Option(help="logical device (HDLC upper / wPort)")] = 1,
-    client_sap: Annotated[int, typer.Option(help="client SAP: 16 public, 1 management")] = 16,
+    address_size: Annotated[
+        int | None,
+        typer.Option(help="HDLC server address size: 0 (smallest that fits), 1, 2 or 4"),
+    ] = None,
+    logical_address: Annotated[
+        int | None, typer.Option(help="logical device (HDLC upper / wPort); default 1")
+    ] = None,
+    client_sap: Annotated[
+        int | None,
+        typer.Option(
+            help="client SAP: 16 public, 1 management (default: public, or the "
+            "profile's management SAP with --auth lls)"
+        ),
+    ] = None,
     auth: Annotated[str, typer.Option(help="authentication: none or lls")] = "none",
     password: Annotated[
         str | None, typer.Option(help="LLS password", envvar="HES_PASSWORD")
@@ -219,11 +271,12 @@ def read_command(
     ] = 3.0,
     retries: Annotated[int, typer.Option(help="HDLC retransmissions before giving up")] = 3,
     max_pdu_size: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help=f"client max receive PDU size proposed in the AARQ ({MIN_CLIENT_PDU}..65535)"
+            help=f"client max receive PDU size proposed in the AARQ ({MIN_CLIENT_PDU}..65535; "
+            "default 65535)"
         ),
-    ] = 0xFFFF,
+    ] = None,
     max_info_field: Annotated[
         int | None,
         typer.Option(
@@ -235,14 +288,20 @@ def read_command(
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
 ) -> None:
-    """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
+    """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range.
+
+    Without --obis and --profile, a meter profile with a channel map reads its registers
+    and its load profile."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
     if len(chosen) != 1:
         raise _usage("give exactly one of --tcp, --hdlc-tcp, --serial")
+    model = _meter_profile(profile_file, meter_profile)
     if auth not in ("none", "lls"):
         raise _usage(f"--auth {auth!r}: use none or lls")
     if baud <= 0:
         raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
+    if mode_e is None:
+        mode_e = bool(serial) and model.startup == MODE_E_STARTUP
     if (mode_e or device_address) and not serial:
         raise _usage("--mode-e and --device-address are for --serial ports")
     if device_address and not mode_e:
@@ -252,9 +311,10 @@ def read_command(
             SignOnRequest(device_address)
         except ValueError as exc:
             raise _usage(f"--device-address: {exc}") from None
-    if not MIN_CLIENT_PDU <= max_pdu_size <= 0xFFFF:
+    pdu = model.max_pdu_size if max_pdu_size is None else max_pdu_size
+    if not MIN_CLIENT_PDU <= pdu <= 0xFFFF:
         raise _usage(
-            f"--max-pdu-size {max_pdu_size}: give {MIN_CLIENT_PDU}..65535 "
+            f"--max-pdu-size {pdu}: give {MIN_CLIENT_PDU}..65535 "
             f"(a meter refuses a PDU size below {MIN_CLIENT_PDU})"
         )
     if max_info_field is not None:
@@ -262,18 +322,28 @@ def read_command(
             raise _usage("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
         if not 1 <= max_info_field <= MAX_INFO_LENGTH:
             raise _usage(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
+    if address_size is not None and address_size not in (0, 1, 2, 4):
+        raise _usage(f"--address-size {address_size}: use 0, 1, 2 or 4")
+    default_sap = model.management_client_sap if auth == "lls" else model.public_client_sap
+    if profile_file is None and meter_profile is None:
+        default_sap = 16  # no profile: the public client, as before profiles
     common: dict[str, Any] = {
-        "client_sap": client_sap,
-        "logical_address": logical_address,
+        "client_sap": default_sap if client_sap is None else client_sap,
+        "logical_address": model.logical_address if logical_address is None else logical_address,
         "authentication": auth,
+        "max_pdu_size": pdu,
     }
     hdlc: dict[str, Any] = {
-        "physical_address": physical_address,
+        "physical_address": model.physical_address
+        if physical_address is None
+        else physical_address,
+        "address_size": model.address_size if address_size is None else address_size,
         "frame_timeout": frame_timeout,
         "retries": retries,
+        "max_info_length": model.max_info_tx if max_info_field is None else max_info_field,
+        "max_info_rx": model.max_info_rx if max_info_field is None else max_info_field,
+        "window_size": model.window_size,
     }
-    if max_info_field is not None:
-        hdlc["max_info_length"] = max_info_field
     try:
         if tcp:
             host, port = parse_host_port(tcp)
@@ -300,6 +370,10 @@ def read_command(
         raise _usage("--auth lls needs the meter's password: --password or HES_PASSWORD")
     _check_obis(obis or [], "--obis")
     _check_obis(profile or [], "--profile")
+    registers, profiles = list(obis or []), list(profile or [])
+    if not registers and not profiles and model.channels is not None:
+        registers = list(model.channels.registers)
+        profiles = [model.channels.profile_obis]
     start = _parse_time(from_, "--from")
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
@@ -309,17 +383,7 @@ def read_command(
         raise _usage(str(exc)) from None
     try:
         result = asyncio.run(
-            _read(
-                transport,
-                target,
-                secret,
-                obis or [],
-                profile or [],
-                start,
-                end,
-                timeout,
-                max_pdu_size,
-            )
+            _read(transport, target, secret, registers, profiles, start, end, timeout, model)
         )
     except DlmsError as exc:
         typer.echo(json.dumps(_failure_json(exc, transport)), file=sys.stdout)
@@ -330,4 +394,11 @@ def read_command(
         detail = f"{type(exc).__name__}: {exc}"
         typer.echo(json.dumps({"error": "internal", "detail": detail}), file=sys.stdout)
         raise typer.Exit(1) from None
+    if profile_file is not None or meter_profile is not None:
+        result["meter_profile"] = {
+            "name": model.name,
+            "source": model.source,
+            "manufacturer": model.manufacturer,
+            "model": model.model,
+        }
     typer.echo(json.dumps(result, indent=2))

@@ -36,7 +36,14 @@ from collector.meter_tasks import MeterTasks
 from collector.operations import run_command
 from collector.plan import Plan
 from collector.recorder import Publish
-from collector.service import Collector, SessionTimeout, env_secret, lls_password, target_of
+from collector.service import (
+    Collector,
+    SessionTimeout,
+    env_secret,
+    lls_password,
+    session_options,
+    target_of,
+)
 from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
@@ -289,6 +296,7 @@ class JobRunner:
                             password=password,
                             request_timeout=self.plan.timeouts.request_s,
                             security=security,
+                            **session_options(meter, self.plan),
                         ) as session:
                             await tasks(session, meter)
                     failed_task = sum(tasks.stats.errors.values()) > errors_before

@@ -8,6 +8,7 @@ naming the file and the dotted key. Example::
     [collector]
     concurrency = 500          # sessions in flight over all links
     timezone = "UTC"           # collection days run midnight to midnight here
+    profile_dir = "profiles"   # meter profiles (docs/meter-profiles.md), beside the shipped
 
     [retry]
     max_attempts = 6           # sessions per meter and run, first one included
@@ -52,6 +53,8 @@ naming the file and the dotted key. Example::
     channel = "1.0.1.8.0.255"  # the stored A+ channel it is computed on
 
 A meter takes the first group whose ``match`` accepts it; meters no group accepts are not read.
+A meter whose inventory names a meter profile with a channel map reads that map's load
+profile, columns and registers instead of the group's (:meth:`Plan.meter_group`).
 """
 
 from __future__ import annotations
@@ -59,12 +62,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from collector.meter_profiles import MeterProfile, ProfileLibrary
 from collector.schedule import TASKS, Schedule, ScheduleError, parse_every, parse_until
 from contracts.meters import STARTUPS
 from protocols.cosem import Obis
@@ -215,6 +219,9 @@ class Plan:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     line_loss: LineLoss = field(default_factory=LineLoss)
+    #: Where the inventory's meter profiles are found: ``[collector] profile_dir``, then
+    #: the shipped profiles.
+    profiles: ProfileLibrary = field(default_factory=ProfileLibrary, compare=False)
 
     @property
     def tz(self) -> tzinfo:
@@ -226,6 +233,28 @@ class Plan:
             if group.accepts(meter):
                 return group
         return None
+
+    def meter_profile(self, meter: MeterRecord) -> MeterProfile | None:
+        """The profile the inventory names for ``meter`` (MeterProfileError: it is gone
+        or broken since the import)."""
+        return None if meter.profile is None else self.profiles.get(meter.profile)
+
+    def meter_group(self, meter: MeterRecord) -> Group | None:
+        """:meth:`group_for`, with the channel map of the meter's profile in place of the
+        group's load profile object, columns, status column and (when it lists some)
+        registers; the period, window and schedule stay the group's."""
+        group = self.group_for(meter)
+        model = self.meter_profile(meter)
+        if group is None or model is None or model.channels is None:
+            return group
+        chans = model.channels
+        return replace(
+            group,
+            profile=ProfilePlan(
+                chans.profile_obis, group.profile.period_s, chans.columns, chans.status_column
+            ),
+            registers=chans.registers or group.registers,
+        )
 
 
 class _Reader:
@@ -438,6 +467,15 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     col = root.sub("collector")
     concurrency = col.integer("concurrency", 500, 1, 100_000)
     tz_name = col.get("timezone", str, "UTC")
+    profile_dir = col.get("profile_dir", str, None)
+    profiles = ProfileLibrary()
+    if profile_dir is not None:
+        where = Path(profile_dir)
+        if not where.is_absolute() and Path(source).is_file():
+            where = Path(source).parent / where
+        if not where.is_dir():
+            raise col.fail("profile_dir", f"{str(where)!r} is not a directory")
+        profiles = ProfileLibrary([where])
     if tz_name != "UTC":
         try:
             ZoneInfo(tz_name)
@@ -474,7 +512,7 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     line_loss = _line_loss(root.sub("line_loss"))
     root.done()
     assert concurrency is not None
-    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss)
+    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss, profiles)
 
 
 def _line_loss(reader: _Reader) -> LineLoss:

@@ -124,23 +124,36 @@ AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 
 def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
-    """How to reach an inventory meter, with the plan's HDLC timers and, for a serial meter
-    of a mode E group, the IEC 62056-21 sign-on (ValueError: the group's ``startup`` does not
-    fit the meter)."""
+    """How to reach an inventory meter, with the plan's HDLC timers, its meter profile's
+    frame sizes, address size and PDU size and, for a serial meter of a mode E group or
+    profile, the IEC 62056-21 sign-on (ValueError: the start-up does not fit the meter, or
+    the profile is gone or broken)."""
     group = plan.group_for(meter)
-    startup, address = "hdlc", ""
+    model = plan.meter_profile(meter)
+    startup, address, who = "hdlc", "", ""
     if group is not None and group.startup != "hdlc":
+        startup, address, who = group.startup, group.device_address, f"group {group.name!r}"
+    elif model is not None and model.startup != "hdlc":
+        startup, address, who = model.startup, model.device_address, f"profile {model.name!r}"
+    if startup != "hdlc":
         if meter.transport != "serial":
             raise ValueError(
-                f"group {group.name!r} has startup {group.startup!r}, for serial meters; "
-                f"this one is {meter.transport}"
+                f"{who} has startup {startup!r}, for serial meters; this one is {meter.transport}"
             )
-        startup = group.startup
-        address = meter.meter_id if group.device_address == "meter_id" else ""
+        address = meter.meter_id if address == "meter_id" else ""
         try:
             SignOnRequest(address)
         except ValueError as exc:
             raise ValueError(f"meter_id as the IEC 62056-21 {exc}") from None
+    frames: dict[str, Any] = {}
+    if model is not None:
+        frames = {
+            "max_info_length": model.max_info_tx,
+            "max_info_rx": model.max_info_rx,
+            "window_size": model.window_size,
+            "address_size": model.address_size,
+            "max_pdu_size": model.max_pdu_size,
+        }
     return MeterTarget(
         meter.transport,
         host=meter.host,
@@ -154,7 +167,21 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
         retries=plan.timeouts.hdlc_retries,
         startup=startup,
         device_address=address,
+        **frames,
     )
+
+
+def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
+    """The :class:`Session` settings of the meter's profile (none without one): PDU size,
+    trailing bytes accepted or not, the clock deviation's sign."""
+    model = plan.meter_profile(meter)
+    if model is None:
+        return {}
+    return {
+        "max_pdu_size": model.max_pdu_size,
+        "accept_trailing": model.accept_trailing_bytes,
+        "inverted_deviation": model.inverted_deviation,
+    }
 
 
 def failure_detail(error: DlmsError, meter_id: str) -> str:
@@ -346,12 +373,18 @@ class Collector:
             if meter.installed_on is not None and meter.installed_on > self.day:
                 self.stats.not_installed += 1
                 continue
-            group = self.plan.group_for(meter)
+            try:
+                group = self.plan.meter_group(meter)
+            except ValueError as exc:  # its meter profile is gone or broken since the import
+                log_event(logging.WARNING, "meter_profile", meter=meter.meter_id, detail=str(exc))
+                group = None
             if group is None:
                 self.stats.not_planned += 1
                 self._incomplete[meter.meter_id] = "not_planned"
                 continue
-            by_group.setdefault(group.name, (group, []))[1].append(meter)
+            # Meters of one group with different profiles read different channels.
+            key = f"{group.name}\0{meter.profile or ''}"
+            by_group.setdefault(key, (group, []))[1].append(meter)
         jobs: list[MeterJob] = []
         for group, members in by_group.values():
             ids = [m.meter_id for m in members]
@@ -513,6 +546,7 @@ class Collector:
                             password=password,
                             request_timeout=self.plan.timeouts.request_s,
                             security=security,
+                            **session_options(meter, self.plan),
                         ) as session:
                             await read_meter(
                                 session,

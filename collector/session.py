@@ -26,6 +26,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from collector.meter_profiles import blue_book_clock
 from collector.transport import Transport
 from protocols import axdr, xdlms
 from protocols.cosem import (
@@ -105,8 +106,16 @@ class Session:
         request_timeout: float = 10.0,
         release_timeout: float = 3.0,
         security: SecurityContext | None = None,
+        accept_trailing: bool = True,
+        inverted_deviation: bool = False,
     ) -> None:
         self.transport = transport
+        #: Whether bytes after a GET value are a warning (True) or a DecodeError: a meter
+        #: profile that knows its model sends none makes them an error.
+        self.accept_trailing = accept_trailing
+        #: Whether the meter sends its clock deviation with the sign opposite to the Blue
+        #: Book's (its meter profile says so): :meth:`read_clock` turns it round.
+        self.inverted_deviation = inverted_deviation
         self.security = security
         self.authentication = authentication
         self.password = password
@@ -197,9 +206,14 @@ class Session:
         """GET one attribute and decode its value.
 
         Bytes after the value do not cost the read: the value is taken and the bytes are
-        kept in :attr:`warnings`.
+        kept in :attr:`warnings` (a DecodeError instead when not :attr:`accept_trailing`).
         """
         value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        if trailing and not self.accept_trailing:
+            raise DecodeError(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value: {trailing.hex()} (the meter profile does not accept trailing bytes)"
+            )
         if trailing:
             self.warnings.append(
                 f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
@@ -252,8 +266,9 @@ class Session:
         return None if event.data is None else axdr.decode(event.data)
 
     async def read_clock(self) -> CosemDateTime:
-        value = await self.get(CLASS_CLOCK, CLOCK, 2)
-        return _as_datetime(value, "clock")
+        """The meter clock, its deviation in the Blue Book's sign whatever the meter's."""
+        clock = _as_datetime(await self.get(CLASS_CLOCK, CLOCK, 2), "clock")
+        return blue_book_clock(clock, self.inverted_deviation)
 
     async def read_register(
         self, obis: str | Obis, class_id: int = CLASS_REGISTER

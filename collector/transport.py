@@ -462,8 +462,12 @@ def open_transport(target: MeterTarget, *, trace: Trace | None = None) -> Transp
         "client_sap": target.client_sap,
         "logical_address": target.logical_address,
         "physical_address": target.physical_address,
+        "address_size": target.address_size,
         "settings": HdlcSettings(
-            max_info_tx=target.max_info_length, max_info_rx=target.max_info_length
+            max_info_tx=target.max_info_length,
+            max_info_rx=target.max_info_rx or target.max_info_length,
+            window_tx=target.window_size,
+            window_rx=target.window_size,
         ),
         "frame_timeout": target.frame_timeout,
         "retries": target.retries,

@@ -108,6 +108,8 @@ meters = Table(
     Column("enabled", Boolean, nullable=False, server_default=true()),
     # Version 7: the meter's role in its area (line loss): customer, transformer, NULL (customer).
     Column("role", String(16)),
+    # Version 11: the name of the meter's profile (collector/meter_profiles.py), NULL: none.
+    Column("profile", String(64)),
     CheckConstraint("transport IN ('tcp', 'hdlc-tcp', 'serial')", name="ck_meters_transport"),
     CheckConstraint(
         "authentication IN ('none', 'lls', 'hls-gmac')", name="ck_meters_authentication"

@@ -451,3 +451,110 @@ def test_an_empty_range_says_why(
     profile = _profile(sims, "--from", _iso(now + offset_from), "--to", _iso(now + offset_to))
     assert profile["rows"] == []
     assert why in profile["empty"]
+
+
+# ---------------------------------------------------------------------------- meter profiles
+
+#: A profile of the simulator's model as a user would write it for a bench: the meter at
+#: physical address 17, small frames, registers and load profile from the channel map.
+BENCH_PROFILE = f"""
+[meter]
+manufacturer = "hes simulator"
+model = "bench"
+
+[association]
+public_client_sap = 16
+management_client_sap = 1
+
+[hdlc]
+physical_address = {PHYSICAL}
+max_info_tx = 32
+max_info_rx = 32
+
+[channels]
+profile = "{LOAD_PROFILE}"
+status_column = 1
+registers = ["{A_PLUS}", "1.0.2.8.0.255"]
+
+[channels.columns]
+2 = "1.0.1.8.0.255"
+"""
+
+
+def _check_model_registers(out: dict[str, Any], meter: SimulatedMeter) -> None:
+    now = model.registers(meter.spec, meter.meter_time(NOW))
+    got = [(r["obis"], r["raw"]) for r in out["registers"]]
+    assert got == [(A_PLUS, now.active_import), ("1.0.2.8.0.255", now.active_export)]
+
+
+def test_profile_file_sets_address_sap_frames_and_what_is_read(
+    sims: Simulators, tmp_path: Path
+) -> None:
+    """No --physical-address, --client-sap, --obis or --profile: the profile gives them, the
+    management SAP for --auth lls; --max-info-field overrides the profile's 32."""
+    path = tmp_path / "bench.toml"
+    path.write_text(BENCH_PROFILE)
+    meter = sims.hdlc_meter
+    start, end = _window(meter)
+    base = ["read", "--hdlc-tcp", f"127.0.0.1:{sims.hdlc_port}", "--profile-file", str(path)]
+    base += ["--auth", "lls", "--from", _iso(start), "--to", _iso(end), "--timeout", "5"]
+    env = {"HES_PASSWORD": meter.spec.password.decode()}
+    result = hes(*base, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = _json(result)
+    assert out["negotiated"]["max_info_tx"] == out["negotiated"]["max_info_rx"] == 32
+    assert out["meter_profile"]["name"] == "bench" and out["meter_profile"]["model"] == "bench"
+    _check_model_registers(out, meter)
+    (profile,) = out["profiles"]
+    rows = [
+        (int(datetime.fromisoformat(r["timestamp"]).timestamp()), *r["values"][1:])
+        for r in profile["rows"]
+    ]
+    assert rows == model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile
+    wider = _json(hes(*base, "--max-info-field", "64", env=env))
+    assert wider["negotiated"]["max_info_tx"] == 64
+    _check_model_registers(wider, meter)
+    # The profile's physical address is overridden too: nobody answers at 40.
+    other = hes(
+        *base, "--physical-address", "40", "--frame-timeout", "0.2", "--retries", "0", env=env
+    )
+    assert other.returncode == 1 and _json(other)["error"] == "timeout"
+
+
+def test_shipped_profile_over_the_tcp_wrapper(sims: Simulators) -> None:
+    result = hes(
+        "read", "--tcp", f"127.0.0.1:{sims.tcp_port}", "--meter-profile", "sim-standard",
+        "--obis", A_PLUS, "--obis", "1.0.2.8.0.255", "--timeout", "5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["meter_profile"]["model"] == "SIM standard"
+    _check_model_registers(out, sims.tcp_meter)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("[hdlc]\nmax_info_tx = '128'\n", "hdlc.max_info_tx", "expected an integer, got a str"),
+        ("[association]\nclient_sap = 1\n", "association.client_sap", "unknown key"),
+        ("[clock]\ndeviation = 'east'\n", "clock.deviation", "use one of dlms, inverted"),
+        ("[channels.columns]\n2 = '1.0.1.8'\n", "channels.columns.2", "not an OBIS code"),
+    ],
+)
+def test_broken_profile_file_is_a_json_error_naming_the_key(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    result = hes("read", "--tcp", "127.0.0.1:4059", "--profile-file", str(path))
+    assert result.returncode == 2
+    out = _json(result)
+    assert out["error"] == "profile"
+    assert out["detail"].startswith(f"{path}: {key}: ") and expected in out["detail"]
+
+
+def test_unknown_shipped_profile_names_the_known_ones() -> None:
+    result = hes("read", "--tcp", "127.0.0.1:4059", "--meter-profile", "sim-nope")
+    assert result.returncode == 2
+    out = _json(result)
+    assert out["error"] == "profile" and "sim-standard" in out["detail"]

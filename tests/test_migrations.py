@@ -111,7 +111,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0010"
+    assert head() == revision_of(SCHEMA_VERSION) == "0011"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -199,11 +199,11 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
     after = table_rows(path)
     assert after.pop("alembic_version") == (["version_num"], [(head(),)])
     assert after.pop("schema_version") == (["version"], [(SCHEMA_VERSION,)])
-    # version 8 adds meters.role (NULL: a customer)
+    # version 8 adds meters.role (NULL: a customer), version 11 meters.profile (NULL: none)
     columns, meters = after.pop("meters")
-    assert columns == [*before["meters"][0], "role"]
-    assert sorted(m[:-1] for m in meters) == before["meters"][1]
-    assert {m[-1] for m in meters} == {None}
+    assert columns == [*before["meters"][0], "role", "profile"]
+    assert sorted(m[:-2] for m in meters) == before["meters"][1]
+    assert {m[-2:] for m in meters} == {(None, None)}
     moved = {"interval_reads", "read_coverage", "register_reads", "events", "read_attempts"}
     assert {k: v for k, v in before.items() if k not in {*moved, "schema_version", "meters"}} == {
         k: v for k, v in after.items() if k not in NEW_IN_7 | NEW_IN_9 | NEW_IN_10

@@ -10,6 +10,7 @@ without enforcing them, so the tests check bytes and order, not the UART.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -268,6 +269,28 @@ def test_hes_read_mode_e_over_a_pty(fleet: tuple[Fleet, _Loop]) -> None:
     assert usage.returncode == 2 and "--mode-e" in json.loads(usage.stdout)["detail"]
 
 
+def test_hes_read_takes_the_mode_e_start_up_from_the_shipped_profile(
+    fleet: tuple[Fleet, _Loop],
+) -> None:
+    """``--meter-profile sim-mode-e`` signs on without ``--mode-e``; ``--no-mode-e`` overrides."""
+    sim, _ = fleet
+    number = _number(sim)
+    target = sim.target(number)
+    base = ["read", "--serial", str(target.device), "--physical-address"]
+    base += [str(target.physical_address), "--obis", ENERGY, "--timeout", "5"]
+    base += ["--meter-profile", "sim-mode-e"]
+    result = hes(*base, "--device-address", meter_id_text(number))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    spec = model.meter_spec(number, SEED)
+    (register,) = out["registers"]
+    assert register["raw"] == model.registers(spec, model.meter_clock(spec, NOW)).active_import
+    assert out["link"]["sign_on"]["identification"] == meter_id_text(number)
+    assert out["meter_profile"]["name"] == "sim-mode-e"
+    silent = hes(*base, "--no-mode-e", "--frame-timeout", "0.3", "--retries", "1")
+    assert silent.returncode == 1 and json.loads(silent.stdout)["error"] == "timeout"
+
+
 def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
     """``hes simulate --pty --mode-e``: a meter whose identification lacks its CR makes
     ``hes read --mode-e`` fail with a decode error naming what was wrong."""
@@ -304,9 +327,12 @@ def test_hes_simulate_mode_e_with_a_garbled_identification() -> None:
     assert bad.returncode != 0 and "--pty" in bad.stdout + bad.stderr
 
 
-async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
-    """``hes collect``'s path: a plan group with ``startup = "iec62056-21"`` signs on to
-    each meter of a mode E bus (device address = meter id) and stores the true day."""
+@pytest.mark.parametrize("source", ["plan", "meter-profile"])
+async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path, source: str) -> None:
+    """``hes collect``'s path: a plan group with ``startup = "iec62056-21"``, or inventory
+    rows naming the shipped ``sim-mode-e`` profile under a plain plan (whose channel map the
+    meters then read), signs on to each meter of a mode E bus (device address = meter id) and
+    stores the true day."""
     now = time.time()
     first = next(
         n
@@ -324,10 +350,19 @@ async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
     )
     day = datetime.now(UTC).date() - timedelta(days=2)
     db_path, plan = tmp_path / "hes.db", tmp_path / "plan.toml"
-    text = plan_text(concurrency=2).replace('name = "all"\n', MODE_E_GROUP)
+    text = plan_text(concurrency=2)
+    if source == "plan":
+        text = text.replace('name = "all"\n', MODE_E_GROUP)
+    else:
+        # The group maps one column; the profile's channel map (all four) is what is stored.
+        for column in (3, 4, 5):
+            text = text.replace(f'{column} = "1.0.{column - 1}.8.0.255"\n', "")
+        assert len(parse_plan(text).groups[0].profile.channels) == 1
     plan.write_text(text, encoding="utf-8")
     async with Fleet(spec) as fleet:
         fleet.write_inventory(tmp_path / "fleet.csv")
+        if source == "meter-profile":
+            _name_profile(tmp_path / "fleet.csv", "sim-mode-e")
         database = open_database(db_path)
         import_inventory(database, tmp_path / "fleet.csv")
         database.close()
@@ -351,6 +386,17 @@ async def test_collect_a_mode_e_bus_through_the_plan(tmp_path: Path) -> None:
             assert stored_vs_truth(database, number, SEED, day) == []
     finally:
         database.close()
+
+
+def _name_profile(path: Path, profile: str) -> None:
+    """Every row of an inventory names ``profile``."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({**row, "profile": profile} for row in rows)
 
 
 MODE_E_GROUP = 'name = "all"\nstartup = "iec62056-21"\ndevice_address = "meter_id"\n'

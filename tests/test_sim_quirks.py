@@ -24,6 +24,7 @@ from collector.transport import (
 )
 from protocols.enums import DataAccessResult
 from protocols.errors import (
+    DecodeError,
     DlmsError,
     InvocationCounterRejected,
     KeyRejected,
@@ -219,6 +220,16 @@ async def test_bytes_after_a_get_value_are_a_warning_not_a_decode_error() -> Non
     assert len(session.warnings) == 2
     assert session.warnings[0].startswith("GET 8/0.0.1.0.0.255/2: 18 bytes after the value")
     assert session.warnings[0].endswith(TRAILING.hex())
+
+
+async def test_a_profile_that_accepts_no_trailing_bytes_makes_them_a_decode_error() -> None:
+    """``[accept] trailing_bytes = false`` (a meter profile): the same answer is refused."""
+    meter = powered(Quirks(trailing_bytes=TRAILING))
+    async with wrapper(meter) as transport:
+        async with Session(transport(), accept_trailing=False) as session:
+            with pytest.raises(DecodeError, match="18 bytes after the value: a0a1"):
+                await session.read_clock()
+            assert session.warnings == []
 
 
 async def test_a_block_carrying_a_data_access_result_is_that_result() -> None:
