@@ -1,0 +1,127 @@
+"""``hes firmware upload``: send a firmware image to one meter or a group, and activate it.
+
+Prints one JSON object: per meter the blocks of the image, how many were sent in each
+session and how many the meter already held (a resume), whether the image verified and
+activated, and the firmware identifier before and after; then the totals. Exit 0 when every
+meter runs the new firmware, 1 when any failed, 2 for bad arguments (no image, an empty
+identifier, unknown meters: nothing is sent to any meter then), with the error as JSON on
+stdout and as text on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.support import DbOption, fail
+from collector.firmware import FirmwareImage, upload_many
+from collector.operations import SelectionError, select_meters
+from collector.service import env_secret
+from storage.database import open_database
+from storage.errors import StorageError
+
+#: Largest image file taken (the image transfer object's size is a double-long-unsigned, but
+#: a meter's flash for a second image is far smaller).
+MAX_IMAGE_BYTES = 16 << 20
+
+firmware_app = typer.Typer(help="Firmware upgrade (image transfer).", no_args_is_help=True)
+
+
+def _bad(message: str) -> typer.Exit:
+    typer.echo(json.dumps({"error": message}))
+    return fail(message)
+
+
+def _read_image(path: Path, identifier: str) -> FirmwareImage:
+    if not identifier.strip():
+        raise _bad("--identifier must not be empty")
+    try:
+        name = identifier.encode("ascii")
+    except UnicodeEncodeError:
+        raise _bad(f"--identifier {identifier!r} must be ASCII") from None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _bad(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise _bad(f"image {path} is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _bad(f"image {path} has {len(data)} bytes, more than {MAX_IMAGE_BYTES}")
+    return FirmwareImage(name, data)
+
+
+@firmware_app.command("upload")
+def upload_command(
+    image: Annotated[Path, typer.Option("--image", help="the firmware image file")],
+    identifier: Annotated[
+        str, typer.Option("--identifier", help="the image identifier (the new firmware version)")
+    ],
+    meter: Annotated[
+        list[str] | None, typer.Option("--meter", help="an inventory meter id (repeatable)")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="file of meter ids, one a line (# comments)")
+    ] = None,
+    area: Annotated[
+        str | None, typer.Option("--area", "--group", help="every inventory meter of this area")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="every meter of the inventory")] = False,
+    db: DbOption = None,
+    sessions: Annotated[
+        int, typer.Option(min=1, help="sessions per meter: a lost link resumes in the next")
+    ] = 3,
+    max_pdu: Annotated[
+        int, typer.Option("--max-pdu", min=64, max=0xFFFF, help="max PDU size the client proposes")
+    ] = 0xFFFF,
+    concurrency: Annotated[int, typer.Option(min=1, help="meters in flight")] = 10,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each response")] = 10.0,
+) -> None:
+    """Transfer an image (only the blocks the meter lacks), verify, activate, confirm."""
+    firmware = _read_image(image, identifier)
+    try:
+        database = open_database(db)
+    except StorageError as exc:
+        raise _bad(str(exc)) from None
+    try:
+        ids = list(meter or [])
+        if every:
+            ids += [m.meter_id for m in database.meters()]
+            if not ids:
+                raise _bad("--all: the inventory has no meters")
+        try:
+            chosen = select_meters(database, ids, file, area)
+        except SelectionError as exc:
+            raise _bad(str(exc)) from None
+        reports = asyncio.run(
+            upload_many(
+                chosen,
+                firmware,
+                secrets=env_secret,
+                concurrency=concurrency,
+                sessions=sessions,
+                request_timeout=timeout,
+                max_pdu_size=max_pdu,
+            )
+        )
+    finally:
+        database.close()
+    failed = [r for r in reports if not r.ok]
+    typer.echo(
+        json.dumps(
+            {
+                "command": "firmware upload",
+                "identifier": identifier,
+                "image_bytes": len(firmware.data),
+                "meters": len(reports),
+                "ok": len(reports) - len(failed),
+                "failed": len(failed),
+                "results": [r.as_dict() for r in reports],
+            }
+        )
+    )
+    if failed:
+        raise typer.Exit(1)
