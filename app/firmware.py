@@ -18,15 +18,11 @@ from typing import Annotated
 import typer
 
 from app.support import DbOption, fail
-from collector.firmware import FirmwareImage, upload_many
+from collector.firmware import MAX_IMAGE_BYTES, FirmwareImage, upload_many
 from collector.operations import SelectionError, select_meters
 from collector.service import env_secret
 from storage.database import open_database
 from storage.errors import StorageError
-
-#: Largest image file taken (the image transfer object's size is a double-long-unsigned, but
-#: a meter's flash for a second image is far smaller).
-MAX_IMAGE_BYTES = 16 << 20
 
 firmware_app = typer.Typer(help="Firmware upgrade (image transfer).", no_args_is_help=True)
 

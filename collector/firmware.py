@@ -55,6 +55,9 @@ ACTIVATION_FAILED = 7
 BLOCK_OVERHEAD = 48
 #: How many times image_transfer_status is read while the meter verifies or activates.
 STATUS_POLLS = 20
+#: Largest image file taken (image_size is a double-long-unsigned, but a meter's flash for a
+#: second image is far smaller).
+MAX_IMAGE_BYTES = 16 << 20
 
 
 class FirmwareError(DlmsError):

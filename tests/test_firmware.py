@@ -14,33 +14,19 @@ PDU (256) so a 3 KiB image takes 15 blocks of 208 bytes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner
-
-import cli
-from collector.firmware import (
-    FirmwareImage,
-    block_count,
-    image_block,
-    missing_blocks,
-    upload_meter,
-)
-from collector.inventory import import_inventory
-from protocols import axdr
-from protocols.errors import DataAccessError, TemporaryFailure
-from simulator import image_transfer
-from simulator.fleet import Fleet, meter_number
-from simulator.image_transfer import Firmware, PowerCut, sign
-from simulator.quirks import Quirks
-from storage.database import Database, open_database
-from tests.test_operations import (
+from test_collector_fleet import plan_text
+from test_daemon import until_final
+from test_operations import (
     NOW,
     SimClock,
     _hes,
@@ -49,6 +35,27 @@ from tests.test_operations import (
     secret_env,
     sim_secret,
 )
+from typer.testing import CliRunner
+
+import cli
+from collector.daemon import HeadEnd
+from collector.firmware import (
+    FirmwareImage,
+    block_count,
+    image_block,
+    missing_blocks,
+    upload_meter,
+)
+from collector.inventory import import_inventory
+from collector.plan import parse_plan
+from protocols import axdr
+from protocols.errors import DataAccessError, TemporaryFailure
+from simulator import image_transfer
+from simulator.fleet import Fleet, meter_number
+from simulator.image_transfer import Firmware, PowerCut, sign
+from simulator.quirks import Quirks
+from storage.database import Database, open_database
+from storage.jobs import JobError, JobRequest, check_params
 
 PDU = 256
 BLOCK = image_transfer.block_size_for(PDU, 1024)
@@ -343,3 +350,69 @@ def test_cli_bad_input_is_a_json_error_and_sends_nothing(tmp_path: Path) -> None
     assert "not in the inventory: NOPE" in refused(*good, "--meter", "A1", "--meter", "NOPE")
     assert "no meters given" in refused(*good)
     assert "'west' has no meters" in refused(*good, "--area", "west")
+
+
+# ---------------------------------------------------------------------------------------------
+# The firmware job of the service's queue
+
+
+def test_firmware_job_params_are_checked() -> None:
+    ok = {"image": "/srv/fw/v2.bin", "identifier": "SIM-FW-2"}
+    check_params("firmware", ok, ["M1"])
+    check_params("firmware", {**ok, "sessions": 5}, ["M1"])
+    for params, meters, field in (
+        (ok, None, "meters"),
+        ({"identifier": "X"}, ["M1"], "params.image"),
+        ({"image": "/f", "identifier": " "}, ["M1"], "params.identifier"),
+        ({**ok, "identifier": "v\u00e9"}, ["M1"], "params.identifier"),
+        ({**ok, "sessions": 0}, ["M1"], "params.sessions"),
+        ({**ok, "sessions": "3"}, ["M1"], "params.sessions"),
+        ({**ok, "block": 64}, ["M1"], "params.block"),
+    ):
+        with pytest.raises(JobError) as err:
+            check_params("firmware", params, meters)
+        assert err.value.field == field, params
+
+
+async def test_a_firmware_job_in_the_service_queue_upgrades_its_meters(
+    tmp_path: Path, db: Database
+) -> None:
+    first = online_run(2, 1600)
+    clock = SimClock(NOW)
+    async with management_fleet(
+        tmp_path, db, tcp=1, bus=1, first_meter=first, clock=clock, first_address="127.7.34.1"
+    ) as fleet:
+        ids = [m.meter_id for m in db.meters()]
+        path = tmp_path / "fw.bin"
+        path.write_bytes(image("SIM-FW-7.0.0").data)
+        service = HeadEnd(
+            db,
+            parse_plan(plan_text()),
+            now=lambda: datetime.fromtimestamp(clock.t, UTC),
+            secrets=sim_secret,
+            poll_s=0.05,
+            drain_s=5.0,
+        )
+        loop = asyncio.create_task(service.run())
+        try:
+            await service.wait_ready()
+            params = {"image": str(path), "identifier": "SIM-FW-7.0.0"}
+            job, _ = await service.queue.submit(
+                JobRequest("firmware", params, ids, requested_by="ops")
+            )
+            job = await until_final(db, job.id)
+            assert job.state == "done", (job.error, job.result)
+            assert job.result["count"] == 2
+            assert {r["new_version"] for r in job.result["meters"]} == {"SIM-FW-7.0.0"}
+            assert [firmware(fleet, m).active for m in ids] == [b"SIM-FW-7.0.0"] * 2
+
+            missing = {"image": str(tmp_path / "gone.bin"), "identifier": "SIM-FW-8"}
+            job, _ = await service.queue.submit(
+                JobRequest("firmware", missing, ids[:1], requested_by="ops")
+            )
+            job = await until_final(db, job.id)
+            assert job.state == "failed" and "cannot read image" in (job.error or "")
+            assert firmware(fleet, ids[0]).active == b"SIM-FW-7.0.0"
+        finally:
+            service.stop()
+            await asyncio.wait_for(loop, 30)
