@@ -19,6 +19,9 @@ active firmware identifier 1.0.0.2.0.255. The steps, in one management session o
    drop the link here, so the answer is not required;
 6. a new session reads the active firmware identifier, which must be the image's.
 
+A meter that already runs the image's identifier is left alone (``already_active``), so a
+retried job or a second run over a group sends nothing to the meters already done.
+
 Each failure has its own error class (:class:`InitiateRefused`, :class:`VerificationFailed`,
 ...), so a batch over many meters says what went wrong where.
 """
@@ -172,6 +175,8 @@ class UploadReport:
     held: list[int] = field(default_factory=list)
     verified: bool = False
     activated: bool = False
+    #: The meter already ran this identifier: nothing was sent (a retried job, say).
+    already_active: bool = False
     old_version: str | None = None
     new_version: str | None = None
     error_class: str | None = None
@@ -346,7 +351,11 @@ async def upload(
         try:
             async with connect() as session:
                 if report.old_version is None:
-                    report.old_version = _text(await active_firmware(session))
+                    running = await active_firmware(session)
+                    report.old_version = _text(running)
+                    if running == image.identifier:
+                        report.already_active = True
+                        break
                 block_size, missing, held = await initiate(session, image)
                 report.block_size = block_size
                 report.blocks = block_count(len(image.data), block_size)
@@ -368,6 +377,10 @@ async def upload(
     else:
         assert lost is not None
         raise lost
+    if report.already_active:
+        report.new_version = report.old_version
+        report.ok = True
+        return
     async with connect() as session:
         version = await active_firmware(session)
     report.new_version = _text(version)

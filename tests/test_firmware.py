@@ -180,8 +180,15 @@ async def test_full_upload_confirms_the_new_version(tmp_path: Path, db: Database
             [0],
         )
         assert (report.old_version, report.new_version) == ("SIM-FW-1.0.0", "SIM-FW-2.0.0")
-        assert report.verified and report.activated
+        assert report.verified and report.activated and not report.already_active
         assert firmware(fleet, meter.meter_id).active == b"SIM-FW-2.0.0"
+
+        # Run again: the meter already runs it, nothing is sent.
+        again = await upload_meter(
+            meter, image("SIM-FW-2.0.0"), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
+        )
+        assert again.ok and again.already_active and again.sent == [] and not again.activated
+        assert again.new_version == "SIM-FW-2.0.0"
 
 
 async def test_power_cut_mid_transfer_then_resume_sends_only_the_missing_blocks(
@@ -273,6 +280,30 @@ async def test_upload_over_an_hdlc_bus_resumes_after_a_power_cut(
         assert report.ok, report.as_dict()
         assert (report.sent, report.held) == ([4, BLOCKS - 4], [0, 4])
         assert firmware(fleet, meter.meter_id).active == b"SIM-FW-4.0.0"
+
+
+async def test_upload_over_a_pty_bus_resumes_after_a_power_cut(
+    tmp_path: Path, db: Database
+) -> None:
+    first = online_run(1, 1450)
+    async with management_fleet(
+        tmp_path,
+        db,
+        tcp=0,
+        bus=1,
+        first_meter=first,
+        clock=SimClock(NOW),
+        quirks=Quirks(power_cut_after_blocks=9),
+        bus_endpoint="pty",
+    ) as fleet:
+        meter = db.meters()[0]
+        assert meter.transport == "serial"
+        report = await upload_meter(
+            meter, image("SIM-FW-4.1.0"), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
+        )
+        assert report.ok, report.as_dict()
+        assert (report.sent, report.held) == ([9, BLOCKS - 9], [0, 9])
+        assert firmware(fleet, meter.meter_id).active == b"SIM-FW-4.1.0"
 
 
 # ---------------------------------------------------------------------------------------------
