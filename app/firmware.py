@@ -1,6 +1,7 @@
 """``hes firmware upload``: send a firmware image to one meter or a group, and activate it.
 
-Prints one JSON object: per meter the blocks of the image, how many were sent in each
+Every meter's upload is audited (``command_audit``, command ``firmware``, ``--by``). Prints
+one JSON object: per meter the blocks of the image, how many were sent in each
 session and how many the meter already held (a resume), whether the image verified and
 activated, and the firmware identifier before and after; then the totals. Exit 0 when every
 meter runs the new firmware, 1 when any failed, 2 for bad arguments (no image, an empty
@@ -67,6 +68,9 @@ def upload_command(
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="every meter of the inventory")] = False,
     db: DbOption = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="who asks (audit); default: the login name")
+    ] = None,
     sessions: Annotated[
         int, typer.Option(min=1, help="sessions per meter: a lost link resumes in the next")
     ] = 3,
@@ -97,6 +101,8 @@ def upload_command(
                 chosen,
                 firmware,
                 secrets=env_secret,
+                db=database,
+                requested_by=by,
                 concurrency=concurrency,
                 sessions=sessions,
                 request_timeout=timeout,

@@ -22,15 +22,18 @@ active firmware identifier 1.0.0.2.0.255. The steps, in one management session o
 A meter that already runs the image's identifier is left alone (``already_active``), so a
 retried job or a second run over a group sends nothing to the meters already done.
 
-Each failure has its own error class (:class:`InitiateRefused`, :class:`VerificationFailed`,
+Each meter's upload is audited (``command_audit``, command ``firmware``) when a database is
+given. Each failure has its own error class (:class:`InitiateRefused`, :class:`VerificationFailed`,
 ...), so a batch over many meters says what went wrong where.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from collector.link_locks import LinkArbiter
@@ -40,6 +43,8 @@ from collector.transport import open_transport
 from protocols import axdr
 from protocols.enums import InterfaceClass
 from protocols.errors import DlmsError, DlmsTimeout, LinkError, TemporaryFailure
+from storage.database import Database
+from storage.operations import CommandRecord, record_command
 from storage.records import MeterRecord
 
 IMAGE_TRANSFER_OBIS = "0.0.44.0.0.255"
@@ -430,19 +435,46 @@ async def upload_meter(
     return report
 
 
+def audit_record(
+    report: UploadReport, requested_by: str, requested_at: datetime, finished_at: datetime
+) -> CommandRecord:
+    """The ``command_audit`` row of one meter's upload (what failed, or the version it runs)."""
+    detail = (
+        report.error
+        if not report.ok
+        else f"{report.old_version} -> {report.new_version}"
+        + (" (already active)" if report.already_active else "")
+    )
+    return CommandRecord(
+        meter_id=report.meter_id,
+        command="firmware",
+        requested_by=requested_by,
+        requested_at=requested_at,
+        finished_at=finished_at,
+        outcome="ok" if report.ok else "failed",
+        error_class=report.error_class,
+        error=detail,
+    )
+
+
 async def upload_many(
     meters: Sequence[MeterRecord],
     image: FirmwareImage,
     *,
     secrets: Secrets,
+    db: Database | None = None,
+    requested_by: str | None = None,
     concurrency: int = 10,
     links: LinkArbiter | None = None,
     priority: int = 0,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
     **options: Any,
 ) -> list[UploadReport]:
-    """Upload to every meter, one session per link at a time (an RS-485 bus is shared)."""
+    """Upload to every meter, one session per link at a time (an RS-485 bus is shared);
+    with ``db`` each meter's upload is audited in ``command_audit`` as ``firmware``."""
     limit = asyncio.Semaphore(max(1, concurrency))
     own: dict[str, asyncio.Lock] = {}
+    who = requested_by or getpass.getuser()
 
     async def one(meter: MeterRecord) -> UploadReport:
         lock: Any = (
@@ -451,6 +483,11 @@ async def upload_many(
             else own.setdefault(meter.link_id, asyncio.Lock())
         )
         async with lock, limit:
-            return await upload_meter(meter, image, secrets=secrets, **options)
+            started = now()
+            report = await upload_meter(meter, image, secrets=secrets, **options)
+            if db is not None:
+                record = audit_record(report, who, started, now())
+                await asyncio.to_thread(record_command, db, record)
+            return report
 
     return list(await asyncio.gather(*(one(m) for m in meters)))

@@ -56,6 +56,7 @@ from simulator.image_transfer import Firmware, PowerCut, sign
 from simulator.quirks import Quirks
 from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
+from storage.operations import commands
 
 PDU = 256
 BLOCK = image_transfer.block_size_for(PDU, 1024)
@@ -333,6 +334,8 @@ async def test_cli_upload_by_area(tmp_path: Path, db: Database) -> None:
             "SIM-FW-5.0.0",
             "--area",
             area,
+            "--by",
+            "fw-desk",
             *common,
             env=env,
         )
@@ -347,6 +350,11 @@ async def test_cli_upload_by_area(tmp_path: Path, db: Database) -> None:
                 "SIM-FW-5.0.0",
             )
         assert [firmware(fleet, m).active for m in ids] == [b"SIM-FW-5.0.0"] * 2
+    audit = commands(db)
+    assert sorted((a.meter_id, a.command, a.requested_by, a.outcome) for a in audit) == [
+        (m, "firmware", "fw-desk", "ok") for m in sorted(ids)
+    ]
+    assert {a.error for a in audit} == {"SIM-FW-1.0.0 -> SIM-FW-5.0.0"}
 
 
 def test_cli_bad_input_is_a_json_error_and_sends_nothing(tmp_path: Path) -> None:
@@ -436,6 +444,10 @@ async def test_a_firmware_job_in_the_service_queue_upgrades_its_meters(
             assert job.result["count"] == 2
             assert {r["new_version"] for r in job.result["meters"]} == {"SIM-FW-7.0.0"}
             assert [firmware(fleet, m).active for m in ids] == [b"SIM-FW-7.0.0"] * 2
+            audit = commands(db)
+            assert sorted((a.meter_id, a.requested_by, a.outcome) for a in audit) == [
+                (m, "ops", "ok") for m in sorted(ids)
+            ]
 
             missing = {"image": str(tmp_path / "gone.bin"), "identifier": "SIM-FW-8"}
             job, _ = await service.queue.submit(
