@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import ApiService
 from hypothesis import given
 from hypothesis import strategies as st
 from test_collector_fleet import plan_text
@@ -54,9 +55,11 @@ from simulator import image_transfer
 from simulator.fleet import Fleet, meter_number
 from simulator.image_transfer import Firmware, PowerCut, sign
 from simulator.quirks import Quirks
+from storage import jobs
 from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
 from storage.operations import commands
+from storage.records import MeterRecord
 
 PDU = 256
 BLOCK = image_transfer.block_size_for(PDU, 1024)
@@ -459,3 +462,22 @@ async def test_a_firmware_job_in_the_service_queue_upgrades_its_meters(
         finally:
             service.stop()
             await asyncio.wait_for(loop, 30)
+
+
+def test_the_api_queues_a_firmware_job(api_service: ApiService) -> None:
+    api_service.db.upsert_meters(
+        [MeterRecord("M1", "tcp", "10.0.0.1", 4059, None, None, 1, 16, "none", "M1")]
+    )
+    body = {
+        "kind": "firmware",
+        "meters": ["M1"],
+        "params": {"image": "/srv/fw/v2.bin", "identifier": "SIM-FW-2", "sessions": 4},
+    }
+    with api_service.client(api_service.operator_token) as http:
+        r = http.post("/api/jobs", json=body)
+        refused = http.post("/api/jobs", json={**body, "params": {"image": "/f"}})
+    assert r.status_code == 201, r.text
+    job = jobs.get(api_service.db, r.json()["id"])
+    assert job is not None and (job.kind, job.meters, job.state) == ("firmware", ["M1"], "queued")
+    assert job.params == body["params"]
+    assert (refused.status_code, refused.json()["field"]) == (400, "body.params.identifier")
