@@ -468,10 +468,15 @@ async def upload_many(
     links: LinkArbiter | None = None,
     priority: int = 0,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stop: asyncio.Event | None = None,
+    finished: Callable[[UploadReport], None] | None = None,
     **options: Any,
 ) -> list[UploadReport]:
     """Upload to every meter, one session per link at a time (an RS-485 bus is shared);
-    with ``db`` each meter's upload is audited in ``command_audit`` as ``firmware``."""
+    with ``db`` each meter's upload is audited in ``command_audit`` as ``firmware``.
+
+    Once ``stop`` is set no meter starts (those left say ``not_attempted``; one in progress
+    keeps its blocks for the next run); ``finished`` hears of each meter done."""
     limit = asyncio.Semaphore(max(1, concurrency))
     own: dict[str, asyncio.Lock] = {}
     who = requested_by or getpass.getuser()
@@ -483,11 +488,17 @@ async def upload_many(
             else own.setdefault(meter.link_id, asyncio.Lock())
         )
         async with lock, limit:
+            if stop is not None and stop.is_set():
+                report = UploadReport(meter.meter_id, _text(image.identifier))
+                report.error_class, report.error = "not_attempted", "stopped before this meter"
+                return report
             started = now()
             report = await upload_meter(meter, image, secrets=secrets, **options)
             if db is not None:
                 record = audit_record(report, who, started, now())
                 await asyncio.to_thread(record_command, db, record)
+            if finished is not None:
+                finished(report)
             return report
 
     return list(await asyncio.gather(*(one(m) for m in meters)))

@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
-from collector.firmware import MAX_IMAGE_BYTES, FirmwareImage, upload_many
+from collector.firmware import MAX_IMAGE_BYTES, FirmwareImage, UploadReport, upload_many
 from collector.job_queue import JobQueue
 from collector.jobs import log_event
 from collector.link_locks import LinkArbiter
@@ -361,7 +361,14 @@ class JobRunner:
         except OSError as exc:
             raise JobFailed(f"cannot read image {path}: {exc.strerror or exc}") from None
         image = FirmwareImage(str(job.params["identifier"]).encode("ascii"), data)
-        reports = await upload_many(
+        stopped = asyncio.Event()
+        done = 0
+
+        def finished(_report: UploadReport) -> None:
+            nonlocal done
+            done += 1
+
+        work = upload_many(
             meters,
             image,
             secrets=self.secrets,
@@ -371,10 +378,17 @@ class JobRunner:
             concurrency=self.concurrency,
             links=self.links,
             priority=job.priority,
+            stop=stopped,
+            finished=finished,
             sessions=int(job.params.get("sessions", 3)),
             request_timeout=self.plan.timeouts.request_s,
         )
+        reports = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
+        if stopped.is_set() and self._stopping.is_set():
+            raise JobStopped(job.id)
         result = {"meters": [r.as_dict() for r in reports[:WORST]], "count": len(reports)}
+        if stopped.is_set():
+            return JobOutcome("cancelled", result, "cancelled on request")
         failed = {r.meter_id: r.error_class or "failed" for r in reports if not r.ok}
         if failed:
             return JobOutcome("failed", result, _incomplete_text(failed))
