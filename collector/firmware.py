@@ -63,6 +63,7 @@ ACTIVATION_FAILED = 7
 BLOCK_OVERHEAD = 48
 #: How many times image_transfer_status is read while the meter verifies or activates.
 STATUS_POLLS = 20
+POLL_INTERVAL_S = 1.0
 #: Largest image file taken (image_size is a double-long-unsigned, but a meter's flash for a
 #: second image is far smaller).
 MAX_IMAGE_BYTES = 16 << 20
@@ -223,8 +224,13 @@ async def _status(session: Session) -> int:
 async def _await_status(
     session: Session, running: int, done: int, failed: type[FirmwareError], step: str
 ) -> None:
-    """Poll image_transfer_status while it reads ``running``; it must end at ``done``."""
-    for _ in range(STATUS_POLLS):
+    """Poll image_transfer_status while it reads ``running``; it must end at ``done``.
+
+    The first read is at once, then one every :data:`POLL_INTERVAL_S` (a meter may take
+    seconds to check a large image's signature)."""
+    for poll in range(STATUS_POLLS):
+        if poll:
+            await asyncio.sleep(POLL_INTERVAL_S)
         status = await _status(session)
         if status == done:
             return

@@ -14,8 +14,8 @@ The simulated meter's own rules (a real meter's are its maker's):
 - block size: fixed at initiate to fit the smaller negotiated PDU (client and meter max PDU
   size) less :data:`BLOCK_OVERHEAD` for the ACTION-Request around it (ciphered), at most
   :data:`MAX_BLOCK_SIZE`;
-- initiate with the identifier and size of a transfer still in progress keeps the blocks
-  received so far (a resume); anything else starts afresh;
+- initiate with the identifier and size of the image held (being transferred or verified,
+  not failed) keeps the blocks received so far (a resume); anything else starts afresh;
 - signature: an image is accepted when its last 32 bytes are the SHA-256 of the bytes before
   them (:func:`sign`); verification of an incomplete or unsigned image fails (status 4);
 - verification runs "in the background": image_verify answers temporary-failure with status 2,
@@ -173,7 +173,7 @@ def invoke(
         fw.settle()
         resume = (
             t is not None
-            and fw.status == INITIATED
+            and fw.status in (INITIATED, VERIFICATION_INITIATED, VERIFICATION_SUCCESSFUL)
             and (t.identifier, t.size) == (identifier, size)
         )
         if not resume:

@@ -159,8 +159,17 @@ def test_simulated_object_power_cut_keeps_the_block_and_verification_runs_in_bac
     assert fw.status == image_transfer.VERIFICATION_INITIATED
     assert axdr.decode(image_transfer.get_attribute(fw, 6, 4)) == 3
     assert axdr.decode(image_transfer.get_attribute(fw, 7, 4)) == [(40, b"V3", data[-32:])]
+    # A session lost during verification: initiating the same image again keeps every block.
+    _initiate(fw, b"V3", len(data))
+    assert fw.transfer is not None and fw.transfer.complete()
+    with pytest.raises(TemporaryFailure):
+        image_transfer.invoke(fw, 3, 0, 4)
+    image_transfer.invoke(fw, 3, 0, 4)  # the outcome is there at the next verify too
+    assert axdr.decode(image_transfer.get_attribute(fw, 7, 4)) == [(40, b"V3", data[-32:])]
     image_transfer.invoke(fw, 4, 0, 4)
     assert fw.active == b"V3"
+    status = axdr.decode(image_transfer.get_attribute(fw, 6, 4))
+    assert status == image_transfer.ACTIVATION_SUCCESSFUL
 
 
 # ---------------------------------------------------------------------------------------------
