@@ -1,9 +1,9 @@
 """``hes firmware upload``: send a firmware image to one meter or a group, and activate it.
 
-Every meter's upload is audited (``command_audit``, command ``firmware``, ``--by``). Prints
-one JSON object: per meter the blocks of the image, how many were sent in each
-session and how many the meter already held (a resume), whether the image verified and
-activated, and the firmware identifier before and after; then the totals. Exit 0 when every
+Prints one JSON object: per meter the blocks of the image, how many were sent in each session
+and how many the meter already held (a resume), whether the image verified and activated, and
+the firmware identifier before and after; then the totals. Every meter's upload is audited
+(``command_audit``, command ``firmware``, requested by ``--by``). Exit 0 when every
 meter runs the new firmware, 1 when any failed, 2 for bad arguments (no image, an empty
 identifier, unknown meters: nothing is sent to any meter then), with the error as JSON on
 stdout and as text on stderr.
