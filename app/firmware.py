@@ -22,8 +22,12 @@ from app.support import DbOption, fail
 from collector.firmware import MAX_IMAGE_BYTES, FirmwareImage, upload_many
 from collector.operations import SelectionError, select_meters
 from collector.service import env_secret
+from contracts.meters import SECURE_PROFILE
+from protocols.security import SecurityContext
 from storage.database import open_database
 from storage.errors import StorageError
+from storage.keystore import KeyStore, KeyStoreError, load_master_key, security_context
+from storage.records import MeterRecord
 
 firmware_app = typer.Typer(help="Firmware upgrade (image transfer).", no_args_is_help=True)
 
@@ -96,6 +100,18 @@ def upload_command(
             chosen = select_meters(database, ids, file, area)
         except SelectionError as exc:
             raise _bad(str(exc)) from None
+        security_for = None
+        if any(m.security_profile == SECURE_PROFILE for m in chosen):
+            try:
+                keystore = KeyStore(database, load_master_key())
+            except KeyStoreError as exc:
+                raise _bad(f"secured meters need the key store: {exc}") from None
+
+            def security_for(meter: MeterRecord) -> SecurityContext | None:
+                if meter.security_profile != SECURE_PROFILE:
+                    return None
+                return security_context(keystore, meter.meter_id)
+
         reports = asyncio.run(
             upload_many(
                 chosen,
@@ -107,6 +123,7 @@ def upload_command(
                 sessions=sessions,
                 request_timeout=timeout,
                 max_pdu_size=max_pdu,
+                security_for=security_for,
             )
         )
     finally:

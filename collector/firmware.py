@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +43,9 @@ from collector.transport import open_transport
 from protocols import axdr
 from protocols.enums import InterfaceClass
 from protocols.errors import DlmsError, DlmsTimeout, LinkError, TemporaryFailure
+from protocols.security import SecurityContext
 from storage.database import Database
+from storage.keystore import KeyStoreError
 from storage.operations import CommandRecord, record_command
 from storage.records import MeterRecord
 
@@ -282,9 +284,12 @@ async def send_blocks(
     block_size: int,
     blocks: Sequence[int],
     sent: Callable[[], None],
+    prepare: Prepare | None = None,
 ) -> None:
     """Step 2: image_block_transfer of each block; ``sent`` counts each one on the wire."""
     for number in blocks:
+        if prepare is not None:
+            await prepare()
         value = image_block(image.data, number, block_size)
         parameter = axdr.structure(axdr.u32(number), axdr.octets(value))
         sent()
@@ -347,19 +352,30 @@ async def active_firmware(session: Session) -> bytes:
 
 
 SessionFactory = Callable[[], Session]
+Prepare = Callable[[], Awaitable[None]]
+#: The security context of a meter's ciphered sessions (None: LLS); blocking (key store).
+SecurityFor = Callable[[MeterRecord], SecurityContext | None]
 
 
 async def upload(
-    connect: SessionFactory, image: FirmwareImage, report: UploadReport, sessions: int = 3
+    connect: SessionFactory,
+    image: FirmwareImage,
+    report: UploadReport,
+    sessions: int = 3,
+    prepare: Prepare | None = None,
 ) -> None:
     """Run every step against one meter, resuming in a new session after a lost link.
 
     ``connect`` makes a fresh (unopened) management session; ``report`` is filled as the
-    upload goes, so a failure still says how far it got.
+    upload goes, so a failure still says how far it got. ``prepare`` runs before each
+    session and block (a ciphered session reserves its invocation counters there, off the
+    event loop).
     """
     lost: DlmsError | None = None
     for _ in range(max(1, sessions)):
         try:
+            if prepare is not None:
+                await prepare()
             async with connect() as session:
                 if report.old_version is None:
                     running = await active_firmware(session)
@@ -376,7 +392,7 @@ async def upload(
                 def count() -> None:
                     report.sent[-1] += 1
 
-                await send_blocks(session, image, block_size, missing, count)
+                await send_blocks(session, image, block_size, missing, count, prepare)
                 await verify(session, image)
                 report.verified = True
                 await activate(session)
@@ -392,6 +408,8 @@ async def upload(
         report.new_version = report.old_version
         report.ok = True
         return
+    if prepare is not None:
+        await prepare()
     async with connect() as session:
         version = await active_firmware(session)
     report.new_version = _text(version)
@@ -413,24 +431,33 @@ async def upload_meter(
     request_timeout: float = 10.0,
     max_pdu_size: int = 0xFFFF,
     session_timeout: float = 600.0,
+    security: SecurityContext | None = None,
 ) -> UploadReport:
-    """Upload to one inventory meter as the management client; errors come back in the
-    report (error class and text), never raised."""
+    """Upload to one inventory meter as the management client (LLS, or HLS-GMAC with
+    suite-0 ciphering given ``security``); errors come back in the report (error class and
+    text), never raised."""
     report = UploadReport(meter.meter_id, _text(image.identifier))
     try:
-        password = management_secret(meter, secrets)
+        password = None if security is not None else management_secret(meter, secrets)
+        prepare: Prepare | None = None
+        if security is not None:
+            held = security
+
+            async def prepare() -> None:
+                await asyncio.to_thread(held.prepare)
 
         def connect() -> Session:
             return Session(
                 open_transport(management_target(meter, request_timeout)),
-                authentication="lls",
+                authentication="hls-gmac" if security is not None else "lls",
                 password=password,
                 request_timeout=request_timeout,
                 max_pdu_size=max_pdu_size,
+                security=security,
             )
 
         async with asyncio.timeout(session_timeout):
-            await upload(connect, image, report, sessions)
+            await upload(connect, image, report, sessions, prepare)
     except DlmsError as exc:
         report.error_class, report.error = exc.error_class, str(exc)
     except TimeoutError:
@@ -476,13 +503,15 @@ async def upload_many(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     stop: asyncio.Event | None = None,
     finished: Callable[[UploadReport], None] | None = None,
+    security_for: SecurityFor | None = None,
     **options: Any,
 ) -> list[UploadReport]:
     """Upload to every meter, one session per link at a time (an RS-485 bus is shared);
     with ``db`` each meter's upload is audited in ``command_audit`` as ``firmware``.
 
     Once ``stop`` is set no meter starts (those left say ``not_attempted``; one in progress
-    keeps its blocks for the next run); ``finished`` hears of each meter done."""
+    keeps its blocks for the next run); ``finished`` hears of each meter done;
+    ``security_for`` gives the ciphered meters their security context."""
     limit = asyncio.Semaphore(max(1, concurrency))
     own: dict[str, asyncio.Lock] = {}
     who = requested_by or getpass.getuser()
@@ -499,7 +528,15 @@ async def upload_many(
                 report.error_class, report.error = "not_attempted", "stopped before this meter"
                 return report
             started = now()
-            report = await upload_meter(meter, image, secrets=secrets, **options)
+            try:
+                security = await asyncio.to_thread(security_for, meter) if security_for else None
+            except KeyStoreError as exc:
+                report = UploadReport(meter.meter_id, _text(image.identifier))
+                report.error_class, report.error = "no_keys", str(exc)
+            else:
+                report = await upload_meter(
+                    meter, image, secrets=secrets, security=security, **options
+                )
             if db is not None:
                 record = audit_record(report, who, started, now())
                 await asyncio.to_thread(record_command, db, record)

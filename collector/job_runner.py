@@ -52,6 +52,7 @@ from storage.jobs import JobRecord
 from storage.keystore import (
     DatabaseCounterStore,
     KeyStore,
+    KeyStoreError,
     MasterKey,
     load_master_key,
     reserve_counter_blocks,
@@ -361,6 +362,18 @@ class JobRunner:
         except OSError as exc:
             raise JobFailed(f"cannot read image {path}: {exc.strerror or exc}") from None
         image = FirmwareImage(str(job.params["identifier"]).encode("ascii"), data)
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
+
+        def security_for(meter: MeterRecord) -> SecurityContext | None:
+            if keystore is None or meter.security_profile != SECURE_PROFILE:
+                return None
+            return self._security(keystore, meter.meter_id)
+
         stopped = asyncio.Event()
         done = 0
 
@@ -380,6 +393,7 @@ class JobRunner:
             priority=job.priority,
             stop=stopped,
             finished=finished,
+            security_for=security_for,
             sessions=int(job.params.get("sessions", 3)),
             request_timeout=self.plan.timeouts.request_s,
         )

@@ -29,6 +29,7 @@ from test_collector_fleet import plan_text
 from test_daemon import until_final
 from test_operations import (
     NOW,
+    SEED,
     SimClock,
     _hes,
     management_fleet,
@@ -45,19 +46,23 @@ from collector.firmware import (
     block_count,
     image_block,
     missing_blocks,
+    upload_many,
     upload_meter,
 )
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
+from contracts.meters import SECURE_PROFILE
 from protocols import axdr
 from protocols.errors import DataAccessError, TemporaryFailure
-from simulator import image_transfer
-from simulator.fleet import Fleet, meter_number
+from protocols.security import SecurityContext, SecurityKeys
+from simulator import image_transfer, model
+from simulator.fleet import Fleet, FleetSpec, meter_number
 from simulator.image_transfer import Firmware, PowerCut, sign
 from simulator.quirks import Quirks
 from storage import jobs
 from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
+from storage.keystore import KeyStore, MasterKey, security_context
 from storage.operations import commands
 from storage.records import MeterRecord
 
@@ -317,6 +322,55 @@ async def test_upload_over_a_pty_bus_resumes_after_a_power_cut(
         assert report.ok, report.as_dict()
         assert (report.sent, report.held) == ([9, BLOCKS - 9], [0, 9])
         assert firmware(fleet, meter.meter_id).active == b"SIM-FW-4.1.0"
+
+
+async def test_a_secured_meter_takes_the_image_over_ciphered_sessions(
+    tmp_path: Path, db: Database
+) -> None:
+    """HLS-GMAC with suite-0 ciphering: every block a glo- APDU, the resume too."""
+    first = online_run(2, 1700)
+    spec = FleetSpec(
+        seed=SEED,
+        tcp_meters=2,
+        first_meter=first,
+        tcp_port=0,
+        first_address="127.7.35.1",
+        baudrate=None,
+        secure_share=1.0,
+        quirks=Quirks(power_cut_after_blocks=5),
+    )
+    async with Fleet(spec, clock=SimClock(NOW)) as fleet:
+        fleet.write_inventory(tmp_path / "fleet.csv")
+        import_inventory(db, tmp_path / "fleet.csv")
+        with_keys, without = db.meters()
+        assert with_keys.security_profile == SECURE_PROFILE
+        keystore = KeyStore(db, MasterKey(bytes(range(32))))
+        keys = model.keys(meter_number(with_keys.meter_id), SEED)
+        keystore.put(with_keys.meter_id, SecurityKeys(keys.encryption_key, keys.authentication_key))
+
+        def security_for(meter: MeterRecord) -> SecurityContext:
+            return security_context(keystore, meter.meter_id)
+
+        reports = await upload_many(
+            [with_keys, without],
+            image("SIM-FW-8.0.0"),
+            secrets=sim_secret,
+            db=db,
+            requested_by="t",
+            security_for=security_for,
+            max_pdu_size=PDU,
+            request_timeout=3,
+        )
+        ok, refused = reports
+        assert ok.ok, ok.as_dict()
+        assert (ok.sent, ok.held) == ([5, BLOCKS - 5], [0, 5])
+        assert firmware(fleet, with_keys.meter_id).active == b"SIM-FW-8.0.0"
+        assert (refused.ok, refused.error_class, refused.sent) == (False, "no_keys", [])
+        assert firmware(fleet, without.meter_id).active == image_transfer.DEFAULT_FIRMWARE
+    assert sorted((a.meter_id, a.outcome, a.error_class) for a in commands(db)) == [
+        (with_keys.meter_id, "ok", None),
+        (without.meter_id, "failed", "no_keys"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
