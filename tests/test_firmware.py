@@ -428,7 +428,11 @@ def test_cli_bad_input_is_a_json_error_and_sends_nothing(tmp_path: Path) -> None
     path.write_bytes(image("SIM-FW-6").data)
     (tmp_path / "empty.bin").write_bytes(b"")
     inventory = tmp_path / "inv.csv"
-    inventory.write_text("meter_id,transport,host\nA1,tcp,127.0.0.1\n", encoding="utf-8")
+    inventory.write_text(
+        "meter_id,transport,host,security_profile,client_sap\nA1,tcp,127.0.0.1,,16\n"
+        f"S1,tcp,127.0.0.2,{SECURE_PROFILE},1\n",
+        encoding="utf-8",
+    )
     database = open_database(tmp_path / "hes.db")
     import_inventory(database, inventory)
     database.close()
@@ -436,7 +440,11 @@ def test_cli_bad_input_is_a_json_error_and_sends_nothing(tmp_path: Path) -> None
     runner = CliRunner()
 
     def refused(*args: str) -> str:
-        result = runner.invoke(app, ["firmware", "upload", *args, "--db", str(tmp_path / "hes.db")])
+        result = runner.invoke(
+            app,
+            ["firmware", "upload", *args, "--db", str(tmp_path / "hes.db")],
+            env={"HES_MASTER_KEY": None, "HES_MASTER_KEY_FILE": None},
+        )
         assert result.exit_code == 2, (result.stdout, result.stderr)
         message = json.loads(result.stdout)["error"]
         assert message in result.stderr
@@ -455,6 +463,7 @@ def test_cli_bad_input_is_a_json_error_and_sends_nothing(tmp_path: Path) -> None
     assert "not in the inventory: NOPE" in refused(*good, "--meter", "A1", "--meter", "NOPE")
     assert "no meters given" in refused(*good)
     assert "'west' has no meters" in refused(*good, "--area", "west")
+    assert "secured meters need the key store: no master key" in refused(*good, "--meter", "S1")
 
 
 # ---------------------------------------------------------------------------------------------
