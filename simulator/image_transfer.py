@@ -22,6 +22,8 @@ The simulated meter's own rules (a real meter's are its maker's):
   and the outcome is there at the next status read or image_verify;
 - activation needs a successful verification and makes the image's identifier the active
   firmware identifier;
+- a meter with the ``firmware_rollback`` quirk reports the activation successful and keeps
+  running its old firmware, as a meter that falls back after a failed restart;
 - the blocks received persist in the meter (like the relay, in ``MeterState``), so a power cut
   (:class:`PowerCut`, the ``power_cut_after_blocks`` quirk) loses only the session.
 """
@@ -160,9 +162,16 @@ def _pair(param: Any, what: str) -> tuple[Any, Any]:
 
 
 def invoke(
-    fw: Firmware, method: int, param: Any, block_size: int, power_cut_after: int | None = None
+    fw: Firmware,
+    method: int,
+    param: Any,
+    block_size: int,
+    power_cut_after: int | None = None,
+    rollback: bool = False,
 ) -> None:
-    """Run method 1..4, or raise the DataAccessError to answer with (or :class:`PowerCut`)."""
+    """Run method 1..4, or raise the DataAccessError to answer with (or :class:`PowerCut`).
+
+    ``rollback``: activation answers success but the meter comes back on its old firmware."""
     if method == 1:
         identifier, size = _pair(param, "image_transfer_initiate")
         if not isinstance(identifier, bytes) or not isinstance(size, int) or size < 1:
@@ -217,5 +226,6 @@ def invoke(
         return
     if fw.status != VERIFICATION_SUCCESSFUL or t is None:
         raise _fail("image_activate without a verified image")
-    fw.active = t.identifier
+    if not rollback:
+        fw.active = t.identifier
     fw.status = ACTIVATION_SUCCESSFUL

@@ -313,6 +313,7 @@ class MeterSession:
             ciphered=association.ciphered,
             energy=meter.energy,
             power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
+            firmware_rollback=meter.quirks.firmware_rollback,
         )
 
     def _read(

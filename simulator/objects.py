@@ -492,6 +492,8 @@ class Context:
     computed_registers: model.Registers | None = None
     #: The power cut quirk: the meter loses power once it holds this many image blocks.
     power_cut_after_blocks: int | None = None
+    #: The firmware rollback quirk: activation succeeds, the old firmware stays active.
+    firmware_rollback: bool = False
 
     def registers(self) -> model.Registers:
         """The energy registers at ``meter_time``: computed once per request, since a
@@ -718,7 +720,12 @@ def invoke(
         return
     if obj.class_id == IMAGE_TRANSFER:
         image_transfer.invoke(
-            state.firmware, method, param, _block_size(ctx), ctx.power_cut_after_blocks
+            state.firmware,
+            method,
+            param,
+            _block_size(ctx),
+            ctx.power_cut_after_blocks,
+            ctx.firmware_rollback,
         )
         return
     # Clock: 1 adjust_to_quarter, 3 adjust_to_minute, 6 shift_time(long seconds).

@@ -13,6 +13,7 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 | ``power_cut_after_blocks`` | loses power once it holds N blocks of an image: the link drops unanswered, the blocks stay |
+| ``firmware_rollback`` | reports an image activated but keeps running its old firmware |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.
@@ -37,6 +38,7 @@ class Quirks:
     block_failure: int | None = None
     identification: bytes | None = None
     power_cut_after_blocks: int | None = None
+    firmware_rollback: bool = False
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -65,6 +67,8 @@ NAMED: dict[str, Quirks] = {
     "identification-mode-c": Quirks(identification=b"/SIM5SIM-MODE-C\r\n"),
     # A meter whose power fails once it holds 8 blocks of a firmware image.
     "power-cut-mid-transfer": Quirks(power_cut_after_blocks=8),
+    # A meter that falls back to its old firmware after activating a new one.
+    "firmware-rollback": Quirks(firmware_rollback=True),
 }
 
 

@@ -277,6 +277,30 @@ async def test_corrupted_image_is_refused_at_verify_and_the_version_stays(
         assert firmware(fleet, meter.meter_id).active == b"SIM-FW-3.0.0"
 
 
+async def test_a_meter_that_rolls_back_fails_as_version_not_changed(
+    tmp_path: Path, db: Database
+) -> None:
+    first = online_run(1, 1350)
+    async with management_fleet(
+        tmp_path,
+        db,
+        tcp=1,
+        first_meter=first,
+        clock=SimClock(NOW),
+        first_address="127.7.36.1",
+        quirks=Quirks(firmware_rollback=True),
+    ) as fleet:
+        meter = db.meters()[0]
+        report = await upload_meter(
+            meter, image("SIM-FW-3.1.0"), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
+        )
+        assert (report.ok, report.error_class) == (False, "version_not_changed")
+        assert report.verified and not report.activated
+        assert (report.old_version, report.new_version) == ("SIM-FW-1.0.0", "SIM-FW-1.0.0")
+        assert "'SIM-FW-1.0.0' after activation" in (report.error or "")
+        assert firmware(fleet, meter.meter_id).active == image_transfer.DEFAULT_FIRMWARE
+
+
 async def test_upload_over_an_hdlc_bus_resumes_after_a_power_cut(
     tmp_path: Path, db: Database
 ) -> None:
