@@ -32,7 +32,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
-from collector.firmware import MAX_IMAGE_BYTES, FirmwareImage, UploadReport, upload_many
+from collector.firmware import MAX_IMAGE_BYTES, UploadReport, upload_many
+from collector.image_transfer import FirmwareImage
 from collector.job_queue import JobQueue
 from collector.jobs import log_event
 from collector.link_locks import LinkArbiter

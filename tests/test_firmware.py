@@ -41,14 +41,8 @@ from typer.testing import CliRunner
 
 import cli
 from collector.daemon import HeadEnd
-from collector.firmware import (
-    FirmwareImage,
-    block_count,
-    image_block,
-    missing_blocks,
-    upload_many,
-    upload_meter,
-)
+from collector.firmware import read_many, upload_many, upload_meter
+from collector.image_transfer import FirmwareImage, block_count, image_block, missing_blocks
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
 from contracts.meters import SECURE_PROFILE
@@ -234,6 +228,15 @@ async def test_power_cut_mid_transfer_then_resume_sends_only_the_missing_blocks(
         state = firmware(fleet, one.meter_id)
         assert state.transfer is not None and sorted(state.transfer.blocks) == list(range(cut))
         assert state.active == b"SIM-FW-1.0.0"
+        # What the head-end reads of it (hes firmware status): 6 blocks held, still initiated.
+        (seen,) = await read_many([one], secrets=sim_secret)
+        assert {k: seen[k] for k in ("outcome", "active_firmware", "status", "blocks_held")} == {
+            "outcome": "ok",
+            "active_firmware": "SIM-FW-1.0.0",
+            "status": "initiated",
+            "blocks_held": cut,
+        }
+        assert (seen["first_missing"], seen["block_size"], seen["to_activate"]) == (cut, BLOCK, [])
 
         resumed = await upload_meter(one, new, secrets=sim_secret, max_pdu_size=PDU)
         assert resumed.ok, resumed.as_dict()
@@ -440,6 +443,16 @@ async def test_cli_upload_by_area(tmp_path: Path, db: Database) -> None:
                 "SIM-FW-5.0.0",
             )
         assert [firmware(fleet, m).active for m in ids] == [b"SIM-FW-5.0.0"] * 2
+
+        code, out, err = await _hes(
+            "firmware", "status", "--all", "--db", dbfile, "--timeout", "3", env=env
+        )
+        assert code == 0, err
+        states = json.loads(out)["results"]
+        assert [(r["meter_id"], r["active_firmware"], r["status"]) for r in states] == [
+            (m, "SIM-FW-5.0.0", "activation_successful") for m in ids
+        ]
+        assert states[0]["to_activate"][0]["identification"] == "SIM-FW-5.0.0"
     audit = commands(db)
     assert sorted((a.meter_id, a.command, a.requested_by, a.outcome) for a in audit) == [
         (m, "firmware", "fw-desk", "ok") for m in sorted(ids)
