@@ -6,7 +6,7 @@ The steps of ``collector.image_transfer``, in one management session or several:
    holding part of the same image (same identifier and size) keeps those blocks;
 2. image_block_size (fixed by the meter at initiate) must fit the negotiated PDU with the
    ACTION-Request around it; the transferred-blocks bitmap and the first block not transferred
-   say which blocks are missing (:func:`missing_blocks`), and only those are sent, each with
+   say which blocks are missing (``missing_blocks``), and only those are sent, each with
    image_block_transfer. A link lost here ends the session: the next session (up to
    ``sessions``) initiates again and resumes from the bitmap;
 3. image_verify; temporary-failure means "verification running": poll image_transfer_status
@@ -20,8 +20,8 @@ A meter that already runs the image's identifier is left alone (``already_active
 retried job or a second run over a group sends nothing to the meters already done.
 
 Each meter's upload is audited (``command_audit``, command ``firmware``) when a database is
-given. Each failure has its own error class (:class:`InitiateRefused`, :class:`VerificationFailed`,
-...), so a batch over many meters says what went wrong where.
+given. Each failure has its own error class (``InitiateRefused``, ``VerificationFailed``, ...
+of ``collector.image_transfer``), so a batch over many meters says what went wrong where.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ from storage.operations import CommandRecord, record_command
 from storage.records import MeterRecord
 
 T = TypeVar("T")
+#: Round trips of a state read (association, two GETs, release): its session's time bound.
+STATE_ROUND_TRIPS = 4
 #: Largest image file taken (image_size is a double-long-unsigned, but a meter's flash for a
 #: second image is far smaller).
 MAX_IMAGE_BYTES = 16 << 20
@@ -338,7 +340,7 @@ async def read_meter(
         password = None if security is not None else management_secret(meter, secrets)
         if security is not None:
             await asyncio.to_thread(security.prepare)
-        async with asyncio.timeout(request_timeout * 4):
+        async with asyncio.timeout(request_timeout * STATE_ROUND_TRIPS):
             async with _connect(meter, password, security, request_timeout) as session:
                 state = await read_state(session)
     except DlmsError as exc:
