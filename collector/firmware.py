@@ -49,6 +49,7 @@ from collector.image_transfer import (
 from collector.link_locks import LinkArbiter
 from collector.operations import Secrets, management_secret, management_target
 from collector.session import Session
+from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from protocols.errors import DlmsError, DlmsTimeout, LinkError
 from protocols.security import SecurityContext
@@ -252,6 +253,8 @@ async def upload_many(
     stop: asyncio.Event | None = None,
     finished: Callable[[UploadReport], None] | None = None,
     security_for: SecurityFor | None = None,
+    telemetry: Telemetry | None = None,
+    label: str = "firmware",
     **options: Any,
 ) -> list[UploadReport]:
     """Upload to every meter, one session per link at a time (an RS-485 bus is shared);
@@ -259,7 +262,8 @@ async def upload_many(
 
     Once ``stop`` is set no meter starts (those left say ``not_attempted``; one in progress
     keeps its blocks for the next run); ``finished`` hears of each meter done;
-    ``security_for`` gives the ciphered meters their security context."""
+    ``security_for`` gives the ciphered meters their security context; ``telemetry`` (the
+    service's) counts each meter's upload as a session labelled ``label``."""
     who = requested_by or getpass.getuser()
 
     async def one(meter: MeterRecord) -> UploadReport:
@@ -274,7 +278,16 @@ async def upload_many(
             report = UploadReport(meter.meter_id, text_of(image.identifier))
             report.error_class, report.error = "no_keys", str(exc)
         else:
+            shared = meter.transport != "tcp"
+            handle = (
+                telemetry.session_started(meter.link_id, meter.meter_id, label, shared)
+                if telemetry is not None
+                else None
+            )
             report = await upload_meter(meter, image, secrets=secrets, security=security, **options)
+            if telemetry is not None and handle is not None:
+                outcome = "ok" if report.ok else "failed"
+                telemetry.session_ended(handle, outcome, report.error_class)
         if db is not None:
             record = audit_record(report, who, started, now())
             await asyncio.to_thread(record_command, db, record)

@@ -395,6 +395,8 @@ class JobRunner:
             stop=stopped,
             finished=finished,
             security_for=security_for,
+            telemetry=self.telemetry,
+            label=f"job {job.id} firmware",
             sessions=int(job.params.get("sessions", 3)),
             request_timeout=self.plan.timeouts.request_s,
         )

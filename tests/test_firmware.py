@@ -45,6 +45,7 @@ from collector.firmware import read_many, upload_many, upload_meter
 from collector.image_transfer import FirmwareImage, block_count, image_block, missing_blocks
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
+from collector.telemetry import Telemetry
 from contracts.meters import SECURE_PROFILE
 from protocols import axdr
 from protocols.errors import DataAccessError, TemporaryFailure
@@ -378,6 +379,7 @@ async def test_a_secured_meter_takes_the_image_over_ciphered_sessions(
         def security_for(meter: MeterRecord) -> SecurityContext:
             return security_context(keystore, meter.meter_id)
 
+        telemetry = Telemetry()
         reports = await upload_many(
             [with_keys, without],
             image("SIM-FW-8.0.0"),
@@ -385,6 +387,7 @@ async def test_a_secured_meter_takes_the_image_over_ciphered_sessions(
             db=db,
             requested_by="t",
             security_for=security_for,
+            telemetry=telemetry,
             max_pdu_size=PDU,
             request_timeout=3,
         )
@@ -393,6 +396,9 @@ async def test_a_secured_meter_takes_the_image_over_ciphered_sessions(
         assert (ok.sent, ok.held) == ([5, BLOCKS - 5], [0, 5])
         assert firmware(fleet, with_keys.meter_id).active == b"SIM-FW-8.0.0"
         assert (refused.ok, refused.error_class, refused.sent) == (False, "no_keys", [])
+        # the upload counts as a session in the service's metrics; no keys, no session
+        assert telemetry.sessions.labels("ok", "")._value.get() == 1
+        assert telemetry.sessions_in_flight._value.get() == 0
         assert firmware(fleet, without.meter_id).active == image_transfer.DEFAULT_FIRMWARE
     assert sorted((a.meter_id, a.outcome, a.error_class) for a in commands(db)) == [
         (with_keys.meter_id, "ok", None),
