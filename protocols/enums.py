@@ -42,6 +42,7 @@ class InterfaceClass(IntEnum):
     PROFILE_GENERIC = 7
     CLOCK = 8
     ASSOCIATION_LN = 15
+    IMAGE_TRANSFER = 18
     DISCONNECT_CONTROL = 70
 
 

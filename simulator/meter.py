@@ -53,6 +53,7 @@ from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetR
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from simulator import model, objects
 from simulator.areas import ORDINARY, Energy
+from simulator.image_transfer import PowerCut
 from simulator.quirks import NO_QUIRKS, Quirks
 
 PUBLIC_CLIENT = 16
@@ -185,7 +186,7 @@ class _Policy:
 class MeterSession:
     """One association: the sans-IO server association plus the meter's object model."""
 
-    __slots__ = ("association", "client_sap", "meter")
+    __slots__ = ("association", "client_sap", "meter", "power_cut")
 
     def __init__(
         self,
@@ -195,6 +196,8 @@ class MeterSession:
     ) -> None:
         self.meter = meter
         self.client_sap = client_sap
+        #: Set when the meter lost power mid-session (the IO layer then drops the link).
+        self.power_cut = False
         keys = meter.keys
         settings = ServerSettings(
             conformance=SERVER_CONFORMANCE,
@@ -260,7 +263,12 @@ class MeterSession:
             return association.answer_get_list(request, items)
         if isinstance(request, SetRequest):
             return association.answer_set(request, self._set(request, now), event.confirmed)
-        return association.answer_action(request, self._action(request, now), None, event.confirmed)
+        result = self._action(request, now)
+        if result is None:
+            self.power_cut = True
+            association.drop()
+            return None
+        return association.answer_action(request, result, None, event.confirmed)
 
     def _quirk(self, apdu: bytes) -> bytes | None:
         """The answer a quirk puts in place of the association's own, if one applies."""
@@ -304,6 +312,8 @@ class MeterSession:
             objects=objects.object_table(spec.phases),
             ciphered=association.ciphered,
             energy=meter.energy,
+            power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
+            firmware_rollback=meter.quirks.firmware_rollback,
         )
 
     def _read(
@@ -343,7 +353,8 @@ class MeterSession:
             return exc.result
         return DataAccessResult.SUCCESS
 
-    def _action(self, request: ActionRequest, now: float) -> int:
+    def _action(self, request: ActionRequest, now: float) -> int | None:
+        """The Action-Result, or None when the meter lost power running it (no answer)."""
         obj = self._target(request.class_id, request.obis)
         if isinstance(obj, int):
             return obj
@@ -352,4 +363,6 @@ class MeterSession:
             objects.invoke(ctx, obj, request.method, request.data, now)
         except DataAccessError as exc:
             return exc.result
+        except PowerCut:
+            return None
         return DataAccessResult.SUCCESS

@@ -12,6 +12,8 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``trailing_bytes`` | appends these bytes after the value of every GET-Response-Normal |
 | ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
+| ``power_cut_after_blocks`` | loses power once it holds N blocks of an image: the link drops unanswered, the blocks stay |
+| ``firmware_rollback`` | reports an image activated but keeps running its old firmware |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.
@@ -35,6 +37,8 @@ class Quirks:
     trailing_bytes: bytes = b""
     block_failure: int | None = None
     identification: bytes | None = None
+    power_cut_after_blocks: int | None = None
+    firmware_rollback: bool = False
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -42,6 +46,8 @@ class Quirks:
             raise ValueError(f"association_exception {exc.hex()} is not an ExceptionResponse")
         if self.block_failure is not None and not 0 < self.block_failure <= 0xFF:
             raise ValueError(f"block_failure {self.block_failure} is not a data-access-result")
+        if self.power_cut_after_blocks is not None and self.power_cut_after_blocks < 1:
+            raise ValueError(f"power_cut_after_blocks {self.power_cut_after_blocks} must be >= 1")
 
 
 NO_QUIRKS = Quirks()
@@ -59,6 +65,10 @@ NAMED: dict[str, Quirks] = {
     "identification-without-cr": Quirks(identification=b"/SIM5\\2SIM-LF-ONLY\n"),
     # An optical port left in mode C: an identification without \2 (no HDLC offered).
     "identification-mode-c": Quirks(identification=b"/SIM5SIM-MODE-C\r\n"),
+    # A meter whose power fails once it holds 8 blocks of a firmware image.
+    "power-cut-mid-transfer": Quirks(power_cut_after_blocks=8),
+    # A meter that falls back to its old firmware after activating a new one.
+    "firmware-rollback": Quirks(firmware_rollback=True),
 }
 
 

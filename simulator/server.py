@@ -14,7 +14,8 @@ Three ways in, as in the field:
 The protocol work is done by the sans-IO parts (``protocols`` and ``simulator.meter``); this
 module only moves bytes and applies timing (latency, baud rate) and injected faults
 (``simulator.faults``): per session no answer, a corrupted frame, a dropped link, a slow meter;
-per meter offline for good or for windows of time.
+per meter offline for good or for windows of time. A meter that loses power mid-session (the
+``power_cut_after_blocks`` quirk, ``simulator.image_transfer``) drops the link the same way.
 """
 
 from __future__ import annotations
@@ -314,6 +315,8 @@ class WrapperServer:
                     reply = session.handle(pdu.apdu, self.clock())
                     self.stats.apdus += 1
                     if reply is None:
+                        if session.power_cut:
+                            return
                         continue
                     delay = self.latency(meter) if self.latency is not None else 0.0
                     if fault is SessionFault.SLOW and plan is not None:
@@ -505,6 +508,10 @@ class HdlcBus:
                     return bytes(out) + self._dm(frame)
                 answer = link.session.handle(event.apdu, now)
                 if answer is None:
+                    if link.session.power_cut:
+                        reply.drop = True
+                        self._forget(key)
+                        return bytes(out) + self._dm(frame)
                     continue
                 self.stats.apdus += 1
                 bare = link.meter.quirks.rlre_without_llc and answer[:1] == _RLRE
