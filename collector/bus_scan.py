@@ -18,13 +18,11 @@ from collector.link_stats import LinkStats
 from collector.transport import StreamOpener, Trace
 from protocols.errors import DecodeError, LinkError
 from protocols.explain import FrameTracer
-from protocols.hdlc import (
+from protocols.hdlc import FrameDecoder, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     Connected,
     Disconnected,
-    FrameDecoder,
-    HdlcAddress,
     HdlcConnection,
-    HdlcFrame,
     HdlcSettings,
     PeerRejected,
     Role,

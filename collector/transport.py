@@ -18,11 +18,11 @@ from collector.sign_on import MODE_E, STARTUPS, SignedOn, mode_e_start_up
 from contracts.meters import TRANSPORTS, MeterTarget
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
 from protocols.explain import FrameTracer, wrapper_trace
-from protocols.hdlc import (
+from protocols.hdlc import HdlcAddress
+from protocols.hdlc_link import (
     ApduReceived,
     Connected,
     Disconnected,
-    HdlcAddress,
     HdlcConnection,
     HdlcEvent,
     HdlcSettings,

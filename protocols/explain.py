@@ -17,8 +17,8 @@ from protocols.hdlc import (
     FrameKind,
     HdlcAddress,
     HdlcFrame,
-    decode_parameters,
 )
+from protocols.hdlc_link import decode_parameters
 from protocols.wrapper import WrapperPdu, encode_wrapper
 
 __all__ = [

@@ -35,14 +35,11 @@ from typing import Protocol
 
 from protocols.enums import ApduTag
 from protocols.errors import DecodeError
-from protocols.hdlc import (
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     ApduReceived,
     Disconnected,
-    FrameDecoder,
-    FrameKind,
-    HdlcAddress,
     HdlcConnection,
-    HdlcFrame,
     HdlcSettings,
     Role,
     Transmit,

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from protocols.explain import FrameTracer, describe_apdu, wrapper_trace
-from protocols.hdlc import (
-    LLC_REQUEST,
-    LLC_RESPONSE,
-    FrameKind,
-    HdlcAddress,
-    HdlcFrame,
-    HdlcSettings,
-    encode_parameters,
-)
+from protocols.hdlc import LLC_REQUEST, LLC_RESPONSE, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import HdlcSettings, encode_parameters
 from protocols.wrapper import WrapperPdu
 
 CLIENT = HdlcAddress(16)

@@ -7,12 +7,9 @@ from hypothesis import strategies as st
 
 from protocols.crc import CRC16_X25_INIT, CRC16_X25_XOROUT, crc16_x25, crc16_x25_update
 from protocols.errors import DecodeError
-from protocols.hdlc import (
-    FrameDecoder,
-    FrameKind,
-    HdlcAddress,
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     HdlcConnection,
-    HdlcFrame,
     HdlcSettings,
     Role,
     decode_parameters,

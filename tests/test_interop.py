@@ -35,7 +35,8 @@ from dlms_cosem.security import LowLevelSecurityAuthentication, NoSecurityAuthen
 from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport, hdlc_tcp_transport
-from protocols.hdlc import FrameKind, HdlcFrame, HdlcSettings
+from protocols.hdlc import FrameKind, HdlcFrame
+from protocols.hdlc_link import HdlcSettings
 from simulator import model
 from simulator import objects as O
 from simulator.meter import SimulatedMeter

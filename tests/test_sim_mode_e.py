@@ -31,14 +31,8 @@ from collector.plan import PlanError, load_plan, parse_plan
 from collector.session import Session
 from collector.transport import open_transport, serial_hdlc_transport
 from protocols.errors import DecodeError, DlmsTimeout, SignOnError
-from protocols.hdlc import (
-    Connected,
-    Disconnected,
-    HdlcAddress,
-    HdlcConnection,
-    HdlcSettings,
-    Role,
-)
+from protocols.hdlc import HdlcAddress
+from protocols.hdlc_link import Connected, Disconnected, HdlcConnection, HdlcSettings, Role
 from protocols.iec62056_21 import Identification
 from protocols.iec62056_21 import with_even_parity as P
 from simulator import model
