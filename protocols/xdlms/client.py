@@ -11,7 +11,9 @@ It keeps invoke ids (0..15, one request at a time), follows GET block transfer (
 capped at :data:`MAX_BLOCKS`), rebuilds with-list responses sent in blocks, classifies an
 AARE refusal, and with a :class:`~protocols.security.SecurityContext` ciphers every request,
 deciphers every answer and runs HLS-GMAC passes 3 and 4. Randomness (the HLS challenge)
-comes from the context, so a test can fix it.
+comes from the context, so a test can fix it. With ``short_names`` it proposes the SN
+context and conformance, and serves ``read`` / ``write`` (ReadRequest / WriteRequest by short
+name) instead of GET/SET/ACTION.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ from protocols.xdlms.get import (
 )
 from protocols.xdlms.initiate import build_initiate_request, decode_initiate
 from protocols.xdlms.set_action import ActionResult, SetResult, build_action, build_set
+from protocols.xdlms.sn import (
+    ReadResponse,
+    Reference,
+    WriteResponse,
+    build_read_request,
+    build_write_request,
+)
 
 #: Upper bound on GetRequestNext rounds, so a meter that never sends its last block cannot
 #: keep a session forever.
@@ -105,11 +114,18 @@ class Done:
 
 
 @dataclass(slots=True, frozen=True)
+class Written:
+    """A WriteRequest answered: a Data-Access-Result per item (0 = success)."""
+
+    results: list[int]
+
+
+@dataclass(slots=True, frozen=True)
 class Released:
     reason: int | None
 
 
-ClientEvent: TypeAlias = Send | Associated | Value | Values | Done | Released
+ClientEvent: TypeAlias = Send | Associated | Value | Values | Done | Written | Released
 
 
 @dataclass(slots=True)
@@ -133,9 +149,13 @@ class ClientAssociation:
         max_pdu_size: int = 0xFFFF,
         security: SecurityContext | None = None,
         peer: str = "meter",
+        short_names: bool = False,
     ) -> None:
         if authentication == "hls-gmac" and security is None:
             raise ValueError("hls-gmac authentication needs a security context (keys)")
+        if short_names and security is not None:
+            raise ValueError("short-name referencing with ciphering is not supported")
+        self.short_names = short_names
         self.authentication: Authentication = authentication
         self.password = password
         self.max_pdu_size = max_pdu_size
@@ -158,6 +178,7 @@ class ClientAssociation:
                 authentication=self.authentication,
                 password=self.password,
                 max_pdu_size=self.max_pdu_size,
+                short_names=self.short_names,
             )
         security.new_session()
         challenge = self.password
@@ -193,6 +214,18 @@ class ClientAssociation:
     def action(self, class_id: int, obis: bytes, method: int, data: bytes | None = None) -> bytes:
         invoke_id = self._start("action", f"ACTION {class_id}/{Obis.from_bytes(obis)}/{method}")
         return self._out(build_action(invoke_id, class_id, obis, method, data))
+
+    def read(self, references: Sequence[Reference]) -> bytes:
+        """ReadRequest of short names (each plain or with a parameterized access)."""
+        names = ", ".join(f"0x{name:04X}" for name, _ in references)
+        self._start("read", f"Read {names}")
+        return build_read_request(references)
+
+    def write(self, items: Sequence[tuple[int, bytes]]) -> bytes:
+        """WriteRequest of ``(short name, encoded value)`` pairs."""
+        names = ", ".join(f"0x{name:04X}" for name, _ in items)
+        self._start("write", f"Write {names}")
+        return build_write_request(items)
 
     def release(self) -> bytes:
         """The RLRQ; the association is considered closed whatever comes back."""
@@ -259,6 +292,14 @@ class ClientAssociation:
             return self._get(pending, response)
         if pending.kind == "list":
             return self._list(pending, response)
+        if pending.kind == "read":
+            if not isinstance(response, ReadResponse):
+                raise self._unexpected(response, pending.what)
+            return Values(response.items)
+        if pending.kind == "write":
+            if not isinstance(response, WriteResponse):
+                raise self._unexpected(response, pending.what)
+            return Written(response.results)
         if pending.kind == "set":
             if not isinstance(response, SetResult):
                 raise self._unexpected(response, pending.what)
@@ -280,6 +321,9 @@ class ClientAssociation:
             raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
         if not response.accepted:
             raise self._refused(response)
+        if response.short_names != self.short_names:
+            wanted = "short-name" if self.short_names else "logical-name"
+            raise ProtocolError(f"{self.peer}: asked for {wanted} referencing, the AARE differs")
         security = self.security
         if security is None:
             self.association = response
