@@ -13,7 +13,7 @@ import typer
 
 from app.read_profiles import jsonable, profile_json
 from collector.link_stats import diagnose
-from collector.session import Session
+from collector.session import Referencing, Session
 from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
@@ -91,6 +91,7 @@ async def _read(
     end: datetime | None,
     timeout: float,
     max_pdu_size: int,
+    referencing: Referencing = "ln",
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with Session(
@@ -99,13 +100,17 @@ async def _read(
         password=password,
         request_timeout=timeout,
         max_pdu_size=max_pdu_size,
+        referencing=referencing,
     ) as session:
         association = session.association
         assert association is not None
         negotiated: dict[str, Any] = {
             "client_max_pdu_size": max_pdu_size,
             "server_max_pdu_size": association.server_max_pdu_size,
+            "referencing": referencing,
         }
+        if session.object_list is not None:
+            negotiated["sn_objects"] = len(session.object_list)
         if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
@@ -234,6 +239,13 @@ def read_command(
     trace: Annotated[
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
+    referencing: Annotated[
+        str,
+        typer.Option(
+            help="ln (logical names, GET/SET) or sn (short names: Read/Write by base name, "
+            "from the meter's object list)"
+        ),
+    ] = "ln",
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range."""
     chosen = [x for x in (tcp, hdlc_tcp, serial) if x]
@@ -241,6 +253,8 @@ def read_command(
         raise _usage("give exactly one of --tcp, --hdlc-tcp, --serial")
     if auth not in ("none", "lls"):
         raise _usage(f"--auth {auth!r}: use none or lls")
+    if referencing not in ("ln", "sn"):
+        raise _usage(f"--referencing {referencing!r}: use ln or sn")
     if baud <= 0:
         raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
     if (mode_e or device_address) and not serial:
@@ -319,6 +333,7 @@ def read_command(
                 end,
                 timeout,
                 max_pdu_size,
+                "sn" if referencing == "sn" else "ln",
             )
         )
     except DlmsError as exc:

@@ -11,6 +11,7 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``rlre_without_llc`` | HDLC: sends its RLRE in an I-frame without the E6 E7 00 LLC header |
 | ``trailing_bytes`` | appends these bytes after the value of every GET-Response-Normal |
 | ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
+| ``short_names`` | is an SN meter: short-name context only, Read/Write by base name (``simulator.short_names``) |
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
@@ -35,6 +36,7 @@ class Quirks:
     trailing_bytes: bytes = b""
     block_failure: int | None = None
     identification: bytes | None = None
+    short_names: bool = False
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -53,6 +55,8 @@ NAMED: dict[str, Quirks] = {
     # ... invocation-counter-error, expecting counter 2007.
     "aarq-counter-error": Quirks(association_exception=bytes.fromhex("D8 01 06 00 00 07 D7")),
     "rlre-without-llc": Quirks(rlre_without_llc=True),
+    # Short-name referencing only (an older meter): Read/Write by base name.
+    "short-names": Quirks(short_names=True),
     "trailing-bytes": Quirks(trailing_bytes=bytes(range(18))),
     "block-temporary-failure": Quirks(block_failure=DataAccessResult.TEMPORARY_FAILURE),
     # A mode E identification that ends with LF alone, without the CR before it.
