@@ -105,5 +105,5 @@ def test_short_name_apdus_are_named_with_their_short_names() -> None:
         "ReadResponse data, data-access-result 4",
         "WriteRequest 0x0308",
         "WriteResponse success, data-access-result 3",
-        "malformed short-name APDU 0x0C: ReadResponse: 1 bytes, need at least 3",
+        "malformed short-name APDU 0x0C: ReadResponse: 2 bytes, need at least 3",
     ]
