@@ -51,10 +51,12 @@ def allowed(request: Request, conformance: int) -> bool:
 
 
 def supported_variant(data: bytes) -> bool:
-    """GET normal/next/with-list, SET normal, ACTION normal; other variants are unsupported."""
+    """GET normal/next/with-list, SET normal, ACTION normal, SN Read/Write; no other variant."""
     if len(data) < 3:
         return True  # let the decoder call it malformed
     tag, kind = data[0], data[1]
+    if tag in (ApduTag.READ_REQUEST, ApduTag.WRITE_REQUEST):
+        return True  # no variants: the second byte is the number of references
     if tag == ApduTag.GET_REQUEST:
         return kind in (1, 2, 3)
     return kind == 1

@@ -208,10 +208,8 @@ class ServerAssociation:
     # ------------------------------------------------------------------ services
 
     def _service(self, data: bytes) -> ServerEvent:
-        """One plain GET/SET/ACTION (deciphered already on a ciphered association)."""
-        if self.settings.short_names:
-            return self._sn_service(data)
-        if data[0] not in _SERVICE_TAGS:
+        """One plain GET/SET/ACTION, or Read/Write on an SN association (deciphered already)."""
+        if data[0] not in (_SN_TAGS if self.settings.short_names else _SERVICE_TAGS):
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
         if not self.associated:
             return _exception(
@@ -239,31 +237,11 @@ class ServerAssociation:
             return Reply(self._seal(self._get_next(request)))
         assert not isinstance(request, AarqInfo)
         self._long = None
+        if isinstance(request, ReadRequest | WriteRequest):
+            return Serve(request, True)  # SN services carry no invoke id, all confirmed
         if isinstance(request, GetRequest | GetListRequest | SetRequest | ActionRequest):
             return Serve(request, bool(data[2] & 0x40))
         return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
-
-    def _sn_service(self, data: bytes) -> ServerEvent:
-        """One ReadRequest or WriteRequest on a short-name association."""
-        if data[0] not in _SN_TAGS:
-            return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
-        if not self.associated:
-            return _exception(
-                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
-            )
-        if len(data) > self.settings.max_pdu_size:
-            return _exception(StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.PDU_TOO_LONG)
-        try:
-            request = decode_request(data)
-        except DecodeError:
-            return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
-        sn_request = isinstance(request, ReadRequest | WriteRequest)
-        if not sn_request or not allowed(request, self.conformance):
-            return _exception(
-                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.SERVICE_NOT_SUPPORTED
-            )
-        assert isinstance(request, ReadRequest | WriteRequest)
-        return Serve(request, True)
 
     def answer_read(self, items: list[bytes | int]) -> bytes:
         """The ReadResponse; one too big for the client's PDU answers other-reason per item."""
