@@ -174,7 +174,10 @@ def _describe_sn(apdu: bytes) -> str:
     tag = apdu[0]
     try:
         if tag == ApduTag.READ_REQUEST:
-            refs = sn.decode_read_request(apdu).references
+            request = sn.decode_read_request(apdu)
+            if isinstance(request, sn.ReadNextRequest):
+                return f"ReadRequest next after block {request.block_number}"
+            refs = request.references
             names = ", ".join(
                 f"0x{name:04X}" + ("" if access is None else " parameterized")
                 for name, access in refs
@@ -184,7 +187,11 @@ def _describe_sn(apdu: bytes) -> str:
             items = sn.decode_write_request(apdu).items
             return "WriteRequest " + ", ".join(f"0x{name:04X}" for name, _ in items)
         if tag == ApduTag.READ_RESPONSE:
-            results = sn.decode_read_response(apdu).items
+            response = sn.decode_read_response(apdu)
+            if isinstance(response, sn.ReadBlock):
+                last = " (last)" if response.last else ""
+                return f"ReadResponse block {response.block_number}{last}"
+            results = response.items
             return "ReadResponse " + ", ".join(_result(item) for item in results)
         written = sn.decode_write_response(apdu).results
         return "WriteResponse " + ", ".join(

@@ -41,8 +41,8 @@ does not answer at all (``None``). A meter made with ``quirks`` (``simulator.qui
 some requests the way independent implementations were found to; with the
 ``short_names`` quirk it is an SN meter: only the short-name context is accepted and the
 same objects are read and written by base name (``simulator.short_names``) through
-ReadRequest/WriteRequest, several references at a time and profile ranges through
-parameterized access.
+ReadRequest/WriteRequest, several references at a time, profile ranges through
+parameterized access, and a value bigger than the client's PDU in blocks.
 """
 
 from __future__ import annotations
@@ -73,12 +73,14 @@ SERVER_CONFORMANCE = (
     | Conformance.SELECTIVE_ACCESS
     | Conformance.ACTION
 ).value
-#: What an SN meter supports: read, write, multiple-references, parameterized-access.
+#: What an SN meter supports: read, write, multiple-references, parameterized-access and
+#: block-transfer-with-get-or-read (a value bigger than the client's PDU comes in blocks).
 SN_SERVER_CONFORMANCE = (
     Conformance.READ
     | Conformance.WRITE
     | Conformance.MULTIPLE_REFERENCES
     | Conformance.PARAMETERIZED_ACCESS
+    | Conformance.BLOCK_TRANSFER_WITH_GET
 ).value
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024

@@ -295,14 +295,17 @@ def test_read_short_names_over_tcp_wrapper(sims: Simulators) -> None:
     assert "not in the meter's SN object list" in unknown["detail"]
 
 
-def test_read_short_names_over_serial_pty(sims: Simulators) -> None:
+def test_read_short_names_over_serial_pty_in_blocks(sims: Simulators) -> None:
+    """A 128-byte PDU: the object_list and the profile range come in read data blocks."""
     meter = sims.sn_pty_meter
     result = hes(
         "read", "--serial", sims.sn_pty_device, "--physical-address", str(PHYSICAL),
-        "--referencing", "sn", *_read_args(meter),
+        "--referencing", "sn", "--max-pdu-size", "128", *_read_args(meter),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    _check_read(_json(result), meter, *_window(meter))
+    out = _json(result)
+    _check_read(out, meter, *_window(meter))
+    assert out["link"]["round_trips"] > 20
 
 
 def test_ln_read_of_an_sn_meter_is_refused_and_says_so(sims: Simulators) -> None:

@@ -272,7 +272,9 @@ def _gurux_read(
     )
     # small enough that both HDLC segmentation and GET blocks happen
     client.hdlcSettings.maxInfoRX = client.hdlcSettings.maxInfoTX = 64
-    # SN: no read block transfer in the simulator, so a PDU that holds the profile range
+    # SN: gurux-dlms 1.0.203 cannot take a ReadResponse data-block-result (its
+    # readResponseDataBlockResult calls GXReplyData.setTotalCount and getMoreData, which the
+    # Python port lacks), so it gets a PDU that holds the profile range and proposes no blocks
     client.maxReceivePDUSize = 256 if logical_names else 0xFFFF
     out: dict[str, Any] = {"requests": 0}
 

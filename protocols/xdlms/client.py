@@ -63,9 +63,11 @@ from protocols.xdlms.get import (
 from protocols.xdlms.initiate import build_initiate_request, decode_initiate
 from protocols.xdlms.set_action import ActionResult, SetResult, build_action, build_set
 from protocols.xdlms.sn import (
+    ReadBlock,
     ReadResponse,
     Reference,
     WriteResponse,
+    build_read_next,
     build_read_request,
     build_write_request,
 )
@@ -136,6 +138,7 @@ class _Pending:
     blocks: list[bytes] = dataclasses.field(default_factory=list)
     block_number: int = 0
     aare: AareInfo | None = None
+    count: int = 1
 
 
 class ClientAssociation:
@@ -219,6 +222,8 @@ class ClientAssociation:
         """ReadRequest of short names (each plain or with a parameterized access)."""
         names = ", ".join(f"0x{name:04X}" for name, _ in references)
         self._start("read", f"Read {names}")
+        assert self._pending is not None
+        self._pending.count = len(references)
         return build_read_request(references)
 
     def write(self, items: Sequence[tuple[int, bytes]]) -> bytes:
@@ -293,8 +298,15 @@ class ClientAssociation:
         if pending.kind == "list":
             return self._list(pending, response)
         if pending.kind == "read":
+            if isinstance(response, ReadBlock):
+                return self._read_block(pending, response)
             if not isinstance(response, ReadResponse):
                 raise self._unexpected(response, pending.what)
+            if pending.blocks:
+                (result,) = response.items  # a block transfer ended by an error
+                if isinstance(result, int):
+                    return Values([result])
+                raise ProtocolError(f"{pending.what}: data instead of the next block")
             return Values(response.items)
         if pending.kind == "write":
             if not isinstance(response, WriteResponse):
@@ -449,6 +461,26 @@ class ClientAssociation:
         if len(pending.blocks) > MAX_BLOCKS:
             raise ProtocolError(f"{what}: more than {MAX_BLOCKS} blocks")
         return build_get_next(pending.invoke_id, block.block_number)
+
+    def _read_block(self, pending: _Pending, block: ReadBlock) -> ClientEvent:
+        """SN block transfer: ask for the next block, or the joined value after the last."""
+        what = pending.what
+        if pending.blocks and block.block_number != pending.block_number + 1:
+            raise ProtocolError(f"{what}: block {block.block_number} after {pending.block_number}")
+        pending.blocks.append(block.raw)
+        pending.block_number = block.block_number
+        if block.last:
+            joined = b"".join(pending.blocks)
+            if pending.count == 1:
+                return Values([joined])
+            # several references: the blocks carry the whole SEQUENCE OF Read-Data-Result
+            response = decode_response(bytes((ApduTag.READ_RESPONSE,)) + joined)
+            if not isinstance(response, ReadResponse) or len(response.items) != pending.count:
+                raise ProtocolError(f"{what}: the joined blocks are not {pending.count} results")
+            return Values(response.items)
+        if len(pending.blocks) > MAX_BLOCKS:
+            raise ProtocolError(f"{what}: more than {MAX_BLOCKS} blocks")
+        return Send(build_read_next(block.block_number))
 
     def _unexpected(self, response: object, what: str, where: str = "") -> DlmsError:
         if isinstance(response, ExceptionResult):

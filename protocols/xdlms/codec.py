@@ -50,6 +50,8 @@ from protocols.xdlms.set_action import (
     decode_set_response,
 )
 from protocols.xdlms.sn import (
+    ReadBlock,
+    ReadNextRequest,
     ReadRequest,
     ReadResponse,
     WriteRequest,
@@ -73,6 +75,7 @@ Response: TypeAlias = (
     | ReleaseResponse
     | DataNotification
     | ReadResponse
+    | ReadBlock
     | WriteResponse
 )
 Request: TypeAlias = (
@@ -84,6 +87,7 @@ Request: TypeAlias = (
     | ActionRequest
     | ReleaseRequest
     | ReadRequest
+    | ReadNextRequest
     | WriteRequest
 )
 _T = TypeVar("_T")

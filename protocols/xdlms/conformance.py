@@ -11,7 +11,7 @@ from protocols.enums import ApduTag, Conformance
 from protocols.xdlms.codec import Request
 from protocols.xdlms.get import GetListRequest, GetNextRequest, GetRequest
 from protocols.xdlms.set_action import ActionRequest, SetRequest
-from protocols.xdlms.sn import ReadRequest, WriteRequest
+from protocols.xdlms.sn import ReadNextRequest, ReadRequest, WriteRequest
 
 
 def allowed(request: Request, conformance: int) -> bool:
@@ -36,6 +36,8 @@ def allowed(request: Request, conformance: int) -> bool:
         return bool(c & Conformance.SET) and request.access is None
     if isinstance(request, ActionRequest):
         return bool(c & Conformance.ACTION)
+    if isinstance(request, ReadNextRequest):
+        return bool(c & Conformance.READ) and bool(c & Conformance.BLOCK_TRANSFER_WITH_GET)
     if isinstance(request, ReadRequest | WriteRequest):
         read = isinstance(request, ReadRequest)
         count = len(request.references if isinstance(request, ReadRequest) else request.items)

@@ -26,12 +26,14 @@ from protocols.xdlms.exception import build_service_error
 #: LN client proposal: get, set, action, selective-access, multiple-references and block
 #: transfer with get/set/action (Blue Book bit n is ``1 << (23 - n)``).
 DEFAULT_CONFORMANCE = 0x001E1D
-#: SN client proposal: read, write, parameterized-access and multiple-references.
+#: SN client proposal: read, write, parameterized-access, multiple-references and
+#: block-transfer-with-get-or-read.
 SN_DEFAULT_CONFORMANCE = (
     Conformance.READ
     | Conformance.WRITE
     | Conformance.PARAMETERIZED_ACCESS
     | Conformance.MULTIPLE_REFERENCES
+    | Conformance.BLOCK_TRANSFER_WITH_GET
 ).value
 #: The VAA name of an LN association (the Green Book's 0x0007).
 VAA_NAME_LN = 0x0007

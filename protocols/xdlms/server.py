@@ -63,9 +63,11 @@ from protocols.xdlms.set_action import (
     build_set_response,
 )
 from protocols.xdlms.sn import (
+    ReadNextRequest,
     ReadRequest,
     WriteRequest,
     build_read_response,
+    build_read_response_block,
     build_write_response,
 )
 
@@ -128,10 +130,22 @@ ServerEvent: TypeAlias = Reply | Serve
 
 @dataclass(slots=True)
 class _LongGet:
+    """A value sent in blocks; ``header`` is what a block APDU holds before the raw-data."""
+
     invoke_id: int
     raw: bytes
-    offset: int
-    block_number: int
+    header: int
+    offset: int = 0
+    block_number: int = 0
+
+    def take(self, pdu: int) -> tuple[bytes, bool]:
+        """The next slice, so the whole block APDU fits ``pdu``; True with the last one."""
+        room = pdu - self.header
+        size = max(1, room - (1 if room - 1 < 0x80 else 2 if room - 2 < 0x100 else 3))
+        chunk = self.raw[self.offset : self.offset + size]
+        self.offset += len(chunk)
+        self.block_number += 1
+        return chunk, self.offset >= len(self.raw)
 
 
 @dataclass(slots=True, frozen=True)
@@ -235,6 +249,8 @@ class ServerAssociation:
             )
         if isinstance(request, GetNextRequest):
             return Reply(self._seal(self._get_next(request)))
+        if isinstance(request, ReadNextRequest):
+            return Reply(self._read_next(request))
         assert not isinstance(request, AarqInfo)
         self._long = None
         if isinstance(request, ReadRequest | WriteRequest):
@@ -244,11 +260,34 @@ class ServerAssociation:
         return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
 
     def answer_read(self, items: list[bytes | int]) -> bytes:
-        """The ReadResponse; one too big for the client's PDU answers other-reason per item."""
+        """The ReadResponse, in blocks when too big for the client's PDU (if negotiated):
+        the raw-data is the one value, or the whole SEQUENCE OF Read-Data-Result."""
         response = build_read_response(items)
-        if len(response) > self.client_max_pdu:
-            response = build_read_response([DataAccessResult.OTHER_REASON] * len(items))
-        return response
+        if len(response) <= self.client_max_pdu:
+            return response
+        if not self.conformance & Conformance.BLOCK_TRANSFER_WITH_GET:
+            return build_read_response([DataAccessResult.OTHER_REASON] * len(items))
+        raw = response[3:] if len(items) == 1 else response[1:]
+        # tag, count, choice, last-block, block number (2): 6 bytes before the raw-data
+        self._long = _LongGet(0, raw, 6)
+        return self._next_read_block()
+
+    def _next_read_block(self) -> bytes:
+        long = self._long
+        assert long is not None
+        chunk, last = long.take(self.client_max_pdu)
+        if last:
+            self._long = None
+        return build_read_response_block(last, long.block_number, chunk)
+
+    def _read_next(self, request: ReadNextRequest) -> bytes:
+        long = self._long
+        if long is None:
+            return build_read_response([DataAccessResult.NO_LONG_GET_IN_PROGRESS])
+        if request.block_number != long.block_number:
+            self._long = None
+            return build_read_response([DataAccessResult.DATA_BLOCK_NUMBER_INVALID])
+        return self._next_read_block()
 
     def answer_write(self, results: list[int]) -> bytes:
         return build_write_response(results)
@@ -283,31 +322,17 @@ class ServerAssociation:
     def _start_long(self, invoke_id: int, raw: bytes) -> bytes:
         if not self.conformance & Conformance.BLOCK_TRANSFER_WITH_GET:
             return build_get_response_error(invoke_id, DataAccessResult.OTHER_REASON)
-        self._long = _LongGet(invoke_id, raw, 0, 0)
+        # tag, type, invoke id, last, block number (4), raw-data choice: 9 bytes
+        self._long = _LongGet(invoke_id, raw, 9)
         return self._next_block()
-
-    def _block_size(self) -> int:
-        """Raw bytes per block so the whole GetResponseWithDatablock fits the client's PDU."""
-        # tag, type, invoke id, last, block number (4), raw-data choice = 9; then the length
-        room = self.client_max_pdu - 9
-        if room - 1 < 0x80:
-            return room - 1
-        if room - 2 < 0x100:
-            return room - 2
-        return room - 3
 
     def _next_block(self) -> bytes:
         long = self._long
         assert long is not None
-        size = max(1, self._block_size())
-        chunk = long.raw[long.offset : long.offset + size]
-        long.offset += len(chunk)
-        long.block_number += 1
-        last = long.offset >= len(long.raw)
-        reply = build_get_response_block(long.invoke_id, long.block_number, last, chunk)
+        chunk, last = long.take(self.client_max_pdu)
         if last:
             self._long = None
-        return reply
+        return build_get_response_block(long.invoke_id, long.block_number, last, chunk)
 
     def _get_next(self, request: GetNextRequest) -> bytes:
         long = self._long

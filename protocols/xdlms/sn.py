@@ -12,9 +12,13 @@ Book, xDLMS ASN.1) carry no invoke id and no COSEM descriptor, only lists:
 * WriteRequest ``[6]``: SEQUENCE OF variable-name, then SEQUENCE OF Data, as many;
 * WriteResponse ``[13]``: SEQUENCE OF CHOICE success ``[0]`` / data-access-error ``[1]``.
 
-Several references in one request need multiple-references in the conformance. Block
-transfer (read-data-block-access, data-block-result) is not implemented: a decoder meeting
-it raises DecodeError naming the choice.
+Several references in one request need multiple-references in the conformance. A value too
+big for the client's PDU comes in blocks (block-transfer-with-get-or-read): a ReadResponse
+data-block-result ``[2]`` (last-block BOOLEAN, block-number Unsigned16, raw-data OCTET
+STRING), and the client asks for the next with a ReadRequest of one block-number-access
+``[5]`` carrying the number of the block it received (:class:`ReadBlock`,
+:class:`ReadNextRequest`). Block transfer of writes is not implemented: a decoder meeting it
+raises DecodeError naming the choice.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from protocols.xdlms.descriptors import (
 #: Variable-Access-Specification choices.
 VARIABLE_NAME = 2
 PARAMETERIZED_ACCESS = 4
+BLOCK_NUMBER_ACCESS = 5
 #: Read-Data-Result / Write-Response choices.
 RESULT_DATA = 0
 RESULT_ERROR = 1
+RESULT_BLOCK = 2
 #: The short name of the current Association SN object (class 12), Blue Book.
 ASSOCIATION_SN_BASE = 0xFA00
 #: Short names go up by 8 per attribute (and per method after the class's method offset).
@@ -52,6 +58,22 @@ Reference: TypeAlias = tuple[int, AccessSelection | None]
 @dataclass(slots=True, frozen=True)
 class ReadRequest:
     references: list[Reference]
+
+
+@dataclass(slots=True, frozen=True)
+class ReadNextRequest:
+    """A ReadRequest of one block-number-access: the block received, send the next."""
+
+    block_number: int
+
+
+@dataclass(slots=True, frozen=True)
+class ReadBlock:
+    """A ReadResponse of one data-block-result: a slice of the encoded value."""
+
+    last: bool
+    block_number: int
+    raw: bytes
 
 
 @dataclass(slots=True, frozen=True)
@@ -144,9 +166,18 @@ def build_read_request(references: Sequence[Reference]) -> bytes:
     return bytes(out)
 
 
-def decode_read_request(data: bytes) -> ReadRequest:
+def build_read_next(block_number: int) -> bytes:
+    """ReadRequest block-number-access: ``block_number`` came, send the one after it."""
+    if not 0 <= block_number <= 0xFFFF:
+        raise ValueError(f"block number {block_number} outside 0..65535")
+    return bytes((ApduTag.READ_REQUEST, 1, BLOCK_NUMBER_ACCESS)) + block_number.to_bytes(2, "big")
+
+
+def decode_read_request(data: bytes) -> ReadRequest | ReadNextRequest:
     what = "ReadRequest"
     need(data, 2, what)
+    if len(data) == 5 and data[1] == 1 and data[2] == BLOCK_NUMBER_ACCESS:
+        return ReadNextRequest(_name(data, 3, what))
     count, pos = _count(data, 1, 3, what)
     references: list[Reference] = []
     for _ in range(count):
@@ -173,9 +204,29 @@ def build_read_response(items: Sequence[bytes | int]) -> bytes:
     return _results(items, ApduTag.READ_RESPONSE)
 
 
-def decode_read_response(data: bytes) -> ReadResponse:
+def build_read_response_block(last: bool, block_number: int, raw: bytes) -> bytes:
+    """ReadResponse data-block-result carrying raw-data (a slice of the encoded value)."""
+    if not 0 <= block_number <= 0xFFFF:
+        raise ValueError(f"block number {block_number} outside 0..65535")
+    return (
+        bytes((ApduTag.READ_RESPONSE, 1, RESULT_BLOCK, 1 if last else 0))
+        + block_number.to_bytes(2, "big")
+        + encode_length(len(raw))
+        + raw
+    )
+
+
+def decode_read_response(data: bytes) -> ReadResponse | ReadBlock:
     what = "ReadResponse"
     need(data, 3, what)
+    if data[1] == 1 and data[2] == RESULT_BLOCK:
+        need(data, 7, f"{what} data-block-result")
+        size, pos = read_length(data, 6, f"{what} raw-data")
+        if pos + size != len(data):
+            raise DecodeError(
+                f"{what} data-block-result: raw-data length {size} but {len(data) - pos} follow"
+            )
+        return ReadBlock(data[3] != 0, _name(data, 4, what), data[pos:])
     count, pos = _count(data, 1, 2, what)
     items: list[bytes | int] = []
     for _ in range(count):
