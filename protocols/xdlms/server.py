@@ -62,14 +62,8 @@ from protocols.xdlms.set_action import (
     build_action_response,
     build_set_response,
 )
-from protocols.xdlms.sn import (
-    ReadNextRequest,
-    ReadRequest,
-    WriteRequest,
-    build_read_response,
-    build_read_response_block,
-    build_write_response,
-)
+from protocols.xdlms.sn import ReadNextRequest, ReadRequest, WriteRequest
+from protocols.xdlms.sn_server import LongValue, ShortNameServing
 
 #: The smallest client max PDU size accepted (Green Book minimum useful size).
 MIN_CLIENT_PDU = 12
@@ -128,26 +122,6 @@ class Serve:
 ServerEvent: TypeAlias = Reply | Serve
 
 
-@dataclass(slots=True)
-class _LongGet:
-    """A value sent in blocks; ``header`` is what a block APDU holds before the raw-data."""
-
-    invoke_id: int
-    raw: bytes
-    header: int
-    offset: int = 0
-    block_number: int = 0
-
-    def take(self, pdu: int) -> tuple[bytes, bool]:
-        """The next slice, so the whole block APDU fits ``pdu``; True with the last one."""
-        room = pdu - self.header
-        size = max(1, room - (1 if room - 1 < 0x80 else 2 if room - 2 < 0x100 else 3))
-        chunk = self.raw[self.offset : self.offset + size]
-        self.offset += len(chunk)
-        self.block_number += 1
-        return chunk, self.offset >= len(self.raw)
-
-
 @dataclass(slots=True, frozen=True)
 class _Cipher:
     """How the request in service arrived ciphered, so the answer goes back the same way."""
@@ -160,7 +134,7 @@ def _exception(state: StateError, service: ServiceErrorCode, counter: int | None
     return Reply(build_exception_response(state, service, counter))
 
 
-class ServerAssociation:
+class ServerAssociation(ShortNameServing):
     """One association's state machine on the meter side."""
 
     def __init__(
@@ -183,7 +157,7 @@ class ServerAssociation:
         self.hls_pending = False
         self.client_challenge: bytes | None = None
         self.server_challenge: bytes | None = None
-        self._long: _LongGet | None = None
+        self._long: LongValue | None = None
         self._cipher: _Cipher | None = None
 
     # ------------------------------------------------------------------ entry point
@@ -259,39 +233,6 @@ class ServerAssociation:
             return Serve(request, bool(data[2] & 0x40))
         return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
 
-    def answer_read(self, items: list[bytes | int]) -> bytes:
-        """The ReadResponse, in blocks when too big for the client's PDU (if negotiated):
-        the raw-data is the one value, or the whole SEQUENCE OF Read-Data-Result."""
-        response = build_read_response(items)
-        if len(response) <= self.client_max_pdu:
-            return response
-        if not self.conformance & Conformance.BLOCK_TRANSFER_WITH_GET:
-            return build_read_response([DataAccessResult.OTHER_REASON] * len(items))
-        raw = response[3:] if len(items) == 1 else response[1:]
-        # tag, count, choice, last-block, block number (2): 6 bytes before the raw-data
-        self._long = _LongGet(0, raw, 6)
-        return self._next_read_block()
-
-    def _next_read_block(self) -> bytes:
-        long = self._long
-        assert long is not None
-        chunk, last = long.take(self.client_max_pdu)
-        if last:
-            self._long = None
-        return build_read_response_block(last, long.block_number, chunk)
-
-    def _read_next(self, request: ReadNextRequest) -> bytes:
-        long = self._long
-        if long is None:
-            return build_read_response([DataAccessResult.NO_LONG_GET_IN_PROGRESS])
-        if request.block_number != long.block_number:
-            self._long = None
-            return build_read_response([DataAccessResult.DATA_BLOCK_NUMBER_INVALID])
-        return self._next_read_block()
-
-    def answer_write(self, results: list[int]) -> bytes:
-        return build_write_response(results)
-
     def answer_get(self, request: GetRequest, value: bytes | int) -> bytes:
         """The GET response for an encoded value or a Data-Access-Result (blocks if big)."""
         if isinstance(value, int):
@@ -323,7 +264,7 @@ class ServerAssociation:
         if not self.conformance & Conformance.BLOCK_TRANSFER_WITH_GET:
             return build_get_response_error(invoke_id, DataAccessResult.OTHER_REASON)
         # tag, type, invoke id, last, block number (4), raw-data choice: 9 bytes
-        self._long = _LongGet(invoke_id, raw, 9)
+        self._long = LongValue(invoke_id, raw, 9)
         return self._next_block()
 
     def _next_block(self) -> bytes:
