@@ -277,6 +277,56 @@ def test_random_bytes_after_an_sn_tag(body: bytes) -> None:
                 pass
 
 
+_METER_REQUESTS = [
+    GURUX_READ_OBJECT_LIST,
+    sn.build_read_request([(0x0308, None), (0x0610, None)]),
+    sn.build_read_request([(0x1208, xdlms.EntryAccess(1, 3))]),
+    sn.build_write_request([(0x0308, axdr.encode(axdr.octets(bytes(12))))]),
+    sn.build_read_next(1),
+    GURUX_AARQ,
+    xdlms.build_rlrq(),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_METER_REQUESTS),
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 255)), max_size=4),
+    st.integers(0, 40),
+)
+def test_sn_meter_answers_damaged_requests_without_raising(
+    request: bytes, changes: list[tuple[int, int]], cut: int
+) -> None:
+    data = bytearray(request)
+    for pos, value in changes:
+        if pos < len(data):
+            data[pos] = value
+    session = _meter(8).new_session(PUBLIC_CLIENT)
+    session.handle(xdlms.build_aarq(short_names=True, max_pdu_size=64), NOW)
+    for apdu in (bytes(data), bytes(data[: len(data) - cut])):
+        reply = session.handle(apdu, NOW)
+        assert reply  # SN services are all confirmed: always an answer
+        xdlms.decode_response(reply)  # and one that decodes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SAMPLES), st.binary(max_size=6), st.integers(0, 30))
+def test_client_takes_damaged_answers_as_typed_errors(sample: bytes, junk: bytes, at: int) -> None:
+    """A ReadRequest in flight meets any damaged answer: an event or a DlmsError."""
+    from protocols.errors import DlmsError
+    from protocols.xdlms.client import ClientAssociation
+
+    client = ClientAssociation(short_names=True)
+    client.associate()
+    aare = _meter().new_session(PUBLIC_CLIENT).handle(xdlms.build_aarq(short_names=True), NOW)
+    client.receive(aare or b"")
+    client.read([(0x0308, None), (0x0310, None)])
+    try:
+        client.receive(sample[:at] + junk + sample[at + len(junk) :])
+    except DlmsError:
+        pass
+
+
 def test_decoders_name_what_is_wrong() -> None:
     with pytest.raises(DecodeError, match="ReadRequest: no items"):
         xdlms.decode_request(b"\x05\x00")
