@@ -20,7 +20,8 @@ session reads the meter's object_list (Association SN, attribute 2) and from the
 every (class id, OBIS, attribute) to its short name, so ``get`` / ``get_many`` / ``set`` go
 out as ReadRequest / WriteRequest (selective access as parameterized access) and callers
 (profile reader, clock, registers) stay as they are. An object missing from the list is an
-``ObjectUndefined`` naming it; ACTION has no SN mapping here and is refused.
+``ObjectUndefined`` naming it. ``action`` writes the parameter to the method's short name
+(``protocols.xdlms.sn.METHOD_OFFSETS``); a class without a known method offset is refused.
 """
 
 from __future__ import annotations
@@ -213,6 +214,22 @@ class Session:
             )
         return name
 
+    async def _sn_action(self, class_id: int, ln: Obis, method: int, data: bytes | None) -> None:
+        """A method invoked by writing its parameter (null-data if none) to its short name."""
+        what = f"ACTION {class_id}/{ln}/{method}"
+        names = self.object_list
+        assert names is not None
+        try:
+            name = names.method_name(class_id, bytes(ln), method)
+        except ValueError as exc:
+            raise ProtocolError(f"{what}: {exc}") from None
+        if name is None:
+            raise ObjectUndefined(f"{what}: not in the meter's SN object list", 4)
+        event = await self._exchange(self._client.write([(name, data or axdr.encode(axdr.null()))]))
+        assert isinstance(event, Written)
+        if event.results != [0]:
+            raise data_access_error(event.results[0], what)
+
     async def _read(
         self, refs: Sequence[tuple[int, Obis, int, xdlms.AccessSelection | None]]
     ) -> list[bytes | DlmsError]:
@@ -330,12 +347,10 @@ class Session:
         self, class_id: int, obis: str | Obis, method: int, parameter: Any = None
     ) -> Any:
         """Invoke a method; returns the decoded return parameters, if any."""
-        if self.referencing == "sn":
-            raise ProtocolError(
-                f"ACTION {class_id}/{_obis(obis)}/{method}: methods are not mapped over "
-                "short-name referencing"
-            )
         data = None if parameter is None else axdr.encode(parameter)
+        if self.referencing == "sn":
+            await self._sn_action(class_id, _obis(obis), method, data)
+            return None
         event = await self._exchange(
             self._client.action(class_id, bytes(_obis(obis)), method, data)
         )

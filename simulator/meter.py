@@ -374,6 +374,8 @@ class MeterSession:
         if target.obj is None:
             return DataAccessResult.READ_WRITE_DENIED
         obj = target.obj
+        if target.method:
+            return self._invoke(obj, target.method, None if data == b"\x00" else data, now)
         return self._set(obj.class_id, obj.obis, target.attribute, data, now)
 
     def _target(self, class_id: int, obis: bytes) -> objects.CosemObject | int:
@@ -397,9 +399,12 @@ class MeterSession:
         obj = self._target(request.class_id, request.obis)
         if isinstance(obj, int):
             return obj
+        return self._invoke(obj, request.method, request.data, now)
+
+    def _invoke(self, obj: objects.CosemObject, method: int, data: bytes | None, now: float) -> int:
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.invoke(ctx, obj, request.method, request.data, now)
+            objects.invoke(ctx, obj, method, data, now)
         except DataAccessError as exc:
             return exc.result
         return DataAccessResult.SUCCESS

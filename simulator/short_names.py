@@ -17,12 +17,12 @@ from functools import cache
 from protocols import axdr
 from protocols.enums import InterfaceClass
 from protocols.errors import DataAccessError
-from protocols.xdlms.sn import ASSOCIATION_SN_BASE, NAME_STEP
+from protocols.xdlms.sn import ASSOCIATION_SN_BASE, METHOD_OFFSETS, NAME_STEP
 from simulator import objects
 
 #: The first object's base name, and the room each object gets.
 FIRST_BASE_NAME = 0x0100
-SLOT = 0x100
+SLOT = 0x100  # past every class's attributes and methods (the clock's end at 0x88)
 #: Association SN: version 2, attributes logical_name and object_list served.
 ASSOCIATION_SN_VERSION = 2
 _ASSOCIATION_SN_ATTRIBUTES = 2
@@ -30,10 +30,11 @@ _ASSOCIATION_SN_ATTRIBUTES = 2
 
 @dataclass(slots=True, frozen=True)
 class Target:
-    """What a short name names: an object's attribute, or the Association SN's."""
+    """What a short name names: an object's attribute or method, or the Association SN's."""
 
     obj: objects.CosemObject | None
-    attribute: int
+    attribute: int = 0
+    method: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,13 +50,19 @@ class NameTable:
             offset = name - ASSOCIATION_SN_BASE
             if offset % NAME_STEP or offset // NAME_STEP >= _ASSOCIATION_SN_ATTRIBUTES:
                 return None
-            return Target(None, offset // NAME_STEP + 1)
+            return Target(None, attribute=offset // NAME_STEP + 1)
         base = name - (name - FIRST_BASE_NAME) % SLOT
         obj = self.by_base.get(base)
         offset = name - base
-        if obj is None or offset % NAME_STEP or offset // NAME_STEP >= obj.attributes:
+        if obj is None or offset % NAME_STEP:
             return None
-        return Target(obj, offset // NAME_STEP + 1)
+        if offset // NAME_STEP < obj.attributes:
+            return Target(obj, attribute=offset // NAME_STEP + 1)
+        first, count = METHOD_OFFSETS.get(obj.class_id, (SLOT, 0))
+        method = (offset - first) // NAME_STEP + 1
+        if offset >= first and method <= min(count, obj.methods):
+            return Target(obj, method=method)
+        return None
 
 
 def _long(value: int) -> axdr.Typed:

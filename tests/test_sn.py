@@ -44,7 +44,13 @@ from collector.transport import TcpWrapperTransport, serial_hdlc_transport
 from protocols import axdr, xdlms
 from protocols.cosem import Obis
 from protocols.enums import AcseDiagnostic, Conformance, DataAccessResult
-from protocols.errors import AccessDenied, DecodeError, ObjectUndefined, ProtocolError
+from protocols.errors import (
+    AccessDenied,
+    DataAccessError,
+    DecodeError,
+    ObjectUndefined,
+    ProtocolError,
+)
 from protocols.xdlms import sn
 from simulator import model
 from simulator import objects as O
@@ -117,7 +123,11 @@ def test_vectors() -> None:
     assert info.short_names and info.negotiated_conformance == 0x180220
 
 
-def test_short_names_of_attributes() -> None:
+def test_short_names_of_attributes_and_methods() -> None:
+    assert sn.method_short_name(0x0300, O.CLOCK, 6) == 0x0388
+    assert sn.method_short_name(0x0600, O.REGISTER, 1) == 0x0628
+    with pytest.raises(ValueError, match="class 8 has no method 7"):
+        sn.method_short_name(0x0300, O.CLOCK, 7)
     assert sn.short_name(0x0300, 1) == 0x0300
     assert sn.short_name(0x0300, 9) == 0x0340
     assert sn.short_name(sn.ASSOCIATION_SN_BASE, 2) == 0xFA08
@@ -196,6 +206,7 @@ values = st.sampled_from(
 @given(st.lists(st.tuples(names, accesses | ranges), min_size=1, max_size=5))
 def test_read_request_round_trip(references: list[sn.Reference]) -> None:
     decoded = sn.decode_read_request(sn.build_read_request(references))
+    assert isinstance(decoded, sn.ReadRequest)
     assert [name for name, _ in decoded.references] == [name for name, _ in references]
     for (_, got), (_, sent) in zip(decoded.references, references, strict=True):
         if isinstance(sent, xdlms.RangeAccess):
@@ -472,11 +483,13 @@ async def test_session_reads_an_sn_meter_over_tcp(sn_wrapper: tuple[int, Simulat
                 meter.meter_id, SEED, start.timestamp(), end.timestamp() + 1
             ).load_profile
             assert rows == truth_rows and len(rows) == 25
-            # the public client may not write the clock, and methods have no SN mapping
+            # the public client may neither write the clock nor invoke its methods
             with pytest.raises(AccessDenied):
                 await s.set(8, "0.0.1.0.0.255", 2, axdr.octets(O.datetime_bytes(mt)))
-            with pytest.raises(ProtocolError, match="not mapped over short-name"):
+            with pytest.raises(AccessDenied):
                 await s.action(8, "0.0.1.0.0.255", 6, axdr.i16(5))
+            with pytest.raises(ProtocolError, match="class 1 has no method 1 over short names"):
+                await s.action(1, "0.0.96.1.0.255", 1)
         assert s.released
 
 
@@ -492,8 +505,16 @@ async def test_management_client_writes_the_clock_by_short_name(
         ) as s:
             await s.set(8, Obis.parse("0.0.1.0.0.255"), 2, axdr.octets(O.datetime_bytes(target)))
             clock = await s.read_clock()
-    assert meter.clock_offset == pytest.approx(120, abs=1)
+            # methods by short name: shift_time (clock method 6), remote_disconnect (70/1)
+            await s.action(8, "0.0.1.0.0.255", 6, axdr.i16(-30))
+            await s.action(70, "0.0.96.3.10.255", 1, axdr.i8(0))
+            state = await s.get(70, "0.0.96.3.10.255", 3)
+            with pytest.raises(DataAccessError) as bad:  # out of range: type-unmatched
+                await s.action(8, "0.0.1.0.0.255", 6, axdr.i16(5000))
     assert clock.to_datetime().timestamp() == pytest.approx(target, abs=1)
+    assert meter.clock_offset == pytest.approx(90, abs=1)
+    assert state == O.DISCONNECTED
+    assert bad.value.result == DataAccessResult.TYPE_UNMATCHED
 
 
 async def test_ln_session_against_an_sn_meter_is_refused_clearly(
@@ -540,7 +561,7 @@ async def test_small_pdu_reads_come_in_blocks(sn_wrapper: tuple[int, SimulatedMe
     rows = [(int(r.timestamp.timestamp()), *r.values[1:]) for r in profile.rows]
     truth = model.ground_truth(meter.meter_id, SEED, start.timestamp(), end.timestamp() + 1)
     assert rows == truth.load_profile
-    assert [len(columns) for columns in both] == [6, 9]
+    assert [len(c) if isinstance(c, list) else c for c in both] == [6, 9]
     stats = transport.stats
     # ~3 kB came, no answer over 64 bytes of APDU (+ 8 of wrapper header): dozens of blocks
     assert stats.bytes_rx > 2500 and stats.bytes_rx <= (64 + 8) * stats.round_trips

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from protocols.axdr import decode_from, encode_length, read_length
-from protocols.enums import ApduTag
+from protocols.enums import ApduTag, InterfaceClass
 from protocols.errors import DecodeError
 from protocols.xdlms.descriptors import (
     AccessSelection,
@@ -50,6 +50,17 @@ RESULT_BLOCK = 2
 ASSOCIATION_SN_BASE = 0xFA00
 #: Short names go up by 8 per attribute (and per method after the class's method offset).
 NAME_STEP = 8
+
+#: Where each class's methods start after the base name, and how many it has: method m of
+#: the object at x is x + offset + (m - 1) * 8 (Blue Book; Gurux's getActionInfo table).
+#: A method is invoked by writing its parameter to its short name.
+METHOD_OFFSETS: dict[int, tuple[int, int]] = {
+    InterfaceClass.REGISTER: (0x28, 1),
+    InterfaceClass.PROFILE_GENERIC: (0x58, 4),
+    InterfaceClass.CLOCK: (0x60, 6),
+    InterfaceClass.ASSOCIATION_SN: (0x20, 8),
+    InterfaceClass.DISCONNECT_CONTROL: (0x20, 2),
+}
 
 #: One reference: a short name and, for a parameterized access, its selection.
 Reference: TypeAlias = tuple[int, AccessSelection | None]
@@ -102,6 +113,18 @@ def short_name(base_name: int, attribute: int) -> int:
     if attribute < 1:
         raise ValueError(f"attribute {attribute} must be 1 or more")
     name = base_name + (attribute - 1) * NAME_STEP
+    _check_name(name)
+    return name
+
+
+def method_short_name(base_name: int, class_id: int, method: int) -> int:
+    """The short name of ``method`` (1-based) of a class-``class_id`` object at ``base_name``."""
+    offset, count = METHOD_OFFSETS.get(class_id, (0, 0))
+    if not 1 <= method <= count:
+        raise ValueError(
+            f"class {class_id} has no method {method} over short names ({count} known)"
+        )
+    name = base_name + offset + (method - 1) * NAME_STEP
     _check_name(name)
     return name
 
@@ -366,6 +389,11 @@ class ObjectList:
 
     def base_name(self, class_id: int, obis: bytes) -> int | None:
         return self._bases.get((class_id, bytes(obis)))
+
+    def method_name(self, class_id: int, obis: bytes, method: int) -> int | None:
+        """The short name of a method, None when the object is not in the list."""
+        base = self.base_name(class_id, obis)
+        return None if base is None else method_short_name(base, class_id, method)
 
     def short_name(self, class_id: int, obis: bytes, attribute: int) -> int | None:
         """The short name of an attribute, or None when the object is not in the list."""
