@@ -20,7 +20,13 @@ Facts used, each checked against an independent source:
 - attribute n of the object at base name x is x + (n - 1) * 8, and 0xFA00.. is reserved for
   specific objects, 0xFA00 being the current Association SN (dlms-cosem-kit's ``cosem/sn.rs``
   documentation, https://docs.rs/crate/dlms-cosem-kit/0.4.0/source/src/cosem/sn.rs; the
-  reserved range 0xFA00..0xFFF8 in the Blue Book's reserved base names).
+  reserved range 0xFA00..0xFFF8 in the Blue Book's reserved base names);
+- method m of a class's object at x is x + offset + (m - 1) * 8 with the class's own offset,
+  invoked by a Write: Register 0x28 (the same dlms-cosem-kit page), Clock 0x60 (6 methods),
+  Profile generic 0x58 (4), Disconnect control 0x20 (2), Association SN 0x20 (8) as Gurux's
+  ``GXDLMS.getActionInfo`` lists them (the first pair of each of its branches: the Python
+  port merged several classes' pairs into one branch, so its own SN methods are not used
+  here).
 
 The byte vectors come from Gurux's GXDLMSClient (gurux-dlms 1.0.203) with
 UseLogicalNameReferencing=False, and :func:`test_our_apdus_equal_what_gurux_builds` builds them
