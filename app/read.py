@@ -15,7 +15,7 @@ import typer
 from app.read_profiles import jsonable, profile_json
 from collector.link_stats import diagnose
 from collector.meter_profiles import MeterProfile, MeterProfileError, ProfileLibrary, load_profile
-from collector.session import Session
+from collector.session import Referencing, Session
 from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
@@ -93,6 +93,7 @@ async def _read(
     end: datetime | None,
     timeout: float,
     profile: MeterProfile,
+    referencing: Referencing = "ln",
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     max_pdu_size = target.max_pdu_size
@@ -104,13 +105,17 @@ async def _read(
         max_pdu_size=max_pdu_size,
         accept_trailing=profile.accept_trailing_bytes,
         inverted_deviation=profile.inverted_deviation,
+        referencing=referencing,
     ) as session:
         association = session.association
         assert association is not None
         negotiated: dict[str, Any] = {
             "client_max_pdu_size": max_pdu_size,
             "server_max_pdu_size": association.server_max_pdu_size,
+            "referencing": referencing,
         }
+        if session.object_list is not None:
+            negotiated["sn_objects"] = len(session.object_list)
         if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
@@ -287,6 +292,13 @@ def read_command(
     trace: Annotated[
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
+    referencing: Annotated[
+        str,
+        typer.Option(
+            help="ln (logical names, GET/SET) or sn (short names: Read/Write by base name, "
+            "from the meter's object list)"
+        ),
+    ] = "ln",
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range.
 
@@ -298,6 +310,8 @@ def read_command(
     model = _meter_profile(profile_file, meter_profile)
     if auth not in ("none", "lls"):
         raise _usage(f"--auth {auth!r}: use none or lls")
+    if referencing not in ("ln", "sn"):
+        raise _usage(f"--referencing {referencing!r}: use ln or sn")
     if baud <= 0:
         raise _usage(f"--baud {baud}: give a baud rate above 0, e.g. 9600")
     if mode_e is None:
@@ -383,7 +397,18 @@ def read_command(
         raise _usage(str(exc)) from None
     try:
         result = asyncio.run(
-            _read(transport, target, secret, registers, profiles, start, end, timeout, model)
+            _read(
+                transport,
+                target,
+                secret,
+                registers,
+                profiles,
+                start,
+                end,
+                timeout,
+                model,
+                "sn" if referencing == "sn" else "ln",
+            )
         )
     except DlmsError as exc:
         typer.echo(json.dumps(_failure_json(exc, transport)), file=sys.stdout)

@@ -20,6 +20,7 @@ from protocols.hdlc import (
 )
 from protocols.hdlc_link import decode_parameters
 from protocols.wrapper import WrapperPdu, encode_wrapper
+from protocols.xdlms import sn
 
 __all__ = [
     "FrameTracer",
@@ -121,6 +122,8 @@ def describe_apdu(apdu: bytes) -> str:
     if not apdu:
         return "empty APDU"
     tag = apdu[0]
+    if tag in _SN_TAGS:
+        return _describe_sn(apdu)
     name = _NAMES.get(tag)
     if name is None:
         return f"unknown APDU tag 0x{tag:02X}"
@@ -152,6 +155,50 @@ def describe_apdu(apdu: bytes) -> str:
         elif choice == 3 and body:
             text += f" {body[0]} items"
     return text
+
+
+_SN_TAGS = (
+    ApduTag.READ_REQUEST,
+    ApduTag.WRITE_REQUEST,
+    ApduTag.READ_RESPONSE,
+    ApduTag.WRITE_RESPONSE,
+)
+
+
+def _result(item: bytes | int) -> str:
+    return "data" if isinstance(item, bytes) else f"data-access-result {item}"
+
+
+def _describe_sn(apdu: bytes) -> str:
+    """Short-name Read/Write: the short names asked for, the results given."""
+    tag = apdu[0]
+    try:
+        if tag == ApduTag.READ_REQUEST:
+            request = sn.decode_read_request(apdu)
+            if isinstance(request, sn.ReadNextRequest):
+                return f"ReadRequest next after block {request.block_number}"
+            refs = request.references
+            names = ", ".join(
+                f"0x{name:04X}" + ("" if access is None else " parameterized")
+                for name, access in refs
+            )
+            return f"ReadRequest {names}"
+        if tag == ApduTag.WRITE_REQUEST:
+            items = sn.decode_write_request(apdu).items
+            return "WriteRequest " + ", ".join(f"0x{name:04X}" for name, _ in items)
+        if tag == ApduTag.READ_RESPONSE:
+            response = sn.decode_read_response(apdu)
+            if isinstance(response, sn.ReadBlock):
+                last = " (last)" if response.last else ""
+                return f"ReadResponse block {response.block_number}{last}"
+            results = response.items
+            return "ReadResponse " + ", ".join(_result(item) for item in results)
+        written = sn.decode_write_response(apdu).results
+        return "WriteResponse " + ", ".join(
+            "success" if r == 0 else f"data-access-result {r}" for r in written
+        )
+    except (DecodeError, IndexError, ValueError) as exc:
+        return f"malformed short-name APDU 0x{tag:02X}: {exc}"
 
 
 def describe_address(address: HdlcAddress) -> str:

@@ -38,7 +38,11 @@ Services: GET normal / with-list / next (block transfer whenever the response wo
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
 association, and anything undecodable gets an ExceptionResponse; a meter in a simulated outage
 does not answer at all (``None``). A meter made with ``quirks`` (``simulator.quirks``) answers
-some requests the way independent implementations were found to.
+some requests the way independent implementations were found to; with the
+``short_names`` quirk it is an SN meter: only the short-name context is accepted and the
+same objects are read and written by base name (``simulator.short_names``) through
+ReadRequest/WriteRequest, several references at a time, profile ranges through
+parameterized access, and a value bigger than the client's PDU in blocks.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResu
 from protocols.errors import DataAccessError
 from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
-from simulator import model, objects
+from protocols.xdlms.sn import ReadRequest, WriteRequest
+from simulator import model, objects, short_names
 from simulator.areas import ORDINARY, Energy
 from simulator.image_transfer import PowerCut
 from simulator.quirks import NO_QUIRKS, Quirks
@@ -68,6 +73,15 @@ SERVER_CONFORMANCE = (
     | Conformance.SET
     | Conformance.SELECTIVE_ACCESS
     | Conformance.ACTION
+).value
+#: What an SN meter supports: read, write, multiple-references, parameterized-access and
+#: block-transfer-with-get-or-read (a value bigger than the client's PDU comes in blocks).
+SN_SERVER_CONFORMANCE = (
+    Conformance.READ
+    | Conformance.WRITE
+    | Conformance.MULTIPLE_REFERENCES
+    | Conformance.PARAMETERIZED_ACCESS
+    | Conformance.BLOCK_TRANSFER_WITH_GET
 ).value
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024
@@ -199,8 +213,10 @@ class MeterSession:
         #: Set when the meter lost power mid-session (the IO layer then drops the link).
         self.power_cut = False
         keys = meter.keys
+        sn = meter.quirks.short_names
         settings = ServerSettings(
-            conformance=SERVER_CONFORMANCE,
+            conformance=SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE,
+            short_names=sn,
             max_pdu_size=SERVER_MAX_PDU,
             system_title=keys.system_title,
             keys=meter.security_keys,
@@ -244,6 +260,17 @@ class MeterSession:
         if isinstance(event, Reply):
             return event.apdu
         request = event.request
+        if isinstance(request, ReadRequest):
+            ctx = self._context(now)
+            return association.answer_read(
+                [self._read_name(ctx, name, access) for name, access in request.references]
+            )
+        if isinstance(request, WriteRequest):
+            written = [self._write_name(name, data, now) for name, data in request.items]
+            if any(result is None for result in written):
+                self._cut_power()
+                return None
+            return association.answer_write([r for r in written if r is not None])
         if isinstance(request, GetRequest):
             value = self._read(
                 self._context(now),
@@ -262,13 +289,18 @@ class MeterSession:
             ]
             return association.answer_get_list(request, items)
         if isinstance(request, SetRequest):
-            return association.answer_set(request, self._set(request, now), event.confirmed)
-        result = self._action(request, now)
-        if result is None:
-            self.power_cut = True
-            association.drop()
+            result = self._set(request.class_id, request.obis, request.attribute, request.data, now)
+            return association.answer_set(request, result, event.confirmed)
+        action_result = self._action(request, now)
+        if action_result is None:
+            self._cut_power()
             return None
-        return association.answer_action(request, result, None, event.confirmed)
+        return association.answer_action(request, action_result, None, event.confirmed)
+
+    def _cut_power(self) -> None:
+        """The meter lost power running a method: no answer, and the link is gone."""
+        self.power_cut = True
+        self.association.drop()
 
     def _quirk(self, apdu: bytes) -> bytes | None:
         """The answer a quirk puts in place of the association's own, if one applies."""
@@ -336,19 +368,45 @@ class MeterSession:
             # meter time outside the model's range: nothing stored for it
             return DataAccessResult.OBJECT_UNAVAILABLE
 
+    def _read_name(
+        self, ctx: objects.Context, name: int, access: AccessSelection | None
+    ) -> bytes | int:
+        """A short name read: the attribute it names, read as a GET would be."""
+        table = short_names.name_table(self.meter.spec.phases)
+        target = table.resolve(name)
+        if target is None:
+            return DataAccessResult.OBJECT_UNDEFINED
+        if target.obj is None:
+            try:
+                return short_names.association_attribute(table, target.attribute)
+            except DataAccessError as exc:
+                return exc.result
+        return self._read(ctx, target.obj.class_id, target.obj.obis, target.attribute, access)
+
+    def _write_name(self, name: int, data: bytes, now: float) -> int | None:
+        target = short_names.name_table(self.meter.spec.phases).resolve(name)
+        if target is None:
+            return DataAccessResult.OBJECT_UNDEFINED
+        if target.obj is None:
+            return DataAccessResult.READ_WRITE_DENIED
+        obj = target.obj
+        if target.method:
+            return self._invoke(obj, target.method, None if data == b"\x00" else data, now)
+        return self._set(obj.class_id, obj.obis, target.attribute, data, now)
+
     def _target(self, class_id: int, obis: bytes) -> objects.CosemObject | int:
         obj = objects.object_table(self.meter.spec.phases).get(bytes(obis))
         if obj is None or obj.class_id != class_id:
             return DataAccessResult.OBJECT_UNDEFINED
         return obj
 
-    def _set(self, request: SetRequest, now: float) -> int:
-        obj = self._target(request.class_id, request.obis)
+    def _set(self, class_id: int, obis: bytes, attribute: int, data: bytes, now: float) -> int:
+        obj = self._target(class_id, obis)
         if isinstance(obj, int):
             return obj
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.set_attribute(ctx, obj, request.attribute, request.data, now)
+            objects.set_attribute(ctx, obj, attribute, data, now)
         except DataAccessError as exc:
             return exc.result
         return DataAccessResult.SUCCESS
@@ -358,9 +416,15 @@ class MeterSession:
         obj = self._target(request.class_id, request.obis)
         if isinstance(obj, int):
             return obj
+        return self._invoke(obj, request.method, request.data, now)
+
+    def _invoke(
+        self, obj: objects.CosemObject, method: int, data: bytes | None, now: float
+    ) -> int | None:
+        """The Action-Result, or None when the meter lost power running it."""
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.invoke(ctx, obj, request.method, request.data, now)
+            objects.invoke(ctx, obj, method, data, now)
         except DataAccessError as exc:
             return exc.result
         except PowerCut:

@@ -11,6 +11,7 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``rlre_without_llc`` | HDLC: sends its RLRE in an I-frame without the E6 E7 00 LLC header |
 | ``trailing_bytes`` | appends these bytes after the value of every GET-Response-Normal |
 | ``block_failure`` | answers every GET-next (so block 2 on) with this data-access-result, length-prefixed |
+| ``short_names`` | is an SN meter: short-name context only, Read/Write by base name (``simulator.short_names``) |
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 | ``power_cut_after_blocks`` | loses power once it holds N blocks of an image: the link drops unanswered, the blocks stay |
 | ``firmware_rollback`` | reports an image activated but keeps running its old firmware |
@@ -39,6 +40,7 @@ class Quirks:
     identification: bytes | None = None
     power_cut_after_blocks: int | None = None
     firmware_rollback: bool = False
+    short_names: bool = False
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -59,6 +61,8 @@ NAMED: dict[str, Quirks] = {
     # ... invocation-counter-error, expecting counter 2007.
     "aarq-counter-error": Quirks(association_exception=bytes.fromhex("D8 01 06 00 00 07 D7")),
     "rlre-without-llc": Quirks(rlre_without_llc=True),
+    # Short-name referencing only (an older meter): Read/Write by base name.
+    "short-names": Quirks(short_names=True),
     "trailing-bytes": Quirks(trailing_bytes=bytes(range(18))),
     "block-temporary-failure": Quirks(block_failure=DataAccessResult.TEMPORARY_FAILURE),
     # A mode E identification that ends with LF alone, without the CR before it.

@@ -484,7 +484,7 @@ def test_decode_response_rejects_malformed(data: bytes) -> None:
         b"\xc1\x02\xc1\x00\x08\x00\x00\x01\x00\x00\xff\x02\x00\x00",
         b"\xc3\x01\xc1\x00\x08\x00\x00\x01\x00\x00\xff\x02\x01",
         AARQ_LLS[:-2],
-        AARQ_LLS.replace(bytes.fromhex("0801 01"), bytes.fromhex("080102"), 1),  # SN context
+        AARQ_LLS.replace(bytes.fromhex("0801 01"), bytes.fromhex("080104"), 1),  # SN ciphered
         b"\x60\x00",
         b"\xff\x01",
     ],
@@ -594,7 +594,7 @@ def test_initiate_request_with_dedicated_key_and_quality_of_service() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        AARE_OK.replace(bytes.fromhex("0801"), bytes.fromhex("0802"), 1),  # SN context
+        AARE_OK.replace(bytes.fromhex("0801"), bytes.fromhex("0804"), 1),  # SN ciphered
         AARE_OK.replace(bytes.fromhex("A203020100"), bytes.fromhex("A203020107"), 1),
         AARE_OK.replace(bytes.fromhex("A1090607"), bytes.fromhex("A1090407"), 1),  # not an OID
         bytes.fromhex("6105A103020100"),  # no result-source-diagnostic

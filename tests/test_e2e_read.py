@@ -26,6 +26,7 @@ import pytest
 
 from simulator import model
 from simulator.meter import SimulatedMeter
+from simulator.quirks import Quirks
 from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, ServerStats, WrapperServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,10 @@ class Simulators:
     pty_meter: SimulatedMeter
     silent_port: int
     pty_stats: ServerStats
+    sn_port: int
+    sn_meter: SimulatedMeter
+    sn_pty_device: str
+    sn_pty_meter: SimulatedMeter
 
 
 class _Loop:
@@ -103,6 +108,9 @@ def sims() -> Iterator[Simulators]:
     tcp_meter = _quiet_meter(0)
     hdlc_meter = _quiet_meter(tcp_meter.meter_id + 1)
     pty_meter = _quiet_meter(hdlc_meter.meter_id + 1)
+    sn = Quirks(short_names=True)
+    sn_meter = SimulatedMeter(_quiet_meter(pty_meter.meter_id + 1).meter_id, SEED, quirks=sn)
+    sn_pty_meter = SimulatedMeter(_quiet_meter(sn_meter.meter_id + 1).meter_id, SEED, quirks=sn)
     closers: list[Any] = []
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,7 +128,11 @@ def sims() -> Iterator[Simulators]:
         pty = PtyBus(pty_bus, clock=_clock)
         await pty.start()
         dead = await asyncio.start_server(silent, "127.0.0.1", 0)
-        closers.extend([wrapper.close, hdlc.close, pty.close])
+        sn_wrapper = WrapperServer(lambda ip, port: sn_meter, "127.0.0.1", 0, clock=_clock)
+        await sn_wrapper.start()
+        sn_pty = PtyBus(HdlcBus({PHYSICAL: sn_pty_meter}), clock=_clock)
+        await sn_pty.start()
+        closers.extend([wrapper.close, hdlc.close, pty.close, sn_wrapper.close, sn_pty.close])
         closers.append(lambda: _close_server(dead))
         return Simulators(
             wrapper.port,
@@ -131,6 +143,10 @@ def sims() -> Iterator[Simulators]:
             pty_meter,
             dead.sockets[0].getsockname()[1],
             pty_bus.stats,
+            sn_wrapper.port,
+            sn_meter,
+            sn_pty.device,
+            sn_pty_meter,
         )
 
     try:
@@ -265,6 +281,40 @@ def test_read_over_serial_pty(sims: Simulators) -> None:
     _check_read(out, meter, *_window(meter))
 
 
+def test_read_short_names_over_tcp_wrapper(sims: Simulators) -> None:
+    """An SN meter: clock, registers and a profile range by Read, values as the model's."""
+    meter = sims.sn_meter
+    result = hes(
+        "read", "--tcp", f"127.0.0.1:{sims.sn_port}", "--referencing", "sn", *_read_args(meter)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["negotiated"]["referencing"] == "sn" and out["negotiated"]["sn_objects"] > 20
+    _check_read(out, meter, *_window(meter))
+    (_, _, unknown) = out["registers"]
+    assert "not in the meter's SN object list" in unknown["detail"]
+
+
+def test_read_short_names_over_serial_pty_in_blocks(sims: Simulators) -> None:
+    """A 128-byte PDU: the object_list and the profile range come in read data blocks."""
+    meter = sims.sn_pty_meter
+    result = hes(
+        "read", "--serial", sims.sn_pty_device, "--physical-address", str(PHYSICAL),
+        "--referencing", "sn", "--max-pdu-size", "128", *_read_args(meter),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    _check_read(out, meter, *_window(meter))
+    assert out["link"]["round_trips"] > 20
+
+
+def test_ln_read_of_an_sn_meter_is_refused_and_says_so(sims: Simulators) -> None:
+    result = hes("read", "--tcp", f"127.0.0.1:{sims.sn_port}", "--timeout", "5")
+    assert result.returncode == 1
+    out = _json(result)
+    assert out["error"] == "association_refused" and "diagnostic 2" in out["detail"]
+
+
 def test_small_max_info_field_segments_frames_the_meter_accepts(sims: Simulators) -> None:
     """32-byte information fields: the AARQ and the profile GET go out in segments."""
     meter = sims.pty_meter
@@ -355,6 +405,7 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--tcp", ":4059"], "--tcp ':4059': missing host"),
         (["--hdlc-tcp", "127.0.0.1"], "--hdlc-tcp '127.0.0.1': give HOST:PORT"),
         (["--serial", "/dev/null", "--baud", "-5"], "--baud -5: give a baud rate above 0"),
+        (["--tcp", "127.0.0.1:4059", "--referencing", "x"], "--referencing 'x': use ln or sn"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:

@@ -81,3 +81,22 @@ def test_apdu_names() -> None:
         "empty APDU",
         "GET-Request (unknown choice 9)",
     ]
+
+
+def test_short_name_apdus_are_named_with_their_short_names() -> None:
+    assert [
+        describe_apdu(bytes.fromhex(h))
+        for h in (
+            "050202fa0804120802020406000000010600000001120001120000",
+            "0c020009020101 0104",
+            "06010203080112 0005",
+            "0d020001 03",
+            "0c01",
+        )
+    ] == [
+        "ReadRequest 0xFA08, 0x1208 parameterized",
+        "ReadResponse data, data-access-result 4",
+        "WriteRequest 0x0308",
+        "WriteResponse success, data-access-result 3",
+        "malformed short-name APDU 0x0C: ReadResponse: 2 bytes, need at least 3",
+    ]
