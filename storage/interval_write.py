@@ -16,20 +16,29 @@ cache believes in.
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, select, text
 
 from storage import partitions, schema
+from storage.interval_batch import (
+    DAY_S,
+    Columns,
+    Grid,
+    Key,
+    NewRow,
+    encode_new,
+    epoch_us,
+    grid_of,
+    split_session,
+    stamps_of,
+)
 from storage.interval_codec import bitmap_int, bits_of, pack_ints, row_columns, slots_of
 from storage.records import Channel, Coverage, IntervalRead
 
-DAY_S = 86400
 DEFAULT_PERIOD_S = 900
 #: Key of the PostgreSQL advisory lock interval writers hold (any fixed 64-bit number).
 PG_INTERVAL_LOCK = 0x4E5_0002
@@ -150,18 +159,6 @@ def channel_key_map(conn: Connection, cache: KeyCache, channels: Iterable[str]) 
     return _resolve(conn, schema.interval_channels, channels, cache.channels, cache._new_channels)
 
 
-@functools.lru_cache(maxsize=100_000)
-def epoch_us(ts: datetime) -> int:
-    """Microseconds since the epoch of an aware timestamp (stamps repeat: cached)."""
-    if ts.tzinfo is None:
-        raise ValueError(f"naive datetime {ts!r}: hes stores aware (UTC) timestamps only")
-    delta = ts - _EPOCH
-    return (delta.days * DAY_S + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 class _Day:
     """One day row being built: its grid and the entries by slot."""
 
@@ -279,107 +276,9 @@ def _epochs(stamps: list[datetime]) -> list[int]:
         return list(map(_EPOCHS.__getitem__, stamps))
 
 
-Key = tuple[str, str]
-_METER = operator.itemgetter(0)
-_CHANNEL = operator.itemgetter(1)
-
-#: Per period, the (day << 11 | slot) of stamps seen lately (-1: off that period's grid):
-#: one dict lookup per value gives both the day row and the slot.
-_CODES: dict[int, dict[datetime, int]] = {}
-_SLOT_BITS = 11  # a day has at most 1,440 slots (period >= 60 s)
-_POW2 = [1 << i for i in range(1 << _SLOT_BITS)]
-
-
-def _codes(period: int, stamps: Sequence[datetime]) -> list[int]:
-    """``day << 11 | slot`` of each stamp on ``period``'s grid, -1 for one off it."""
-    table = _CODES.get(period)
-    if table is None:
-        table = _CODES[period] = {}
-    try:
-        return list(map(table.__getitem__, stamps))
-    except KeyError:
-        if len(table) > _EPOCHS_MAX:
-            table.clear()
-        step = period * 1_000_000
-        for t in stamps:
-            if t not in table:
-                day_number, rem = divmod(epoch_us(t), DAY_S * 1_000_000)
-                slot, off = divmod(rem, step)
-                table[t] = -1 if off or day_number < 0 else day_number << _SLOT_BITS | slot
-        return list(map(table.__getitem__, stamps))
-
-
-def _grouped(rows: Sequence[IntervalRead]) -> dict[Key, Sequence[IntervalRead]]:
-    """The rows of one write by (meter, channel), in their order.
-
-    A session's rows are one meter's profile entries, each entry one row per channel in a
-    fixed order: recognised by comparing lists (C speed) and cut by slicing; anything else is
-    grouped row by row.
-    """
-    n = len(rows)
-    if n:
-        first = rows[0][0]
-        chans = list(map(_CHANNEL, rows))
-        try:
-            k = chans.index(chans[0], 1)
-        except ValueError:
-            k = n
-        pattern = chans[:k]
-        if (
-            n % k == 0
-            and len(set(pattern)) == k
-            and chans == pattern * (n // k)
-            and list(map(_METER, rows)).count(first) == n
-        ):
-            return {(first, c): rows[j::k] for j, c in enumerate(pattern)}
-    out: dict[Key, list[IntervalRead]] = {}
-    for r in rows:
-        key = (r[0], r[1])
-        group = out.get(key)
-        if group is None:
-            group = out[key] = []
-        group.append(r)
-    return dict(out)
-
-
 #: One write's rows of a (day, meter key, channel key) bucket: the write's index, the rows,
-#: and when they are all on the series' grid, their columns and ``_codes``.
-Segment = tuple[int, Sequence[IntervalRead], list[tuple[Any, ...]] | None, list[int] | None]
-
-
-def _fast_row(
-    bucket: tuple[int, int, int], period: int, cols: list[tuple[Any, ...]], codes: list[int],
-    complete: int,
-) -> tuple[Any, ...] | None:  # fmt: skip
-    """The encoded row of a new bucket written whole by one write, with C-level passes only
-    (``map``, ``min``, ``set``): None unless its entries are in order, non-null and of one
-    scaler."""
-    day_number, mk, ck = bucket
-    n = len(codes)
-    slots = list(map(operator.sub, codes, itertools.repeat(day_number << _SLOT_BITS, n)))
-    if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):
-        return None
-    vals = cols[3]
-    if None in vals:
-        return None
-    scalers = set(cols[4])
-    if len(scalers) != 1:
-        return None
-    sts = cols[5]
-    n_none = sts.count(None)
-    if n_none == n:
-        status = None
-    else:
-        status = pack_ints(sts if not n_none else [-1 if st is None else st for st in sts])
-    n_slots = DAY_S // period
-    nbytes = (n_slots + 7) // 8
-    present = sum(map(_POW2.__getitem__, slots))
-    return (
-        day_number, mk, ck, period, scalers.pop(),
-        n_slots - (present | complete).bit_count(), n,
-        present.to_bytes(nbytes, "little"), complete.to_bytes(nbytes, "little"),
-        pack_ints(vals, delta=True), None, status,
-    )  # fmt: skip
+#: and when they can take the fast path (:mod:`storage.interval_batch`), their columns and grid.
+Segment = tuple[int, Sequence[IntervalRead], Columns | None, Grid | None]
 
 
 def store_intervals(
@@ -401,10 +300,14 @@ def store_intervals(
         return counts
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(PG_INTERVAL_LOCK)))
-    groups: dict[Key, list[tuple[int, Sequence[IntervalRead]]]] = {}
+    groups: dict[Key, list[tuple[int, Sequence[IntervalRead], Columns | None]]] = {}
     for w, rows in enumerate(writes):
-        for key, part in _grouped(rows).items():
-            groups.setdefault(key, []).append((w, part))
+        for key, part, cols in split_session(rows):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [(w, part, cols)]
+            else:
+                group.append((w, part, cols))
     cov_groups: dict[Key, list[tuple[int, int]]] = {}
     for cov in coverage:
         cov_groups.setdefault((cov[0], cov[1]), []).append((epoch_us(cov[2]), epoch_us(cov[3])))
@@ -424,14 +327,17 @@ def store_intervals(
         p = given.get(key)
         series_period[(mk, ck)] = grid_period(p if p is not None else stored.get(key))
         period = series_period[(mk, ck)]
-        for w, part in groups.get(key, ()):
+        for w, part, cols in groups.get(key, ()):
             if period:
-                cols = list(zip(*part, strict=True))
-                codes = _codes(period, cols[2])
-                low, high = min(codes), max(codes)
-                if low >= 0 and low >> _SLOT_BITS == high >> _SLOT_BITS:
-                    bkey = (low >> _SLOT_BITS, mk, ck)
-                    buckets.setdefault(bkey, []).append((w, part, cols, codes))
+                grid = grid_of(period, cols[0] if cols is not None else stamps_of(part))
+                if grid is not None:
+                    fast = cols if grid[1] is not None else None
+                    segment: Segment = (w, part, fast, grid)
+                    bucket = buckets.get(bkey := (grid[0], mk, ck))
+                    if bucket is None:
+                        buckets[bkey] = [segment]
+                    else:
+                        bucket.append(segment)
                     continue
             by_day: dict[int, list[IntervalRead]] = {}
             for r, e in zip(part, _epochs([r[2] for r in part]), strict=True):
@@ -454,24 +360,25 @@ def store_intervals(
         days[(row.day, row.meter_key, row.channel_key)] = stored_day
 
     out: list[tuple[Any, ...]] = []
+    new_rows: list[NewRow] = []
     extras: list[tuple[int, int, int, int | None, int, int | None, int]] = []
     built: _Day | None = None
     for bkey, segments in buckets.items():
         day_number, mk, ck = bkey
         built = days.get(bkey)
         period = built.period if built is not None else series_period[(mk, ck)]
-        if built is None and len(segments) == 1 and segments[0][3] is not None:
-            w, part, seg_cols, seg_codes = segments[0]
-            assert seg_cols is not None and seg_codes is not None
+        if built is None and len(segments) == 1 and segments[0][2] is not None:
+            # a new row written whole by one write: packed with the batch's others
+            w, part, fast, grid = segments[0]
+            assert fast is not None and grid is not None and grid[1] is not None
+            assert grid[2] is not None
             ranges = wanted_cov.pop(bkey, None)
-            complete = _covered_bits(day_number, period, ranges) if ranges else 0
-            fast = _fast_row(bkey, period, seg_cols, seg_codes, complete)
-            if fast is not None:
-                out.append(fast)
-                counts[w] += len(part)
-                continue
-            if ranges:
-                wanted_cov[bkey] = ranges
+            complete = _covered(day_number, period, tuple(ranges)) if ranges else 0
+            n = len(part)
+            new_rows.append((day_number, mk, ck, period, fast[2], n, grid[1], grid[2],
+                             complete, fast[1], fast[3]))  # fmt: skip
+            counts[w] += n
+            continue
         base = day_number * day_us
         if built is None:
             if period == 0:
@@ -508,6 +415,8 @@ def store_intervals(
     # a stored row nothing was added to is left as it is (a repeated read writes nothing)
     merged = [_encode(*k, d) for k, d in days.items() if d.changed and d.existing]
     out.extend(_encode(*k, d) for k, d in days.items() if not d.existing)
+    if new_rows:
+        out.extend(encode_new(new_rows))
     if out or merged:
         if conn.dialect.name == "postgresql":
             made = partitions.ensure_partitions(
@@ -522,6 +431,12 @@ def store_intervals(
     if extras:
         _insert_extras(conn, extras, counts)
     return counts
+
+
+@functools.lru_cache(maxsize=4096)
+def _covered(day_number: int, period: int, ranges: tuple[tuple[int, int], ...]) -> int:
+    """:func:`_covered_bits`, remembered: a night's sessions answer the same day's range."""
+    return _covered_bits(day_number, period, ranges)
 
 
 def _covered_bits(day_number: int, period: int, ranges: Iterable[tuple[int, int]]) -> int:
