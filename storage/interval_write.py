@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text
+from sqlalchemy import Connection, Integer, String, Table, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage import partitions, schema
 from storage.interval_batch import (
@@ -143,7 +144,9 @@ def _resolve(
                 f"INSERT INTO {table.name} ({name_col.name}) VALUES (?) ON CONFLICT DO NOTHING",
                 [(n,) for n in chunk],
             )
-        for key, name in conn.execute(select(key_col, name_col).where(name_col.in_(chunk))):
+        for key, name in conn.execute(
+            select(key_col, name_col).where(_among(conn, name_col, chunk))
+        ):
             new[str(name)] = int(key)
     # the keys this write made are in new even when none is wanted now (a second call)
     return {**known, **new} if new else known
@@ -245,13 +248,24 @@ def _stored_periods(
     return out
 
 
+def _among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, so the statement
+    text stays the same and psycopg parses it once (an expanded IN of hundreds of
+    parameters is parsed anew on every call, most of a batch's time there)."""
+    if conn.dialect.name == "postgresql":
+        item = Integer() if isinstance(column.type, Integer) else String()
+        return column == any_(bindparam("among", list(values), type_=ARRAY(item)))
+    return column.in_(values)
+
+
 def _existing_rows(conn: Connection, wanted: Mapping[int, set[tuple[int, int]]]) -> Iterable[Any]:
     """Stored rows of the (day -> {(meter key, channel key)}) wanted."""
     d = schema.interval_days
+    size = 20_000 if conn.dialect.name == "postgresql" else 500
     for day_number, pairs in wanted.items():
         mks = sorted({mk for mk, _ in pairs})
-        for chunk in _chunks(mks, 500):
-            stmt = select(d).where(d.c.day == day_number, d.c.meter_key.in_(chunk))
+        for chunk in _chunks(mks, size):
+            stmt = select(d).where(d.c.day == day_number, _among(conn, d.c.meter_key, chunk))
             for row in conn.execute(stmt):
                 if (row.meter_key, row.channel_key) in pairs:
                     yield row
