@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.interval_codec import pack_many
+from storage.interval_codec import INT64_MAX, INT64_MIN, pack_ints, pack_many
 from storage.records import IntervalRead
 
 DAY_S = 86400
@@ -29,15 +29,17 @@ DAY_US = DAY_S * 1_000_000
 
 Key = tuple[str, str]
 #: One channel's entries of a session, when it can take the fast path: the stamps, the values
-#: (``array('q')``), the one scaler, the statuses (``array('q')``, -1 for none; None when the
-#: meter sent none at all).
-Columns = tuple[tuple[datetime, ...], "array[int]", int, "array[int] | None"]
+#: (``array('q')``), the one scaler, the statuses (``array('q')``, -1 for none; the one status,
+#: or None, when the session's entries all have the same: the usual case).
+Columns = tuple[tuple[datetime, ...], "array[int]", int, "array[int] | int | None"]
 #: The day of a run of stamps on a period's grid, with its present bitmap (int and bytes) when
 #: the run is strictly increasing (None otherwise: the merge sorts it out).
 Grid = tuple[int, int | None, bytes | None]
 #: A new day row to pack: day, meter key, channel key, period, scaler, number of values,
 #: present bits, present bytes, complete bits, values, statuses (as in :data:`Columns`).
-NewRow = tuple[int, int, int, int, int, int, int, bytes, int, "array[int]", "array[int] | None"]
+NewRow = tuple[
+    int, int, int, int, int, int, int, bytes, int, "array[int]", "array[int] | int | None"
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -113,13 +115,16 @@ def _views(cols: list[tuple[Any, ...]], k: int) -> list[Columns | None]:
     """The fast-path columns of each of ``k`` interleaved channels (None where one cannot)."""
     stamps, values, scalers, statuses = cols[2], cols[3], cols[4], cols[5]
     n = len(values)
+    one_status: int | None = statuses[0]
+    sts: array[int] | int | None = one_status
     try:
         # refuses a null value (TypeError) and one past 64 bits (OverflowError): the merge's
         vals = array("q", values)
-        none = statuses.count(None)
-        sts = None
-        if none != n:
+        if statuses.count(one_status) != n:
+            none = statuses.count(None)
             sts = array("q", [-1 if s is None else s for s in statuses] if none else statuses)
+        elif one_status is not None and not INT64_MIN <= one_status <= INT64_MAX:
+            return [None] * k
     except (TypeError, OverflowError):
         return [None] * k
     first = scalers[0]
@@ -132,7 +137,7 @@ def _views(cols: list[tuple[Any, ...]], k: int) -> list[Columns | None]:
             if own.count(first) != len(own):
                 out.append(None)
                 continue
-        out.append((stamps[j::k], vals[j::k], first, None if sts is None else sts[j::k]))
+        out.append((stamps[j::k], vals[j::k], first, sts[j::k] if type(sts) is array else sts))
     return out
 
 
@@ -184,15 +189,24 @@ def encode_new(rows: Sequence[NewRow]) -> list[tuple[Any, ...]]:
     """The ``interval_days`` rows (``interval_write.DAY_COLUMNS`` order) of new day rows, their
     values and statuses packed as one batch."""
     vals = pack_many([r[9] for r in rows], delta=True)
-    packed = iter(pack_many([r[10] for r in rows if r[10] is not None], blank=-1))
+    packed = iter(pack_many([r[10] for r in rows if type(r[10]) is array], blank=-1))
     out = []
     for (day, mk, ck, period, scaler, n, present, pbytes, complete, _, sts), v in zip(
         rows, vals, strict=True
     ):
         n_slots = DAY_S // period
+        if isinstance(sts, array):
+            status = next(packed)
+        else:
+            status = None if sts is None or sts == -1 else _constant(sts)
         out.append((
             day, mk, ck, period, scaler, n_slots - (present | complete).bit_count(), n,
-            pbytes, complete.to_bytes((n_slots + 7) // 8, "little"), v, None,
-            None if sts is None else next(packed),
+            pbytes, complete.to_bytes((n_slots + 7) // 8, "little"), v, None, status,
         ))  # fmt: skip
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(status: int) -> bytes:
+    """The status array of a row whose entries all have ``status``."""
+    return pack_ints([status])

@@ -120,6 +120,15 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
+@functools.lru_cache(maxsize=16)
+def _sqlite_key_insert(table: str, name: str, key: str, n: int) -> str:
+    values = ",".join(["(?)"] * n)
+    return (
+        f"INSERT INTO {table} ({name}) VALUES {values} ON CONFLICT DO NOTHING "
+        f"RETURNING {key}, {name}"
+    )
+
+
 def _resolve(
     conn: Connection,
     table: Table,
@@ -127,27 +136,34 @@ def _resolve(
     known: dict[str, int],
     new: dict[str, int],
 ) -> dict[str, int]:
-    """name -> key for ``names``, inserting the names no key exists for."""
+    """name -> key for ``names``, inserting the names no key exists for.
+
+    The insert returns the keys it made (one statement for a night's new meters); only names
+    it did not insert (made by another process, or before this one started) are selected.
+    """
     name_col, key_col = table.c[table.c.keys()[1]], table.c[table.c.keys()[0]]
     wanted = [n for n in dict.fromkeys(names) if n not in known and n not in new]
     for chunk in _chunks(wanted, 500):
         if conn.dialect.name == "postgresql":
-            conn.execute(
+            made = conn.execute(
                 text(
                     f"INSERT INTO {table.name} ({name_col.name}) SELECT unnest(CAST(:names AS "
-                    "text[])) ON CONFLICT DO NOTHING"
+                    f"text[])) ON CONFLICT DO NOTHING RETURNING {key_col.name}, {name_col.name}"
                 ),
                 {"names": list(chunk)},
             )
         else:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table.name} ({name_col.name}) VALUES (?) ON CONFLICT DO NOTHING",
-                [(n,) for n in chunk],
+            made = conn.exec_driver_sql(
+                _sqlite_key_insert(table.name, name_col.name, key_col.name, len(chunk)),
+                tuple(chunk),
             )
-        for key, name in conn.execute(
-            select(key_col, name_col).where(_among(conn, name_col, chunk))
-        ):
+        for key, name in made:
             new[str(name)] = int(key)
+        rest = [n for n in chunk if n not in new]
+        if rest:
+            stmt = select(key_col, name_col).where(_among(conn, name_col, rest))
+            for key, name in conn.execute(stmt):
+                new[str(name)] = int(key)
     # the keys this write made are in new even when none is wanted now (a second call)
     return {**known, **new} if new else known
 
