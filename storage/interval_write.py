@@ -19,6 +19,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Integer, String, Table, any_, bindparam, func, select, text
@@ -500,8 +501,7 @@ def _sqlite_upsert_sql(n: int) -> str:
 def _sqlite_upsert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Multi-row upserts: one statement steps many rows (sqlite3 holds the GIL less)."""
     for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
-        params = tuple(v for row in chunk for v in row)
-        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), params)
+        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 _PG_TYPES = ("integer",) * 4 + ("smallint",) * 3 + ("bytea",) * 5
