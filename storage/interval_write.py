@@ -268,7 +268,7 @@ def _stored_periods(
 def _among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, so the statement
     text stays the same and psycopg parses it once (an expanded IN of hundreds of
-    parameters is parsed anew on every call, most of a batch's time there)."""
+    parameters was parsed anew on every call: a fifth of a batch's time there)."""
     if conn.dialect.name == "postgresql":
         item = Integer() if isinstance(column.type, Integer) else String()
         return column == any_(bindparam("among", list(values), type_=ARRAY(item)))
