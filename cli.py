@@ -1,49 +1,71 @@
-"""The ``hes`` command line: every command of ``app/`` assembled into one typer app."""
+"""The ``hes`` command line: every command of ``app/`` assembled into one typer app.
+
+A command's module is imported only when that command runs (``hes report`` does not load the
+simulator, the service or the benchmark): :func:`main` builds the app from the one command
+named on the command line, and the whole app (``hes --help``, tests) from all of them.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterable
+
 import typer
 
-from app.bench import bench_command
-from app.collect import collect_command
-from app.demo import demo_command
-from app.export import export_command
-from app.meters import meters_app
-from app.ops import disconnect_command, listen_command, reconnect_command
-from app.read import read_command
-from app.report import report_command
-from app.retention import retention_command
-from app.security import keys_app
-from app.serve import serve_command
-from app.simulate import simulate_command
-from app.tokens import tokens_app
+#: Command name -> (module, attribute, whether the attribute is a sub-app of commands).
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "read": ("app.read", "read_command", False),
+    "scan": ("app.scan", "scan_command", False),
+    "simulate": ("app.simulate", "simulate_command", False),
+    "meters": ("app.meters", "meters_app", True),
+    "collect": ("app.collect", "collect_command", False),
+    "report": ("app.report", "report_command", False),
+    "export": ("app.export", "export_command", False),
+    "retention": ("app.retention", "retention_command", False),
+    "demo": ("app.demo", "demo_command", False),
+    "bench": ("app.bench", "bench_command", False),
+    "keys": ("app.security", "keys_app", True),
+    "disconnect": ("app.ops", "disconnect_command", False),
+    "reconnect": ("app.ops", "reconnect_command", False),
+    "listen": ("app.ops", "listen_command", False),
+    "firmware": ("app.firmware", "firmware_app", True),
+    "serve": ("app.serve", "serve_command", False),
+    "token": ("app.tokens", "tokens_app", True),
+}
 
-app = typer.Typer(
-    name="hes",
-    help="Smart-meter head-end system: DLMS/COSEM collector and meter simulator.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+HELP = "Smart-meter head-end system: DLMS/COSEM collector and meter simulator."
 
-app.command("read")(read_command)
-app.command("simulate")(simulate_command)
-app.add_typer(meters_app, name="meters")
-app.command("collect")(collect_command)
-app.command("report")(report_command)
-app.command("export")(export_command)
-app.command("retention")(retention_command)
-app.command("demo")(demo_command)
-app.command("bench")(bench_command)
-app.add_typer(keys_app, name="keys")
-app.command("disconnect")(disconnect_command)
-app.command("reconnect")(reconnect_command)
-app.command("listen")(listen_command)
-app.command("serve")(serve_command)
-app.add_typer(tokens_app, name="token")
+
+def build(names: Iterable[str] = COMMANDS) -> typer.Typer:
+    """The ``hes`` app holding the commands ``names`` (all by default)."""
+    hes = typer.Typer(name="hes", help=HELP, no_args_is_help=True, add_completion=False)
+
+    @hes.callback()
+    def _group() -> None:
+        """Keeps ``hes NAME`` a group of commands when only one command is built."""
+
+    for name in names:
+        module, attribute, is_group = COMMANDS[name]
+        target = getattr(importlib.import_module(module), attribute)
+        if is_group:
+            hes.add_typer(target, name=name)
+        else:
+            hes.command(name)(target)
+    return hes
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``cli.app``: the whole app, built when first asked for."""
+    if name == "app":
+        return build()
+    raise AttributeError(f"module 'cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    """The ``hes`` entry point: only the command named on the command line is imported."""
+    args = sys.argv[1:]
+    build([args[0]] if args and args[0] in COMMANDS else COMMANDS)()
 
 
 if __name__ == "__main__":

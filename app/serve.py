@@ -83,7 +83,7 @@ async def serve_async(cfg: ServeConfig, signals: StopSignals) -> None:
     db = open_database(cfg.db)
     try:
         if cfg.inventory is not None:
-            result = await asyncio.to_thread(import_inventory, db, cfg.inventory)
+            result = await asyncio.to_thread(import_inventory, db, cfg.inventory, cfg.plan.profiles)
             _say(f"imported {result.rows} meters from {cfg.inventory}")
         await _serve(cfg, db, signals)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +19,11 @@ import typer
 
 from app.run import StopSignals, until_stopped
 from contracts.meters import parse_host_port
+from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
 from simulator.push import DEFAULT_PER_DAY, AlarmPusher
+from simulator.quirks import NAMED, named
 
 
 def _fail(message: str) -> typer.Exit:
@@ -48,6 +51,9 @@ def build_spec(
     secure_share: float = 0.0,
     area_size: int = 0,
     under_share: float = 0.02,
+    quirks: Sequence[str] = (),
+    mode_e: bool = False,
+    answer_baud: int = 0,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -68,6 +74,17 @@ def build_spec(
         raise ValueError(f"--latency {latency!r}: use none or gprs")
     if baud < 0:
         raise ValueError(f"--baud {baud} must be 0 (no wire time) or a positive rate")
+    if mode_e and not pty:
+        raise ValueError("--mode-e is a serial start-up: use it with --pty")
+    if mode_e and baud:
+        try:
+            baud_char(baud)
+        except ValueError as exc:
+            raise ValueError(f"--mode-e --baud {baud}: {exc}") from None
+    if answer_baud < 0:
+        raise ValueError(f"--answer-baud {answer_baud} must be 0 (off) or a positive rate")
+    if answer_baud and not pty:
+        raise ValueError("--answer-baud needs --pty: a TCP port has no baud rate")
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
     part = faults / 3
@@ -95,6 +112,9 @@ def build_spec(
         secure_share=secure_share,
         area_size=area_size,
         under_share=under_share,
+        quirks=named(quirks),
+        mode_e=mode_e,
+        answer_baudrate=answer_baud or None,
     )
 
 
@@ -205,6 +225,27 @@ def simulate_command(
             help="with --area-size: share of customer meters (seeded) that under-register"
         ),
     ] = 0.02,
+    quirk: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="every meter behaves like a meter found in the field (repeat): " + ", ".join(NAMED)
+        ),
+    ] = None,
+    mode_e: Annotated[
+        bool,
+        typer.Option(
+            "--mode-e",
+            help="with --pty: meters need the IEC 62056-21 mode E sign-on (300 baud, then "
+            "--baud) before HDLC; the device address is the meter id",
+        ),
+    ] = False,
+    answer_baud: Annotated[
+        int,
+        typer.Option(
+            help="with --pty: the meters answer at this rate whatever rate the client set, "
+            "as a bench at the wrong baud rate sees (0: off)"
+        ),
+    ] = 0,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -227,6 +268,9 @@ def simulate_command(
             secure_share=secure_share,
             area_size=area_size,
             under_share=under_share,
+            quirks=quirk or [],
+            mode_e=mode_e,
+            answer_baud=answer_baud,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

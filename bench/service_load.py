@@ -211,7 +211,7 @@ def _served(f: Fleet, workdir: Path, sizes: Sizes) -> dict[str, Any]:
     conf = workdir / "service.toml"
     conf.write_text(
         f'[service]\ndb = "{db}"\nhttp = "127.0.0.1:0"\n'
-        + PLAN_TOML.format(concurrency=sizes.concurrency, request_s=10.0)
+        + PLAN_TOML.format(concurrency=sizes.concurrency, request_s=sizes.request_s)
     )
     meter_ids = [line.split(",", 1)[0] for line in f.inventory.read_text().splitlines()[1:] if line]
     child = Child(["serve", "--config", str(conf)], workdir / "service-serve.log")
@@ -276,7 +276,7 @@ def scenario_service(sizes: Sizes, workdir: Path) -> dict[str, Any]:
                "service") as f:  # fmt: skip
         alone = run_collector(
             f, workdir, "service-alone", concurrency=sizes.concurrency, workers=1,
-            timeout=sizes.collect_timeout_s,
+            timeout=sizes.collect_timeout_s, request_s=sizes.request_s,
         )  # fmt: skip
         served = _served(f, workdir, sizes)
         sim = f.stop()

@@ -9,7 +9,10 @@ security_profile (none | lls | hls-gmac-suite0; default from authentication):
 hls-gmac-suite0 means HLS-GMAC authentication with suite-0 ciphering, its keys looked up by
 meter id in the encrypted key store (``hes keys import``), installed_on (YYYY-MM-DD), role
 (customer | transformer; default customer): the meter's role in its transformer area for the
-line-loss report, where a transformer meter needs an area and an area has at most one.
+line-loss report, where a transformer meter needs an area and an area has at most one,
+profile: the name of the meter's profile (``collector.meter_profiles``, resolved when the
+file is imported: an unknown name is a bad row), whose client SAP (public, or management for
+lls), logical address and physical address fill the columns the row leaves blank.
 Integers may be decimal or 0x-hex.
 """
 
@@ -26,6 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
+from collector.meter_profiles import MeterProfile, ProfileLibrary, check_name
 from contracts.meters import DEFAULT_TCP_PORT, REQUIRED_COLUMNS, ROLES, TRANSPORTS
 from contracts.meters import INVENTORY_COLUMNS as COLUMNS
 from storage.database import Database
@@ -101,8 +105,19 @@ def _opt_int(raw: str, name: str, lo: int, hi: int, default: int | None) -> int 
     return _int(raw, name, lo, hi) if raw else default
 
 
-def _parse_row(row: dict[str, str]) -> MeterRecord:
-    """One CSV row (values stripped) to a MeterRecord, or _RowError naming the first fault."""
+def _meter_profile(row: dict[str, str], profiles: ProfileLibrary) -> MeterProfile | None:
+    name = row.get("profile", "")
+    if not name:
+        return None
+    try:
+        return profiles.get(check_name(name))
+    except ValueError as exc:  # MeterProfileError included: a missing or broken file
+        raise _RowError(str(exc)) from None
+
+
+def _parse_row(row: dict[str, str], profiles: ProfileLibrary) -> MeterRecord:
+    """One CSV row (values stripped) to a MeterRecord, or _RowError naming the first fault;
+    blanks the meter's profile covers take its values."""
     meter_id = row.get("meter_id", "")
     if not meter_id:
         raise _RowError("meter_id is empty")
@@ -120,6 +135,7 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
             raise _RowError(f"{name} longer than {_MAX_FIELD} characters")
         if _CONTROL.search(value):
             raise _RowError(f"{name} contains control characters (binary data?)")
+    model = _meter_profile(row, profiles)
     host = row.get("host", "") or None
     device = row.get("device", "") or None
     link_id = row.get("link_id", "") or None
@@ -142,22 +158,27 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
             if not row.get("port", ""):
                 raise _RowError("port is required for transport hdlc-tcp")
             port = _int(row["port"], "port", *PORT_RANGE)
+    default_physical = model.physical_address if model is not None else None
+    default_logical = model.logical_address if model is not None else 1
     if transport == "tcp":
         physical = _opt_int(
             row.get("physical_address", ""), "physical_address", *PHYSICAL_RANGE, None
         )
-        logical = _opt_int(row.get("logical_address", ""), "logical_address", *WPORT_RANGE, 1)
+        logical = _opt_int(
+            row.get("logical_address", ""), "logical_address", *WPORT_RANGE, default_logical
+        )
         link_id = link_id or meter_id
     else:
-        if not row.get("physical_address", ""):
+        physical = _opt_int(
+            row.get("physical_address", ""), "physical_address", *PHYSICAL_RANGE, default_physical
+        )
+        if physical is None:
             raise _RowError(f"physical_address is required for transport {transport}")
-        physical = _int(row["physical_address"], "physical_address", *PHYSICAL_RANGE)
         logical = _opt_int(
-            row.get("logical_address", ""), "logical_address", *HDLC_LOGICAL_RANGE, 1
+            row.get("logical_address", ""), "logical_address", *HDLC_LOGICAL_RANGE, default_logical
         )
         if not link_id:
             raise _RowError(f"link_id is required for transport {transport} (the shared bus)")
-    client_sap = _opt_int(row.get("client_sap", ""), "client_sap", *CLIENT_SAP_RANGE, 16)
     profile = row.get("security_profile", "").lower() or None
     if profile is not None and profile not in SECURITY_PROFILES:
         raise _RowError(
@@ -186,6 +207,10 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         )
     if auth == "lls" and ref is None:
         raise _RowError("authentication lls needs a password reference")
+    default_sap = 16
+    if model is not None:
+        default_sap = model.public_client_sap if auth == "none" else model.management_client_sap
+    client_sap = _opt_int(row.get("client_sap", ""), "client_sap", *CLIENT_SAP_RANGE, default_sap)
     installed_text = row.get("installed_on", "")
     try:
         installed = date.fromisoformat(installed_text) if installed_text else None
@@ -215,6 +240,7 @@ def _parse_row(row: dict[str, str]) -> MeterRecord:
         security_profile=profile,
         installed_on=installed,
         role=role,
+        profile=model.name if model is not None else None,
     )
 
 
@@ -251,27 +277,37 @@ def _rows(stream: TextIO, problems: list[tuple[int, str]]) -> Iterator[tuple[int
         problems.append((0, "empty file: no header line"))
 
 
-def parse_inventory(path: str | os.PathLike[str]) -> list[MeterRecord]:
-    """Read and validate the whole file; raise InventoryError listing every bad row."""
-    return _parse_file(path)[0]
+def parse_inventory(
+    path: str | os.PathLike[str], profiles: ProfileLibrary | None = None
+) -> list[MeterRecord]:
+    """Read and validate the whole file; raise InventoryError listing every bad row.
+    ``profiles``: where the ``profile`` column's names are found (default: the shipped)."""
+    return _parse_file(path, profiles or ProfileLibrary())[0]
 
 
-def _parse_file(path: str | os.PathLike[str]) -> tuple[list[MeterRecord], list[int]]:
+def _parse_file(
+    path: str | os.PathLike[str], profiles: ProfileLibrary
+) -> tuple[list[MeterRecord], list[int]]:
     name = str(path)
     try:
         with Path(path).open(encoding="utf-8-sig", newline="") as fh:
-            return _parse(fh, name)
+            return _parse(fh, name, profiles)
     except OSError as exc:
         raise InventoryError(name, [(0, f"cannot read: {exc.strerror or exc}")]) from exc
 
 
-def _parse_upload(data: bytes | str, name: str) -> tuple[list[MeterRecord], list[int]]:
+def _parse_upload(
+    data: bytes | str, name: str, profiles: ProfileLibrary
+) -> tuple[list[MeterRecord], list[int]]:
     if isinstance(data, str):
-        return _parse(io.StringIO(data, newline=""), name)
-    return _parse(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""), name)
+        return _parse(io.StringIO(data, newline=""), name, profiles)
+    stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    return _parse(stream, name, profiles)
 
 
-def _parse(stream: TextIO, name: str) -> tuple[list[MeterRecord], list[int]]:
+def _parse(
+    stream: TextIO, name: str, profiles: ProfileLibrary
+) -> tuple[list[MeterRecord], list[int]]:
     problems: list[tuple[int, str]] = []
     records: list[MeterRecord] = []
     lines: list[int] = []
@@ -279,7 +315,7 @@ def _parse(stream: TextIO, name: str) -> tuple[list[MeterRecord], list[int]]:
     try:
         for line, row in _rows(stream, problems):
             try:
-                rec = _parse_row(row)
+                rec = _parse_row(row, profiles)
             except _RowError as exc:
                 problems.append((line, str(exc)))
                 continue
@@ -395,20 +431,29 @@ def _ep(ep: tuple[str, str | None, int | None, str | None]) -> str:
     return f"{transport} {device}" if transport == "serial" else f"{transport} {host}:{port}"
 
 
-def import_inventory(db: Database, path: str | os.PathLike[str]) -> ImportResult:
+def import_inventory(
+    db: Database, path: str | os.PathLike[str], profiles: ProfileLibrary | None = None
+) -> ImportResult:
     """Validate ``path`` and upsert its meters in one transaction.
 
     Raises InventoryError (nothing written) when any row is bad, including a clash
-    with a meter already stored that this file does not update.
+    with a meter already stored that this file does not update. ``profiles``: where the
+    ``profile`` column's names are found (default: the shipped profiles).
     """
     started = time.perf_counter()
-    return _store(db, *_parse_file(path), str(path), started)
+    return _store(db, *_parse_file(path, profiles or ProfileLibrary()), str(path), started)
 
 
-def import_inventory_text(db: Database, data: bytes | str, name: str = "upload") -> ImportResult:
+def import_inventory_text(
+    db: Database,
+    data: bytes | str,
+    name: str = "upload",
+    profiles: ProfileLibrary | None = None,
+) -> ImportResult:
     """:func:`import_inventory` of a file's content (the API's upload)."""
     started = time.perf_counter()
-    return _store(db, *_parse_upload(data, name), name, started)
+    parsed = _parse_upload(data, name, profiles or ProfileLibrary())
+    return _store(db, *parsed, name, started)
 
 
 def _store(

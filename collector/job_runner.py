@@ -11,7 +11,10 @@ slots, stop); this decides *what* running it means, with the collector's own par
   MeterTasks` (public-client meters are skipped: they may neither read logs nor set the
   clock on most meters);
 * ``disconnect`` and ``reconnect``: :func:`~collector.operations.run_command`, which
-  confirms each relay by reading it back and audits each meter.
+  confirms each relay by reading it back and audits each meter;
+* ``firmware``: :func:`~collector.firmware.upload_many` of the image file named by
+  ``params.image`` (on the service's host) to the job's meters, each confirmed by its
+  active firmware identifier; a meter cut off mid-transfer resumes in the next session.
 
 While a job runs its progress is written and a cancel request (``POST /api/jobs/{id}/cancel``)
 stops it: sessions in flight finish, no new one starts. A stop of the service leaves the
@@ -29,6 +32,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
+from collector.firmware import MAX_IMAGE_BYTES, UploadReport, upload_many
+from collector.image_transfer import FirmwareImage
 from collector.job_queue import JobQueue
 from collector.jobs import log_event
 from collector.link_locks import LinkArbiter
@@ -36,7 +41,14 @@ from collector.meter_tasks import MeterTasks
 from collector.operations import run_command
 from collector.plan import Plan
 from collector.recorder import Publish
-from collector.service import Collector, SessionTimeout, env_secret, lls_password, target_of
+from collector.service import (
+    Collector,
+    SessionTimeout,
+    env_secret,
+    lls_password,
+    session_options,
+    target_of,
+)
 from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
@@ -48,6 +60,7 @@ from storage.jobs import JobRecord
 from storage.keystore import (
     DatabaseCounterStore,
     KeyStore,
+    KeyStoreError,
     MasterKey,
     load_master_key,
     reserve_counter_blocks,
@@ -126,6 +139,8 @@ class JobRunner:
                 return await self._collect(job, meters)
             if job.kind in ("events", "clock_sync"):
                 return await self._tasks(job, meters)
+            if job.kind == "firmware":
+                return await self._firmware(job, meters)
             return await self._command(job, meters)
         except JobFailed as exc:
             return JobOutcome("failed", None, str(exc))
@@ -289,6 +304,7 @@ class JobRunner:
                             password=password,
                             request_timeout=self.plan.timeouts.request_s,
                             security=security,
+                            **session_options(meter, self.plan),
                         ) as session:
                             await tasks(session, meter)
                     failed_task = sum(tasks.stats.errors.values()) > errors_before
@@ -348,6 +364,61 @@ class JobRunner:
             return JobOutcome("failed", result, _incomplete_text(failed))
         return JobOutcome("done", result)
 
+    async def _firmware(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        path = str(job.params["image"])
+        try:
+            data = await asyncio.to_thread(_read_image, path)
+        except OSError as exc:
+            raise JobFailed(f"cannot read image {path}: {exc.strerror or exc}") from None
+        image = FirmwareImage(str(job.params["identifier"]).encode("ascii"), data)
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
+
+        def security_for(meter: MeterRecord) -> SecurityContext | None:
+            if keystore is None or meter.security_profile != SECURE_PROFILE:
+                return None
+            return self._security(keystore, meter.meter_id)
+
+        stopped = asyncio.Event()
+        done = 0
+
+        def finished(_report: UploadReport) -> None:
+            nonlocal done
+            done += 1
+
+        work = upload_many(
+            meters,
+            image,
+            secrets=self.secrets,
+            db=self.db,
+            requested_by=job.requested_by,
+            now=self.now,
+            concurrency=self.concurrency,
+            links=self.links,
+            priority=job.priority,
+            stop=stopped,
+            finished=finished,
+            security_for=security_for,
+            telemetry=self.telemetry,
+            label=f"job {job.id} firmware",
+            sessions=int(job.params.get("sessions", 3)),
+            request_timeout=self.plan.timeouts.request_s,
+        )
+        reports = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
+        if stopped.is_set() and self._stopping.is_set():
+            raise JobStopped(job.id)
+        result = {"meters": [r.as_dict() for r in reports[:WORST]], "count": len(reports)}
+        if stopped.is_set():
+            return JobOutcome("cancelled", result, "cancelled on request")
+        failed = {r.meter_id: r.error_class or "failed" for r in reports if not r.ok}
+        if failed:
+            return JobOutcome("failed", result, _incomplete_text(failed))
+        return JobOutcome("done", result)
+
     # -- progress and cancel --------------------------------------------------------------
 
     async def _watch(
@@ -384,3 +455,12 @@ def _incomplete_text(incomplete: dict[str, str], shown: int = 5) -> str:
     text = ", ".join(f"{m} ({cls})" for m, cls in items[:shown])
     more = f" and {len(items) - shown} more" if len(items) > shown else ""
     return f"{len(items)} meter(s) not done: {text}{more}"
+
+
+def _read_image(path: str) -> bytes:
+    """The image file's bytes; OSError when it is missing, empty or too large."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_IMAGE_BYTES + 1)
+    if not data or len(data) > MAX_IMAGE_BYTES:
+        raise OSError(f"{len(data)} bytes (1 to {MAX_IMAGE_BYTES} taken)")
+    return data

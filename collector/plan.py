@@ -8,6 +8,7 @@ naming the file and the dotted key. Example::
     [collector]
     concurrency = 500          # sessions in flight over all links
     timezone = "UTC"           # collection days run midnight to midnight here
+    profile_dir = "profiles"   # meter profiles (docs/meter-profiles.md), beside the shipped
 
     [retry]
     max_attempts = 6           # sessions per meter and run, first one included
@@ -38,11 +39,22 @@ naming the file and the dotted key. Example::
     events = { every = "1h" }
     clock = { cron = "30 3 * * *" }
 
+    [[group]]
+    name = "optical"
+    match = { transport = "serial", station = "bench*" }
+    startup = "iec62056-21"    # serial meters that need the IEC 62056-21 mode E sign-on
+    device_address = "meter_id"  # sent in the sign-on request ("none": no address)
+    [group.profile]
+    obis = "1.0.99.1.0.255"
+    period_s = 900
+
     [line_loss]                # hes report --line-loss (docs/line-loss.md)
     band = [0.0, 0.10]         # loss rates judged ok, bounds included
     channel = "1.0.1.8.0.255"  # the stored A+ channel it is computed on
 
 A meter takes the first group whose ``match`` accepts it; meters no group accepts are not read.
+A meter whose inventory names a meter profile with a channel map reads that map's load
+profile, columns and registers instead of the group's (:meth:`Plan.meter_group`).
 """
 
 from __future__ import annotations
@@ -50,18 +62,22 @@ from __future__ import annotations
 import fnmatch
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from collector.meter_profiles import MeterProfile, ProfileLibrary
 from collector.schedule import TASKS, Schedule, ScheduleError, parse_every, parse_until
+from contracts.meters import STARTUPS
 from protocols.cosem import Obis
 from protocols.errors import DecodeError
 from storage.records import MeterRecord
 
 MATCH_FIELDS = ("meter_id", "area", "station", "transport", "link_id")
+#: What a mode E group sends as the sign-on's device address: the meter id, or nothing.
+DEVICE_ADDRESSES = ("meter_id", "none")
 #: Load-profile entries older than this are gone from a typical meter's buffer (62 days in
 #: the simulator, 40-90 days in the field), so gap re-reads further back are pointless.
 MAX_BACK_DAYS = 60
@@ -142,6 +158,10 @@ class Group:
     #: runs it; empty without a ``[group.schedule]`` table (then the service runs the
     #: ``window`` daily, as ``hes collect`` does: :mod:`collector.schedule_jobs`).
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    #: How the group's serial links start: "hdlc", or "iec62056-21" (mode E sign-on first).
+    startup: str = "hdlc"
+    #: With mode E: "meter_id" (the meter id is the sign-on's device address) or "none".
+    device_address: str = "meter_id"
 
     def accepts(self, meter: MeterRecord) -> bool:
         for key, pattern in self.match.items():
@@ -199,6 +219,9 @@ class Plan:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     line_loss: LineLoss = field(default_factory=LineLoss)
+    #: Where the inventory's meter profiles are found: ``[collector] profile_dir``, then
+    #: the shipped profiles.
+    profiles: ProfileLibrary = field(default_factory=ProfileLibrary, compare=False)
 
     @property
     def tz(self) -> tzinfo:
@@ -210,6 +233,28 @@ class Plan:
             if group.accepts(meter):
                 return group
         return None
+
+    def meter_profile(self, meter: MeterRecord) -> MeterProfile | None:
+        """The profile the inventory names for ``meter`` (MeterProfileError: it is gone
+        or broken since the import)."""
+        return None if meter.profile is None else self.profiles.get(meter.profile)
+
+    def meter_group(self, meter: MeterRecord) -> Group | None:
+        """:meth:`group_for`, with the channel map of the meter's profile in place of the
+        group's load profile object, columns, status column and (when it lists some)
+        registers; the period, window and schedule stay the group's."""
+        group = self.group_for(meter)
+        model = self.meter_profile(meter)
+        if group is None or model is None or model.channels is None:
+            return group
+        chans = model.channels
+        return replace(
+            group,
+            profile=ProfilePlan(
+                chans.profile_obis, group.profile.period_s, chans.columns, chans.status_column
+            ),
+            registers=chans.registers or group.registers,
+        )
 
 
 class _Reader:
@@ -380,6 +425,14 @@ def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
     win.done()
     back_days = reader.integer("back_days", 3, 0, MAX_BACK_DAYS)
     assert back_days is not None
+    startup = reader.get("startup", str, "hdlc")
+    if startup not in STARTUPS:
+        raise reader.fail("startup", f"{startup!r}: use one of {', '.join(STARTUPS)}")
+    device_address = reader.get("device_address", str, "meter_id")
+    if device_address not in DEVICE_ADDRESSES:
+        raise reader.fail(
+            "device_address", f"{device_address!r}: use one of {', '.join(DEVICE_ADDRESSES)}"
+        )
     profile = _profile(reader.sub("profile", required=True))
     try:
         schedules = _schedules(reader.sub("schedule"), tz_name)
@@ -387,7 +440,15 @@ def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
         raise PlanError(f"{exc} (group {name!r})") from None
     reader.done()
     return Group(
-        name, match, profile, tuple(registers), Window(start, deadline), back_days, schedules
+        name,
+        match,
+        profile,
+        tuple(registers),
+        Window(start, deadline),
+        back_days,
+        schedules,
+        startup,
+        device_address,
     )
 
 
@@ -406,6 +467,15 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     col = root.sub("collector")
     concurrency = col.integer("concurrency", 500, 1, 100_000)
     tz_name = col.get("timezone", str, "UTC")
+    profile_dir = col.get("profile_dir", str, None)
+    profiles = ProfileLibrary()
+    if profile_dir is not None:
+        where = Path(profile_dir)
+        if not where.is_absolute() and Path(source).is_file():
+            where = Path(source).parent / where
+        if not where.is_dir():
+            raise col.fail("profile_dir", f"{str(where)!r} is not a directory")
+        profiles = ProfileLibrary([where])
     if tz_name != "UTC":
         try:
             ZoneInfo(tz_name)
@@ -442,7 +512,7 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     line_loss = _line_loss(root.sub("line_loss"))
     root.done()
     assert concurrency is not None
-    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss)
+    return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss, profiles)
 
 
 def _line_loss(reader: _Reader) -> LineLoss:

@@ -282,7 +282,7 @@ def _take_rows(
             status = raw_status if isinstance(raw_status, int) else None
         for col, name, scaler in specs:
             value = values[col]
-            if not isinstance(value, int) or isinstance(value, bool):
+            if type(value) is not int:  # neither a bool nor a non-integer cell
                 value = None
             # tuple.__new__: the NamedTuple's own constructor costs twice as much
             add(new_tuple(IntervalRead, (meter_id, name, ts, value, scaler, status)))

@@ -49,7 +49,8 @@ from collector.session import Session
 from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import SECURE_PROFILE, MeterTarget
-from protocols.errors import DlmsError
+from protocols.errors import DlmsError, InvocationCounterRejected
+from protocols.iec62056_21 import SignOnRequest
 from protocols.security import SecurityContext
 from storage.database import Database
 from storage.errors import StorageError
@@ -60,6 +61,7 @@ from storage.keystore import (
     KeyStore,
     KeyStoreError,
     MasterKey,
+    counter_recovery,
     load_master_key,
     reserve_counter_blocks,
     security_context,
@@ -122,7 +124,36 @@ AfterRead = Callable[[Session, MeterRecord], Awaitable[None]]
 
 
 def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
-    """How to reach an inventory meter, with the plan's HDLC timers."""
+    """How to reach an inventory meter, with the plan's HDLC timers, its meter profile's
+    frame sizes, address size and PDU size and, for a serial meter of a mode E group or
+    profile, the IEC 62056-21 sign-on (ValueError: the start-up does not fit the meter, or
+    the profile is gone or broken)."""
+    group = plan.group_for(meter)
+    model = plan.meter_profile(meter)
+    startup, address, who = "hdlc", "", ""
+    if group is not None and group.startup != "hdlc":
+        startup, address, who = group.startup, group.device_address, f"group {group.name!r}"
+    elif model is not None and model.startup != "hdlc":
+        startup, address, who = model.startup, model.device_address, f"profile {model.name!r}"
+    if startup != "hdlc":
+        if meter.transport != "serial":
+            raise ValueError(
+                f"{who} has startup {startup!r}, for serial meters; this one is {meter.transport}"
+            )
+        address = meter.meter_id if address == "meter_id" else ""
+        try:
+            SignOnRequest(address)
+        except ValueError as exc:
+            raise ValueError(f"meter_id as the IEC 62056-21 {exc}") from None
+    frames: dict[str, Any] = {}
+    if model is not None:
+        frames = {
+            "max_info_length": model.max_info_tx,
+            "max_info_rx": model.max_info_rx,
+            "window_size": model.window_size,
+            "address_size": model.address_size,
+            "max_pdu_size": model.max_pdu_size,
+        }
     return MeterTarget(
         meter.transport,
         host=meter.host,
@@ -134,7 +165,31 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
         authentication="lls" if meter.authentication == "lls" else "none",
         frame_timeout=plan.timeouts.hdlc_frame_s,
         retries=plan.timeouts.hdlc_retries,
+        startup=startup,
+        device_address=address,
+        **frames,
     )
+
+
+def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
+    """The :class:`Session` settings of the meter's profile (none without one): PDU size,
+    trailing bytes accepted or not, the clock deviation's sign."""
+    model = plan.meter_profile(meter)
+    if model is None:
+        return {}
+    return {
+        "max_pdu_size": model.max_pdu_size,
+        "accept_trailing": model.accept_trailing_bytes,
+        "inverted_deviation": model.inverted_deviation,
+    }
+
+
+def failure_detail(error: DlmsError, meter_id: str) -> str:
+    """The stored text of a failed session; a refused invocation counter names the step
+    that recovers it (the meter's expected counter into the key store)."""
+    if isinstance(error, InvocationCounterRejected) and error.expected is not None:
+        return f"{error}; {counter_recovery(error.expected, meter_id)}"
+    return str(error)
 
 
 class Collector:
@@ -318,12 +373,18 @@ class Collector:
             if meter.installed_on is not None and meter.installed_on > self.day:
                 self.stats.not_installed += 1
                 continue
-            group = self.plan.group_for(meter)
+            try:
+                group = self.plan.meter_group(meter)
+            except ValueError as exc:  # its meter profile is gone or broken since the import
+                log_event(logging.WARNING, "meter_profile", meter=meter.meter_id, detail=str(exc))
+                group = None
             if group is None:
                 self.stats.not_planned += 1
                 self._incomplete[meter.meter_id] = "not_planned"
                 continue
-            by_group.setdefault(group.name, (group, []))[1].append(meter)
+            # Meters of one group with different profiles read different channels.
+            key = f"{group.name}\0{meter.profile or ''}"
+            by_group.setdefault(key, (group, []))[1].append(meter)
         jobs: list[MeterJob] = []
         for group, members in by_group.values():
             ids = [m.meter_id for m in members]
@@ -485,6 +546,7 @@ class Collector:
                             password=password,
                             request_timeout=self.plan.timeouts.request_s,
                             security=security,
+                            **session_options(meter, self.plan),
                         ) as session:
                             await read_meter(
                                 session,
@@ -498,6 +560,13 @@ class Collector:
                             )
                             if self.after_read is not None:
                                 await self.after_read(session, meter)
+                            for warning in session.warnings:
+                                log_event(
+                                    logging.WARNING,
+                                    "meter_warning",
+                                    meter=meter.meter_id,
+                                    detail=warning,
+                                )
                 except TimeoutError:
                     raise SessionTimeout(
                         f"session longer than {self.plan.timeouts.session_s:g} s"
@@ -527,7 +596,8 @@ class Collector:
         else:
             self.stats.errors[error.error_class] += 1
             outcome: Outcome = "partial" if out.intervals or out.registers else "failed"
-            await self._emit(job, out, started, transport, outcome, error.error_class, str(error))
+            detail = failure_detail(error, meter.meter_id)
+            await self._emit(job, out, started, transport, outcome, error.error_class, detail)
         if out.registers and not any(e.transient for e in out.register_errors):
             job.registers_done = True
         if error is None:

@@ -14,6 +14,14 @@ reply_to_HLS_authentication on the current association, checking the meter's f(C
 any other request. Client invocation counters come from the context's counter store, which
 persists them before they are used. Every security rejection raises its own non-transient
 error class (``protocols.errors.SecurityError`` subclasses).
+
+With ``referencing="sn"`` the association uses short-name referencing: once associated, the
+session reads the meter's object_list (Association SN, attribute 2) and from then on maps
+every (class id, OBIS, attribute) to its short name, so ``get`` / ``get_many`` / ``set`` go
+out as ReadRequest / WriteRequest (selective access as parameterized access) and callers
+(profile reader, clock, registers) stay as they are. An object missing from the list is an
+``ObjectUndefined`` naming it. ``action`` writes the parameter to the method's short name
+(``protocols.xdlms.sn.METHOD_OFFSETS``); a class without a known method offset is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
+from collector.meter_profiles import blue_book_clock
 from collector.transport import Transport
 from protocols import axdr, xdlms
 from protocols.cosem import (
@@ -39,11 +48,22 @@ from protocols.enums import InterfaceClass
 from protocols.errors import (
     DecodeError,
     DlmsError,
+    ObjectUndefined,
     ProtocolError,
     data_access_error,
 )
 from protocols.security import SecurityContext
-from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Values
+from protocols.xdlms.client import (
+    ClientAssociation,
+    ClientEvent,
+    Done,
+    Released,
+    Send,
+    Value,
+    Values,
+    Written,
+)
+from protocols.xdlms.sn import OBJECT_LIST_NAME, ObjectList
 
 CLOCK = Obis.parse("0.0.1.0.0.255")
 CLASS_REGISTER = InterfaceClass.REGISTER
@@ -51,6 +71,7 @@ CLASS_EXTENDED_REGISTER = InterfaceClass.EXTENDED_REGISTER
 CLASS_DEMAND_REGISTER = InterfaceClass.DEMAND_REGISTER
 CLASS_PROFILE_GENERIC = InterfaceClass.PROFILE_GENERIC
 CLASS_CLOCK = InterfaceClass.CLOCK
+Referencing: TypeAlias = Literal["ln", "sn"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,20 +118,39 @@ class Session:
         request_timeout: float = 10.0,
         release_timeout: float = 3.0,
         security: SecurityContext | None = None,
+        accept_trailing: bool = True,
+        inverted_deviation: bool = False,
+        referencing: Referencing = "ln",
     ) -> None:
+        if referencing not in ("ln", "sn"):
+            raise ValueError(f"referencing {referencing!r}: use 'ln' or 'sn'")
         self.transport = transport
+        #: Whether bytes after a GET value are a warning (True) or a DecodeError: a meter
+        #: profile that knows its model sends none makes them an error.
+        self.accept_trailing = accept_trailing
+        #: Whether the meter sends its clock deviation with the sign opposite to the Blue
+        #: Book's (its meter profile says so): :meth:`read_clock` turns it round.
+        self.inverted_deviation = inverted_deviation
+        self.referencing: Referencing = referencing
+        #: The SN meter's object list, read once after the association.
+        self.object_list: ObjectList | None = None
         self.security = security
         self.authentication = authentication
         self.password = password
         self.max_pdu_size = max_pdu_size
         self.request_timeout = request_timeout
         self.release_timeout = release_timeout
+        #: Whether the meter answered the RLRQ with an RLRE (the release did not time out).
+        self.released = False
+        #: What the meter sent that was odd but did not stop the read (bytes after a value).
+        self.warnings: list[str] = []
         self._client = ClientAssociation(
             authentication=authentication,
             password=password,
             max_pdu_size=max_pdu_size,
             security=security,
             peer=transport.description,
+            short_names=referencing == "sn",
         )
 
     @property
@@ -133,6 +173,8 @@ class Session:
         await self.transport.open()
         try:
             await self._exchange(self._client.associate())
+            if self.referencing == "sn":
+                await self._read_object_list()
         except BaseException:
             await self.transport.close()
             raise
@@ -146,7 +188,8 @@ class Session:
                 # retransmit the RLRQ to a dead meter several times.
                 with contextlib.suppress(DlmsError, TimeoutError):
                     async with asyncio.timeout(self.release_timeout):
-                        await self.transport.request(rlrq, self.release_timeout)
+                        answer = await self.transport.request(rlrq, self.release_timeout)
+                    self.released = isinstance(self._client.receive(answer), Released)
         finally:
             self._client.drop()
             await self.transport.close()
@@ -160,6 +203,72 @@ class Session:
                 return event
             apdu = event.apdu
 
+    async def _read_object_list(self) -> None:
+        event = await self._exchange(self._client.read([(OBJECT_LIST_NAME, None)]))
+        assert isinstance(event, Values)
+        (item,) = event.items
+        if isinstance(item, int):
+            raise data_access_error(item, "Read of the SN object_list (0xFA08)")
+        self.object_list = ObjectList.from_value(axdr.decode(item))
+
+    def _short_name(self, class_id: int, obis: Obis, attribute: int) -> int:
+        names = self.object_list
+        assert names is not None
+        name = names.short_name(class_id, bytes(obis), attribute)
+        if name is None:
+            raise ObjectUndefined(
+                f"class {class_id} {obis} is not in the meter's SN object list "
+                f"({len(names)} objects)",
+                4,
+            )
+        return name
+
+    async def _sn_action(self, class_id: int, ln: Obis, method: int, data: bytes | None) -> None:
+        """A method invoked by writing its parameter (null-data if none) to its short name."""
+        what = f"ACTION {class_id}/{ln}/{method}"
+        names = self.object_list
+        assert names is not None
+        try:
+            name = names.method_name(class_id, bytes(ln), method)
+        except ValueError as exc:
+            raise ProtocolError(f"{what}: {exc}") from None
+        if name is None:
+            raise ObjectUndefined(f"{what}: not in the meter's SN object list", 4)
+        event = await self._exchange(self._client.write([(name, data or axdr.encode(axdr.null()))]))
+        assert isinstance(event, Written)
+        if event.results != [0]:
+            raise data_access_error(event.results[0], what)
+
+    async def _read(
+        self, refs: Sequence[tuple[int, Obis, int, xdlms.AccessSelection | None]]
+    ) -> list[bytes | DlmsError]:
+        """SN: one ReadRequest for several references, failures in place."""
+        out: list[bytes | DlmsError | None] = []
+        wanted: list[tuple[int, xdlms.AccessSelection | None]] = []
+        for cid, ln, attr, access in refs:
+            try:
+                wanted.append((self._short_name(cid, ln, attr), access))
+                out.append(None)
+            except ObjectUndefined as exc:
+                out.append(exc)
+        if wanted:
+            event = await self._exchange(self._client.read(wanted))
+            assert isinstance(event, Values)
+            if len(event.items) != len(wanted):
+                raise ProtocolError(
+                    f"ReadRequest: asked for {len(wanted)} items, got {len(event.items)}"
+                )
+            answers = iter(event.items)
+            for index, (cid, ln, attr, _) in enumerate(refs):
+                if out[index] is None:
+                    item = next(answers)
+                    out[index] = (
+                        data_access_error(item, f"Read {cid}/{ln}/{attr}")
+                        if isinstance(item, int)
+                        else item
+                    )
+        return [item for item in out if item is not None]
+
     async def get_raw(
         self,
         class_id: int,
@@ -168,6 +277,11 @@ class Session:
         access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
     ) -> bytes:
         """GET one attribute, following block transfer; returns the A-XDR encoded value."""
+        if self.referencing == "sn":
+            (item,) = await self._read([(class_id, _obis(obis), attribute, access)])
+            if isinstance(item, DlmsError):
+                raise item
+            return item
         event = await self._exchange(
             self._client.get(class_id, bytes(_obis(obis)), attribute, access)
         )
@@ -181,8 +295,23 @@ class Session:
         attribute: int,
         access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
     ) -> Any:
-        """GET one attribute and decode its value."""
-        return axdr.decode(await self.get_raw(class_id, obis, attribute, access))
+        """GET one attribute and decode its value.
+
+        Bytes after the value do not cost the read: the value is taken and the bytes are
+        kept in :attr:`warnings` (a DecodeError instead when not :attr:`accept_trailing`).
+        """
+        value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        if trailing and not self.accept_trailing:
+            raise DecodeError(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value: {trailing.hex()} (the meter profile does not accept trailing bytes)"
+            )
+        if trailing:
+            self.warnings.append(
+                f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
+                f"value ignored: {trailing.hex()}"
+            )
+        return value
 
     def with_list(self) -> bool:
         """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""
@@ -195,6 +324,9 @@ class Session:
         object does not cost the whole read.
         """
         keyed = [(cid, _obis(ln), attr) for cid, ln, attr in items]
+        if self.referencing == "sn":
+            results = await self._read([(cid, ln, attr, None) for cid, ln, attr in keyed])
+            return [r if isinstance(r, DlmsError) else axdr.decode(r) for r in results]
         event = await self._exchange(
             self._client.get_many([(cid, bytes(ln), attr) for cid, ln, attr in keyed])
         )
@@ -213,6 +345,14 @@ class Session:
 
     async def set(self, class_id: int, obis: str | Obis, attribute: int, value: Any) -> None:
         """SET one attribute to an encoded value (``protocols.axdr`` typed helpers)."""
+        if self.referencing == "sn":
+            ln = _obis(obis)
+            name = self._short_name(class_id, ln, attribute)
+            event = await self._exchange(self._client.write([(name, axdr.encode(value))]))
+            assert isinstance(event, Written)
+            if event.results != [0]:
+                raise data_access_error(event.results[0], f"Write {class_id}/{ln}/{attribute}")
+            return
         await self._exchange(
             self._client.set(class_id, bytes(_obis(obis)), attribute, axdr.encode(value))
         )
@@ -222,6 +362,9 @@ class Session:
     ) -> Any:
         """Invoke a method; returns the decoded return parameters, if any."""
         data = None if parameter is None else axdr.encode(parameter)
+        if self.referencing == "sn":
+            await self._sn_action(class_id, _obis(obis), method, data)
+            return None
         event = await self._exchange(
             self._client.action(class_id, bytes(_obis(obis)), method, data)
         )
@@ -229,8 +372,9 @@ class Session:
         return None if event.data is None else axdr.decode(event.data)
 
     async def read_clock(self) -> CosemDateTime:
-        value = await self.get(CLASS_CLOCK, CLOCK, 2)
-        return _as_datetime(value, "clock")
+        """The meter clock, its deviation in the Blue Book's sign whatever the meter's."""
+        clock = _as_datetime(await self.get(CLASS_CLOCK, CLOCK, 2), "clock")
+        return blue_book_clock(clock, self.inverted_deviation)
 
     async def read_register(
         self, obis: str | Obis, class_id: int = CLASS_REGISTER

@@ -11,40 +11,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from collector.link_stats import LinkStats, diagnose
+from collector.sign_on import MODE_E, STARTUPS, SignedOn, mode_e_start_up
 from contracts.meters import TRANSPORTS, MeterTarget
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
-from protocols.hdlc import (
+from protocols.explain import FrameTracer, wrapper_trace
+from protocols.hdlc import HdlcAddress
+from protocols.hdlc_link import (
     ApduReceived,
     Connected,
     Disconnected,
-    HdlcAddress,
     HdlcConnection,
+    HdlcEvent,
     HdlcSettings,
     PeerRejected,
     Role,
     Transmit,
 )
-from protocols.wrapper import WrapperDecoder, encode_wrapper
+from protocols.iec62056_21 import IDENTIFICATION_WAIT_S, INITIAL_BAUD
+from protocols.wrapper import WrapperDecoder, WrapperPdu, encode_wrapper
+
+__all__ = [
+    "HdlcTransport",
+    "LinkStats",
+    "StreamOpener",
+    "TcpWrapperTransport",
+    "Trace",
+    "Transport",
+    "hdlc_tcp_transport",
+    "open_transport",
+    "serial_hdlc_transport",
+    "serial_opener",
+    "tcp_opener",
+]
 
 #: How long a clean close may take before the socket is simply dropped.
 CLOSE_TIMEOUT_S = 2.0
 READ_CHUNK = 4096
 
 
-@dataclass(slots=True)
-class LinkStats:
-    """Traffic counters of one transport, stored with each read attempt."""
-
-    bytes_tx: int = 0
-    bytes_rx: int = 0
-    round_trips: int = 0
-    retransmissions: int = 0
-
-
+#: Where a transport sends its trace lines (one per frame), when asked to trace.
+Trace = Callable[[str], None]
 StreamOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+#: What runs on a freshly opened stream before HDLC starts (the mode E sign-on).
+StartUp = Callable[["_Stream"], Awaitable[SignedOn]]
 
 
 class Transport(Protocol):
@@ -123,6 +135,7 @@ class TcpWrapperTransport:
         client_wport: int = 16,
         server_wport: int = 1,
         connect_timeout: float = 10.0,
+        trace: Trace | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -133,6 +146,7 @@ class TcpWrapperTransport:
         self.description = f"tcp://{host}:{port}"
         self._stream: _Stream | None = None
         self._decoder = WrapperDecoder()
+        self.trace = trace
 
     async def open(self) -> None:
         reader, writer = await _open_tcp(self.host, self.port, self.connect_timeout)
@@ -140,6 +154,8 @@ class TcpWrapperTransport:
 
     async def request(self, apdu: bytes, timeout: float) -> bytes:
         stream = self._require_stream()
+        if self.trace is not None:
+            self.trace(wrapper_trace("tx", WrapperPdu(self.client_wport, self.server_wport, apdu)))
         await stream.write(encode_wrapper(self.client_wport, self.server_wport, apdu))
         self.stats.round_trips += 1
         loop = asyncio.get_running_loop()
@@ -153,6 +169,8 @@ class TcpWrapperTransport:
             except TimeoutError as exc:
                 raise DlmsTimeout(f"{self.description}: no response within {timeout:g} s") from exc
             for pdu in self._decoder.feed(data):
+                if self.trace is not None:
+                    self.trace(wrapper_trace("rx", pdu))
                 if pdu.source == self.server_wport and pdu.destination == self.client_wport:
                     return pdu.apdu
                 if pdu.destination != self.client_wport:
@@ -192,6 +210,9 @@ class HdlcTransport:
         frame_timeout: float = 3.0,
         retries: int = 3,
         description: str = "hdlc",
+        startup: StartUp | None = None,
+        silence_hint: str = "",
+        trace: Trace | None = None,
     ) -> None:
         self.local = HdlcAddress(client_sap)
         self.remote = HdlcAddress(logical_address, physical_address, address_size)
@@ -203,13 +224,32 @@ class HdlcTransport:
         self._opener = opener
         self._stream: _Stream | None = None
         self._conn: HdlcConnection | None = None
+        #: The link parameters agreed with the meter (UA), once the link is up.
+        self.negotiated: HdlcSettings | None = None
+        self._startup = startup
+        #: How the start-up before HDLC ended (None: the link started with HDLC at once).
+        self.signed_on: SignedOn | None = None
+        #: Said after the timeout of an unanswered SNRM: what the silence may mean.
+        self.silence_hint = silence_hint
+        self.trace = trace
+        self._trace_tx = FrameTracer("tx")
+        self._trace_rx = FrameTracer("rx")
 
     async def open(self) -> None:
         reader, writer = await self._opener()
         self._stream = _Stream(reader, writer, self.stats)
         self._conn = HdlcConnection(Role.CLIENT, self.local, self.remote, self.settings)
         try:
-            await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            if self._startup is not None:
+                self.signed_on = await self._startup(self._stream)
+            try:
+                event = await self._exchange(self._conn.connect(), Connected, self.frame_timeout)
+            except DlmsTimeout as exc:
+                if not self.silence_hint:
+                    raise
+                raise DlmsTimeout(f"{exc}; {self.silence_hint}") from exc
+            assert isinstance(event, Connected)
+            self.negotiated = event.settings
         except BaseException:
             await self._stream.close()
             self._stream = None
@@ -245,7 +285,7 @@ class HdlcTransport:
         stream = self._require_stream()
         conn = self._require_conn()
         tries_left = self.retries if retries is None else retries
-        await stream.write(first)
+        await self._send(stream, first)
         self.stats.round_trips += 1
         loop = asyncio.get_running_loop()
         # The per-frame timeout restarts whenever the meter sends something: a long
@@ -257,17 +297,18 @@ class HdlcTransport:
                 data = await stream.read(max(deadline - loop.time(), 0.0))
             except TimeoutError:
                 if tries_left <= 0:
+                    hint = diagnose(self.stats, self.remote).hint
                     raise DlmsTimeout(
                         f"{self.description}: no HDLC response after "
-                        f"{self.retries + 1} tries of {frame_timeout:g} s"
+                        f"{self.retries + 1} tries of {frame_timeout:g} s; {hint}"
                     ) from None
                 tries_left -= 1
                 self.stats.retransmissions += 1
-                await stream.write(conn.on_timeout())
+                await self._send(stream, conn.on_timeout())
                 continue
-            for event in conn.receive_data(data):
+            for event in self._receive(conn, data):
                 if isinstance(event, Transmit):
-                    await stream.write(event.data)
+                    await self._send(stream, event.data)
                     self.stats.round_trips += 1
                 elif isinstance(event, PeerRejected):
                     raise LinkError(f"{self.description}: meter answered {event.kind.name}")
@@ -275,6 +316,37 @@ class HdlcTransport:
                     return event
                 elif isinstance(event, Disconnected):
                     raise LinkError(f"{self.description}: meter disconnected the link")
+
+    async def _send(self, stream: _Stream, data: bytes) -> None:
+        if self.trace is not None:
+            for line in self._trace_tx.feed(data):
+                self.trace(line)
+        await stream.write(data)
+
+    def _receive(self, conn: HdlcConnection, data: bytes) -> list[HdlcEvent]:
+        """The events of ``data``, counting what arrived: valid frames, frames that failed
+        their checks, noise, frames from another server address (see ``link_stats``)."""
+        if self.trace is not None:
+            for line in self._trace_rx.feed(data):
+                self.trace(line)
+        stats = self.stats
+        decoder = conn.decoder
+        dropped = decoder.dropped_frames
+        events: list[HdlcEvent] = []
+        for frame, raw in decoder.feed_raw(data):
+            if frame is None:
+                stats.noise_bytes += len(raw)
+                continue
+            stats.frames_rx += 1
+            if frame.destination.same_station(self.local):
+                if frame.source.same_station(conn.remote):
+                    stats.frames_from_meter += 1
+                else:
+                    stats.frames_other_address += 1
+                    stats.other_address = frame.source
+            events.extend(conn.handle_frame(frame))
+        stats.frames_bad += decoder.dropped_frames - dropped
+        return events
 
     def _require_stream(self) -> _Stream:
         if self._stream is None:
@@ -287,20 +359,25 @@ class HdlcTransport:
         return self._conn
 
 
-def hdlc_tcp_transport(
-    host: str, port: int, *, connect_timeout: float = 10.0, **kwargs: Any
-) -> HdlcTransport:
-    """HDLC through a TCP port, as a terminal server in front of an RS-485 bus provides."""
+def tcp_opener(host: str, port: int, connect_timeout: float = 10.0) -> StreamOpener:
+    """Opens a TCP connection (a terminal server's port) with typed errors."""
 
     async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await _open_tcp(host, port, connect_timeout)
 
+    return opener
+
+
+def hdlc_tcp_transport(
+    host: str, port: int, *, connect_timeout: float = 10.0, **kwargs: Any
+) -> HdlcTransport:
+    """HDLC through a TCP port, as a terminal server in front of an RS-485 bus provides."""
     kwargs.setdefault("description", f"hdlc-tcp://{host}:{port}")
-    return HdlcTransport(opener, **kwargs)
+    return HdlcTransport(tcp_opener(host, port, connect_timeout), **kwargs)
 
 
-def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> HdlcTransport:
-    """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1."""
+def serial_opener(device: str, baudrate: int = 9600) -> StreamOpener:
+    """Opens a serial device at 8N1 with typed errors."""
 
     async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         import serial
@@ -317,12 +394,60 @@ def serial_hdlc_transport(device: str, baudrate: int = 9600, **kwargs: Any) -> H
         except (OSError, serial.SerialException) as exc:
             raise LinkError(f"cannot open serial port {device}: {exc}") from exc
 
-    kwargs.setdefault("description", f"serial://{device}@{baudrate}")
+    return opener
+
+
+def serial_hdlc_transport(
+    device: str,
+    baudrate: int = 9600,
+    *,
+    startup: str = "hdlc",
+    device_address: str = "",
+    sign_on_timeout: float = IDENTIFICATION_WAIT_S,
+    **kwargs: Any,
+) -> HdlcTransport:
+    """HDLC on a serial device (RS-485 adapter, optical probe, pty) at 8N1.
+
+    ``startup="iec62056-21"``: open at 300 baud 7E1 and sign on first (IEC 62056-21 mode E,
+    ``collector.sign_on``), addressing ``device_address`` on a bus; HDLC then runs at the
+    baud rate the meter proposed, not ``baudrate``. The identification is waited for
+    ``sign_on_timeout`` (the request is sent ``retries`` + 1 times), not the HDLC frame
+    timeout: at 300 baud it takes most of a second, after up to 1.5 s of reaction time.
+    """
+    if startup not in STARTUPS:
+        raise ValueError(f"startup {startup!r}: use one of {', '.join(STARTUPS)}")
+    mode_e = startup == MODE_E
+    # Mode E starts at 300 baud 7E1, made as 8N1 with the parity bit in software
+    # (collector.sign_on): the same bits on the wire, on adapters that lack 7E1 too.
+    opener = serial_opener(device, INITIAL_BAUD if mode_e else baudrate)
+    retries = int(kwargs.get("retries", 3))
+
+    async def sign_on(stream: _Stream) -> SignedOn:
+        return await mode_e_start_up(
+            stream,
+            stream.writer.transport.get_extra_info("serial"),
+            device_address=device_address,
+            timeout=sign_on_timeout,
+            retries=retries,
+            description=f"serial://{device}",
+        )
+
+    if mode_e:
+        kwargs.setdefault("description", f"serial://{device}@mode-e")
+        kwargs["startup"] = sign_on
+    else:
+        kwargs.setdefault("description", f"serial://{device}@{baudrate}")
+        kwargs.setdefault(
+            "silence_hint",
+            "a meter that needs the IEC 62056-21 mode E sign-on ignores HDLC until it had "
+            'one (hes read --mode-e, startup = "iec62056-21")',
+        )
     return HdlcTransport(opener, **kwargs)
 
 
-def open_transport(target: MeterTarget) -> Transport:
-    """A fresh (unopened) transport for one session with ``target``."""
+def open_transport(target: MeterTarget, *, trace: Trace | None = None) -> Transport:
+    """A fresh (unopened) transport for one session with ``target``; ``trace`` gets one
+    line per frame (``hes read --trace``)."""
     if target.transport == "tcp":
         if target.host is None:
             raise ValueError("a tcp meter needs a host")
@@ -331,18 +456,26 @@ def open_transport(target: MeterTarget) -> Transport:
             target.port or 4059,
             client_wport=target.client_sap,
             server_wport=target.logical_address,
+            trace=trace,
         )
     hdlc_args: dict[str, Any] = {
         "client_sap": target.client_sap,
         "logical_address": target.logical_address,
         "physical_address": target.physical_address,
+        "address_size": target.address_size,
         "settings": HdlcSettings(
-            max_info_tx=target.max_info_length, max_info_rx=target.max_info_length
+            max_info_tx=target.max_info_length,
+            max_info_rx=target.max_info_rx or target.max_info_length,
+            window_tx=target.window_size,
+            window_rx=target.window_size,
         ),
         "frame_timeout": target.frame_timeout,
         "retries": target.retries,
+        "trace": trace,
     }
     transport: HdlcTransport
+    if target.startup != "hdlc" and target.transport != "serial":
+        raise ValueError(f"startup {target.startup!r} is for serial meters, not {target.transport}")
     if target.transport == "hdlc-tcp":
         if target.host is None or target.port is None:
             raise ValueError("an hdlc-tcp meter needs a host and a port")
@@ -350,7 +483,13 @@ def open_transport(target: MeterTarget) -> Transport:
     elif target.transport == "serial":
         if target.device is None:
             raise ValueError("a serial meter needs a device")
-        transport = serial_hdlc_transport(target.device, target.baudrate, **hdlc_args)
+        transport = serial_hdlc_transport(
+            target.device,
+            target.baudrate,
+            startup=target.startup,
+            device_address=target.device_address,
+            **hdlc_args,
+        )
     else:
         raise ValueError(f"unknown transport {target.transport!r}; use one of {TRANSPORTS}")
     return transport

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from protocols.xdlms import Authentication
 
 TRANSPORTS = ("tcp", "hdlc-tcp", "serial")
+#: How a serial link starts: HDLC at once, or the IEC 62056-21 mode E sign-on first.
+MODE_E_STARTUP = "iec62056-21"
+STARTUPS = ("hdlc", MODE_E_STARTUP)
 DEFAULT_TCP_PORT = 4059  # IANA port for DLMS/COSEM
 #: Every column an inventory CSV may carry; ``meter_id`` and ``transport`` are required.
 INVENTORY_COLUMNS = (
@@ -32,6 +35,7 @@ INVENTORY_COLUMNS = (
     "security_profile",
     "installed_on",
     "role",
+    "profile",
 )
 REQUIRED_COLUMNS = ("meter_id", "transport")
 #: A meter's role in its transformer area (``role`` column; blank is a customer): the
@@ -56,7 +60,18 @@ class MeterTarget:
     authentication: Authentication = "none"
     frame_timeout: float = 3.0
     retries: int = 3
+    #: HDLC maximum information field length sent (and received, unless ``max_info_rx``).
     max_info_length: int = 128
+    max_info_rx: int | None = None
+    window_size: int = 1
+    #: HDLC server address size in bytes (0: the smallest that fits; 1, 2 or 4).
+    address_size: int = 0
+    #: The client's max receive PDU size proposed in the AARQ.
+    max_pdu_size: int = 0xFFFF
+    #: What opens a serial link: "hdlc" (HDLC at once) or "iec62056-21" (mode E sign-on).
+    startup: str = "hdlc"
+    #: The IEC 62056-21 device address sent in the sign-on request ("": none).
+    device_address: str = ""
 
 
 def parse_host_port(text: str, default_port: int = 4059) -> tuple[str, int]:

@@ -543,6 +543,18 @@ def decode_from(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[
     return out[0], pos
 
 
+def decode_leading(data: bytes | bytearray | memoryview) -> tuple[Any, bytes]:
+    """Decode the Data value at the start of ``data``; return it and the bytes after it.
+
+    For answers from meters that put bytes after a GET value (seen in the field: a
+    date-time followed by 18 more): the value is still good, the caller reports the rest.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    value, pos = decode_from(data, 0)
+    return value, data[pos:]
+
+
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """Decode a buffer holding exactly one Data value."""
     if type(data) is not bytes:

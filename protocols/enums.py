@@ -19,6 +19,10 @@ class ApduTag(IntEnum):
     AARE = 0x61
     RLRQ = 0x62
     RLRE = 0x63
+    READ_REQUEST = 0x05
+    WRITE_REQUEST = 0x06
+    READ_RESPONSE = 0x0C
+    WRITE_RESPONSE = 0x0D
     GET_REQUEST = 0xC0
     SET_REQUEST = 0xC1
     ACTION_REQUEST = 0xC3
@@ -41,7 +45,9 @@ class InterfaceClass(IntEnum):
     DEMAND_REGISTER = 5
     PROFILE_GENERIC = 7
     CLOCK = 8
+    ASSOCIATION_SN = 12
     ASSOCIATION_LN = 15
+    IMAGE_TRANSFER = 18
     DISCONNECT_CONTROL = 70
 
 
@@ -200,8 +206,9 @@ class ApplicationContext(IntEnum):
 class Conformance(IntFlag):
     """The 24-bit conformance block as an int: Blue Book bit n is ``1 << (23 - n)``.
 
-    Only the bits of LN referencing are named; read, write, unconfirmed-write,
-    information-report and parameterized-access belong to SN referencing.
+    Read (bit 3), write (4), unconfirmed-write (5), information-report (15) and
+    parameterized-access (18) belong to SN referencing only; multiple-references (14) and
+    block-transfer-with-get-or-read (11) serve both.
     """
 
     ACTION = 1 << 0
@@ -221,7 +228,34 @@ class Conformance(IntFlag):
     DELTA_VALUE_ENCODING = 1 << 17
     GENERAL_BLOCK_TRANSFER = 1 << 21
     GENERAL_PROTECTION = 1 << 22
+    PARAMETERIZED_ACCESS = 1 << 5
+    INFORMATION_REPORT = 1 << 8
+    UNCONFIRMED_WRITE = 1 << 18
+    WRITE = 1 << 19
+    READ = 1 << 20
 
 
+#: The conformance bits of SN referencing alone.
+SN_ONLY_CONFORMANCE = (
+    Conformance.READ
+    | Conformance.WRITE
+    | Conformance.UNCONFIRMED_WRITE
+    | Conformance.INFORMATION_REPORT
+    | Conformance.PARAMETERIZED_ACCESS
+)
 #: Every LN conformance bit; a proposal with any other bit is refused by the builders.
-LN_CONFORMANCE_MASK = sum(int(bit) for bit in Conformance)
+LN_CONFORMANCE_MASK = sum(int(bit) for bit in Conformance) & ~SN_ONLY_CONFORMANCE
+#: The bits an SN association may carry: the SN services and those both referencings share.
+SN_CONFORMANCE_MASK = (
+    SN_ONLY_CONFORMANCE
+    | Conformance.MULTIPLE_REFERENCES
+    | Conformance.BLOCK_TRANSFER_WITH_GET
+    | Conformance.BLOCK_TRANSFER_WITH_SET
+    | Conformance.GENERAL_PROTECTION
+    | Conformance.GENERAL_BLOCK_TRANSFER
+    | Conformance.ATTRIBUTE_0_WITH_GET
+    | Conformance.ATTRIBUTE_0_WITH_SET
+    | Conformance.PRIORITY_MANAGEMENT
+    | Conformance.DELTA_VALUE_ENCODING
+    | Conformance.DATA_NOTIFICATION
+)

@@ -44,6 +44,12 @@ class LinkError(DlmsError):
     error_class = "link"
 
 
+class SignOnError(ProtocolError):
+    """The IEC 62056-21 start-up (sign-on before HDLC) did not end in mode E."""
+
+    error_class = "sign_on"
+
+
 class DlmsTimeout(DlmsError):
     """No answer in time, after the link layer's own retransmissions."""
 

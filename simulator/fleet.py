@@ -58,11 +58,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
-from contracts.meters import INVENTORY_COLUMNS, SECURE_PROFILE, MeterTarget
+from contracts.meters import INVENTORY_COLUMNS, MODE_E_STARTUP, SECURE_PROFILE, MeterTarget
+from protocols.iec62056_21 import Identification, baud_char
 from simulator import model
 from simulator.areas import AreaPlan, Energy
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
+from simulator.quirks import NO_QUIRKS, Quirks
 from simulator.server import (
     Clock,
     HdlcBus,
@@ -72,6 +74,7 @@ from simulator.server import (
     WrapperServer,
     state_is_default,
 )
+from simulator.sign_on import MANUFACTURER, SignOnBus
 
 LatencyKind = Literal["none", "gprs"]
 BusEndpoint = Literal["tcp", "pty"]
@@ -194,6 +197,12 @@ class FleetSpec:
     area_size: int = 0
     #: With areas: share of customer meters (seeded choice) that under-register.
     under_share: float = 0.02
+    #: What every meter does differently (``simulator.quirks``; default: nothing).
+    quirks: Quirks = NO_QUIRKS
+    #: Pty buses whose meters need the IEC 62056-21 mode E sign-on before HDLC.
+    mode_e: bool = False
+    #: Pty buses: the rate the meters answer at whatever rate the client set (``PtyBus``).
+    answer_baudrate: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
@@ -214,8 +223,22 @@ class FleetSpec:
             raise ValueError(f"bus endpoint {self.bus_endpoint!r}: use tcp or pty")
         if self.baudrate is not None and self.baudrate <= 0:
             raise ValueError(f"baud rate {self.baudrate} must be positive")
+        if self.mode_e:
+            if self.bus_endpoint != "pty":
+                raise ValueError("mode E is a serial start-up: use it with pty buses")
+            baud_char(self.mode_e_baud)
+        if self.answer_baudrate is not None:
+            if self.answer_baudrate <= 0:
+                raise ValueError(f"answer baud rate {self.answer_baudrate} must be positive")
+            if self.bus_endpoint != "pty":
+                raise ValueError("an answer baud rate needs pty buses (a TCP port has no rate)")
         LoopbackRange(self.first_address, self.served_tcp)
         meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
+
+    @property
+    def mode_e_baud(self) -> int:
+        """The baud rate mode E meters propose (9600 when the buses have no wire time)."""
+        return self.baudrate or 9600
 
     @property
     def total_meters(self) -> int:
@@ -289,8 +312,10 @@ class MeterPool:
         seed: int,
         secured: Callable[[int], bool] | None = None,
         energy: Callable[[int], Energy] | None = None,
+        quirks: Quirks = NO_QUIRKS,
     ) -> None:
         self.seed = seed
+        self.quirks = quirks
         self.secured = secured
         self.energy = energy
         self._meters: dict[int, SimulatedMeter] = {}
@@ -300,7 +325,7 @@ class MeterPool:
         meter = self._meters.get(number)
         if meter is None:
             secure = self.secured is not None and self.secured(number)
-            meter = SimulatedMeter(number, self.seed, require_security=secure)
+            meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
             if self.energy is not None:
                 meter.energy = self.energy(number)
             self._meters[number] = meter
@@ -347,6 +372,7 @@ class Fleet:
             spec.seed,
             self.secured.__contains__,
             self.areas.energy if self.areas is not None else None,
+            spec.quirks,
         )
         self.faults = FaultPlan(spec.faults, spec.seed)
         self.addresses = LoopbackRange(spec.first_address, spec.served_tcp)
@@ -390,7 +416,13 @@ class Fleet:
                 self.buses.append(bus)
                 server: HdlcTcpServer | PtyBus
                 if spec.bus_endpoint == "pty":
-                    server = PtyBus(bus, baudrate=spec.baudrate, clock=self.clock)
+                    line = self._sign_on_line(bus, b) if spec.mode_e else bus
+                    server = PtyBus(
+                        line,
+                        baudrate=spec.baudrate,
+                        clock=self.clock,
+                        answer_baudrate=spec.answer_baudrate,
+                    )
                 else:
                     port = spec.bus_port + b if spec.bus_port else 0
                     server = HdlcTcpServer(
@@ -411,6 +443,26 @@ class Fleet:
         self.bus_servers = []
         self.buses = []
         self.tcp = None
+
+    def _sign_on_line(self, bus: HdlcBus, index: int) -> SignOnBus:
+        """Bus ``index`` behind the mode E sign-on: device address = the meter id."""
+        spec = self.spec
+
+        def select(address: str) -> int | None:
+            if not address:
+                return FIRST_PHYSICAL if spec.meters_per_bus == 1 else None
+            try:
+                kind, b, physical = spec.locate(meter_number(address))
+            except ValueError:
+                return None
+            return physical if kind == "bus" and b == index else None
+
+        char = baud_char(spec.mode_e_baud)
+
+        def identify(meter: SimulatedMeter) -> Identification:
+            return Identification(MANUFACTURER, char, meter_id_text(meter.meter_id))
+
+        return SignOnBus(bus, select, identify)
 
     def _resolve(self, local_ip: str, local_port: int) -> SimulatedMeter | None:
         index = self.addresses.position(local_ip)
@@ -449,6 +501,8 @@ class Fleet:
                 device=server.device,
                 baudrate=self.spec.baudrate or 9600,
                 physical_address=b,
+                startup=MODE_E_STARTUP if self.spec.mode_e else "hdlc",
+                device_address=meter_id_text(number) if self.spec.mode_e else "",
             )
         return MeterTarget("hdlc-tcp", host=server.host, port=server.port, physical_address=b)
 
@@ -583,6 +637,10 @@ class Fleet:
             }
             if isinstance(server, PtyBus):
                 entry["device"] = server.device
+                if spec.mode_e:
+                    entry["startup"] = MODE_E_STARTUP
+                if spec.answer_baudrate is not None:
+                    entry["answer_baud"] = spec.answer_baudrate
             else:
                 entry["host"], entry["port"] = server.host, server.port
             buses.append(entry)

@@ -37,7 +37,12 @@ ciphered association → ExceptionResponse service-not-allowed. A meter made wit
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
 association, and anything undecodable gets an ExceptionResponse; a meter in a simulated outage
-does not answer at all (``None``).
+does not answer at all (``None``). A meter made with ``quirks`` (``simulator.quirks``) answers
+some requests the way independent implementations were found to; with the
+``short_names`` quirk it is an SN meter: only the short-name context is accepted and the
+same objects are read and written by base name (``simulator.short_names``) through
+ReadRequest/WriteRequest, several references at a time, profile ranges through
+parameterized access, and a value bigger than the client's PDU in blocks.
 """
 
 from __future__ import annotations
@@ -46,12 +51,15 @@ import os
 from collections.abc import Callable
 
 from protocols import security
-from protocols.enums import AcseDiagnostic, Conformance, DataAccessResult, Mechanism
+from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResult, Mechanism
 from protocols.errors import DataAccessError
 from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
-from simulator import model, objects
+from protocols.xdlms.sn import ReadRequest, WriteRequest
+from simulator import model, objects, short_names
 from simulator.areas import ORDINARY, Energy
+from simulator.image_transfer import PowerCut
+from simulator.quirks import NO_QUIRKS, Quirks
 
 PUBLIC_CLIENT = 16
 MANAGEMENT_CLIENT = 1
@@ -66,6 +74,15 @@ SERVER_CONFORMANCE = (
     | Conformance.SELECTIVE_ACCESS
     | Conformance.ACTION
 ).value
+#: What an SN meter supports: read, write, multiple-references, parameterized-access and
+#: block-transfer-with-get-or-read (a value bigger than the client's PDU comes in blocks).
+SN_SERVER_CONFORMANCE = (
+    Conformance.READ
+    | Conformance.WRITE
+    | Conformance.MULTIPLE_REFERENCES
+    | Conformance.PARAMETERIZED_ACCESS
+    | Conformance.BLOCK_TRANSFER_WITH_GET
+).value
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024
 
@@ -76,10 +93,19 @@ class SimulatedMeter:
     ``require_security``: refuse unciphered associations; ``client_system_title``: the
     head-end system title the meter knows (ciphered AARQs from any other are refused);
     ``energy``: how it registers energy (:mod:`simulator.areas`: ordinary, under-registering,
-    or an area's transformer meter).
+    or an area's transformer meter); ``quirks``: how it departs from the usual encodings
+    (:mod:`simulator.quirks`).
     """
 
-    __slots__ = ("_state", "client_system_title", "energy", "meter_id", "require_security", "seed")
+    __slots__ = (
+        "_state",
+        "client_system_title",
+        "energy",
+        "meter_id",
+        "quirks",
+        "require_security",
+        "seed",
+    )
 
     def __init__(
         self,
@@ -89,8 +115,10 @@ class SimulatedMeter:
         require_security: bool = False,
         client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE,
         energy: Energy = ORDINARY,
+        quirks: Quirks = NO_QUIRKS,
     ) -> None:
         self.meter_id = meter_id
+        self.quirks = quirks
         self.energy = energy
         self.seed = seed
         self.require_security = require_security
@@ -172,7 +200,7 @@ class _Policy:
 class MeterSession:
     """One association: the sans-IO server association plus the meter's object model."""
 
-    __slots__ = ("association", "client_sap", "meter")
+    __slots__ = ("association", "client_sap", "meter", "power_cut")
 
     def __init__(
         self,
@@ -182,9 +210,13 @@ class MeterSession:
     ) -> None:
         self.meter = meter
         self.client_sap = client_sap
+        #: Set when the meter lost power mid-session (the IO layer then drops the link).
+        self.power_cut = False
         keys = meter.keys
+        sn = meter.quirks.short_names
         settings = ServerSettings(
-            conformance=SERVER_CONFORMANCE,
+            conformance=SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE,
+            short_names=sn,
             max_pdu_size=SERVER_MAX_PDU,
             system_title=keys.system_title,
             keys=meter.security_keys,
@@ -221,10 +253,24 @@ class MeterSession:
         if not self.meter.online(now):
             association.drop()
             return None
+        quirky = self._quirk(apdu_bytes)
+        if quirky is not None:
+            return quirky
         event = association.receive(apdu_bytes)
         if isinstance(event, Reply):
             return event.apdu
         request = event.request
+        if isinstance(request, ReadRequest):
+            ctx = self._context(now)
+            return association.answer_read(
+                [self._read_name(ctx, name, access) for name, access in request.references]
+            )
+        if isinstance(request, WriteRequest):
+            written = [self._write_name(name, data, now) for name, data in request.items]
+            if any(result is None for result in written):
+                self._cut_power()
+                return None
+            return association.answer_write([r for r in written if r is not None])
         if isinstance(request, GetRequest):
             value = self._read(
                 self._context(now),
@@ -233,6 +279,8 @@ class MeterSession:
                 request.attribute,
                 request.access,
             )
+            if isinstance(value, bytes):
+                value += self.meter.quirks.trailing_bytes
             return association.answer_get(request, value)
         if isinstance(request, GetListRequest):
             ctx = self._context(now)
@@ -241,8 +289,40 @@ class MeterSession:
             ]
             return association.answer_get_list(request, items)
         if isinstance(request, SetRequest):
-            return association.answer_set(request, self._set(request, now), event.confirmed)
-        return association.answer_action(request, self._action(request, now), None, event.confirmed)
+            result = self._set(request.class_id, request.obis, request.attribute, request.data, now)
+            return association.answer_set(request, result, event.confirmed)
+        action_result = self._action(request, now)
+        if action_result is None:
+            self._cut_power()
+            return None
+        return association.answer_action(request, action_result, None, event.confirmed)
+
+    def _cut_power(self) -> None:
+        """The meter lost power running a method: no answer, and the link is gone."""
+        self.power_cut = True
+        self.association.drop()
+
+    def _quirk(self, apdu: bytes) -> bytes | None:
+        """The answer a quirk puts in place of the association's own, if one applies."""
+        quirks = self.meter.quirks
+        if quirks.association_exception is not None and apdu[:1] == bytes((ApduTag.AARQ,)):
+            self.association.drop()
+            return quirks.association_exception
+        failure = quirks.block_failure
+        if (
+            failure is not None
+            and len(apdu) == 7
+            and apdu[:2] == bytes((ApduTag.GET_REQUEST, 0x02))
+            and self.association.associated
+        ):
+            block = int.from_bytes(apdu[3:7], "big")
+            # DataBlock-G with its data-access-result length-prefixed like raw-data would be.
+            return (
+                bytes((ApduTag.GET_RESPONSE, 0x02, apdu[2], 0x01))
+                + (block + 1).to_bytes(4, "big")
+                + bytes((0x01, 0x01, failure))
+            )
+        return None
 
     def _context(self, now: float, mutable: bool = False) -> objects.Context:
         meter = self.meter
@@ -264,6 +344,8 @@ class MeterSession:
             objects=objects.object_table(spec.phases),
             ciphered=association.ciphered,
             energy=meter.energy,
+            power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
+            firmware_rollback=meter.quirks.firmware_rollback,
         )
 
     def _read(
@@ -286,30 +368,65 @@ class MeterSession:
             # meter time outside the model's range: nothing stored for it
             return DataAccessResult.OBJECT_UNAVAILABLE
 
+    def _read_name(
+        self, ctx: objects.Context, name: int, access: AccessSelection | None
+    ) -> bytes | int:
+        """A short name read: the attribute it names, read as a GET would be."""
+        table = short_names.name_table(self.meter.spec.phases)
+        target = table.resolve(name)
+        if target is None:
+            return DataAccessResult.OBJECT_UNDEFINED
+        if target.obj is None:
+            try:
+                return short_names.association_attribute(table, target.attribute)
+            except DataAccessError as exc:
+                return exc.result
+        return self._read(ctx, target.obj.class_id, target.obj.obis, target.attribute, access)
+
+    def _write_name(self, name: int, data: bytes, now: float) -> int | None:
+        target = short_names.name_table(self.meter.spec.phases).resolve(name)
+        if target is None:
+            return DataAccessResult.OBJECT_UNDEFINED
+        if target.obj is None:
+            return DataAccessResult.READ_WRITE_DENIED
+        obj = target.obj
+        if target.method:
+            return self._invoke(obj, target.method, None if data == b"\x00" else data, now)
+        return self._set(obj.class_id, obj.obis, target.attribute, data, now)
+
     def _target(self, class_id: int, obis: bytes) -> objects.CosemObject | int:
         obj = objects.object_table(self.meter.spec.phases).get(bytes(obis))
         if obj is None or obj.class_id != class_id:
             return DataAccessResult.OBJECT_UNDEFINED
         return obj
 
-    def _set(self, request: SetRequest, now: float) -> int:
-        obj = self._target(request.class_id, request.obis)
+    def _set(self, class_id: int, obis: bytes, attribute: int, data: bytes, now: float) -> int:
+        obj = self._target(class_id, obis)
         if isinstance(obj, int):
             return obj
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.set_attribute(ctx, obj, request.attribute, request.data, now)
+            objects.set_attribute(ctx, obj, attribute, data, now)
         except DataAccessError as exc:
             return exc.result
         return DataAccessResult.SUCCESS
 
-    def _action(self, request: ActionRequest, now: float) -> int:
+    def _action(self, request: ActionRequest, now: float) -> int | None:
+        """The Action-Result, or None when the meter lost power running it (no answer)."""
         obj = self._target(request.class_id, request.obis)
         if isinstance(obj, int):
             return obj
+        return self._invoke(obj, request.method, request.data, now)
+
+    def _invoke(
+        self, obj: objects.CosemObject, method: int, data: bytes | None, now: float
+    ) -> int | None:
+        """The Action-Result, or None when the meter lost power running it."""
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.invoke(ctx, obj, request.method, request.data, now)
+            objects.invoke(ctx, obj, method, data, now)
         except DataAccessError as exc:
             return exc.result
+        except PowerCut:
+            return None
         return DataAccessResult.SUCCESS

@@ -33,7 +33,7 @@ from protocols.cosem import CosemDateTime
 from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
-from simulator import model
+from simulator import image_transfer, model
 from simulator.areas import ORDINARY, Energy
 
 # Data-Access-Result codes and interface classes, by their short names in this module.
@@ -54,6 +54,7 @@ PROFILE_GENERIC = InterfaceClass.PROFILE_GENERIC
 CLOCK = InterfaceClass.CLOCK
 ASSOCIATION_LN = InterfaceClass.ASSOCIATION_LN
 DISCONNECT_CONTROL = InterfaceClass.DISCONNECT_CONTROL
+IMAGE_TRANSFER = InterfaceClass.IMAGE_TRANSFER
 
 # Units (Blue Book unit enumeration).
 UNIT_W = 27
@@ -90,6 +91,8 @@ OBIS_STATUS = obis("0.0.96.10.1.255")
 OBIS_EVENT_CODE = obis("0.0.96.11.0.255")
 OBIS_ASSOCIATION = obis("0.0.40.0.0.255")
 OBIS_DISCONNECT = obis("0.0.96.3.10.255")
+OBIS_IMAGE_TRANSFER = obis("0.0.44.0.0.255")
+OBIS_FIRMWARE_ID = obis("1.0.0.2.0.255")
 OBIS_A_PLUS = obis("1.0.1.8.0.255")
 OBIS_A_MINUS = obis("1.0.2.8.0.255")
 OBIS_R_PLUS = obis("1.0.3.8.0.255")
@@ -162,7 +165,7 @@ def datetime_unix(raw: bytes) -> float:
 
 @dataclass(slots=True)
 class MeterState:
-    """The mutable part of a meter: clock correction and the relay.
+    """The mutable part of a meter: clock correction, the relay, firmware and image transfer.
 
     Neither feeds back into :mod:`simulator.model`: the ground truth stays a pure function of
     (meter id, meter time, seed), so an open relay does not stop the modelled consumption.
@@ -174,6 +177,8 @@ class MeterState:
     client_invocation_counter: int = -1
     #: Next invocation counter the meter ciphers with.
     server_invocation_counter: int = 0
+    #: Active firmware and the image transfer object (``simulator.image_transfer``).
+    firmware: image_transfer.Firmware = field(default_factory=image_transfer.Firmware)
 
     @property
     def output_state(self) -> bool:
@@ -222,6 +227,7 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         CosemObject(ASSOCIATION_LN, 1, OBIS_ASSOCIATION, 8, 0, hidden=frozenset({7})),
         CosemObject(DATA, 0, OBIS_LDN, 2),
         CosemObject(DATA, 0, OBIS_SERIAL, 2),
+        CosemObject(DATA, 0, OBIS_FIRMWARE_ID, 2),
         CosemObject(
             CLOCK,
             0,
@@ -255,6 +261,11 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         )
     objs.append(
         CosemObject(DISCONNECT_CONTROL, 0, OBIS_DISCONNECT, 4, 2, invocable=frozenset({1, 2}))
+    )
+    objs.append(
+        CosemObject(
+            IMAGE_TRANSFER, 0, OBIS_IMAGE_TRANSFER, 7, 4, False, invocable=frozenset({1, 2, 3, 4})
+        )
     )
     return {o.obis: o for o in objs}
 
@@ -477,6 +488,19 @@ class Context:
     ciphered: bool = False
     #: How the meter registers energy (an ordinary, under-registering or transformer meter).
     energy: Energy = ORDINARY
+    #: The energy registers at ``meter_time``, once computed (:meth:`registers`).
+    computed_registers: model.Registers | None = None
+    #: The power cut quirk: the meter loses power once it holds this many image blocks.
+    power_cut_after_blocks: int | None = None
+    #: The firmware rollback quirk: activation succeeds, the old firmware stays active.
+    firmware_rollback: bool = False
+
+    def registers(self) -> model.Registers:
+        """The energy registers at ``meter_time``: computed once per request, since a
+        GET-list of the four energy registers would otherwise run the model four times."""
+        if self.computed_registers is None:
+            self.computed_registers = self.energy.registers(self.spec, self.meter_time)
+        return self.computed_registers
 
 
 def _object_list(ctx: Context) -> bytes:
@@ -517,7 +541,7 @@ def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
             if name == i:
                 return _enc(axdr.u32(inst.current_ca[p])), _scaler_unit(-2, UNIT_A)
             return _enc(axdr.u32(inst.power_w[p])), _scaler_unit(0, UNIT_W)
-    regs = ctx.energy.registers(spec, t)
+    regs = ctx.registers()
     if name == OBIS_A_PLUS:
         value, unit = regs.active_import, UNIT_WH
     elif name == OBIS_A_MINUS:
@@ -550,6 +574,8 @@ def get_attribute(
             return _enc(axdr.octets(spec.logical_device_name))
         if name == OBIS_SERIAL:
             return _enc(axdr.visible(spec.serial_number))
+        if name == OBIS_FIRMWARE_ID:
+            return _enc(axdr.octets(ctx.state.firmware.active))
         if name == OBIS_STATUS:
             return _enc(axdr.u8(0 if model.powered(spec, t) else model.STATUS_POWER_DOWN))
         last = model.events(spec, t - EVENT_LOG_DAYS * model.DAY, t + 1)
@@ -589,7 +615,13 @@ def get_attribute(
         if attribute == 3:
             return _enc(axdr.enum(ctx.state.control_state))
         return _enc(axdr.enum(CONTROL_MODE))
+    if cid == IMAGE_TRANSFER:
+        return image_transfer.get_attribute(ctx.state.firmware, attribute, _block_size(ctx))
     return _association_attribute(ctx, attribute)
+
+
+def _block_size(ctx: Context) -> int:
+    return image_transfer.block_size_for(ctx.client_max_pdu, ctx.server_max_pdu)
 
 
 def _clock_attribute(t: float, attribute: int) -> bytes:
@@ -685,6 +717,16 @@ def invoke(
     state = ctx.state
     if obj.class_id == DISCONNECT_CONTROL:
         state.control_state = DISCONNECTED if method == 1 else CONNECTED
+        return
+    if obj.class_id == IMAGE_TRANSFER:
+        image_transfer.invoke(
+            state.firmware,
+            method,
+            param,
+            _block_size(ctx),
+            ctx.power_cut_after_blocks,
+            ctx.firmware_rollback,
+        )
         return
     # Clock: 1 adjust_to_quarter, 3 adjust_to_minute, 6 shift_time(long seconds).
     t = ctx.meter_time

@@ -14,31 +14,32 @@ Three ways in, as in the field:
 The protocol work is done by the sans-IO parts (``protocols`` and ``simulator.meter``); this
 module only moves bytes and applies timing (latency, baud rate) and injected faults
 (``simulator.faults``): per session no answer, a corrupted frame, a dropped link, a slow meter;
-per meter offline for good or for windows of time.
+per meter offline for good or for windows of time. A meter that loses power mid-session (the
+``power_cut_after_blocks`` quirk, ``simulator.image_transfer``) drops the link the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import socket
+import termios
 import time
 import tty
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protocols.enums import ApduTag
 from protocols.errors import DecodeError
-from protocols.hdlc import (
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     ApduReceived,
     Disconnected,
-    FrameDecoder,
-    FrameKind,
-    HdlcAddress,
     HdlcConnection,
-    HdlcFrame,
     HdlcSettings,
     Role,
     Transmit,
@@ -47,6 +48,7 @@ from protocols.wrapper import WrapperDecoder, encode_wrapper
 from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import MeterSession, SimulatedMeter
 from simulator.objects import MeterState
+from simulator.uart import resample
 
 Clock = Callable[[], float]
 MeterResolver = Callable[[str, int], SimulatedMeter | None]
@@ -55,6 +57,26 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 #: How long a no-answer HDLC session stays silent on a bus when no TCP connection marks its
 #: end (a pty): long enough for the client's retransmissions to run out.
 DEFAULT_BUS_SILENCE_S = 10.0
+_RLRE = bytes((ApduTag.RLRE,))
+#: termios speed constants -> baud rates, for the rates a bench may set.
+_TERMIOS_RATES: dict[int, int] = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+    if hasattr(termios, f"B{rate}")
+}
+
+
+class Line(Protocol):
+    """What a serial line serves: bytes in, the meters' answer out (``HdlcBus``, or
+    ``simulator.sign_on.SignOnBus`` in front of one)."""
+
+    def respond(self, data: bytes, now: float, mono: float) -> BusReply: ...
+
+    def reset(self) -> None: ...
+
+    def line_baud(self, configured: int | None) -> int | None:
+        """The baud rate the line runs at now (None: no wire time)."""
+        ...
 
 
 class MeterLookup(Protocol):
@@ -75,6 +97,8 @@ class ServerStats:
     bytes_tx: int = 0
     rejected_busy: int = 0
     refused: int = 0
+    #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
+    segments_rx: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -288,6 +312,8 @@ class WrapperServer:
                     reply = session.handle(pdu.apdu, self.clock())
                     self.stats.apdus += 1
                     if reply is None:
+                        if session.power_cut:
+                            return
                         continue
                     delay = self.latency(meter) if self.latency is not None else 0.0
                     if fault is SessionFault.SLOW and plan is not None:
@@ -355,6 +381,11 @@ class HdlcBus:
     Sans-IO: ``respond(bytes, now, mono)`` returns what the meters put on the bus in answer.
     Every meter keeps its own HDLC connection and DLMS association, as on a real multidrop
     line. With a :class:`FaultPlan`, each new HDLC link (a session) draws its fault.
+
+    ``answer_any_address``: the physical address of a meter that also takes frames sent to
+    an address no meter on the bus has, and answers them from its own address, as a meter
+    alone on a point-to-point line (an optical head) may: the client sees another address
+    answer.
     """
 
     def __init__(
@@ -366,8 +397,10 @@ class HdlcBus:
         faults: FaultPlan | None = None,
         release: MeterRelease | None = None,
         silence_s: float = DEFAULT_BUS_SILENCE_S,
+        answer_any_address: int | None = None,
     ) -> None:
         self.meters = meters
+        self.answer_any_address = answer_any_address
         self.settings = settings or HdlcSettings()
         self.logical_address = logical_address
         self.faults = faults
@@ -377,20 +410,49 @@ class HdlcBus:
         self._decoder = FrameDecoder()
         self._links: dict[tuple[int, int], _Link] = {}
 
+    @property
+    def open_links(self) -> int:
+        """HDLC links (sessions) up on the bus now: a client that left none open leaves 0."""
+        return len(self._links)
+
     def feed(self, data: bytes, now: float) -> bytes:
         """The answer bytes alone (no faults' timing): for callers that need no delay."""
         return self.respond(data, now, time.monotonic()).data
 
-    def respond(self, data: bytes, now: float, mono: float) -> BusReply:
-        """Answer ``data`` at true time ``now``; ``mono`` (monotonic seconds) times faults."""
+    def respond(self, data: bytes, now: float, mono: float, *, only: int | None = None) -> BusReply:
+        """Answer ``data`` at true time ``now``; ``mono`` (monotonic seconds) times faults.
+
+        ``only``: the one physical address listening (the others are not at this baud).
+        """
         reply = BusReply()
         out = bytearray()
         for frame in self._decoder.feed(data):
+            if frame.segmented:
+                self.stats.segments_rx += 1
+            if only is not None and frame.destination.lower != only:
+                continue
             out += self._route(frame, now, mono, reply)
             if reply.drop:
                 break
         reply.data = bytes(out)
         return reply
+
+    def line_baud(self, configured: int | None) -> int | None:
+        return configured
+
+    def has_link(self, physical: int) -> bool:
+        """True while some client holds an HDLC link with the meter at ``physical``."""
+        return any(key[0] == physical for key in self._links)
+
+    def powered(self, physical: int, now: float) -> SimulatedMeter | None:
+        """The meter at ``physical`` when it is there and powered, without holding it."""
+        meter = self.meters.get(physical)
+        if meter is None:
+            return None
+        online = self._online(meter, now)
+        if self.release is not None:
+            self.release(meter)
+        return meter if online else None
 
     def reset(self) -> None:
         """Forget every link, as when the terminal-server connection drops."""
@@ -412,6 +474,10 @@ class HdlcBus:
         physical = frame.destination.lower
         if physical is None or frame.destination.upper != self.logical_address:
             return b""
+        own = self.answer_any_address
+        if own is not None and physical != own and self.meters.get(physical) is None:
+            physical = own
+            frame = dataclasses.replace(frame, destination=HdlcAddress(self.logical_address, own))
         key = (physical, frame.source.upper)
         link = self._links.get(key)
         if link is not None and link.fault is SessionFault.NO_ANSWER:
@@ -439,9 +505,14 @@ class HdlcBus:
                     return bytes(out) + self._dm(frame)
                 answer = link.session.handle(event.apdu, now)
                 if answer is None:
+                    if link.session.power_cut:
+                        reply.drop = True
+                        self._forget(key)
+                        return bytes(out) + self._dm(frame)
                     continue
                 self.stats.apdus += 1
-                frames = link.conn.send_apdu(answer)
+                bare = link.meter.quirks.rlre_without_llc and answer[:1] == _RLRE
+                frames = link.conn.send_apdu(answer, llc=not bare)
                 if link.fault is SessionFault.CORRUPT_FRAME and link.answered == link.point:
                     frames = corrupt_hdlc(frames)
                 link.answered += 1
@@ -578,13 +649,25 @@ class PtyBus:
     The simulator keeps the slave side open too, so the master never reads EIO between two
     clients, as a real bus stays powered between two sessions. A dropped link shows as the
     meter answering DM (disconnected mode): a serial line has no connection to close.
+
+    ``answer_baudrate``: the meters answer at this rate whatever rate the client set on its
+    port (the pty's termios tell which); the client then reads what its UART would sample
+    from the meters' line (``simulator.uart``), as a bench at the wrong baud rate does. The
+    meters still understand the client, as meters that detect the caller's rate do, so
+    something comes back to be diagnosed.
     """
 
     def __init__(
-        self, bus: HdlcBus, *, baudrate: int | None = None, clock: Clock = time.time
+        self,
+        bus: Line,
+        *,
+        baudrate: int | None = None,
+        clock: Clock = time.time,
+        answer_baudrate: int | None = None,
     ) -> None:
         self.bus = bus
         self.baudrate = baudrate
+        self.answer_baudrate = answer_baudrate
         self.clock = clock
         self.stats = ServerStats()
         self._master, self._slave = os.openpty()
@@ -613,12 +696,21 @@ class PtyBus:
             if not data:
                 return
             self.stats.bytes_rx += len(data)
-            await asyncio.sleep(wire_time(len(data), self.baudrate))
+            await asyncio.sleep(wire_time(len(data), self.bus.line_baud(self.baudrate)))
             reply = self.bus.respond(data, self.clock(), time.monotonic())
-            if reply.data and self._write_transport is not None:
-                await asyncio.sleep(reply.delay + wire_time(len(reply.data), self.baudrate))
-                self._write_transport.write(reply.data)
-                self.stats.bytes_tx += len(reply.data)
+            out = reply.data
+            if out and self.answer_baudrate is not None:
+                out = resample(out, self.answer_baudrate, self.client_baudrate())
+            if out and self._write_transport is not None:
+                rate = self.bus.line_baud(self.baudrate)
+                await asyncio.sleep(reply.delay + wire_time(len(out), rate))
+                self._write_transport.write(out)
+                self.stats.bytes_tx += len(out)
+
+    def client_baudrate(self) -> int:
+        """The input rate the client set on its end of the pty (9600 if not a known one)."""
+        speed = termios.tcgetattr(self._slave)[4]
+        return _TERMIOS_RATES.get(speed, 9600)
 
     async def close(self) -> None:
         if self._task is not None:

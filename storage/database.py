@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Insert,
-    Table,
     func,
     select,
     text,
@@ -27,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
+from storage import attempts as attempt_rows
 from storage import interval_read, schema
 from storage.engine import (
     postgres_engine,
@@ -36,7 +35,6 @@ from storage.engine import (
 )
 from storage.errors import StorageError
 from storage.gaps import day_window, expected_epochs, from_epoch, group_missing
-from storage.handle import insert_ignore
 from storage.interval_write import KeyCache, forget_range, store_intervals
 from storage.migration import SCHEMA_VERSION, current_revision
 from storage.migration import upgrade as upgrade_schema
@@ -50,7 +48,7 @@ from storage.records import (
     RegisterRead,
     SessionWrite,
 )
-from storage.register_events import ObisKeys, store_events, store_registers
+from storage.register_events import DictionaryKeys, store_events, store_registers
 
 if TYPE_CHECKING:
     from storage.report import DayRate
@@ -145,7 +143,8 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer: Engine = engine
         self._keys = KeyCache()
-        self._obis = ObisKeys()
+        self._obis = DictionaryKeys()
+        self._runs = DictionaryKeys()
         if self.dialect == "sqlite":
             self._writer = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
 
@@ -207,40 +206,6 @@ class Database:
         with self._guard("query"), self.engine.connect() as conn, conn.begin() as tx:
             yield conn
             tx.rollback()
-
-    def _insert_ignore(self, table: Table) -> Insert:
-        return insert_ignore(self.dialect, table)
-
-    def _executemany(
-        self, action: str, table: Table, params: list[dict[str, Any]], conn: Connection | None
-    ) -> int:
-        """Insert-or-ignore ``params``; return how many rows were new."""
-        if not params:
-            return 0
-        stmt = self._insert_ignore(table)
-        with self._guard(action):
-            if conn is not None:
-                return self._run_many(conn, stmt, params)
-            with self._writer.begin() as own:
-                return self._run_many(own, stmt, params)
-
-    def _run_many(self, conn: Connection, stmt: Insert, params: list[dict[str, Any]]) -> int:
-        """Executemany in chunks and count the new rows.
-
-        sqlite3 sums rowcount over an executemany; PostgreSQL's batched executemany
-        does not report it, so there the new rows are counted by RETURNING.
-        """
-        total = 0
-        if self.dialect == "sqlite":
-            for chunk in _chunks(params, 20_000):
-                total += max(conn.execute(stmt, list(chunk)).rowcount, 0)
-            return total
-        table = stmt.table
-        assert isinstance(table, Table)
-        counting = stmt.returning(*table.primary_key.columns)
-        for chunk in _chunks(params, 20_000):
-            total += len(conn.execute(counting, list(chunk)).all())
-        return total
 
     # -- schema -----------------------------------------------------------------
 
@@ -382,15 +347,11 @@ class Database:
         Returns the number of new interval rows of each write, in order. All or
         nothing: on an error no write of the batch is stored (each is read again).
         """
-        for w in writes:
-            if w.attempt is not None and w.attempt.outcome not in schema.OUTCOMES:
-                raise ValueError(
-                    f"outcome must be one of {schema.OUTCOMES}, not {w.attempt.outcome!r}"
-                )
+        attempts = [w.attempt for w in writes if w.attempt is not None]
+        attempt_rows.check_outcomes(attempts)
         channels = [c for w in writes for c in w.channels]
         registers = [r for w in writes for r in w.registers]
         coverage = [c for w in writes for c in w.coverage]
-        attempts = [w.attempt._asdict() for w in writes if w.attempt is not None]
         periods = {(c.meter_id, c.channel): c.period_s for c in channels}
         with self._guard("storing session reads"), self._keyed():
             with self._writer.begin() as conn:
@@ -401,8 +362,7 @@ class Database:
                 counts = store_intervals(
                     conn, self._keys, [w.intervals for w in writes], coverage, periods
                 )
-                if attempts:
-                    self._run_many(conn, self._insert_ignore(schema.read_attempts), attempts)
+                attempt_rows.store_attempts(conn, self._keys, self._runs, attempts)
             self._committed()
         return counts
 
@@ -452,10 +412,12 @@ class Database:
         finally:
             self._keys.rolled_back()
             self._obis.rolled_back()
+            self._runs.rolled_back()
 
     def _committed(self) -> None:
         self._keys.committed()
         self._obis.committed()
+        self._runs.committed()
 
     def record_coverage(self, rows: Iterable[Coverage]) -> None:
         """Record answered ranges on their own (a range read that returned no entry)."""
@@ -479,22 +441,29 @@ class Database:
             self._committed()
         return new
 
-    def record_attempt(self, attempt: Attempt) -> int | None:
-        """Store one read attempt; return its id (None if that attempt was already stored)."""
-        if attempt.outcome not in schema.OUTCOMES:
-            raise ValueError(f"outcome must be one of {schema.OUTCOMES}, not {attempt.outcome!r}")
-        stmt = self._insert_ignore(schema.read_attempts).returning(schema.read_attempts.c.id)
-        with self._guard("writing a read attempt"), self._writer.begin() as conn:
-            row = conn.execute(stmt, attempt._asdict()).first()
-        return int(row[0]) if row is not None else None
+    def record_attempt(self, attempt: Attempt) -> bool:
+        """Store one read attempt; return whether it is new (False: already stored)."""
+        return self.record_attempts([attempt]) == 1
 
     def record_attempts(self, attempts: Iterable[Attempt]) -> int:
-        """Store many read attempts in one transaction; return how many were new."""
-        params = [a._asdict() for a in attempts]
-        for p in params:
-            if p["outcome"] not in schema.OUTCOMES:
-                raise ValueError(f"outcome must be one of {schema.OUTCOMES}, not {p['outcome']!r}")
-        return self._executemany("writing read attempts", schema.read_attempts, params, None)
+        """Store many read attempts in one transaction; return how many were new.
+
+        An attempt already stored (same day, meter, start and run) is left as it is.
+        """
+        rows = list(attempts)
+        attempt_rows.check_outcomes(rows)
+        if not rows:
+            return 0
+        with self._guard("writing read attempts"), self._keyed():
+            with self._writer.begin() as conn:
+                new = attempt_rows.store_attempts(conn, self._keys, self._runs, rows)
+            self._committed()
+        return new
+
+    def attempts(self, day: date | None = None) -> list[Attempt]:
+        """Every read attempt stored (of ``day`` only, when given), by day, meter key, start."""
+        with self._read() as conn:
+            return attempt_rows.attempts(conn, day)
 
     def interval_reads(
         self, meter_id: str, channel: str, start: datetime, end: datetime

@@ -32,7 +32,10 @@ What each kind takes (``params``; ``meters`` None means every enabled meter the 
   store;
 * ``events`` ``{"group": name?}``: the event logs since the last stored entry (outages);
 * ``clock_sync`` ``{"group": name?}``: check each clock, correct it past the threshold;
-* ``disconnect`` / ``reconnect`` (meters required) ``{}``: switch the relay, read it back.
+* ``disconnect`` / ``reconnect`` (meters required) ``{}``: switch the relay, read it back;
+* ``firmware`` (meters required) ``{"image": path, "identifier": str, "sessions"?: 1..10}``:
+  upload the image file (a path on the service's host) through the image transfer object,
+  activate it, confirm the new active firmware identifier.
 """
 
 from __future__ import annotations
@@ -69,9 +72,9 @@ from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
 
 #: What a job can be asked to do.
-KINDS = ("collect", "read", "events", "clock_sync", "disconnect", "reconnect")
+KINDS = ("collect", "read", "events", "clock_sync", "disconnect", "reconnect", "firmware")
 #: Kinds that change something on a meter: they need the operator role and an audit entry.
-COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync")
+COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "firmware")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 ORIGINS = ("schedule", "api", "cli")
@@ -179,9 +182,11 @@ PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "clock_sync": {"group": str},
     "disconnect": {},
     "reconnect": {},
+    # The image file on the service's host, the identifier it becomes, sessions per meter.
+    "firmware": {"image": str, "identifier": str, "sessions": int},
 }
 #: Kinds that act on named meters only (never on the whole fleet by accident).
-NEEDS_METERS = ("read", "disconnect", "reconnect")
+NEEDS_METERS = ("read", "disconnect", "reconnect", "firmware")
 
 
 def _instant(value: Any, field: str) -> datetime:
@@ -218,6 +223,15 @@ def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | N
             raise JobError(
                 f"params.day {params['day']!r} is not a date (YYYY-MM-DD)", "params.day"
             ) from None
+    if kind == "firmware":
+        for key in ("image", "identifier"):
+            if not str(params.get(key, "")).strip():
+                raise JobError(f"firmware needs params.{key}", f"params.{key}")
+        if not str(params["identifier"]).isascii():
+            raise JobError("params.identifier must be ASCII", "params.identifier")
+        sessions = params.get("sessions", 3)
+        if isinstance(sessions, bool) or not 1 <= sessions <= 10:
+            raise JobError("params.sessions must be 1 to 10", "params.sessions")
     if kind == "collect" and "until" in params:
         _instant(params["until"], "params.until")
     if kind == "read" and "profile" in params:

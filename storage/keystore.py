@@ -396,6 +396,20 @@ class DatabaseCounterStore:
             ).scalar()
         return int(value or 0)
 
+    def advance_to(self, counter: int) -> int:
+        """Recovery after a meter refused our counter: the next counter becomes at least
+        ``counter`` (never lower, which would replay). Returns the next counter in force."""
+        if not 0 <= counter < 1 << 32:
+            raise ValueError(f"invocation counter {counter} is outside 0..4294967295")
+        with self.db.transaction() as conn:
+            start = self.reserve_in(conn, 1)
+            target = max(start + 1, counter)
+            conn.execute(
+                update(invocation_counters).where(self._where()),
+                {"next_counter": target, "updated_at": datetime.now(UTC)},
+            )
+        return target
+
     def reserve(self, count: int) -> int:
         """Commit ``next_counter += count`` and return the old value (first usable)."""
         with self.db.transaction() as conn:
@@ -427,6 +441,15 @@ class DatabaseCounterStore:
             {"next_counter": start + count, "updated_at": now},
         )
         return start
+
+
+def counter_recovery(expected: int, meter_id: str = "METER_ID") -> str:
+    """The step that gets a meter talking again after it refused our invocation counter
+    (``DatabaseCounterStore.advance_to`` behind ``hes keys counter``)."""
+    return (
+        f"the meter expects client invocation counter {expected} or more: run "
+        f"`hes keys counter {meter_id} --at-least {expected}` before the next ciphered session"
+    )
 
 
 def reserve_counter_blocks(

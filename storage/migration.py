@@ -9,24 +9,30 @@ too, so a hes release from before Alembic refuses a database it does not know.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, func, insert, inspect, select
+from sqlalchemy import Connection, delete, func, insert, inspect, select, text
 
 from storage import schema
 from storage.errors import StorageError
 
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
 SCRIPT_LOCATION = Path(__file__).resolve().parent / "migrations"
+#: A revision file's name: ``r`` and its four-digit revision id.
+_REVISION_FILE = re.compile(r"r(\d{4})_\w+\.py")
 
 
 @cache
 def script_directory() -> ScriptDirectory:
-    """The revisions (parsed once per process)."""
+    """The revisions (parsed once per process, and only when a database needs upgrading:
+    Alembic and its revision files cost a command's start-up a good part of a second)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(SCRIPT_LOCATION))
 
 
@@ -47,12 +53,26 @@ def revision_of(version: int) -> str:
     return f"{version:04d}"
 
 
-SCHEMA_VERSION = int(head())
+def _newest_file_revision() -> int:
+    """The highest revision number among the revision files (Alembic's head, as a test pins,
+    read without loading Alembic)."""
+    numbers = [
+        int(m.group(1))
+        for p in (SCRIPT_LOCATION / "versions").iterdir()
+        if (m := _REVISION_FILE.fullmatch(p.name))
+    ]
+    assert numbers, f"no revisions in {SCRIPT_LOCATION}"
+    return max(numbers)
+
+
+SCHEMA_VERSION = _newest_file_revision()
 
 
 def current_revision(conn: Connection) -> str | None:
     """The revision the database is stamped at (None: not stamped)."""
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _legacy_version(conn: Connection) -> int:
@@ -69,9 +89,15 @@ def upgrade(conn: Connection, where: str) -> int:
     names the database in errors. An unknown revision or a newer ``schema_version``
     means a newer hes wrote the database: refused, nothing changed.
     """
+    current = current_revision(conn)
+    if current == revision_of(SCHEMA_VERSION):
+        return SCHEMA_VERSION
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
     scripts = script_directory()
     newest = head()
-    current = current_revision(conn)
     if current is None:
         legacy = _legacy_version(conn)
         if legacy > SCHEMA_VERSION:

@@ -37,7 +37,7 @@ from storage.schema import UtcDateTime
 #: ``log_obis`` of pushed alarms in the events (``meter_events``): the IDIS push setup object
 #: (0-0:25.9.0.255) that sends them.
 PUSH_LOG = "0.0.25.9.0.255"
-COMMANDS = ("disconnect", "reconnect")
+COMMANDS = ("disconnect", "reconnect", "firmware")
 COMMAND_OUTCOMES = ("ok", "failed")
 
 metadata = MetaData()

@@ -104,6 +104,8 @@ class MeterRecord(NamedTuple):
     installed_on: date | None = None
     #: Role in its transformer area: "customer" or "transformer" (None: a customer).
     role: str | None = None
+    #: The name of the meter's profile (``collector.meter_profiles``; None: none).
+    profile: str | None = None
 
 
 class SessionWrite(NamedTuple):

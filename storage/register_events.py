@@ -9,7 +9,7 @@ natural key so re-reads store nothing twice. Reads join the two dictionaries bac
 the public record types (:class:`~storage.records.RegisterRead`, :class:`~storage.records.Event`)
 with aware UTC datetimes.
 
-OBIS keys made by a write are remembered only once it commits (:class:`ObisKeys`), as the
+OBIS keys made by a write are remembered only once it commits (:class:`DictionaryKeys`), as the
 meter keys of :class:`storage.interval_write.KeyCache` are.
 """
 
@@ -20,21 +20,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, text
+from sqlalchemy import Connection, Select, Table, select, text
 
 from storage import schema
 from storage.interval_write import KeyCache, epoch_us, meter_key_map
 from storage.records import Event, RegisterRead
 
-#: Rows per multi-row statement (SQLite: 7 parameters a row, far under its 32,766).
+#: Rows per multi-row statement (SQLite), within its 32,766 parameters a statement.
 _ROWS_PER_STATEMENT = 500
+_SQLITE_PARAMETERS = 32_766
 #: Rows per unnest statement (PostgreSQL).
 _ROWS_PER_ARRAY = 20_000
 
 
 @dataclass
-class ObisKeys:
-    """OBIS keys known to exist (committed), plus those made by the open write."""
+class DictionaryKeys:
+    """Keys of a dictionary table (OBIS codes, collection runs) known to exist (committed),
+    plus those made by the open write."""
 
     known: dict[str, int] = field(default_factory=dict)
     _new: dict[str, int] = field(default_factory=dict)
@@ -49,27 +51,35 @@ class ObisKeys:
         self._new.clear()
 
 
-def obis_key_map(conn: Connection, cache: ObisKeys, codes: Iterable[str]) -> dict[str, int]:
-    """OBIS code -> key, made where missing (inside the caller's write)."""
-    o = schema.obis_codes
-    wanted = [c for c in dict.fromkeys(codes) if c not in cache.known and c not in cache._new]
+def dictionary_key_map(
+    conn: Connection, cache: DictionaryKeys, table: Table, names: Iterable[str]
+) -> dict[str, int]:
+    """name -> key of a ``(key, name)`` dictionary table, made where missing (inside the
+    caller's write)."""
+    key_col, name_col = table.c[table.c.keys()[0]], table.c[table.c.keys()[1]]
+    wanted = [n for n in dict.fromkeys(names) if n not in cache.known and n not in cache._new]
     if wanted:
         if conn.dialect.name == "postgresql":
             conn.execute(
                 text(
-                    "INSERT INTO obis_codes (obis) SELECT unnest(CAST(:codes AS text[])) "
-                    "ON CONFLICT DO NOTHING"
+                    f"INSERT INTO {table.name} ({name_col.name}) "
+                    "SELECT unnest(CAST(:names AS text[])) ON CONFLICT DO NOTHING"
                 ),
-                {"codes": wanted},
+                {"names": wanted},
             )
         else:
             conn.exec_driver_sql(
-                "INSERT INTO obis_codes (obis) VALUES (?) ON CONFLICT DO NOTHING",
-                [(c,) for c in wanted],
+                f"INSERT INTO {table.name} ({name_col.name}) VALUES (?) ON CONFLICT DO NOTHING",
+                [(n,) for n in wanted],
             )
-        for key, code in conn.execute(select(o.c.obis_key, o.c.obis).where(o.c.obis.in_(wanted))):
-            cache._new[str(code)] = int(key)
+        for key, name in conn.execute(select(key_col, name_col).where(name_col.in_(wanted))):
+            cache._new[str(name)] = int(key)
     return {**cache.known, **cache._new}
+
+
+def obis_key_map(conn: Connection, cache: DictionaryKeys, codes: Iterable[str]) -> dict[str, int]:
+    """OBIS code -> key, made where missing (inside the caller's write)."""
+    return dictionary_key_map(conn, cache, schema.obis_codes, codes)
 
 
 def _us(ts: Any) -> int | None:
@@ -78,10 +88,8 @@ def _us(ts: Any) -> int | None:
 
 REGISTER_COLUMNS = ("meter_key", "obis_key", "ts_us", "value", "scaler", "unit", "capture_us")
 EVENT_COLUMNS = ("meter_key", "log_key", "ts_us", "code", "name")
-_PG_TYPES = {
-    "register_values": ("integer", "integer", "bigint", "bigint", "smallint", "smallint", "bigint"),
-    "meter_events": ("integer", "integer", "bigint", "integer", "text"),
-}
+_REGISTER_TYPES = ("integer", "integer", "bigint", "bigint", "smallint", "smallint", "bigint")
+_EVENT_TYPES = ("integer", "integer", "bigint", "integer", "text")
 
 
 @functools.lru_cache(maxsize=32)
@@ -93,31 +101,36 @@ def _sqlite_insert(table: str, columns: tuple[str, ...], n: int) -> str:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _pg_insert(table: str, columns: tuple[str, ...]) -> Any:
-    arrays = ", ".join(
-        f"CAST(:{c} AS {t}[])" for c, t in zip(columns, _PG_TYPES[table], strict=True)
-    )
+@functools.lru_cache(maxsize=8)
+def _pg_insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> Any:
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(columns, types, strict=True))
     return text(
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
         "ON CONFLICT DO NOTHING"
     )
 
 
-def _insert(
-    conn: Connection, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+def insert_rows(
+    conn: Connection,
+    table: str,
+    columns: tuple[str, ...],
+    pg_types: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
 ) -> int:
-    """Insert-or-ignore ``rows`` in bulk; return how many were new."""
+    """Insert-or-ignore ``rows`` (driver values, ``columns`` order) in bulk: multi-row
+    statements on SQLite, arrays of ``pg_types`` through unnest on PostgreSQL; return how
+    many were new."""
     new = 0
     if conn.dialect.name == "postgresql":
-        stmt = _pg_insert(table, columns)
+        stmt = _pg_insert(table, columns, pg_types)
         for lo in range(0, len(rows), _ROWS_PER_ARRAY):
             chunk = rows[lo : lo + _ROWS_PER_ARRAY]
             arrays = {c: list(v) for c, v in zip(columns, zip(*chunk, strict=True), strict=True)}
             new += max(conn.execute(stmt, arrays).rowcount, 0)
         return new
-    for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+    per_statement = min(_ROWS_PER_STATEMENT, _SQLITE_PARAMETERS // len(columns))
+    for lo in range(0, len(rows), per_statement):
+        chunk = rows[lo : lo + per_statement]
         params = tuple(v for row in chunk for v in row)
         result = conn.exec_driver_sql(_sqlite_insert(table, columns, len(chunk)), params)
         new += max(result.rowcount, 0)
@@ -125,7 +138,7 @@ def _insert(
 
 
 def store_registers(
-    conn: Connection, keys: KeyCache, obis: ObisKeys, rows: Sequence[RegisterRead]
+    conn: Connection, keys: KeyCache, obis: DictionaryKeys, rows: Sequence[RegisterRead]
 ) -> int:
     """Insert-or-ignore register values on (meter, OBIS, ts); return how many were new."""
     if not rows:
@@ -133,17 +146,19 @@ def store_registers(
     mk = meter_key_map(conn, keys, (r[0] for r in rows))
     ok = obis_key_map(conn, obis, (r[1] for r in rows))
     out = [(mk[m], ok[o], epoch_us(ts), v, s, u, _us(c)) for m, o, ts, v, s, u, c in rows]
-    return _insert(conn, "register_values", REGISTER_COLUMNS, out)
+    return insert_rows(conn, "register_values", REGISTER_COLUMNS, _REGISTER_TYPES, out)
 
 
-def store_events(conn: Connection, keys: KeyCache, obis: ObisKeys, rows: Sequence[Event]) -> int:
+def store_events(
+    conn: Connection, keys: KeyCache, obis: DictionaryKeys, rows: Sequence[Event]
+) -> int:
     """Insert-or-ignore event-log entries on (meter, log, ts, code); return how many were new."""
     if not rows:
         return 0
     mk = meter_key_map(conn, keys, (r[0] for r in rows))
     ok = obis_key_map(conn, obis, (r[1] for r in rows))
     out = [(mk[m], ok[log], epoch_us(ts), code, name) for m, log, ts, code, name in rows]
-    return _insert(conn, "meter_events", EVENT_COLUMNS, out)
+    return insert_rows(conn, "meter_events", EVENT_COLUMNS, _EVENT_TYPES, out)
 
 
 def register_select() -> Select[Any]:

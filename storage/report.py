@@ -12,7 +12,7 @@ Two rates per day:
   takes read coverage into account).
 * ``first_pass_rate``: the share of expected meters whose day was complete after their first
   session. Precisely, a meter passes first time when (1) its earliest read attempt recorded
-  for ``day`` (``read_attempts`` with that ``day``, ordered by ``started`` then ``id``) has
+  for ``day`` (``read_attempts`` with that ``day``, ordered by ``started_us`` then run) has
   outcome ``ok``, (2) no other attempt was recorded for ``day`` (a second one means the first
   left something to read again: an ``ok`` session with ranges still missing is retried), and
   (3) the meter is complete now. So ``first_pass_rate <= success_rate`` always, and the gap
@@ -40,6 +40,7 @@ from storage import schema
 from storage.gaps import day_window, epoch, expected_epochs
 from storage.handle import DatabaseHandle
 from storage.interval_write import DAY_S
+from storage.partitions import day_number
 
 
 class DayRate(NamedTuple):
@@ -175,16 +176,23 @@ _EXPECTED = "m.enabled = :yes AND (m.installed_on IS NULL OR m.installed_on <= :
 
 #: One row per expected meter: its missing count and what its attempts of the day say. A
 #: meter read once (nearly all) takes its outcome from the grouped row; only meters tried
-#: more than once look up their first and last attempt.
+#: more than once look up their last attempt, the end of their range of the attempts' key
+#: (day, meter_key, started_us, run_key). Outcomes are codes: 0 is ``ok``.
+_LAST_ATTEMPT = """(
+           SELECT r.{column} FROM read_attempts r
+           WHERE r.day = :day_number AND r.meter_key = rows.meter_key
+           ORDER BY r.started_us DESC, r.run_key DESC LIMIT 1)"""
 _METERS_TABLE = f"""
 CREATE TEMP TABLE hes_report_meters AS
 WITH tried AS (
-    SELECT meter_id, COUNT(*) AS n, MAX(outcome) AS outcome, MAX(error_class) AS error_class,
-           MAX(error) AS error
-    FROM read_attempts WHERE day = :day GROUP BY meter_id
+    SELECT k.meter_id, a.meter_key, a.n, a.outcome, a.error_class, a.error FROM (
+        SELECT meter_key, COUNT(*) AS n, MAX(outcome) AS outcome,
+               MAX(error_class) AS error_class, MAX(error) AS error
+        FROM read_attempts WHERE day = :day_number GROUP BY meter_key
+    ) a JOIN interval_meters k ON k.meter_key = a.meter_key
 ), rows AS (
     SELECT m.meter_id, m.link_id, COALESCE(m.area, '') AS area,
-           COALESCE(g.missing, 0) AS missing, g.missing IS NULL AS whole, t.n,
+           COALESCE(g.missing, 0) AS missing, g.missing IS NULL AS whole, t.n, t.meter_key,
            t.outcome, t.error_class, t.error
     FROM meters m
     LEFT JOIN hes_report_gaps g ON g.meter_id = m.meter_id
@@ -193,17 +201,13 @@ WITH tried AS (
 )
 SELECT meter_id, link_id, area, missing,
        CASE WHEN n IS NULL THEN 0 ELSE 1 END AS tried,
-       CASE WHEN n = 1 AND outcome = 'ok' AND whole THEN 1 ELSE 0 END AS first_pass,
-       CASE WHEN n = 1 THEN outcome ELSE (
-           SELECT r.outcome FROM read_attempts r WHERE r.day = :day AND r.meter_id = rows.meter_id
-           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_outcome,
-       CASE WHEN n = 1 THEN error_class ELSE (
-           SELECT r.error_class FROM read_attempts r
-           WHERE r.day = :day AND r.meter_id = rows.meter_id
-           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_class,
-       CASE WHEN n = 1 THEN error ELSE (
-           SELECT r.error FROM read_attempts r WHERE r.day = :day AND r.meter_id = rows.meter_id
-           ORDER BY r.started DESC, r.id DESC LIMIT 1) END AS last_error
+       CASE WHEN n = 1 AND outcome = 0 AND whole THEN 1 ELSE 0 END AS first_pass,
+       CASE WHEN n = 1 THEN outcome ELSE {_LAST_ATTEMPT.format(column="outcome")}
+       END AS last_outcome,
+       CASE WHEN n = 1 THEN error_class ELSE {_LAST_ATTEMPT.format(column="error_class")}
+       END AS last_class,
+       CASE WHEN n = 1 THEN error ELSE {_LAST_ATTEMPT.format(column="error")}
+       END AS last_error
 FROM rows
 """
 
@@ -258,7 +262,7 @@ def daily_report(
     start, end = day_window(day, tz)
     per_meter = len(expected_epochs(start, end, period_s)) * len(channels)
     day_arg: Any = day.isoformat() if db.dialect == "sqlite" else day
-    params = {"day": day_arg, "yes": True}
+    params = {"day": day_arg, "day_number": day_number(day), "yes": True}
     a = schema.read_attempts
     m = schema.meters
     with db.reading() as conn:
@@ -293,7 +297,7 @@ def daily_report(
                 text(
                     "SELECT CASE WHEN tried = 0 THEN 'not_attempted' "
                     "WHEN COALESCE(last_class, '') <> '' THEN last_class "
-                    "WHEN last_outcome = 'ok' THEN 'no_error' ELSE 'unknown' END AS cls, "
+                    "WHEN last_outcome = 0 THEN 'no_error' ELSE 'unknown' END AS cls, "
                     "COUNT(*) FROM hes_report_meters WHERE missing > 0 GROUP BY 1"
                 )
             )
@@ -304,7 +308,7 @@ def daily_report(
                 "link_id": link,
                 "area": area or None,
                 "intervals_missing": int(n),
-                "last_outcome": outcome if tried else "not_collected",
+                "last_outcome": schema.OUTCOMES[int(outcome)] if tried else "not_collected",
                 "last_error_class": cls,
                 "last_error": error,
             }
@@ -321,14 +325,16 @@ def daily_report(
             (cls or "unknown"): int(n)
             for cls, n in conn.execute(
                 select(a.c.error_class, func.count())
-                .where(a.c.day == day, a.c.outcome != "ok")
+                .where(a.c.day == day_number(day), a.c.outcome != "ok")
                 .group_by(a.c.error_class)
             )
         }
         outcomes = {
             str(o): int(n)
             for o, n in conn.execute(
-                select(a.c.outcome, func.count()).where(a.c.day == day).group_by(a.c.outcome)
+                select(a.c.outcome, func.count())
+                .where(a.c.day == day_number(day))
+                .group_by(a.c.outcome)
             )
         }
     by_link = dict(sorted(by_link.items()))

@@ -5,8 +5,9 @@ month of it is one partition, so expiring a month drops a table instead of delet
 rows (no vacuum debt, no bloat); only the partition that straddles the horizon has its old rows
 deleted. SQLite deletes by the leading ``day`` of the key (a range, not a scan). Register reads
 and read attempts follow the same horizon (register values are keyed by meter first, so their
-delete is one scan a day rather than a time index on every row); events and the command audit
-are kept (they are the meter's and the operators' record, and small).
+delete is one scan a day rather than a time index on every row; attempts lead their key with
+the day, a range again); events and the command audit are kept (they are the meter's and the
+operators' record, and small).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def apply_retention(
             select(func.count()).select_from(regs).where(regs.c.ts_us < cutoff)
         ).scalar_one()
         old_attempts = conn.execute(
-            select(func.count()).select_from(att).where(att.c.day < first_kept)
+            select(func.count()).select_from(att).where(att.c.day < cutoff_day)
         ).scalar_one()
         dropped: list[str] = []
         if postgres:
@@ -88,7 +89,7 @@ def apply_retention(
             conn.execute(delete(d).where(old_days))
             conn.execute(delete(x).where(x.c.ts_us < cutoff_day * DAY_S * 1_000_000))
             conn.execute(delete(regs).where(regs.c.ts_us < cutoff))
-            conn.execute(delete(att).where(att.c.day < first_kept))
+            conn.execute(delete(att).where(att.c.day < cutoff_day))
     return RetentionResult(
         first_kept,
         tuple(dropped),

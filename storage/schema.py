@@ -5,7 +5,7 @@ PostgreSQL, ISO text on SQLite (SQLAlchemy's default), always handed back as awa
 UTC datetimes by :class:`UtcDateTime`, so callers never meet a naive timestamp; the
 high-volume tables keep integer epoch microseconds instead (:class:`EpochMicros`).
 
-The high-volume tables (interval_days, register_values, meter_events) have
+The high-volume tables (interval_days, register_values, meter_events, read_attempts) have
 no foreign key to meters on purpose: a key check per row costs insert speed, and the
 collector only ever writes reads for meters it took from the inventory.
 """
@@ -108,6 +108,8 @@ meters = Table(
     Column("enabled", Boolean, nullable=False, server_default=true()),
     # Version 7: the meter's role in its area (line loss): customer, transformer, NULL (customer).
     Column("role", String(16)),
+    # Version 11: the name of the meter's profile (collector/meter_profiles.py), NULL: none.
+    Column("profile", String(64)),
     CheckConstraint("transport IN ('tcp', 'hdlc-tcp', 'serial')", name="ck_meters_transport"),
     CheckConstraint(
         "authentication IN ('none', 'lls', 'hls-gmac')", name="ck_meters_authentication"
@@ -137,8 +139,9 @@ channels = Table(
 
 #: Version 7: integer surrogate keys, so the day rows below carry three small integers as
 #: their key instead of a meter id, a channel name and a text timestamp. A meter's key is
-#: made when its first value, register or event is stored (reads may precede the
-#: inventory), never reused; version 9's register and event rows use it too.
+#: made when its first value, register, event or read attempt is stored (reads may precede
+#: the inventory), never reused; version 9's register and event rows and version 10's
+#: attempts use it too.
 interval_meters = Table(
     "interval_meters",
     metadata,
@@ -287,24 +290,62 @@ meter_events = Table(
 #: primary key (meter first) cannot answer without reading every event.
 EVENTS_BY_LOG = Index("ix_meter_events_log_ts", meter_events.c.log_key, meter_events.c.ts_us)
 
+#: Version 10: the collection runs attempts were made in (``20260310T000500-1a2b3c4d``,
+#: ``job-7``), so an attempt carries a small integer instead of the run id. A key is made when
+#: the run's first attempt is stored, never reused; keys grow with time, so they order the
+#: attempts of one stamp as the rows' insertion did.
+collection_runs = Table(
+    "collection_runs",
+    metadata,
+    Column("run_key", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    UniqueConstraint("run_id", name="uq_collection_runs_run_id"),
+)
+
+
+class OutcomeCode(TypeDecorator[str]):
+    """An attempt's outcome (``ok``, ``partial``, ``failed``) stored as its index in
+    :data:`OUTCOMES`: 0 and 1 take no byte in a SQLite record, 2 one byte."""
+
+    impl = SmallInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, not {value!r}")
+        return OUTCOMES.index(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else OUTCOMES[int(value)]
+
+
+#: Version 10: one session with a meter for a collection day, whatever its outcome, keyed by
+#: the day (days since 1970-01-01, as ``interval_days``), the meter's key (``interval_meters``,
+#: made by its first attempt if nothing else made it), the start (``started_us``, epoch
+#: microseconds) and the run's key (``collection_runs``). The key leads with the day, so the
+#: daily report's scan and retention's delete are one range, and one meter's attempts of a
+#: day, by start, are the next level of it (its latest attempt is the last entry of that
+#: range); nothing else reads attempts, so no other index. A run collects one day, so the
+#: key is the natural key of old (meter, run, start) and re-recording an attempt stores
+#: nothing. ``error_class`` is a short code (``timeout``) and NULL on success, as is ``error``.
 read_attempts = Table(
     "read_attempts",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
-    Column("meter_id", String(64), nullable=False),
-    Column("run_id", String(64), nullable=False),
-    Column("day", Date, nullable=False),
-    Column("started", UtcDateTime, nullable=False),
-    Column("finished", UtcDateTime),
-    Column("outcome", String(16), nullable=False),
-    Column("error_class", String(64)),
-    Column("error", Text),
+    # 8-byte columns first, then 4, 2 and text: no alignment padding in a PostgreSQL row
+    Column("started_us", EpochMicros, nullable=False),
+    Column("finished_us", EpochMicros),
     Column("bytes_tx", BigInteger, nullable=False, default=0),
     Column("bytes_rx", BigInteger, nullable=False, default=0),
+    Column("day", Integer, nullable=False),
+    Column("meter_key", Integer, nullable=False),
+    Column("run_key", Integer, nullable=False),
     Column("round_trips", Integer, nullable=False, default=0),
-    CheckConstraint("outcome IN ('ok', 'partial', 'failed')", name="ck_read_attempts_outcome"),
-    UniqueConstraint("meter_id", "run_id", "started", name="uq_read_attempts"),
+    Column("outcome", OutcomeCode, nullable=False),
+    Column("error_class", String(64)),
+    Column("error", Text),
+    CheckConstraint("outcome IN (0, 1, 2)", name="ck_read_attempts_outcome"),
+    PrimaryKeyConstraint("day", "meter_key", "started_us", "run_key", name="pk_read_attempts"),
+    sqlite_with_rowid=False,
 )
-Index("ix_read_attempts_day_meter", read_attempts.c.day, read_attempts.c.meter_id)

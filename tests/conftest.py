@@ -1,6 +1,7 @@
-"""Shared fixtures: a private PostgreSQL schema per test, and the local MQTT broker.
+"""Shared fixtures: a private PostgreSQL schema per test, the local MQTT broker, and the
+NATS and RabbitMQ servers of the broker benchmark.
 
-Both skip (with the reason) when the service is not reachable, so the suite runs
+All skip (with the reason) when the service is not reachable, so the suite runs
 anywhere; on the project machine both services are up and the tests really run.
 """
 
@@ -24,6 +25,8 @@ PG_DB = os.environ.get("HES_TEST_PG_DB", "test")
 PG_BASE = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
 MQTT_HOST = os.environ.get("HES_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("HES_TEST_MQTT_PORT", "1883"))
+NATS_PORT = int(os.environ.get("HES_TEST_NATS_PORT", "4222"))
+AMQP_PORT = int(os.environ.get("HES_TEST_AMQP_PORT", "5672"))
 #: Set by .ci/run: a service test that cannot reach its service fails instead of skipping.
 REQUIRE_SERVICES = os.environ.get("HES_REQUIRE_SERVICES") == "1"
 
@@ -75,15 +78,31 @@ def pg_admin(_pg_available: None) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
+def _listening(what: str, host: str, port: int) -> tuple[str, int]:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError as exc:
+        _service_missing(f"{what} not reachable at {host}:{port}: {exc}")
+    return host, port
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker() -> tuple[str, int]:
     """(host, port) of the MQTT broker; skips when nothing listens there."""
-    try:
-        with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2):
-            pass
-    except OSError as exc:
-        _service_missing(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
-    return MQTT_HOST, MQTT_PORT
+    return _listening("MQTT broker", MQTT_HOST, MQTT_PORT)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> tuple[str, int]:
+    """(host, port) of the NATS server (JetStream on); skips when nothing listens there."""
+    return _listening("NATS", "127.0.0.1", NATS_PORT)
+
+
+@pytest.fixture(scope="session")
+def amqp_broker() -> tuple[str, int]:
+    """(host, port) of RabbitMQ; skips when nothing listens there."""
+    return _listening("RabbitMQ", "127.0.0.1", AMQP_PORT)
 
 
 @pytest.fixture

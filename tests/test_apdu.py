@@ -325,6 +325,15 @@ def test_get_response_vectors() -> None:
     assert A.build_get_response_block_error(1, 19, 1) == last_error
 
 
+@pytest.mark.parametrize("wrapped", ["0102", "1602"])
+def test_block_data_access_result_wrapped_by_a_meter_is_still_that_result(wrapped: str) -> None:
+    # Seen from meters: the DataBlock-G data-access-result length-prefixed like raw-data,
+    # or as a typed A-XDR enum. Anything longer stays a decode error.
+    assert A.decode_response(bytes.fromhex("C402C1000000000201" + wrapped)) == A.GetError(1, 2)
+    with pytest.raises(DecodeError):
+        A.decode_response(bytes.fromhex("C402C1000000000201" + wrapped + "00"))
+
+
 def test_get_response_with_list_vector() -> None:
     # DC (test_get.py, TestGetResponseWithList): two octet-strings.
     vector = (
@@ -475,7 +484,7 @@ def test_decode_response_rejects_malformed(data: bytes) -> None:
         b"\xc1\x02\xc1\x00\x08\x00\x00\x01\x00\x00\xff\x02\x00\x00",
         b"\xc3\x01\xc1\x00\x08\x00\x00\x01\x00\x00\xff\x02\x01",
         AARQ_LLS[:-2],
-        AARQ_LLS.replace(bytes.fromhex("0801 01"), bytes.fromhex("080102"), 1),  # SN context
+        AARQ_LLS.replace(bytes.fromhex("0801 01"), bytes.fromhex("080104"), 1),  # SN ciphered
         b"\x60\x00",
         b"\xff\x01",
     ],
@@ -585,7 +594,7 @@ def test_initiate_request_with_dedicated_key_and_quality_of_service() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        AARE_OK.replace(bytes.fromhex("0801"), bytes.fromhex("0802"), 1),  # SN context
+        AARE_OK.replace(bytes.fromhex("0801"), bytes.fromhex("0804"), 1),  # SN ciphered
         AARE_OK.replace(bytes.fromhex("A203020100"), bytes.fromhex("A203020107"), 1),
         AARE_OK.replace(bytes.fromhex("A1090607"), bytes.fromhex("A1090407"), 1),  # not an OID
         bytes.fromhex("6105A103020100"),  # no result-source-diagnostic

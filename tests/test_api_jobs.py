@@ -90,6 +90,12 @@ def test_a_retry_with_the_same_key_is_the_same_job_and_another_request_is_409(
         ({"kind": "collect", "params": {"day": "10.3.2026"}}, "body.params.day", "not a date"),
         ({"kind": "events", "params": {"hours": 3}}, "body.params.hours", "no parameter"),
         ({"kind": "read"}, "body.meters", "needs the meters"),
+        ({"kind": "firmware", "params": {"image": "/f", "identifier": "V2"}}, "body.meters", ""),
+        (
+            {"kind": "firmware", "meters": ["M1"], "params": {"identifier": "V2"}},
+            "body.params.image",
+            "params.image",
+        ),
         ({"kind": "read", "meters": []}, "body.meters", "non-empty"),
         ({"kind": "read", "meters": ["M1", "NOPE", "GONE"]}, "body.meters.1", "'NOPE', 'GONE'"),
         ({"kind": "events", "colour": "red"}, "body.colour", ""),

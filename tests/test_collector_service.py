@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from test_collector_fleet import (
     CHANNELS,
     DAY,
@@ -32,7 +31,8 @@ from test_collector_fleet import (
 from collector.inventory import import_inventory
 from collector.plan import parse_plan
 from collector.scheduler import backoff_delay
-from collector.service import Collector
+from collector.service import Collector, failure_detail
+from protocols.errors import InvocationCounterRejected, KeyRejected
 from simulator import model
 from simulator.faults import FaultPlan, FaultSpec
 from storage import schema
@@ -64,12 +64,9 @@ async def fleet(tmp_path: Path, db: Database) -> AsyncIterator[Fleet]:
 
 
 def attempts_by_meter(db: Database) -> dict[str, list[tuple[str, str | None]]]:
-    a = schema.read_attempts
     out: dict[str, list[tuple[str, str | None]]] = {}
-    for meter, outcome, cls in db.execute_read(
-        select(a.c.meter_id, a.c.outcome, a.c.error_class).order_by(a.c.started)
-    ):
-        out.setdefault(meter, []).append((outcome, cls))
+    for a in sorted(db.attempts(), key=lambda a: a.started):
+        out.setdefault(a.meter_id, []).append((a.outcome, a.error_class))
     return out
 
 
@@ -369,3 +366,14 @@ async def test_a_disabled_meter_is_not_read(tmp_path: Path, db: Database) -> Non
         assert db.interval_reads(off, CHANNELS[0], *day_window(DAY)) == []
     finally:
         await f.close()
+
+
+def test_a_refused_counter_is_stored_with_its_recovery_step() -> None:
+    refused = InvocationCounterRejected("meter expects at least 2007", 2007)
+    detail = failure_detail(refused, "m-17")
+    assert detail.startswith("meter expects at least 2007; ")
+    assert "`hes keys counter m-17 --at-least 2007`" in detail
+    assert failure_detail(InvocationCounterRejected("no counter given"), "m-17") == (
+        "no counter given"
+    )
+    assert failure_detail(KeyRejected("other keys"), "m-17") == "other keys"

@@ -8,16 +8,13 @@ from dlms_cosem.hdlc.address import HdlcAddress as DcAddress
 
 from protocols.crc import CRC16_X25_INIT, CRC16_X25_XOROUT, crc16_x25, crc16_x25_update
 from protocols.errors import DecodeError, FrameCheckError, LinkError, ProtocolError
-from protocols.hdlc import (
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     ApduReceived,
     Connected,
     Disconnected,
-    FrameDecoder,
-    FrameKind,
-    HdlcAddress,
     HdlcConnection,
     HdlcEvent,
-    HdlcFrame,
     HdlcSettings,
     LinkState,
     PeerRejected,

@@ -7,12 +7,9 @@ from hypothesis import strategies as st
 
 from protocols.crc import CRC16_X25_INIT, CRC16_X25_XOROUT, crc16_x25, crc16_x25_update
 from protocols.errors import DecodeError
-from protocols.hdlc import (
-    FrameDecoder,
-    FrameKind,
-    HdlcAddress,
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import (
     HdlcConnection,
-    HdlcFrame,
     HdlcSettings,
     Role,
     decode_parameters,
@@ -221,3 +218,26 @@ def test_any_apdu_crosses_the_link(
     for apdu in apdus:
         assert exchange(client.send_apdu(apdu), client, server) == [apdu]
         assert exchange(server.send_apdu(apdu[::-1]), server, client) == [apdu[::-1]]
+
+
+@CHEAP
+@given(
+    st.lists(st.one_of(frames(max_info=40), st.binary(min_size=1, max_size=20)), max_size=6),
+    st.integers(1, 50),
+)
+def test_feed_raw_accounts_for_every_byte(parts: list[HdlcFrame | bytes], chunk: int) -> None:
+    """feed_raw finds the frames feed finds; its noise runs are the bytes it counted as noise;
+    every byte is in a frame, in the noise, a flag two frames shared, or still buffered."""
+    data = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    plain, traced = FrameDecoder(), FrameDecoder()
+    found: list[HdlcFrame] = []
+    items: list[tuple[HdlcFrame | None, bytes]] = []
+    for i in range(0, len(data), chunk):
+        found += plain.feed(data[i : i + chunk])
+        items += traced.feed_raw(data[i : i + chunk])
+    assert [f for f, _ in items if f is not None] == found
+    noise = sum(len(raw) for f, raw in items if f is None)
+    assert noise == traced.discarded_bytes == plain.discarded_bytes
+    framed = sum(len(raw) for f, raw in items if f is not None)
+    shared = len(data) - noise - framed - traced.buffered
+    assert 0 <= -shared <= len(found)  # each frame may have given its closing flag away

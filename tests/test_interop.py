@@ -3,7 +3,9 @@
 - dlms-cosem's own blocking client (its TcpTransport/BlockingTcpIO and its HdlcTransport over a
   TCP socket and over a pty through its SerialIO) reads the simulator;
 - Gurux's GXDLMSClient reads the simulator over HDLC (SNRM/UA, AARQ, GET, RLRQ, DISC) on TCP and
-  on a pty (the wrapper-mode Gurux test lives in test_sim_meter.py);
+  on a pty (the wrapper-mode Gurux test lives in test_sim_meter.py), and with
+  ``UseLogicalNameReferencing=False`` reads the SN meter (quirk ``short-names``) the same way:
+  object_list, clock, register and a profile range by parameterized access;
 - the frames our own client puts on the wire are decoded by Gurux's translator and by
   dlms-cosem's HDLC frame parser.
 
@@ -35,16 +37,20 @@ from dlms_cosem.security import LowLevelSecurityAuthentication, NoSecurityAuthen
 from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport, hdlc_tcp_transport
-from protocols.hdlc import FrameKind, HdlcFrame, HdlcSettings
-from simulator import model
+from protocols.cosem import Obis
+from protocols.hdlc import FrameKind, HdlcFrame
+from protocols.hdlc_link import HdlcSettings
+from simulator import model, short_names
 from simulator import objects as O
 from simulator.meter import SimulatedMeter
+from simulator.quirks import Quirks
 from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
 
 gurux = pytest.importorskip("gurux_dlms")
 from gurux_dlms.enums import (  # noqa: E402
     Authentication,
     InterfaceType,
+    ObjectType,
     TranslatorOutputType,
 )
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister  # noqa: E402
@@ -60,13 +66,13 @@ def _clock() -> float:
     return NOW
 
 
-def _meter() -> SimulatedMeter:
+def _meter(short_names: bool = False) -> SimulatedMeter:
     """A meter with no outage in the last week (complete profile days)."""
     today = (int(NOW) - model.EPOCH) // model.DAY
     meter_id = 0
     while any(model.outage(model.meter_spec(meter_id, SEED), today - k) for k in range(8)):
         meter_id += 1
-    return SimulatedMeter(meter_id, SEED)
+    return SimulatedMeter(meter_id, SEED, quirks=Quirks(short_names=short_names))
 
 
 def _profile_window(meter: SimulatedMeter) -> tuple[datetime, datetime]:
@@ -107,10 +113,23 @@ async def wrapper() -> AsyncIterator[Endpoint]:
 
 @pytest.fixture(params=["hdlc-tcp", "serial"])
 async def hdlc(request: pytest.FixtureRequest) -> AsyncIterator[Endpoint]:
-    meter = _meter()
-    bus = HdlcBus({PHYSICAL: meter, PHYSICAL + 1: SimulatedMeter(meter.meter_id + 1, SEED)})
+    async for endpoint in _hdlc_endpoint(request.param, short_names=False):
+        yield endpoint
+
+
+@pytest.fixture(params=["hdlc-tcp", "serial"])
+async def sn_hdlc(request: pytest.FixtureRequest) -> AsyncIterator[Endpoint]:
+    """An SN meter (quirk ``short-names``) behind an HDLC terminal server or a pty."""
+    async for endpoint in _hdlc_endpoint(request.param, short_names=True):
+        yield endpoint
+
+
+async def _hdlc_endpoint(kind: str, short_names: bool) -> AsyncIterator[Endpoint]:
+    meter = _meter(short_names)
+    neighbour = SimulatedMeter(meter.meter_id + 1, SEED, quirks=meter.quirks)
+    bus = HdlcBus({PHYSICAL: meter, PHYSICAL + 1: neighbour})
     server: HdlcTcpServer | PtyBus
-    if request.param == "hdlc-tcp":
+    if kind == "hdlc-tcp":
         server = HdlcTcpServer(bus, "127.0.0.1", 0, clock=_clock)
         await server.start()
         endpoint = Endpoint("hdlc-tcp", meter, port=server.port)
@@ -233,11 +252,19 @@ async def test_dlms_cosem_lls_management_client(wrapper: Endpoint) -> None:
 
 
 def _gurux_read(
-    send: Callable[[bytes], None], recv: Callable[[], bytes], start: datetime, end: datetime
+    send: Callable[[bytes], None],
+    recv: Callable[[], bytes],
+    start: datetime,
+    end: datetime,
+    logical_names: bool = True,
 ) -> dict[str, Any]:
-    """The Gurux client's own HDLC session: SNRM/UA, AARQ/AARE, reads, RLRQ, DISC."""
+    """The Gurux client's own HDLC session: SNRM/UA, AARQ/AARE, reads, RLRQ, DISC.
+
+    With ``logical_names`` false Gurux uses short names (UseLogicalNameReferencing=False):
+    it reads the Association SN object_list first and reads each object by its base name.
+    """
     client = gurux.GXDLMSClient(
-        True,
+        logical_names,
         16,
         gurux.GXDLMSClient.getServerAddress(1, PHYSICAL),
         Authentication.NONE,
@@ -246,7 +273,10 @@ def _gurux_read(
     )
     # small enough that both HDLC segmentation and GET blocks happen
     client.hdlcSettings.maxInfoRX = client.hdlcSettings.maxInfoTX = 64
-    client.maxReceivePDUSize = 256
+    # SN: gurux-dlms 1.0.203 cannot take a ReadResponse data-block-result (its
+    # readResponseDataBlockResult calls GXReplyData.setTotalCount and getMoreData, which the
+    # Python port lacks), so it gets a PDU that holds the profile range and proposes no blocks
+    client.maxReceivePDUSize = 256 if logical_names else 0xFFFF
     out: dict[str, Any] = {"requests": 0}
 
     def exchange(frames: Any) -> Any:
@@ -271,13 +301,19 @@ def _gurux_read(
     out["negotiated"] = (client.hdlcSettings.maxInfoTX, client.hdlcSettings.maxInfoRX)
     client.parseAareResponse(exchange(client.aarqRequest()).data)
     clock = GXDLMSClock("0.0.1.0.0.255")
+    register = GXDLMSRegister("1.0.1.8.0.255")
+    profile = GXDLMSProfileGeneric("1.0.99.1.0.255")
+    if not logical_names:
+        listing = client.parseObjects(exchange(client.getObjectsRequest()).data, True)
+        out["listing"] = {(int(o.objectType), str(o.logicalName), o.shortName) for o in listing}
+        clock = listing.findByLN(ObjectType.CLOCK, "0.0.1.0.0.255")
+        register = listing.findByLN(ObjectType.REGISTER, "1.0.1.8.0.255")
+        profile = listing.findByLN(ObjectType.PROFILE_GENERIC, "1.0.99.1.0.255")
     client.updateValue(clock, 2, exchange(client.read(clock, 2)).value)
     out["clock"] = clock.time.value
-    register = GXDLMSRegister("1.0.1.8.0.255")
     for attribute in (3, 2):
         client.updateValue(register, attribute, exchange(client.read(register, attribute)).value)
     out["register"] = (register.value, int(register.unit), register.scaler)
-    profile = GXDLMSProfileGeneric("1.0.99.1.0.255")
     client.updateValue(profile, 3, exchange(client.read(profile, 3)).value)
     client.updateValue(profile, 2, exchange(client.readRowsByRange(profile, start, end)).value)
     out["rows"] = [(int(r[0].value.timestamp()), *r[1:]) for r in profile.buffer]
@@ -310,6 +346,35 @@ async def test_gurux_client_over_hdlc(hdlc: Endpoint) -> None:
     assert got["register"] == (model.registers(meter.spec, mt).active_import, O.UNIT_WH, 1.0)
     assert got["rows"] == _truth_rows(meter, start, end)
     assert got["requests"] > 20  # segments and blocks were acknowledged one by one
+
+
+async def test_gurux_short_name_client_over_hdlc(sn_hdlc: Endpoint) -> None:
+    """Gurux with UseLogicalNameReferencing=False reads our SN meter (TCP and pty)."""
+    meter = sn_hdlc.meter
+    start, end = _profile_window(meter)
+    if sn_hdlc.kind == "hdlc-tcp":
+        sock = socket.create_connection(("127.0.0.1", sn_hdlc.port), timeout=5)
+        send: Callable[[bytes], None] = sock.sendall
+        recv: Callable[[], bytes] = lambda: sock.recv(4096)  # noqa: E731
+        closer: Callable[[], None] = sock.close
+    else:
+        port = serial.Serial(sn_hdlc.device, 115200, timeout=5)
+        send = port.write
+        recv = lambda: port.read(max(1, port.in_waiting))  # noqa: E731
+        closer = port.close
+    try:
+        async with asyncio.timeout(BOUND_S):
+            got = await asyncio.to_thread(_gurux_read, send, recv, start, end, False)
+    finally:
+        closer()
+    table = short_names.name_table(meter.spec.phases)
+    expected = {(o.class_id, str(Obis.from_bytes(o.obis)), b) for b, o in table.by_base.items()}
+    expected.add((12, "0.0.40.0.0.255", 0xFA00))
+    assert got["listing"] == expected
+    mt = meter.meter_time(NOW)
+    assert got["clock"].timestamp() == pytest.approx(mt, abs=1)
+    assert got["register"] == (model.registers(meter.spec, mt).active_import, O.UNIT_WH, 1.0)
+    assert got["rows"] == _truth_rows(meter, start, end)
 
 
 # ---------------------------------------------------------------------------------- our frames

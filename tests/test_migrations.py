@@ -23,7 +23,7 @@ from storage import access, jobs, keystore, operations, queries, schema
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.migration import SCRIPT_LOCATION, head, known_revisions, revision_of
-from storage.records import Event, IntervalRead, RegisterRead
+from storage.records import Attempt, Event, IntervalRead, RegisterRead
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A SQLite database written by hes at schema version 6 (commit 728c5ab, the last before
@@ -44,6 +44,8 @@ T0 = datetime(2024, 3, 10, tzinfo=UTC)
 NEW_IN_7 = {"interval_days", "interval_extra", "interval_meters", "interval_channels"}
 #: The tables revision 0009 made (register values and events with integer keys and stamps).
 NEW_IN_9 = {"register_values", "meter_events", "obis_codes"}
+#: The tables revision 0010 made (read attempts with integer keys, day and stamps).
+NEW_IN_10 = {"read_attempts", "collection_runs"}
 #: Wide enough for every stamp of the dump.
 FAR = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
@@ -51,6 +53,12 @@ FAR = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 def _stamp(ts: datetime | None) -> str | None:
     """A time stamp as version 6's SQLite text held it."""
     return None if ts is None else f"{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def attempt_text(a: Attempt) -> tuple[Any, ...]:
+    """An attempt as version 6's SQLite row held it (without its id)."""
+    return (a.meter_id, a.run_id, a.day.isoformat(), _stamp(a.started), _stamp(a.finished),
+            *a[5:])  # fmt: skip
 
 
 def _not_a_partition(obj: Any, name: str | None, type_: str, *_rest: Any) -> bool:
@@ -103,7 +111,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0009"
+    assert head() == revision_of(SCHEMA_VERSION) == "0011"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -182,22 +190,31 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
         assert db.count_rows("register_values") == len(old_regs)
         assert db.count_rows("meter_events") == len(old_events)
 
+        # revision 0010 moved every read attempt: each reads back as version 6 stored it
+        old_attempts = before["read_attempts"][1]
+        assert len(old_attempts) > 5 and any(a[5] is None for a in old_attempts)
+        assert sorted(attempt_text(a) for a in db.attempts()) == sorted(a[1:] for a in old_attempts)
+        assert db.count_rows("read_attempts") == len(old_attempts)
+
     after = table_rows(path)
     assert after.pop("alembic_version") == (["version_num"], [(head(),)])
     assert after.pop("schema_version") == (["version"], [(SCHEMA_VERSION,)])
-    # version 8 adds meters.role (NULL: a customer)
+    # version 8 adds meters.role (NULL: a customer), version 11 meters.profile (NULL: none)
     columns, meters = after.pop("meters")
-    assert columns == [*before["meters"][0], "role"]
-    assert sorted(m[:-1] for m in meters) == before["meters"][1]
-    assert {m[-1] for m in meters} == {None}
-    moved = {"interval_reads", "read_coverage", "register_reads", "events"}
+    assert columns == [*before["meters"][0], "role", "profile"]
+    assert sorted(m[:-2] for m in meters) == before["meters"][1]
+    assert {m[-2:] for m in meters} == {(None, None)}
+    moved = {"interval_reads", "read_coverage", "register_reads", "events", "read_attempts"}
     assert {k: v for k, v in before.items() if k not in {*moved, "schema_version", "meters"}} == {
-        k: v for k, v in after.items() if k not in NEW_IN_7 | NEW_IN_9
+        k: v for k, v in after.items() if k not in NEW_IN_7 | NEW_IN_9 | NEW_IN_10
     }
     # opened again: nothing to do, nothing changes
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
-    assert table_rows(path).keys() == {*before, "alembic_version", *NEW_IN_7, *NEW_IN_9} - moved
+    assert (
+        table_rows(path).keys()
+        == ({*before, "alembic_version", *NEW_IN_7, *NEW_IN_9} - moved) | NEW_IN_10
+    )
 
 
 def test_postgres_database_of_the_release_before_alembic_is_adopted(pg_url: str) -> None:
@@ -441,5 +458,102 @@ def test_a_sqlite_stamp_of_another_form_refuses_the_upgrade(tmp_path: Path) -> N
     con.close()
     before = table_rows(path)
     with pytest.raises(StorageError, match=r"register_reads\.ts holds 1 time stamps not of the"):
+        open_database(path)
+    assert table_rows(path) == before
+
+
+#: Read attempts of every shape version 9 could hold (the version-1 table): sub-second stamps,
+#: NULL finished / error, a day before 1970, unicode, 2**62 bytes, two attempts of one meter
+#: at one instant (the later id is the later attempt), a meter with a key (interval values)
+#: and one with none. (meter, run, day, started, finished, outcome, class, error, tx, rx, rt)
+V9_ATTEMPTS = [
+    ("A", "run-1", date(2024, 3, 10), T0 + timedelta(microseconds=250_001), None,
+     "failed", "timeout", "no answer from 'A', ünïcode", 10, 0, 1),
+    ("A", "run-2", date(2024, 3, 10), T0 + timedelta(hours=2), T0 + timedelta(hours=2, seconds=3),
+     "partial", "bad_frame", "fcs", 2**62, 7, 3),
+    ("A", "run-3", date(2024, 3, 10), T0 + timedelta(hours=2), T0 + timedelta(hours=3),
+     "ok", None, None, 5, 6, 7),
+    ("B", "run-1", date(1969, 12, 31), datetime(1969, 12, 31, 23, 59, 59, 500_000, UTC),
+     datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), "ok", None, None, 0, 0, 0),
+    ("C", "run-2", date(2024, 3, 10), datetime(2024, 3, 10, 2, 0, tzinfo=ZONE),
+     datetime(2024, 3, 10, 2, 0, 1, tzinfo=ZONE), "failed", "link", "refused", 1, 2, 3),
+]  # fmt: skip
+
+
+def _check_attempts(db: Database) -> None:
+    """Every row of V9_ATTEMPTS reads back, and the report sees A's last attempt as last."""
+    assert sorted(db.attempts()) == sorted(Attempt(*a) for a in V9_ATTEMPTS)
+    assert all(a.started.tzinfo is UTC for a in db.attempts())
+    rep = db.daily_report(date(2024, 3, 10), ["1.0.1.8.0.255:2"])
+    assert rep["attempts_by_outcome"] == {"failed": 2, "partial": 1, "ok": 1}
+    assert rep["failures_by_error_class"] == {"bad_frame": 1, "link": 1, "timeout": 1}
+    worst = {w["meter_id"]: w for w in rep["worst_meters"]}
+    assert (worst["A"]["last_outcome"], worst["A"]["last_error_class"]) == ("ok", None)
+    assert (worst["C"]["last_outcome"], worst["C"]["last_error"]) == ("failed", "refused")
+    # recorded again after the upgrade: nothing new
+    assert db.record_attempts(Attempt(*a) for a in V9_ATTEMPTS) == 0
+
+
+def _v9_attempt_params(a: tuple[Any, ...], sqlite_text: bool) -> dict[str, Any]:
+    meter, run, day, started, finished, *rest = a
+    if sqlite_text:
+        day, started, finished = day.isoformat(), _stamp(started), _stamp(finished)
+    return dict(zip("mrdsf", (meter, run, day, started, finished), strict=True)) | dict(
+        zip("ocetxn", rest, strict=True)
+    )
+
+
+_V9_INSERT = (
+    "INSERT INTO read_attempts (meter_id, run_id, day, started, finished, outcome, error_class, "
+    "error, bytes_tx, bytes_rx, round_trips) VALUES (:m, :r, :d, :s, :f, :o, :c, :e, :t, :x, :n)"
+)
+
+
+def test_postgres_version_9_attempts_move_into_compact_rows(pg_url: str) -> None:
+    engine = _upgraded_to(pg_url, "0009")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO interval_meters (meter_id) VALUES ('C')"))
+        conn.execute(
+            text("INSERT INTO meters (meter_id, transport, logical_address, client_sap, "
+                 "authentication, link_id, created_at, updated_at) "
+                 "SELECT v, 'tcp', 1, 16, 'none', 'l1', now(), now() "
+                 "FROM (VALUES ('A'), ('C')) AS ids (v)")
+        )  # fmt: skip
+        for a in V9_ATTEMPTS:
+            conn.execute(text(_V9_INSERT), _v9_attempt_params(a, sqlite_text=False))
+    engine.dispose()
+    with open_database(pg_url) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        _check_attempts(db)
+        keys = db.execute_read(
+            schema.interval_meters.select().order_by(schema.interval_meters.c.meter_id)
+        )
+        assert [(k, m) for k, m in keys] == [(2, "A"), (3, "B"), (1, "C")]
+        assert differences(db) == []
+
+
+def test_sqlite_version_6_attempts_of_every_shape_move(tmp_path: Path) -> None:
+    path = schema_6_database(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM read_attempts")
+    con.execute("DELETE FROM meters WHERE meter_id NOT IN ('M000001', 'M000002')")
+    con.execute("UPDATE meters SET meter_id = 'A' WHERE meter_id = 'M000001'")
+    con.execute("UPDATE meters SET meter_id = 'C' WHERE meter_id = 'M000002'")
+    for a in V9_ATTEMPTS:
+        con.execute(_V9_INSERT, _v9_attempt_params(a, sqlite_text=True))
+    con.commit()
+    con.close()
+    with open_database(path) as db:
+        _check_attempts(db)
+
+
+def test_a_sqlite_attempt_day_of_another_form_refuses_the_upgrade(tmp_path: Path) -> None:
+    path = schema_6_database(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE read_attempts SET day = '2024-3-10' WHERE id = 1")
+    con.commit()
+    con.close()
+    before = table_rows(path)
+    with pytest.raises(StorageError, match=r"read_attempts\.day holds 1 values not of the form"):
         open_database(path)
     assert table_rows(path) == before

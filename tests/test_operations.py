@@ -31,8 +31,9 @@ from collector.operations import (
 )
 from contracts.meters import INVENTORY_COLUMNS
 from simulator import model
-from simulator.fleet import Fleet, FleetSpec, meter_number
+from simulator.fleet import BusEndpoint, Fleet, FleetSpec, meter_number
 from simulator.meter import SimulatedMeter
+from simulator.quirks import NO_QUIRKS, Quirks
 from storage.database import Database, open_database
 from storage.operations import commands
 
@@ -88,9 +89,13 @@ async def management_fleet(
     first_meter: int,
     clock: SimClock,
     first_address: str = "127.7.0.1",
+    quirks: Quirks = NO_QUIRKS,
+    bus_endpoint: BusEndpoint = "tcp",
 ) -> AsyncIterator[Fleet]:
     """Start a fleet and import it for the management client (LLS, ref ``sim/<id>``)."""
     spec = FleetSpec(
+        quirks=quirks,
+        bus_endpoint=bus_endpoint,
         seed=SEED,
         tcp_meters=tcp,
         buses=1 if bus else 0,

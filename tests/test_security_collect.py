@@ -33,7 +33,6 @@ from protocols.security import SecurityKeys
 from simulator import model
 from simulator.fleet import Fleet, FleetSpec, meter_id_text, meter_number
 from simulator.meter import SimulatedMeter
-from storage import schema
 from storage.database import Database, open_database
 from storage.gaps import day_window
 from storage.keystore import KeyStore, invocation_counters, load_master_key
@@ -234,8 +233,8 @@ async def test_mixed_fleet_collects_to_ground_truth_and_no_key_leaks(
     try:
         for number in numbers:
             assert stored_vs_truth(database, number, seed, day) == []
-        attempted = database.execute_read(select(schema.read_attempts.c.meter_id))
-        assert {r[0] for r in attempted} == {meter_id_text(n) for n in numbers}
+        attempted = database.attempts()
+        assert {a.meter_id for a in attempted} == {meter_id_text(n) for n in numbers}
         # Ciphered sessions reserved invocation counters, persisted per secured meter.
         counters = database.execute_read(
             select(invocation_counters.c.meter_id, invocation_counters.c.next_counter)
@@ -316,10 +315,7 @@ async def test_secured_meter_without_keys_fails_once_with_no_keys(tmp_path: Path
     assert summary.incomplete == {without: "no_keys"}
     database = open_database(db_path)
     try:
-        t = schema.read_attempts
-        attempts = database.execute_read(
-            select(t.c.meter_id, t.c.outcome, t.c.error_class, t.c.error)
-        )
+        attempts = [(a.meter_id, a.outcome, a.error_class, a.error) for a in database.attempts()]
         assert stored_vs_truth(database, first, seed, day) == []
     finally:
         database.close()

@@ -30,7 +30,7 @@ from protocols.errors import (
     AuthenticationFailed,
     ObjectUndefined,
 )
-from protocols.hdlc import HdlcSettings
+from protocols.hdlc_link import HdlcSettings
 from simulator import model
 from simulator import objects as O
 from simulator.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SERVER_MAX_PDU, SimulatedMeter

@@ -113,16 +113,19 @@ def test_register_reads_events_attempts(db: Database) -> None:
     assert db.insert_events(evs) == 2
     assert db.insert_events([*evs, Event("A", "0.0.99.98.0.255", T0 + Q, 1)]) == 1
     att = Attempt("A", "run1", DAY, T0, T0 + Q, "failed", "timeout", "no answer", 10, 20, 3)
-    first = db.record_attempt(att)
-    assert isinstance(first, int)
-    assert db.record_attempt(att) is None
-    assert db.record_attempt(att._replace(started=T0 + Q, outcome="ok")) not in (None, first)
+    assert db.record_attempt(att) is True
+    assert db.record_attempt(att) is False
+    assert db.record_attempt(att._replace(started=T0 + Q, outcome="ok")) is True
     with pytest.raises(ValueError, match="outcome"):
         db.record_attempt(att._replace(outcome="maybe"))
     more = [att._replace(run_id="run2", meter_id=f"X{i}") for i in range(5)]
     assert db.record_attempts(more) == 5
     assert db.record_attempts(more) == 0
     assert db.count_rows("read_attempts") == 7
+    # each reads back as recorded: aware UTC stamps, the outcome and the run by name
+    assert db.attempts(DAY)[:2] == [att, att._replace(started=T0 + Q, outcome="ok")]
+    assert sorted(db.attempts()) == sorted([att, att._replace(started=T0 + Q, outcome="ok"), *more])
+    assert db.attempts(DAY - timedelta(days=1)) == []
     assert db.count_rows("register_values") == 2 and db.count_rows("meter_events") == 3
 
 
@@ -142,6 +145,16 @@ def test_a_failed_register_write_leaves_no_key_behind(db: Database) -> None:
     assert db.insert_events([pushed, pushed]) == 1
     assert queries.alarms(db, None, None) == [pushed]
     assert queries.alarms(db, None, None)[0].ts.tzinfo is UTC
+
+
+def test_a_failed_attempt_write_leaves_no_run_key_behind(db: Database) -> None:
+    """The run and meter keys a rolled-back attempt write made are forgotten with it."""
+    att = Attempt("N", "run-9", DAY, T0, None, "partial", bytes_rx=2**64)  # beyond BIGINT
+    with pytest.raises(StorageError):
+        db.record_attempts([att])
+    assert db.count_rows("collection_runs") == 0 and db.count_rows("interval_meters") == 0
+    assert db.record_attempts([att._replace(bytes_rx=5)]) == 1
+    assert db.attempts() == [att._replace(bytes_rx=5)]
 
 
 def test_meters_upsert_and_channels(db: Database) -> None:
@@ -419,6 +432,7 @@ def test_store_sessions_stores_every_kind_and_counts_new_rows(db: Database) -> N
     assert db.store_sessions(writes) == [0, 0]
     assert db.count_interval_values() == 1296
     assert db.count_rows("register_values") == 2
+    assert db.attempts(DAY) == [w.attempt for w in writes]
 
 
 def test_store_sessions_is_all_or_nothing(db: Database) -> None:
@@ -434,6 +448,7 @@ def test_store_sessions_is_all_or_nothing(db: Database) -> None:
         "register_values",
         "obis_codes",
         "read_attempts",
+        "collection_runs",
     ):
         assert db.count_rows(table) == 0, table
     with pytest.raises(ValueError, match="outcome"):
@@ -455,9 +470,20 @@ def test_installed_on_and_enabled_round_trip(db: Database) -> None:
     assert db.disabled_meter_ids() == set()
 
 
+#: Version 6's read_attempts as SQLite holds it (revision 0001).
+V6_READ_ATTEMPTS = (
+    "CREATE TABLE read_attempts (id INTEGER NOT NULL, meter_id VARCHAR(64) NOT NULL, "
+    "run_id VARCHAR(64) NOT NULL, day DATE NOT NULL, started DATETIME NOT NULL, "
+    "finished DATETIME, outcome VARCHAR(16) NOT NULL, error_class VARCHAR(64), error TEXT, "
+    "bytes_tx BIGINT NOT NULL, bytes_rx BIGINT NOT NULL, round_trips INTEGER NOT NULL, "
+    "PRIMARY KEY (id), CONSTRAINT ck_read_attempts_outcome CHECK (outcome IN ('ok', "
+    "'partial', 'failed')), CONSTRAINT uq_read_attempts UNIQUE (meter_id, run_id, started))"
+)
+
+
 def back_to_version_6(con: sqlite3.Connection) -> None:
-    """Undo revisions 0007 and 0009 on a fresh, empty database: version 6's interval,
-    register and event tables."""
+    """Undo revisions 0007, 0009 and 0010 on a fresh, empty database: version 6's interval,
+    register, event and attempt tables."""
     for table in (
         "interval_days",
         "interval_extra",
@@ -466,8 +492,12 @@ def back_to_version_6(con: sqlite3.Connection) -> None:
         "register_values",
         "meter_events",
         "obis_codes",
+        "read_attempts",
+        "collection_runs",
     ):
         con.execute(f"DROP TABLE {table}")
+    con.execute(V6_READ_ATTEMPTS)
+    con.execute("CREATE INDEX ix_read_attempts_day_meter ON read_attempts (day, meter_id)")
     con.execute(
         "CREATE TABLE register_reads (meter_id VARCHAR(64) NOT NULL, obis VARCHAR(32) NOT NULL, "
         "ts DATETIME NOT NULL, value BIGINT, scaler SMALLINT NOT NULL, unit SMALLINT, "

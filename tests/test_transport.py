@@ -27,7 +27,8 @@ from collector.transport import (
 )
 from protocols import xdlms
 from protocols.errors import DecodeError, DlmsTimeout, LinkError
-from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame, HdlcSettings
+from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from protocols.hdlc_link import HdlcSettings
 from protocols.wrapper import encode_wrapper
 from simulator import model
 from simulator.meter import SimulatedMeter

@@ -110,7 +110,9 @@ async def import_meters(request: Request, ctx: Context, change: Changing) -> dic
         if len(body) > MAX_IMPORT_BYTES:
             raise _too_large()
     try:
-        result = await ctx.run(import_inventory_text, ctx.db, bytes(body), "upload")
+        result = await ctx.run(
+            import_inventory_text, ctx.db, bytes(body), "upload", ctx.plan.profiles
+        )
     except InventoryError as exc:
         change.detail = {"problems": exc.total}
         raise ApiError(

@@ -2,9 +2,11 @@
 
 ``acse`` (AARQ/AARE/RLRQ/RLRE, BER), ``initiate`` (the Initiate APDUs and conformance),
 ``get``, ``set_action``, ``exception`` (ExceptionResponse, ConfirmedServiceError),
-``notification`` (Data-Notification), ``descriptors`` (the fields they share) and ``codec``
-(decode by first byte). Each service keeps its request and response together. This package
-re-exports their public names, so callers write ``xdlms.build_get`` and
+``notification`` (Data-Notification), ``sn`` (short-name Read/Write and the SN object
+list), ``conformance`` (which requests a negotiated block allows), ``descriptors`` (the
+fields they share) and ``codec`` (decode by first byte). Each service keeps its request and
+response together. This package re-exports their public names, so callers write
+``xdlms.build_get`` and
 ``xdlms.decode_response``. The association state machine of both roles builds on these in
 ``protocols.association``.
 """
@@ -83,6 +85,18 @@ from protocols.xdlms.set_action import (
     build_set,
     build_set_response,
 )
+from protocols.xdlms.sn import (
+    ObjectList,
+    ReadRequest,
+    ReadResponse,
+    WriteRequest,
+    WriteResponse,
+    build_read_request,
+    build_read_response,
+    build_write_request,
+    build_write_response,
+    short_name,
+)
 
 __all__ = [
     "AUTHENTICATION_MECHANISMS",
@@ -108,7 +122,10 @@ __all__ = [
     "GetResult",
     "InitiateInfo",
     "ObisLike",
+    "ObjectList",
     "RangeAccess",
+    "ReadRequest",
+    "ReadResponse",
     "ReleaseRequest",
     "ReleaseResponse",
     "Request",
@@ -116,6 +133,8 @@ __all__ = [
     "ServiceErrorResult",
     "SetRequest",
     "SetResult",
+    "WriteRequest",
+    "WriteResponse",
     "build_aare",
     "build_aarq",
     "build_action",
@@ -132,13 +151,18 @@ __all__ = [
     "build_get_with_list",
     "build_initiate_request",
     "build_initiate_response",
+    "build_read_request",
+    "build_read_response",
     "build_rlre",
     "build_rlrq",
     "build_service_error",
     "build_set",
     "build_set_response",
+    "build_write_request",
+    "build_write_response",
     "decode_initiate",
     "decode_request",
     "decode_response",
     "parse_aare",
+    "short_name",
 ]

@@ -5,7 +5,8 @@ content; the user-information ([30], ``BE``) wraps an octet string holding the x
 Initiate APDU, which is A-XDR (``protocols.xdlms.initiate``). The decoders walk every
 field, accept long-form lengths (Kamstrup OMNIA sends them) and ignore the fields DLMS
 does not use (called titles, qualifiers, implementation information), but refuse what
-would be read wrongly: a short-name context, a malformed OID, a length that overruns.
+would be read wrongly: a ciphered short-name context, a malformed OID, a length that
+overruns. The short-name context (2, no ciphering) is read and built: ``short_names``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from protocols.errors import DecodeError
 from protocols.xdlms.exception import ExceptionResult, decode_exception
 from protocols.xdlms.initiate import (
     DEFAULT_CONFORMANCE,
+    SN_DEFAULT_CONFORMANCE,
     build_initiate_error,
     build_initiate_request,
     build_initiate_response,
@@ -73,6 +75,7 @@ class AarqInfo:
     dlms_version: int
     ciphered: bool = False
     ciphered_initiate: bytes | None = None
+    short_names: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,6 +106,7 @@ class AareInfo:
     ciphered_initiate: bytes | None = None
     initiate_error_choice: int | None = None
     exception: ExceptionResult | None = None
+    short_names: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -184,20 +188,26 @@ def _dlms_arc(oid: bytes, arc: int, what: str) -> int:
     return oid[6]
 
 
-def _context(content: bytes, what: str) -> bool:
-    """True for LN with ciphering, False for LN; short names are refused."""
+def _context(content: bytes, what: str) -> tuple[bool, bool]:
+    """(ciphered, short names): LN, LN with ciphering or SN; ciphered SN is refused."""
     context = _dlms_arc(_single(content, 0x06, what), _CONTEXT_ARC, what)
     if context == ApplicationContext.LN:
-        return False
+        return False, False
     if context == ApplicationContext.LN_CIPHERED:
-        return True
-    if context in (ApplicationContext.SN, ApplicationContext.SN_CIPHERED):
-        raise DecodeError(f"{what}: short-name referencing (context {context}) not supported")
+        return True, False
+    if context == ApplicationContext.SN:
+        return False, True
+    if context == ApplicationContext.SN_CIPHERED:
+        raise DecodeError(f"{what}: ciphered short-name referencing (context 4) not supported")
     raise DecodeError(f"{what}: unknown application context {context}")
 
 
-def _context_name(ciphered: bool) -> bytes:
+def _context_name(ciphered: bool, short_names: bool = False) -> bytes:
+    if short_names and ciphered:
+        raise ValueError("short-name referencing with ciphering is not supported")
     context = ApplicationContext.LN_CIPHERED if ciphered else ApplicationContext.LN
+    if short_names:
+        context = ApplicationContext.SN
     return _tlv(0xA1, _tlv(0x06, _DLMS_UA_OID + bytes((_CONTEXT_ARC, context))))
 
 
@@ -245,8 +255,9 @@ def build_aarq(
     dlms_version: int = 6,
     ciphered: bool = False,
     user_information: bytes | None = None,
+    short_names: bool = False,
 ) -> bytes:
-    """AARQ for an LN association.
+    """AARQ for an LN association, or an SN one with ``short_names``.
 
     ``password`` is the calling-authentication-value: the LLS secret, or the client
     challenge (CtoS) for the HLS mechanisms. ``system_title`` goes in calling-AP-title.
@@ -258,16 +269,18 @@ def build_aarq(
         raise ValueError("a password needs an authentication mechanism")
     if mechanism != 0 and not password:
         raise ValueError(f"authentication {authentication!r} needs a password/challenge")
+    default = SN_DEFAULT_CONFORMANCE if short_names else DEFAULT_CONFORMANCE
     initiate = build_initiate_request(
-        conformance=DEFAULT_CONFORMANCE if conformance is None else conformance,
+        conformance=default if conformance is None else conformance,
         max_pdu_size=max_pdu_size,
         dlms_version=dlms_version,
+        short_names=short_names,
     )
     if user_information is not None:
         if user_information[:1] not in (b"\x21", b"\xdb"):
             raise ValueError("user_information must be a glo-InitiateRequest")
         initiate = user_information
-    body = _context_name(ciphered)
+    body = _context_name(ciphered, short_names)
     if system_title is not None:
         body += _tlv(0xA6, _tlv(0x04, system_title))
     body += _mechanism_fields(mechanism, 0x8A, 0x8B)
@@ -281,13 +294,14 @@ def decode_aarq(data: bytes) -> AarqInfo:
     what = "AARQ"
     start, end = _apdu(data, ApduTag.AARQ, what)
     ciphered: bool | None = None
+    short_names = False
     mechanism = 0
     auth_value: bytes | None = None
     title: bytes | None = None
     initiate: bytes | None = None
     for tag, content in _elements(data, start, end, what):
         if tag == 0xA1:
-            ciphered = _context(content, what)
+            ciphered, short_names = _context(content, what)
         elif tag == 0xA6:
             title = _single(content, 0x04, f"{what} calling-AP-title")
         elif tag == 0x8B:
@@ -313,6 +327,7 @@ def decode_aarq(data: bytes) -> AarqInfo:
         client_max_pdu_size=info.max_pdu_size,
         dlms_version=info.dlms_version,
         ciphered=ciphered,
+        short_names=short_names,
     )
 
 
@@ -333,8 +348,9 @@ def build_aare(
     initiate_error_choice: int = 6,
     ciphered: bool = False,
     user_information: bytes | None = None,
+    short_names: bool = False,
 ) -> bytes:
-    """AARE with an acse-service-user diagnostic.
+    """AARE with an acse-service-user diagnostic (the SN context with ``short_names``).
 
     A rejection with ``initiate_error`` carries a ConfirmedServiceError (initiateError)
     instead of an InitiateResponse, as the Green Book shows for a too-low DLMS version;
@@ -354,10 +370,13 @@ def build_aare(
         content = build_initiate_error(initiate_error, initiate_error_choice)
     else:
         content = build_initiate_response(
-            conformance=conformance, max_pdu_size=max_pdu_size, dlms_version=dlms_version
+            conformance=conformance,
+            max_pdu_size=max_pdu_size,
+            dlms_version=dlms_version,
+            short_names=short_names,
         )
     result = AssociationResult.ACCEPTED if accepted else AssociationResult.REJECTED_PERMANENT
-    body = _context_name(ciphered)
+    body = _context_name(ciphered, short_names)
     body += _tlv(0xA2, _tlv(0x02, bytes((result,))))
     body += _tlv(0xA3, _tlv(0xA0 | DiagnosticSource.SERVICE_USER, _tlv(0x02, bytes((diagnostic,)))))
     if system_title is not None:
@@ -381,13 +400,14 @@ def decode_aare(data: bytes) -> AareInfo:
     what = "AARE"
     start, end = _apdu(data, ApduTag.AARE, what)
     ciphered: bool | None = None
+    short_names = False
     result: int | None = None
     source, diagnostic = int(DiagnosticSource.SERVICE_USER), None
     title = challenge = user = None
     mechanism: int | None = None
     for tag, content in _elements(data, start, end, what):
         if tag == 0xA1:
-            ciphered = _context(content, what)
+            ciphered, short_names = _context(content, what)
         elif tag == 0xA2:
             result = _integer(content, f"{what} result")
         elif tag == 0xA3:
@@ -439,6 +459,7 @@ def decode_aare(data: bytes) -> AareInfo:
         ciphered_initiate=ciphered_initiate,
         initiate_error_choice=initiate_error_choice,
         exception=exception,
+        short_names=short_names,
     )
 
 

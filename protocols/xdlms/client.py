@@ -11,7 +11,9 @@ It keeps invoke ids (0..15, one request at a time), follows GET block transfer (
 capped at :data:`MAX_BLOCKS`), rebuilds with-list responses sent in blocks, classifies an
 AARE refusal, and with a :class:`~protocols.security.SecurityContext` ciphers every request,
 deciphers every answer and runs HLS-GMAC passes 3 and 4. Randomness (the HLS challenge)
-comes from the context, so a test can fix it.
+comes from the context, so a test can fix it. With ``short_names`` it proposes the SN
+context and conformance, and serves ``read`` / ``write`` (ReadRequest / WriteRequest by short
+name) instead of GET/SET/ACTION.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ from protocols.xdlms.get import (
 )
 from protocols.xdlms.initiate import build_initiate_request, decode_initiate
 from protocols.xdlms.set_action import ActionResult, SetResult, build_action, build_set
+from protocols.xdlms.sn import (
+    ReadBlock,
+    ReadResponse,
+    Reference,
+    WriteResponse,
+    build_read_next,
+    build_read_request,
+    build_write_request,
+)
 
 #: Upper bound on GetRequestNext rounds, so a meter that never sends its last block cannot
 #: keep a session forever.
@@ -105,11 +116,18 @@ class Done:
 
 
 @dataclass(slots=True, frozen=True)
+class Written:
+    """A WriteRequest answered: a Data-Access-Result per item (0 = success)."""
+
+    results: list[int]
+
+
+@dataclass(slots=True, frozen=True)
 class Released:
     reason: int | None
 
 
-ClientEvent: TypeAlias = Send | Associated | Value | Values | Done | Released
+ClientEvent: TypeAlias = Send | Associated | Value | Values | Done | Written | Released
 
 
 @dataclass(slots=True)
@@ -120,6 +138,7 @@ class _Pending:
     blocks: list[bytes] = dataclasses.field(default_factory=list)
     block_number: int = 0
     aare: AareInfo | None = None
+    count: int = 1
 
 
 class ClientAssociation:
@@ -133,9 +152,13 @@ class ClientAssociation:
         max_pdu_size: int = 0xFFFF,
         security: SecurityContext | None = None,
         peer: str = "meter",
+        short_names: bool = False,
     ) -> None:
         if authentication == "hls-gmac" and security is None:
             raise ValueError("hls-gmac authentication needs a security context (keys)")
+        if short_names and security is not None:
+            raise ValueError("short-name referencing with ciphering is not supported")
+        self.short_names = short_names
         self.authentication: Authentication = authentication
         self.password = password
         self.max_pdu_size = max_pdu_size
@@ -158,6 +181,7 @@ class ClientAssociation:
                 authentication=self.authentication,
                 password=self.password,
                 max_pdu_size=self.max_pdu_size,
+                short_names=self.short_names,
             )
         security.new_session()
         challenge = self.password
@@ -193,6 +217,20 @@ class ClientAssociation:
     def action(self, class_id: int, obis: bytes, method: int, data: bytes | None = None) -> bytes:
         invoke_id = self._start("action", f"ACTION {class_id}/{Obis.from_bytes(obis)}/{method}")
         return self._out(build_action(invoke_id, class_id, obis, method, data))
+
+    def read(self, references: Sequence[Reference]) -> bytes:
+        """ReadRequest of short names (each plain or with a parameterized access)."""
+        names = ", ".join(f"0x{name:04X}" for name, _ in references)
+        self._start("read", f"Read {names}")
+        assert self._pending is not None
+        self._pending.count = len(references)
+        return build_read_request(references)
+
+    def write(self, items: Sequence[tuple[int, bytes]]) -> bytes:
+        """WriteRequest of ``(short name, encoded value)`` pairs."""
+        names = ", ".join(f"0x{name:04X}" for name, _ in items)
+        self._start("write", f"Write {names}")
+        return build_write_request(items)
 
     def release(self) -> bytes:
         """The RLRQ; the association is considered closed whatever comes back."""
@@ -259,6 +297,21 @@ class ClientAssociation:
             return self._get(pending, response)
         if pending.kind == "list":
             return self._list(pending, response)
+        if pending.kind == "read":
+            if isinstance(response, ReadBlock):
+                return self._read_block(pending, response)
+            if not isinstance(response, ReadResponse):
+                raise self._unexpected(response, pending.what)
+            if pending.blocks:
+                (result,) = response.items  # a block transfer ended by an error
+                if isinstance(result, int):
+                    return Values([result])
+                raise ProtocolError(f"{pending.what}: data instead of the next block")
+            return Values(response.items)
+        if pending.kind == "write":
+            if not isinstance(response, WriteResponse):
+                raise self._unexpected(response, pending.what)
+            return Written(response.results)
         if pending.kind == "set":
             if not isinstance(response, SetResult):
                 raise self._unexpected(response, pending.what)
@@ -272,10 +325,17 @@ class ClientAssociation:
         return Done(response.data)
 
     def _aare(self, pending: _Pending, response: object) -> ClientEvent:
+        if isinstance(response, ExceptionResult):
+            # Some meters refuse an AARQ with a bare ExceptionResponse instead of an AARE
+            # carrying it in its user-information: classify it the same way.
+            raise self._refused_by_exception(response)
         if not isinstance(response, AareInfo):
             raise ProtocolError(f"expected an AARE, got {type(response).__name__}")
         if not response.accepted:
             raise self._refused(response)
+        if response.short_names != self.short_names:
+            wanted = "short-name" if self.short_names else "logical-name"
+            raise ProtocolError(f"{self.peer}: asked for {wanted} referencing, the AARE differs")
         security = self.security
         if security is None:
             self.association = response
@@ -325,6 +385,18 @@ class ClientAssociation:
         security.check_server_reply(answer)
         return Associated(pending.aare)
 
+    def _refused_by_exception(self, exc: ExceptionResult) -> DlmsError:
+        """An AARQ answered by an ExceptionResponse alone (no AARE around it)."""
+        text = (
+            f"{self.peer}: association refused by an ExceptionResponse "
+            f"(state-error {exc.state_error}, service-error {exc.service_error})"
+        )
+        if exc.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
+            return _counter_rejected(text, exc.invocation_counter)
+        if exc.service_error == ServiceErrorCode.DECIPHERING_ERROR:
+            return KeyRejected(f"{text}: the meter could not decipher the AARQ")
+        return AssociationRefused(text)
+
     def _refused(self, response: AareInfo) -> DlmsError:
         text = (
             f"{self.peer}: association refused "
@@ -332,11 +404,7 @@ class ClientAssociation:
         )
         exc = response.exception
         if exc is not None and exc.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
-            return InvocationCounterRejected(
-                f"{text}: invocation counter rejected, meter expects at least "
-                f"{exc.invocation_counter}",
-                exc.invocation_counter,
-            )
+            return _counter_rejected(text, exc.invocation_counter)
         if (
             response.initiate_error_choice == ServiceErrorChoice.APPLICATION_REFERENCE
             and response.initiate_error == ApplicationReferenceError.DECIPHERING_ERROR
@@ -394,16 +462,40 @@ class ClientAssociation:
             raise ProtocolError(f"{what}: more than {MAX_BLOCKS} blocks")
         return build_get_next(pending.invoke_id, block.block_number)
 
+    def _read_block(self, pending: _Pending, block: ReadBlock) -> ClientEvent:
+        """SN block transfer: ask for the next block, or the joined value after the last."""
+        what = pending.what
+        if pending.blocks and block.block_number != pending.block_number + 1:
+            raise ProtocolError(f"{what}: block {block.block_number} after {pending.block_number}")
+        pending.blocks.append(block.raw)
+        pending.block_number = block.block_number
+        if block.last:
+            joined = b"".join(pending.blocks)
+            if pending.count == 1:
+                return Values([joined])
+            # several references: the blocks carry the whole SEQUENCE OF Read-Data-Result
+            response = decode_response(bytes((ApduTag.READ_RESPONSE,)) + joined)
+            if not isinstance(response, ReadResponse) or len(response.items) != pending.count:
+                raise ProtocolError(f"{what}: the joined blocks are not {pending.count} results")
+            return Values(response.items)
+        if len(pending.blocks) > MAX_BLOCKS:
+            raise ProtocolError(f"{what}: more than {MAX_BLOCKS} blocks")
+        return Send(build_read_next(block.block_number))
+
     def _unexpected(self, response: object, what: str, where: str = "") -> DlmsError:
         if isinstance(response, ExceptionResult):
             if response.service_error == ServiceErrorCode.DECIPHERING_ERROR:
                 return DecipheringRejected(f"{what}: the meter could not decipher the request")
             if response.service_error == ServiceErrorCode.INVOCATION_COUNTER_ERROR:
-                return InvocationCounterRejected(
-                    f"{what}: invocation counter rejected, meter expects at least "
-                    f"{response.invocation_counter}",
-                    response.invocation_counter,
-                )
+                return _counter_rejected(what, response.invocation_counter)
         if isinstance(response, ExceptionResult | ServiceErrorResult):
             return ServiceError(f"{what}: meter answered {response}")
         return ProtocolError(f"{what}: unexpected {type(response).__name__}{where}")
+
+
+def _counter_rejected(text: str, expected: int | None) -> InvocationCounterRejected:
+    if expected is None:
+        return InvocationCounterRejected(f"{text}: invocation counter rejected", None)
+    return InvocationCounterRejected(
+        f"{text}: invocation counter rejected, meter expects at least {expected}", expected
+    )

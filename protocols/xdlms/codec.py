@@ -49,6 +49,18 @@ from protocols.xdlms.set_action import (
     decode_set_request,
     decode_set_response,
 )
+from protocols.xdlms.sn import (
+    ReadBlock,
+    ReadNextRequest,
+    ReadRequest,
+    ReadResponse,
+    WriteRequest,
+    WriteResponse,
+    decode_read_request,
+    decode_read_response,
+    decode_write_request,
+    decode_write_response,
+)
 
 Response: TypeAlias = (
     GetResult
@@ -62,6 +74,9 @@ Response: TypeAlias = (
     | AareInfo
     | ReleaseResponse
     | DataNotification
+    | ReadResponse
+    | ReadBlock
+    | WriteResponse
 )
 Request: TypeAlias = (
     AarqInfo
@@ -71,6 +86,9 @@ Request: TypeAlias = (
     | SetRequest
     | ActionRequest
     | ReleaseRequest
+    | ReadRequest
+    | ReadNextRequest
+    | WriteRequest
 )
 _T = TypeVar("_T")
 
@@ -83,6 +101,8 @@ _RESPONSE_DECODERS: dict[int, tuple[str, Callable[[bytes], Response]]] = {
     ApduTag.DATA_NOTIFICATION: ("DataNotification", decode_data_notification),
     ApduTag.AARE: ("AARE", decode_aare),
     ApduTag.RLRE: ("RLRE", decode_rlre),
+    ApduTag.READ_RESPONSE: ("ReadResponse", decode_read_response),
+    ApduTag.WRITE_RESPONSE: ("WriteResponse", decode_write_response),
 }
 _REQUEST_DECODERS: dict[int, tuple[str, Callable[[bytes], Request]]] = {
     ApduTag.GET_REQUEST: ("GET request", decode_get_request),
@@ -90,6 +110,8 @@ _REQUEST_DECODERS: dict[int, tuple[str, Callable[[bytes], Request]]] = {
     ApduTag.ACTION_REQUEST: ("ACTION request", decode_action_request),
     ApduTag.AARQ: ("AARQ", decode_aarq),
     ApduTag.RLRQ: ("RLRQ", decode_rlrq),
+    ApduTag.READ_REQUEST: ("ReadRequest", decode_read_request),
+    ApduTag.WRITE_REQUEST: ("WriteRequest", decode_write_request),
 }
 _AARE_ONLY: dict[int, tuple[str, Callable[[bytes], AareInfo]]] = {
     ApduTag.AARE: ("AARE", decode_aare)

@@ -120,8 +120,13 @@ def encode_access(access: AccessSelection | None) -> bytes:
     """Optional Selective-Access-Descriptor (presence flag included)."""
     if access is None:
         return b"\x00"
+    return b"\x01" + encode_selection(access)
+
+
+def encode_selection(access: AccessSelection) -> bytes:
+    """Access selector and its parameters: LN selective access and SN parameterized access."""
     if isinstance(access, EntryAccess):
-        return b"\x01\x02" + _ENTRY.pack(
+        return b"\x02" + _ENTRY.pack(
             0x02,
             0x04,
             0x06,
@@ -133,7 +138,7 @@ def encode_access(access: AccessSelection | None) -> bytes:
             0x12,
             access.to_column,
         )
-    out = bytearray(b"\x01\x01\x02\x04")
+    out = bytearray(b"\x01\x02\x04")
     out += _column(access.restricting)
     for value in (access.from_value, access.to_value):
         out.append(0x09)
@@ -192,7 +197,11 @@ def read_access(data: bytes, pos: int) -> tuple[AccessSelection | None, int]:
         raise DecodeError("access-selection flag missing")
     if data[pos] == 0:
         return None, pos + 1
-    pos += 1
+    return read_selection(data, pos + 1)
+
+
+def read_selection(data: bytes, pos: int) -> tuple[AccessSelection, int]:
+    """Access selector and its parameters (no presence flag), as ``encode_selection`` writes."""
     if pos >= len(data):
         raise DecodeError("access selector missing")
     selector = data[pos]

@@ -27,6 +27,9 @@ from protocols.xdlms.descriptors import (
 
 _GET_REQUEST = ApduTag.GET_REQUEST.value
 _GET_RESPONSE = ApduTag.GET_RESPONSE.value
+#: What a meter may put before a block's data-access-result: a length of 1 (as raw-data
+#: has), or the A-XDR enum tag.
+_WRAPPED_RESULT = (0x01, 0x16)
 
 
 @dataclass(slots=True, frozen=True)
@@ -158,6 +161,10 @@ def decode_get_response(data: bytes) -> GetResult | GetBlock | GetError | GetLis
                 )
             return GetBlock(invoke_id, block_number, data[3] != 0, data[pos:])
         if choice == 1:
+            if n == 11 and data[9] in _WRAPPED_RESULT:
+                # Some meters encode the data-access-result like raw-data (length 1 first)
+                # or as a typed enum: the result is still unambiguous, so report it.
+                return GetError(invoke_id, data[10])
             if n != 10:
                 raise DecodeError(f"GET response block error: {n} bytes, expected 10")
             return GetError(invoke_id, data[9])

@@ -3,7 +3,8 @@
 Both are A-XDR (Green Book): the request holds dedicated-key, response-allowed and
 quality-of-service (each flagged optional), the DLMS version, the conformance block as
 ``5F 1F 04 00`` + 3 bytes (APPLICATION 31 BIT STRING SIZE 24) and the max receive PDU size;
-the response adds the VAA name (``00 07`` for LN). The whole 24-bit conformance is kept,
+the response adds the VAA name (``00 07`` for LN, ``FA 00`` for SN: the base name of the
+current Association SN object). The whole 24-bit conformance is kept,
 bits 16-23 (general-protection, general-block-transfer, delta-value-encoding) included.
 """
 
@@ -11,15 +12,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.enums import LN_CONFORMANCE_MASK, ApduTag, ConfirmedService, ServiceErrorChoice
+from protocols.enums import (
+    LN_CONFORMANCE_MASK,
+    SN_CONFORMANCE_MASK,
+    ApduTag,
+    ConfirmedService,
+    Conformance,
+    ServiceErrorChoice,
+)
 from protocols.errors import DecodeError
 from protocols.xdlms.exception import build_service_error
 
 #: LN client proposal: get, set, action, selective-access, multiple-references and block
 #: transfer with get/set/action (Blue Book bit n is ``1 << (23 - n)``).
 DEFAULT_CONFORMANCE = 0x001E1D
+#: SN client proposal: read, write, parameterized-access, multiple-references and
+#: block-transfer-with-get-or-read.
+SN_DEFAULT_CONFORMANCE = (
+    Conformance.READ
+    | Conformance.WRITE
+    | Conformance.PARAMETERIZED_ACCESS
+    | Conformance.MULTIPLE_REFERENCES
+    | Conformance.BLOCK_TRANSFER_WITH_GET
+).value
 #: The VAA name of an LN association (the Green Book's 0x0007).
 VAA_NAME_LN = 0x0007
+#: The VAA name of an SN association: the current Association SN object's base name.
+VAA_NAME_SN = 0xFA00
 _CONFORMANCE_HEAD = b"\x5f\x1f\x04\x00"
 
 
@@ -31,14 +50,17 @@ class InitiateInfo:
     max_pdu_size: int
     dlms_version: int
     dedicated_key: bytes | None = None
+    #: The InitiateResponse's VAA name (0x0007 LN, 0xFA00 SN); None in a request.
+    vaa_name: int | None = None
 
 
-def check_conformance(conformance: int) -> int:
-    """The conformance if it is a 24-bit LN block, else ValueError."""
-    if not 0 <= conformance <= 0xFFFFFF or conformance & ~LN_CONFORMANCE_MASK:
+def check_conformance(conformance: int, short_names: bool = False) -> int:
+    """The conformance if it is a 24-bit LN (or SN) block, else ValueError."""
+    mask, kind = (SN_CONFORMANCE_MASK, "SN") if short_names else (LN_CONFORMANCE_MASK, "LN")
+    if not 0 <= conformance <= 0xFFFFFF or conformance & ~mask:
         raise ValueError(
-            f"conformance 0x{conformance:06X} has bits outside the LN conformance block "
-            f"(mask 0x{LN_CONFORMANCE_MASK:06X})"
+            f"conformance 0x{conformance:06X} has bits outside the {kind} conformance block "
+            f"(mask 0x{mask:06X})"
         )
     return conformance
 
@@ -54,10 +76,12 @@ def build_initiate_request(
     max_pdu_size: int = 0xFFFF,
     dlms_version: int = 6,
     dedicated_key: bytes | None = None,
+    short_names: bool = False,
 ) -> bytes:
     """InitiateRequest: response-allowed and quality-of-service left at their defaults."""
     _check_pdu(max_pdu_size)
-    block = check_conformance(DEFAULT_CONFORMANCE if conformance is None else conformance)
+    default = SN_DEFAULT_CONFORMANCE if short_names else DEFAULT_CONFORMANCE
+    block = check_conformance(default if conformance is None else conformance, short_names)
     out = bytearray((ApduTag.INITIATE_REQUEST,))
     if dedicated_key is None:
         out.append(0x00)
@@ -70,16 +94,19 @@ def build_initiate_request(
     return bytes(out)
 
 
-def build_initiate_response(*, conformance: int, max_pdu_size: int, dlms_version: int = 6) -> bytes:
-    """InitiateResponse without quality-of-service, VAA name 0x0007 (LN)."""
+def build_initiate_response(
+    *, conformance: int, max_pdu_size: int, dlms_version: int = 6, short_names: bool = False
+) -> bytes:
+    """InitiateResponse without quality-of-service, VAA name 0x0007 (LN) or 0xFA00 (SN)."""
     _check_pdu(max_pdu_size)
-    block = check_conformance(conformance)
+    block = check_conformance(conformance, short_names)
+    vaa = VAA_NAME_SN if short_names else VAA_NAME_LN
     return (
         bytes((ApduTag.INITIATE_RESPONSE, 0x00, dlms_version))
         + _CONFORMANCE_HEAD
         + block.to_bytes(3, "big")
         + max_pdu_size.to_bytes(2, "big")
-        + VAA_NAME_LN.to_bytes(2, "big")
+        + vaa.to_bytes(2, "big")
     )
 
 
@@ -125,4 +152,5 @@ def decode_initiate(data: bytes) -> InitiateInfo:
         raise DecodeError("Initiate APDU: conformance is not 5F 1F 04 00 ...")
     conformance = int.from_bytes(data[pos + 5 : pos + 8], "big")
     max_pdu = int.from_bytes(data[pos + 8 : pos + 10], "big")
-    return InitiateInfo(conformance, max_pdu, data[pos], key)
+    vaa = None if request else int.from_bytes(data[pos + 10 : pos + 12], "big")
+    return InitiateInfo(conformance, max_pdu, data[pos], key, vaa)

@@ -5,7 +5,9 @@ can answer by itself comes back as :class:`Reply` (the AARE, the RLRE, the next 
 HLS pass 4, and every ExceptionResponse of the Green Book); a GET, GET-WITH-LIST, SET or
 ACTION for the application comes back as :class:`Serve`, and the application hands its
 result to ``answer_get`` / ``answer_get_list`` / ``answer_set`` / ``answer_action``, which
-split it into blocks and cipher it as the request was. The meter's own decisions (which
+split it into blocks and cipher it as the request was. A meter configured for short names
+(``ServerSettings.short_names``) accepts only the SN context and serves ReadRequest and
+WriteRequest instead (``answer_read`` / ``answer_write``). The meter's own decisions (which
 client may use which mechanism, its password) come from a :class:`ClientPolicy`; its
 invocation counters live in whatever object the application keeps between associations.
 No clock, no sockets; the HLS challenge comes from an injected ``random_bytes``.
@@ -40,7 +42,8 @@ from protocols.xdlms.acse import (
     build_rlre,
 )
 from protocols.xdlms.client import CURRENT_ASSOCIATION, METHOD_REPLY_TO_HLS
-from protocols.xdlms.codec import Request, decode_request
+from protocols.xdlms.codec import decode_request
+from protocols.xdlms.conformance import allowed, supported_variant
 from protocols.xdlms.exception import build_exception_response
 from protocols.xdlms.get import (
     GetListRequest,
@@ -59,10 +62,13 @@ from protocols.xdlms.set_action import (
     build_action_response,
     build_set_response,
 )
+from protocols.xdlms.sn import ReadNextRequest, ReadRequest, WriteRequest
+from protocols.xdlms.sn_server import LongValue, ShortNameServing
 
 #: The smallest client max PDU size accepted (Green Book minimum useful size).
 MIN_CLIENT_PDU = 12
 _SERVICE_TAGS = (ApduTag.GET_REQUEST, ApduTag.SET_REQUEST, ApduTag.ACTION_REQUEST)
+_SN_TAGS = (ApduTag.READ_REQUEST, ApduTag.WRITE_REQUEST)
 _MECHANISM_NAMES: dict[int, Authentication] = {
     number: name for name, number in AUTHENTICATION_MECHANISMS.items()
 }
@@ -95,6 +101,7 @@ class ServerSettings:
     keys: security.SecurityKeys | None = None
     client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE
     require_security: bool = False
+    short_names: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,19 +115,11 @@ class Reply:
 class Serve:
     """A request for the application; ``confirmed`` is false for an unconfirmed SET/ACTION."""
 
-    request: GetRequest | GetListRequest | SetRequest | ActionRequest
+    request: GetRequest | GetListRequest | SetRequest | ActionRequest | ReadRequest | WriteRequest
     confirmed: bool
 
 
 ServerEvent: TypeAlias = Reply | Serve
-
-
-@dataclass(slots=True)
-class _LongGet:
-    invoke_id: int
-    raw: bytes
-    offset: int
-    block_number: int
 
 
 @dataclass(slots=True, frozen=True)
@@ -135,7 +134,7 @@ def _exception(state: StateError, service: ServiceErrorCode, counter: int | None
     return Reply(build_exception_response(state, service, counter))
 
 
-class ServerAssociation:
+class ServerAssociation(ShortNameServing):
     """One association's state machine on the meter side."""
 
     def __init__(
@@ -158,7 +157,7 @@ class ServerAssociation:
         self.hls_pending = False
         self.client_challenge: bytes | None = None
         self.server_challenge: bytes | None = None
-        self._long: _LongGet | None = None
+        self._long: LongValue | None = None
         self._cipher: _Cipher | None = None
 
     # ------------------------------------------------------------------ entry point
@@ -197,8 +196,8 @@ class ServerAssociation:
     # ------------------------------------------------------------------ services
 
     def _service(self, data: bytes) -> ServerEvent:
-        """One plain GET/SET/ACTION (deciphered already on a ciphered association)."""
-        if data[0] not in _SERVICE_TAGS:
+        """One plain GET/SET/ACTION, or Read/Write on an SN association (deciphered already)."""
+        if data[0] not in (_SN_TAGS if self.settings.short_names else _SERVICE_TAGS):
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
         if not self.associated:
             return _exception(
@@ -206,13 +205,13 @@ class ServerAssociation:
             )
         if len(data) > self.settings.max_pdu_size:
             return _exception(StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.PDU_TOO_LONG)
-        if not _supported_variant(data):
+        if not supported_variant(data):
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
         try:
             request = decode_request(data)
         except DecodeError:
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
-        if not self._negotiated(request):
+        if not allowed(request, self.conformance):
             return _exception(
                 StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.SERVICE_NOT_SUPPORTED
             )
@@ -224,8 +223,12 @@ class ServerAssociation:
             )
         if isinstance(request, GetNextRequest):
             return Reply(self._seal(self._get_next(request)))
+        if isinstance(request, ReadNextRequest):
+            return Reply(self._read_next(request))
         assert not isinstance(request, AarqInfo)
         self._long = None
+        if isinstance(request, ReadRequest | WriteRequest):
+            return Serve(request, True)  # SN services carry no invoke id, all confirmed
         if isinstance(request, GetRequest | GetListRequest | SetRequest | ActionRequest):
             return Serve(request, bool(data[2] & 0x40))
         return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
@@ -255,59 +258,22 @@ class ServerAssociation:
             return None
         return self._seal(build_action_response(request.invoke_id, result, data))
 
-    def _negotiated(self, request: Request) -> bool:
-        c = self.conformance
-        if isinstance(request, GetRequest):
-            return bool(c & Conformance.GET) and (
-                request.access is None or bool(c & Conformance.SELECTIVE_ACCESS)
-            )
-        if isinstance(request, GetNextRequest):
-            return bool(c & Conformance.GET)
-        if isinstance(request, GetListRequest):
-            return (
-                bool(c & Conformance.GET)
-                and bool(c & Conformance.MULTIPLE_REFERENCES)
-                and (
-                    all(item[3] is None for item in request.items)
-                    or bool(c & Conformance.SELECTIVE_ACCESS)
-                )
-            )
-        if isinstance(request, SetRequest):
-            return bool(c & Conformance.SET) and request.access is None
-        if isinstance(request, ActionRequest):
-            return bool(c & Conformance.ACTION)
-        return False
-
     # ------------------------------------------------------------------ GET blocks
 
     def _start_long(self, invoke_id: int, raw: bytes) -> bytes:
         if not self.conformance & Conformance.BLOCK_TRANSFER_WITH_GET:
             return build_get_response_error(invoke_id, DataAccessResult.OTHER_REASON)
-        self._long = _LongGet(invoke_id, raw, 0, 0)
+        # tag, type, invoke id, last, block number (4), raw-data choice: 9 bytes
+        self._long = LongValue(invoke_id, raw, 9)
         return self._next_block()
-
-    def _block_size(self) -> int:
-        """Raw bytes per block so the whole GetResponseWithDatablock fits the client's PDU."""
-        # tag, type, invoke id, last, block number (4), raw-data choice = 9; then the length
-        room = self.client_max_pdu - 9
-        if room - 1 < 0x80:
-            return room - 1
-        if room - 2 < 0x100:
-            return room - 2
-        return room - 3
 
     def _next_block(self) -> bytes:
         long = self._long
         assert long is not None
-        size = max(1, self._block_size())
-        chunk = long.raw[long.offset : long.offset + size]
-        long.offset += len(chunk)
-        long.block_number += 1
-        last = long.offset >= len(long.raw)
-        reply = build_get_response_block(long.invoke_id, long.block_number, last, chunk)
+        chunk, last = long.take(self.client_max_pdu)
         if last:
             self._long = None
-        return reply
+        return build_get_response_block(long.invoke_id, long.block_number, last, chunk)
 
     def _get_next(self, request: GetNextRequest) -> bytes:
         long = self._long
@@ -338,6 +304,7 @@ class ServerAssociation:
             max_pdu_size=self.settings.max_pdu_size,
             initiate_error=initiate_error,
             initiate_error_choice=initiate_error_choice,
+            short_names=self.settings.short_names,
         )
 
     def _aarq(self, data: bytes) -> bytes:
@@ -347,6 +314,8 @@ class ServerAssociation:
             return self._reject(AcseDiagnostic.NO_REASON_GIVEN)
         if not isinstance(request, AarqInfo):
             return self._reject(AcseDiagnostic.NO_REASON_GIVEN)
+        if request.short_names != self.settings.short_names:
+            return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         if request.ciphered or request.ciphered_initiate is not None:
             return self._ciphered_aarq(request)
         if self.settings.require_security:
@@ -370,6 +339,7 @@ class ServerAssociation:
             conformance=self.conformance,
             max_pdu_size=self.settings.max_pdu_size,
             authentication=self.authentication,
+            short_names=self.settings.short_names,
         )
 
     def _ciphered_aarq(self, request: AarqInfo) -> bytes:
@@ -463,6 +433,8 @@ class ServerAssociation:
         if max_pdu and max_pdu < MIN_CLIENT_PDU:
             return self._reject(AcseDiagnostic.NO_REASON_GIVEN, InitiateError.PDU_SIZE_TOO_SHORT)
         services = Conformance.GET | Conformance.SET | Conformance.ACTION
+        if self.settings.short_names:
+            services = Conformance.READ | Conformance.WRITE
         if not proposed & self.settings.conformance & services:
             return self._reject(
                 AcseDiagnostic.NO_REASON_GIVEN, InitiateError.INCOMPATIBLE_CONFORMANCE
@@ -578,13 +550,3 @@ def _is_reply_to_hls(request: ActionRequest) -> bool:
         and request.obis == CURRENT_ASSOCIATION
         and request.method == METHOD_REPLY_TO_HLS
     )
-
-
-def _supported_variant(data: bytes) -> bool:
-    """GET normal/next/with-list, SET normal, ACTION normal; other variants are unsupported."""
-    if len(data) < 3:
-        return True  # let the decoder call it malformed
-    tag, kind = data[0], data[1]
-    if tag == ApduTag.GET_REQUEST:
-        return kind in (1, 2, 3)
-    return kind == 1
