@@ -482,8 +482,9 @@ V6_READ_ATTEMPTS = (
 
 
 def back_to_version_6(con: sqlite3.Connection) -> None:
-    """Undo revisions 0007, 0009 and 0010 on a fresh, empty database: version 6's interval,
-    register, event and attempt tables."""
+    """Undo revisions 0007, 0009, 0010 and 0011 on a fresh database: version 6's interval,
+    register, event and attempt tables, and its meters without a profile column."""
+    con.execute("ALTER TABLE meters DROP COLUMN profile")
     for table in (
         "interval_days",
         "interval_extra",
