@@ -23,7 +23,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 
 from storage import attempts as attempt_rows
@@ -119,6 +118,12 @@ _PG_CHANNEL_UPSERT = text(
     "INSERT INTO channels (meter_id, channel, unit, scaler, period_s) SELECT * FROM unnest("
     "CAST(:meter_id AS text[]), CAST(:channel AS text[]), CAST(:unit AS smallint[]), "
     "CAST(:scaler AS smallint[]), CAST(:period_s AS integer[])) "
+    "ON CONFLICT (meter_id, channel) DO UPDATE SET unit = excluded.unit, "
+    "scaler = excluded.scaler, period_s = excluded.period_s"
+)
+
+_SQLITE_CHANNEL_UPSERT = (
+    "INSERT INTO channels (meter_id, channel, unit, scaler, period_s) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (meter_id, channel) DO UPDATE SET unit = excluded.unit, "
     "scaler = excluded.scaler, period_s = excluded.period_s"
 )
@@ -316,26 +321,25 @@ class Database:
     def upsert_channels(self, rows: Iterable[Channel], conn: Connection | None = None) -> None:
         """Record (or update the unit/scaler/period of) meters' profile channels."""
         # one row per key: PostgreSQL refuses to update a row twice in one statement
-        params = list({(r.meter_id, r.channel): r._asdict() for r in rows}.values())
-        if not params:
+        unique = list({(r.meter_id, r.channel): r for r in rows}.values())
+        if not unique:
             return
-        table = schema.channels
-        stmt: Any
-        if self.dialect == "postgresql":
-            # arrays through unnest: one statement, not a round of executemany per row
-            stmt = _PG_CHANNEL_UPSERT
-            params = [{f: [p[f] for p in params] for f in Channel._fields}]
-        else:
-            stmt = sqlite.insert(table).on_conflict_do_update(
-                index_elements=[table.c.meter_id, table.c.channel],
-                set_={k: sqlite.insert(table).excluded[k] for k in ("unit", "scaler", "period_s")},
-            )
         with self._guard("writing channels"):
             if conn is not None:
-                conn.execute(stmt, params)
+                self._upsert_channel_rows(conn, unique)
                 return
             with self._writer.begin() as own:
-                own.execute(stmt, params)
+                self._upsert_channel_rows(own, unique)
+
+    def _upsert_channel_rows(self, conn: Connection, rows: Sequence[Channel]) -> None:
+        """One statement of all rows: arrays through unnest on PostgreSQL (not a round of
+        executemany per row), a driver-level executemany of plain tuples on SQLite (the
+        night's first batch writes every channel of its meters)."""
+        if self.dialect == "postgresql":
+            columns = map(list, zip(*rows, strict=True))
+            conn.execute(_PG_CHANNEL_UPSERT, dict(zip(Channel._fields, columns, strict=True)))
+        else:
+            conn.exec_driver_sql(_SQLITE_CHANNEL_UPSERT, [tuple(r) for r in rows])
 
     def store_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
         """Store what many sessions read, and their attempts, in one transaction.

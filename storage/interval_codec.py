@@ -26,6 +26,9 @@ from array import array
 from collections.abc import Sequence
 from itertools import accumulate
 
+import numpy as np
+import numpy.typing as npt
+
 DELTA = 0x10
 CONSTANT = 0x20
 _WIDTH_MASK = 0x0F
@@ -114,6 +117,82 @@ def pack_ints(values: Sequence[int], *, delta: bool = False) -> bytes:
                 return bytes((width | DELTA,)) + _packed(8, (values[0],)) + _packed(width, diffs)
     width = _width(low, high)
     return bytes((width,)) + _packed(width, values)
+
+
+def _widths(low: npt.NDArray[np.int64], high: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Per element, the narrowest width (1, 2, 4, 8 bytes) holding ``low .. high``."""
+    width = np.full(low.shape, 8, dtype=np.int64)
+    for w, lo, hi in reversed(_LIMITS[:3]):
+        width[(low >= lo) & (high <= hi)] = w
+    return width
+
+
+def pack_many(
+    rows: Sequence[array[int]], *, delta: bool = False, blank: int | None = None
+) -> list[bytes | None]:
+    """``[pack_ints(row, delta=delta) for row in rows]`` for non-empty ``array('q')`` rows,
+    byte for byte, in a few whole-batch numpy passes (the collector packs every value it
+    stores: per-row Python was most of the ingest); a row of only ``blank`` gives None.
+
+    Why numpy over the batch: the bounds, differences and widths of a night's day rows are
+    one vectorised pass each instead of a dozen Python-level calls per row of 96 values.
+    """
+    if not rows:
+        return []
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    if int(lengths.min()) == 0:
+        raise ValueError("pack_many packs non-empty rows only")
+    flat = np.frombuffer(b"".join(rows), dtype=np.int64)
+    starts = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    low = np.minimum.reduceat(flat, starts)
+    high = np.maximum.reduceat(flat, starts)
+    plain_w = _widths(low, high)
+    use_delta = np.zeros(len(rows), dtype=bool)
+    delta_w = plain_w
+    diffs = flat
+    if delta and len(flat) > 1:
+        diffs = np.empty_like(flat)
+        np.subtract(flat[1:], flat[:-1], out=diffs[1:])
+        # a row's first element has no difference (0 fits every width)
+        diffs[starts] = 0
+        delta_w = _widths(np.minimum.reduceat(diffs, starts), np.maximum.reduceat(diffs, starts))
+        # a row spanning more than int64 has a difference past 64 bits (wrapped above): plain
+        span = high.astype(np.uint64) - low.astype(np.uint64)
+        delta_w[span > np.uint64(INT64_MAX)] = 8
+        use_delta = (lengths > 1) & (delta_w < 8)
+    buffers: dict[tuple[bool, int], bytes] = {}
+
+    def buffer(of_diffs: bool, width: int) -> bytes:
+        key = (of_diffs, width)
+        if key not in buffers:
+            source = diffs if of_diffs else flat
+            buffers[key] = source.astype(f"<i{width}").tobytes()
+        return buffers[key]
+
+    out: list[bytes | None] = []
+    for s, n, lo, hi, pw, d, dw, first in zip(
+        starts.tolist(), lengths.tolist(), low.tolist(), high.tolist(), plain_w.tolist(),
+        use_delta.tolist(), delta_w.tolist(), flat[starts].tolist(), strict=True,
+    ):  # fmt: skip
+        if lo == hi:
+            out.append(
+                None if lo == blank else _CONST_HEADER[pw] + lo.to_bytes(pw, "little", signed=True)
+            )
+        elif d:
+            out.append(
+                _DELTA_HEADER[dw]
+                + first.to_bytes(8, "little", signed=True)
+                + buffer(True, dw)[dw * (s + 1) : dw * (s + n)]
+            )
+        else:
+            out.append(_PLAIN_HEADER[pw] + buffer(False, pw)[pw * s : pw * (s + n)])
+    return out
+
+
+_PLAIN_HEADER = {w: bytes((w,)) for w in _TYPECODE}
+_CONST_HEADER = {w: bytes((w | CONSTANT,)) for w in _TYPECODE}
+_DELTA_HEADER = {w: bytes((w | DELTA,)) for w in _TYPECODE}
 
 
 def _elements(blob: bytes, width: int, start: int, count: int, what: str) -> list[int]:

@@ -16,20 +16,31 @@ cache believes in.
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text
+from sqlalchemy import Connection, Integer, String, Table, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage import partitions, schema
+from storage.interval_batch import (
+    DAY_S,
+    Columns,
+    Grid,
+    Key,
+    NewRow,
+    encode_new,
+    epoch_us,
+    grid_of,
+    split_session,
+    stamps_of,
+)
 from storage.interval_codec import bitmap_int, bits_of, pack_ints, row_columns, slots_of
 from storage.records import Channel, Coverage, IntervalRead
 
-DAY_S = 86400
 DEFAULT_PERIOD_S = 900
 #: Key of the PostgreSQL advisory lock interval writers hold (any fixed 64-bit number).
 PG_INTERVAL_LOCK = 0x4E5_0002
@@ -110,6 +121,15 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
+@functools.lru_cache(maxsize=16)
+def _sqlite_key_insert(table: str, name: str, key: str, n: int) -> str:
+    values = ",".join(["(?)"] * n)
+    return (
+        f"INSERT INTO {table} ({name}) VALUES {values} ON CONFLICT DO NOTHING "
+        f"RETURNING {key}, {name}"
+    )
+
+
 def _resolve(
     conn: Connection,
     table: Table,
@@ -117,25 +137,34 @@ def _resolve(
     known: dict[str, int],
     new: dict[str, int],
 ) -> dict[str, int]:
-    """name -> key for ``names``, inserting the names no key exists for."""
+    """name -> key for ``names``, inserting the names no key exists for.
+
+    The insert returns the keys it made (one statement for a night's new meters); only names
+    it did not insert (made by another process, or before this one started) are selected.
+    """
     name_col, key_col = table.c[table.c.keys()[1]], table.c[table.c.keys()[0]]
     wanted = [n for n in dict.fromkeys(names) if n not in known and n not in new]
     for chunk in _chunks(wanted, 500):
         if conn.dialect.name == "postgresql":
-            conn.execute(
+            made = conn.execute(
                 text(
                     f"INSERT INTO {table.name} ({name_col.name}) SELECT unnest(CAST(:names AS "
-                    "text[])) ON CONFLICT DO NOTHING"
+                    f"text[])) ON CONFLICT DO NOTHING RETURNING {key_col.name}, {name_col.name}"
                 ),
                 {"names": list(chunk)},
             )
         else:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table.name} ({name_col.name}) VALUES (?) ON CONFLICT DO NOTHING",
-                [(n,) for n in chunk],
+            made = conn.exec_driver_sql(
+                _sqlite_key_insert(table.name, name_col.name, key_col.name, len(chunk)),
+                tuple(chunk),
             )
-        for key, name in conn.execute(select(key_col, name_col).where(name_col.in_(chunk))):
+        for key, name in made:
             new[str(name)] = int(key)
+        rest = [n for n in chunk if n not in new]
+        if rest:
+            stmt = select(key_col, name_col).where(_among(conn, name_col, rest))
+            for key, name in conn.execute(stmt):
+                new[str(name)] = int(key)
     # the keys this write made are in new even when none is wanted now (a second call)
     return {**known, **new} if new else known
 
@@ -148,18 +177,6 @@ def meter_key_map(conn: Connection, cache: KeyCache, meter_ids: Iterable[str]) -
 def channel_key_map(conn: Connection, cache: KeyCache, channels: Iterable[str]) -> dict[str, int]:
     """channel name -> channel key, made where missing (inside the caller's write)."""
     return _resolve(conn, schema.interval_channels, channels, cache.channels, cache._new_channels)
-
-
-@functools.lru_cache(maxsize=100_000)
-def epoch_us(ts: datetime) -> int:
-    """Microseconds since the epoch of an aware timestamp (stamps repeat: cached)."""
-    if ts.tzinfo is None:
-        raise ValueError(f"naive datetime {ts!r}: hes stores aware (UTC) timestamps only")
-    delta = ts - _EPOCH
-    return (delta.days * DAY_S + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Day:
@@ -248,13 +265,24 @@ def _stored_periods(
     return out
 
 
+def _among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, so the statement
+    text stays the same and psycopg parses it once (an expanded IN of hundreds of
+    parameters was parsed anew on every call: a fifth of a batch's time there)."""
+    if conn.dialect.name == "postgresql":
+        item = Integer() if isinstance(column.type, Integer) else String()
+        return column == any_(bindparam("among", list(values), type_=ARRAY(item)))
+    return column.in_(values)
+
+
 def _existing_rows(conn: Connection, wanted: Mapping[int, set[tuple[int, int]]]) -> Iterable[Any]:
     """Stored rows of the (day -> {(meter key, channel key)}) wanted."""
     d = schema.interval_days
+    size = 20_000 if conn.dialect.name == "postgresql" else 500
     for day_number, pairs in wanted.items():
         mks = sorted({mk for mk, _ in pairs})
-        for chunk in _chunks(mks, 500):
-            stmt = select(d).where(d.c.day == day_number, d.c.meter_key.in_(chunk))
+        for chunk in _chunks(mks, size):
+            stmt = select(d).where(d.c.day == day_number, _among(conn, d.c.meter_key, chunk))
             for row in conn.execute(stmt):
                 if (row.meter_key, row.channel_key) in pairs:
                     yield row
@@ -279,107 +307,9 @@ def _epochs(stamps: list[datetime]) -> list[int]:
         return list(map(_EPOCHS.__getitem__, stamps))
 
 
-Key = tuple[str, str]
-_METER = operator.itemgetter(0)
-_CHANNEL = operator.itemgetter(1)
-
-#: Per period, the (day << 11 | slot) of stamps seen lately (-1: off that period's grid):
-#: one dict lookup per value gives both the day row and the slot.
-_CODES: dict[int, dict[datetime, int]] = {}
-_SLOT_BITS = 11  # a day has at most 1,440 slots (period >= 60 s)
-_POW2 = [1 << i for i in range(1 << _SLOT_BITS)]
-
-
-def _codes(period: int, stamps: Sequence[datetime]) -> list[int]:
-    """``day << 11 | slot`` of each stamp on ``period``'s grid, -1 for one off it."""
-    table = _CODES.get(period)
-    if table is None:
-        table = _CODES[period] = {}
-    try:
-        return list(map(table.__getitem__, stamps))
-    except KeyError:
-        if len(table) > _EPOCHS_MAX:
-            table.clear()
-        step = period * 1_000_000
-        for t in stamps:
-            if t not in table:
-                day_number, rem = divmod(epoch_us(t), DAY_S * 1_000_000)
-                slot, off = divmod(rem, step)
-                table[t] = -1 if off or day_number < 0 else day_number << _SLOT_BITS | slot
-        return list(map(table.__getitem__, stamps))
-
-
-def _grouped(rows: Sequence[IntervalRead]) -> dict[Key, Sequence[IntervalRead]]:
-    """The rows of one write by (meter, channel), in their order.
-
-    A session's rows are one meter's profile entries, each entry one row per channel in a
-    fixed order: recognised by comparing lists (C speed) and cut by slicing; anything else is
-    grouped row by row.
-    """
-    n = len(rows)
-    if n:
-        first = rows[0][0]
-        chans = list(map(_CHANNEL, rows))
-        try:
-            k = chans.index(chans[0], 1)
-        except ValueError:
-            k = n
-        pattern = chans[:k]
-        if (
-            n % k == 0
-            and len(set(pattern)) == k
-            and chans == pattern * (n // k)
-            and list(map(_METER, rows)).count(first) == n
-        ):
-            return {(first, c): rows[j::k] for j, c in enumerate(pattern)}
-    out: dict[Key, list[IntervalRead]] = {}
-    for r in rows:
-        key = (r[0], r[1])
-        group = out.get(key)
-        if group is None:
-            group = out[key] = []
-        group.append(r)
-    return dict(out)
-
-
 #: One write's rows of a (day, meter key, channel key) bucket: the write's index, the rows,
-#: and when they are all on the series' grid, their columns and ``_codes``.
-Segment = tuple[int, Sequence[IntervalRead], list[tuple[Any, ...]] | None, list[int] | None]
-
-
-def _fast_row(
-    bucket: tuple[int, int, int], period: int, cols: list[tuple[Any, ...]], codes: list[int],
-    complete: int,
-) -> tuple[Any, ...] | None:  # fmt: skip
-    """The encoded row of a new bucket written whole by one write, with C-level passes only
-    (``map``, ``min``, ``set``): None unless its entries are in order, non-null and of one
-    scaler."""
-    day_number, mk, ck = bucket
-    n = len(codes)
-    slots = list(map(operator.sub, codes, itertools.repeat(day_number << _SLOT_BITS, n)))
-    if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):
-        return None
-    vals = cols[3]
-    if None in vals:
-        return None
-    scalers = set(cols[4])
-    if len(scalers) != 1:
-        return None
-    sts = cols[5]
-    n_none = sts.count(None)
-    if n_none == n:
-        status = None
-    else:
-        status = pack_ints(sts if not n_none else [-1 if st is None else st for st in sts])
-    n_slots = DAY_S // period
-    nbytes = (n_slots + 7) // 8
-    present = sum(map(_POW2.__getitem__, slots))
-    return (
-        day_number, mk, ck, period, scalers.pop(),
-        n_slots - (present | complete).bit_count(), n,
-        present.to_bytes(nbytes, "little"), complete.to_bytes(nbytes, "little"),
-        pack_ints(vals, delta=True), None, status,
-    )  # fmt: skip
+#: and when they can take the fast path (:mod:`storage.interval_batch`), their columns and grid.
+Segment = tuple[int, Sequence[IntervalRead], Columns | None, Grid | None]
 
 
 def store_intervals(
@@ -401,10 +331,14 @@ def store_intervals(
         return counts
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(PG_INTERVAL_LOCK)))
-    groups: dict[Key, list[tuple[int, Sequence[IntervalRead]]]] = {}
+    groups: dict[Key, list[tuple[int, Sequence[IntervalRead], Columns | None]]] = {}
     for w, rows in enumerate(writes):
-        for key, part in _grouped(rows).items():
-            groups.setdefault(key, []).append((w, part))
+        for key, part, cols in split_session(rows):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [(w, part, cols)]
+            else:
+                group.append((w, part, cols))
     cov_groups: dict[Key, list[tuple[int, int]]] = {}
     for cov in coverage:
         cov_groups.setdefault((cov[0], cov[1]), []).append((epoch_us(cov[2]), epoch_us(cov[3])))
@@ -424,14 +358,17 @@ def store_intervals(
         p = given.get(key)
         series_period[(mk, ck)] = grid_period(p if p is not None else stored.get(key))
         period = series_period[(mk, ck)]
-        for w, part in groups.get(key, ()):
+        for w, part, cols in groups.get(key, ()):
             if period:
-                cols = list(zip(*part, strict=True))
-                codes = _codes(period, cols[2])
-                low, high = min(codes), max(codes)
-                if low >= 0 and low >> _SLOT_BITS == high >> _SLOT_BITS:
-                    bkey = (low >> _SLOT_BITS, mk, ck)
-                    buckets.setdefault(bkey, []).append((w, part, cols, codes))
+                grid = grid_of(period, cols[0] if cols is not None else stamps_of(part))
+                if grid is not None:
+                    fast = cols if grid[1] is not None else None
+                    segment: Segment = (w, part, fast, grid)
+                    bucket = buckets.get(bkey := (grid[0], mk, ck))
+                    if bucket is None:
+                        buckets[bkey] = [segment]
+                    else:
+                        bucket.append(segment)
                     continue
             by_day: dict[int, list[IntervalRead]] = {}
             for r, e in zip(part, _epochs([r[2] for r in part]), strict=True):
@@ -454,24 +391,25 @@ def store_intervals(
         days[(row.day, row.meter_key, row.channel_key)] = stored_day
 
     out: list[tuple[Any, ...]] = []
+    new_rows: list[NewRow] = []
     extras: list[tuple[int, int, int, int | None, int, int | None, int]] = []
     built: _Day | None = None
     for bkey, segments in buckets.items():
         day_number, mk, ck = bkey
         built = days.get(bkey)
         period = built.period if built is not None else series_period[(mk, ck)]
-        if built is None and len(segments) == 1 and segments[0][3] is not None:
-            w, part, seg_cols, seg_codes = segments[0]
-            assert seg_cols is not None and seg_codes is not None
+        if built is None and len(segments) == 1 and segments[0][2] is not None:
+            # a new row written whole by one write: packed with the batch's others
+            w, part, fast, grid = segments[0]
+            assert fast is not None and grid is not None and grid[1] is not None
+            assert grid[2] is not None
             ranges = wanted_cov.pop(bkey, None)
-            complete = _covered_bits(day_number, period, ranges) if ranges else 0
-            fast = _fast_row(bkey, period, seg_cols, seg_codes, complete)
-            if fast is not None:
-                out.append(fast)
-                counts[w] += len(part)
-                continue
-            if ranges:
-                wanted_cov[bkey] = ranges
+            complete = _covered(day_number, period, tuple(ranges)) if ranges else 0
+            n = len(part)
+            new_rows.append((day_number, mk, ck, period, fast[2], n, grid[1], grid[2],
+                             complete, fast[1], fast[3]))  # fmt: skip
+            counts[w] += n
+            continue
         base = day_number * day_us
         if built is None:
             if period == 0:
@@ -508,6 +446,8 @@ def store_intervals(
     # a stored row nothing was added to is left as it is (a repeated read writes nothing)
     merged = [_encode(*k, d) for k, d in days.items() if d.changed and d.existing]
     out.extend(_encode(*k, d) for k, d in days.items() if not d.existing)
+    if new_rows:
+        out.extend(encode_new(new_rows))
     if out or merged:
         if conn.dialect.name == "postgresql":
             made = partitions.ensure_partitions(
@@ -522,6 +462,12 @@ def store_intervals(
     if extras:
         _insert_extras(conn, extras, counts)
     return counts
+
+
+@functools.lru_cache(maxsize=4096)
+def _covered(day_number: int, period: int, ranges: tuple[tuple[int, int], ...]) -> int:
+    """:func:`_covered_bits`, remembered: a night's sessions answer the same day's range."""
+    return _covered_bits(day_number, period, ranges)
 
 
 def _covered_bits(day_number: int, period: int, ranges: Iterable[tuple[int, int]]) -> int:
@@ -555,8 +501,7 @@ def _sqlite_upsert_sql(n: int) -> str:
 def _sqlite_upsert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Multi-row upserts: one statement steps many rows (sqlite3 holds the GIL less)."""
     for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
-        params = tuple(v for row in chunk for v in row)
-        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), params)
+        conn.exec_driver_sql(_sqlite_upsert_sql(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 _PG_TYPES = ("integer",) * 4 + ("smallint",) * 3 + ("bytea",) * 5

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from array import array
+from itertools import accumulate
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +20,7 @@ from storage.interval_codec import (
     bits_of,
     element_at,
     pack_ints,
+    pack_many,
     slots_of,
     unpack_ints,
 )
@@ -110,3 +114,30 @@ def test_one_element_of_a_malformed_array_is_named() -> None:
         element_at(pack_ints([1, 2, 3]), 3, 3)
     with pytest.raises(CodecError, match="do not hold 3 delta-coded"):
         element_at(pack_ints([1, 2, 3], delta=True)[:-1], 3, 1)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(int64, min_size=1, max_size=30),
+            st.lists(st.integers(-3, 3), min_size=1, max_size=30),
+            st.tuples(int64, st.integers(1, 30)).map(lambda t: [t[0]] * t[1]),
+            st.tuples(
+                st.integers(-(2**62), 2**62), st.lists(st.integers(-70_000, 70_000), max_size=30)
+            ).map(lambda t: list(accumulate(t[1], initial=t[0]))),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_a_batch_packs_as_row_by_row(rows: list[list[int]], delta: bool) -> None:
+    packed = pack_many([array("q", r) for r in rows], delta=delta)
+    assert packed == [pack_ints(r, delta=delta) for r in rows]
+    blanked = pack_many([array("q", r) for r in rows], delta=delta, blank=-1)
+    assert blanked == [None if set(r) == {-1} else pack_ints(r, delta=delta) for r in rows]
+
+
+def test_a_batch_of_empty_rows_is_refused() -> None:
+    assert pack_many([]) == []
+    with pytest.raises(ValueError, match="non-empty"):
+        pack_many([array("q", [1]), array("q")])

@@ -135,3 +135,52 @@ def test_reads_in_any_order_leave_truth_and_gaps(
             if s is None or (channel, s) not in stored | covered:
                 brute += 1
     assert db.missing_counts(start, end, CHANNELS, 900, meter_ids=[meter]) == {meter: brute}
+
+
+def test_a_fresh_session_is_stored_as_the_merge_stores_it(shared_db: Database) -> None:
+    # A new day written whole by one session takes the batch-packing path; the same reads
+    # in two writes of one batch take the merge: the day rows must be the same bytes.
+    db = shared_db
+    meters = [f"FAST{next(_meter_numbers):06d}" for _ in range(2)]
+    db.upsert_meters(
+        [MeterRecord(m, "tcp", "127.0.0.1", 4059, None, None, 1, 16, "none", m) for m in meters]
+    )
+    chans = ("1.0.1.8.0.255:2", "1.0.2.8.0.255:2", "1.0.32.7.0.255:2", "1.0.3.8.0.255:2")
+    slots = [s for s in range(96) if not 40 <= s < 47]
+
+    def rows(meter: str) -> list[IntervalRead]:
+        out = []
+        for s in slots:
+            for c, channel in enumerate(chans):
+                value = {0: 5_000_000_000 + 3 * s, 1: 7, 2: 230 + s % 3 * 70_000, 3: -(s**3)}[c]
+                status = {0: None, 1: 0x80 if s == 47 else None, 2: 0, 3: s % 2}[c]
+                out.append(IntervalRead(meter, channel, T0 + s * Q, value, -c, status))
+        return out
+
+    cov = [Coverage(m, ch, T0, T0 + 95 * Q) for m in meters for ch in chans]
+    chan_rows = [Channel(m, ch, 30, 0, 900) for m in meters for ch in chans]
+    whole = rows(meters[0])
+    halves = rows(meters[1])
+    writes = [
+        SessionWrite(chan_rows[:4], [], whole, cov[:4], None),
+        SessionWrite(chan_rows[4:], [], halves[: len(halves) // 2], cov[4:], None),
+        SessionWrite([], [], halves[len(halves) // 2 :], [], None),
+    ]
+    assert db.store_sessions(writes) == [len(whole), len(halves) // 2, len(halves) // 2]
+    with db.reading() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT m.meter_id, c.channel, d.day, d.period_s, d.scaler, d.missing, d.n_values, "
+            "d.present, d.complete, d.vals, d.nulls, d.status FROM interval_days d "
+            "JOIN interval_meters m ON m.meter_key = d.meter_key "
+            "JOIN interval_channels c ON c.channel_key = d.channel_key "
+            f"WHERE m.meter_id IN ('{meters[0]}', '{meters[1]}')"
+        ).all()
+    by_meter: dict[str, dict[str, tuple[object, ...]]] = {m: {} for m in meters}
+    for meter_id, channel, *row in stored:
+        by_meter[meter_id][channel] = tuple(bytes(v) if isinstance(v, memoryview) else v
+                                            for v in row)  # fmt: skip
+    assert set(by_meter[meters[0]]) == set(chans)
+    assert by_meter[meters[0]] == by_meter[meters[1]]
+    for channel in chans:
+        got = db.interval_reads(meters[0], channel, T0, T0 + 96 * Q)
+        assert got == [r for r in whole if r.channel == channel]
