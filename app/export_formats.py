@@ -109,6 +109,13 @@ class _UnitNames(dict[int, str]):
         return name
 
 
+#: Columns Parquet dictionary-encodes: few distinct values a row group. ``value`` and ``raw``
+#: are not (nearly every value differs: trying a dictionary first costs time and space), and
+#: ``raw``, a cumulative register in meter, channel and time order, is delta-coded.
+_DICTIONARY = ["meter_id", "channel", "ts", "scaler", "unit", "status"]
+_ENCODING = {"raw": "DELTA_BINARY_PACKED"}
+
+
 class ParquetWriter:
     """One row group per batch, through ``pyarrow.parquet.ParquetWriter``.
 
@@ -121,32 +128,42 @@ class ParquetWriter:
         import pyarrow.parquet as pq
 
         self._schema = parquet_schema(zone_name, metadata)
-        self._writer = pq.ParquetWriter(out, self._schema, compression="zstd")
+        self._writer = pq.ParquetWriter(
+            out,
+            self._schema,
+            compression="zstd",
+            use_dictionary=_DICTIONARY,
+            column_encoding=_ENCODING,
+        )
         self._units = _UnitNames()
 
     def _runs(self, batch: ExportColumns) -> tuple[Any, Any, Any]:
         """The meter, channel and unit columns from the batch's runs: each distinct label
-        once, then a dictionary index per value (built by list repetition, C speed)."""
+        once, then a dictionary index per run, repeated by the run's length."""
+        import numpy as np
         import pyarrow as pa
 
         meters: dict[str, int] = {}
         channels: dict[str, int] = {}
         units: dict[int | None, int] = {}
-        m_idx: list[int] = []
-        c_idx: list[int] = []
-        u_idx: list[int] = []
-        for meter, channel, unit, count in batch.runs:
-            m_idx.extend([meters.setdefault(meter, len(meters))] * count)
-            c_idx.extend([channels.setdefault(channel, len(channels))] * count)
-            u_idx.extend([units.setdefault(unit, len(units))] * count)
+        n = len(batch.runs)
+        m_idx = np.empty(n, np.int32)
+        c_idx = np.empty(n, np.int32)
+        u_idx = np.empty(n, np.int32)
+        counts = np.empty(n, np.int64)
+        for i, (meter, channel, unit, count) in enumerate(batch.runs):
+            m_idx[i] = meters.setdefault(meter, len(meters))
+            c_idx[i] = channels.setdefault(channel, len(channels))
+            u_idx[i] = units.setdefault(unit, len(units))
+            counts[i] = count
         names = [None if u is None else self._units[u] for u in units]
         meter_col = pa.DictionaryArray.from_arrays(
-            pa.array(m_idx, pa.int32()), pa.array(list(meters), pa.string())
+            pa.array(np.repeat(m_idx, counts)), pa.array(list(meters), pa.string())
         )
         channel_col = pa.DictionaryArray.from_arrays(
-            pa.array(c_idx, pa.int32()), pa.array(list(channels), pa.string())
+            pa.array(np.repeat(c_idx, counts)), pa.array(list(channels), pa.string())
         )
-        unit_col = pa.array(names, pa.string()).take(pa.array(u_idx, pa.int32()))
+        unit_col = pa.array(names, pa.string()).take(pa.array(np.repeat(u_idx, counts)))
         return meter_col, channel_col, unit_col
 
     def write(self, batch: ExportColumns) -> None:
@@ -155,7 +172,7 @@ class ParquetWriter:
 
         if not len(batch):
             return
-        raws = pa.array(batch.value, pa.int64())
+        raws = pa.array(batch.value, pa.int64(), mask=batch.value_null)
         scalers = pa.array(batch.scaler, pa.int8())
         floats = raws.cast(pa.float64())
         powers = pc.power(10.0, pc.abs(scalers.cast(pa.float64())))
@@ -163,7 +180,7 @@ class ParquetWriter:
             pc.less(scalers, 0), pc.divide(floats, powers), pc.multiply(floats, powers)
         )
         ts_type = self._schema.field("ts").type
-        micros = pa.array(batch.ts_us, pa.int64()).cast(pa.timestamp("us", tz=ts_type.tz))
+        micros = pa.array(batch.ts_us, pa.timestamp("us", tz=ts_type.tz))
         meter_col, channel_col, unit_col = self._runs(batch)
         columns = [
             meter_col,
@@ -173,7 +190,7 @@ class ParquetWriter:
             raws,
             scalers,
             unit_col,
-            pa.array(batch.status, pa.int32()),
+            pa.array(batch.status, pa.int32(), mask=batch.status_null),
         ]
         self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
 
