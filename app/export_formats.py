@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import csv
 from datetime import datetime, tzinfo
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from protocols.cosem import scaled_text, unit_text
 from storage.export import ExportColumns
+
+# NumPy (like pyarrow) is imported when an export runs, not with every command of the CLI.
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from storage.interval_arrays import Int64s
 
 FORMATS = ("csv", "parquet")
 CSV_COLUMNS = ("meter_id", "channel", "ts", "value", "unit", "status")
@@ -116,6 +122,32 @@ _DICTIONARY = ["meter_id", "channel", "ts", "scaler", "unit", "status"]
 _ENCODING = {"raw": "DELTA_BINARY_PACKED"}
 
 
+def _millis(micros: Int64s) -> Int64s:
+    """Epoch microseconds to milliseconds, truncated toward zero (as Arrow's unsafe cast)."""
+
+    out = micros // 1000
+    if len(micros) and micros.min() < 0:
+        out += (micros < 0) & (micros % 1000 != 0)
+    return out
+
+
+def _scaled(raw: Int64s, scaler: Int64s) -> npt.NDArray[Any]:
+    """``raw * 10**scaler`` as float64: the raw value as the nearest double, times (or, for a
+    negative scaler, divided by) the power of ten ``10.0 ** abs(scaler)``."""
+    import numpy as np
+
+    floats = raw.astype(np.float64)
+    first = int(scaler[0]) if len(scaler) else 0
+    distinct = [first] if (scaler == first).all() else np.unique(scaler).tolist()
+    for s in distinct:
+        power = 10.0 ** abs(s)
+        if len(distinct) == 1:
+            return floats / power if s < 0 else floats * power
+        at = scaler == s
+        floats[at] = floats[at] / power if s < 0 else floats[at] * power
+    return floats
+
+
 class ParquetWriter:
     """One row group per batch, through ``pyarrow.parquet.ParquetWriter``.
 
@@ -136,59 +168,65 @@ class ParquetWriter:
             column_encoding=_ENCODING,
         )
         self._units = _UnitNames()
+        self._ts_type = self._schema.field("ts").type
 
     def _runs(self, batch: ExportColumns) -> tuple[Any, Any, Any]:
         """The meter, channel and unit columns from the batch's runs: each distinct label
-        once, then a dictionary index per run, repeated by the run's length."""
+        once, then a dictionary index (or the unit's bytes) per run, repeated by its length."""
         import numpy as np
         import pyarrow as pa
 
         meters: dict[str, int] = {}
         channels: dict[str, int] = {}
-        units: dict[int | None, int] = {}
         n = len(batch.runs)
         m_idx = np.empty(n, np.int32)
         c_idx = np.empty(n, np.int32)
-        u_idx = np.empty(n, np.int32)
         counts = np.empty(n, np.int64)
+        unit_bytes: list[bytes] = []
+        unit_len = np.empty(n, np.int32)
+        unit_null = np.zeros(n, np.bool_)
         for i, (meter, channel, unit, count) in enumerate(batch.runs):
             m_idx[i] = meters.setdefault(meter, len(meters))
             c_idx[i] = channels.setdefault(channel, len(channels))
-            u_idx[i] = units.setdefault(unit, len(units))
             counts[i] = count
-        names = [None if u is None else self._units[u] for u in units]
+            if unit is None:
+                unit_null[i] = True
+                unit_len[i] = 0
+            else:
+                name = self._units[unit].encode()
+                unit_bytes.append(name * count)
+                unit_len[i] = len(name)
         meter_col = pa.DictionaryArray.from_arrays(
             pa.array(np.repeat(m_idx, counts)), pa.array(list(meters), pa.string())
         )
         channel_col = pa.DictionaryArray.from_arrays(
             pa.array(np.repeat(c_idx, counts)), pa.array(list(channels), pa.string())
         )
-        unit_col = pa.array(names, pa.string()).take(pa.array(np.repeat(u_idx, counts)))
+        # The unit strings straight from their buffers: offsets and the repeated bytes.
+        length = int(counts.sum())
+        offsets = np.zeros(length + 1, np.int32)
+        np.cumsum(np.repeat(unit_len, counts), out=offsets[1:])
+        valid = None
+        if unit_null.any():
+            valid = pa.py_buffer(np.packbits(~np.repeat(unit_null, counts), bitorder="little"))
+        unit_col = pa.StringArray.from_buffers(
+            length, pa.py_buffer(offsets), pa.py_buffer(b"".join(unit_bytes)), valid
+        )
         return meter_col, channel_col, unit_col
 
     def write(self, batch: ExportColumns) -> None:
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         if not len(batch):
             return
-        raws = pa.array(batch.value, pa.int64(), mask=batch.value_null)
-        scalers = pa.array(batch.scaler, pa.int8())
-        floats = raws.cast(pa.float64())
-        powers = pc.power(10.0, pc.abs(scalers.cast(pa.float64())))
-        value = pc.if_else(
-            pc.less(scalers, 0), pc.divide(floats, powers), pc.multiply(floats, powers)
-        )
-        ts_type = self._schema.field("ts").type
-        micros = pa.array(batch.ts_us, pa.timestamp("us", tz=ts_type.tz))
         meter_col, channel_col, unit_col = self._runs(batch)
         columns = [
             meter_col,
             channel_col,
-            micros.cast(ts_type, safe=False),
-            value,
-            raws,
-            scalers,
+            pa.array(_millis(batch.ts_us), self._ts_type),
+            pa.array(_scaled(batch.value, batch.scaler), pa.float64(), mask=batch.value_null),
+            pa.array(batch.value, pa.int64(), mask=batch.value_null),
+            pa.array(batch.scaler, pa.int8()),
             unit_col,
             pa.array(batch.status, pa.int32(), mask=batch.status_null),
         ]

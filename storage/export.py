@@ -24,9 +24,8 @@ import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import CursorResult, Join, and_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import Select
@@ -34,9 +33,12 @@ from sqlalchemy.sql import Select
 from storage import schema
 from storage.database import Database
 from storage.errors import StorageError
-from storage.interval_arrays import Bools, Int64s, decode_rows
 from storage.interval_read import decode_row, stamp
 from storage.interval_write import DAY_S, epoch_us
+
+# NumPy (like pyarrow) is imported when an export runs, not with every command of the CLI.
+if TYPE_CHECKING:
+    from storage.interval_arrays import Bools, Int64s
 
 DAY_US = DAY_S * 1_000_000
 
@@ -208,6 +210,8 @@ class ExportColumns:
 
 
 def _with_nones(values: Int64s, nulls: Bools) -> list[int | None]:
+    import numpy as np
+
     out: list[int | None] = list(values.tolist())
     for i in np.flatnonzero(nulls).tolist():
         out[i] = None
@@ -244,6 +248,8 @@ def _joined(parts: list[_Part]) -> _Part:
 
 
 def _part_columns(part: _Part) -> ExportColumns:
+    import numpy as np
+
     meter, channel, unit, ts, values, scalers, sts = part
     return ExportColumns(
         [(meter, channel, unit, len(ts))] if ts else [],
@@ -258,6 +264,10 @@ def _part_columns(part: _Part) -> ExportColumns:
 
 def _block_columns(block: list[Sequence[Any]], lo: int, hi: int) -> ExportColumns:
     """Day rows without off-grid company decoded together, cut to ``[lo, hi)``."""
+    import numpy as np
+
+    from storage.interval_arrays import decode_rows
+
     arrays = decode_rows([tuple(row[3:]) for row in block])
     counts = arrays.counts
     cols = ExportColumns(
@@ -398,6 +408,8 @@ def _pieces(
 
 
 def _concat(pieces: list[ExportColumns]) -> ExportColumns:
+    import numpy as np
+
     if len(pieces) == 1:
         return pieces[0]
     return ExportColumns(
