@@ -94,7 +94,8 @@ def _keyed_channels() -> Join:
 
 
 def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
-    """The day rows of the range, in (meter, channel, day) order, with the channel's unit."""
+    """The day rows of the range, in (meter, channel, day) order, with the channel's unit:
+    the stored columns first, as :func:`storage.interval_arrays.decode_rows` takes them."""
     c, mk, ck, d = (
         schema.channels,
         schema.interval_meters,
@@ -103,9 +104,6 @@ def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
     )
     stmt = (
         select(
-            c.c.meter_id,
-            c.c.channel,
-            c.c.unit,
             d.c.day,
             d.c.period_s,
             d.c.scaler,
@@ -113,6 +111,9 @@ def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
             d.c.vals,
             d.c.nulls,
             d.c.status,
+            c.c.meter_id,
+            c.c.channel,
+            c.c.unit,
         )
         .select_from(
             _keyed_channels().join(
@@ -225,7 +226,7 @@ _Part = tuple[str, str, int | None, list[int], list[int | None], list[int], list
 
 def _day_part(row: Sequence[Any], lo: int, hi: int) -> _Part:
     """The entries of one day row inside ``[lo, hi)`` (epoch microseconds), column by column."""
-    meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
+    day, period, scaler, present, vals, nulls, status, meter, channel, unit = row
     entries = [
         e for e in decode_row(day, period, scaler, present, vals, nulls, status) if lo <= e[0] < hi
     ]
@@ -268,7 +269,7 @@ def _block_columns(block: list[Sequence[Any]], lo: int, hi: int) -> ExportColumn
 
     from storage.interval_arrays import decode_rows
 
-    arrays = decode_rows([tuple(row[3:]) for row in block])
+    arrays = decode_rows(block)
     counts = arrays.counts
     cols = ExportColumns(
         [],
@@ -279,15 +280,15 @@ def _block_columns(block: list[Sequence[Any]], lo: int, hi: int) -> ExportColumn
         arrays.status,
         arrays.status_null,
     )
-    first = min(row[3] for row in block) * DAY_US
-    if not (lo <= first and (max(row[3] for row in block) + 1) * DAY_US <= hi):
+    days = [row[0] for row in block]
+    if not (lo <= min(days) * DAY_US and (max(days) + 1) * DAY_US <= hi):
         keep = (cols.ts_us >= lo) & (cols.ts_us < hi)
         kept = np.concatenate(([0], np.cumsum(keep)))
         ends = np.cumsum(counts)
         counts = kept[ends] - kept[ends - counts]
         cols = _taken(cols, keep)
     cols.runs = [
-        (row[0], row[1], row[2], n) for row, n in zip(block, counts.tolist(), strict=True) if n
+        (row[7], row[8], row[9], n) for row, n in zip(block, counts.tolist(), strict=True) if n
     ]
     return cols
 
@@ -375,7 +376,7 @@ def _pieces(
     group: list[_Part] = []
     block: list[Sequence[Any]] = []
     for row in rows:
-        key = (row[0], row[1])
+        key = (row[7], row[8])
         if key != current:
             if current is not None and current in extras:
                 yield _part_columns(_joined([*group, extras[current]]))

@@ -32,8 +32,6 @@ _WIDTHS = (1, 2, 4, 8)
 _DAY_US = 86_400 * 1_000_000
 #: Below this, a first value plus (n - 1) deltas of the widest magnitude stay inside 64 bits.
 _SAFE = float(1 << 62)
-#: The header of an absent (empty) optional array, as a layout key.
-_ABSENT = -1
 
 #: A stored day row as the export selects it: (day, period_s, scaler, present, vals, nulls,
 #: status).
@@ -98,7 +96,7 @@ def _matrix(header: int, length: int, n: int, blobs: Sequence[bytes]) -> Int64s 
         if length != 1 + width:
             return None
         one = np.ascontiguousarray(raw[:, 1:]).view(element).astype(np.int64)
-        return np.repeat(one, n, axis=1)
+        return np.broadcast_to(one, (k, n))
     if flags & DELTA:
         if length != 9 + width * (n - 1):
             return None
@@ -127,26 +125,29 @@ def _place(out: npt.NDArray[Any], starts: Int64s, rows: list[int], n: int, block
         out[starts[rows][:, None] + np.arange(n)] = block
 
 
-def _key(blob: bytes | None) -> tuple[int, int]:
-    return (blob[0], len(blob)) if blob else (_ABSENT, 0)
-
-
-def decode_rows(rows: Sequence[DayRow]) -> DayArrays:
-    """The entries of ``rows`` (each a day row's stored columns), column by column.
+def decode_rows(rows: Sequence[Sequence[Any]]) -> DayArrays:
+    """The entries of ``rows``, column by column: each row's first seven columns are a day
+    row's stored columns (:data:`DayRow`); any after them are not looked at.
 
     Equal, entry for entry, to :func:`storage.interval_read.decode_row` of each row; a row
     whose bytes do not decode raises :class:`~storage.interval_codec.CodecError`."""
     k = len(rows)
-    counts = np.empty(k, np.int64)
-    groups: dict[tuple[bytes, int, int, int, int, int], list[int]] = {}
-    for i, (_day, period, _scaler, present, vals, _nulls, status) in enumerate(rows):
-        counts[i] = len(slot_array(present))
-        key = (present, period, *_key(vals), *_key(status))
+    # layout: present bitmap, period, then header byte (b"" if empty) and length of the
+    # values and of the statuses
+    groups: dict[tuple[bytes, int, bytes, int, bytes, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        vals = row[4]
+        status = row[6]
+        key = (row[3], row[1], vals[:1], len(vals), status[:1] if status else b"",
+               len(status) if status else 0)  # fmt: skip
         group = groups.get(key)
         if group is None:
             groups[key] = [i]
         else:
             group.append(i)
+    counts = np.empty(k, np.int64)
+    for key, members in groups.items():
+        counts[members] = len(slot_array(key[0]))
     ends = np.cumsum(counts)
     starts = ends - counts
     total = int(ends[-1]) if k else 0
@@ -163,30 +164,29 @@ def decode_rows(rows: Sequence[DayRow]) -> DayArrays:
             continue
         _place(ts, starts, members, n, days[members][:, None] + _offsets(present, period))
         blobs = [rows[i][4] for i in members]
-        matrix = _matrix(vhead, vlen, n, blobs) if vhead != _ABSENT else None
+        matrix = _matrix(vhead[0], vlen, n, blobs) if vhead else None
         if matrix is None:
             matrix = np.array([unpack_ints(b, n, "interval_days.vals") for b in blobs], np.int64)
         _place(value, starts, members, n, matrix)
-        if shead == _ABSENT:
+        if not shead:
             _place(status_null, starts, members, n, True)
             continue
         codes = [rows[i][6] or b"" for i in members]
-        matrix = _matrix(shead, slen, n, codes)
+        matrix = _matrix(shead[0], slen, n, codes)
         if matrix is None:
             matrix = np.array([unpack_ints(c, n, "interval_days.status") for c in codes], np.int64)
         _place(status_out, starts, members, n, matrix)
     if k:
         status_null |= status_out == -1
     value_null = np.zeros(total, np.bool_)
-    for i, row in enumerate(rows):
-        if row[5]:
-            start = int(starts[i])
-            value_null[start : start + int(counts[i])] = _null_mask(row[3], row[5])
+    for i in [i for i, row in enumerate(rows) if row[5]]:
+        start = int(starts[i])
+        value_null[start : start + int(counts[i])] = _null_mask(rows[i][3], rows[i][5])
     scaler = np.repeat(np.fromiter((r[2] for r in rows), np.int64, k), counts)
     return DayArrays(counts, ts, value, value_null, scaler, status_out, status_null)
 
 
-def _check_empty(row: DayRow) -> None:
+def _check_empty(row: Sequence[Any]) -> None:
     """A row without present slots holds no array (what the scalar decoder checks)."""
     unpack_ints(row[4], 0, "interval_days.vals")
     if row[6]:
