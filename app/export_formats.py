@@ -9,7 +9,10 @@ scaler (exact) beside the value as a float64.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import queue
+import threading
 from datetime import datetime, tzinfo
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -156,6 +159,11 @@ class ParquetWriter:
     ``value`` is ``raw * 10**scaler`` as the nearest float64 (a negative scaler divides by an
     exact power of ten, as :meth:`protocols.cosem.ScalerUnit.apply` does); ``raw`` and
     ``scaler`` keep it exact.
+
+    Encoding and compressing a row group is most of an export's time, and pyarrow does it
+    without the GIL, so a thread of the writer's own does it while the caller reads and
+    decodes the next batch. One built batch waits at most (memory stays that of three
+    batches); a failure of the thread is raised by the next :meth:`write` or by :meth:`close`.
     """
 
     def __init__(self, out: Any, zone_name: str, metadata: dict[str, str]) -> None:
@@ -171,6 +179,20 @@ class ParquetWriter:
         )
         self._units = _UnitNames()
         self._ts_type = self._schema.field("ts").type
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="hes-export-parquet", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        """The thread: write what comes until None; after a failure only take (so the caller
+        never waits on a full queue) and keep the failure for it."""
+        while (record := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write_batch(record)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
 
     def _runs(self, batch: ExportColumns) -> tuple[Any, Any, Any]:
         """The meter, channel and unit columns from the batch's runs: each distinct label
@@ -232,7 +254,16 @@ class ParquetWriter:
             unit_col,
             pa.array(batch.status, pa.int32(), mask=batch.status_null),
         ]
-        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
+        if self._error is not None:
+            raise self._error
+        self._queue.put(pa.RecordBatch.from_arrays(columns, schema=self._schema))
 
     def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            raise self._error
         self._writer.close()

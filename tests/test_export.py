@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
 import io
 import re
 import tracemalloc
@@ -534,6 +535,24 @@ def test_memory_stays_flat_as_the_range_grows(
     peak_small = _peak_export_bytes(db, small, fmt, tmp_path)
     peak_large = _peak_export_bytes(db, large, fmt, tmp_path)
     assert peak_large < peak_small * 1.1 + 64 * 1024, (peak_small, peak_large)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_failed_parquet_write_is_raised(tmp_path: Path) -> None:
+    """The Parquet writer's thread fails (the device is full): the export raises it, it does
+    not end as if written."""
+    db = open_database(tmp_path / "syn.db")
+    sink = open("/dev/full", "wb")  # closed by hand: its close fails too
+    try:
+        synthetic(db, 12)
+        writer = ParquetWriter(sink, "UTC", {})  # the header fits the file's buffer
+        with pytest.raises(OSError) as failed:
+            export_reads(db, ExportRange(T0, T0 + timedelta(days=2)), writer, batch_rows=100)
+        assert failed.value.errno == errno.ENOSPC
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
+        db.close()
 
 
 def test_scaled_values_exact_in_csv_and_parquet(
