@@ -263,7 +263,7 @@ def _part_columns(part: _Part) -> ExportColumns:
     )
 
 
-def _block_columns(block: list[Sequence[Any]], lo: int, hi: int) -> ExportColumns:
+def _block_columns(block: Sequence[Sequence[Any]], lo: int, hi: int) -> ExportColumns:
     """Day rows without off-grid company decoded together, cut to ``[lo, hi)``."""
     import numpy as np
 
@@ -333,14 +333,20 @@ def interval_columns(
             fetch = max(8, batch_rows // 96)
             if db.dialect == "sqlite":
                 result = conn.execute(_day_rows(spec, first_day, last_day))
-                rows: Iterator[Sequence[Any]] = _sqlite_rows(result, fetch)
+                chunks: Iterator[Sequence[Sequence[Any]]] = _sqlite_chunks(result, fetch)
             else:
                 streamed = conn.execution_options(stream_results=True, yield_per=fetch)
                 result = streamed.execute(_day_rows(spec, first_day, last_day))
-                rows = (r for part in result.partitions(fetch) for r in part)
-            yield from _batched(_pieces(rows, extras, lo, hi, fetch), batch_rows)
+                chunks = result.partitions(fetch)
+            if extras:
+                rows = (r for chunk in chunks for r in chunk)
+                pieces = _pieces(rows, extras, lo, hi, fetch)
+            else:
+                # nothing to merge (the common case): each fetched chunk is a block
+                pieces = (_block_columns(chunk, lo, hi) for chunk in chunks)
+            yield from _batched(pieces, batch_rows)
     except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
-        # sqlite3's own errors come from the raw cursor of _sqlite_rows.
+        # sqlite3's own errors come from the raw cursor of _sqlite_chunks.
         orig = getattr(exc, "orig", None) or exc
         detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         raise StorageError(
@@ -466,13 +472,13 @@ def _batched(pieces: Iterator[ExportColumns], batch_rows: int) -> Iterator[Expor
         yield _concat(held)
 
 
-def _sqlite_rows(result: CursorResult[Any], batch_rows: int) -> Iterator[Sequence[Any]]:
+def _sqlite_chunks(result: CursorResult[Any], batch_rows: int) -> Iterator[Sequence[Sequence[Any]]]:
     """Straight from the sqlite3 cursor, which steps rows only as they are fetched (no column
     needs SQLAlchemy's result processing: blobs come as bytes)."""
     cursor = result.cursor
     try:
         while rows := cursor.fetchmany(batch_rows):
-            yield from rows
+            yield rows
     finally:
         result.close()
 
