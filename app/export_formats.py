@@ -200,26 +200,19 @@ class ParquetWriter:
         import numpy as np
         import pyarrow as pa
 
+        runs = batch.runs
         meters: dict[str, int] = {}
         channels: dict[str, int] = {}
-        n = len(batch.runs)
-        m_idx = np.empty(n, np.int32)
-        c_idx = np.empty(n, np.int32)
-        counts = np.empty(n, np.int64)
-        unit_bytes: list[bytes] = []
-        unit_len = np.empty(n, np.int32)
-        unit_null = np.zeros(n, np.bool_)
-        for i, (meter, channel, unit, count) in enumerate(batch.runs):
-            m_idx[i] = meters.setdefault(meter, len(meters))
-            c_idx[i] = channels.setdefault(channel, len(channels))
-            counts[i] = count
-            if unit is None:
-                unit_null[i] = True
-                unit_len[i] = 0
-            else:
-                name = self._units[unit].encode()
-                unit_bytes.append(name * count)
-                unit_len[i] = len(name)
+        units: dict[int | None, int] = {}
+        sizes = [r[3] for r in runs]
+        counts = np.array(sizes, np.int64)
+        m_idx = np.array([meters.setdefault(r[0], len(meters)) for r in runs], np.int32)
+        c_idx = np.array([channels.setdefault(r[1], len(channels)) for r in runs], np.int32)
+        u_run = [units.setdefault(r[2], len(units)) for r in runs]
+        names = [b"" if u is None else self._units[u].encode() for u in units]
+        unit_bytes = b"".join([names[u] * size for u, size in zip(u_run, sizes, strict=True)])
+        unit_len = np.array([len(name) for name in names], np.int32)[u_run]
+        unit_null = np.array([u is None for u in units], np.bool_)[u_run]
         meter_col = pa.DictionaryArray.from_arrays(
             pa.array(np.repeat(m_idx, counts)), pa.array(list(meters), pa.string())
         )
@@ -234,7 +227,7 @@ class ParquetWriter:
         if unit_null.any():
             valid = pa.py_buffer(np.packbits(~np.repeat(unit_null, counts), bitorder="little"))
         unit_col = pa.StringArray.from_buffers(
-            length, pa.py_buffer(offsets), pa.py_buffer(b"".join(unit_bytes)), valid
+            length, pa.py_buffer(offsets), pa.py_buffer(unit_bytes), valid
         )
         return meter_col, channel_col, unit_col
 
