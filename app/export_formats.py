@@ -120,11 +120,11 @@ class _UnitNames(dict[int, str]):
 
 #: Columns Parquet dictionary-encodes: few distinct values a row group. ``value`` and ``raw``
 #: are not (nearly every value differs: trying a dictionary first costs time and space):
-#: ``raw``, a cumulative register in meter, channel and time order, is delta-coded, and
-#: ``value`` byte-stream-split (its high bytes repeat, which zstd then packs: a quarter of
-#: the file plain encoding makes).
+#: ``raw``, a cumulative register in meter, channel and time order, is delta-coded, ``value``
+#: plain (BYTE_STREAM_SPLIT would make the file smaller still, but readers downstream such
+#: as Spark and Trino read it only recently or not at all).
 _DICTIONARY = ["meter_id", "channel", "ts", "scaler", "unit", "status"]
-_ENCODING = {"raw": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"}
+_ENCODING = {"raw": "DELTA_BINARY_PACKED"}
 
 
 def _millis(micros: Int64s) -> Int64s:
