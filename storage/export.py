@@ -6,8 +6,9 @@ rows come out ``batch_rows`` at a time: through a server-side cursor on PostgreS
 ``stream_results``: the server sends ``FETCH FORWARD batch_rows`` at a time), and through the
 SQLite cursor, which steps rows only as they are fetched. The plan is driven by the
 ``channels`` table (meter id, channel) in key order, each pair looking up its day rows on
-``ix_interval_days_series``, so the order needs no sort; each day row is unpacked as it
-arrives, and the rare off-grid entries (``interval_extra``) are merged into their channel's
+``ix_interval_days_series``, so the order needs no sort; the day rows are decoded a fetched
+chunk at a time into NumPy columns (:mod:`storage.interval_arrays`: no Python step per
+value), and the rare off-grid entries (``interval_extra``) are merged into their channel's
 place. The read happens in one snapshot (one transaction), so an export never mixes two
 states of a meter's data.
 
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 
 DAY_US = DAY_S * 1_000_000
 
-#: Rows per batch by default: a few MiB of Python objects, large enough that the per-batch
-#: costs (a round trip to PostgreSQL, a Parquet row group) do not show.
+#: Rows per batch by default: a few MiB of arrays, large enough that the per-batch costs (a
+#: round trip to PostgreSQL, a Parquet row group) do not show.
 BATCH_ROWS = 50_000
 
 
