@@ -136,7 +136,7 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> DayArrays:
     # values and of the statuses
     groups: dict[tuple[bytes, int, bytes, int, bytes, int], list[int]] = {}
     for i, row in enumerate(rows):
-        vals = row[4]
+        vals = row[4] or b""
         status = row[6]
         key = (row[3], row[1], vals[:1], len(vals), status[:1] if status else b"",
                len(status) if status else 0)  # fmt: skip
@@ -163,7 +163,7 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> DayArrays:
                 _check_empty(rows[i])
             continue
         _place(ts, starts, members, n, days[members][:, None] + _offsets(present, period))
-        blobs = [rows[i][4] for i in members]
+        blobs = [rows[i][4] or b"" for i in members]
         matrix = _matrix(vhead[0], vlen, n, blobs) if vhead else None
         if matrix is None:
             matrix = np.array([unpack_ints(b, n, "interval_days.vals") for b in blobs], np.int64)
