@@ -91,7 +91,8 @@ def reused(db_path: Path, meters: int) -> dict[str, Any]:
 
 
 def export(db_path: Path, out: Path, *extra: str) -> dict[str, Any]:
-    """``hes export --format parquet`` of DAY in a child: wall time, peak RSS, stderr."""
+    """``hes export --format parquet`` of DAY in a child: wall and CPU time (its threads
+    together), peak RSS, stderr."""
     argv = [
         sys.executable, "-m", "cli", "export", "--db", str(db_path), "--from", DAY.isoformat(),
         "--to", (DAY + timedelta(days=1)).isoformat(), "--format", "parquet", "--out", str(out),
@@ -113,6 +114,7 @@ def export(db_path: Path, out: Path, *extra: str) -> dict[str, Any]:
         "rows": rows,
         "wall_s": round(wall, 1),
         "rows_per_s": round(rows / wall),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "file_mib": round(out.stat().st_size / 2**20, 1),
         "stderr": stderr.strip(),
