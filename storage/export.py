@@ -6,8 +6,9 @@ rows come out ``batch_rows`` at a time: through a server-side cursor on PostgreS
 ``stream_results``: the server sends ``FETCH FORWARD batch_rows`` at a time), and through the
 SQLite cursor, which steps rows only as they are fetched. The plan is driven by the
 ``channels`` table (meter id, channel) in key order, each pair looking up its day rows on
-``ix_interval_days_series``, so the order needs no sort; each day row is unpacked as it
-arrives, and the rare off-grid entries (``interval_extra``) are merged into their channel's
+``ix_interval_days_series``, so the order needs no sort; the day rows are decoded a fetched
+chunk at a time into NumPy columns (:mod:`storage.interval_arrays`: no Python step per
+value), and the rare off-grid entries (``interval_extra``) are merged into their channel's
 place. The read happens in one snapshot (one transaction), so an export never mixes two
 states of a meter's data.
 
@@ -20,12 +21,11 @@ finer one, the physical values unchanged).
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CursorResult, Join, and_, select
 from sqlalchemy import exc as sa_exc
@@ -34,15 +34,20 @@ from sqlalchemy.sql import Select
 from storage import schema
 from storage.database import Database
 from storage.errors import StorageError
-from storage.interval_codec import row_columns, slots_of
-from storage.interval_read import stamp
+from storage.interval_read import decode_row, stamp
 from storage.interval_write import DAY_S, epoch_us
+
+# NumPy (like pyarrow) is imported when an export runs, not with every command of the CLI.
+if TYPE_CHECKING:
+    from storage.interval_arrays import Bools, Int64s
 
 DAY_US = DAY_S * 1_000_000
 
-#: Rows per batch by default: a few MiB of Python objects, large enough that the per-batch
-#: costs (a round trip to PostgreSQL, a Parquet row group) do not show.
-BATCH_ROWS = 50_000
+#: Rows per batch by default: a few MiB of arrays, large enough that the per-batch costs (a
+#: round trip to PostgreSQL, a Parquet row group) do not show. 512 full day rows of a
+#: 15-minute profile (2,048 of an hourly one): a fetched chunk of rows is then exactly one
+#: batch, handed on without being copied to regroup it.
+BATCH_ROWS = 49_152
 
 
 #: One interval value, a plain tuple (a NamedTuple per row would double the cost of a batch):
@@ -92,7 +97,8 @@ def _keyed_channels() -> Join:
 
 
 def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
-    """The day rows of the range, in (meter, channel, day) order, with the channel's unit."""
+    """The day rows of the range, in (meter, channel, day) order, with the channel's unit:
+    the stored columns first, as :func:`storage.interval_arrays.decode_rows` takes them."""
     c, mk, ck, d = (
         schema.channels,
         schema.interval_meters,
@@ -101,9 +107,6 @@ def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
     )
     stmt = (
         select(
-            c.c.meter_id,
-            c.c.channel,
-            c.c.unit,
             d.c.day,
             d.c.period_s,
             d.c.scaler,
@@ -111,6 +114,9 @@ def _day_rows(spec: ExportRange, first_day: int, last_day: int) -> Select[Any]:
             d.c.vals,
             d.c.nulls,
             d.c.status,
+            c.c.meter_id,
+            c.c.channel,
+            c.c.unit,
         )
         .select_from(
             _keyed_channels().join(
@@ -156,16 +162,20 @@ def _extra_rows(spec: ExportRange, lo: int, hi: int) -> Select[Any]:
 
 @dataclass(slots=True)
 class ExportColumns:
-    """A batch of interval values column by column, what a Parquet writer takes without a
-    per-value step: ``runs`` says which meter channel (and unit) the values belong to, as
-    (meter_id, channel, unit, count) in order; ``ts_us`` is the capture time in epoch
-    microseconds (UTC)."""
+    """A batch of interval values column by column (NumPy arrays), what a Parquet writer
+    takes without a per-value step: ``runs`` says which meter channel (and unit) the values
+    belong to, as (meter_id, channel, unit, count) in order; ``ts_us`` is the capture time in
+    epoch microseconds (UTC); ``value_null`` / ``status_null`` mark the values the meter sent
+    as null-data and the entries without a status (``value`` / ``status`` are arbitrary
+    there)."""
 
-    runs: list[tuple[str, str, int | None, int]] = field(default_factory=list)
-    ts_us: list[int] = field(default_factory=list)
-    value: list[int | None] = field(default_factory=list)
-    scaler: list[int] = field(default_factory=list)
-    status: list[int | None] = field(default_factory=list)
+    runs: list[tuple[str, str, int | None, int]]
+    ts_us: Int64s
+    value: Int64s
+    value_null: Bools
+    scaler: Int64s
+    status: Int64s
+    status_null: Bools
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -177,6 +187,14 @@ class ExportColumns:
             out.extend([meter] * count)
         return out
 
+    def values(self) -> list[int | None]:
+        """The raw values, None for null-data."""
+        return _with_nones(self.value, self.value_null)
+
+    def statuses(self) -> list[int | None]:
+        """The status bytes, None where there is none."""
+        return _with_nones(self.status, self.status_null)
+
     def rows(self) -> list[ExportRow]:
         """The batch as :data:`ExportRow` tuples."""
         labels: list[tuple[str, str, int | None]] = []
@@ -185,44 +203,40 @@ class ExportColumns:
         return [
             (m, c, stamp(t), v, s, st, u)
             for (m, c, u), t, v, s, st in zip(
-                labels, self.ts_us, self.value, self.scaler, self.status, strict=True
+                labels,
+                self.ts_us.tolist(),
+                self.values(),
+                self.scaler.tolist(),
+                self.statuses(),
+                strict=True,
             )
         ]
 
 
+def _with_nones(values: Int64s, nulls: Bools) -> list[int | None]:
+    import numpy as np
+
+    out: list[int | None] = list(values.tolist())
+    for i in np.flatnonzero(nulls).tolist():
+        out[i] = None
+    return out
+
+
 #: One meter channel's run of entries: (meter, channel, unit, ts_us, values, scalers,
-#: statuses), lists of equal length.
+#: statuses), lists of equal length (the rare channels with off-grid entries, merged by hand).
 _Part = tuple[str, str, int | None, list[int], list[int | None], list[int], list[int | None]]
-
-
-@functools.lru_cache(maxsize=4096)
-def _slots(present: bytes) -> list[int]:
-    """The slots of a present bitmap (a fleet's rows share a handful: cached; not mutated)."""
-    return slots_of(present)
-
-
-@functools.lru_cache(maxsize=4096)
-def _stamps(day: int, period: int, present: bytes) -> list[int]:
-    """Epoch microseconds of a row's present slots (cached like :func:`_slots`)."""
-    base = day * DAY_US
-    step = period * 1_000_000
-    return [base + s * step for s in _slots(present)]
 
 
 def _day_part(row: Sequence[Any], lo: int, hi: int) -> _Part:
     """The entries of one day row inside ``[lo, hi)`` (epoch microseconds), column by column."""
-    meter, channel, unit, day, period, scaler, present, vals, nulls, status = row
-    values, sts = row_columns(_slots(present), vals, nulls, status)
-    n = len(values)
-    base = day * DAY_US
-    ts = _stamps(day, period, present)
-    if not (lo <= base and base + DAY_US <= hi):
-        keep = [i for i, t in enumerate(ts) if lo <= t < hi]
-        ts = [ts[i] for i in keep]
-        values = [values[i] for i in keep]
-        sts = [sts[i] for i in keep]
-        n = len(keep)
-    return meter, channel, unit, ts, values, [scaler] * n, sts
+    day, period, scaler, present, vals, nulls, status, meter, channel, unit = row
+    entries = [
+        e for e in decode_row(day, period, scaler, present, vals, nulls, status) if lo <= e[0] < hi
+    ]
+    return (
+        meter, channel, unit, [e[0] for e in entries], [e[1] for e in entries],
+        [e[2] for e in entries], [e[3] for e in entries],
+    )  # fmt: skip
 
 
 def _joined(parts: list[_Part]) -> _Part:
@@ -235,6 +249,64 @@ def _joined(parts: list[_Part]) -> _Part:
         first[0], first[1], first[2], [e[0] for e in entries], [e[1] for e in entries],
         [e[2] for e in entries], [e[3] for e in entries],
     )  # fmt: skip
+
+
+def _part_columns(part: _Part) -> ExportColumns:
+    import numpy as np
+
+    meter, channel, unit, ts, values, scalers, sts = part
+    return ExportColumns(
+        [(meter, channel, unit, len(ts))] if ts else [],
+        np.array(ts, np.int64),
+        np.array([0 if v is None else v for v in values], np.int64),
+        np.array([v is None for v in values], np.bool_),
+        np.array(scalers, np.int64),
+        np.array([0 if st is None else st for st in sts], np.int64),
+        np.array([st is None for st in sts], np.bool_),
+    )
+
+
+def _block_columns(block: Sequence[Sequence[Any]], lo: int, hi: int) -> ExportColumns:
+    """Day rows without off-grid company decoded together, cut to ``[lo, hi)``."""
+    import numpy as np
+
+    from storage.interval_arrays import decode_rows
+
+    arrays = decode_rows(block)
+    counts = arrays.counts
+    cols = ExportColumns(
+        [],
+        arrays.ts_us,
+        arrays.value,
+        arrays.value_null,
+        arrays.scaler,
+        arrays.status,
+        arrays.status_null,
+    )
+    days = [row[0] for row in block]
+    if not (lo <= min(days) * DAY_US and (max(days) + 1) * DAY_US <= hi):
+        keep = (cols.ts_us >= lo) & (cols.ts_us < hi)
+        kept = np.concatenate(([0], np.cumsum(keep)))
+        ends = np.cumsum(counts)
+        counts = kept[ends] - kept[ends - counts]
+        cols = _taken(cols, keep)
+    cols.runs = [
+        (row[7], row[8], row[9], n) for row, n in zip(block, counts.tolist(), strict=True) if n
+    ]
+    return cols
+
+
+def _taken(cols: ExportColumns, keep: Any) -> ExportColumns:
+    """The columns at ``keep`` (a mask or a slice); ``runs`` left to the caller."""
+    return ExportColumns(
+        cols.runs,
+        cols.ts_us[keep],
+        cols.value[keep],
+        cols.value_null[keep],
+        cols.scaler[keep],
+        cols.status[keep],
+        cols.status_null[keep],
+    )
 
 
 def interval_columns(
@@ -264,14 +336,20 @@ def interval_columns(
             fetch = max(8, batch_rows // 96)
             if db.dialect == "sqlite":
                 result = conn.execute(_day_rows(spec, first_day, last_day))
-                rows: Iterator[Sequence[Any]] = _sqlite_rows(result, fetch)
+                chunks: Iterator[Sequence[Sequence[Any]]] = _sqlite_chunks(result, fetch)
             else:
                 streamed = conn.execution_options(stream_results=True, yield_per=fetch)
                 result = streamed.execute(_day_rows(spec, first_day, last_day))
-                rows = (r for part in result.partitions(fetch) for r in part)
-            yield from _batched(_merged(rows, extras, lo, hi), batch_rows)
+                chunks = result.partitions(fetch)
+            if extras:
+                rows = (r for chunk in chunks for r in chunk)
+                pieces = _pieces(rows, extras, lo, hi, fetch)
+            else:
+                # nothing to merge (the common case): each fetched chunk is a block
+                pieces = (_block_columns(chunk, lo, hi) for chunk in chunks)
+            yield from _batched(pieces, batch_rows)
     except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
-        # sqlite3's own errors come from the raw cursor of _sqlite_rows.
+        # sqlite3's own errors come from the raw cursor of _sqlite_chunks.
         orig = getattr(exc, "orig", None) or exc
         detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         raise StorageError(
@@ -292,70 +370,118 @@ def interval_batches(
         columns.close()
 
 
-def _merged(
+def _pieces(
     rows: Iterator[Sequence[Any]],
     extras: dict[tuple[str, str], _Part],
     lo: int,
     hi: int,
-) -> Iterator[_Part]:
-    """Day rows decoded, with each meter channel's off-grid entries merged in time order and
-    channels holding only off-grid entries in key order."""
+    block_rows: int,
+) -> Iterator[ExportColumns]:
+    """Day rows decoded ``block_rows`` at a time, with each meter channel's off-grid entries
+    merged in time order and channels holding only off-grid entries in key order."""
     pending = sorted(extras)
     k = 0
     current: tuple[str, str] | None = None
     group: list[_Part] = []
+    block: list[Sequence[Any]] = []
     for row in rows:
-        key = (row[0], row[1])
+        key = (row[7], row[8])
         if key != current:
             if current is not None and current in extras:
-                yield _joined([*group, extras[current]])
+                yield _part_columns(_joined([*group, extras[current]]))
             group = []
             while k < len(pending) and pending[k] < key:
                 if pending[k] != current:
-                    yield extras[pending[k]]
+                    if block:
+                        yield _block_columns(block, lo, hi)
+                        block = []
+                    yield _part_columns(extras[pending[k]])
                 k += 1
             current = key
-        part = _day_part(row, lo, hi)
         if key in extras:
-            group.append(part)
+            if block:
+                yield _block_columns(block, lo, hi)
+                block = []
+            group.append(_day_part(row, lo, hi))
         else:
-            yield part
+            block.append(row)
+            if len(block) >= block_rows:
+                yield _block_columns(block, lo, hi)
+                block = []
+    if block:
+        yield _block_columns(block, lo, hi)
     if current is not None and current in extras:
-        yield _joined([*group, extras[current]])
+        yield _part_columns(_joined([*group, extras[current]]))
     for rest in pending[k:]:
         if rest != current:
-            yield extras[rest]
+            yield _part_columns(extras[rest])
 
 
-def _batched(parts: Iterator[_Part], batch_rows: int) -> Iterator[ExportColumns]:
-    """Parts regrouped into batches of ``batch_rows`` values (the last one shorter)."""
-    out = ExportColumns()
-    for meter, channel, unit, ts, values, scalers, sts in parts:
-        start = 0
-        n = len(ts)
-        while start < n:
-            take = min(n - start, batch_rows - len(out))
-            end = start + take
-            out.runs.append((meter, channel, unit, take))
-            out.ts_us.extend(ts[start:end])
-            out.value.extend(values[start:end])
-            out.scaler.extend(scalers[start:end])
-            out.status.extend(sts[start:end])
-            start = end
-            if len(out) >= batch_rows:
-                yield out
-                out = ExportColumns()
-    if len(out):
-        yield out
+def _concat(pieces: list[ExportColumns]) -> ExportColumns:
+    import numpy as np
+
+    if len(pieces) == 1:
+        return pieces[0]
+    return ExportColumns(
+        [run for p in pieces for run in p.runs],
+        np.concatenate([p.ts_us for p in pieces]),
+        np.concatenate([p.value for p in pieces]),
+        np.concatenate([p.value_null for p in pieces]),
+        np.concatenate([p.scaler for p in pieces]),
+        np.concatenate([p.status for p in pieces]),
+        np.concatenate([p.status_null for p in pieces]),
+    )
 
 
-def _sqlite_rows(result: CursorResult[Any], batch_rows: int) -> Iterator[Sequence[Any]]:
+def _split(cols: ExportColumns, n: int) -> tuple[ExportColumns, ExportColumns]:
+    """The first ``n`` values and the rest (views, runs cut where ``n`` falls)."""
+    head: list[tuple[str, str, int | None, int]] = []
+    taken = 0
+    runs = cols.runs
+    i = 0
+    while taken < n:
+        meter, channel, unit, count = runs[i]
+        take = min(count, n - taken)
+        head.append((meter, channel, unit, take))
+        taken += take
+        i += 1
+        if take < count:
+            rest_runs = [(meter, channel, unit, count - take), *runs[i:]]
+            break
+    else:
+        rest_runs = runs[i:]
+    first = _taken(cols, slice(0, n))
+    first.runs = head
+    rest = _taken(cols, slice(n, None))
+    rest.runs = rest_runs
+    return first, rest
+
+
+def _batched(pieces: Iterator[ExportColumns], batch_rows: int) -> Iterator[ExportColumns]:
+    """Pieces regrouped into batches of ``batch_rows`` values (the last one shorter)."""
+    held: list[ExportColumns] = []
+    size = 0
+    for piece in pieces:
+        if not len(piece):
+            continue
+        held.append(piece)
+        size += len(piece)
+        while size >= batch_rows:
+            batch, rest = _split(_concat(held), batch_rows)
+            yield batch
+            held = [rest] if len(rest) else []
+            size = len(rest)
+    if size:
+        yield _concat(held)
+
+
+def _sqlite_chunks(result: CursorResult[Any], batch_rows: int) -> Iterator[Sequence[Sequence[Any]]]:
     """Straight from the sqlite3 cursor, which steps rows only as they are fetched (no column
     needs SQLAlchemy's result processing: blobs come as bytes)."""
     cursor = result.cursor
     try:
         while rows := cursor.fetchmany(batch_rows):
-            yield from rows
+            yield rows
     finally:
         result.close()
 

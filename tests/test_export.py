@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
 import io
 import re
 import tracemalloc
@@ -444,6 +445,38 @@ def test_batches_are_bounded_and_ordered(any_db: tuple[Database, str]) -> None:
     ]
 
 
+def test_off_grid_entries_merge_in_time_order(any_db: tuple[Database, str]) -> None:
+    """Entries off the 15-minute grid (a power-event capture) sit among their channel's day
+    rows in time order, and a channel holding only such entries comes in key order; a range
+    cutting days in the middle keeps what falls inside, whatever the batch size."""
+    db, _ = any_db
+    want = synthetic(db, 4)
+    ids = [f"S{n:05d}" for n in range(4)]
+    db.upsert_channels([Channel(m, "1.0.2.8.0.255", 30, 0, 900) for m in ids[1:3]])
+    odd = [
+        IntervalRead(ids[1], "1.0.1.8.0.255", T0 + timedelta(minutes=7), 11, -3, 0x80),
+        IntervalRead(ids[1], "1.0.1.8.0.255", T0 + timedelta(hours=30, seconds=1), None, -3, None),
+        IntervalRead(ids[1], "1.0.2.8.0.255", T0 + timedelta(hours=5, minutes=1), -4, 0, 2),
+        IntervalRead(ids[2], "1.0.2.8.0.255", T0 + timedelta(hours=40, minutes=3), 9, 0, None),
+        IntervalRead(ids[3], "1.0.3.8.0.255", T0 + timedelta(minutes=44), 5, 1, 0),
+    ]
+    db.insert_interval_reads(odd)
+    units = {**{c: u for c, (u, _s) in SYN_CHANNELS.items()}, "1.0.2.8.0.255": 30}
+    want = sorted(
+        [*want, *((r.meter_id, r.channel, r.ts, r.value, r.scaler, r.status, units[r.channel])
+                  for r in odd)],
+        key=lambda r: (r[0], r[1], r[2]),
+    )  # fmt: skip
+    for start, end in (
+        (T0, T0 + timedelta(days=2)),
+        (T0 + timedelta(minutes=5), T0 + timedelta(hours=41)),
+    ):
+        spec = ExportRange(start, end)
+        for size in (7, 333, 10_000):
+            got = [r for b in interval_batches(db, spec, batch_rows=size) for r in b]
+            assert got == [r for r in want if start <= r[2] < end], (start, end, size)
+
+
 def test_postgres_reads_through_a_server_side_cursor(
     pg_url: str, pg_admin: psycopg.Connection[Any]
 ) -> None:
@@ -502,6 +535,24 @@ def test_memory_stays_flat_as_the_range_grows(
     peak_small = _peak_export_bytes(db, small, fmt, tmp_path)
     peak_large = _peak_export_bytes(db, large, fmt, tmp_path)
     assert peak_large < peak_small * 1.1 + 64 * 1024, (peak_small, peak_large)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_failed_parquet_write_is_raised(tmp_path: Path) -> None:
+    """The Parquet writer's thread fails (the device is full): the export raises it, it does
+    not end as if written."""
+    db = open_database(tmp_path / "syn.db")
+    sink = open("/dev/full", "wb")  # closed by hand: its close fails too
+    try:
+        synthetic(db, 12)
+        writer = ParquetWriter(sink, "UTC", {})  # the header fits the file's buffer
+        with pytest.raises(OSError) as failed:
+            export_reads(db, ExportRange(T0, T0 + timedelta(days=2)), writer, batch_rows=100)
+        assert failed.value.errno == errno.ENOSPC
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
+        db.close()
 
 
 def test_scaled_values_exact_in_csv_and_parquet(
