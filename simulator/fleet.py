@@ -62,18 +62,11 @@ from contracts.meters import INVENTORY_COLUMNS, MODE_E_STARTUP, SECURE_PROFILE, 
 from protocols.iec62056_21 import Identification, baud_char
 from simulator import model
 from simulator.areas import AreaPlan, Energy
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.faults import FaultPlan, FaultSpec
 from simulator.meter import SimulatedMeter
 from simulator.quirks import NO_QUIRKS, Quirks
-from simulator.server import (
-    Clock,
-    HdlcBus,
-    HdlcTcpServer,
-    PtyBus,
-    ServerStats,
-    WrapperServer,
-    state_is_default,
-)
+from simulator.server import Clock, ServerStats, WrapperServer, state_is_default
 from simulator.sign_on import MANUFACTURER, SignOnBus
 
 LatencyKind = Literal["none", "gprs"]

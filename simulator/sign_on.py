@@ -25,8 +25,8 @@ from protocols.iec62056_21 import (
     with_even_parity,
     without_even_parity,
 )
+from simulator.bus_server import BusReply, HdlcBus
 from simulator.meter import SimulatedMeter
-from simulator.server import BusReply, HdlcBus
 
 #: The manufacturer id simulated meters give in their identification.
 MANUFACTURER = "SIM"

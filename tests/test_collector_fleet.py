@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from simulator import model
+from simulator.bus_server import HdlcBus, HdlcTcpServer
 from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, HdlcTcpServer, WrapperServer
+from simulator.server import WrapperServer
 from storage.database import Database
 from storage.gaps import day_window
 

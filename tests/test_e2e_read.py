@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 import pytest
 
 from simulator import model
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, ServerStats, WrapperServer
+from simulator.server import ServerStats, WrapperServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 5

@@ -42,9 +42,10 @@ from protocols.hdlc import FrameKind, HdlcFrame
 from protocols.hdlc_link import HdlcSettings
 from simulator import model, short_names
 from simulator import objects as O
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
+from simulator.server import WrapperServer
 
 gurux = pytest.importorskip("gurux_dlms")
 from gurux_dlms.enums import (  # noqa: E402

@@ -21,8 +21,9 @@ from test_e2e_read import ROOT, _json, _Loop, _quiet_meter, hes
 
 from collector.link_stats import LinkStats, diagnose
 from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
+from simulator.bus_server import HdlcBus, PtyBus
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, PtyBus, corrupt_hdlc
+from simulator.server import corrupt_hdlc
 from simulator.uart import resample
 
 PHYSICAL = 17

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_e2e_read import _json, _Loop, _quiet_meter, hes
 
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 
 ADDRESSES = (17, 23, 40)
 

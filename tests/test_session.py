@@ -33,8 +33,9 @@ from protocols.errors import (
 from protocols.hdlc_link import HdlcSettings
 from simulator import model
 from simulator import objects as O
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SERVER_MAX_PDU, SimulatedMeter
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
+from simulator.server import WrapperServer
 
 SEED = 7
 #: True time of every test: 2026-03-12 13:00:17.5 UTC (the simulator's clock is frozen there).

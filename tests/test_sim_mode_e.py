@@ -36,10 +36,10 @@ from protocols.hdlc_link import Connected, Disconnected, HdlcConnection, HdlcSet
 from protocols.iec62056_21 import Identification
 from protocols.iec62056_21 import with_even_parity as P
 from simulator import model
+from simulator.bus_server import HdlcBus
 from simulator.fleet import FIRST_PHYSICAL, Fleet, FleetSpec, meter_id_text
 from simulator.meter import SimulatedMeter
 from simulator.quirks import named
-from simulator.server import HdlcBus
 from simulator.sign_on import SignOnBus
 from storage.database import open_database
 

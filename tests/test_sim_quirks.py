@@ -30,10 +30,11 @@ from protocols.errors import (
     KeyRejected,
     TemporaryFailure,
 )
+from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.fleet import Fleet, FleetSpec
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks, named
-from simulator.server import HdlcBus, HdlcTcpServer, PtyBus, WrapperServer
+from simulator.server import WrapperServer
 from storage.database import open_database
 from storage.keystore import DatabaseCounterStore, KeyStore, MasterKey, security_context
 

@@ -18,10 +18,10 @@ from collector.session import Session
 from collector.transport import serial_hdlc_transport
 from protocols.errors import LinkError
 from simulator import model
+from simulator.bus_server import HdlcBus, PtyBus
 from simulator.faults import FaultPlan, FaultSpec, SessionFault
 from simulator.fleet import Fleet, FleetSpec
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, PtyBus
 
 ROOT = Path(__file__).parents[1]
 SEED = 23

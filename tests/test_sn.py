@@ -60,9 +60,10 @@ from protocols.errors import (
 from protocols.xdlms import sn
 from simulator import model
 from simulator import objects as O
+from simulator.bus_server import HdlcBus, PtyBus
 from simulator.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SimulatedMeter
 from simulator.quirks import NAMED, Quirks
-from simulator.server import HdlcBus, PtyBus, WrapperServer
+from simulator.server import WrapperServer
 from simulator.short_names import FIRST_BASE_NAME, SLOT, name_table
 
 SEED = 11

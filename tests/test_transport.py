@@ -1,6 +1,6 @@
 """Transports under real failure: silent, lossy, noisy and vanishing peers on real sockets and ptys.
 
-The peers here are built from the simulator's own bus (``simulator.server.HdlcBus``) with a thin
+The peers here are built from the simulator's own bus (``simulator.bus_server.HdlcBus``) with a thin
 lossy layer in front, so the meter side is real protocol code, and only the faults are staged.
 No timing is asserted: every wait is bounded with ``asyncio.timeout`` so a hang fails the test.
 """
@@ -31,8 +31,9 @@ from protocols.hdlc import FrameDecoder, FrameKind, HdlcAddress, HdlcFrame
 from protocols.hdlc_link import HdlcSettings
 from protocols.wrapper import encode_wrapper
 from simulator import model
+from simulator.bus_server import HdlcBus, PtyBus
 from simulator.meter import SimulatedMeter
-from simulator.server import HdlcBus, PtyBus, WrapperServer
+from simulator.server import WrapperServer
 
 SEED = 3
 NOW = 1772409600 + 10 * model.DAY + 13 * 3600 + 17.5
