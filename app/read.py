@@ -293,12 +293,12 @@ def read_command(
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
     referencing: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="ln (logical names, GET/SET) or sn (short names: Read/Write by base name, "
-            "from the meter's object list)"
+            "from the meter's object list); default: the meter profile's, else ln"
         ),
-    ] = "ln",
+    ] = None,
 ) -> None:
     """Read one meter and print JSON: clock, registers by OBIS, profiles over a time range.
 
@@ -310,6 +310,8 @@ def read_command(
     model = _meter_profile(profile_file, meter_profile)
     if auth not in ("none", "lls"):
         raise _usage(f"--auth {auth!r}: use none or lls")
+    if referencing is None:
+        referencing = model.referencing
     if referencing not in ("ln", "sn"):
         raise _usage(f"--referencing {referencing!r}: use ln or sn")
     if baud <= 0:

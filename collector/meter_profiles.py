@@ -38,6 +38,9 @@ CLOCK_CONVENTIONS = ("dlms", "inverted")
 #: What a mode E profile sends as the sign-on's device address: the meter id, or nothing.
 DEVICE_ADDRESSES = ("meter_id", "none")
 ADDRESS_SIZES = (0, 1, 2, 4)
+#: How the model names its objects: logical names (GET/SET) or short names (Read/Write by
+#: base name, mapped through the meter's SN object list).
+REFERENCING = ("ln", "sn")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -68,6 +71,8 @@ class MeterProfile:
     management_client_sap: int = 1
     logical_address: int = 1
     max_pdu_size: int = 0xFFFF
+    #: ``ln`` (logical-name GET/SET) or ``sn`` (short-name Read/Write through the object list).
+    referencing: str = "ln"
     address_size: int = 0
     #: The physical address the model answers at when nothing else gives one (bench).
     physical_address: int | None = None
@@ -212,6 +217,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
     management = assoc.integer("management_client_sap", 1, 1, 0x7E)
     logical = assoc.integer("logical_address", 1, 1, 0x3FFD)
     pdu = assoc.integer("max_pdu_size", 0xFFFF, MIN_CLIENT_PDU, 0xFFFF)
+    referencing = assoc.choice("referencing", "ln", REFERENCING)
     assoc.done()
     hdlc = root.sub("hdlc")
     size = hdlc.integer("address_size", 0, 0, 4)
@@ -245,6 +251,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         management_client_sap=management,
         logical_address=logical,
         max_pdu_size=pdu,
+        referencing=referencing,
         address_size=size,
         physical_address=physical,
         max_info_tx=info_tx,

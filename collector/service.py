@@ -173,12 +173,13 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
     """The :class:`Session` settings of the meter's profile (none without one): PDU size,
-    trailing bytes accepted or not, the clock deviation's sign."""
+    logical or short names, trailing bytes accepted or not, the clock deviation's sign."""
     model = plan.meter_profile(meter)
     if model is None:
         return {}
     return {
         "max_pdu_size": model.max_pdu_size,
+        "referencing": "sn" if model.referencing == "sn" else "ln",
         "accept_trailing": model.accept_trailing_bytes,
         "inverted_deviation": model.inverted_deviation,
     }

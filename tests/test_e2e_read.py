@@ -296,6 +296,19 @@ def test_read_short_names_over_tcp_wrapper(sims: Simulators) -> None:
     assert "not in the meter's SN object list" in unknown["detail"]
 
 
+def test_read_short_names_from_the_shipped_meter_profile(sims: Simulators) -> None:
+    """``--meter-profile sim-short-names`` reads by short names without ``--referencing``."""
+    meter = sims.sn_meter
+    result = hes(
+        "read", "--tcp", f"127.0.0.1:{sims.sn_port}", "--meter-profile", "sim-short-names",
+        *_read_args(meter),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = _json(result)
+    assert out["negotiated"]["referencing"] == "sn"
+    _check_read(out, meter, *_window(meter))
+
+
 def test_read_short_names_over_serial_pty_in_blocks(sims: Simulators) -> None:
     """A 128-byte PDU: the object_list and the profile range come in read data blocks."""
     meter = sims.sn_pty_meter

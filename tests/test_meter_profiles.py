@@ -293,6 +293,7 @@ def test_collector_takes_frames_clock_and_channels_from_the_meter_profile(
     assert target_of(_record(None), plan).max_info_length == 128
     assert session_options(_record("acme"), plan) == {
         "max_pdu_size": 512,
+        "referencing": "ln",
         "accept_trailing": False,
         "inverted_deviation": True,
     }
@@ -314,3 +315,10 @@ def test_plan_profile_dir_must_be_a_directory(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(PlanError, match=r"collector.profile_dir: .*nowhere' is not a directory"):
         load_plan(path)
+
+
+def test_referencing_is_ln_or_sn() -> None:
+    assert parse_profile("[association]\nreferencing = 'sn'\n", "x.toml").referencing == "sn"
+    assert parse_profile("", "x.toml").referencing == "ln"
+    with pytest.raises(MeterProfileError, match=r"x\.toml: association\.referencing: 'short'"):
+        parse_profile("[association]\nreferencing = 'short'\n", "x.toml")
