@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from collector.link_stats import LinkStats
-from collector.transport import StreamOpener, Trace
-from protocols.errors import DecodeError, LinkError
+from collector.transport import CountedStream, StreamOpener, Trace
+from protocols.errors import DecodeError
 from protocols.explain import FrameTracer
 from protocols.hdlc import FrameDecoder, HdlcAddress, HdlcFrame
 from protocols.hdlc_link import (
@@ -29,7 +29,6 @@ from protocols.hdlc_link import (
     decode_parameters,
 )
 
-READ_CHUNK = 4096
 #: Conventional first physical address of a meter (lower ones are reserved).
 FIRST_PHYSICAL = 16
 #: Largest physical address of a 2-byte address (0x7E and 0x7F are reserved).
@@ -70,14 +69,13 @@ class _Scan:
         client: HdlcAddress,
         trace: Trace | None,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        self.stats = LinkStats()
+        self.stream = CountedStream(reader, writer, self.stats)
         self.client = client
         self.trace = trace
         self.decoder = FrameDecoder()
         self.conns: dict[int, HdlcConnection] = {}
         self.answers: dict[int, Answer] = {}
-        self.stats = LinkStats()
         self.current = -1
         self._trace_tx = FrameTracer("tx")
         self._trace_rx = FrameTracer("rx")
@@ -86,12 +84,7 @@ class _Scan:
         if self.trace is not None:
             for line in self._trace_tx.feed(data):
                 self.trace(line)
-        try:
-            self.writer.write(data)
-            await self.writer.drain()
-        except (OSError, RuntimeError) as exc:
-            raise LinkError(f"write failed: {exc}") from exc
-        self.stats.bytes_tx += len(data)
+        await self.stream.write(data)
         self.stats.round_trips += 1
 
     async def pump(self, timeout: float, done: asyncio.Event) -> None:
@@ -103,15 +96,9 @@ class _Scan:
             if remaining <= 0:
                 return
             try:
-                async with asyncio.timeout(remaining):
-                    data = await self.reader.read(READ_CHUNK)
+                data = await self.stream.read(remaining)
             except TimeoutError:
                 return
-            except (ConnectionError, OSError) as exc:
-                raise LinkError(f"read failed: {exc}") from exc
-            if not data:
-                raise LinkError("connection closed by the peer")
-            self.stats.bytes_rx += len(data)
             await self.receive(data, done)
 
     async def receive(self, data: bytes, done: asyncio.Event) -> None:
@@ -188,11 +175,6 @@ async def scan_bus(
         if open_links:  # late answers: wait once more for the UA to their DISC
             await scan.pump(timeout, asyncio.Event())
     finally:
-        writer.close()
-        try:
-            async with asyncio.timeout(2.0):
-                await writer.wait_closed()
-        except (TimeoutError, OSError, ConnectionError):
-            pass
+        await scan.stream.close()
     result.answers = [scan.answers[k] for k in sorted(scan.answers)]
     return result

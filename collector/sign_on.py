@@ -34,7 +34,7 @@ __all__ = ["MODE_E", "STARTUPS", "SignedOn", "mode_e_start_up", "wire_seconds"]
 
 
 class ByteStream(Protocol):
-    """What the sign-on needs of a transport's stream (``collector.transport._Stream``)."""
+    """What the sign-on needs of a transport's stream (``collector.transport.CountedStream``)."""
 
     async def write(self, data: bytes) -> None: ...
 

@@ -34,6 +34,7 @@ from protocols.iec62056_21 import IDENTIFICATION_WAIT_S, INITIAL_BAUD
 from protocols.wrapper import WrapperDecoder, WrapperPdu, encode_wrapper
 
 __all__ = [
+    "CountedStream",
     "HdlcTransport",
     "LinkStats",
     "StreamOpener",
@@ -56,7 +57,7 @@ READ_CHUNK = 4096
 Trace = Callable[[str], None]
 StreamOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 #: What runs on a freshly opened stream before HDLC starts (the mode E sign-on).
-StartUp = Callable[["_Stream"], Awaitable[SignedOn]]
+StartUp = Callable[["CountedStream"], Awaitable[SignedOn]]
 
 
 class Transport(Protocol):
@@ -72,8 +73,9 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-class _Stream:
-    """A reader/writer pair with byte counting and typed errors."""
+class CountedStream:
+    """A reader/writer pair with byte counting and typed errors (a transport's stream, and
+    the bus scan's)."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stats: LinkStats
@@ -144,13 +146,13 @@ class TcpWrapperTransport:
         self.connect_timeout = connect_timeout
         self.stats = LinkStats()
         self.description = f"tcp://{host}:{port}"
-        self._stream: _Stream | None = None
+        self._stream: CountedStream | None = None
         self._decoder = WrapperDecoder()
         self.trace = trace
 
     async def open(self) -> None:
         reader, writer = await _open_tcp(self.host, self.port, self.connect_timeout)
-        self._stream = _Stream(reader, writer, self.stats)
+        self._stream = CountedStream(reader, writer, self.stats)
 
     async def request(self, apdu: bytes, timeout: float) -> bytes:
         stream = self._require_stream()
@@ -184,7 +186,7 @@ class TcpWrapperTransport:
             stream, self._stream = self._stream, None
             await stream.close()
 
-    def _require_stream(self) -> _Stream:
+    def _require_stream(self) -> CountedStream:
         if self._stream is None:
             raise LinkError(f"{self.description}: transport is not open")
         return self._stream
@@ -222,7 +224,7 @@ class HdlcTransport:
         self.stats = LinkStats()
         self.description = description
         self._opener = opener
-        self._stream: _Stream | None = None
+        self._stream: CountedStream | None = None
         self._conn: HdlcConnection | None = None
         #: The link parameters agreed with the meter (UA), once the link is up.
         self.negotiated: HdlcSettings | None = None
@@ -237,7 +239,7 @@ class HdlcTransport:
 
     async def open(self) -> None:
         reader, writer = await self._opener()
-        self._stream = _Stream(reader, writer, self.stats)
+        self._stream = CountedStream(reader, writer, self.stats)
         self._conn = HdlcConnection(Role.CLIENT, self.local, self.remote, self.settings)
         try:
             if self._startup is not None:
@@ -317,7 +319,7 @@ class HdlcTransport:
                 elif isinstance(event, Disconnected):
                     raise LinkError(f"{self.description}: meter disconnected the link")
 
-    async def _send(self, stream: _Stream, data: bytes) -> None:
+    async def _send(self, stream: CountedStream, data: bytes) -> None:
         if self.trace is not None:
             for line in self._trace_tx.feed(data):
                 self.trace(line)
@@ -348,7 +350,7 @@ class HdlcTransport:
         stats.frames_bad += decoder.dropped_frames - dropped
         return events
 
-    def _require_stream(self) -> _Stream:
+    def _require_stream(self) -> CountedStream:
         if self._stream is None:
             raise LinkError(f"{self.description}: transport is not open")
         return self._stream
@@ -422,7 +424,7 @@ def serial_hdlc_transport(
     opener = serial_opener(device, INITIAL_BAUD if mode_e else baudrate)
     retries = int(kwargs.get("retries", 3))
 
-    async def sign_on(stream: _Stream) -> SignedOn:
+    async def sign_on(stream: CountedStream) -> SignedOn:
         return await mode_e_start_up(
             stream,
             stream.writer.transport.get_extra_info("serial"),
