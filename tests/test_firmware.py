@@ -51,7 +51,7 @@ from protocols import axdr
 from protocols.errors import DataAccessError, TemporaryFailure
 from protocols.security import SecurityContext, SecurityKeys
 from simulator import image_transfer, model
-from simulator.fleet import Fleet, FleetSpec, meter_number
+from simulator.fleet import BusEndpoint, Fleet, FleetSpec, meter_number
 from simulator.image_transfer import Firmware, PowerCut, sign
 from simulator.quirks import Quirks
 from storage import jobs
@@ -305,10 +305,25 @@ async def test_a_meter_that_rolls_back_fails_as_version_not_changed(
         assert firmware(fleet, meter.meter_id).active == image_transfer.DEFAULT_FIRMWARE
 
 
-async def test_upload_over_an_hdlc_bus_resumes_after_a_power_cut(
-    tmp_path: Path, db: Database
+@pytest.mark.parametrize(
+    ("endpoint", "transport", "cut", "version", "search_from"),
+    [
+        ("tcp", "hdlc-tcp", 4, "SIM-FW-4.0.0", 1400),
+        ("pty", "serial", 9, "SIM-FW-4.1.0", 1450),
+    ],
+)
+async def test_upload_over_a_bus_resumes_after_a_power_cut(
+    tmp_path: Path,
+    db: Database,
+    endpoint: BusEndpoint,
+    transport: str,
+    cut: int,
+    version: str,
+    search_from: int,
 ) -> None:
-    first = online_run(1, 1400)
+    """A bus behind a terminal server, and one on a pty: the meter loses power after ``cut``
+    blocks, the next session sends the rest."""
+    first = online_run(1, search_from)
     async with management_fleet(
         tmp_path,
         db,
@@ -316,40 +331,17 @@ async def test_upload_over_an_hdlc_bus_resumes_after_a_power_cut(
         bus=1,
         first_meter=first,
         clock=SimClock(NOW),
-        quirks=Quirks(power_cut_after_blocks=4),
+        quirks=Quirks(power_cut_after_blocks=cut),
+        bus_endpoint=endpoint,
     ) as fleet:
         meter = db.meters()[0]
-        assert meter.transport == "hdlc-tcp"
+        assert meter.transport == transport
         report = await upload_meter(
-            meter, image("SIM-FW-4.0.0"), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
+            meter, image(version), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
         )
         assert report.ok, report.as_dict()
-        assert (report.sent, report.held) == ([4, BLOCKS - 4], [0, 4])
-        assert firmware(fleet, meter.meter_id).active == b"SIM-FW-4.0.0"
-
-
-async def test_upload_over_a_pty_bus_resumes_after_a_power_cut(
-    tmp_path: Path, db: Database
-) -> None:
-    first = online_run(1, 1450)
-    async with management_fleet(
-        tmp_path,
-        db,
-        tcp=0,
-        bus=1,
-        first_meter=first,
-        clock=SimClock(NOW),
-        quirks=Quirks(power_cut_after_blocks=9),
-        bus_endpoint="pty",
-    ) as fleet:
-        meter = db.meters()[0]
-        assert meter.transport == "serial"
-        report = await upload_meter(
-            meter, image("SIM-FW-4.1.0"), secrets=sim_secret, max_pdu_size=PDU, request_timeout=3
-        )
-        assert report.ok, report.as_dict()
-        assert (report.sent, report.held) == ([9, BLOCKS - 9], [0, 9])
-        assert firmware(fleet, meter.meter_id).active == b"SIM-FW-4.1.0"
+        assert (report.sent, report.held) == ([cut, BLOCKS - cut], [0, cut])
+        assert firmware(fleet, meter.meter_id).active == version.encode()
 
 
 async def test_a_secured_meter_takes_the_image_over_ciphered_sessions(
