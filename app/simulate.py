@@ -22,7 +22,7 @@ from contracts.meters import parse_host_port
 from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
-from simulator.push import DEFAULT_PER_DAY, AlarmPusher
+from simulator.push import DEFAULT_PER_DAY, fleet_pusher
 from simulator.quirks import NAMED, named
 
 
@@ -138,7 +138,7 @@ async def run_fleet(
             await fleet.start()
             if push_to is not None:
                 meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
-                alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
+                alarms = fleet_pusher(fleet, meters, push_to, alarms_per_day)
                 pusher = asyncio.create_task(alarms.run())
             info = fleet.describe()
             if inventory is not None:

@@ -314,16 +314,30 @@ class MeterPool:
         self._meters: dict[int, SimulatedMeter] = {}
         self._refs: dict[int, int] = {}
 
+    #: Hears every meter's ACTION push (``SimulatedMeter.on_push``): the fleet's pusher.
+    on_push: Callable[[SimulatedMeter, bytes, float], None] | None = None
+
+    def _make(self, number: int) -> SimulatedMeter:
+        secure = self.secured is not None and self.secured(number)
+        meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
+        if self.energy is not None:
+            meter.energy = self.energy(number)
+        meter.on_push = self.on_push
+        return meter
+
     def acquire(self, number: int) -> SimulatedMeter:
         meter = self._meters.get(number)
         if meter is None:
-            secure = self.secured is not None and self.secured(number)
-            meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
-            if self.energy is not None:
-                meter.energy = self.energy(number)
+            meter = self._make(number)
             self._meters[number] = meter
+        meter.on_push = self.on_push
         self._refs[number] = self._refs.get(number, 0) + 1
         return meter
+
+    def view(self, number: int) -> SimulatedMeter:
+        """Meter ``number`` as it stands: the one held (its SET state), else a fresh one
+        (not kept: a meter never changed is the same re-created)."""
+        return self._meters.get(number) or self._make(number)
 
     def release(self, meter: SimulatedMeter) -> None:
         number = meter.meter_id

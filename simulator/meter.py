@@ -102,6 +102,7 @@ class SimulatedMeter:
         "client_system_title",
         "energy",
         "meter_id",
+        "on_push",
         "quirks",
         "require_security",
         "seed",
@@ -124,6 +125,9 @@ class SimulatedMeter:
         self.require_security = require_security
         self.client_system_title = client_system_title
         self._state: objects.MeterState | None = None
+        #: Hears an ACTION push: (meter, push setup logical name, true time); the fleet's
+        #: pusher sends the notification (None: nobody does).
+        self.on_push: Callable[[SimulatedMeter, bytes, float], None] | None = None
 
     @property
     def keys(self) -> model.MeterKeys:
@@ -346,7 +350,16 @@ class MeterSession:
             energy=meter.energy,
             power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
             firmware_rollback=meter.quirks.firmware_rollback,
+            push_describes=not meter.quirks.push_without_object_list,
+            push_now=self._push_now(now),
         )
+
+    def _push_now(self, now: float) -> Callable[[bytes], None] | None:
+        meter = self.meter
+        hears = meter.on_push
+        if hears is None:
+            return None
+        return lambda name: hears(meter, name, now)
 
     def _read(
         self,

@@ -33,7 +33,7 @@ from protocols.cosem import CosemDateTime
 from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
-from simulator import image_transfer, model
+from simulator import image_transfer, model, push_setup
 from simulator.areas import ORDINARY, Energy
 
 # Data-Access-Result codes and interface classes, by their short names in this module.
@@ -55,6 +55,7 @@ CLOCK = InterfaceClass.CLOCK
 ASSOCIATION_LN = InterfaceClass.ASSOCIATION_LN
 DISCONNECT_CONTROL = InterfaceClass.DISCONNECT_CONTROL
 IMAGE_TRANSFER = InterfaceClass.IMAGE_TRANSFER
+PUSH_SETUP = InterfaceClass.PUSH_SETUP
 
 # Units (Blue Book unit enumeration).
 UNIT_W = 27
@@ -179,6 +180,8 @@ class MeterState:
     server_invocation_counter: int = 0
     #: Active firmware and the image transfer object (``simulator.image_transfer``).
     firmware: image_transfer.Firmware = field(default_factory=image_transfer.Firmware)
+    #: Push setups the head-end changed (``simulator.push_setup``), by logical name.
+    push_setups: dict[bytes, push_setup.PushSetupState] = field(default_factory=dict)
 
     @property
     def output_state(self) -> bool:
@@ -266,6 +269,12 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         CosemObject(
             IMAGE_TRANSFER, 0, OBIS_IMAGE_TRANSFER, 7, 4, False, invocable=frozenset({1, 2, 3, 4})
         )
+    )
+    objs.extend(
+        CosemObject(
+            PUSH_SETUP, 0, name, 7, 1, False, frozenset(range(2, 8)), invocable=frozenset({1})
+        )
+        for name in push_setup.NAMES
     )
     return {o.obis: o for o in objs}
 
@@ -494,6 +503,14 @@ class Context:
     power_cut_after_blocks: int | None = None
     #: The firmware rollback quirk: activation succeeds, the old firmware stays active.
     firmware_rollback: bool = False
+    #: Push setups headed by their own object list (False: the push_without_object_list quirk).
+    push_describes: bool = True
+    #: Where an ACTION push goes (the fleet's pusher); None: nobody sends it.
+    push_now: Callable[[bytes], None] | None = None
+
+    def setup(self, name: bytes) -> push_setup.PushSetupState:
+        """Push setup ``name`` as configured, or its factory setting."""
+        return push_setup.current(self.state.push_setups, name, self.push_describes)
 
     def registers(self) -> model.Registers:
         """The energy registers at ``meter_time``: computed once per request, since a
@@ -617,6 +634,8 @@ def get_attribute(
         return _enc(axdr.enum(CONTROL_MODE))
     if cid == IMAGE_TRANSFER:
         return image_transfer.get_attribute(ctx.state.firmware, attribute, _block_size(ctx))
+    if cid == PUSH_SETUP:
+        return push_setup.get_attribute(ctx.setup(name), attribute)
     return _association_attribute(ctx, attribute)
 
 
@@ -687,11 +706,20 @@ def _association_attribute(ctx: Context, attribute: int) -> bytes:
 def set_attribute(
     ctx: Context, obj: CosemObject, attribute: int, data: bytes, true_now: float
 ) -> None:
-    """Apply a SET (only the clock time is writable), or raise the DataAccessError."""
+    """Apply a SET (the clock time, push setups), or raise the DataAccessError."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
     if not obj.can_write(attribute, ctx.management):
         raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
+    if obj.class_id == PUSH_SETUP:
+
+        def has(class_id: int, name: bytes, attr: int) -> bool:
+            o = ctx.objects.get(name)
+            return o is not None and o.class_id == class_id and 1 <= attr <= o.attributes
+
+        changed = push_setup.set_attribute(ctx.setup(obj.obis), obj.obis, attribute, data, has)
+        ctx.state.push_setups[obj.obis] = changed
+        return
     try:
         value = axdr.decode(data)
         if not isinstance(value, bytes) or len(value) != 12:
@@ -717,6 +745,11 @@ def invoke(
     state = ctx.state
     if obj.class_id == DISCONNECT_CONTROL:
         state.control_state = DISCONNECTED if method == 1 else CONNECTED
+        return
+    if obj.class_id == PUSH_SETUP:
+        push_setup.check_push_parameter(param)
+        if ctx.push_now is not None:
+            ctx.push_now(obj.obis)
         return
     if obj.class_id == IMAGE_TRANSFER:
         image_transfer.invoke(
