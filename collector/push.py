@@ -1,16 +1,25 @@
 """Push listener: accept DataNotification alarms from meters over TCP, store and publish them.
 
 Meters connect to the head-end (IEC 62056-47 wrapper over TCP) and send unconfirmed
-Data-Notifications. The body holds the values of the meter's push object list; the listener
-looks, in order, for the serial number (visible-string) and the logical device name
-(octet-string) among the body's values and takes the first that names an inventory meter, and
-for the event code (the first integer). The notification's date-time is the alarm time (the
-arrival time when the meter sent none).
+Data-Notifications. The body is a structure of the values of the meter's push object list
+(Blue Book class 40, ``protocols.push_setup``). When its first value is the object list itself
+(the push setup's attribute 2 heads the list) the body describes itself; otherwise, as many
+meters send, it carries only values and the listener decodes it by the object list stored
+for the meter (``hes push show`` / ``hes push set``, ``storage.push_setups``): the one whose
+length fits, the alarm push's first. The sender is the inventory meter that a serial number
+(0-0:96.1.0.255) or logical device name (0-0:42.0.0.255) among the values names (any text
+value when no list is carried); when the values name no meter at all, the TCP meter at the
+sender's address. The alarm is the
+value of the event code (0-0:96.11.0.255); the notification's date-time is the alarm time
+(the arrival time when the meter sent none).
 
 An alarm is stored as an event of the pseudo log ``storage.operations.PUSH_LOG`` (idempotent
 on meter/time/code, so a repeated push is stored once) and published to ``hes/<meter>/alarm``
-only when it was new. Anything else (not a DataNotification, an undecodable body, an unknown
-meter) is counted and logged with the reason, and the connection closed; nothing is stored.
+only when it was new. Anything else is counted under its reason (``not_a_notification``,
+``bad_notification``: an undecodable body or date-time, ``unknown_meter``,
+``no_object_list``: values only and no push setup stored for the meter,
+``object_list_mismatch``, ``no_event_code``) and logged with a message saying what to do, and
+the connection closed; nothing is stored.
 Listens on 127.0.0.1 by default.
 """
 
@@ -20,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +37,13 @@ from typing import Any
 from collector.events import event_name
 from collector.mqtt import alarm_payload
 from protocols import axdr, xdlms
+from protocols import push_setup as ps
 from protocols.cosem import CosemDateTime
 from protocols.errors import DecodeError
 from protocols.wrapper import WrapperDecoder
 from storage.database import Database
 from storage.operations import PUSH_LOG
+from storage.push_setups import load_push_setups
 from storage.records import Event
 
 log = logging.getLogger("hes.push")
@@ -40,10 +51,19 @@ log = logging.getLogger("hes.push")
 Publish = Callable[[str, str, dict[str, Any]], None]
 #: Longest a connection may stay open without completing a PDU.
 IDLE_TIMEOUT_S = 30.0
+#: (push setup logical name, its object list) as stored for a meter.
+StoredList = tuple[bytes, tuple[ps.PushObject, ...]]
+OBIS_SERIAL = bytes((0, 0, 96, 1, 0, 255))
+OBIS_LDN = bytes((0, 0, 42, 0, 0, 255))
+OBIS_EVENT_CODE = bytes((0, 0, 96, 11, 0, 255))
 
 
 class PushRejected(ValueError):
-    """A push that cannot be taken: says why."""
+    """A push that cannot be taken: says why; ``reason`` is the counter it is rejected under."""
+
+    def __init__(self, message: str, reason: str = "bad_notification") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +74,8 @@ class PushedAlarm:
     ts: datetime
     code: int
     name: str
+    #: Which object list decoded it: "carried" in the notification, or the meter's "stored".
+    object_list: str = "carried"
 
 
 @dataclass(slots=True)
@@ -64,6 +86,8 @@ class ListenerStats:
     duplicates: int = 0
     published: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    #: Alarms by the object list that decoded them: "carried" or "stored".
+    decoded: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -76,6 +100,7 @@ class ListenerStats:
             "duplicates": self.duplicates,
             "published": self.published,
             "rejected": dict(self.rejected),
+            "decoded": dict(self.decoded),
         }
 
 
@@ -85,27 +110,81 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
+def _texts(values: Sequence[Any]) -> list[str]:
+    """The values that could name a meter: strings, and octet-strings that are ASCII."""
+    out: list[str] = [v for v in values if isinstance(v, str)]
+    for v in values:
+        if isinstance(v, bytes):
+            with contextlib.suppress(UnicodeDecodeError):
+                out.append(v.decode("ascii"))
+    return out
+
+
+def _identifiers(pairs: Sequence[tuple[ps.PushObject, Any]]) -> list[str]:
+    return _texts([v for o, v in pairs if o.logical_name in (OBIS_SERIAL, OBIS_LDN)])
+
+
+def _choose_list(
+    meter_id: str, values: tuple[Any, ...], lists: Sequence[StoredList]
+) -> tuple[ps.PushObject, ...]:
+    """The stored object list a values-only push was sent by; PushRejected says why none."""
+    if not lists:
+        raise PushRejected(
+            f"{meter_id}: notification without an object list and no push setup stored for "
+            f"the meter: read it with `hes push show {meter_id}`",
+            "no_object_list",
+        )
+    fits = [objs for _, objs in lists if len(objs) == len(values)]
+    if not fits:
+        sizes = ", ".join(f"{'.'.join(map(str, n))}: {len(o)}" for n, o in lists)
+        raise PushRejected(
+            f"{meter_id}: notification carries {len(values)} values; the stored push object "
+            f"lists have {sizes} entries (re-read them with `hes push show {meter_id}`)",
+            "object_list_mismatch",
+        )
+    with_code = [objs for objs in fits if any(o.logical_name == OBIS_EVENT_CODE for o in objs)]
+    return (with_code or fits)[0]
+
+
 def decode_alarm(
     notification: xdlms.DataNotification,
     is_meter: Callable[[str], bool],
     received_at: datetime,
+    object_lists: Callable[[str], Sequence[StoredList]] = lambda _m: (),
+    meter_at: Callable[[], str | None] = lambda: None,
 ) -> PushedAlarm:
-    """The alarm a Data-Notification carries; PushRejected says what is wrong with it."""
+    """The alarm a Data-Notification carries; PushRejected says what is wrong with it.
+
+    The body is decoded by the object list it carries, else by the sending meter's stored
+    one (``object_lists(meter_id)``: (push setup, object list) pairs). The meter is the
+    inventory meter a serial number or logical device name among the values names; when the
+    values name none at all, ``meter_at()`` (the meter at the sender's address).
+    """
     try:
-        values = _flatten(axdr.decode(notification.body))
+        body = axdr.decode(notification.body)
     except DecodeError as exc:
         raise PushRejected(f"undecodable notification body: {exc}") from None
-    candidates: list[str] = [v for v in values if isinstance(v, str)]
-    for v in values:
-        if isinstance(v, bytes):
-            with contextlib.suppress(UnicodeDecodeError):
-                candidates.append(v.decode("ascii"))
+    described, values = ps.split_self_described(body)
+    candidates = (
+        _identifiers(ps.values_by_object_list(described, values))
+        if described is not None
+        else _texts(_flatten(values))
+    )
+    # the sender's address names it only when the values do not name a meter themselves
     meter_id = next((c for c in candidates if c and is_meter(c)), None)
+    if meter_id is None and not candidates:
+        meter_id = meter_at()
     if meter_id is None:
-        raise PushRejected(f"no inventory meter among the identifiers {candidates[:3]!r}")
-    code = next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
-    if code is None:
-        raise PushRejected(f"{meter_id}: notification carries no event code")
+        raise PushRejected(
+            f"no inventory meter among the identifiers {candidates[:3]!r} nor at the "
+            "sender's address",
+            "unknown_meter",
+        )
+    objects = described or _choose_list(meter_id, values, object_lists(meter_id))
+    pairs = ps.values_by_object_list(objects, values)
+    code = next((v for o, v in pairs if o.logical_name == OBIS_EVENT_CODE), None)
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise PushRejected(f"{meter_id}: notification carries no event code", "no_event_code")
     ts = received_at
     if notification.date_time is not None:
         try:
@@ -113,7 +192,8 @@ def decode_alarm(
         except DecodeError as exc:
             raise PushRejected(f"{meter_id}: bad notification date-time: {exc}") from None
         ts = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-    return PushedAlarm(meter_id, ts, code, event_name(code))
+    how = "carried" if described is not None else "stored"
+    return PushedAlarm(meter_id, ts, code, event_name(code), how)
 
 
 class PushListener:
@@ -142,6 +222,8 @@ class PushListener:
         self.alarms: deque[PushedAlarm] = deque(maxlen=keep)
         self._server: asyncio.Server | None = None
         self._known: set[str] = set()
+        self._lists: dict[str, list[StoredList]] = {}
+        self._by_host: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -160,7 +242,18 @@ class PushListener:
 
     async def _refresh(self) -> None:
         meters = await asyncio.to_thread(self.db.meters)
+        setups = await asyncio.to_thread(load_push_setups, self.db)
         self._known = {m.meter_id for m in meters}
+        lists: dict[str, list[StoredList]] = {}
+        for r in setups:
+            lists.setdefault(r.meter_id, []).append((r.logical_name, r.objects))
+        self._lists = lists
+        hosts: dict[str, list[str]] = {}
+        for m in meters:
+            if m.transport == "tcp" and m.host:
+                hosts.setdefault(m.host, []).append(m.meter_id)
+        # only an address one meter has names it
+        self._by_host = {h: ids[0] for h, ids in hosts.items() if len(ids) == 1}
 
     def _is_meter(self, meter_id: str) -> bool:
         return meter_id in self._known
@@ -172,6 +265,8 @@ class PushListener:
             task.add_done_callback(self._tasks.discard)
         self.stats.connections += 1
         decoder = WrapperDecoder()
+        peer = writer.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
         try:
             while True:
                 async with asyncio.timeout(IDLE_TIMEOUT_S):
@@ -179,7 +274,7 @@ class PushListener:
                 if not data:
                     break
                 for pdu in decoder.feed(data):
-                    await self._handle(pdu.apdu)
+                    await self._handle(pdu.apdu, host)
         except DecodeError as exc:
             self._reject("bad_wrapper", str(exc))
         except (TimeoutError, ConnectionError, OSError):
@@ -193,7 +288,16 @@ class PushListener:
         self.stats.reject(reason)
         log.warning("push_rejected", extra={"fields": {"reason": reason, "detail": detail}})
 
-    async def _handle(self, data: bytes) -> None:
+    def _decode(self, notification: xdlms.DataNotification, host: str | None) -> PushedAlarm:
+        return decode_alarm(
+            notification,
+            self._is_meter,
+            self.now(),
+            lambda m: self._lists.get(m, ()),
+            lambda: self._by_host.get(host) if host is not None else None,
+        )
+
+    async def _handle(self, data: bytes, host: str | None = None) -> None:
         self.stats.received += 1
         try:
             response = xdlms.decode_response(data)
@@ -204,14 +308,16 @@ class PushListener:
             self._reject("not_a_notification", type(response).__name__)
             return
         try:
-            alarm = decode_alarm(response, self._is_meter, self.now())
-        except PushRejected as first:
-            await self._refresh()  # a meter imported since the listener started
+            alarm = self._decode(response, host)
+        except PushRejected:
+            # a meter imported, or a push setup read, since the listener started
+            await self._refresh()
             try:
-                alarm = decode_alarm(response, self._is_meter, self.now())
-            except PushRejected:
-                self._reject("bad_notification", str(first))
+                alarm = self._decode(response, host)
+            except PushRejected as exc:
+                self._reject(exc.reason, str(exc))
                 return
+        self.stats.decoded[alarm.object_list] = self.stats.decoded.get(alarm.object_list, 0) + 1
         await self.store(alarm)
 
     async def store(self, alarm: PushedAlarm) -> bool:

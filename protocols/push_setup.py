@@ -157,18 +157,22 @@ def encode_object_list(objects: Sequence[PushObject]) -> bytes:
     return axdr.encode(object_list_value(objects))
 
 
-def encode_destination(dest: SendDestination) -> bytes:
-    return axdr.encode(
-        axdr.structure(
-            axdr.enum(dest.transport), axdr.octets(dest.destination), axdr.enum(dest.message)
-        )
+def destination_value(dest: SendDestination) -> axdr.Typed:
+    return axdr.structure(
+        axdr.enum(dest.transport), axdr.octets(dest.destination), axdr.enum(dest.message)
     )
+
+
+def encode_destination(dest: SendDestination) -> bytes:
+    return axdr.encode(destination_value(dest))
+
+
+def windows_value(windows: Sequence[Window]) -> axdr.Typed:
+    return axdr.array(axdr.structure(axdr.octets(w.start), axdr.octets(w.end)) for w in windows)
 
 
 def encode_windows(windows: Sequence[Window]) -> bytes:
-    return axdr.encode(
-        axdr.array(axdr.structure(axdr.octets(w.start), axdr.octets(w.end)) for w in windows)
-    )
+    return axdr.encode(windows_value(windows))
 
 
 # ---------------------------------------------------------------------------------------------
