@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "reconnect": ("app.ops", "reconnect_command", False),
     "listen": ("app.ops", "listen_command", False),
     "firmware": ("app.firmware", "firmware_app", True),
+    "push": ("app.push", "push_app", True),
     "serve": ("app.serve", "serve_command", False),
     "token": ("app.tokens", "tokens_app", True),
 }

@@ -323,10 +323,16 @@ class AlarmPusher:
 
 
 def fleet_pusher(
-    fleet: Fleet, meters: Iterable[int], push_to: tuple[str, int], per_day: float, **options: Any
+    fleet: Fleet,
+    meters: Iterable[int],
+    push_to: tuple[str, int],
+    per_day: float,
+    clock: Callable[[], float] | None = None,
+    **options: Any,
 ) -> AlarmPusher:
     """The pusher of a running fleet: its meters' push setups as SET over the fleet's links,
-    each TCP meter pushing from its own address, ACTION push answered."""
+    each TCP meter pushing from its own address, ACTION push answered; ``clock`` (default
+    the fleet's) decides when alarms fall due."""
 
     def source(number: int) -> str | None:
         target = fleet.target(number)
@@ -337,7 +343,7 @@ def fleet_pusher(
         fleet.spec.seed,
         *push_to,
         per_day=per_day,
-        clock=fleet.clock,
+        clock=clock or fleet.clock,
         meter_for=fleet.pool.view,
         source_for=source,
         **options,

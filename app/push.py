@@ -1,0 +1,228 @@
+"""``hes push show|set|trigger``: the meters' push setups (Blue Book class 40).
+
+``show`` reads a push setup back from each meter (object list, destination, windows, retry
+settings) and stores it (``push_setups``), so the push listener can decode the meter's
+notifications that carry only values. ``set`` writes a destination (``--destination
+HOST:PORT``), communication windows (``--window START/END``, ISO date-times, repeatable;
+``--no-windows`` clears them) and an object list (``--object CLASS/OBIS/ATTRIBUTE``,
+repeatable), then reads the setup back and stores what the meter holds. ``trigger`` invokes
+the setup's ``push`` method. Meters by id (arguments), ``--file``, ``--area`` or ``--all``.
+
+Prints one JSON object: per meter the push setup read back or the error class; then the
+totals. Exit 0 when every meter answered, 1 when any failed, 2 for bad arguments (nothing is
+sent to any meter then), with the error as JSON on stdout and as text on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.firmware import (
+    AllOption,
+    AreaOption,
+    ConcurrencyOption,
+    FileOption,
+    TimeoutOption,
+    choose_meters,
+)
+from app.support import DbOption
+from collector.push_setup import PushChange, run_many
+from collector.service import env_secret
+from contracts.meters import parse_host_port
+from protocols import push_setup as ps
+from protocols.cosem import CosemDateTime
+from storage.database import Database, open_database
+from storage.errors import StorageError
+from storage.push_setups import obis_bytes
+
+push_app = typer.Typer(
+    help="Push setups (class 40): destinations, windows, objects.", no_args_is_help=True
+)
+
+MetersArgument = Annotated[list[str] | None, typer.Argument(help="inventory meter ids")]
+SetupOption = Annotated[
+    str, typer.Option("--setup", help="logical name of the push setup (0.0.25.9.0.255: alarms)")
+]
+
+
+def _bad(message: str) -> typer.Exit:
+    typer.echo(json.dumps({"error": message, "error_class": "bad_argument"}))
+    typer.echo(f"hes: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _setup_name(text: str) -> bytes:
+    try:
+        name = obis_bytes(text)
+    except ValueError as exc:
+        raise _bad(f"--setup: {exc}") from None
+    if name[2:4] != bytes((25, 9)):
+        raise _bad(f"--setup {text}: a push setup's logical name is 0.b.25.9.0.255")
+    return name
+
+
+def _instant(text: str, what: str) -> bytes:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise _bad(f"{what} {text!r} is not an ISO date-time") from None
+    if dt.tzinfo is None:
+        raise _bad(f"{what} {text!r} has no time zone (add Z or +hh:mm)")
+    return CosemDateTime.from_datetime(dt.astimezone(UTC)).to_bytes()
+
+
+def parse_window(text: str) -> ps.Window:
+    """'START/END' (ISO date-times with a zone) -> a window in UTC; exit 2 when bad."""
+    start, sep, end = text.partition("/")
+    if not sep:
+        raise _bad(f"--window {text!r} is not START/END")
+    window = ps.Window(_instant(start, "--window start"), _instant(end, "--window end"))
+    if datetime.fromisoformat(start) > datetime.fromisoformat(end):
+        raise _bad(f"--window {text!r} ends before it starts")
+    return window
+
+
+def parse_object(text: str) -> ps.PushObject:
+    """'CLASS/OBIS/ATTRIBUTE' -> a push object list entry; exit 2 when bad."""
+    parts = text.split("/")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].lstrip("-").isdigit():
+        raise _bad(f"--object {text!r} is not CLASS/OBIS/ATTRIBUTE (3/1.0.1.8.0.255/2)")
+    try:
+        return ps.PushObject(int(parts[0]), obis_bytes(parts[1]), int(parts[2]))
+    except ValueError as exc:
+        raise _bad(f"--object {text!r}: {exc}") from None
+
+
+def _open(db: str | None) -> Database:
+    try:
+        return open_database(db)
+    except StorageError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _run(
+    command: str,
+    meters: list[str] | None,
+    file: Path | None,
+    area: str | None,
+    every: bool,
+    db: str | None,
+    name: bytes,
+    change: PushChange,
+    trigger: bool,
+    concurrency: int,
+    timeout: float,
+) -> None:
+    database = _open(db)
+    try:
+        chosen, security_for = choose_meters(database, meters, file, area, every)
+        results = asyncio.run(
+            run_many(
+                chosen,
+                name,
+                change,
+                secrets=env_secret,
+                db=database,
+                trigger=trigger,
+                security_for=security_for,
+                concurrency=concurrency,
+                request_timeout=timeout,
+            )
+        )
+    finally:
+        database.close()
+    failed = [r for r in results if r["outcome"] != "ok"]
+    out: dict[str, Any] = {
+        "command": f"push {command}",
+        "push_setup": ".".join(str(b) for b in name),
+        "meters": len(results),
+        "ok": len(results) - len(failed),
+        "failed": len(failed),
+        "results": results,
+    }
+    typer.echo(json.dumps(out))
+    if failed:
+        raise typer.Exit(1)
+
+
+@push_app.command("show")
+def show_command(
+    meters: MetersArgument = None,
+    file: FileOption = None,
+    area: AreaOption = None,
+    every: AllOption = False,
+    setup: SetupOption = "0.0.25.9.0.255",
+    db: DbOption = None,
+    concurrency: ConcurrencyOption = 10,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Read each meter's push setup and store it (what the listener decodes pushes by)."""
+    name = _setup_name(setup)
+    _run("show", meters, file, area, every, db, name, PushChange(), False, concurrency, timeout)
+
+
+@push_app.command("set")
+def set_command(
+    meters: MetersArgument = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="where to push: HOST:PORT (TCP)")
+    ] = None,
+    window: Annotated[
+        list[str] | None,
+        typer.Option("--window", help="communication window START/END, ISO (repeatable)"),
+    ] = None,
+    no_windows: Annotated[
+        bool, typer.Option("--no-windows", help="clear the windows: push at any time")
+    ] = False,
+    objects: Annotated[
+        list[str] | None,
+        typer.Option("--object", help="push object CLASS/OBIS/ATTRIBUTE, in order (repeatable)"),
+    ] = None,
+    trigger: Annotated[bool, typer.Option("--trigger", help="then invoke push")] = False,
+    file: FileOption = None,
+    area: AreaOption = None,
+    every: AllOption = False,
+    setup: SetupOption = "0.0.25.9.0.255",
+    db: DbOption = None,
+    concurrency: ConcurrencyOption = 10,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Write a push setup's destination, windows and/or object list, then read it back."""
+    name = _setup_name(setup)
+    dest = None
+    if destination is not None:
+        try:
+            host, port = parse_host_port(destination, default_port=4060)
+        except ValueError as exc:
+            raise _bad(f"--destination: {exc}") from None
+        dest = ps.tcp_destination(host, port)
+    if window and no_windows:
+        raise _bad("--window and --no-windows together")
+    windows = () if no_windows else tuple(parse_window(w) for w in window) if window else None
+    entries = tuple(parse_object(o) for o in objects) if objects else None
+    change = PushChange(entries, dest, windows)
+    if not change:
+        raise _bad("nothing to set: give --destination, --window, --no-windows or --object")
+    _run("set", meters, file, area, every, db, name, change, trigger, concurrency, timeout)
+
+
+@push_app.command("trigger")
+def trigger_command(
+    meters: MetersArgument = None,
+    file: FileOption = None,
+    area: AreaOption = None,
+    every: AllOption = False,
+    setup: SetupOption = "0.0.25.9.0.255",
+    db: DbOption = None,
+    concurrency: ConcurrencyOption = 10,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Invoke the push setup's push method (the meter sends its data now)."""
+    name = _setup_name(setup)
+    _run("trigger", meters, file, area, every, db, name, PushChange(), True, concurrency, timeout)

@@ -1,0 +1,293 @@
+"""Push setups end to end: ``hes push`` configures simulated meters, which then push to the
+listener without an object list, and the listener decodes them by the list it stored.
+
+The meters have the ``push-without-object-list`` quirk: their Data-Notifications are a bare
+structure of values, as many meters send. The pusher's own default address is a closed port,
+so every alarm stored went to the destination ``hes push set`` configured, and only inside
+the configured communication window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from test_operations import (
+    NOW,
+    SEED,
+    SimClock,
+    _hes,
+    management_fleet,
+    online_run,
+    secret_env,
+)
+from test_push import stored_alarms, until
+
+from collector.events import event_name
+from collector.inventory import import_inventory
+from collector.push import PushListener
+from protocols import push_setup as ps
+from protocols.cosem import CosemDateTime
+from simulator import push_setup as sim_setup
+from simulator.fleet import meter_id_text, meter_number
+from simulator.meter import SimulatedMeter
+from simulator.push import Alarm, AlarmPusher, alarm_schedule, fleet_pusher
+from simulator.quirks import named
+from storage.database import Database, open_database
+from storage.push_setups import PushSetupRecord, load_push_setups, save_push_setups
+
+SPEED = 7200.0
+VALUES_ONLY = named(["push-without-object-list"])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = open_database(tmp_path / "hes.db")
+    yield database
+    database.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def stamp(t: float) -> str:
+    return CosemDateTime.from_datetime(datetime.fromtimestamp(t, UTC)).to_bytes().hex()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pty"])
+async def test_hes_push_set_then_values_only_pushes_are_decoded_by_the_stored_list(
+    tmp_path: Path, db: Database, transport: str
+) -> None:
+    first = online_run(2, 900 if transport == "tcp" else 940)
+    counts = {"tcp": 2, "bus": 0} if transport == "tcp" else {"tcp": 0, "bus": 2}
+    async with management_fleet(
+        tmp_path,
+        db,
+        first_meter=first,
+        clock=SimClock(NOW),
+        first_address="127.7.9.1",
+        quirks=VALUES_ONLY,
+        bus_endpoint="pty",
+        **counts,
+    ) as fleet:
+        ids = [m.meter_id for m in db.meters()]
+        listener = PushListener(db)
+        await listener.start()
+        window = (NOW - 1800, NOW + 4 * 3600)
+        try:
+            code, out, err = await _hes(
+                "push",
+                "set",
+                *ids,
+                "--destination",
+                f"127.0.0.1:{listener.port}",
+                "--window",
+                f"{iso(window[0])}/{iso(window[1])}",
+                "--db",
+                str(tmp_path / "hes.db"),
+                "--timeout",
+                "5",
+                env=secret_env(ids),
+            )
+            assert code == 0, (out, err)
+            report = json.loads(out)
+            assert report["ok"] == 2 and report["push_setup"] == "0.0.25.9.0.255"
+            for result in report["results"]:
+                assert result["destination"] == f"127.0.0.1:{listener.port}"
+                assert result["windows"] == [{"start": stamp(window[0]), "end": stamp(window[1])}]
+                # the values-only meter's factory list: no push setup entry at its head
+                assert [o["obis"] for o in result["objects"]] == [
+                    "0.0.42.0.0.255",
+                    "0.0.96.1.0.255",
+                    "0.0.96.11.0.255",
+                ]
+            stored = load_push_setups(db)
+            assert [r.meter_id for r in stored] == sorted(ids)
+            assert all(r.destination.host_port()[1] == listener.port for r in stored)
+            # ground truth: what the simulated meters themselves now hold
+            for meter_id in ids:
+                meter = fleet.pool.view(meter_number(meter_id))
+                held = meter.current_state().push_setups[ps.ALARM_PUSH_SETUP]
+                record = next(r for r in stored if r.meter_id == meter_id)
+                assert (record.objects, record.destination, record.windows) == (
+                    held.objects,
+                    held.destination,
+                    held.windows,
+                )
+
+            started = time.monotonic()
+
+            def fast_clock() -> float:
+                return NOW + (time.monotonic() - started) * SPEED
+
+            numbers = [meter_number(m) for m in ids]
+            pusher = fleet_pusher(
+                fleet,
+                numbers,
+                ("127.0.0.1", closed_port()),
+                24,
+                clock=fast_clock,
+                poll_s=0.02,
+                keep_sent=True,
+            )
+            pushing = asyncio.create_task(pusher.run())
+            # two hours past the window: a whole clock hour, so one alarm a meter falls there
+            await until(lambda: fast_clock() > window[1] + 2 * 3600, "the window to close")
+            pushing.cancel()
+            await asyncio.gather(pushing, return_exceptions=True)
+            sent = list(pusher.stats.alarms)
+            await until(lambda: listener.stats.stored >= len(sent), "every alarm stored")
+        finally:
+            await listener.close()
+
+    assert pusher.stats.failed == 0, pusher.stats.last_error
+    assert pusher.stats.outside_window >= 2
+    assert listener.stats.rejected == {}
+    assert listener.stats.decoded == {"stored": len(sent)}
+    checked = 0
+    for n in numbers:
+        t0 = SimulatedMeter(n, SEED).meter_time(NOW)
+        mine = [a for a in sent if a.meter_id == n]
+        assert mine == alarm_schedule(n, SEED, t0, window[1] + 1, 24)
+        checked += len(mine)
+    assert checked == len(sent) >= 6
+    assert stored_alarms(db) == sorted(
+        (meter_id_text(a.meter_id), datetime.fromtimestamp(a.time, UTC), a.code, event_name(a.code))
+        for a in sent
+    )
+
+
+async def test_values_only_push_needs_the_stored_list_and_says_so(
+    tmp_path: Path,
+    db: Database,
+) -> None:
+    path = tmp_path / "inv.csv"
+    path.write_text(
+        "meter_id,transport,host\nSIM000000012,tcp,127.0.0.1\nSIM000000013,tcp,127.0.0.2\n",
+        encoding="utf-8",
+    )
+    import_inventory(db, path)
+    listener = PushListener(db)
+    await listener.start()
+    meters = {n: SimulatedMeter(n, SEED, quirks=VALUES_ONLY) for n in (12, 13)}
+    meter_for: Callable[[int], SimulatedMeter] = meters.__getitem__
+    pusher = AlarmPusher([], SEED, "127.0.0.1", listener.port, meter_for=meter_for)
+    try:
+        assert await pusher.push(Alarm(int(NOW), 12, 44))
+        await until(lambda: sum(listener.stats.rejected.values()) == 1, "the rejection")
+        assert listener.stats.rejected == {"no_object_list": 1}
+
+        setup = sim_setup.default_setup(ps.ALARM_PUSH_SETUP, describes=False)
+        now = datetime.now(UTC)
+        save_push_setups(
+            db,
+            [
+                PushSetupRecord(
+                    "SIM000000012", ps.ALARM_PUSH_SETUP, setup.objects, setup.destination, (), now
+                ),
+                # meter 13's stored list is one entry short of what it pushes
+                PushSetupRecord(
+                    "SIM000000013",
+                    ps.ALARM_PUSH_SETUP,
+                    setup.objects[:2],
+                    setup.destination,
+                    (),
+                    now,
+                ),
+            ],
+        )
+        assert await pusher.push(Alarm(int(NOW), 12, 44))
+        assert await pusher.push(Alarm(int(NOW), 13, 42))
+        await until(
+            lambda: listener.stats.stored == 1 and sum(listener.stats.rejected.values()) == 2,
+            "the second round",
+        )
+        # a push from a factory-set meter carries its list: no stored list needed
+        assert await AlarmPusher([], SEED, "127.0.0.1", listener.port).push(
+            Alarm(int(NOW) + 60, 13, 42)
+        )
+        await until(lambda: listener.stats.stored == 2, "the self-described push")
+    finally:
+        await listener.close()
+    assert listener.stats.rejected == {"no_object_list": 1, "object_list_mismatch": 1}
+    assert listener.stats.decoded == {"stored": 1, "carried": 1}
+    assert stored_alarms(db) == [
+        ("SIM000000012", datetime.fromtimestamp(NOW, UTC), 44, "meter cover opened"),
+        ("SIM000000013", datetime.fromtimestamp(NOW + 60, UTC), 42, "strong DC field detected"),
+    ]
+
+
+async def test_interval_push_is_matched_by_the_sender_address_and_refused_without_a_code(
+    tmp_path: Path,
+    db: Database,
+) -> None:
+    """The interval push names no meter in its values: the TCP meter at the sender's address
+    is the sender; it carries no event code, so it is no alarm (and says so)."""
+    first = online_run(1, 960)
+    async with management_fleet(
+        tmp_path,
+        db,
+        tcp=1,
+        first_meter=first,
+        clock=SimClock(NOW),
+        first_address="127.7.10.1",
+        quirks=VALUES_ONLY,
+    ) as fleet:
+        (meter_id,) = [m.meter_id for m in db.meters()]
+        listener = PushListener(db)
+        await listener.start()
+        pusher = fleet_pusher(fleet, [first], ("127.0.0.1", listener.port), 0, keep_sent=True)
+        try:
+            for command in ("show", "trigger"):  # stored first: the push may beat the read-back
+                code, out, err = await _hes(
+                    "push",
+                    command,
+                    meter_id,
+                    "--setup",
+                    "0.1.25.9.0.255",
+                    "--db",
+                    str(tmp_path / "hes.db"),
+                    env=secret_env([meter_id]),
+                )
+                assert code == 0, (out, err)
+            (result,) = json.loads(out)["results"]
+            assert result["pushed"] and [o["class_id"] for o in result["objects"]] == [
+                8,
+                3,
+                3,
+                3,
+                3,
+            ]
+            await until(lambda: sum(listener.stats.rejected.values()) == 1, "the interval push")
+        finally:
+            await listener.close()
+    assert [(a.meter_id, a.name) for a in pusher.stats.actions] == [(first, ps.INTERVAL_PUSH_SETUP)]
+    assert listener.stats.rejected == {"no_event_code": 1}
+
+
+async def test_bad_arguments_exit_2_and_reach_no_meter(tmp_path: Path) -> None:
+    for args, message in (
+        (["set", "M1"], "nothing to set"),
+        (["set", "M1", "--window", "2026-03-11T00:00/2026-03-11T01:00Z"], "no time zone"),
+        (["set", "M1", "--window", "2026-03-11T02:00Z/2026-03-11T01:00Z"], "ends before"),
+        (["set", "M1", "--object", "3/1.0.1.8.0/2"], "not an OBIS code"),
+        (["set", "M1", "--destination", "host:port"], "--destination"),
+        (["show", "M1", "--setup", "0.0.1.0.0.255"], "0.b.25.9.0.255"),
+        (["show", "M1"], "not in the inventory: M1"),
+    ):
+        code, out, err = await _hes("push", *args, "--db", str(tmp_path / "hes.db"))
+        assert code == 2, (args, out, err)
+        assert message in json.loads(out.splitlines()[0])["error"], (args, out)
