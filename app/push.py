@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -36,11 +36,11 @@ from collector.push_setup import PushChange, run_many
 from collector.service import env_secret
 from contracts.meters import parse_host_port
 from protocols import push_setup as ps
-from protocols.cosem import CosemDateTime
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.push_setups import obis_bytes
 
+T = TypeVar("T")
 push_app = typer.Typer(
     help="Push setups (class 40): destinations, windows, objects.", no_args_is_help=True
 )
@@ -67,36 +67,13 @@ def _setup_name(text: str) -> bytes:
     return name
 
 
-def _instant(text: str, what: str) -> bytes:
+def _parsed(parse: Callable[[str], T], texts: list[str] | None, what: str) -> tuple[T, ...] | None:
+    if not texts:
+        return None
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise _bad(f"{what} {text!r} is not an ISO date-time") from None
-    if dt.tzinfo is None:
-        raise _bad(f"{what} {text!r} has no time zone (add Z or +hh:mm)")
-    return CosemDateTime.from_datetime(dt.astimezone(UTC)).to_bytes()
-
-
-def parse_window(text: str) -> ps.Window:
-    """'START/END' (ISO date-times with a zone) -> a window in UTC; exit 2 when bad."""
-    start, sep, end = text.partition("/")
-    if not sep:
-        raise _bad(f"--window {text!r} is not START/END")
-    window = ps.Window(_instant(start, "--window start"), _instant(end, "--window end"))
-    if datetime.fromisoformat(start) > datetime.fromisoformat(end):
-        raise _bad(f"--window {text!r} ends before it starts")
-    return window
-
-
-def parse_object(text: str) -> ps.PushObject:
-    """'CLASS/OBIS/ATTRIBUTE' -> a push object list entry; exit 2 when bad."""
-    parts = text.split("/")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].lstrip("-").isdigit():
-        raise _bad(f"--object {text!r} is not CLASS/OBIS/ATTRIBUTE (3/1.0.1.8.0.255/2)")
-    try:
-        return ps.PushObject(int(parts[0]), obis_bytes(parts[1]), int(parts[2]))
+        return tuple(parse(t) for t in texts)
     except ValueError as exc:
-        raise _bad(f"--object {text!r}: {exc}") from None
+        raise _bad(f"{what}: {exc}") from None
 
 
 def _open(db: str | None) -> Database:
@@ -204,8 +181,8 @@ def set_command(
         dest = ps.tcp_destination(host, port)
     if window and no_windows:
         raise _bad("--window and --no-windows together")
-    windows = () if no_windows else tuple(parse_window(w) for w in window) if window else None
-    entries = tuple(parse_object(o) for o in objects) if objects else None
+    windows = () if no_windows else _parsed(ps.parse_window, window, "--window")
+    entries = _parsed(ps.parse_object, objects, "--object")
     change = PushChange(entries, dest, windows)
     if not change:
         raise _bad("nothing to set: give --destination, --window, --no-windows or --object")

@@ -14,7 +14,10 @@ slots, stop); this decides *what* running it means, with the collector's own par
   confirms each relay by reading it back and audits each meter;
 * ``firmware``: :func:`~collector.firmware.upload_many` of the image file named by
   ``params.image`` (on the service's host) to the job's meters, each confirmed by its
-  active firmware identifier; a meter cut off mid-transfer resumes in the next session.
+  active firmware identifier; a meter cut off mid-transfer resumes in the next session;
+* ``push_setup``: :func:`~collector.push_setup.run_many`: SET the push setup's destination,
+  windows and objects the params name (none: only read), push if ``params.trigger``, and
+  store what each meter reads back (what the push listener decodes values-only pushes by).
 
 While a job runs its progress is written and a cancel request (``POST /api/jobs/{id}/cancel``)
 stops it: sessions in flight finish, no new one starts. A stop of the service leaves the
@@ -40,6 +43,8 @@ from collector.link_locks import LinkArbiter
 from collector.meter_tasks import MeterTasks
 from collector.operations import run_command
 from collector.plan import Plan
+from collector.push_setup import job_change
+from collector.push_setup import run_many as run_push_setups
 from collector.recorder import Publish
 from collector.service import (
     Collector,
@@ -141,6 +146,8 @@ class JobRunner:
                 return await self._tasks(job, meters)
             if job.kind == "firmware":
                 return await self._firmware(job, meters)
+            if job.kind == "push_setup":
+                return await self._push_setup(job, meters)
             return await self._command(job, meters)
         except JobFailed as exc:
             return JobOutcome("failed", None, str(exc))
@@ -415,6 +422,58 @@ class JobRunner:
         if stopped.is_set():
             return JobOutcome("cancelled", result, "cancelled on request")
         failed = {r.meter_id: r.error_class or "failed" for r in reports if not r.ok}
+        if failed:
+            return JobOutcome("failed", result, _incomplete_text(failed))
+        return JobOutcome("done", result)
+
+    async def _push_setup(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        try:
+            name, change, trigger = job_change(dict(job.params))
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from None
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
+
+        def security_for(meter: MeterRecord) -> SecurityContext | None:
+            if keystore is None or meter.security_profile != SECURE_PROFILE:
+                return None
+            return self._security(keystore, meter.meter_id)
+
+        stopped = asyncio.Event()
+        done = 0
+
+        def finished(_report: dict[str, Any]) -> None:
+            nonlocal done
+            done += 1
+
+        work = run_push_setups(
+            meters,
+            name,
+            change,
+            secrets=self.secrets,
+            db=self.db,
+            trigger=trigger,
+            security_for=security_for,
+            concurrency=self.concurrency,
+            request_timeout=self.plan.timeouts.request_s,
+            links=self.links,
+            priority=job.priority,
+            finished=finished,
+            stop=stopped,
+        )
+        results = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
+        if stopped.is_set() and self._stopping.is_set():
+            raise JobStopped(job.id)
+        result = {"meters": results[:WORST], "count": len(results)}
+        if stopped.is_set():
+            return JobOutcome("cancelled", result, "cancelled on request")
+        failed = {
+            r["meter_id"]: r["error_class"] or "failed" for r in results if r["outcome"] != "ok"
+        }
         if failed:
             return JobOutcome("failed", result, _incomplete_text(failed))
         return JobOutcome("done", result)

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collector.firmware import SecurityFor, per_link
+from collector.link_locks import LinkArbiter
 from collector.operations import Secrets, management_secret, management_target
 from collector.session import Session
 from collector.transport import open_transport
+from contracts.meters import parse_host_port
 from protocols import axdr
 from protocols import push_setup as ps
 from protocols.errors import DecodeError, DlmsError
@@ -44,6 +46,24 @@ class PushChange:
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.objects, self.destination, self.windows))
+
+
+def job_change(params: dict[str, Any]) -> tuple[bytes, PushChange, bool]:
+    """(push setup, change, trigger) of a ``push_setup`` job's params (``storage.jobs``
+    checked them at submission; ValueError names what is wrong all the same)."""
+    setup = str(params.get("setup", "0.0.25.9.0.255"))
+    name = bytes(int(p) for p in setup.split("."))
+    dest = None
+    if "destination" in params:
+        host, port = parse_host_port(str(params["destination"]), default_port=4060)
+        dest = ps.tcp_destination(host, port)
+    windows = (
+        tuple(ps.parse_window(str(w)) for w in params["windows"]) if "windows" in params else None
+    )
+    objects = (
+        tuple(ps.parse_object(str(o)) for o in params["objects"]) if params.get("objects") else None
+    )
+    return name, PushChange(objects, dest, windows), bool(params.get("trigger", False))
 
 
 def _optional_int(value: Any, what: str) -> int:
@@ -142,11 +162,24 @@ async def run_many(
     security_for: SecurityFor | None = None,
     concurrency: int = 10,
     request_timeout: float = 10.0,
+    links: LinkArbiter | None = None,
+    priority: int = 0,
+    finished: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`run_meter` on every meter, one session per link at a time; with ``db`` each
-    push setup read back is stored as the meter's."""
+    """:func:`run_meter` on every meter, one session per link at a time (``links``: the
+    service's arbiter decides); with ``db`` each push setup read back is stored as the
+    meter's; ``finished`` hears of each meter done; once ``stop`` is set no meter starts
+    (those left say ``not_attempted``)."""
 
-    async def one(meter: MeterRecord) -> dict[str, Any]:
+    async def work(meter: MeterRecord) -> dict[str, Any]:
+        if stop is not None and stop.is_set():
+            return {
+                "meter_id": meter.meter_id,
+                "outcome": "failed",
+                "error_class": "not_attempted",
+                "error": "stopped before this meter",
+            }
         try:
             security = await asyncio.to_thread(security_for, meter) if security_for else None
         except KeyStoreError as exc:
@@ -169,4 +202,10 @@ async def run_many(
             await asyncio.to_thread(save_push_setups, db, [record])
         return report
 
-    return await per_link(meters, one, concurrency)
+    async def one(meter: MeterRecord) -> dict[str, Any]:
+        report = await work(meter)
+        if finished is not None:
+            finished(report)
+        return report
+
+    return await per_link(meters, one, concurrency, links, priority)

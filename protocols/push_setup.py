@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
 from protocols import axdr
+from protocols.cosem import CosemDateTime
 from protocols.errors import DecodeError
 
 CLASS_ID = 40
@@ -130,6 +132,40 @@ class Window:
     def __post_init__(self) -> None:
         if len(self.start) != DATE_TIME_SIZE or len(self.end) != DATE_TIME_SIZE:
             raise ValueError("a window's start and end must be 12-byte date-times")
+
+
+def parse_object(text: str) -> PushObject:
+    """'CLASS/OBIS/ATTRIBUTE' (3/1.0.1.8.0.255/2) -> an object list entry; ValueError says why."""
+    parts = text.split("/")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].lstrip("-").isdigit():
+        raise ValueError(f"{text!r} is not CLASS/OBIS/ATTRIBUTE (3/1.0.1.8.0.255/2)")
+    groups = parts[1].split(".")
+    if len(groups) != 6 or not all(g.isdigit() and int(g) < 256 for g in groups):
+        raise ValueError(f"{text!r}: {parts[1]!r} is not an OBIS code a.b.c.d.e.f")
+    return PushObject(int(parts[0]), bytes(int(g) for g in groups), int(parts[2]))
+
+
+def _instant(text: str, what: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an ISO date-time") from None
+    if dt.tzinfo is None:
+        raise ValueError(f"{what} {text!r} has no time zone (add Z or +hh:mm)")
+    return dt.astimezone(UTC)
+
+
+def parse_window(text: str) -> Window:
+    """'START/END' (ISO date-times with a zone) -> a window, in UTC; ValueError says why."""
+    start, sep, end = text.partition("/")
+    if not sep:
+        raise ValueError(f"window {text!r} is not START/END")
+    a, b = _instant(start, "window start"), _instant(end, "window end")
+    if a > b:
+        raise ValueError(f"window {text!r} ends before it starts")
+    return Window(
+        CosemDateTime.from_datetime(a).to_bytes(), CosemDateTime.from_datetime(b).to_bytes()
+    )
 
 
 def tcp_destination(host: str, port: int) -> SendDestination:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_collector_fleet import plan_text
+from test_daemon import until_final
 from test_operations import (
     NOW,
     SEED,
@@ -26,20 +28,30 @@ from test_operations import (
     management_fleet,
     online_run,
     secret_env,
+    sim_secret,
 )
 from test_push import stored_alarms, until
 
+from collector.daemon import HeadEnd
 from collector.events import event_name
 from collector.inventory import import_inventory
+from collector.operations import management_target
+from collector.plan import parse_plan
 from collector.push import PushListener
+from collector.session import Session
+from collector.transport import open_transport
+from contracts.meters import MeterTarget
+from protocols import axdr
 from protocols import push_setup as ps
 from protocols.cosem import CosemDateTime
+from protocols.errors import AccessDenied, DataAccessError, ObjectUndefined
 from simulator import push_setup as sim_setup
 from simulator.fleet import meter_id_text, meter_number
 from simulator.meter import SimulatedMeter
 from simulator.push import Alarm, AlarmPusher, alarm_schedule, fleet_pusher
 from simulator.quirks import named
 from storage.database import Database, open_database
+from storage.jobs import JobError, JobRequest, check_params
 from storage.push_setups import PushSetupRecord, load_push_setups, save_push_setups
 
 SPEED = 7200.0
@@ -291,3 +303,109 @@ async def test_bad_arguments_exit_2_and_reach_no_meter(tmp_path: Path) -> None:
         code, out, err = await _hes("push", *args, "--db", str(tmp_path / "hes.db"))
         assert code == 2, (args, out, err)
         assert message in json.loads(out.splitlines()[0])["error"], (args, out)
+
+
+def test_push_setup_job_params_are_checked() -> None:
+    ok = {"destination": "127.0.0.1:4060", "windows": ["2026-03-11T00:00Z/2026-03-11T06:00Z"]}
+    check_params("push_setup", ok, ["M1"])
+    check_params("push_setup", {}, ["M1"])  # read back only
+    check_params("push_setup", {"setup": "0.1.25.9.0.255", "trigger": True}, ["M1"])
+    for params, meters, field in (
+        (ok, None, "meters"),
+        ({"destination": "host:port"}, ["M1"], "params.destination"),
+        ({"windows": ["2026-03-11T00:00/2026-03-11T06:00Z"]}, ["M1"], "params.windows"),
+        ({"windows": "2026-03-11T00:00Z/2026-03-11T06:00Z"}, ["M1"], "params.windows"),
+        ({"objects": ["3/1.0.1.8.0.255"]}, ["M1"], "params.objects"),
+        ({"setup": "0.0.1.0.0.255"}, ["M1"], "params.setup"),
+        ({"retries": 3}, ["M1"], "params.retries"),
+    ):
+        with pytest.raises(JobError) as err:
+            check_params("push_setup", params, meters)
+        assert err.value.field == field, params
+
+
+async def test_a_push_setup_job_configures_its_meters(tmp_path: Path, db: Database) -> None:
+    first = online_run(2, 980)
+    clock = SimClock(NOW)
+    async with management_fleet(
+        tmp_path, db, tcp=1, bus=1, first_meter=first, clock=clock, first_address="127.7.11.1"
+    ) as fleet:
+        ids = [m.meter_id for m in db.meters()]
+        service = HeadEnd(
+            db,
+            parse_plan(plan_text()),
+            now=lambda: datetime.fromtimestamp(clock.t, UTC),
+            secrets=sim_secret,
+            poll_s=0.05,
+            drain_s=5.0,
+        )
+        loop = asyncio.create_task(service.run())
+        try:
+            await service.wait_ready()
+            objects = ["40/0.0.25.9.0.255/2", "1/0.0.96.1.0.255/2", "1/0.0.96.11.0.255/2"]
+            params = {"destination": "127.0.0.9:4070", "objects": objects}
+            job, _ = await service.queue.submit(
+                JobRequest("push_setup", params, ids, requested_by="ops")
+            )
+            job = await until_final(db, job.id)
+            assert job.state == "done", (job.error, job.result)
+            assert job.result["count"] == 2
+            # a meter refuses an object it does not have: the job says which meter and why
+            bad = {"objects": ["3/1.0.99.8.0.255/2"]}
+            failed, _ = await service.queue.submit(
+                JobRequest("push_setup", bad, ids[:1], requested_by="ops")
+            )
+            failed = await until_final(db, failed.id)
+        finally:
+            service.stop()
+            await asyncio.wait_for(loop, 30)
+    assert failed.state == "failed" and ids[0] in (failed.error or "")
+    assert failed.result["meters"][0]["error_class"] == "object_undefined"
+    want = tuple(ps.parse_object(o) for o in objects)
+    for record in load_push_setups(db):
+        assert record.objects == want
+        assert record.destination == ps.tcp_destination("127.0.0.9", 4070)
+        held = fleet.pool.view(meter_number(record.meter_id)).current_state().push_setups
+        assert held[ps.ALARM_PUSH_SETUP].objects == want
+    assert sorted(r.meter_id for r in load_push_setups(db)) == sorted(ids)
+
+
+async def test_the_meter_refuses_bad_push_setup_writes(tmp_path: Path, db: Database) -> None:
+    first = online_run(1, 990)
+    async with management_fleet(
+        tmp_path, db, tcp=1, first_meter=first, clock=SimClock(NOW), first_address="127.7.12.1"
+    ):
+        (meter,) = db.meters()
+        password = sim_secret(f"sim/{meter.meter_id}")
+        ln = "0.0.25.9.0.255"
+        window = ps.parse_window("2026-03-11T05:00Z/2026-03-11T06:00Z")
+        reversed_window = ps.Window(window.end, window.start)
+        session = Session(
+            open_transport(management_target(meter, 5.0)), authentication="lls", password=password
+        )
+        async with session:
+            for attribute, value, error in (
+                (2, ps.object_list_value([ps.parse_object("3/1.0.99.8.0.255/2")]), ObjectUndefined),
+                # a push setup's own entry may only be its object list
+                (
+                    2,
+                    ps.object_list_value([ps.parse_object("40/0.0.25.9.0.255/3")]),
+                    ObjectUndefined,
+                ),
+                (3, ps.destination_value(ps.SendDestination(0, b"no-port")), DataAccessError),
+                (4, ps.windows_value([reversed_window]), DataAccessError),
+                (6, axdr.u16(300), DataAccessError),
+            ):
+                with pytest.raises(error) as exc:
+                    await session.set(ps.CLASS_ID, ln, attribute, value)
+                if error is DataAccessError:
+                    assert exc.value.result == 12, attribute  # type-unmatched
+            await session.set(ps.CLASS_ID, ln, 6, axdr.u8(3))
+            assert await session.get(ps.CLASS_ID, ln, 6) == 3
+            with pytest.raises(DataAccessError):
+                await session.action(ps.CLASS_ID, ln, 1, axdr.i8(1))
+            await session.action(ps.CLASS_ID, ln, 1, axdr.i8(0))  # nobody listens: still ok
+        public = Session(open_transport(MeterTarget("tcp", host=meter.host, port=meter.port)))
+        async with public:
+            with pytest.raises(AccessDenied):
+                await public.get(ps.CLASS_ID, ln, 2)
