@@ -14,9 +14,12 @@ Codes as in ``collector.events`` (IDIS-style standard event list).
 Each alarm goes out on a fresh TCP connection (as a GPRS meter wakes up to push) as one
 IEC 62056-47 wrapper PDU from the meter's management logical device (wPort 1) to the push
 client wPort :data:`PUSH_WPORT`. The Data-Notification carries the meter clock as its
-date-time and, as body, the values of the push object list: logical device name
-(0-0:42.0.0.255, octet-string), serial number (0-0:96.1.0.255, visible-string) and event
-code (0-0:96.11.0.255, unsigned).
+date-time and, as body, the values of the meter's alarm push setup object list
+(``simulator.push_setup``: by default the list itself, logical device name 0-0:42.0.0.255,
+serial number 0-0:96.1.0.255 and event code 0-0:96.11.0.255; without the list for a meter
+with the ``push_without_object_list`` quirk). The push setup also decides the destination
+and the communication windows; an ACTION push sends a setup's values at once
+(:meth:`AlarmPusher.action_push`).
 """
 
 from __future__ import annotations
