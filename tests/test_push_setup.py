@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_collector_fleet import plan_text
 from test_daemon import until_final
 from test_operations import (
@@ -37,11 +39,11 @@ from collector.events import event_name
 from collector.inventory import import_inventory
 from collector.operations import management_target
 from collector.plan import parse_plan
-from collector.push import PushListener
+from collector.push import PushListener, PushRejected, decode_alarm
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
-from protocols import axdr
+from protocols import axdr, xdlms
 from protocols import push_setup as ps
 from protocols.cosem import CosemDateTime
 from protocols.errors import AccessDenied, DataAccessError, ObjectUndefined
@@ -409,3 +411,47 @@ async def test_the_meter_refuses_bad_push_setup_writes(tmp_path: Path, db: Datab
         async with public:
             with pytest.raises(AccessDenied):
                 await public.get(ps.CLASS_ID, ln, 2)
+
+
+_ALARM_LIST = sim_setup.default_setup(ps.ALARM_PUSH_SETUP, describes=False).objects
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.booleans())
+def test_listener_decoding_refuses_any_body_with_a_reason(body: bytes, stored: bool) -> None:
+    notification = xdlms.DataNotification(1, None, body)
+    lists = [(ps.ALARM_PUSH_SETUP, _ALARM_LIST)] if stored else []
+    try:
+        alarm = decode_alarm(
+            notification,
+            lambda m: m == "SIM1",
+            datetime.now(UTC),
+            lambda _m: lists,
+            lambda: "SIM1",
+        )
+    except PushRejected as exc:
+        assert exc.reason and str(exc)
+    else:
+        assert alarm.meter_id == "SIM1" and isinstance(alarm.code, int)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 7), st.binary(max_size=80))
+def test_the_meter_refuses_any_malformed_write_with_a_data_access_result(
+    attribute: int, data: bytes
+) -> None:
+    setup = sim_setup.default_setup(ps.ALARM_PUSH_SETUP)
+    try:
+        changed = sim_setup.set_attribute(
+            setup, ps.ALARM_PUSH_SETUP, attribute, data, lambda _c, _n, _a: True
+        )
+    except DataAccessError as exc:
+        assert exc.result in (4, 12)
+    else:
+        # what the meter took reads back as the same value
+        decode = {
+            2: ps.decode_object_list,
+            3: ps.decode_destination,
+            4: ps.decode_windows,
+        }.get(attribute, axdr.decode)
+        assert decode(sim_setup.get_attribute(changed, attribute)) == decode(data)
