@@ -44,7 +44,7 @@ from protocols.wrapper import WrapperDecoder
 from storage.database import Database
 from storage.operations import PUSH_LOG
 from storage.push_setups import load_push_setups
-from storage.records import Event
+from storage.records import Event, RegisterRead
 
 log = logging.getLogger("hes.push")
 
@@ -56,6 +56,8 @@ StoredList = tuple[bytes, tuple[ps.PushObject, ...]]
 OBIS_SERIAL = bytes((0, 0, 96, 1, 0, 255))
 OBIS_LDN = bytes((0, 0, 42, 0, 0, 255))
 OBIS_EVENT_CODE = bytes((0, 0, 96, 11, 0, 255))
+REGISTER = 3
+CLOCK = 8
 
 
 class PushRejected(ValueError):
@@ -78,15 +80,27 @@ class PushedAlarm:
     object_list: str = "carried"
 
 
+@dataclass(slots=True, frozen=True)
+class PushedValues:
+    """Register values a push carried (an interval push), each with its scaler_unit."""
+
+    meter_id: str
+    ts: datetime
+    registers: tuple[RegisterRead, ...]
+    object_list: str = "carried"
+
+
 @dataclass(slots=True)
 class ListenerStats:
     connections: int = 0
     received: int = 0
     stored: int = 0
+    #: Register values stored from values pushes (a repeated push stores nothing new).
+    values_stored: int = 0
     duplicates: int = 0
     published: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-    #: Alarms by the object list that decoded them: "carried" or "stored".
+    #: Pushes (alarms and values) by the object list that decoded them: "carried" or "stored".
     decoded: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
@@ -97,6 +111,7 @@ class ListenerStats:
             "connections": self.connections,
             "received": self.received,
             "stored": self.stored,
+            "values_stored": self.values_stored,
             "duplicates": self.duplicates,
             "published": self.published,
             "rejected": dict(self.rejected),
@@ -146,19 +161,58 @@ def _choose_list(
     return (with_code or fits)[0]
 
 
-def decode_alarm(
+def _pairs(
+    meter_id: str | None, objects: Sequence[ps.PushObject], values: Sequence[Any]
+) -> list[tuple[ps.PushObject, Any]]:
+    try:
+        return ps.values_by_object_list(objects, values)
+    except DecodeError as exc:
+        raise PushRejected(f"{meter_id or 'push'}: {exc}", "object_list_mismatch") from None
+
+
+def _stamp(raw: bytes, meter_id: str) -> datetime:
+    try:
+        stamp = CosemDateTime.from_bytes(raw).to_datetime()
+    except DecodeError as exc:
+        raise PushRejected(f"{meter_id}: bad notification date-time: {exc}") from None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def _registers(
+    meter_id: str, ts: datetime, pairs: Sequence[tuple[ps.PushObject, Any]]
+) -> list[RegisterRead]:
+    """Register values (class 3, attribute 2) pushed together with their scaler_unit
+    (attribute 3): without it a value cannot be stored in its unit."""
+    scalers: dict[bytes, tuple[int, int]] = {}
+    for o, v in pairs:
+        if o.class_id == REGISTER and o.attribute_index == 3 and isinstance(v, tuple):
+            if len(v) == 2 and all(isinstance(x, int) for x in v):
+                scalers[o.logical_name] = (int(v[0]), int(v[1]))
+    out = []
+    for o, v in pairs:
+        if o.class_id != REGISTER or o.attribute_index != 2 or o.logical_name not in scalers:
+            continue
+        if isinstance(v, int) and not isinstance(v, bool):
+            scaler, unit = scalers[o.logical_name]
+            out.append(RegisterRead(meter_id, o.obis, ts, int(v), scaler, unit))
+    return out
+
+
+def decode_push(
     notification: xdlms.DataNotification,
     is_meter: Callable[[str], bool],
     received_at: datetime,
     object_lists: Callable[[str], Sequence[StoredList]] = lambda _m: (),
     meter_at: Callable[[], str | None] = lambda: None,
-) -> PushedAlarm:
-    """The alarm a Data-Notification carries; PushRejected says what is wrong with it.
+) -> PushedAlarm | PushedValues:
+    """What a Data-Notification carries: an alarm (it holds an event code) or register
+    values (each with its scaler_unit); PushRejected says what is wrong with it.
 
     The body is decoded by the object list it carries, else by the sending meter's stored
     one (``object_lists(meter_id)``: (push setup, object list) pairs). The meter is the
     inventory meter a serial number or logical device name among the values names; when the
-    values name none at all, ``meter_at()`` (the meter at the sender's address).
+    values name none at all, ``meter_at()`` (the meter at the sender's address). The time is
+    the notification's date-time, for values the pushed clock first (arrival time: neither).
     """
     try:
         body = axdr.decode(notification.body)
@@ -166,7 +220,7 @@ def decode_alarm(
         raise PushRejected(f"undecodable notification body: {exc}") from None
     described, values = ps.split_self_described(body)
     candidates = (
-        _identifiers(ps.values_by_object_list(described, values))
+        _identifiers(_pairs(None, described, values))
         if described is not None
         else _texts(_flatten(values))
     )
@@ -181,19 +235,41 @@ def decode_alarm(
             "unknown_meter",
         )
     objects = described or _choose_list(meter_id, values, object_lists(meter_id))
-    pairs = ps.values_by_object_list(objects, values)
-    code = next((v for o, v in pairs if o.logical_name == OBIS_EVENT_CODE), None)
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise PushRejected(f"{meter_id}: notification carries no event code", "no_event_code")
+    pairs = _pairs(meter_id, objects, values)
+    how = "carried" if described is not None else "stored"
     ts = received_at
     if notification.date_time is not None:
-        try:
-            stamp = CosemDateTime.from_bytes(notification.date_time).to_datetime()
-        except DecodeError as exc:
-            raise PushRejected(f"{meter_id}: bad notification date-time: {exc}") from None
-        ts = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-    how = "carried" if described is not None else "stored"
-    return PushedAlarm(meter_id, ts, code, event_name(code), how)
+        ts = _stamp(notification.date_time, meter_id)
+    code = next((v for o, v in pairs if o.logical_name == OBIS_EVENT_CODE), None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return PushedAlarm(meter_id, ts, code, event_name(code), how)
+    clock = next((v for o, v in pairs if o.class_id == CLOCK and o.attribute_index == 2), None)
+    if isinstance(clock, bytes) and len(clock) == 12:
+        ts = _stamp(clock, meter_id)
+    registers = _registers(meter_id, ts, pairs)
+    if not registers:
+        raise PushRejected(
+            f"{meter_id}: notification carries neither an event code nor a register value "
+            "with its scaler_unit",
+            "no_event_code",
+        )
+    return PushedValues(meter_id, ts, tuple(registers), how)
+
+
+def decode_alarm(
+    notification: xdlms.DataNotification,
+    is_meter: Callable[[str], bool],
+    received_at: datetime,
+    object_lists: Callable[[str], Sequence[StoredList]] = lambda _m: (),
+    meter_at: Callable[[], str | None] = lambda: None,
+) -> PushedAlarm:
+    """The alarm a Data-Notification carries (:func:`decode_push`); values are no alarm."""
+    pushed = decode_push(notification, is_meter, received_at, object_lists, meter_at)
+    if not isinstance(pushed, PushedAlarm):
+        raise PushRejected(
+            f"{pushed.meter_id}: notification carries no event code", "no_event_code"
+        )
+    return pushed
 
 
 class PushListener:
@@ -288,8 +364,10 @@ class PushListener:
         self.stats.reject(reason)
         log.warning("push_rejected", extra={"fields": {"reason": reason, "detail": detail}})
 
-    def _decode(self, notification: xdlms.DataNotification, host: str | None) -> PushedAlarm:
-        return decode_alarm(
+    def _decode(
+        self, notification: xdlms.DataNotification, host: str | None
+    ) -> PushedAlarm | PushedValues:
+        return decode_push(
             notification,
             self._is_meter,
             self.now(),
@@ -318,6 +396,10 @@ class PushListener:
                 self._reject(exc.reason, str(exc))
                 return
         self.stats.decoded[alarm.object_list] = self.stats.decoded.get(alarm.object_list, 0) + 1
+        if isinstance(alarm, PushedValues):
+            written = await asyncio.to_thread(self.db.insert_register_reads, alarm.registers)
+            self.stats.values_stored += written
+            return
         await self.store(alarm)
 
     async def store(self, alarm: PushedAlarm) -> bool:

@@ -1,14 +1,13 @@
 """The simulated meter's push setup objects (Blue Book class 40, version 0).
 
 Two push setups: the alarm push 0-0:25.9.0.255 (what :mod:`simulator.push` sends when an
-alarm is raised) and an interval push 0-1:25.9.0.255 (clock and the four energy registers,
-sent only when the head-end invokes ``push``). Attributes 2..7 are readable and, by the
-management client, writable; method 1 ``push`` sends the setup's data now. The codecs are
-``protocols.push_setup``, the client's.
+alarm is raised) and an interval push 0-1:25.9.0.255 (sent only when the head-end invokes
+``push``). Attributes 2..7 are readable and, by the management client, writable; method 1
+``push`` sends the setup's data now. The codecs are ``protocols.push_setup``, the client's.
 
 Default object lists: the logical device name, serial number and event code (alarm push) or
-the clock and energy registers (interval push), each headed by the setup's own attribute 2,
-so the meter's notifications carry their object list. A meter with the
+the clock and the value and scaler_unit of the four energy registers (interval push), each
+headed by the setup's own attribute 2, so the meter's notifications carry their object list. A meter with the
 ``push_without_object_list`` quirk leaves that head out, as many meters do: its
 notifications carry only the values, and the head-end must know the list.
 
@@ -53,7 +52,11 @@ _BASE: dict[bytes, tuple[ps.PushObject, ...]] = {
     ),
     ps.INTERVAL_PUSH_SETUP: (
         ps.PushObject(InterfaceClass.CLOCK, _CLOCK, 2),
-        *(ps.PushObject(InterfaceClass.REGISTER, o, 2) for o in _ENERGY),
+        *(
+            ps.PushObject(InterfaceClass.REGISTER, o, attribute)
+            for o in _ENERGY
+            for attribute in (2, 3)
+        ),
     ),
 }
 

@@ -14,8 +14,9 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -39,7 +40,7 @@ from collector.events import event_name
 from collector.inventory import import_inventory
 from collector.operations import management_target
 from collector.plan import parse_plan
-from collector.push import PushListener, PushRejected, decode_alarm
+from collector.push import PushedValues, PushListener, PushRejected, decode_push
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
@@ -47,11 +48,14 @@ from protocols import axdr, xdlms
 from protocols import push_setup as ps
 from protocols.cosem import CosemDateTime
 from protocols.errors import AccessDenied, DataAccessError, ObjectUndefined
+from simulator import model
 from simulator import push_setup as sim_setup
+from simulator.areas import ORDINARY
 from simulator.fleet import meter_id_text, meter_number
 from simulator.meter import SimulatedMeter
 from simulator.push import Alarm, AlarmPusher, alarm_schedule, fleet_pusher
 from simulator.quirks import named
+from storage import queries
 from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
 from storage.push_setups import PushSetupRecord, load_push_setups, save_push_setups
@@ -244,12 +248,14 @@ async def test_values_only_push_needs_the_stored_list_and_says_so(
     ]
 
 
-async def test_interval_push_is_matched_by_the_sender_address_and_refused_without_a_code(
+async def test_interval_push_is_matched_by_the_sender_address_and_stored_as_registers(
     tmp_path: Path,
     db: Database,
 ) -> None:
     """The interval push names no meter in its values: the TCP meter at the sender's address
-    is the sender; it carries no event code, so it is no alarm (and says so)."""
+    is the sender. Its register values come with their scaler_units and are stored as the
+    meter's registers at the pushed clock; once the list drops the scaler_units the push is
+    refused (no event code, no value in a known unit)."""
     first = online_run(1, 960)
     async with management_fleet(
         tmp_path,
@@ -264,32 +270,53 @@ async def test_interval_push_is_matched_by_the_sender_address_and_refused_withou
         listener = PushListener(db)
         await listener.start()
         pusher = fleet_pusher(fleet, [first], ("127.0.0.1", listener.port), 0, keep_sent=True)
-        try:
-            for command in ("show", "trigger"):  # stored first: the push may beat the read-back
-                code, out, err = await _hes(
-                    "push",
-                    command,
-                    meter_id,
-                    "--setup",
-                    "0.1.25.9.0.255",
-                    "--db",
-                    str(tmp_path / "hes.db"),
-                    env=secret_env([meter_id]),
-                )
-                assert code == 0, (out, err)
+
+        async def hes_push(*args: str) -> dict[str, Any]:
+            code, out, err = await _hes(
+                "push",
+                *args,
+                meter_id,
+                "--setup",
+                "0.1.25.9.0.255",
+                "--db",
+                str(tmp_path / "hes.db"),
+                env=secret_env([meter_id]),
+            )
+            assert code == 0, (out, err)
             (result,) = json.loads(out)["results"]
-            assert result["pushed"] and [o["class_id"] for o in result["objects"]] == [
-                8,
-                3,
-                3,
-                3,
-                3,
-            ]
-            await until(lambda: sum(listener.stats.rejected.values()) == 1, "the interval push")
+            return dict(result)
+
+        try:
+            # stored first, then pushed: an ACTION push may beat the read-back of its session
+            await hes_push("show")
+            result = await hes_push("trigger")
+            assert result["pushed"]
+            assert [o["class_id"] for o in result["objects"]] == [8] + [3] * 8
+            await until(lambda: listener.stats.values_stored == 4, "the interval push")
+            await hes_push("set", "--object", "8/0.0.1.0.0.255/2", "--object", "3/1.0.1.8.0.255/2")
+            await hes_push("trigger")
+            await until(lambda: sum(listener.stats.rejected.values()) == 1, "the second push")
         finally:
             await listener.close()
-    assert [(a.meter_id, a.name) for a in pusher.stats.actions] == [(first, ps.INTERVAL_PUSH_SETUP)]
+    assert [(a.meter_id, a.name) for a in pusher.stats.actions] == [
+        (first, ps.INTERVAL_PUSH_SETUP)
+    ] * 2
     assert listener.stats.rejected == {"no_event_code": 1}
+    assert listener.stats.decoded == {"stored": 1}
+    # ground truth: the simulated meter's registers at the meter time it pushed
+    t = pusher.stats.actions[0].meter_time
+    truth = ORDINARY.registers(model.meter_spec(first, SEED), t)
+    at = datetime.fromtimestamp(int(t * 100) / 100, UTC)
+    stored = {
+        r.obis: (r.ts, r.value, r.scaler, r.unit)
+        for r in queries.register_reads(db, meter_id, at, at + timedelta(seconds=1))
+    }
+    assert stored == {
+        "1.0.1.8.0.255": (at, truth.active_import, 0, 30),
+        "1.0.2.8.0.255": (at, truth.active_export, 0, 30),
+        "1.0.3.8.0.255": (at, truth.reactive_import, 0, 32),
+        "1.0.4.8.0.255": (at, truth.reactive_export, 0, 32),
+    }
 
 
 async def test_bad_arguments_exit_2_and_reach_no_meter(tmp_path: Path) -> None:
@@ -414,25 +441,30 @@ async def test_the_meter_refuses_bad_push_setup_writes(tmp_path: Path, db: Datab
 
 
 _ALARM_LIST = sim_setup.default_setup(ps.ALARM_PUSH_SETUP, describes=False).objects
+_INTERVAL_LIST = sim_setup.default_setup(ps.INTERVAL_PUSH_SETUP, describes=False).objects
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80), st.booleans())
 def test_listener_decoding_refuses_any_body_with_a_reason(body: bytes, stored: bool) -> None:
     notification = xdlms.DataNotification(1, None, body)
-    lists = [(ps.ALARM_PUSH_SETUP, _ALARM_LIST)] if stored else []
+    lists = [(ps.ALARM_PUSH_SETUP, _ALARM_LIST), (ps.INTERVAL_PUSH_SETUP, _INTERVAL_LIST)]
     try:
-        alarm = decode_alarm(
+        pushed = decode_push(
             notification,
             lambda m: m == "SIM1",
             datetime.now(UTC),
-            lambda _m: lists,
+            lambda _m: lists if stored else [],
             lambda: "SIM1",
         )
     except PushRejected as exc:
         assert exc.reason and str(exc)
     else:
-        assert alarm.meter_id == "SIM1" and isinstance(alarm.code, int)
+        assert pushed.meter_id == "SIM1"
+        if isinstance(pushed, PushedValues):
+            assert pushed.registers and all(r.meter_id == "SIM1" for r in pushed.registers)
+        else:
+            assert isinstance(pushed.code, int)
 
 
 @settings(max_examples=300, deadline=None)
