@@ -7,9 +7,9 @@ alarm is raised) and an interval push 0-1:25.9.0.255 (sent only when the head-en
 
 Default object lists: the logical device name, serial number and event code (alarm push) or
 the clock and the value and scaler_unit of the four energy registers (interval push), each
-headed by the setup's own attribute 2, so the meter's notifications carry their object list. A meter with the
-``push_without_object_list`` quirk leaves that head out, as many meters do: its
-notifications carry only the values, and the head-end must know the list.
+headed by the setup's own attribute 2, so the meter's notifications carry their object list.
+A meter with the ``push_without_object_list`` quirk leaves that head out, as many meters do:
+its notifications carry only the values, and the head-end must know the list.
 
 The simulated meter's own rules: an empty destination means "the fleet's push address"
 (``hes simulate --push-to``); a window must name two instants (no wildcards) with start <=
