@@ -10,8 +10,10 @@ the configured communication window.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ from test_collector_fleet import plan_text
 from test_daemon import until_final
 from test_operations import (
     NOW,
+    ROOT,
     SEED,
     SimClock,
     _hes,
@@ -59,6 +62,7 @@ from storage import queries
 from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
 from storage.push_setups import PushSetupRecord, load_push_setups, save_push_setups
+from storage.queries import alarms
 
 SPEED = 7200.0
 VALUES_ONLY = named(["push-without-object-list"])
@@ -487,3 +491,80 @@ def test_the_meter_refuses_any_malformed_write_with_a_data_access_result(
             4: ps.decode_windows,
         }.get(attribute, axdr.decode)
         assert decode(sim_setup.get_attribute(changed, attribute)) == decode(data)
+
+
+async def test_hes_simulate_pushes_what_hes_push_trigger_asks_for(tmp_path: Path) -> None:
+    """``hes simulate --push-to`` wires the fleet's ACTION push: ``hes push trigger`` makes a
+    values-only meter push at once, to the destination ``hes push set`` gave it."""
+    first = online_run(1, 1010)
+    inventory = tmp_path / "fleet.csv"
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "simulate",
+        "--tcp-meters",
+        "1",
+        "--seed",
+        str(SEED),
+        "--first-meter",
+        str(first),
+        "--port",
+        "0",
+        "--first-address",
+        "127.7.13.1",
+        "--push-to",
+        f"127.0.0.1:{closed_port()}",
+        "--alarms-per-day",
+        "0",
+        "--quirk",
+        "push-without-object-list",
+        "--duration",
+        "60",
+        "--inventory",
+        str(inventory),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    database = open_database(tmp_path / "hes.db")
+    listener = PushListener(database)
+    try:
+        assert sim.stdout is not None
+        json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))
+        with inventory.open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            row.update(client_sap="1", authentication="lls", password_ref=f"sim/{row['meter_id']}")
+        with inventory.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        import_inventory(database, inventory)
+        await listener.start()
+        (meter_id,) = [r["meter_id"] for r in rows]
+        for args in (
+            ("set", "--destination", f"127.0.0.1:{listener.port}"),
+            ("trigger",),
+        ):
+            code, out, err = await _hes(
+                "push",
+                *args,
+                meter_id,
+                "--db",
+                str(tmp_path / "hes.db"),
+                env=secret_env([meter_id]),
+            )
+            assert code == 0, (out, err)
+        await until(lambda: listener.stats.stored == 1, "the triggered alarm push")
+        assert listener.stats.decoded == {"stored": 1}
+        (alarm,) = alarms(database, None, None, limit=10)
+        # the event code the meter holds: its standard event log's newest code
+        spec = model.meter_spec(first, SEED)
+        t = alarm.ts.timestamp()
+        newest = model.events(spec, t - 180 * model.DAY, t + 1)
+        assert alarm.meter_id == meter_id and alarm.code == newest[-1][1]
+    finally:
+        await listener.close()
+        database.close()
+        sim.terminate()
+        await sim.wait()
