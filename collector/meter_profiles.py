@@ -35,6 +35,10 @@ SHIPPED_DIR = Path(__file__).with_name("profiles")
 #: deviation, CET is -60); ``inverted``: the opposite (CET is +60), as some companion
 #: specifications send it.
 CLOCK_CONVENTIONS = ("dlms", "inverted")
+#: How a profile range read names its bounds. ``utc``: as UTC, deviation 0 (the usual);
+#: ``unspecified``: the same wall time with the deviation "not specified" (0x8000), for
+#: meters whose range reads match nothing when the bounds carry a deviation.
+RANGE_BOUNDS = ("utc", "unspecified")
 #: What a mode E profile sends as the sign-on's device address: the meter id, or nothing.
 DEVICE_ADDRESSES = ("meter_id", "none")
 ADDRESS_SIZES = (0, 1, 2, 4)
@@ -82,6 +86,7 @@ class MeterProfile:
     startup: str = "hdlc"
     device_address: str = "meter_id"
     clock_deviation: str = "dlms"
+    range_bounds: str = "utc"
     #: Accept bytes after a GET value (kept as a warning); false makes them an error.
     accept_trailing_bytes: bool = True
     channels: ChannelMap | None = None
@@ -91,6 +96,11 @@ class MeterProfile:
         """Whether the meter's clock deviation has the sign opposite to the Blue Book's
         (``collector.session.Session`` turns it round)."""
         return self.clock_deviation == "inverted"
+
+    @property
+    def range_deviation(self) -> bool:
+        """Whether range reads send their bounds with a deviation (``range_bounds = "utc"``)."""
+        return self.range_bounds == "utc"
 
 
 def blue_book_clock(clock: CosemDateTime, inverted: bool) -> CosemDateTime:
@@ -236,6 +246,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
     start.done()
     clock = root.sub("clock")
     deviation = clock.choice("deviation", "dlms", CLOCK_CONVENTIONS)
+    range_bounds = clock.choice("range_bounds", "utc", RANGE_BOUNDS)
     clock.done()
     accept = root.sub("accept")
     trailing = accept.get("trailing_bytes", bool, True)
@@ -260,6 +271,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         startup=mode,
         device_address=device_address,
         clock_deviation=deviation,
+        range_bounds=range_bounds,
         accept_trailing_bytes=trailing,
         channels=channels,
     )
