@@ -233,6 +233,7 @@ class MeterSession:
             keys=meter.security_keys,
             client_system_title=meter.client_system_title,
             require_security=meter.require_security,
+            announce_system_title=not meter.quirks.omit_system_title,
         )
         self.association = ServerAssociation(
             settings, _Policy(meter, client_sap), lambda: meter.state, random_bytes
