@@ -21,8 +21,8 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from collector.toml_table import TomlTable, kind_of
 from contracts.meters import STARTUPS
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DecodeError
@@ -111,74 +111,14 @@ def blue_book_clock(clock: CosemDateTime, inverted: bool) -> CosemDateTime:
     return dataclasses.replace(clock, deviation=-clock.deviation)
 
 
-class _Table:
-    """Typed access to one TOML table; errors name the file and the dotted key."""
-
-    def __init__(self, source: str, table: dict[str, Any], prefix: str) -> None:
-        self.source = source
-        self.table = table
-        self.prefix = prefix
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, reason: str) -> MeterProfileError:
-        return MeterProfileError(f"{self.source}: {self.key(name)}: {reason}")
-
-    def get(self, name: str, kind: type, default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.table:
-            return default
-        value = self.table[name]
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise self.fail(name, f"expected {_KINDS[kind]}, got {_kind_of(value)}")
-        return value
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value: int = self.get(name, int, default)
-        if not lo <= value <= hi:
-            raise self.fail(name, f"{value} outside {lo}..{hi}")
-        return value
-
-    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
-        value: str = self.get(name, str, default)
-        if value not in choices:
-            raise self.fail(name, f"{value!r}: use one of {', '.join(choices)}")
-        return value
-
-    def sub(self, name: str) -> _Table:
-        return _Table(self.source, self.get(name, dict, {}), self.key(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
-
-
-_KINDS: dict[type, str] = {
-    int: "an integer",
-    str: "a string",
-    bool: "a boolean",
-    dict: "a table",
-    list: "an array",
-}
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    return _KINDS.get(type(value), f"a {type(value).__name__}")
-
-
-def _obis(table: _Table, name: str, text: str) -> str:
+def _obis(table: TomlTable, name: str, text: str) -> str:
     try:
         return str(Obis.parse(text))
     except (DecodeError, ValueError) as exc:
         raise table.fail(name, f"{text!r} is not an OBIS code ({exc})") from None
 
 
-def _channels(table: _Table) -> ChannelMap | None:
+def _channels(table: TomlTable) -> ChannelMap | None:
     if not table.table:
         table.done()
         return None
@@ -189,7 +129,7 @@ def _channels(table: _Table) -> ChannelMap | None:
     registers: list[str] = []
     for i, item in enumerate(table.get("registers", list, [])):
         if not isinstance(item, str):
-            raise table.fail(f"registers[{i}]", f"expected an OBIS string, got {_kind_of(item)}")
+            raise table.fail(f"registers[{i}]", f"expected an OBIS string, got {kind_of(item)}")
         registers.append(_obis(table, f"registers[{i}]", item))
     cols = table.sub("columns")
     columns: dict[int, str] = {}
@@ -198,7 +138,7 @@ def _channels(table: _Table) -> ChannelMap | None:
         if not key.isdigit() or not 0 <= int(key) <= 255:
             raise cols.fail(key, "expected a capture column index 0..255 as the key")
         if not isinstance(value, str):
-            raise cols.fail(key, f"expected a channel OBIS string, got {_kind_of(value)}")
+            raise cols.fail(key, f"expected a channel OBIS string, got {kind_of(value)}")
         channel = _obis(cols, key, value)
         if int(key) == status:
             raise cols.fail(key, "this column is the status_column")
@@ -217,7 +157,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MeterProfileError(f"{source}: not valid TOML: {exc}") from None
-    root = _Table(source, data, "")
+    root = TomlTable(source, data, "", MeterProfileError)
     meter = root.sub("meter")
     manufacturer = meter.get("manufacturer", str, "")
     model = meter.get("model", str, "")
