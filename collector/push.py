@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collector.events import event_name
-from collector.mqtt import alarm_payload
+from collector.mqtt_payloads import alarm_payload
 from protocols import axdr, xdlms
 from protocols import push_setup as ps
 from protocols.cosem import CosemDateTime
