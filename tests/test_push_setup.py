@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ApiService
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_collector_fleet import plan_text
@@ -63,6 +64,7 @@ from storage.database import Database, open_database
 from storage.jobs import JobError, JobRequest, check_params
 from storage.push_setups import PushSetupRecord, load_push_setups, save_push_setups
 from storage.queries import alarms
+from storage.records import MeterRecord
 
 SPEED = 7200.0
 VALUES_ONLY = named(["push-without-object-list"])
@@ -568,3 +570,29 @@ async def test_hes_simulate_pushes_what_hes_push_trigger_asks_for(tmp_path: Path
         database.close()
         sim.terminate()
         await sim.wait()
+
+
+def test_the_api_shows_a_meters_stored_push_setups(api_service: ApiService) -> None:
+    api_service.db.upsert_meters(
+        [MeterRecord("M1", "tcp", "127.0.0.1", 4059, None, None, 1, 1, "lls", "tcp:127.0.0.1")]
+    )
+    objects = tuple(ps.parse_object(o) for o in ("1/0.0.96.1.0.255/2", "1/0.0.96.11.0.255/2"))
+    window = ps.parse_window("2026-03-11T00:00Z/2026-03-11T06:00Z")
+    read_at = datetime(2026, 3, 11, 3, tzinfo=UTC)
+    dest = ps.tcp_destination("10.0.0.5", 4060)
+    record = PushSetupRecord("M1", ps.ALARM_PUSH_SETUP, objects, dest, (window,), read_at, 0, 3, 60)
+    save_push_setups(api_service.db, [record])
+    with api_service.reader() as client:
+        r = client.get("/api/meters/M1/push-setups")
+        assert r.status_code == 200, r.text
+        (shown,) = r.json()["push_setups"]
+        assert shown == record.as_dict()
+        assert shown["destination"] == "10.0.0.5:4060"
+        assert [o["obis"] for o in shown["objects"]] == ["0.0.96.1.0.255", "0.0.96.11.0.255"]
+        missing = client.get("/api/meters/M9/push-setups")
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_meter"
+    with api_service.client() as anonymous:
+        assert anonymous.get("/api/meters/M1/push-setups").status_code == 401
+    # stored again: the row is replaced, not added
+    save_push_setups(api_service.db, [record])
+    assert len(load_push_setups(api_service.db, ["M1"])) == 1
