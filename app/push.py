@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,8 +33,9 @@ from app.firmware import (
     choose_meters,
 )
 from app.support import DbOption
+from collector.plan import Plan, PlanError, load_plan
 from collector.push_setup import PushChange, run_many
-from collector.service import env_secret
+from collector.service import env_secret, session_options
 from contracts.meters import parse_host_port
 from protocols import push_setup as ps
 from storage.database import Database, open_database
@@ -46,6 +48,12 @@ push_app = typer.Typer(
 )
 
 MetersArgument = Annotated[list[str] | None, typer.Argument(help="inventory meter ids")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="reading plan (TOML) whose meter profiles apply; default: built-in"
+    ),
+]
 SetupOption = Annotated[
     str, typer.Option("--setup", help="logical name of the push setup (0.0.25.9.0.255: alarms)")
 ]
@@ -76,6 +84,13 @@ def _parsed(parse: Callable[[str], T], texts: list[str] | None, what: str) -> tu
         raise _bad(f"{what}: {exc}") from None
 
 
+def _plan(path: Path | None) -> Plan:
+    try:
+        return load_plan(path)
+    except (PlanError, OSError) as exc:
+        raise _bad(f"--plan: {exc}") from None
+
+
 def _open(db: str | None) -> Database:
     try:
         return open_database(db)
@@ -83,22 +98,25 @@ def _open(db: str | None) -> Database:
         raise _bad(str(exc)) from None
 
 
-def _run(
-    command: str,
-    meters: list[str] | None,
-    file: Path | None,
-    area: str | None,
-    every: bool,
-    db: str | None,
-    name: bytes,
-    change: PushChange,
-    trigger: bool,
-    concurrency: int,
-    timeout: float,
-) -> None:
-    database = _open(db)
+@dataclass(slots=True, frozen=True)
+class _Selection:
+    """Which meters, from which database, with which plan, how fast: every command's part."""
+
+    meters: list[str] | None
+    file: Path | None
+    area: str | None
+    every: bool
+    db: str | None
+    config: Path | None
+    concurrency: int
+    timeout: float
+
+
+def _run(command: str, sel: _Selection, name: bytes, change: PushChange, trigger: bool) -> None:
+    plan = _plan(sel.config)
+    database = _open(sel.db)
     try:
-        chosen, security_for = choose_meters(database, meters, file, area, every)
+        chosen, security_for = choose_meters(database, sel.meters, sel.file, sel.area, sel.every)
         results = asyncio.run(
             run_many(
                 chosen,
@@ -108,8 +126,9 @@ def _run(
                 db=database,
                 trigger=trigger,
                 security_for=security_for,
-                concurrency=concurrency,
-                request_timeout=timeout,
+                concurrency=sel.concurrency,
+                request_timeout=sel.timeout,
+                options_for=lambda meter: session_options(meter, plan),
             )
         )
     finally:
@@ -136,12 +155,14 @@ def show_command(
     every: AllOption = False,
     setup: SetupOption = "0.0.25.9.0.255",
     db: DbOption = None,
+    config: ConfigOption = None,
     concurrency: ConcurrencyOption = 10,
     timeout: TimeoutOption = 10.0,
 ) -> None:
     """Read each meter's push setup and store it (what the listener decodes pushes by)."""
     name = _setup_name(setup)
-    _run("show", meters, file, area, every, db, name, PushChange(), False, concurrency, timeout)
+    sel = _Selection(meters, file, area, every, db, config, concurrency, timeout)
+    _run("show", sel, name, PushChange(), False)
 
 
 @push_app.command("set")
@@ -167,6 +188,7 @@ def set_command(
     every: AllOption = False,
     setup: SetupOption = "0.0.25.9.0.255",
     db: DbOption = None,
+    config: ConfigOption = None,
     concurrency: ConcurrencyOption = 10,
     timeout: TimeoutOption = 10.0,
 ) -> None:
@@ -186,7 +208,8 @@ def set_command(
     change = PushChange(entries, dest, windows)
     if not change:
         raise _bad("nothing to set: give --destination, --window, --no-windows or --object")
-    _run("set", meters, file, area, every, db, name, change, trigger, concurrency, timeout)
+    sel = _Selection(meters, file, area, every, db, config, concurrency, timeout)
+    _run("set", sel, name, change, trigger)
 
 
 @push_app.command("trigger")
@@ -197,9 +220,11 @@ def trigger_command(
     every: AllOption = False,
     setup: SetupOption = "0.0.25.9.0.255",
     db: DbOption = None,
+    config: ConfigOption = None,
     concurrency: ConcurrencyOption = 10,
     timeout: TimeoutOption = 10.0,
 ) -> None:
     """Invoke the push setup's push method (the meter sends its data now)."""
     name = _setup_name(setup)
-    _run("trigger", meters, file, area, every, db, name, PushChange(), True, concurrency, timeout)
+    sel = _Selection(meters, file, area, every, db, config, concurrency, timeout)
+    _run("trigger", sel, name, PushChange(), True)

@@ -464,6 +464,7 @@ class JobRunner:
             priority=job.priority,
             finished=finished,
             stop=stopped,
+            options_for=lambda meter: session_options(meter, self.plan),
         )
         results = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
         if stopped.is_set() and self._stopping.is_set():

@@ -18,6 +18,7 @@ from typing import Any
 
 from collector.firmware import SecurityFor, per_link
 from collector.link_locks import LinkArbiter
+from collector.meter_profiles import MeterProfileError
 from collector.operations import Secrets, management_secret, management_target
 from collector.session import Session
 from collector.transport import open_transport
@@ -105,7 +106,11 @@ async def configure(session: Session, name: bytes, change: PushChange) -> None:
 
 
 def _connect(
-    meter: MeterRecord, password: bytes | None, security: SecurityContext | None, timeout: float
+    meter: MeterRecord,
+    password: bytes | None,
+    security: SecurityContext | None,
+    timeout: float,
+    options: dict[str, Any],
 ) -> Session:
     return Session(
         open_transport(management_target(meter, timeout)),
@@ -113,6 +118,7 @@ def _connect(
         password=password,
         request_timeout=timeout,
         security=security,
+        **options,
     )
 
 
@@ -126,16 +132,20 @@ async def run_meter(
     security: SecurityContext | None = None,
     request_timeout: float = 10.0,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], PushSetupRecord | None]:
     """Configure (when ``change``), push (when ``trigger``) and read back one meter's push
-    setup: its report and the record read (None on failure)."""
+    setup: its report and the record read (None on failure). ``options``: the Session
+    settings of the meter's profile (``collector.service.session_options``: short names,
+    PDU size, ...)."""
     out: dict[str, Any] = {"meter_id": meter.meter_id, "configured": bool(change)}
     try:
         password = None if security is not None else management_secret(meter, secrets)
         if security is not None:
             await asyncio.to_thread(security.prepare)
         async with asyncio.timeout(request_timeout * ROUND_TRIPS):
-            async with _connect(meter, password, security, request_timeout) as session:
+            session = _connect(meter, password, security, request_timeout, options or {})
+            async with session:
                 if change:
                     await configure(session, name, change)
                 if trigger:
@@ -166,11 +176,13 @@ async def run_many(
     priority: int = 0,
     finished: Callable[[dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
+    options_for: Callable[[MeterRecord], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`run_meter` on every meter, one session per link at a time (``links``: the
     service's arbiter decides); with ``db`` each push setup read back is stored as the
     meter's; ``finished`` hears of each meter done; once ``stop`` is set no meter starts
-    (those left say ``not_attempted``)."""
+    (those left say ``not_attempted``); ``options_for`` gives each meter's Session settings
+    (its profile's)."""
 
     async def work(meter: MeterRecord) -> dict[str, Any]:
         if stop is not None and stop.is_set():
@@ -189,6 +201,15 @@ async def run_many(
                 "error_class": "no_keys",
                 "error": str(exc),
             }
+        try:
+            options = options_for(meter) if options_for is not None else {}
+        except MeterProfileError as exc:
+            return {
+                "meter_id": meter.meter_id,
+                "outcome": "failed",
+                "error_class": "bad_profile",
+                "error": str(exc),
+            }
         report, record = await run_meter(
             meter,
             name,
@@ -197,6 +218,7 @@ async def run_many(
             trigger=trigger,
             security=security,
             request_timeout=request_timeout,
+            options=options,
         )
         if db is not None and record is not None:
             await asyncio.to_thread(save_push_setups, db, [record])

@@ -45,6 +45,7 @@ from collector.inventory import import_inventory
 from collector.operations import management_target
 from collector.plan import parse_plan
 from collector.push import PushedValues, PushListener, PushRejected, decode_push
+from collector.push_setup import PushChange, run_meter
 from collector.session import Session
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
@@ -596,3 +597,33 @@ def test_the_api_shows_a_meters_stored_push_setups(api_service: ApiService) -> N
     # stored again: the row is replaced, not added
     save_push_setups(api_service.db, [record])
     assert len(load_push_setups(api_service.db, ["M1"])) == 1
+
+
+async def test_an_sn_meter_is_configured_by_short_names(tmp_path: Path, db: Database) -> None:
+    """Over short-name referencing the same push setup is written, read and pushed (the
+    push method at its Blue Book offset 0x38)."""
+    first = online_run(1, 1020)
+    async with management_fleet(
+        tmp_path,
+        db,
+        tcp=1,
+        first_meter=first,
+        clock=SimClock(NOW),
+        first_address="127.7.14.1",
+        quirks=named(["short-names"]),
+    ) as fleet:
+        (meter,) = db.meters()
+        pushes: list[bytes] = []
+        fleet.pool.on_push = lambda _m, name, _t: pushes.append(name)
+        change = PushChange(destination=ps.tcp_destination("127.0.0.1", 4099))
+        report, record = await run_meter(
+            meter,
+            ps.ALARM_PUSH_SETUP,
+            change,
+            secrets=sim_secret,
+            trigger=True,
+            options={"referencing": "sn"},  # as the sim-short-names profile says
+        )
+    assert report["outcome"] == "ok", report
+    assert record is not None and record.destination.host_port() == ("127.0.0.1", 4099)
+    assert pushes == [ps.ALARM_PUSH_SETUP]
