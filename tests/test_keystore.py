@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from protocols.security import SecurityKeys
 from storage.database import open_database
@@ -289,3 +291,65 @@ def test_bad_lls_rows_name_line_and_column_never_the_secret(tmp_path: Path) -> N
     half.write_text("meter_id,encryption_key,lls_password\nM1,,abc\n")
     with pytest.raises(KeyStoreError, match="missing: \\['authentication_key'\\]"):
         parse_key_file(half)
+
+
+_JUNK = st.text(st.characters(codec="ascii", exclude_characters='\r\n,"'), max_size=70)
+
+
+@st.composite
+def key_files(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
+    """A header of some columns, rows that are mostly well-formed (keys, an LLS secret or
+    both), some fields junk, now and then a column missing from the header or a short line."""
+    keyed, secret, titled = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    header = ["meter_id"] if draw(st.integers(0, 7)) else []
+    header += ["encryption_key", "authentication_key"] if keyed or not secret else []
+    header += ["system_title"] if titled else []
+    header += ["lls_password"] if secret else []
+    header = draw(st.permutations(header))
+    rows = []
+    for number in range(draw(st.integers(0, 4))):
+        with_keys = keyed and (not secret or draw(st.booleans()))
+        good = {
+            "meter_id": f"M{number}",
+            "encryption_key": draw(st.sampled_from([EK1, EK3.lower()])) if with_keys else "",
+            "authentication_key": AK2 if with_keys else "",
+            "system_title": draw(st.sampled_from(["", "0102030405060708"])) if with_keys else "",
+            "lls_password": draw(st.sampled_from(["pw", "p w!", "x" * 64]))
+            if secret and (not with_keys or draw(st.booleans()))
+            else "",
+        }
+        rows.append([draw(_JUNK) if draw(st.integers(0, 15)) == 0 else good[c] for c in header])
+    if draw(st.integers(0, 7)) == 0 and rows:
+        rows[0] = rows[0][:-1]  # a short line
+    return header, rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(file=key_files())
+def test_any_key_file_is_rows_or_one_error_that_shows_no_value(
+    tmp_path_factory: pytest.TempPathFactory, file: tuple[list[str], list[list[str]]]
+) -> None:
+    """Whatever the file holds, the parser returns rows that say what the file says or
+    raises KeyStoreError alone, and its message holds no field's value."""
+    header, rows = file
+    path = tmp_path_factory.mktemp("kf") / "k.csv"
+    path.write_text(",".join(header) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    try:
+        parsed = parse_key_file(path)
+    except KeyStoreError as exc:
+        text = str(exc)
+        for row in rows:
+            for value in row:
+                if len(value.strip()) >= 12 and value.strip() not in path.name:
+                    assert value.strip() not in text
+        return
+    event("parsed")
+    assert 1 <= len(parsed) <= len(rows)
+    for row in parsed:
+        assert row.keys is not None or row.lls_password is not None
+        source = next(r for r in rows if r and r[header.index("meter_id")].strip() == row.meter_id)
+        fields = dict(zip(header, (f.strip() for f in source), strict=False))
+        if row.lls_password is not None:
+            assert row.lls_password.decode() == fields["lls_password"]
+        if row.keys is not None:
+            assert row.keys.encryption_key.hex() == fields["encryption_key"].lower()
