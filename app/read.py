@@ -282,8 +282,10 @@ def read_command(
     client_sap: Annotated[
         int | None,
         typer.Option(
+            "--client-sap",
+            "--client",
             help="client SAP: 16 public, 1 management (default: public, or the "
-            "management SAP with --auth lls or hls-gmac)"
+            "management SAP with --auth lls or hls-gmac)",
         ),
     ] = None,
     auth: Annotated[
@@ -298,6 +300,7 @@ def read_command(
     key_id: hls.KeyIdOption = None,
     ek: hls.EkOption = None,
     ak: hls.AkOption = None,
+    ask_keys: hls.AskKeysOption = False,
     system_title: hls.SystemTitleOption = hls.DEFAULT_SYSTEM_TITLE,
     server_system_title: hls.ServerTitleOption = None,
     invocation_counter: hls.CounterOption = None,
@@ -353,7 +356,8 @@ def read_command(
     if auth not in ("none", "lls", "hls-gmac"):
         raise _usage(f"--auth {auth!r}: use none, lls or hls-gmac")
     hls_options = (key_store, keys_file, key_id, ek, ak, server_system_title, invocation_counter)
-    if auth != "hls-gmac" and (recover_counter or any(x is not None for x in hls_options)):
+    hls_flags = recover_counter or ask_keys
+    if auth != "hls-gmac" and (hls_flags or any(x is not None for x in hls_options)):
         raise _usage("key, counter and key-store options are for --auth hls-gmac")
     if referencing is None:
         referencing = model.referencing
@@ -446,6 +450,7 @@ def read_command(
             key_id=key_id,
             ek=ek,
             ak=ak,
+            ask=ask_keys,
             system_title=system_title,
             server_system_title=server_system_title,
             invocation_counter=invocation_counter,

@@ -3,10 +3,10 @@ invocation counter to start at, and its recovery from the meter's frame counter.
 
 Keys come from exactly one source: the key store (``--key-store METER_ID``, sealed under the
 master key, with the counter persisted there), a key CSV in the ``hes keys import`` format
-(``--keys-file``), ``--ek``/``--ak``, or else ``$HES_EK``/``$HES_AK``; the file and the
-environment keep keys out of shell history. No key, nor its hex, is ever printed: error
-messages name the option or the line, never the value, and the wire trace shows only ciphered
-APDUs.
+(``--keys-file``), the terminal (``--ask-keys``, no echo), ``--ek``/``--ak``, or else
+``$HES_EK``/``$HES_AK``; all but ``--ek``/``--ak`` keep keys out of shell history. No key,
+nor its hex, is ever printed: error messages name the option or the line, never the value,
+and the wire trace shows only ciphered APDUs.
 
 ``--recover-counter`` first associates as the public client without security (which a
 secured meter allows for this), reads the frame counter of the management client's security
@@ -91,6 +91,13 @@ EkOption = Annotated[
 AkOption = Annotated[
     str | None,
     typer.Option("--ak", help=f"authentication key, 32 hex digits (prefer ${AK_ENV})"),
+]
+AskKeysOption = Annotated[
+    bool,
+    typer.Option(
+        "--ask-keys",
+        help="ask for EK and AK on the terminal, without echo (nothing in history or ps)",
+    ),
 ]
 SystemTitleOption = Annotated[
     str,
@@ -261,6 +268,15 @@ def _file_keys(path: Path, key_id: str | None) -> tuple[str, SecurityKeys, bytes
     return row.meter_id, row.keys, row.system_title
 
 
+def ask_key(what: str) -> str:
+    """One key typed on the terminal without echo (the prompt on stderr: stdout stays JSON)."""
+    try:
+        value: str = typer.prompt(what, hide_input=True, err=True)
+    except (typer.Abort, EOFError):
+        raise SecurityUsage(f"--ask-keys: no {what.split(' (')[0]} was typed", "no_keys") from None
+    return value
+
+
 def file_is_private(path: Path) -> bool:
     """Whether only the owner may read the key file (a note on stderr otherwise)."""
     try:
@@ -277,6 +293,7 @@ def hls_plan(
     ek: str | None,
     ak: str | None,
     system_title: str,
+    ask: bool = False,
     server_system_title: str | None,
     invocation_counter: int | None,
     recover: bool,
@@ -293,6 +310,7 @@ def hls_plan(
             ("--key-store", key_store is not None),
             ("--keys-file", keys_file is not None),
             ("--ek/--ak", ek is not None or ak is not None),
+            ("--ask-keys", ask),
         )
         if on
     ]
@@ -331,7 +349,15 @@ def hls_plan(
             meter_id=meter_id,
             **common,
         )
-    if ek is not None or ak is not None:
+    ek_text: str | None
+    ak_text: str | None
+    if ask:
+        source, names = "prompt", ("the EK typed", "the AK typed")
+        ek_text, ak_text = (
+            ask_key("encryption key (EK, 32 hex digits)"),
+            ask_key("authentication key (AK, 32 hex digits)"),
+        )
+    elif ek is not None or ak is not None:
         source, ek_text, ak_text = "command-line", ek, ak
         names = ("--ek", "--ak")
     else:
@@ -340,7 +366,7 @@ def hls_plan(
     if ek_text is None or ak_text is None:
         raise SecurityUsage(
             "--auth hls-gmac needs the meter's keys: --key-store METER_ID, --keys-file FILE, "
-            f"or {EK_ENV} and {AK_ENV} (or --ek and --ak), 32 hex digits each",
+            f"--ask-keys, or {EK_ENV} and {AK_ENV} (or --ek and --ak), 32 hex digits each",
             "no_keys",
         )
     keys = SecurityKeys(

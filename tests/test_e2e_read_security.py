@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,3 +265,56 @@ def test_key_options_without_hls_are_refused() -> None:
     result = hes("read", "--tcp", "127.0.0.1:1", "--ek", "00" * 16)
     assert result.returncode == 2
     assert "are for --auth hls-gmac" in _json(result)["detail"]
+
+
+def _on_a_terminal(args: list[str], answers: list[str]) -> tuple[int, str]:
+    """Run ``hes`` with a real pty as its terminal (stdin, stdout, stderr), typing one answer
+    after each prompt (once it is whole: getpass flushes what was typed before it); returns
+    the exit code and all the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=Path(__file__).resolve().parents[1],
+        env={k: v for k, v in os.environ.items() if not k.startswith("HES_")},
+        start_new_session=True,  # no controlling terminal: getpass uses the pty on stdin
+    )
+    os.close(slave)
+    shown = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            asked = shown.count(b"digits): ")
+            if pending and asked > len(answers) - len(pending):
+                os.write(master, pending.pop(0).encode() + b"\n")
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(10)
+    os.close(master)
+    return code, shown.decode(errors="replace")
+
+
+def test_keys_typed_at_the_prompt_are_not_echoed(secured: Secured) -> None:
+    sec = secured
+    keys = sec.meter.keys
+    code, shown = _on_a_terminal(
+        ["read", "--tcp", sec.tcp, "--auth", "hls-gmac", "--ask-keys", "--obis", "1.0.1.8.0.255"],
+        [keys.encryption_key.hex(), keys.authentication_key.hex()],
+    )
+    assert code == 0, shown
+    assert "encryption key (EK, 32 hex digits):" in shown
+    assert "authentication key (AK, 32 hex digits):" in shown
+    assert '"keys_from": "prompt"' in shown
+    for text in sec.secrets:
+        assert text not in shown
