@@ -361,7 +361,7 @@ class KeyStore:
     def put_many(self, rows: list[KeyRow]) -> tuple[int, int]:
         """Store (or rotate) keys and LLS secrets for many meters in one transaction;
         (inserted, rotated) counts every stored entry."""
-        inserted = rotated = 0
+        rotated = 0
         now = datetime.now(UTC)
         entries: list[tuple[str, str, bytes, bytes | None]] = []
         for row in rows:
@@ -374,6 +374,7 @@ class KeyStore:
             current = dict(
                 conn.execute(select(meter_keys.c.meter_id, meter_keys.c.key_version)).all()
             )
+            new: list[dict[str, object]] = []
             for stored_id, label, plain, title in entries:
                 version = int(current.get(stored_id, 0)) + 1
                 values = {
@@ -389,8 +390,10 @@ class KeyStore:
                     )
                     rotated += 1
                 else:
-                    conn.execute(insert(meter_keys), {"meter_id": stored_id, **values})
-                    inserted += 1
+                    new.append({"meter_id": stored_id, **values})
+            if new:  # one executemany: a fleet's key file of tens of thousands of rows
+                conn.execute(insert(meter_keys), new)
+            inserted = len(new)
         return inserted, rotated
 
     def put(self, meter_id: str, keys: SecurityKeys, system_title: bytes | None = None) -> None:
