@@ -112,6 +112,7 @@ async def _read(
         max_pdu_size=max_pdu_size,
         accept_trailing=profile.accept_trailing_bytes,
         inverted_deviation=profile.inverted_deviation,
+        range_deviation=profile.range_deviation,
         referencing=referencing,
     ) as session:
         association = session.association

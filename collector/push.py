@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collector.events import event_name
-from collector.mqtt import alarm_payload
+from collector.mqtt_payloads import alarm_payload
 from protocols import axdr, xdlms
 from protocols.cosem import CosemDateTime
 from protocols.errors import DecodeError

@@ -174,7 +174,8 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
     """The :class:`Session` settings of the meter's profile (none without one): PDU size,
-    logical or short names, trailing bytes accepted or not, the clock deviation's sign."""
+    logical or short names, trailing bytes accepted or not, the clock deviation's sign, range
+    bounds with a deviation or without."""
     model = plan.meter_profile(meter)
     if model is None:
         return {}
@@ -183,6 +184,7 @@ def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
         "referencing": "sn" if model.referencing == "sn" else "ln",
         "accept_trailing": model.accept_trailing_bytes,
         "inverted_deviation": model.inverted_deviation,
+        "range_deviation": model.range_deviation,
     }
 
 

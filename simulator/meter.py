@@ -53,9 +53,17 @@ import os
 from collections.abc import Callable
 
 from protocols import security
+from protocols.cosem import CosemDateTime
 from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResult, Mechanism
-from protocols.errors import DataAccessError
-from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
+from protocols.errors import DataAccessError, DecodeError
+from protocols.xdlms import (
+    AccessSelection,
+    ActionRequest,
+    GetListRequest,
+    GetRequest,
+    RangeAccess,
+    SetRequest,
+)
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from protocols.xdlms.sn import ReadRequest, WriteRequest
 from simulator import model, objects, short_names
@@ -87,6 +95,9 @@ SN_SERVER_CONFORMANCE = (
 ).value
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024
+
+#: An A-XDR array of no elements: a profile buffer that matched no entry.
+EMPTY_ARRAY = b"\x01\x00"
 
 
 class SimulatedMeter:
@@ -224,6 +235,7 @@ class MeterSession:
             keys=meter.security_keys,
             client_system_title=meter.client_system_title,
             require_security=meter.require_security,
+            announce_system_title=not meter.quirks.omit_system_title,
         )
         self.association = ServerAssociation(
             settings, _Policy(meter, client_sap), lambda: meter.state, random_bytes
@@ -363,6 +375,8 @@ class MeterSession:
         obj = ctx.objects.get(bytes(obis))
         if obj is None or obj.class_id != class_id:
             return DataAccessResult.OBJECT_UNDEFINED
+        if self.meter.quirks.range_without_deviation and _bounds_carry_deviation(access):
+            return EMPTY_ARRAY
         try:
             return objects.get_attribute(ctx, obj, attribute, access)
         except DataAccessError as exc:
@@ -433,3 +447,16 @@ class MeterSession:
         except PowerCut:
             return None
         return DataAccessResult.SUCCESS
+
+
+def _bounds_carry_deviation(access: AccessSelection | None) -> bool:
+    """Whether a range read names its bounds with a clock deviation (the range-without-
+    deviation quirk matches nothing then); bounds that are no date-time are left to the
+    object, which refuses them."""
+    if not isinstance(access, RangeAccess):
+        return False
+    try:
+        bounds = [CosemDateTime.from_bytes(bytes(v)) for v in (access.from_value, access.to_value)]
+    except DecodeError:
+        return False
+    return any(b.deviation is not None for b in bounds)

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
 
 from protocols import axdr
 from protocols.axdr import encode_length
@@ -301,41 +304,57 @@ def _columns_value(columns: Sequence[Column]) -> bytes:
     )
 
 
-_U64 = struct.Struct(">BQ")
-_U8 = struct.Struct(">BB")
+#: The kinds of cell a profile buffer holds: the clock (an octet-string of a 12-byte
+#: date-time), an unsigned and a long64-unsigned.
+CellKind = Literal["dt", "u8", "u64"]
+_CELL_TAG = {"u8": axdr.UNSIGNED, "u64": axdr.LONG64_UNSIGNED}
 
 
-def _cell_dt(v: Any) -> bytes:
-    return b"\x09\x0c" + datetime_bytes(v)
+@lru_cache(maxsize=16384)
+def _stamp_bytes(t: int) -> bytes:
+    """A capture stamp's date-time; every meter's buffer holds the same few thousand."""
+    return datetime_bytes(t)
 
 
-def _cell_u8(v: Any) -> bytes:
-    return _U8.pack(axdr.UNSIGNED, v)
-
-
-def _cell_u64(v: Any) -> bytes:
-    return _U64.pack(axdr.LONG64_UNSIGNED, v)
+@lru_cache(maxsize=64)
+def _row_dtype(kinds: tuple[CellKind, ...]) -> np.dtype[Any]:
+    """One buffer entry as A-XDR, as a record: structure tag and count, then per cell its
+    type tag (and length) and the big-endian value."""
+    fields: list[tuple[str, str]] = [("tag", "u1"), ("count", "u1")]
+    for i, kind in enumerate(kinds):
+        if kind == "dt":
+            fields += [(f"t{i}", "u1"), (f"n{i}", "u1"), (f"v{i}", "S12")]
+        else:
+            fields += [(f"t{i}", "u1"), (f"v{i}", "u1" if kind == "u8" else ">u8")]
+    return np.dtype(fields)
 
 
 def _encode_rows(
-    rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]], picks: Sequence[int]
+    rows: Sequence[tuple[int, ...]], kinds: Sequence[CellKind], picks: Sequence[int]
 ) -> bytes:
-    """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
-    out = bytearray(b"\x01")
-    out += encode_length(len(rows))
-    head = bytearray(b"\x02")
-    head += encode_length(len(picks))
-    hb = bytes(head)
-    for row in rows:
-        out += hb
-        for p in picks:
-            out += cells[p](row[p])
-    return bytes(out)
+    """Buffer array of rows, keeping the columns at ``picks``: the hot path of every profile
+    read, so the entries are laid out as one NumPy record array instead of cell by cell."""
+    head = b"\x01" + encode_length(len(rows))
+    if not rows:
+        return head
+    chosen = tuple(kinds[p] for p in picks)
+    out = np.empty(len(rows), _row_dtype(chosen))
+    out["tag"] = axdr.STRUCTURE
+    out["count"] = len(picks)
+    columns = list(zip(*rows, strict=True))
+    for i, (p, kind) in enumerate(zip(picks, chosen, strict=True)):
+        if kind == "dt":
+            out[f"t{i}"], out[f"n{i}"] = axdr.OCTET_STRING, 12
+            out[f"v{i}"] = [_stamp_bytes(int(t)) for t in columns[p]]
+        else:
+            out[f"t{i}"] = _CELL_TAG[kind]
+            out[f"v{i}"] = columns[p]
+    return head + out.tobytes()
 
 
-_LP_CELLS = (_cell_dt, _cell_u8, _cell_u64, _cell_u64, _cell_u64, _cell_u64)
-_BILLING_CELLS = (_cell_dt,) + (_cell_u64,) * 8
-_EVENT_CELLS = (_cell_dt, _cell_u8)
+_LP_CELLS: tuple[CellKind, ...] = ("dt", "u8", "u64", "u64", "u64", "u64")
+_BILLING_CELLS: tuple[CellKind, ...] = ("dt",) + ("u64",) * 8
+_EVENT_CELLS: tuple[CellKind, ...] = ("dt", "u8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +364,7 @@ _EVENT_CELLS = (_cell_dt, _cell_u8)
 @dataclass(slots=True, frozen=True)
 class _Profile:
     columns: tuple[Column, ...]
-    cells: tuple[Callable[[Any], bytes], ...]
+    cells: tuple[CellKind, ...]
     period: int
     capacity: int
 

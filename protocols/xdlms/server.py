@@ -103,6 +103,9 @@ class ServerSettings:
     #: Refuse unciphered associations, except the public client's without authentication.
     require_security: bool = False
     short_names: bool = False
+    #: False: the AARE leaves out the responding-AP-title, as some meters do; the client must
+    #: know the meter's system title from elsewhere (its key store).
+    announce_system_title: bool = True
 
 
 @dataclass(slots=True, frozen=True)
@@ -425,7 +428,7 @@ class ServerAssociation(ShortNameServing):
             conformance=self.conformance,
             max_pdu_size=settings.max_pdu_size,
             authentication=self.authentication,
-            system_title=self._system_title(),
+            system_title=self._system_title() if settings.announce_system_title else None,
             challenge=self.server_challenge,
             ciphered=True,
             user_information=response,
