@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
+from collector.credentials import contexts_from, fresh_context, with_stored_secrets
 from collector.firmware import MAX_IMAGE_BYTES, UploadReport, upload_many
 from collector.image_transfer import FirmwareImage
 from collector.job_queue import JobQueue
@@ -63,13 +64,10 @@ from protocols.security import SecurityContext
 from storage.database import Database
 from storage.jobs import JobRecord
 from storage.keystore import (
-    DatabaseCounterStore,
     KeyStore,
     KeyStoreError,
     MasterKey,
     load_master_key,
-    reserve_counter_blocks,
-    security_context,
 )
 from storage.records import MeterRecord
 
@@ -249,6 +247,7 @@ class JobRunner:
         keystore = None
         if any(m.security_profile == SECURE_PROFILE for m in meters):
             keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+        secrets = await asyncio.to_thread(with_stored_secrets, self.secrets, meters, self._store)
         failures: dict[str, str] = {}
         skipped = [m.meter_id for m in meters if m.authentication == "none"]
         todo = [m for m in meters if m.authentication != "none"]
@@ -262,7 +261,7 @@ class JobRunner:
                 if stopped.is_set():
                     failures.setdefault(meter.meter_id, "not_attempted")
                     return
-                error = await self._task_session(job, meter, tasks, keystore)
+                error = await self._task_session(job, meter, tasks, keystore, secrets)
                 if error is not None:
                     failures[meter.meter_id] = error
                 done += 1
@@ -286,13 +285,18 @@ class JobRunner:
         return JobOutcome("done", result)
 
     async def _task_session(
-        self, job: JobRecord, meter: MeterRecord, tasks: MeterTasks, keystore: KeyStore | None
+        self,
+        job: JobRecord,
+        meter: MeterRecord,
+        tasks: MeterTasks,
+        keystore: KeyStore | None,
+        secrets: Callable[[str], bytes | None],
     ) -> str | None:
         """One session for the meter's tasks; the error class, or None when it worked."""
         errors_before = sum(tasks.stats.errors.values())
         shared = meter.transport != "tcp"
         try:
-            password = lls_password(meter, self.secrets)
+            password = lls_password(meter, secrets)
             security = None
             if meter.security_profile == SECURE_PROFILE and keystore is not None:
                 security = await asyncio.to_thread(self._security, keystore, meter.meter_id)
@@ -343,21 +347,30 @@ class JobRunner:
             return "link"
 
     def _security(self, keystore: KeyStore, meter_id: str) -> SecurityContext:
-        ctx = security_context(keystore, meter_id)
-        assert isinstance(ctx.counters, DatabaseCounterStore)
-        (start,) = reserve_counter_blocks(self.db, [(ctx.counters, ctx.counter_block)])
-        ctx.hold_block(start)
-        return ctx
+        return fresh_context(keystore, meter_id)
+
+    def _store(self) -> KeyStore:
+        return KeyStore(self.db, self.master_key())
 
     # -- commands -------------------------------------------------------------------------
 
     async def _command(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        secrets = await asyncio.to_thread(
+            with_stored_secrets, self.secrets, meters, self._store, True
+        )
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = await asyncio.to_thread(self._store)
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
         results = await run_command(
             self.db,
             meters,
             job.kind,
             requested_by=job.requested_by,
-            secrets=self.secrets,
+            secrets=secrets,
+            security_for=contexts_from(keystore),
             request_timeout=self.plan.timeouts.request_s,
             now=self.now,
             links=self.links,

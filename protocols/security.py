@@ -400,6 +400,13 @@ class SecurityContext:
         self._next += 1
         return value
 
+    @property
+    def next_unused(self) -> int | None:
+        """The counter the next ciphered APDU would use (every one below it was used or
+        reserved): where a later session of another head-end must start. None before any
+        counter was reserved (nothing was ciphered)."""
+        return self._next if self._limit else None
+
     def hold_block(self, start: int) -> None:
         """Use the counters ``[start, start + counter_block)``, reserved (and committed) by
         the caller, e.g. for many meters in one transaction; ``prepare`` then has nothing

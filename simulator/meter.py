@@ -32,7 +32,9 @@ replayed or lower client counter → ExceptionResponse invocation-counter-error 
 counter expected (in the AARE's user-information during association); a ciphered request
 whose tag does not verify → ExceptionResponse deciphering-error; an unciphered request on a
 ciphered association → ExceptionResponse service-not-allowed. A meter made with
-``require_security`` refuses unciphered AARQs (application-context-name-not-supported).
+``require_security`` refuses unciphered AARQs (application-context-name-not-supported) but the
+public client's without authentication, which may read only the logical device name and the
+frame counter 0.0.43.1.0.255 (the counter recovery of a head-end that lost its own).
 
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
@@ -364,6 +366,7 @@ class MeterSession:
             firmware_rollback=meter.quirks.firmware_rollback,
             push_describes=not meter.quirks.push_without_object_list,
             push_now=self._push_now(now),
+            restricted=meter.require_security and not association.ciphered,
         )
 
     def _push_now(self, now: float) -> Callable[[bytes], None] | None:

@@ -15,7 +15,10 @@ per-phase instantaneous voltage/current/active power 1.0.32/31/21.7.0.255 (L1), 
 doc/ReadMe.md. Standard event log 0.0.99.98.0.255 as in several IDIS clients, where
 0.0.99.98.1.255 is the *fraud detection* log, so the power-failure log uses the DSMR/IDIS power
 failure event log code 1.0.99.97.0.255 (smeterd, above) instead. AMR profile status
-0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming.
+0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming. The frame counter of the
+management client's security setup, 0.0.43.1.0.255 (Data, the highest client invocation
+counter accepted), is what a secured meter lets its public client read unciphered (Green Book
+invocation counter objects 0.0.43.1.e.255), and nothing else.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ OBIS_LOAD_PROFILE = obis("1.0.99.1.0.255")
 OBIS_BILLING = obis("1.0.98.1.0.255")
 OBIS_EVENT_LOG = obis("0.0.99.98.0.255")
 OBIS_POWER_FAILURE_LOG = obis("1.0.99.97.0.255")
+OBIS_FRAME_COUNTER = obis("0.0.43.1.0.255")
+#: What the public client of a secured meter may read without ciphering.
+SECURED_PUBLIC_READ = frozenset({OBIS_LDN, OBIS_FRAME_COUNTER})
 #: (voltage, current, power) OBIS per phase.
 OBIS_PHASE = tuple(
     (obis(f"1.0.{v}.7.0.255"), obis(f"1.0.{i}.7.0.255"), obis(f"1.0.{p}.7.0.255"))
@@ -279,6 +285,7 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
         )
         for name in push_setup.NAMES
     )
+    objs.append(CosemObject(DATA, 0, OBIS_FRAME_COUNTER, 2))
     return {o.obis: o for o in objs}
 
 
@@ -531,6 +538,9 @@ class Context:
         """Push setup ``name`` as configured, or its factory setting."""
         return push_setup.current(self.state.push_setups, name, self.push_describes)
 
+    #: An unciphered association of a secured meter: only SECURED_PUBLIC_READ is readable.
+    restricted: bool = False
+
     def registers(self) -> model.Registers:
         """The energy registers at ``meter_time``: computed once per request, since a
         GET-list of the four energy registers would otherwise run the model four times."""
@@ -597,7 +607,9 @@ def get_attribute(
     """Encoded value of one attribute, or raise the DataAccessError to answer with."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
-    if not obj.can_read(attribute, ctx.management):
+    if not obj.can_read(attribute, ctx.management) or (
+        ctx.restricted and obj.obis not in SECURED_PUBLIC_READ
+    ):
         raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
     if access is not None and attribute not in obj.selective:
         raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "selective access")
@@ -612,6 +624,8 @@ def get_attribute(
             return _enc(axdr.visible(spec.serial_number))
         if name == OBIS_FIRMWARE_ID:
             return _enc(axdr.octets(ctx.state.firmware.active))
+        if name == OBIS_FRAME_COUNTER:
+            return _enc(axdr.u32(max(ctx.state.client_invocation_counter, 0)))
         if name == OBIS_STATUS:
             return _enc(axdr.u8(0 if model.powered(spec, t) else model.STATUS_POWER_DOWN))
         last = model.events(spec, t - EVENT_LOG_DAYS * model.DAY, t + 1)
