@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols.errors import DecodeError, DlmsError, LinkError, ProtocolError
@@ -252,7 +253,7 @@ class HdlcConnection:
         self._llc_out = LLC_REQUEST if role is Role.CLIENT else LLC_RESPONSE
         self._vs = 0  # V(S): N(S) of the next I-frame we send
         self._vr = 0  # V(R): N(S) we expect next from the peer
-        self._pending: deque[bytes] = deque()  # segments not yet sent
+        self._pending: deque[tuple[bytes, bool]] = deque()  # (segment, more follow) unsent
         self._outstanding: list[tuple[int, bytes]] = []  # (N(S), encoded) sent, not acked
         self._rx_segments: list[bytes] = []
         self._accepted_any = False  # an I-frame was accepted since the link came up
@@ -287,21 +288,46 @@ class HdlcConnection:
         self.state = LinkState.DISCONNECTING
         return self._remember(self._frame(FrameKind.DISC))
 
-    def send_apdu(self, apdu: bytes, *, llc: bool = True) -> bytes:
+    def send_apdu(self, apdu: bytes, *, llc: bool = True, following: Sequence[bytes] = ()) -> bytes:
         """Queue an APDU (LLC header added, split by the negotiated ``max_info_tx``);
         return the first window of I-frames. Later segments come out as :class:`Transmit`
-        events when the peer's RR acknowledges the previous ones. ``llc=False`` leaves the
-        header out, as some meters do (a simulator quirk)."""
+        events when the peer's RR acknowledges the previous ones. ``following``: further
+        APDUs sent after it (a GBT window): they share its windows, and a client polls for
+        what did not fit (:meth:`poll`). ``llc=False`` leaves the header out, as some
+        meters do (a simulator quirk)."""
         if self.state is not LinkState.CONNECTED:
             raise LinkError("HDLC link is not connected")
         if self._pending:
             raise ProtocolError("previous APDU is still being sent")
-        payload = self._llc_out + apdu if llc else apdu
         size = self.settings.max_info_tx
-        self._pending.extend(payload[i : i + size] for i in range(0, len(payload), size))
+        for index, one in enumerate((apdu, *following)):
+            payload = self._llc_out + one if llc or index else one
+            starts = range(0, len(payload), size)
+            self._pending.extend((payload[i : i + size], i + size < len(payload)) for i in starts)
         self._outstanding.clear()
         self._rx_segments.clear()
         return self._send_window()
+
+    @property
+    def sending(self) -> bool:
+        """Whether frames of ours wait to be sent or to be acknowledged."""
+        return bool(self._pending or self._outstanding)
+
+    def poll(self) -> bytes:
+        """Client: RR with the poll bit, acknowledging what arrived and asking the server
+        for what it has queued (the rest of a GBT window)."""
+        if self.role is not Role.CLIENT:
+            raise ProtocolError("only the client role polls")
+        if self.state is not LinkState.CONNECTED:
+            raise LinkError("HDLC link is not connected")
+        return self._remember(self._rr())
+
+    def acknowledge(self) -> bytes:
+        """Server: the RR that answers a poll when the application has nothing to send
+        (a GBT block in the middle of the client's window)."""
+        if self.role is not Role.SERVER:
+            raise ProtocolError("only the server role answers a poll with RR")
+        return self._remember(self._rr())
 
     def on_timeout(self) -> bytes:
         """The bytes to send again after the peer stayed silent: the last transmission."""
@@ -480,7 +506,7 @@ class HdlcConnection:
         room = self.settings.window_tx - len(self._outstanding)
         parts: list[bytes] = []
         while pending and room > 0:
-            info = pending.popleft()
+            info, more = pending.popleft()
             room -= 1
             last_of_window = room == 0 or not pending
             encoded = self._frame(
@@ -488,7 +514,7 @@ class HdlcConnection:
                 poll_final=last_of_window,
                 send_seq=self._vs,
                 recv_seq=self._vr,
-                segmented=bool(pending),
+                segmented=more,
                 information=info,
             )
             self._outstanding.append((self._vs, encoded))

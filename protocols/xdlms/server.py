@@ -33,7 +33,7 @@ from protocols.enums import (
     ServiceErrorCode,
     StateError,
 )
-from protocols.errors import DecodeError, SecurityError
+from protocols.errors import DecodeError, ProtocolError, SecurityError
 from protocols.xdlms.acse import (
     AUTHENTICATION_MECHANISMS,
     AarqInfo,
@@ -45,6 +45,7 @@ from protocols.xdlms.client import CURRENT_ASSOCIATION, METHOD_REPLY_TO_HLS
 from protocols.xdlms.codec import decode_request
 from protocols.xdlms.conformance import allowed, supported_variant
 from protocols.xdlms.exception import build_exception_response
+from protocols.xdlms.gbt import GBT_TAG, Complete, GbtExchange, Wait, decode_gbt
 from protocols.xdlms.get import (
     GetListRequest,
     GetNextRequest,
@@ -105,6 +106,8 @@ class ServerSettings:
     #: False: the AARE leaves out the responding-AP-title, as some meters do; the client must
     #: know the meter's system title from elsewhere (its key store).
     announce_system_title: bool = True
+    #: GBT blocks the meter receives at once (its window in every GBT APDU it sends).
+    gbt_window: int = 1
 
 
 @dataclass(slots=True, frozen=True)
@@ -162,11 +165,81 @@ class ServerAssociation(ShortNameServing):
         self.server_challenge: bytes | None = None
         self._long: LongValue | None = None
         self._cipher: _Cipher | None = None
+        self._gbt = GbtExchange(settings.gbt_window)
+        #: The request in service came in GBT: its answer goes in GBT too (Green Book).
+        self._gbt_reply = False
+        self._assembled = False
+        #: GBT APDUs of a window that follow the one an answer method returned.
+        self.queued: list[bytes] = []
 
     # ------------------------------------------------------------------ entry point
 
     def receive(self, data: bytes) -> ServerEvent:
-        """Take one APDU from the client."""
+        """Take one APDU from the client (a GBT block, or any request on its own)."""
+        self.queued.clear()
+        if data[:1] == bytes((GBT_TAG,)):
+            return self._gbt_block(data)
+        self._gbt.reset()
+        self._gbt_reply = False
+        return self._receive_apdu(data)
+
+    def take_queued(self) -> list[bytes]:
+        """The further GBT APDUs of the window just answered (sent after it, in order)."""
+        out, self.queued = self.queued, []
+        return out
+
+    @property
+    def gbt(self) -> bool:
+        """Whether general-block-transfer was negotiated."""
+        return bool(self.conformance & Conformance.GENERAL_BLOCK_TRANSFER)
+
+    def _gbt_block(self, data: bytes) -> ServerEvent:
+        """One GBT APDU: the client's request coming in blocks, or its acknowledgement of ours."""
+        if not self.associated or not self.gbt:
+            return _exception(
+                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.SERVICE_NOT_SUPPORTED
+            )
+        try:
+            block = decode_gbt(data)
+        except DecodeError:
+            return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
+        if block.data and block.block_number == 1:
+            self._gbt.reset()  # the first block of a new request
+        try:
+            step = self._gbt.receive(block)
+        except ProtocolError:
+            self._gbt.reset()
+            return _exception(
+                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
+            )
+        if isinstance(step, Wait):
+            return Reply(None)
+        if not isinstance(step, Complete):
+            self.queued.extend(step.apdus[1:])
+            return Reply(step.apdus[0])
+        self._gbt_reply = True
+        self._assembled = True
+        try:
+            event = self._receive_apdu(step.apdu)
+        finally:
+            self._assembled = False
+        if isinstance(event, Reply):
+            return Reply(self._gbt_out(event.apdu))
+        return event
+
+    def _gbt_out(self, apdu: bytes | None) -> bytes | None:
+        """``apdu`` as it goes to the client: the first GBT block (the rest of its window
+        queued) when the request came in GBT or the answer exceeds the client's PDU."""
+        if apdu is None:
+            return None
+        if not (self._gbt_reply or (self.gbt and len(apdu) > self.client_max_pdu)):
+            return apdu
+        self._gbt_reply = True
+        blocks = self._gbt.send(apdu, self.client_max_pdu)
+        self.queued.extend(blocks[1:])
+        return blocks[0]
+
+    def _receive_apdu(self, data: bytes) -> ServerEvent:
         if not data:
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
         tag = data[0]
@@ -191,6 +264,9 @@ class ServerAssociation(ShortNameServing):
         self.hls_pending = False
         self.client_challenge = self.server_challenge = None
         self._cipher = None
+        self._gbt.reset()
+        self._gbt_reply = False
+        self.queued.clear()
 
     @property
     def authentication(self) -> Authentication:
@@ -206,7 +282,7 @@ class ServerAssociation(ShortNameServing):
             return _exception(
                 StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
             )
-        if len(data) > self.settings.max_pdu_size:
+        if len(data) > self.settings.max_pdu_size and not self._assembled:
             return _exception(StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.PDU_TOO_LONG)
         if not supported_variant(data):
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
@@ -239,27 +315,33 @@ class ServerAssociation(ShortNameServing):
     def answer_get(self, request: GetRequest, value: bytes | int) -> bytes:
         """The GET response for an encoded value or a Data-Access-Result (blocks if big)."""
         if isinstance(value, int):
-            return self._seal(build_get_response_error(request.invoke_id, value))
-        if 4 + len(value) <= self.client_max_pdu:
-            return self._seal(build_get_response(request.invoke_id, value))
+            return self._out(build_get_response_error(request.invoke_id, value))
+        if 4 + len(value) <= self.client_max_pdu or self.gbt:
+            return self._out(build_get_response(request.invoke_id, value))
         return self._seal(self._start_long(request.invoke_id, value))
 
     def answer_get_list(self, request: GetListRequest, items: list[bytes | int]) -> bytes:
         response = build_get_list_response(request.invoke_id, items)
-        if len(response) <= self.client_max_pdu:
-            return self._seal(response)
+        if len(response) <= self.client_max_pdu or self.gbt:
+            return self._out(response)
         # Raw data of a with-list block transfer: the SEQUENCE OF Get-Data-Result.
         return self._seal(self._start_long(request.invoke_id, response[3:]))
 
     def answer_set(self, request: SetRequest, result: int, confirmed: bool = True) -> bytes | None:
-        return self._seal(build_set_response(request.invoke_id, result)) if confirmed else None
+        return self._out(build_set_response(request.invoke_id, result)) if confirmed else None
 
     def answer_action(
         self, request: ActionRequest, result: int, data: bytes | None = None, confirmed: bool = True
     ) -> bytes | None:
         if not confirmed:
             return None
-        return self._seal(build_action_response(request.invoke_id, result, data))
+        return self._out(build_action_response(request.invoke_id, result, data))
+
+    def _out(self, response: bytes) -> bytes:
+        """An application's answer, ciphered as its request was, in GBT when that applies."""
+        out = self._gbt_out(self._seal(response))
+        assert out is not None
+        return out
 
     # ------------------------------------------------------------------ GET blocks
 
