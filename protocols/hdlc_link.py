@@ -427,8 +427,21 @@ class HdlcConnection:
                 return [Transmit(self._remember(self._frame(FrameKind.DM)))]
             return []
         if kind is FrameKind.I:
+            if len(frame.information) > self.settings.max_info_rx:
+                return self._frame_reject(frame)
             return self._receive_i(frame)
         return self._receive_rr(frame)
+
+    def _frame_reject(self, frame: HdlcFrame) -> list[HdlcEvent]:
+        """An I-frame longer than the negotiated information field: FRMR, the link is down
+        until the client sets it up again (the client reports a PeerRejected)."""
+        self.last_error = ProtocolError(
+            f"I-frame with {len(frame.information)} information bytes, more than the "
+            f"negotiated {self.settings.max_info_rx}"
+        )
+        self._reset_link()
+        self.state = LinkState.DISCONNECTED
+        return [Transmit(self._remember(self._frame(FrameKind.FRMR)))]
 
     # -- both roles ------------------------------------------------------------------
 

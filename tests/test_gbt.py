@@ -373,3 +373,29 @@ def test_data_access_results_travel_in_gbt_too() -> None:
         pair.run(pair.client.get(1, bytes(Obis.parse("0.0.96.99.99.255")), 2))
     event = pair.run(pair.client.get(8, CLOCK, 2))
     assert isinstance(event, Value)
+
+
+@given(st.booleans(), st.lists(blocks, max_size=8))
+@settings(max_examples=200)
+def test_exchange_takes_any_blocks_raising_only_protocol_errors(
+    sending: bool, arrivals: list[GbtBlock]
+) -> None:
+    exchange = GbtExchange(3)
+    if sending:
+        exchange.send(bytes(700), 64)
+    for block in arrivals:
+        try:
+            step = exchange.receive(block)
+        except ProtocolError:
+            continue
+        assert isinstance(step, GbtWait | Out | Complete)
+
+
+@given(st.binary(max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_meter_answers_any_gbt_bytes_without_raising(tail: bytes) -> None:
+    pair = Pair(2, 2, max_pdu=64)
+    reply = pair.session.handle(bytes((0xE0,)) + tail, NOW)
+    assert reply is None or reply[0] in (0xE0, 0xD8)
+    event = pair.run(pair.client.get(8, CLOCK, 2))  # the association still serves
+    assert isinstance(event, Value)

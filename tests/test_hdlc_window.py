@@ -131,3 +131,17 @@ def test_a_frame_lost_in_a_window_is_sent_again(drop: int, window: int, size: in
             back = c.on_timeout() if c.sending else c.poll()
         _, data = _deliver(s, back, [], [])
     assert got == [answer]
+
+
+def test_meter_rejects_an_information_field_over_the_negotiated_size() -> None:
+    """A client that ignores the UA and sends 100 bytes where 64 were agreed: FRMR."""
+    c, s = _link(HdlcSettings(128, 128, 1, 1), HdlcSettings(64, 64, 1, 1))
+    assert c.settings.max_info_tx == 64
+    big = HdlcFrame(FrameKind.I, SERVER, CLIENT, True, 0, 0, False, b"\xe6\xe6\x00" + bytes(97))
+    events = s.handle_frame(big)
+    (reply,) = [e for e in events if isinstance(e, Transmit)]
+    (frmr,) = _frames(reply.data)
+    assert frmr.kind is FrameKind.FRMR and not s.connected
+    assert "100 information bytes, more than the negotiated 64" in str(s.last_error)
+    (rejected,) = c.handle_frame(frmr)
+    assert rejected.kind is FrameKind.FRMR and not c.connected

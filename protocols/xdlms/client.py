@@ -13,7 +13,11 @@ AARE refusal, and with a :class:`~protocols.security.SecurityContext` ciphers ev
 deciphers every answer and runs HLS-GMAC passes 3 and 4. Randomness (the HLS challenge)
 comes from the context, so a test can fix it. With ``short_names`` it proposes the SN
 context and conformance, and serves ``read`` / ``write`` (ReadRequest / WriteRequest by short
-name) instead of GET/SET/ACTION.
+name) instead of GET/SET/ACTION. With ``gbt_window`` it proposes general-block-transfer
+(``protocols.xdlms.gbt``): the meter's long answers come in GBT blocks (``Wait`` while the
+rest of a window is on its way), a request longer than the meter's max PDU size goes out in
+them (``take_queued`` holds the rest of a window), and without GBT such a request is refused
+here with a ProtocolError rather than sent to a meter that would drop it.
 """
 
 from __future__ import annotations

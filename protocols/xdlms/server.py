@@ -10,6 +10,9 @@ split it into blocks and cipher it as the request was. A meter configured for sh
 WriteRequest instead (``answer_read`` / ``answer_write``). The meter's own decisions (which
 client may use which mechanism, its password) come from a :class:`ClientPolicy`; its
 invocation counters live in whatever object the application keeps between associations.
+With general-block-transfer negotiated (``ServerSettings.gbt_window``, ``gbt_server``) a
+request may come in GBT blocks and long answers go out in them, a window at a time: the
+blocks after the first of a window wait in ``queued`` (``take_queued``).
 No clock, no sockets; the HLS challenge comes from an injected ``random_bytes``.
 """
 
@@ -33,7 +36,7 @@ from protocols.enums import (
     ServiceErrorCode,
     StateError,
 )
-from protocols.errors import DecodeError, ProtocolError, SecurityError
+from protocols.errors import DecodeError, SecurityError
 from protocols.xdlms.acse import (
     AUTHENTICATION_MECHANISMS,
     AarqInfo,
@@ -45,7 +48,8 @@ from protocols.xdlms.client import CURRENT_ASSOCIATION, METHOD_REPLY_TO_HLS
 from protocols.xdlms.codec import decode_request
 from protocols.xdlms.conformance import allowed, supported_variant
 from protocols.xdlms.exception import build_exception_response
-from protocols.xdlms.gbt import GBT_TAG, Complete, GbtExchange, Wait, decode_gbt
+from protocols.xdlms.gbt import GBT_TAG, Complete, Wait
+from protocols.xdlms.gbt_server import GbtServing
 from protocols.xdlms.get import (
     GetListRequest,
     GetNextRequest,
@@ -140,7 +144,7 @@ def _exception(state: StateError, service: ServiceErrorCode, counter: int | None
     return Reply(build_exception_response(state, service, counter))
 
 
-class ServerAssociation(ShortNameServing):
+class ServerAssociation(ShortNameServing, GbtServing):
     """One association's state machine on the meter side."""
 
     def __init__(
@@ -165,12 +169,7 @@ class ServerAssociation(ShortNameServing):
         self.server_challenge: bytes | None = None
         self._long: LongValue | None = None
         self._cipher: _Cipher | None = None
-        self._gbt = GbtExchange(settings.gbt_window)
-        #: The request in service came in GBT: its answer goes in GBT too (Green Book).
-        self._gbt_reply = False
-        self._assembled = False
-        #: GBT APDUs of a window that follow the one an answer method returned.
-        self.queued: list[bytes] = []
+        self._init_gbt(settings.gbt_window)
 
     # ------------------------------------------------------------------ entry point
 
@@ -179,19 +178,8 @@ class ServerAssociation(ShortNameServing):
         self.queued.clear()
         if data[:1] == bytes((GBT_TAG,)):
             return self._gbt_block(data)
-        self._gbt.reset()
-        self._gbt_reply = False
+        self._reset_gbt()
         return self._receive_apdu(data)
-
-    def take_queued(self) -> list[bytes]:
-        """The further GBT APDUs of the window just answered (sent after it, in order)."""
-        out, self.queued = self.queued, []
-        return out
-
-    @property
-    def gbt(self) -> bool:
-        """Whether general-block-transfer was negotiated."""
-        return bool(self.conformance & Conformance.GENERAL_BLOCK_TRANSFER)
 
     def _gbt_block(self, data: bytes) -> ServerEvent:
         """One GBT APDU: the client's request coming in blocks, or its acknowledgement of ours."""
@@ -199,45 +187,20 @@ class ServerAssociation(ShortNameServing):
             return _exception(
                 StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.SERVICE_NOT_SUPPORTED
             )
-        try:
-            block = decode_gbt(data)
-        except DecodeError:
+        step = self._gbt_step(data)
+        if step is None:
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
-        if block.data and block.block_number == 1:
-            self._gbt.reset()  # the first block of a new request
-        try:
-            step = self._gbt.receive(block)
-        except ProtocolError:
-            self._gbt.reset()
-            return _exception(
-                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
-            )
         if isinstance(step, Wait):
             return Reply(None)
         if not isinstance(step, Complete):
             self.queued.extend(step.apdus[1:])
             return Reply(step.apdus[0])
-        self._gbt_reply = True
         self._assembled = True
         try:
             event = self._receive_apdu(step.apdu)
         finally:
             self._assembled = False
-        if isinstance(event, Reply):
-            return Reply(self._gbt_out(event.apdu))
-        return event
-
-    def _gbt_out(self, apdu: bytes | None) -> bytes | None:
-        """``apdu`` as it goes to the client: the first GBT block (the rest of its window
-        queued) when the request came in GBT or the answer exceeds the client's PDU."""
-        if apdu is None:
-            return None
-        if not (self._gbt_reply or (self.gbt and len(apdu) > self.client_max_pdu)):
-            return apdu
-        self._gbt_reply = True
-        blocks = self._gbt.send(apdu, self.client_max_pdu)
-        self.queued.extend(blocks[1:])
-        return blocks[0]
+        return Reply(self._gbt_out(event.apdu)) if isinstance(event, Reply) else event
 
     def _receive_apdu(self, data: bytes) -> ServerEvent:
         if not data:
@@ -264,9 +227,7 @@ class ServerAssociation(ShortNameServing):
         self.hls_pending = False
         self.client_challenge = self.server_challenge = None
         self._cipher = None
-        self._gbt.reset()
-        self._gbt_reply = False
-        self.queued.clear()
+        self._reset_gbt()
 
     @property
     def authentication(self) -> Authentication:
