@@ -299,7 +299,8 @@ class HdlcTransport:
         if self._inbox:
             return self._inbox.popleft()
         conn = self._require_conn()
-        event = await self._exchange(conn.poll(), ApduReceived, timeout)
+        # A window of segments that ended mid-APDU was polled for by the link already.
+        event = await self._exchange(None if conn.polled else conn.poll(), ApduReceived, timeout)
         assert isinstance(event, ApduReceived)
         return event.apdu
 
@@ -318,7 +319,7 @@ class HdlcTransport:
 
     async def _exchange(
         self,
-        first: bytes,
+        first: bytes | None,
         wanted: type | None,
         timeout: float,
         retries: int | None = None,
@@ -328,8 +329,9 @@ class HdlcTransport:
         stream = self._require_stream()
         conn = self._require_conn()
         tries_left = self.retries if retries is None else retries
-        await self._send(stream, first)
-        self.stats.round_trips += 1
+        if first is not None:
+            await self._send(stream, first)
+            self.stats.round_trips += 1
         loop = asyncio.get_running_loop()
         # The per-frame timeout restarts whenever the meter sends something: a long
         # segmented response keeps the exchange alive frame by frame.

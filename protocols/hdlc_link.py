@@ -258,6 +258,7 @@ class HdlcConnection:
         self._rx_segments: list[bytes] = []
         self._accepted_any = False  # an I-frame was accepted since the link came up
         self._last_tx = b""
+        self._polled = False  # client: a poll is out, the server's answer is still to come
 
     # -- public API ------------------------------------------------------------------
 
@@ -313,6 +314,12 @@ class HdlcConnection:
         """Whether frames of ours wait to be sent or to be acknowledged."""
         return bool(self._pending or self._outstanding)
 
+    @property
+    def polled(self) -> bool:
+        """Client: whether the server may still send (our last poll is not answered with
+        the final bit yet), so polling again would only make it repeat itself."""
+        return self._polled
+
     def poll(self) -> bytes:
         """Client: RR with the poll bit, acknowledging what arrived and asking the server
         for what it has queued (the rest of a GBT window)."""
@@ -359,6 +366,8 @@ class HdlcConnection:
 
     def _client_frame(self, frame: HdlcFrame) -> list[HdlcEvent]:
         kind = frame.kind
+        if frame.poll_final:
+            self._polled = False  # the server's transmission is over: it waits for a poll
         if kind is FrameKind.I:
             return self._receive_i(frame)
         if kind is FrameKind.RR or kind is FrameKind.RNR:
@@ -563,6 +572,8 @@ class HdlcConnection:
 
     def _remember(self, data: bytes) -> bytes:
         self._last_tx = data
+        if self.role is Role.CLIENT and data:
+            self._polled = True  # every client transmission ends with the poll bit
         return data
 
     def _frame(

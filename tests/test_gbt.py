@@ -11,6 +11,7 @@ from protocols import axdr
 from protocols.cosem import Obis
 from protocols.enums import Conformance, DataAccessResult
 from protocols.errors import DataAccessError, DecodeError, ObjectUndefined, ProtocolError
+from protocols.security import MemoryCounterStore, SecurityContext
 from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Wait
 from protocols.xdlms.gbt import (
     Complete,
@@ -233,10 +234,22 @@ def test_acknowledging_what_was_never_sent_is_a_protocol_error() -> None:
 class Pair:
     """Our client and a simulated meter, APDUs handed over directly (a perfect link)."""
 
-    def __init__(self, meter_window: int, client_window: int, max_pdu: int = 0xFFFF) -> None:
+    def __init__(
+        self, meter_window: int, client_window: int, max_pdu: int = 0xFFFF, secure: bool = False
+    ) -> None:
         self.meter = SimulatedMeter(3, 42, quirks=Quirks(gbt_window=meter_window))
-        self.session = self.meter.new_session(16)
-        self.client = ClientAssociation(max_pdu_size=max_pdu, gbt_window=client_window)
+        self.session = self.meter.new_session(1 if secure else 16)
+        security = None
+        if secure:
+            security = SecurityContext(
+                self.meter.security_keys, counters=MemoryCounterStore(start=1)
+            )
+        self.client = ClientAssociation(
+            authentication="hls-gmac" if secure else "none",
+            max_pdu_size=max_pdu,
+            gbt_window=client_window,
+            security=security,
+        )
         self.to_meter = self.from_meter = 0
         self.largest_from_meter = 0
         self.run(self.client.associate())
@@ -300,6 +313,25 @@ def test_gbt_window_cuts_the_round_trips() -> None:
     one, five = Pair(1, 1, max_pdu=256), Pair(1, 5, max_pdu=256)
     assert _buffer(one) == _buffer(five)
     assert five.to_meter * 3 < one.to_meter
+
+
+def test_gbt_carries_ciphered_apdus_both_ways() -> None:
+    """HLS-GMAC with suite-0 ciphering: each APDU is ciphered whole, then split in blocks."""
+    plain = Pair(0, 0)
+    pair = Pair(3, 4, max_pdu=200, secure=True)
+    assert pair.client.ciphered and pair.client.gbt
+    assert _buffer(pair) == _buffer(plain)
+    assert pair.largest_from_meter <= 200
+    image = bytes(range(256)) * 6
+    transfer = bytes(Obis.parse("0.0.44.0.0.255"))
+    initiate = axdr.encode(axdr.structure(axdr.octets(b"V2"), axdr.u32(len(image))))
+    assert isinstance(pair.run(pair.client.action(18, transfer, 1, initiate)), Done)
+    before = pair.to_meter
+    block = axdr.encode(axdr.structure(axdr.u32(0), axdr.octets(image)))
+    assert isinstance(pair.run(pair.client.action(18, transfer, 2, block)), Done)
+    assert pair.to_meter - before == 2  # 1.5 KiB ciphered: two blocks of the meter's 1024
+    assert pair.meter.current_state().firmware.transfer is not None
+    assert pair.meter.current_state().firmware.transfer.image() == image
 
 
 def test_short_answers_stay_plain_when_the_request_was() -> None:

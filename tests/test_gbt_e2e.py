@@ -44,6 +44,7 @@ class GbtSims:
     hdlc_port: int
     hdlc_meter: SimulatedMeter
     hdlc_stats: ServerStats
+    bus_gbt_meter: SimulatedMeter
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,8 @@ def sims() -> Iterator[GbtSims]:
     pty_id = _quiet_meter(plain_meter.meter_id + 1).meter_id
     pty_meter = SimulatedMeter(pty_id, SEED, quirks=Quirks(gbt_window=2))
     hdlc_meter = _quiet_meter(pty_id + 1)
+    bus_gbt_id = _quiet_meter(hdlc_meter.meter_id + 1).meter_id
+    bus_gbt_meter = SimulatedMeter(bus_gbt_id, SEED, quirks=Quirks(gbt_window=2))
     windows = HdlcSettings(window_tx=7, window_rx=7)
     closers: list[Any] = []
 
@@ -63,7 +66,7 @@ def sims() -> Iterator[GbtSims]:
         plain = WrapperServer(lambda ip, port: plain_meter, "127.0.0.1", 0, clock=_clock)
         pty_bus = HdlcBus({PHYSICAL: pty_meter}, windows)
         pty = PtyBus(pty_bus, clock=_clock)
-        hdlc_bus = HdlcBus({PHYSICAL: hdlc_meter}, windows)
+        hdlc_bus = HdlcBus({PHYSICAL: hdlc_meter, PHYSICAL + 1: bus_gbt_meter}, windows)
         hdlc = HdlcTcpServer(hdlc_bus, "127.0.0.1", 0, clock=_clock)
         for server in (wrapper, plain, pty, hdlc):
             await server.start()
@@ -79,6 +82,7 @@ def sims() -> Iterator[GbtSims]:
             hdlc.port,
             hdlc_meter,
             hdlc_bus.stats,
+            bus_gbt_meter,
         )
 
     try:
@@ -158,3 +162,22 @@ def test_hdlc_window_above_one_takes_fewer_round_trips(sims: GbtSims) -> None:
     assert one["profiles"] == seven["profiles"]
     _check_read(seven, meter, *_window(meter))
     assert seven["link"]["round_trips"] * 2 < one["link"]["round_trips"]
+
+
+def test_gbt_windows_over_hdlc_windows_repeat_nothing(sims: GbtSims) -> None:
+    """GBT window 6 in HDLC windows of 7: the meter's blocks share HDLC windows and the
+    client polls once per transmission, so not one frame comes twice (same bytes received
+    as in GBT window 1) and the round trips drop."""
+    meter = sims.bus_gbt_meter
+    args = [
+        "--hdlc-tcp", f"127.0.0.1:{sims.hdlc_port}", "--physical-address", str(PHYSICAL + 1),
+        "--max-info-field", "64", "--window", "7", "--max-pdu-size", SMALL_PDU,
+        *_read_args(meter),
+    ]  # fmt: skip
+    one = _read(*args, "--gbt-window", "1")
+    six = _read(*args, "--gbt-window", "6")
+    _check_read(six, meter, *_window(meter))
+    assert one["profiles"] == six["profiles"]
+    assert six["negotiated"]["general_block_transfer"] is True
+    assert six["link"]["bytes_rx"] == one["link"]["bytes_rx"]
+    assert six["link"]["round_trips"] < one["link"]["round_trips"]
