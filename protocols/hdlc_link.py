@@ -485,6 +485,14 @@ class HdlcConnection:
             if duplicate and frame.poll_final and self._accepted_any and self._last_tx:
                 # The client timed out and sent its I-frame again: our answer was lost.
                 return [Transmit(self._last_tx)]
+            if frame.poll_final and not duplicate:
+                # A frame of the client's window went missing: RR names the one we expect,
+                # and the client sends again from there (no timeout needed).
+                self.ignored_frames += 1
+                self.last_error = ProtocolError(
+                    f"I-frame N(S)={frame.send_seq}, expected {self._vr}; asked for it by RR"
+                )
+                return [Transmit(self._remember(self._rr()))]
         elif self._rx_segments and frame.poll_final:
             # The server repeated a segment: our RR was lost; say again what we expect.
             return [Transmit(self._remember(self._rr()))]

@@ -145,3 +145,30 @@ def test_meter_rejects_an_information_field_over_the_negotiated_size() -> None:
     assert "100 information bytes, more than the negotiated 64" in str(s.last_error)
     (rejected,) = c.handle_frame(frmr)
     assert rejected.kind is FrameKind.FRMR and not c.connected
+
+
+@given(st.integers(0, 6), st.integers(2, 7), st.integers(100, 400))
+@settings(max_examples=60, deadline=None)
+def test_a_frame_of_the_client_window_lost_is_asked_for_by_rr(
+    drop: int, window: int, size: int
+) -> None:
+    """The meter's RR names the first frame it missed; the client sends again from there,
+    without waiting out a timeout."""
+    c, s = _link(HdlcSettings(32, 32, window, window), HdlcSettings(128, 128, 7, 7))
+    apdu = (bytes(range(256)) * 2)[:size]
+    data = c.send_apdu(apdu)
+    first = True
+    got: list[bytes] = []
+    for _ in range(100):
+        delivered, back = _deliver(s, data, [], [], drop if first else None)
+        first = False
+        got += delivered
+        if got:
+            break
+        if not back:  # the lost frame carried the poll bit: only a timeout helps
+            assert drop % window == window - 1 or drop == -(-(size + 3) // 32) - 1
+            data = c.on_timeout()
+            continue
+        _, data = _deliver(c, back, [], [])
+        assert data, "the client did not answer the meter's RR"
+    assert got == [apdu]
