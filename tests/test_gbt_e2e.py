@@ -131,13 +131,16 @@ def test_gbt_proposed_to_a_meter_without_it_falls_back_to_get_blocks(sims: GbtSi
     _check_read(out, meter, *_window(meter))
 
 
-def test_read_in_gbt_over_a_pty_with_hdlc_windows_and_segments(sims: GbtSims) -> None:
-    """GBT window 3 to a meter that takes 2, HDLC window 4 of 32-byte segments."""
+@pytest.mark.parametrize("gbt_window", ["1", "3"])
+def test_read_in_gbt_over_a_pty_with_hdlc_windows_and_segments(
+    sims: GbtSims, gbt_window: str
+) -> None:
+    """GBT window 1 or 3 to a meter that takes 2, HDLC window 4 of 32-byte segments."""
     meter = sims.pty_meter
     before = sims.pty_stats.segments_rx
     out = _read(
         "--serial", sims.pty_device, "--physical-address", str(PHYSICAL),
-        "--gbt-window", "3", "--window", "4", "--max-info-field", "32",
+        "--gbt-window", gbt_window, "--window", "4", "--max-info-field", "32",
         "--max-pdu-size", SMALL_PDU, *_read_args(meter),
     )  # fmt: skip
     negotiated = out["negotiated"]
@@ -162,6 +165,20 @@ def test_hdlc_window_above_one_takes_fewer_round_trips(sims: GbtSims) -> None:
     assert one["profiles"] == seven["profiles"]
     _check_read(seven, meter, *_window(meter))
     assert seven["link"]["round_trips"] * 2 < one["link"]["round_trips"]
+
+
+def test_the_shipped_gbt_profile_reads_its_channels(sims: GbtSims) -> None:
+    """``--meter-profile sim-gbt``: GBT window 4 and HDLC window 7 without any option."""
+    meter = sims.bus_gbt_meter
+    out = _read(
+        "--hdlc-tcp", f"127.0.0.1:{sims.hdlc_port}", "--physical-address", str(PHYSICAL + 1),
+        "--meter-profile", "sim-gbt", "--timeout", "5",
+    )  # fmt: skip
+    negotiated = out["negotiated"]
+    assert negotiated["general_block_transfer"] is True and negotiated["gbt_window"] == 4
+    assert negotiated["window_tx"] == 7 and negotiated["client_max_pdu_size"] == 1024
+    (profile,) = out["profiles"]
+    assert len(profile["rows"]) == 96  # the last day, complete (a meter without outages)
 
 
 def test_gbt_windows_over_hdlc_windows_repeat_nothing(sims: GbtSims) -> None:
