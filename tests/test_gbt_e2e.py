@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from test_e2e_read import (
 )
 
 from protocols.hdlc_link import HdlcSettings
+from simulator import model
 from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
 from simulator.meter import SimulatedMeter
 from simulator.quirks import Quirks
@@ -178,7 +180,14 @@ def test_the_shipped_gbt_profile_reads_its_channels(sims: GbtSims) -> None:
     assert negotiated["general_block_transfer"] is True and negotiated["gbt_window"] == 4
     assert negotiated["window_tx"] == 7 and negotiated["client_max_pdu_size"] == 1024
     (profile,) = out["profiles"]
-    assert len(profile["rows"]) == 96  # the last day, complete (a meter without outages)
+    start = datetime.fromisoformat(profile["range"]["from"]).timestamp()
+    end = datetime.fromisoformat(profile["range"]["to"]).timestamp()
+    rows = [
+        (int(datetime.fromisoformat(r["timestamp"]).timestamp()), *r["raw"][1:])
+        for r in profile["rows"]
+    ]
+    assert rows == model.ground_truth(meter.meter_id, SEED, start, end + 1).load_profile
+    assert len(rows) >= 96  # the last day (a meter without outages)
 
 
 def test_gbt_windows_over_hdlc_windows_repeat_nothing(sims: GbtSims) -> None:
