@@ -12,7 +12,7 @@ from protocols.cosem import Obis
 from protocols.enums import Conformance, DataAccessResult
 from protocols.errors import DataAccessError, DecodeError, ObjectUndefined, ProtocolError
 from protocols.security import MemoryCounterStore, SecurityContext
-from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Wait
+from protocols.xdlms.client import ClientAssociation, ClientEvent, Done, Send, Value, Values, Wait
 from protocols.xdlms.gbt import (
     Complete,
     GbtBlock,
@@ -431,3 +431,14 @@ def test_meter_answers_any_gbt_bytes_without_raising(tail: bytes) -> None:
     assert reply is None or reply[0] in (0xE0, 0xD8)
     event = pair.run(pair.client.get(8, CLOCK, 2))  # the association still serves
     assert isinstance(event, Value)
+
+
+def test_get_with_list_answer_in_gbt() -> None:
+    """A with-list answer longer than the client's PDU: one GBT transfer of the whole list."""
+    plain, pair = Pair(0, 0), Pair(2, 2, max_pdu=48)
+    items = [(3, bytes(Obis.parse(f"1.0.{n}.8.0.255")), a) for n in (1, 2, 3, 4) for a in (2, 3)]
+    items.append((8, CLOCK, 2))
+    want = plain.run(plain.client.get_many(items))
+    got = pair.run(pair.client.get_many(items))
+    assert isinstance(got, Values) and got == want and len(got.items) == 9
+    assert pair.largest_from_meter <= 48 and pair.from_meter > 3
