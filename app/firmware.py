@@ -26,6 +26,7 @@ from collector.operations import SelectionError, select_meters
 from collector.service import env_secret
 from contracts.meters import SECURE_PROFILE
 from protocols.security import SecurityContext
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.keystore import KeyStore, KeyStoreError, load_master_key, security_context
@@ -126,6 +127,15 @@ def upload_command(
     max_pdu: Annotated[
         int, typer.Option("--max-pdu", min=64, max=0xFFFF, help="max PDU size the client proposes")
     ] = 0xFFFF,
+    gbt_window: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_GBT_WINDOW,
+            help="propose general-block-transfer, receiving this many GBT blocks at once: a "
+            "meter that grants it may take image blocks bigger than its PDU (0: no GBT)",
+        ),
+    ] = 0,
     concurrency: ConcurrencyOption = 10,
     timeout: TimeoutOption = 10.0,
 ) -> None:
@@ -145,6 +155,7 @@ def upload_command(
                 sessions=sessions,
                 request_timeout=timeout,
                 max_pdu_size=max_pdu,
+                gbt_window=gbt_window,
                 security_for=security_for,
             )
         )

@@ -21,9 +21,10 @@ from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DlmsError, DlmsTimeout, InvocationCounterRejected
-from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.hdlc import MAX_INFO_LENGTH, MAX_WINDOW
 from protocols.iec62056_21 import SignOnRequest
 from protocols.security import SecurityContext
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
 
@@ -110,6 +111,7 @@ async def _read(
         security=security,
         request_timeout=timeout,
         max_pdu_size=max_pdu_size,
+        gbt_window=target.gbt_window,
         accept_trailing=profile.accept_trailing_bytes,
         inverted_deviation=profile.inverted_deviation,
         range_deviation=profile.range_deviation,
@@ -121,12 +123,17 @@ async def _read(
             "client_max_pdu_size": max_pdu_size,
             "server_max_pdu_size": association.server_max_pdu_size,
             "referencing": referencing,
+            "general_block_transfer": session.gbt,
         }
+        if target.gbt_window:
+            negotiated["gbt_window"] = target.gbt_window
         if session.object_list is not None:
             negotiated["sn_objects"] = len(session.object_list)
         if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
+            negotiated["window_tx"] = transport.negotiated.window_tx
+            negotiated["window_rx"] = transport.negotiated.window_rx
         out["negotiated"] = negotiated
         sent = time.time()
         clock = await session.read_clock()
@@ -335,6 +342,17 @@ def read_command(
             "default 128)"
         ),
     ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(help="HDLC window proposed, both ways (1..7; default: the profile's, 1)"),
+    ] = None,
+    gbt_window: Annotated[
+        int | None,
+        typer.Option(
+            help="propose general-block-transfer, receiving this many GBT blocks at once "
+            f"(1..{MAX_GBT_WINDOW}; 0: no GBT; default: the profile's, 0)"
+        ),
+    ] = None,
     trace: Annotated[
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
@@ -388,6 +406,16 @@ def read_command(
             raise _usage("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
         if not 1 <= max_info_field <= MAX_INFO_LENGTH:
             raise _usage(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
+    if window is not None:
+        if tcp:
+            raise _usage("--window is an HDLC setting: use it with --hdlc-tcp or --serial")
+        if not 1 <= window <= MAX_WINDOW:
+            raise _usage(f"--window {window}: give 1..{MAX_WINDOW}")
+    gbt = model.gbt_window if gbt_window is None else gbt_window
+    if not 0 <= gbt <= MAX_GBT_WINDOW:
+        raise _usage(f"--gbt-window {gbt}: give 0 (no GBT) or 1..{MAX_GBT_WINDOW}")
+    if gbt and referencing == "sn":
+        raise _usage("--gbt-window: general-block-transfer is for LN referencing, not sn")
     if address_size is not None and address_size not in (0, 1, 2, 4):
         raise _usage(f"--address-size {address_size}: use 0, 1, 2 or 4")
     default_sap = model.management_client_sap if auth != "none" else model.public_client_sap
@@ -398,6 +426,7 @@ def read_command(
         "logical_address": model.logical_address if logical_address is None else logical_address,
         "authentication": auth,
         "max_pdu_size": pdu,
+        "gbt_window": gbt,
     }
     hdlc: dict[str, Any] = {
         "physical_address": model.physical_address
@@ -408,7 +437,7 @@ def read_command(
         "retries": retries,
         "max_info_length": model.max_info_tx if max_info_field is None else max_info_field,
         "max_info_rx": model.max_info_rx if max_info_field is None else max_info_field,
-        "window_size": model.window_size,
+        "window_size": model.window_size if window is None else window,
     }
     try:
         if tcp:

@@ -9,6 +9,7 @@ fleet's counters.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import typer
 
 from app.run import StopSignals, until_stopped
 from contracts.meters import parse_host_port
+from protocols.hdlc_link import HdlcSettings
 from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
@@ -55,6 +57,9 @@ def build_spec(
     quirks: Sequence[str] = (),
     mode_e: bool = False,
     answer_baud: int = 0,
+    gbt_window: int = 0,
+    hdlc_window: int = 1,
+    hdlc_max_info: int = 128,
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -88,6 +93,16 @@ def build_spec(
         raise ValueError("--answer-baud needs --pty: a TCP port has no baud rate")
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
+    try:
+        hdlc = HdlcSettings(hdlc_max_info, hdlc_max_info, hdlc_window, hdlc_window)
+    except ValueError as exc:
+        raise ValueError(f"--hdlc-window/--hdlc-max-info: {exc}") from None
+    chosen = named(quirks)
+    if gbt_window:
+        try:
+            chosen = dataclasses.replace(chosen, gbt_window=gbt_window)
+        except ValueError as exc:
+            raise ValueError(f"--gbt-window: {exc}") from None
     part = faults / 3
     spec_faults = FaultSpec(
         offline=offline,
@@ -114,9 +129,10 @@ def build_spec(
         lls_share=lls_share,
         area_size=area_size,
         under_share=under_share,
-        quirks=named(quirks),
+        quirks=chosen,
         mode_e=mode_e,
         answer_baudrate=answer_baud or None,
+        hdlc=hdlc,
     )
 
 
@@ -260,6 +276,20 @@ def simulate_command(
             "as a bench at the wrong baud rate sees (0: off)"
         ),
     ] = 0,
+    gbt_window: Annotated[
+        int,
+        typer.Option(
+            help="meters grant general-block-transfer and receive this many GBT blocks at "
+            "once (1..63; 0: no GBT)"
+        ),
+    ] = 0,
+    hdlc_window: Annotated[
+        int, typer.Option(help="bus meters accept at most this HDLC window (1..7)")
+    ] = 1,
+    hdlc_max_info: Annotated[
+        int,
+        typer.Option(help="bus meters accept at most this HDLC information field, both ways"),
+    ] = 128,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -286,6 +316,9 @@ def simulate_command(
             quirks=quirk or [],
             mode_e=mode_e,
             answer_baud=answer_baud,
+            gbt_window=gbt_window,
+            hdlc_window=hdlc_window,
+            hdlc_max_info=hdlc_max_info,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

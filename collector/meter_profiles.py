@@ -27,6 +27,7 @@ from contracts.meters import STARTUPS
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DecodeError
 from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from protocols.xdlms.server import MIN_CLIENT_PDU
 
 #: The directory of the profiles shipped with hes (package data).
@@ -75,6 +76,8 @@ class MeterProfile:
     management_client_sap: int = 1
     logical_address: int = 1
     max_pdu_size: int = 0xFFFF
+    #: General block transfer: GBT blocks received at once (0: GBT not proposed).
+    gbt_window: int = 0
     #: ``ln`` (logical-name GET/SET) or ``sn`` (short-name Read/Write through the object list).
     referencing: str = "ln"
     address_size: int = 0
@@ -168,6 +171,9 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
     logical = assoc.integer("logical_address", 1, 1, 0x3FFD)
     pdu = assoc.integer("max_pdu_size", 0xFFFF, MIN_CLIENT_PDU, 0xFFFF)
     referencing = assoc.choice("referencing", "ln", REFERENCING)
+    gbt_window = assoc.integer("gbt_window", 0, 0, MAX_GBT_WINDOW)
+    if gbt_window and referencing == "sn":
+        raise assoc.fail("gbt_window", "general-block-transfer is for LN referencing only")
     assoc.done()
     hdlc = root.sub("hdlc")
     size = hdlc.integer("address_size", 0, 0, 4)
@@ -202,6 +208,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         management_client_sap=management,
         logical_address=logical,
         max_pdu_size=pdu,
+        gbt_window=gbt_window,
         referencing=referencing,
         address_size=size,
         physical_address=physical,

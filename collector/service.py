@@ -154,6 +154,7 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
             "window_size": model.window_size,
             "address_size": model.address_size,
             "max_pdu_size": model.max_pdu_size,
+            "gbt_window": model.gbt_window,
         }
     return MeterTarget(
         meter.transport,
@@ -181,6 +182,7 @@ def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
         return {}
     return {
         "max_pdu_size": model.max_pdu_size,
+        "gbt_window": model.gbt_window,
         "referencing": "sn" if model.referencing == "sn" else "ln",
         "accept_trailing": model.accept_trailing_bytes,
         "inverted_deviation": model.inverted_deviation,

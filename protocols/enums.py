@@ -34,6 +34,7 @@ class ApduTag(IntEnum):
     DATA_NOTIFICATION = 0x0F
     INITIATE_REQUEST = 0x01
     INITIATE_RESPONSE = 0x08
+    GENERAL_BLOCK_TRANSFER = 0xE0
 
 
 class InterfaceClass(IntEnum):

@@ -31,7 +31,7 @@ from protocols.hdlc_link import (
 )
 from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import MeterSession, SimulatedMeter
-from simulator.server import Clock, MeterRelease, ServerStats, corrupt_hdlc
+from simulator.server import Clock, MeterRelease, ServerStats, corrupt_hdlc, count_gbt
 from simulator.uart import resample
 
 #: How long a no-answer HDLC session stays silent on a bus when no TCP connection marks its
@@ -221,10 +221,15 @@ class HdlcBus:
                         reply.drop = True
                         self._forget(key)
                         return bytes(out) + self._dm(frame)
+                    if link.conn.connected and frame.poll_final:
+                        out += link.conn.acknowledge()  # NRM: a poll is always answered
                     continue
                 self.stats.apdus += 1
                 bare = link.meter.quirks.rlre_without_llc and answer[:1] == _RLRE
-                frames = link.conn.send_apdu(answer, llc=not bare)
+                following = link.session.take_queued()
+                self.stats.apdus += len(following)
+                self.stats.gbt_blocks += count_gbt(answer, following)
+                frames = link.conn.send_apdu(answer, llc=not bare, following=following)
                 if link.fault is SessionFault.CORRUPT_FRAME and link.answered == link.point:
                     frames = corrupt_hdlc(frames)
                 link.answered += 1

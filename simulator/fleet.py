@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from contracts.meters import INVENTORY_COLUMNS, MODE_E_STARTUP, SECURE_PROFILE, MeterTarget
+from protocols.hdlc_link import HdlcSettings
 from protocols.iec62056_21 import Identification, baud_char
 from simulator import model
 from simulator.areas import AreaPlan, Energy
@@ -203,6 +204,8 @@ class FleetSpec:
     mode_e: bool = False
     #: Pty buses: the rate the meters answer at whatever rate the client set (``PtyBus``).
     answer_baudrate: int | None = None
+    #: The HDLC parameters the bus meters accept at most (window, max information field).
+    hdlc: HdlcSettings = field(default_factory=HdlcSettings)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
@@ -444,6 +447,7 @@ class Fleet:
             for b in range(spec.buses):
                 bus = HdlcBus(
                     _BusMeters(spec, self.pool, b),
+                    spec.hdlc,
                     faults=self.faults,
                     release=self.pool.release,
                     silence_s=spec.bus_silence_s,

@@ -231,8 +231,13 @@ class MeterSession:
         self.power_cut = False
         keys = meter.keys
         sn = meter.quirks.short_names
+        gbt = meter.quirks.gbt_window
+        conformance = SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE
+        if gbt:
+            conformance |= Conformance.GENERAL_BLOCK_TRANSFER
         settings = ServerSettings(
-            conformance=SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE,
+            conformance=conformance,
+            gbt_window=gbt or 1,
             short_names=sn,
             max_pdu_size=SERVER_MAX_PDU,
             system_title=keys.system_title,
@@ -264,6 +269,10 @@ class MeterSession:
     @property
     def hls_pending(self) -> bool:
         return self.association.hls_pending
+
+    def take_queued(self) -> list[bytes]:
+        """The GBT APDUs that follow the one :meth:`handle` returned (the rest of a window)."""
+        return self.association.take_queued()
 
     def handle(self, apdu_bytes: bytes, now: float) -> bytes | None:
         """Answer one APDU at true time ``now``; None when the meter stays silent."""

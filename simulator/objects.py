@@ -36,7 +36,7 @@ import numpy as np
 from protocols import axdr
 from protocols.axdr import encode_length
 from protocols.cosem import CosemDateTime
-from protocols.enums import DataAccessResult, InterfaceClass
+from protocols.enums import Conformance, DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
 from simulator import image_transfer, model, push_setup
@@ -673,7 +673,8 @@ def get_attribute(
 
 
 def _block_size(ctx: Context) -> int:
-    return image_transfer.block_size_for(ctx.client_max_pdu, ctx.server_max_pdu)
+    gbt = bool(ctx.conformance & Conformance.GENERAL_BLOCK_TRANSFER)
+    return image_transfer.block_size_for(ctx.client_max_pdu, ctx.server_max_pdu, gbt)
 
 
 def _clock_attribute(t: float, attribute: int) -> bytes:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from protocols.enums import ApduTag
 from protocols.errors import DecodeError
 from protocols.wrapper import WrapperDecoder, encode_wrapper
 from simulator.faults import FaultPlan, SessionFault
@@ -39,6 +40,7 @@ Clock = Callable[[], float]
 MeterResolver = Callable[[str, int], SimulatedMeter | None]
 MeterRelease = Callable[[SimulatedMeter], None]
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_GBT = bytes((ApduTag.GENERAL_BLOCK_TRANSFER,))
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class ServerStats:
     refused: int = 0
     #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
     segments_rx: int = 0
+    #: General-block-transfer APDUs the meters sent (blocks of long answers, acknowledgements).
+    gbt_blocks: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -276,7 +280,11 @@ class WrapperServer:
                         delay += plan.spec.slow_delay_s
                     if delay > 0:
                         await asyncio.sleep(delay)
+                    following = session.take_queued()
+                    self.stats.gbt_blocks += count_gbt(reply, following)
                     out = encode_wrapper(pdu.destination, pdu.source, reply)
+                    for more in following:
+                        out += encode_wrapper(pdu.destination, pdu.source, more)
                     if fault is SessionFault.CORRUPT_FRAME and answered == point:
                         out = garble_wrapper(out)
                     answered += 1
@@ -290,6 +298,11 @@ class WrapperServer:
         finally:
             self.stats.session_ended()
             writer.close()
+
+
+def count_gbt(first: bytes, following: list[bytes]) -> int:
+    """How many of the APDUs answered are general-block-transfer APDUs."""
+    return sum(apdu[:1] == _GBT for apdu in (first, *following))
 
 
 def _raise_fd_limit(wanted: int) -> None:

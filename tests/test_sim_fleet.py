@@ -258,6 +258,10 @@ def test_simulate_command_rejects_bad_options() -> None:
         (["--buses", "1", "--meters-per-bus", "20000"], "physical addresses"),
         (["--tcp-meters", "2", "--area-size", "-1"], "--area-size -1 must not be negative"),
         (["--tcp-meters", "2", "--area-size", "2", "--under-share", "2"], "--under-share"),
+        (["--tcp-meters", "1", "--gbt-window", "64"], "--gbt-window: gbt_window 64 outside"),
+        (["--buses", "1", "--meters-per-bus", "1", "--hdlc-window", "8"], "window_tx must be"),
+        (["--buses", "1", "--meters-per-bus", "1", "--hdlc-max-info", "0"], "--hdlc-max-info"),
+        (["--tcp-meters", "1", "--quirk", "short-names", "--gbt-window", "2"], "for LN meters"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "cli", "simulate", "--port", "0", "--duration", "0", *args],
