@@ -296,6 +296,7 @@ class ClusterNode:
             jobs_held=len(self.queue.held),
             links_held=len(self.links.leased),
             sessions=self.links.sessions,
+            http=self.http,
         )
         if state != self.state:
             log_event(logging.WARNING, "node_state", node=self.name, state=state)

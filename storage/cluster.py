@@ -200,15 +200,23 @@ def register_node(
 
 
 def heartbeat(
-    db: DatabaseHandle, name: str, *, jobs_held: int, links_held: int, sessions: int
+    db: DatabaseHandle,
+    name: str,
+    *,
+    jobs_held: int,
+    links_held: int,
+    sessions: int,
+    http: str | None = None,
 ) -> str | None:
     """The node is alive, with this load; returns its state (``draining`` when an operator
     asked it to drain), None when its row is gone."""
     rows = _rows(
         db,
         "UPDATE cluster_nodes SET heartbeat_at = clock_timestamp(), jobs = :jobs, "
-        "links = :links, sessions = :sessions WHERE name = :name RETURNING state",
+        "links = :links, sessions = :sessions, http = coalesce(:http, http) "
+        "WHERE name = :name RETURNING state",
         name=name,
+        http=http,
         jobs=jobs_held,
         links=links_held,
         sessions=sessions,

@@ -12,14 +12,21 @@ simulator's bus servers count every connection that found the line taken.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cluster_nodes import cluster
 from serve_harness import (
+    ROOT,
     SEED,
+    Service,
     SimThread,
     config_file,
     service_env,
@@ -33,7 +40,7 @@ from simulator import model
 from simulator.bus_server import HdlcBus, HdlcTcpServer
 from simulator.fleet import FleetSpec
 from simulator.meter import SimulatedMeter
-from storage import jobs
+from storage import access, jobs
 from storage.database import Database, open_database
 from storage.jobs import JobRecord
 
@@ -162,10 +169,57 @@ def test_three_nodes_one_killed_mid_bus_store_the_ground_truth_once(
             for server in fleet.bus_servers:
                 assert (server.stats.line_contended, server.stats.rejected_busy) == (0, 0)
                 assert server.stats.sessions_in_flight == 0
-            for name, svc in nodes.items():
-                if name != victim:
-                    assert svc.stop() == 128 + signal.SIGTERM
+            survivors = [n for n in NODES if n != victim]
+            on_demand_through_any_node(db, nodes, survivors, ids[-1], day)
+            for name in survivors:
+                assert nodes[name].stop() == 128 + signal.SIGTERM
+            # the stopped nodes are gone; the killed one is listed, not alive
+            (dead,) = run_hes("nodes", "--db", pg_url, "--json")
+            assert (dead["name"], dead["alive"], dead["state"]) == (victim, False, "running")
         db.close()
+
+
+def run_hes(*args: str) -> list[dict[str, Any]]:
+    """A ``hes`` command's JSON lines."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def on_demand_through_any_node(
+    db: Database, nodes: dict[str, Service], survivors: list[str], bus_meter: str, day: date
+) -> None:
+    """The operator's side: the nodes listed (the dead one not alive), one drained, and a
+    read submitted through one node's API, run by the node still claiming, seen through
+    the other's."""
+    token = access.create_token(db, "ops", "operator")
+    head = {"Authorization": f"Bearer {token}"}
+    listed = {n["name"]: n for n in run_hes("nodes", "--db", str(db.url), "--json")}
+    assert {n for n, v in listed.items() if v["alive"]} == set(survivors)
+    drained, working = survivors
+    assert run_hes("nodes", "drain", drained, "--db", str(db.url)) == [
+        {"node": drained, "state": "draining"}
+    ]
+    with httpx.Client(base_url=nodes[drained].url, headers=head, timeout=30) as http:
+        wait_for(
+            "the drained node to stop leading",
+            lambda: http.get("/api/nodes").json()["leader"] == working,
+        )
+        api = {n["name"]: n for n in http.get("/api/nodes").json()["items"]}
+        assert api[drained]["state"] == "draining" and api[working]["alive"]
+        # a bus meter's registers and the day collected, through the drained node
+        first = datetime.combine(day, datetime.min.time(), UTC)
+        window = {"from": first.isoformat(), "to": (first + timedelta(days=1)).isoformat()}
+        made = http.post(f"/api/meters/{bus_meter}/read", json={"profile": window})
+        assert made.status_code == 201, made.text
+        job_id = made.json()["id"]
+    with httpx.Client(base_url=nodes[working].url, headers=head, timeout=30) as http:
+        wait_for("the read", lambda: http.get(f"/api/jobs/{job_id}").json()["state"] != "queued")
+        wait_for("the read", lambda: http.get(f"/api/jobs/{job_id}").json()["finished_at"])
+        job = http.get(f"/api/jobs/{job_id}").json()
+    assert (job["state"], job["owner"]) == ("done", working), job
+    assert job["result"]["complete"] == 1
 
 
 async def test_the_bus_server_counts_a_second_session_on_the_line() -> None:
