@@ -48,6 +48,7 @@ from collector.schedule import due_runs, next_run
 from collector.schedule_jobs import job_for_tick, planned_schedules
 from collector.service import env_secret
 from collector.telemetry import Telemetry
+from storage.cluster import LeaseLost
 from storage.database import Database
 from storage.errors import StorageError
 from storage.jobs import ON_DEMAND, JobRecord
@@ -339,6 +340,9 @@ class HeadEnd:
             await self.queue.finish(
                 job.id, outcome.state, result=outcome.result, error=outcome.error
             )
+        except LeaseLost as exc:  # a cluster node whose lease ran out: another holds the job
+            log_event(logging.WARNING, "job_lease_lost", job=job.id, error=str(exc))
+            return
         except StorageError as exc:
             log.error("job_storage_error", extra={"fields": {"job": job.id, "error": str(exc)}})
             return

@@ -12,9 +12,10 @@ Two keys make submission idempotent:
   same key again returns the first job instead of making a second, so a retried disconnect
   never toggles a relay twice; the same key with other parameters is refused
   (:class:`IdempotencyConflict`).
-* ``(schedule, tick)``: a scheduled run is one job per schedule and tick, so a tick caught up
-  after downtime, or planned twice, is enqueued once; :func:`last_tick` tells the scheduler
-  where it stopped.
+* ``(schedule, tick, link)``: a scheduled run is one job per schedule and tick (``link``
+  is "" in the embedded service; a cluster stores a tick as one job per link,
+  :mod:`storage.cluster`), so a tick caught up after downtime, or planned twice, is
+  enqueued once; :func:`last_tick` tells the scheduler where it stopped.
 
 On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
 :data:`SCHEDULED`.
