@@ -173,3 +173,34 @@ def test_a_cluster_node_needs_postgresql(tmp_path: Path, plan: Plan) -> None:
     with open_database(f"{tmp_path}/hes.db") as db:
         with pytest.raises(StorageError, match="needs a PostgreSQL database"):
             node(db, plan, "a")
+
+
+async def test_a_session_on_a_bus_whose_lease_ran_out_under_a_frozen_node_is_cut(
+    dbs: list[Database], plan: Plan
+) -> None:
+    a = node(dbs[0], plan, "a")
+    went_on = False
+
+    async def long_session() -> None:  # renewed by the heartbeat: runs past one lease
+        async with a.links.hold("bus-1", jobs.SCHEDULED, shared_line=True):
+            for _ in range(4):
+                await asyncio.sleep(LEASE / 3)
+                await a.links.renew()
+
+    await long_session()
+    assert a.links.cut == 0
+
+    async def frozen_session() -> None:
+        nonlocal went_on
+        async with a.links.hold("bus-1", jobs.SCHEDULED, shared_line=True):
+            time.sleep(LEASE * 1.5)  # the whole node freezes: no heartbeat, no timer
+            assert cluster.take_link(dbs[1], "b", "bus-1", 30.0)  # another node's now
+            await asyncio.sleep(0.01)  # the node wakes up, waiting for the meter's answer
+            went_on = True
+
+    task = asyncio.create_task(frozen_session())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not went_on and a.links.cut == 1
+    await a.links.renew()
+    assert a.links.leased == set()  # lost, and a knows it
