@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cluster_nodes import cluster
+from cluster_nodes import cluster, node_argv
 from serve_harness import (
     ROOT,
     SEED,
@@ -120,6 +120,16 @@ def test_three_nodes_one_killed_mid_bus_store_the_ground_truth_once(
         # one scheduled job at a time per node (the other slot is kept on demand)
         conf = config_file(tmp_path, plan, db=pg_url, poll_s=0.1, drain_s=2.0, max_jobs=2)
         with cluster(NODES, conf, service_env(ids, tmp_path)) as nodes:
+            # A second process under a live node's name is refused: it would share its leases.
+            twin = subprocess.run(
+                node_argv(NODES[0], conf),
+                cwd=ROOT,
+                env=service_env(ids, tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert twin.returncode == 1 and f"node {NODES[0]!r} is alive" in twin.stderr
             # The leader enqueues the tick: a job per bus, one per two TCP meters.
             wait_for("the tick's jobs", lambda: len(tick_jobs(db)) == 6)
             links = sorted(j.link for j in tick_jobs(db))
