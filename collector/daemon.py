@@ -205,8 +205,9 @@ class HeadEnd:
             log_event(logging.INFO, "service_stopped")
 
     def live(self) -> dict[str, Any]:
-        """What the loop is doing, for the status page and ``/api/status``."""
-        return {
+        """What the loop is doing, for the status page and ``/api/status`` (and, in a
+        cluster, what this node holds)."""
+        out = {
             "schedules": [
                 {
                     "name": s.name,
@@ -223,8 +224,10 @@ class HeadEnd:
             "sessions": self.links.sessions,
             "push_port": self.push.port if self.push is not None else None,
             "recovered_jobs": self.recovered,
-            "node": self.cluster.live() if self.cluster is not None else None,
         }
+        if self.cluster is not None:
+            out["node"] = self.cluster.live()
+        return out
 
     # -- schedules ------------------------------------------------------------------------
 
