@@ -387,7 +387,8 @@ def claim(
         db,
         "UPDATE jobs j SET state = 'running', started_at = clock_timestamp(), "
         f"attempts = j.attempts + 1, owner = :node, lease_until = {_LEASE} FROM ("
-        "SELECT id FROM jobs WHERE ((state = 'queued' AND (not_before IS NULL OR "
+        "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND ((state = 'queued' "
+        "AND (not_before IS NULL OR "
         "not_before <= clock_timestamp())) OR (state = 'running' AND lease_until < "
         f"clock_timestamp())) {urgent}ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ") c WHERE j.id = c.id RETURNING j.id",
