@@ -229,7 +229,7 @@ async def test_listener_rejects_what_is_not_an_alarm_and_stores_repeats_once(
     finally:
         await listener.close()
     assert listener.stats.rejected == {
-        "bad_notification": 1,
+        "unknown_meter": 1,
         "not_a_notification": 1,
         "bad_wrapper": 1,
     }
