@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "push": ("app.push", "push_app", True),
     "serve": ("app.serve", "serve_command", False),
     "token": ("app.tokens", "tokens_app", True),
+    "nodes": ("app.nodes", "nodes_app", True),
 }
 
 #: The bench tools, whose every error is one JSON object on stdout (a script reads it): click's
