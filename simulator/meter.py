@@ -66,7 +66,7 @@ from protocols.xdlms import (
 )
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from protocols.xdlms.sn import ReadRequest, WriteRequest
-from simulator import model, objects, short_names
+from simulator import attributes, model, objects, short_names
 from simulator.areas import ORDINARY, Energy
 from simulator.image_transfer import PowerCut
 from simulator.quirks import NO_QUIRKS, Quirks
@@ -351,12 +351,12 @@ class MeterSession:
             )
         return None
 
-    def _context(self, now: float, mutable: bool = False) -> objects.Context:
+    def _context(self, now: float, mutable: bool = False) -> attributes.Context:
         meter = self.meter
         spec = meter.spec
         association = self.association
         management = self.management
-        return objects.Context(
+        return attributes.Context(
             spec=spec,
             state=meter.state if mutable else meter.current_state(),
             meter_time=meter.meter_time(now),
@@ -387,7 +387,7 @@ class MeterSession:
 
     def _read(
         self,
-        ctx: objects.Context,
+        ctx: attributes.Context,
         class_id: int,
         obis: bytes,
         attribute: int,
@@ -400,7 +400,7 @@ class MeterSession:
         if self.meter.quirks.range_without_deviation and _bounds_carry_deviation(access):
             return EMPTY_ARRAY
         try:
-            return objects.get_attribute(ctx, obj, attribute, access)
+            return attributes.get_attribute(ctx, obj, attribute, access)
         except DataAccessError as exc:
             return exc.result
         except ValueError:
@@ -408,7 +408,7 @@ class MeterSession:
             return DataAccessResult.OBJECT_UNAVAILABLE
 
     def _read_name(
-        self, ctx: objects.Context, name: int, access: AccessSelection | None
+        self, ctx: attributes.Context, name: int, access: AccessSelection | None
     ) -> bytes | int:
         """A short name read: the attribute it names, read as a GET would be."""
         table = short_names.name_table(self.meter.spec.phases)
@@ -445,7 +445,7 @@ class MeterSession:
             return obj
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.set_attribute(ctx, obj, attribute, data, now)
+            attributes.set_attribute(ctx, obj, attribute, data, now)
         except DataAccessError as exc:
             return exc.result
         return DataAccessResult.SUCCESS
@@ -463,7 +463,7 @@ class MeterSession:
         """The Action-Result, or None when the meter lost power running it."""
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.invoke(ctx, obj, method, data, now)
+            attributes.invoke(ctx, obj, method, data, now)
         except DataAccessError as exc:
             return exc.result
         except PowerCut:

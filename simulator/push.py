@@ -37,7 +37,7 @@ from typing import Any
 from protocols import axdr, xdlms
 from protocols import push_setup as ps
 from protocols.wrapper import encode_wrapper
-from simulator import model, objects, push_setup
+from simulator import attributes, model, objects, push_setup
 from simulator.fleet import Fleet
 from simulator.meter import SimulatedMeter
 from simulator.objects import datetime_bytes
@@ -110,11 +110,11 @@ def alarm_schedule(
     return out
 
 
-def _context(meter: SimulatedMeter, meter_time: float) -> objects.Context:
+def _context(meter: SimulatedMeter, meter_time: float) -> attributes.Context:
     """What reading the push objects' attributes needs (the meter reads its own values)."""
     spec = meter.spec
     quirks = meter.quirks
-    return objects.Context(
+    return attributes.Context(
         spec=spec,
         state=meter.current_state(),
         meter_time=meter_time,
@@ -146,7 +146,7 @@ def push_body(
             out += axdr.encode(axdr.u8(event_code))
         else:
             obj = ctx.objects[entry.logical_name]
-            out += objects.get_attribute(ctx, obj, entry.attribute_index, None)
+            out += attributes.get_attribute(ctx, obj, entry.attribute_index, None)
     return bytes(out)
 
 
