@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "firmware": ("app.firmware", "firmware_app", True),
     "serve": ("app.serve", "serve_command", False),
     "token": ("app.tokens", "tokens_app", True),
+    "nodes": ("app.nodes", "nodes_app", True),
 }
 
 HELP = "Smart-meter head-end system: DLMS/COSEM collector and meter simulator."

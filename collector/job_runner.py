@@ -124,6 +124,9 @@ class JobRunner:
         self.clock_threshold_s = clock_threshold_s
         self._stopping = asyncio.Event()
         self._stops: set[Callable[[], None]] = set()
+        self._job_stops: dict[int, Callable[[], None]] = {}
+        #: Jobs given up (their lease lost): they end as :class:`JobStopped`.
+        self._abandoned: set[int] = set()
 
     def stop(self) -> None:
         """Running jobs start no new session; each ends as :class:`JobStopped`."""
@@ -131,9 +134,22 @@ class JobRunner:
         for stop in list(self._stops):
             stop()
 
+    def abandon(self, job_id: int) -> None:
+        """One job starts no new session and ends as :class:`JobStopped` (a cluster node
+        that lost its lease: the job is another node's now)."""
+        self._abandoned.add(job_id)
+        stop = self._job_stops.get(job_id)
+        if stop is not None:
+            stop()
+
+    def _stopped(self, job: JobRecord) -> bool:
+        return self._stopping.is_set() or job.id in self._abandoned
+
     async def run(self, job: JobRecord) -> JobOutcome:
         """Run ``job`` to its end; raises :class:`JobStopped` when the service stops first."""
         try:
+            if job.id in self._abandoned:
+                raise JobStopped(job.id)
             meters = await asyncio.to_thread(self._meters, job)
             if job.kind in ("collect", "read"):
                 return await self._collect(job, meters)
@@ -144,6 +160,8 @@ class JobRunner:
             return await self._command(job, meters)
         except JobFailed as exc:
             return JobOutcome("failed", None, str(exc))
+        finally:
+            self._abandoned.discard(job.id)
 
     # -- which meters ---------------------------------------------------------------------
 
@@ -221,7 +239,7 @@ class JobRunner:
 
         summary = await self._watch(job, collector.run(meters), collector.stop, progress)
         result = summary.as_dict(WORST)
-        if summary.interrupted and self._stopping.is_set():
+        if summary.interrupted and self._stopped(job):
             raise JobStopped(job.id)
         if summary.interrupted:
             return JobOutcome("cancelled", result, "cancelled on request")
@@ -264,7 +282,7 @@ class JobRunner:
             await asyncio.gather(*(one(m) for m in todo))
 
         await self._watch(job, all_meters(), stopped.set, lambda: (done, len(todo)))
-        if stopped.is_set() and self._stopping.is_set():
+        if stopped.is_set() and self._stopped(job):
             raise JobStopped(job.id)
         result = {
             "meters": len(meters),
@@ -409,7 +427,7 @@ class JobRunner:
             request_timeout=self.plan.timeouts.request_s,
         )
         reports = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
-        if stopped.is_set() and self._stopping.is_set():
+        if stopped.is_set() and self._stopped(job):
             raise JobStopped(job.id)
         result = {"meters": [r.as_dict() for r in reports[:WORST]], "count": len(reports)}
         if stopped.is_set():
@@ -431,7 +449,8 @@ class JobRunner:
         """Await ``work`` while writing its progress and stopping it on a cancel request."""
         task = asyncio.ensure_future(work)
         self._stops.add(stop)
-        if self._stopping.is_set():
+        self._job_stops[job.id] = stop
+        if self._stopped(job):
             stop()
         try:
             while not task.done():
@@ -444,6 +463,7 @@ class JobRunner:
             return task.result()
         finally:
             self._stops.discard(stop)
+            self._job_stops.pop(job.id, None)
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):

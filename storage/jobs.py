@@ -52,7 +52,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    Connection,
     Index,
     Integer,
     MetaData,
@@ -112,18 +111,19 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("result", JSON),
     Column("error", Text),
+    # Cluster mode (storage.cluster): the link (a bus, or a batch of GPRS meters) a
+    # scheduled job of one tick reads ("" for the whole tick in one job, the embedded
+    # mode), and the lease of the node running it.
+    Column("link", String(128), nullable=False, default="", server_default=""),
+    Column("owner", String(128)),
+    Column("lease_until", UtcDateTime),
     CheckConstraint(
         "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_jobs_state"
     ),
     UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
-    UniqueConstraint("schedule", "tick", name="uq_jobs_schedule_tick"),
+    UniqueConstraint("schedule", "tick", "link", name="uq_jobs_schedule_tick_link"),
 )
 Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.id)
-
-
-def migrate(conn: Connection) -> None:
-    """Migration step: the job table."""
-    metadata.create_all(conn, checkfirst=True)
 
 
 class JobError(ValueError):
@@ -153,6 +153,8 @@ class JobRequest:
     tick: datetime | None = None
     not_before: datetime | None = None
     deadline: datetime | None = None
+    #: The link of a tick's job in cluster mode (one job per link and tick).
+    link: str = ""
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -276,6 +278,9 @@ class JobRecord:
     cancel_requested: bool
     result: Any
     error: str | None
+    link: str
+    owner: str | None
+    lease_until: datetime | None
 
     @property
     def final(self) -> bool:
@@ -290,10 +295,10 @@ class JobRecord:
         return out
 
 
-_COLUMNS = [jobs.c[name] for name in JobRecord.__slots__]
+COLUMNS = [jobs.c[name] for name in JobRecord.__slots__]
 
 
-def _record(row: Any) -> JobRecord:
+def to_record(row: Any) -> JobRecord:
     values = dict(zip(JobRecord.__slots__, row, strict=True))
     values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
@@ -311,17 +316,9 @@ def _same_request(job: JobRecord, req: JobRequest) -> bool:
     )
 
 
-def submit(
-    db: DatabaseHandle, req: JobRequest, now: datetime | None = None
-) -> tuple[JobRecord, bool]:
-    """Store ``req`` as a queued job; returns ``(job, created)``.
-
-    With an idempotency key or a schedule tick already stored, returns that job and
-    ``created=False``; a reused idempotency key with other parameters raises
-    :class:`IdempotencyConflict`.
-    """
-    req.check()
-    values = {
+def row_values(req: JobRequest, now: datetime) -> dict[str, Any]:
+    """The row a (checked) request is stored as: queued, not yet attempted."""
+    return {
         "kind": req.kind,
         "state": "queued",
         "priority": req.priority,
@@ -332,14 +329,28 @@ def submit(
         "idempotency_key": req.idempotency_key,
         "schedule": req.schedule,
         "tick": req.tick,
-        "created_at": now or _now(),
+        "created_at": now,
         "not_before": req.not_before,
         "deadline": req.deadline,
         "attempts": 0,
         "progress_done": 0,
         "progress_total": len(req.meters) if req.meters is not None else 0,
         "cancel_requested": False,
+        "link": req.link,
     }
+
+
+def submit(
+    db: DatabaseHandle, req: JobRequest, now: datetime | None = None
+) -> tuple[JobRecord, bool]:
+    """Store ``req`` as a queued job; returns ``(job, created)``.
+
+    With an idempotency key or a schedule tick already stored, returns that job and
+    ``created=False``; a reused idempotency key with other parameters raises
+    :class:`IdempotencyConflict`.
+    """
+    req.check()
+    values = row_values(req, now or _now())
     with db.transaction() as conn:
         job_id = conn.execute(
             insert_ignore(db.dialect, jobs).values(**values).returning(jobs.c.id)
@@ -350,9 +361,11 @@ def submit(
         elif req.idempotency_key is not None:
             where = jobs.c.idempotency_key == req.idempotency_key
         else:
-            where = and_(jobs.c.schedule == req.schedule, jobs.c.tick == req.tick)
-        row = conn.execute(select(*_COLUMNS).where(where)).one()
-    job = _record(row)
+            where = and_(
+                jobs.c.schedule == req.schedule, jobs.c.tick == req.tick, jobs.c.link == req.link
+            )
+        row = conn.execute(select(*COLUMNS).where(where)).one()
+    job = to_record(row)
     if not created and req.idempotency_key is not None and not _same_request(job, req):
         raise IdempotencyConflict(
             f"idempotency_key {req.idempotency_key!r} was used by job {job.id} "
@@ -363,8 +376,8 @@ def submit(
 
 
 def get(db: DatabaseHandle, job_id: int) -> JobRecord | None:
-    rows = db.execute_read(select(*_COLUMNS).where(jobs.c.id == job_id))
-    return _record(rows[0]) if rows else None
+    rows = db.execute_read(select(*COLUMNS).where(jobs.c.id == job_id))
+    return to_record(rows[0]) if rows else None
 
 
 def list_jobs(
@@ -376,12 +389,12 @@ def list_jobs(
     offset: int = 0,
 ) -> list[JobRecord]:
     """Newest first."""
-    stmt = select(*_COLUMNS).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+    stmt = select(*COLUMNS).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
     if state is not None:
         stmt = stmt.where(jobs.c.state == state)
     if kind is not None:
         stmt = stmt.where(jobs.c.kind == kind)
-    return [_record(r) for r in db.execute_read(stmt)]
+    return [to_record(r) for r in db.execute_read(stmt)]
 
 
 def queue_depth(db: DatabaseHandle) -> dict[str, int]:
@@ -424,7 +437,7 @@ def claim_next(
                 .values(state="running", started_at=at, attempts=jobs.c.attempts + 1)
             ).rowcount
             if won:
-                return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+                return to_record(conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one())
     return None
 
 
@@ -470,7 +483,7 @@ def finish(
                 finished_at=now or _now(),
             )
         )
-        return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+        return to_record(conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one())
 
 
 def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobRecord | None:
@@ -487,8 +500,8 @@ def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobR
             .where(jobs.c.id == job_id, jobs.c.state == "running")
             .values(cancel_requested=True)
         )
-        row = conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one_or_none()
-    return _record(row) if row is not None else None
+        row = conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one_or_none()
+    return to_record(row) if row is not None else None
 
 
 def cancel_requested(db: DatabaseHandle, job_id: int) -> bool:
