@@ -35,15 +35,24 @@ TIMEOUT = 120.0
 SEED = 7151
 
 
-def online_block(count: int, seed: int = SEED) -> int:
-    """A random first meter number from which ``count`` consecutive meters answer now (so
-    concurrent runs use different ids) and keep answering for the test's length."""
+def online_block(
+    count: int, seed: int = SEED, *, for_s: float = 900.0, holds: float | None = None
+) -> int:
+    """A random first meter number from which ``count`` consecutive meters answer from now
+    for ``for_s`` seconds (random, so concurrent runs use different ids) and, given
+    ``holds``, whose clocks have passed that instant (their profile holds it already)."""
     rng = random.Random()
     now = time.time()
+
+    def usable(number: int) -> bool:
+        meter = SimulatedMeter(number, seed)
+        if not (meter.online(now) and meter.online(now + for_s)):
+            return False
+        return holds is None or model.meter_clock(model.meter_spec(number, seed), now) > holds
+
     while True:
         first = rng.randrange(100_000, 900_000_000)
-        numbers = range(first, first + count)
-        if all(SimulatedMeter(n, seed).online(t) for n in numbers for t in (now, now + 900)):
+        if all(usable(n) for n in range(first, first + count)):
             return first
 
 
