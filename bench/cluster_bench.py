@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +56,8 @@ from bench.netns import (
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 SEED = 15015
+#: GPRS meters per link job (the cluster's default).
+GPRS_BATCH = 50
 #: Time requests may take: the simulator's GPRS round trips reach 6 s.
 PLAN = """
 [collector]
@@ -273,6 +276,189 @@ def run_baseline(settings: Settings, workdir: Path) -> dict[str, Any]:
         "node": [_node_figures("node1", usage, complete)],
         "simulator_cpu_s": round(sim_cpu, 2),
         "simulator_sessions": stats["tcp"]["connections"],
+        "simulator_peak_sessions_in_flight": stats["tcp"]["peak_sessions_in_flight"],
+    }
+
+
+def days_back_schedule(now: datetime) -> tuple[str, date]:
+    """A ``[group.schedule.profile]`` whose latest tick is yesterday 00:05 UTC (weekly, on
+    yesterday's weekday), so a service starting now collects the day before yesterday: a
+    day every simulated meter holds whole whatever its clock's lag, at any hour of today."""
+    yesterday = now.astimezone(UTC).date() - timedelta(days=1)
+    dow = (yesterday.weekday() + 1) % 7  # cron: 0 is Sunday
+    text = f'\n[group.schedule.profile]\ncron = "5 0 * * {dow}"\nuntil = "23:59"\n'
+    return text, yesterday - timedelta(days=1)
+
+
+@dataclass
+class Node:
+    """One ``hes serve --node`` in its test host, its stderr kept."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return "".join(self.lines[-40:])
+
+
+def node_config(
+    workdir: Path,
+    name: str,
+    db_url: str,
+    plan: str,
+    *,
+    lease_s: float,
+    gprs_batch: int,
+    max_jobs: int = 4,
+) -> Path:
+    """A node's hes.toml: the shared database, jobs at once, the cluster's lease, the plan."""
+    path = workdir / f"{name}.toml"
+    path.write_text(
+        f'[service]\ndb = "{db_url}"\nhttp = "127.0.0.1:0"\npoll_s = 0.1\nmax_jobs = {max_jobs}\n'
+        f'mqtt_spool = "{workdir / name}-spool.db"\n'
+        f"[cluster]\nlease_s = {lease_s}\ngprs_batch = {gprs_batch}\n" + plan,
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_node(net: TestNet, name: str, config: Path, timeout: float = 60.0) -> Node:
+    """``hes serve --node NAME`` in host ``name``; returns once it listens."""
+    proc = net[name].popen(
+        [sys.executable, "-m", "cli", "serve", "--config", str(config), "--node", name],
+        cwd=ROOT,
+        env=env_for(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    node = Node(name, proc)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            raise BenchFailure(f"{name} ended: {proc.wait()} {node.log()}")
+        node.lines.append(line)
+        if "listening on " in line:
+            threading.Thread(target=_drain, args=(node,), daemon=True).start()
+            return node
+    proc.kill()
+    raise BenchFailure(f"{name} did not start: {node.log()}")
+
+
+def _drain(node: Node) -> None:
+    assert node.proc.stderr is not None
+    for line in node.proc.stderr:
+        node.lines.append(line)
+
+
+def stop_nodes(nodes: Sequence[Node], timeout: float = 60.0) -> None:
+    """SIGTERM every node still running, SIGKILL what does not stop in ``timeout``."""
+    for node in nodes:
+        if node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+    for node in nodes:
+        try:
+            node.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+            node.proc.wait()
+
+
+def _jobs(schema: str) -> list[Any]:
+    with psycopg.connect(**PG) as conn:  # type: ignore[arg-type]
+        return list(
+            conn.execute(
+                f'SELECT state, owner, started_at, finished_at, attempts FROM "{schema}".jobs '
+                "WHERE kind = 'collect'"
+            ).fetchall()
+        )
+
+
+def run_cluster(settings: Settings, count: int, workdir: Path) -> dict[str, Any]:
+    """N ``hes serve --node`` processes, one per host, sharing the fleet's tick."""
+    names = [f"node{k}" for k in range(1, count + 1)]
+    net, sim, schema, db_url, _ = _prepare(settings, names, workdir)
+    schedule, day = days_back_schedule(datetime.now(UTC))
+    plan = PLAN.format(concurrency=settings.concurrency) + schedule
+    nodes: list[Node] = []
+    try:
+        with Sampler() as sampler:
+            started = time.perf_counter()
+            usages = []
+            for name in names:
+                # One slot stays free for on-demand work: 4 link jobs of 50 meters at once,
+                # the same 200 sessions in flight as the baseline's concurrency.
+                config = node_config(
+                    workdir,
+                    name,
+                    db_url,
+                    plan,
+                    lease_s=30.0,
+                    gprs_batch=GPRS_BATCH,
+                    max_jobs=settings.concurrency // GPRS_BATCH + 1,
+                )
+                node = start_node(net, name, config)
+                nodes.append(node)
+                usages.append(sampler.watch(node.proc.pid))
+            deadline = time.monotonic() + settings.timeout_s
+            while True:
+                jobs = _jobs(schema)
+                if jobs and all(j[0] in ("done", "failed", "cancelled") for j in jobs):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchFailure(f"the tick's jobs did not end: {jobs}")
+                for node in nodes:
+                    if node.proc.poll() is not None:
+                        raise BenchFailure(f"{node.name} ended: {node.log()}")
+                time.sleep(0.25)
+            wall = time.perf_counter() - started
+            for usage in usages:
+                usage.sample()
+        sim_cpu = _sim_cpu(sim)
+        stop_nodes(nodes)
+        stats = sim.stop()
+        complete = _complete_meters(schema, day)
+        probe = net[names[0]].run(
+            [sys.executable, "-m", "bench.cluster_dispatch", db_url, "500"],
+            cwd=ROOT,
+            env=env_for(),
+            timeout=300,
+        )
+        if probe.returncode != 0:
+            raise BenchFailure(f"dispatch probe: {probe.stderr[-2000:]}")
+        dispatch = json.loads(probe.stdout.splitlines()[-1])
+    finally:
+        stop_nodes(nodes)
+        net.close()
+        _drop(schema)
+    first = min(j[2] for j in jobs)
+    last = max(j[3] for j in jobs)
+    per_node = []
+    for name, usage in zip(names, usages, strict=True):
+        done = [j for j in jobs if j[1] == name]
+        figures = _node_figures(name, usage, complete // count)
+        figures["jobs"] = len(done)
+        per_node.append(figures)
+    return {
+        "mode": f"hes serve --node x {count}",
+        "nodes": count,
+        "meters": settings.meters,
+        "complete": complete,
+        "wall_s": round(wall, 2),
+        "meters_per_s": round(complete / wall, 1),
+        "jobs_first_claim_to_last_finish_s": round((last - first).total_seconds(), 2),
+        "jobs": len(jobs),
+        "jobs_redelivered": sum(1 for j in jobs if j[4] > 1),
+        "cpu_ms_per_meter_all_nodes": round(
+            1000 * sum(u.cpu_s for u in usages) / max(1, complete), 3
+        ),
+        "node": per_node,
+        "simulator_cpu_s": round(sim_cpu, 2),
+        "simulator_sessions": stats["tcp"]["connections"],
+        "simulator_peak_sessions_in_flight": stats["tcp"]["peak_sessions_in_flight"],
+        "dispatch": dispatch,
     }
 
 
@@ -340,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp) / "baseline"
             work.mkdir()
             run = run_baseline(settings, work)
+            print(json.dumps(run), flush=True)
+            results["runs"].append(run)
+        for count in settings.nodes:
+            work = Path(tmp) / f"cluster{count}"
+            work.mkdir()
+            run = run_cluster(settings, count, work)
             print(json.dumps(run), flush=True)
             results["runs"].append(run)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -22,20 +22,18 @@ Skips, with the reason, where namespaces cannot be made; under ``HES_REQUIRE_SER
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from conftest import PG_DB, PG_HOST, PG_PORT, PG_USER
 from test_collector_fleet import plan_text
 from test_netns_collect import SEED, assert_buses_never_shared, online_block, stored_vs_truth
 
+from bench.cluster_bench import Node, days_back_schedule, node_config, start_node, stop_nodes
 from bench.netns import ROOT, TestNet, env_for, start_simulator, url_via, wait_for
 from simulator import model
 from storage.database import open_database
@@ -49,82 +47,11 @@ PLAN = (
     .replace("request_s = 0.5", "request_s = 10.0")
     .replace("hdlc_frame_s = 0.15", "hdlc_frame_s = 3.0")
 )
-SCHEDULE = """
-[group.schedule.profile]
-cron = "5 0 * * *"
-until = "23:59"
-"""
 
 
-@dataclass
-class Node:
-    """One ``hes serve --node`` in its host, its stderr kept."""
-
-    name: str
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    def log(self) -> str:
-        return "".join(self.lines[-40:])
-
-
-def start_node(net: TestNet, name: str, config: Path) -> Node:
-    """``hes serve --node NAME`` in host ``name``; returns once it listens."""
-    proc = net[name].popen(
-        [sys.executable, "-m", "cli", "serve", "--config", str(config), "--node", name],
-        cwd=ROOT,
-        env=env_for(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    node = Node(name, proc)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            raise AssertionError(f"{name} ended: {proc.wait()} {node.log()}")
-        node.lines.append(line)
-        if "listening on " in line:
-            threading.Thread(target=_drain, args=(node,), daemon=True).start()
-            return node
-    proc.kill()
-    raise AssertionError(f"{name} did not start: {node.log()}")
-
-
-def _drain(node: Node) -> None:
-    assert node.proc.stderr is not None
-    for line in node.proc.stderr:
-        node.lines.append(line)
-
-
-def node_config(tmp_path: Path, name: str, db_url: str) -> Path:
-    """The node's hes.toml: the shared database, 3 s leases, the plan with its schedule."""
-    path = tmp_path / f"{name}.toml"
-    path.write_text(
-        "[service]\n"
-        f'db = "{db_url}"\n'
-        'http = "127.0.0.1:0"\n'
-        "poll_s = 0.1\n"
-        f'mqtt_spool = "{tmp_path / name}-spool.db"\n'
-        "[cluster]\n"
-        "lease_s = 3.0\n"
-        "gprs_batch = 5\n" + PLAN + SCHEDULE,
-        encoding="utf-8",
-    )
-    return path
-
-
-def scheduled_day(now: datetime) -> date:
-    """The day the daily 00:05 tick last due collects: the day before that tick."""
-    tick = now.replace(hour=0, minute=5, second=0, microsecond=0)
-    if now < tick:
-        tick -= timedelta(days=1)
-    return tick.date() - timedelta(days=1)
-
-
-def query(pg_url_base: dict[str, Any], schema: str, sql: str, *params: Any) -> list[Any]:
-    with psycopg.connect(**pg_url_base, autocommit=True) as conn:
+def query(pg: dict[str, Any], schema: str, sql: str, *params: Any) -> list[Any]:
+    """Rows of ``sql`` in the test's schema, on a connection of its own."""
+    with psycopg.connect(**pg, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
         return list(conn.execute(sql, params).fetchall())
 
@@ -136,15 +63,12 @@ def schema_of(pg_url: str) -> str:
 def test_three_nodes_one_killed_store_exactly_the_ground_truth(
     test_hosts: Callable[[Sequence[str]], TestNet], pg_url: str, tmp_path: Path
 ) -> None:
-    from conftest import PG_DB, PG_HOST, PG_PORT, PG_USER
-
     pg = {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "dbname": PG_DB}
     schema = schema_of(pg_url)
     net = test_hosts(["sim", *NODES])
     db_url = url_via(pg_url, net.forward())
     tcp, buses, per_bus = 20, 4, 6
-    now = datetime.now(UTC)
-    day = scheduled_day(now)
+    schedule, day = days_back_schedule(datetime.now(UTC))
     start, end = day_window(day)
     first = online_block(tcp + buses * per_bus, for_s=TIMEOUT, holds=end.timestamp() + 60)
     numbers = range(first, first + tcp + buses * per_bus)
@@ -168,7 +92,9 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
             timeout=120,
         )
         assert imported.returncode == 0, imported.stderr
-        nodes = [start_node(net, n, node_config(tmp_path, n, db_url)) for n in NODES]
+        for name in NODES:
+            config = node_config(tmp_path, name, db_url, PLAN + schedule, lease_s=3.0, gprs_batch=5)
+            nodes.append(start_node(net, name, config))
 
         def victim() -> str | None:
             """A node in the middle of a bus: its lease held, some of its meters read."""
@@ -240,15 +166,7 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
         finished = query(pg, schema, "SELECT id, state, owner FROM jobs WHERE id = ANY(%s)", held)
         assert {(state, owner != killed) for _, state, owner in finished} == {("done", True)}
     finally:
-        for node in nodes:
-            if node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
+        stop_nodes(nodes)
         stats = sim.stop()
 
     assert_buses_never_shared(stats, buses)
