@@ -311,11 +311,14 @@ def node_config(
     lease_s: float,
     gprs_batch: int,
     max_jobs: int = 4,
+    poll_s: float = 1.0,
 ) -> Path:
-    """A node's hes.toml: the shared database, jobs at once, the cluster's lease, the plan."""
+    """A node's hes.toml: the shared database, jobs at once, how often a running job writes
+    its progress (``poll_s``, the service's default 1 s), the cluster's lease, the plan."""
     path = workdir / f"{name}.toml"
     path.write_text(
-        f'[service]\ndb = "{db_url}"\nhttp = "127.0.0.1:0"\npoll_s = 0.1\nmax_jobs = {max_jobs}\n'
+        f'[service]\ndb = "{db_url}"\nhttp = "127.0.0.1:0"\npoll_s = {poll_s}\n'
+        f"max_jobs = {max_jobs}\n"
         f'mqtt_spool = "{workdir / name}-spool.db"\n'
         f"[cluster]\nlease_s = {lease_s}\ngprs_batch = {gprs_batch}\n" + plan,
         encoding="utf-8",

@@ -27,6 +27,11 @@ on this Linux (kernel 6.18, root without CAP_SYS_RESOURCE, hard open-file limit 
 So the fleet uses the ``SO_BINDTODEVICE`` socket, and falls back to one socket per address
 (as many as the open-file limit allows) where that option is refused (no CAP_NET_RAW).
 
+On test hosts made of network namespaces (``bench.netns``) the collector is on another host,
+which cannot reach this one's 127.x. There ``tcp_device`` names the host's veth, and the
+meters take a private range (10.77.0.1, ...) that the host makes local (``ip route add
+local``) and the other hosts route to it: the same one socket, tied to that device.
+
 Security. ``secure_share`` of the meters (a seeded choice, exactly ``round(share * meters)``)
 refuse any association but HLS-GMAC with suite-0 ciphering from the management client; the
 inventory names them ``security_profile`` hls-gmac-suite0 with client_sap 1, and

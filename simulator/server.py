@@ -4,8 +4,9 @@ Three ways in, as in the field:
 - ``WrapperServer``: GPRS/4G-style meters, DLMS over TCP with the IEC 62056-47 wrapper. One
   server serves many meters; the meter is chosen by the connection's local address (one
   loopback address per meter) and port. Given a list of ``hosts`` it answers on all of them:
-  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``) when the system
-  allows it, otherwise one socket per address (see ``simulator.fleet`` for why).
+  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``, or the ``device``
+  a test host's range is routed to) when the system allows it, otherwise one socket per
+  address (see ``simulator.fleet`` for why).
 - ``HdlcTcpServer`` and ``PtyBus`` (:mod:`simulator.bus_server`): an RS-485 bus behind a
   terminal-server TCP port, or on a pseudo-terminal for serial test benches.
 

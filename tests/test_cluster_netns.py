@@ -93,7 +93,9 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
         )
         assert imported.returncode == 0, imported.stderr
         for name in NODES:
-            config = node_config(tmp_path, name, db_url, PLAN + schedule, lease_s=3.0, gprs_batch=5)
+            config = node_config(
+                tmp_path, name, db_url, PLAN + schedule, lease_s=3.0, gprs_batch=5, poll_s=0.1
+            )
             nodes.append(start_node(net, name, config))
 
         def victim() -> str | None:
