@@ -71,7 +71,7 @@ ConcurrencyOption = Annotated[int, typer.Option(min=1, help="meters in flight")]
 TimeoutOption = Annotated[float, typer.Option(help="seconds to wait for each response")]
 
 
-def _choose(
+def choose_meters(
     database: Database, meter: list[str] | None, file: Path | None, area: str | None, every: bool
 ) -> tuple[list[MeterRecord], SecurityFor | None]:
     """The meters asked for, and the security contexts of the secured ones (bad: exit 2)."""
@@ -133,7 +133,7 @@ def upload_command(
     firmware = _read_image(image, identifier)
     database = _open(db)
     try:
-        chosen, security_for = _choose(database, meter, file, area, every)
+        chosen, security_for = choose_meters(database, meter, file, area, every)
         reports = asyncio.run(
             upload_many(
                 chosen,
@@ -181,7 +181,7 @@ def status_command(
     """Read each meter's active firmware and image transfer state (blocks held, status)."""
     database = _open(db)
     try:
-        chosen, security_for = _choose(database, meter, file, area, every)
+        chosen, security_for = choose_meters(database, meter, file, area, every)
         results = asyncio.run(
             read_many(
                 chosen,

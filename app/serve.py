@@ -186,6 +186,7 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
                 await asyncio.sleep(0.02)
             port = server.servers[0].sockets[0].getsockname()[1]
             if node is not None:
+                node.http = f"{cfg.http_host}:{port}"  # the port bound, at the next heartbeat
                 _say(f"node {node.name} of the cluster in {db.safe_url}")
             _say(f"listening on http://{cfg.http_host}:{port}")
             if headend.push is not None:

@@ -22,7 +22,7 @@ from contracts.meters import parse_host_port
 from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
-from simulator.push import DEFAULT_PER_DAY, AlarmPusher
+from simulator.push import DEFAULT_PER_DAY, fleet_pusher
 from simulator.quirks import NAMED, named
 
 
@@ -49,6 +49,7 @@ def build_spec(
     bus_port: int,
     first_meter: int,
     secure_share: float = 0.0,
+    lls_share: float = 0.0,
     area_size: int = 0,
     under_share: float = 0.02,
     quirks: Sequence[str] = (),
@@ -114,6 +115,7 @@ def build_spec(
         bus_port=bus_port,
         bus_endpoint="pty" if pty else "tcp",
         secure_share=secure_share,
+        lls_share=lls_share,
         area_size=area_size,
         under_share=under_share,
         quirks=named(quirks),
@@ -142,7 +144,7 @@ async def run_fleet(
             await fleet.start()
             if push_to is not None:
                 meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
-                alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
+                alarms = fleet_pusher(fleet, meters, push_to, alarms_per_day)
                 pusher = asyncio.create_task(alarms.run())
             info = fleet.describe()
             if inventory is not None:
@@ -222,9 +224,21 @@ def simulate_command(
             "ciphering from the management client (client SAP 1)"
         ),
     ] = 0.0,
+    lls_share: Annotated[
+        float,
+        typer.Option(
+            help="share of the other meters (seeded) the inventory reads with LLS from the "
+            "management client (password_ref: the meter id; the password in the --keys file)"
+        ),
+    ] = 0.0,
     keys: Annotated[
         Path | None,
-        typer.Option(help="write the secured meters' key CSV here, for hes keys import"),
+        typer.Option(
+            "--keys",
+            "--write-keys",
+            help="write the key CSV of hes keys import here (mode 0600): the secured meters' "
+            "keys and the LLS meters' passwords",
+        ),
     ] = None,
     area_size: Annotated[
         int,
@@ -280,6 +294,7 @@ def simulate_command(
             bus_port=bus_port,
             first_meter=first_meter,
             secure_share=secure_share,
+            lls_share=lls_share,
             area_size=area_size,
             under_share=under_share,
             quirks=quirk or [],

@@ -146,7 +146,16 @@ class ClusterJobQueue(JobQueue):
 
 
 class ClusterLinks(LinkArbiter):
-    """One session per link in the node (with priority) and per shared line in the cluster."""
+    """One session per link in the node (with priority) and per shared line in the cluster.
+
+    A session on a shared line runs under the line's lease, as this node last confirmed it
+    (its deadline on the loop's monotonic clock, counted from before the statement that took
+    or renewed it). If that deadline passes while the session is on the line, and the
+    heartbeat did not renew it in time, the session's task is cancelled before it sends
+    anything more. This covers a node that froze (SIGSTOP, a stalled VM) with a session in
+    flight: when it wakes, that timer is due at once, and the session is cut before its
+    next request can reach a line that another node may hold by now.
+    """
 
     def __init__(self, node: ClusterNode, max_sessions: int, turnaround_s: float = 0.05) -> None:
         super().__init__(max_sessions=max_sessions, turnaround_s=turnaround_s)
@@ -155,9 +164,14 @@ class ClusterLinks(LinkArbiter):
         self.leased: set[str] = set()
         self.in_use: dict[str, int] = {}
         self._used: dict[str, float] = {}
+        self._deadline: dict[str, float] = {}
+        self._holders: dict[str, set[asyncio.Task[Any]]] = {}
+        self._guards: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
         #: Times a session waited because another node held its line.
         self.waits = 0
+        #: Sessions cut because the line's lease ran out under them.
+        self.cut = 0
 
     @asynccontextmanager
     async def hold(self, link_id: str, priority: int, shared_line: bool) -> AsyncIterator[None]:
@@ -166,25 +180,61 @@ class ClusterLinks(LinkArbiter):
                 yield
                 return
             await self._lease(link_id)
+            task = asyncio.current_task()
+            if task is not None:
+                self._holders.setdefault(link_id, set()).add(task)
+            self._arm(link_id)
             try:
                 yield
             finally:
+                if task is not None:
+                    self._holders.get(link_id, set()).discard(task)
                 self.in_use[link_id] -= 1
                 if not self.in_use[link_id]:
                     del self.in_use[link_id]
+                    self._holders.pop(link_id, None)
+                    guard = self._guards.pop(link_id, None)
+                    if guard is not None:
+                        guard.cancel()
                 self._used[link_id] = time.monotonic()
+
+    def _arm(self, link_id: str) -> None:
+        """(Re)set the timer that cuts the line's sessions when its lease runs out."""
+        guard = self._guards.pop(link_id, None)
+        if guard is not None:
+            guard.cancel()
+        if link_id in self.in_use and link_id in self._deadline:
+            loop = asyncio.get_running_loop()
+            self._guards[link_id] = loop.call_at(self._deadline[link_id], self._expire, link_id)
+
+    def _expire(self, link_id: str) -> None:
+        self._guards.pop(link_id, None)
+        if asyncio.get_running_loop().time() < self._deadline.get(link_id, 0.0):
+            self._arm(link_id)  # renewed meanwhile
+            return
+        holders = self._holders.get(link_id, set())
+        if holders:
+            log_event(
+                logging.ERROR, "session_cut_lease_expired", link=link_id, sessions=len(holders)
+            )
+            self.cut += len(holders)
+        for task in holders:
+            task.cancel()
 
     async def _lease(self, link_id: str) -> None:
         """Take or confirm the line's lease before a session on it; wait while another
         node holds it (its session is on the line)."""
         told = False
+        loop = asyncio.get_running_loop()
         while True:
             async with self._lock:
+                started = loop.time()
                 ok = await asyncio.to_thread(
                     cluster.take_link, self.node.db, self.node.name, link_id, self.node.lease_s
                 )
                 if ok:
                     self.leased.add(link_id)
+                    self._deadline[link_id] = started + self.node.lease_s
                     self.in_use[link_id] = self.in_use.get(link_id, 0) + 1
                     return
                 self.leased.discard(link_id)
@@ -204,17 +254,23 @@ class ClusterLinks(LinkArbiter):
                 if link in self.in_use or now - self._used.get(link, 0.0) < LINK_LINGER_S
             ]
             idle = sorted(self.leased - set(keep))
+            started = asyncio.get_running_loop().time()
             kept = await asyncio.to_thread(
                 cluster.renew_links, self.node.db, self.node.name, keep, self.node.lease_s
             )
+            for link in kept:
+                self._deadline[link] = started + self.node.lease_s
+                self._arm(link)
             lost = set(keep) - kept
             if lost:
                 log_event(logging.ERROR, "link_lease_lost", links=sorted(lost))
             if idle:
                 await asyncio.to_thread(cluster.release_links, self.node.db, self.node.name, idle)
             self.leased = kept
-            for link in idle:
+            for link in [*idle, *lost]:
                 self._used.pop(link, None)
+                if link not in self.in_use:
+                    self._deadline.pop(link, None)
 
     async def release_all(self) -> None:
         async with self._lock:
@@ -296,6 +352,7 @@ class ClusterNode:
             jobs_held=len(self.queue.held),
             links_held=len(self.links.leased),
             sessions=self.links.sessions,
+            http=self.http,
         )
         if state != self.state:
             log_event(logging.WARNING, "node_state", node=self.name, state=state)
@@ -336,4 +393,5 @@ class ClusterNode:
             "jobs_held": sorted(self.queue.held),
             "links_leased": sorted(self.links.leased),
             "link_waits": self.links.waits,
+            "sessions_cut": self.links.cut,
         }

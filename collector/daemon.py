@@ -48,6 +48,7 @@ from collector.schedule import due_runs, next_run
 from collector.schedule_jobs import job_for_tick, planned_schedules
 from collector.service import env_secret
 from collector.telemetry import Telemetry
+from storage.cluster import LeaseLost
 from storage.database import Database
 from storage.errors import StorageError
 from storage.jobs import ON_DEMAND, JobRecord
@@ -204,8 +205,9 @@ class HeadEnd:
             log_event(logging.INFO, "service_stopped")
 
     def live(self) -> dict[str, Any]:
-        """What the loop is doing, for the status page and ``/api/status``."""
-        return {
+        """What the loop is doing, for the status page and ``/api/status`` (and, in a
+        cluster, what this node holds)."""
+        out = {
             "schedules": [
                 {
                     "name": s.name,
@@ -222,8 +224,10 @@ class HeadEnd:
             "sessions": self.links.sessions,
             "push_port": self.push.port if self.push is not None else None,
             "recovered_jobs": self.recovered,
-            "node": self.cluster.live() if self.cluster is not None else None,
         }
+        if self.cluster is not None:
+            out["node"] = self.cluster.live()
+        return out
 
     # -- schedules ------------------------------------------------------------------------
 
@@ -339,6 +343,9 @@ class HeadEnd:
             await self.queue.finish(
                 job.id, outcome.state, result=outcome.result, error=outcome.error
             )
+        except LeaseLost as exc:  # a cluster node whose lease ran out: another holds the job
+            log_event(logging.WARNING, "job_lease_lost", job=job.id, error=str(exc))
+            return
         except StorageError as exc:
             log.error("job_storage_error", extra={"fields": {"job": job.id, "error": str(exc)}})
             return

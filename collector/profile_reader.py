@@ -86,13 +86,19 @@ async def read_capture(
     return parse_capture_objects(capture_objects), period
 
 
-def range_access(clock: ProfileColumn, start: datetime, end: datetime) -> xdlms.RangeAccess:
-    """Selective access by range on the clock column, [start, end] inclusive."""
-    return xdlms.RangeAccess(
-        restricting=clock,
-        from_value=CosemDateTime.from_datetime(start).to_bytes(),
-        to_value=CosemDateTime.from_datetime(end).to_bytes(),
-    )
+def range_access(
+    clock: ProfileColumn, start: datetime, end: datetime, local: tzinfo | None = None
+) -> xdlms.RangeAccess:
+    """Selective access by range on the clock column, [start, end] inclusive. With ``local``
+    the bounds are wall times in that zone with the deviation "not specified" (a meter whose
+    range reads match nothing when the bounds carry one), as its naive stamps are read."""
+
+    def bound(at: datetime) -> bytes:
+        if local is not None and at.tzinfo is not None:
+            at = at.astimezone(local).replace(tzinfo=None)
+        return CosemDateTime.from_datetime(at).to_bytes()
+
+    return xdlms.RangeAccess(restricting=clock, from_value=bound(start), to_value=bound(end))
 
 
 async def read_buffer(session: Session, obis: str | Obis, access: xdlms.RangeAccess | None) -> Any:
@@ -120,7 +126,8 @@ async def read_profile(
         clock_col = next((c for c in columns if c.class_id == CLOCK_CLASS_ID), None)
         if clock_col is None:
             raise ProtocolError(f"profile {ln} has no clock column to select a range on")
-        access = range_access(clock_col, start or _OPEN_START, end or _OPEN_END)
+        local = None if session.range_deviation else UTC
+        access = range_access(clock_col, start or _OPEN_START, end or _OPEN_END, local)
     buffer = await read_buffer(session, ln, access)
     if not isinstance(buffer, list):
         raise DecodeError(f"profile {ln}: buffer is {type(buffer).__name__}, not an array")
@@ -244,7 +251,8 @@ async def read_meter(
         if limit is not None and first > limit:
             out.remaining.append((first, last))  # the meter has not closed these yet
             continue
-        access = range_access(columns[clock_index], from_epoch(first), from_epoch(last))
+        local = None if session.range_deviation else tz
+        access = range_access(columns[clock_index], from_epoch(first), from_epoch(last), local)
         buffer = await read_buffer(session, prof.obis, access)
         rows = profile_rows(buffer, columns, prof.period_s, clock_index)
         _take_rows(out, rows, meter_id, group, specs, first, last, limit, tz)

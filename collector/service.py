@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from collector import gap_planner
 from collector.batching import Batcher
+from collector.credentials import with_stored_secrets
 from collector.jobs import MeterJob, RunStats, RunSummary, log, log_event
 from collector.link_locks import LinkArbiter
 from collector.plan import Group, Plan
@@ -173,7 +174,8 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
     """The :class:`Session` settings of the meter's profile (none without one): PDU size,
-    logical or short names, trailing bytes accepted or not, the clock deviation's sign."""
+    logical or short names, trailing bytes accepted or not, the clock deviation's sign, range
+    bounds with a deviation or without."""
     model = plan.meter_profile(meter)
     if model is None:
         return {}
@@ -182,6 +184,7 @@ def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
         "referencing": "sn" if model.referencing == "sn" else "ln",
         "accept_trailing": model.accept_trailing_bytes,
         "inverted_deviation": model.inverted_deviation,
+        "range_deviation": model.range_deviation,
     }
 
 
@@ -309,6 +312,9 @@ class Collector:
         try:
             if meters is None:
                 meters = await self._db(functools.partial(self.db.meters, enabled_only=True))
+            self.secrets = await self._db(
+                with_stored_secrets, self.secrets, list(meters), self._open_store
+            )
             if any(m.security_profile == SECURE_PROFILE for m in meters):
                 # Raises KeyStoreError (no/bad master key) before any session starts.
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))
@@ -465,6 +471,9 @@ class Collector:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _open_store(self) -> KeyStore:
+        return KeyStore(self.db, self.master_key())
 
     def _security_batch(self, meter_ids: Sequence[str]) -> list[SecurityContext | NoKeys]:
         """Fresh contexts for a batch of secured sessions, their counter blocks reserved in

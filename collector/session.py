@@ -121,6 +121,7 @@ class Session:
         accept_trailing: bool = True,
         inverted_deviation: bool = False,
         referencing: Referencing = "ln",
+        range_deviation: bool = True,
     ) -> None:
         if referencing not in ("ln", "sn"):
             raise ValueError(f"referencing {referencing!r}: use 'ln' or 'sn'")
@@ -131,6 +132,9 @@ class Session:
         #: Whether the meter sends its clock deviation with the sign opposite to the Blue
         #: Book's (its meter profile says so): :meth:`read_clock` turns it round.
         self.inverted_deviation = inverted_deviation
+        #: Whether profile range reads name their bounds with a deviation (UTC, 0) or, for a
+        #: meter that matches nothing then, as local wall times without one.
+        self.range_deviation = range_deviation
         self.referencing: Referencing = referencing
         #: The SN meter's object list, read once after the association.
         self.object_list: ObjectList | None = None

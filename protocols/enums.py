@@ -48,6 +48,7 @@ class InterfaceClass(IntEnum):
     ASSOCIATION_SN = 12
     ASSOCIATION_LN = 15
     IMAGE_TRANSFER = 18
+    PUSH_SETUP = 40
     DISCONNECT_CONTROL = 70
 
 

@@ -370,6 +370,8 @@ class HdlcTcpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A client that reconnects at once after giving up may arrive before this side saw
         # the old connection close: wait that long for the line, then refuse as busy.
+        if self._line.locked():
+            self.stats.line_contended += 1
         self.clients.arrived(writer)
         try:
             try:

@@ -32,7 +32,9 @@ replayed or lower client counter → ExceptionResponse invocation-counter-error 
 counter expected (in the AARE's user-information during association); a ciphered request
 whose tag does not verify → ExceptionResponse deciphering-error; an unciphered request on a
 ciphered association → ExceptionResponse service-not-allowed. A meter made with
-``require_security`` refuses unciphered AARQs (application-context-name-not-supported).
+``require_security`` refuses unciphered AARQs (application-context-name-not-supported) but the
+public client's without authentication, which may read only the logical device name and the
+frame counter 0.0.43.1.0.255 (the counter recovery of a head-end that lost its own).
 
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
@@ -51,9 +53,17 @@ import os
 from collections.abc import Callable
 
 from protocols import security
+from protocols.cosem import CosemDateTime
 from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResult, Mechanism
-from protocols.errors import DataAccessError
-from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
+from protocols.errors import DataAccessError, DecodeError
+from protocols.xdlms import (
+    AccessSelection,
+    ActionRequest,
+    GetListRequest,
+    GetRequest,
+    RangeAccess,
+    SetRequest,
+)
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from protocols.xdlms.sn import ReadRequest, WriteRequest
 from simulator import model, objects, short_names
@@ -86,6 +96,9 @@ SN_SERVER_CONFORMANCE = (
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024
 
+#: An A-XDR array of no elements: a profile buffer that matched no entry.
+EMPTY_ARRAY = b"\x01\x00"
+
 
 class SimulatedMeter:
     """One meter of the fleet: identity and the little state that SET/ACTION change.
@@ -102,6 +115,7 @@ class SimulatedMeter:
         "client_system_title",
         "energy",
         "meter_id",
+        "on_push",
         "quirks",
         "require_security",
         "seed",
@@ -124,6 +138,9 @@ class SimulatedMeter:
         self.require_security = require_security
         self.client_system_title = client_system_title
         self._state: objects.MeterState | None = None
+        #: Hears an ACTION push: (meter, push setup logical name, true time); the fleet's
+        #: pusher sends the notification (None: nobody does).
+        self.on_push: Callable[[SimulatedMeter, bytes, float], None] | None = None
 
     @property
     def keys(self) -> model.MeterKeys:
@@ -222,6 +239,7 @@ class MeterSession:
             keys=meter.security_keys,
             client_system_title=meter.client_system_title,
             require_security=meter.require_security,
+            announce_system_title=not meter.quirks.omit_system_title,
         )
         self.association = ServerAssociation(
             settings, _Policy(meter, client_sap), lambda: meter.state, random_bytes
@@ -346,7 +364,17 @@ class MeterSession:
             energy=meter.energy,
             power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
             firmware_rollback=meter.quirks.firmware_rollback,
+            push_describes=not meter.quirks.push_without_object_list,
+            push_now=self._push_now(now),
+            restricted=meter.require_security and not association.ciphered,
         )
+
+    def _push_now(self, now: float) -> Callable[[bytes], None] | None:
+        meter = self.meter
+        hears = meter.on_push
+        if hears is None:
+            return None
+        return lambda name: hears(meter, name, now)
 
     def _read(
         self,
@@ -360,6 +388,8 @@ class MeterSession:
         obj = ctx.objects.get(bytes(obis))
         if obj is None or obj.class_id != class_id:
             return DataAccessResult.OBJECT_UNDEFINED
+        if self.meter.quirks.range_without_deviation and _bounds_carry_deviation(access):
+            return EMPTY_ARRAY
         try:
             return objects.get_attribute(ctx, obj, attribute, access)
         except DataAccessError as exc:
@@ -430,3 +460,16 @@ class MeterSession:
         except PowerCut:
             return None
         return DataAccessResult.SUCCESS
+
+
+def _bounds_carry_deviation(access: AccessSelection | None) -> bool:
+    """Whether a range read names its bounds with a clock deviation (the range-without-
+    deviation quirk matches nothing then); bounds that are no date-time are left to the
+    object, which refuses them."""
+    if not isinstance(access, RangeAccess):
+        return False
+    try:
+        bounds = [CosemDateTime.from_bytes(bytes(v)) for v in (access.from_value, access.to_value)]
+    except DecodeError:
+        return False
+    return any(b.deviation is not None for b in bounds)

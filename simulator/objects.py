@@ -15,7 +15,10 @@ per-phase instantaneous voltage/current/active power 1.0.32/31/21.7.0.255 (L1), 
 doc/ReadMe.md. Standard event log 0.0.99.98.0.255 as in several IDIS clients, where
 0.0.99.98.1.255 is the *fraud detection* log, so the power-failure log uses the DSMR/IDIS power
 failure event log code 1.0.99.97.0.255 (smeterd, above) instead. AMR profile status
-0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming.
+0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming. The frame counter of the
+management client's security setup, 0.0.43.1.0.255 (Data, the highest client invocation
+counter accepted), is what a secured meter lets its public client read unciphered (Green Book
+invocation counter objects 0.0.43.1.e.255), and nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
 
 from protocols import axdr
 from protocols.axdr import encode_length
@@ -33,7 +39,7 @@ from protocols.cosem import CosemDateTime
 from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
-from simulator import image_transfer, model
+from simulator import image_transfer, model, push_setup
 from simulator.areas import ORDINARY, Energy
 
 # Data-Access-Result codes and interface classes, by their short names in this module.
@@ -55,6 +61,7 @@ CLOCK = InterfaceClass.CLOCK
 ASSOCIATION_LN = InterfaceClass.ASSOCIATION_LN
 DISCONNECT_CONTROL = InterfaceClass.DISCONNECT_CONTROL
 IMAGE_TRANSFER = InterfaceClass.IMAGE_TRANSFER
+PUSH_SETUP = InterfaceClass.PUSH_SETUP
 
 # Units (Blue Book unit enumeration).
 UNIT_W = 27
@@ -103,6 +110,9 @@ OBIS_LOAD_PROFILE = obis("1.0.99.1.0.255")
 OBIS_BILLING = obis("1.0.98.1.0.255")
 OBIS_EVENT_LOG = obis("0.0.99.98.0.255")
 OBIS_POWER_FAILURE_LOG = obis("1.0.99.97.0.255")
+OBIS_FRAME_COUNTER = obis("0.0.43.1.0.255")
+#: What the public client of a secured meter may read without ciphering.
+SECURED_PUBLIC_READ = frozenset({OBIS_LDN, OBIS_FRAME_COUNTER})
 #: (voltage, current, power) OBIS per phase.
 OBIS_PHASE = tuple(
     (obis(f"1.0.{v}.7.0.255"), obis(f"1.0.{i}.7.0.255"), obis(f"1.0.{p}.7.0.255"))
@@ -179,6 +189,8 @@ class MeterState:
     server_invocation_counter: int = 0
     #: Active firmware and the image transfer object (``simulator.image_transfer``).
     firmware: image_transfer.Firmware = field(default_factory=image_transfer.Firmware)
+    #: Push setups the head-end changed (``simulator.push_setup``), by logical name.
+    push_setups: dict[bytes, push_setup.PushSetupState] = field(default_factory=dict)
 
     @property
     def output_state(self) -> bool:
@@ -267,6 +279,13 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
             IMAGE_TRANSFER, 0, OBIS_IMAGE_TRANSFER, 7, 4, False, invocable=frozenset({1, 2, 3, 4})
         )
     )
+    objs.extend(
+        CosemObject(
+            PUSH_SETUP, 0, name, 7, 1, False, frozenset(range(2, 8)), invocable=frozenset({1})
+        )
+        for name in push_setup.NAMES
+    )
+    objs.append(CosemObject(DATA, 0, OBIS_FRAME_COUNTER, 2))
     return {o.obis: o for o in objs}
 
 
@@ -294,41 +313,57 @@ def _columns_value(columns: Sequence[Column]) -> bytes:
     )
 
 
-_U64 = struct.Struct(">BQ")
-_U8 = struct.Struct(">BB")
+#: The kinds of cell a profile buffer holds: the clock (an octet-string of a 12-byte
+#: date-time), an unsigned and a long64-unsigned.
+CellKind = Literal["dt", "u8", "u64"]
+_CELL_TAG = {"u8": axdr.UNSIGNED, "u64": axdr.LONG64_UNSIGNED}
 
 
-def _cell_dt(v: Any) -> bytes:
-    return b"\x09\x0c" + datetime_bytes(v)
+@lru_cache(maxsize=16384)
+def _stamp_bytes(t: int) -> bytes:
+    """A capture stamp's date-time; every meter's buffer holds the same few thousand."""
+    return datetime_bytes(t)
 
 
-def _cell_u8(v: Any) -> bytes:
-    return _U8.pack(axdr.UNSIGNED, v)
-
-
-def _cell_u64(v: Any) -> bytes:
-    return _U64.pack(axdr.LONG64_UNSIGNED, v)
+@lru_cache(maxsize=64)
+def _row_dtype(kinds: tuple[CellKind, ...]) -> np.dtype[Any]:
+    """One buffer entry as A-XDR, as a record: structure tag and count, then per cell its
+    type tag (and length) and the big-endian value."""
+    fields: list[tuple[str, str]] = [("tag", "u1"), ("count", "u1")]
+    for i, kind in enumerate(kinds):
+        if kind == "dt":
+            fields += [(f"t{i}", "u1"), (f"n{i}", "u1"), (f"v{i}", "S12")]
+        else:
+            fields += [(f"t{i}", "u1"), (f"v{i}", "u1" if kind == "u8" else ">u8")]
+    return np.dtype(fields)
 
 
 def _encode_rows(
-    rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]], picks: Sequence[int]
+    rows: Sequence[tuple[int, ...]], kinds: Sequence[CellKind], picks: Sequence[int]
 ) -> bytes:
-    """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
-    out = bytearray(b"\x01")
-    out += encode_length(len(rows))
-    head = bytearray(b"\x02")
-    head += encode_length(len(picks))
-    hb = bytes(head)
-    for row in rows:
-        out += hb
-        for p in picks:
-            out += cells[p](row[p])
-    return bytes(out)
+    """Buffer array of rows, keeping the columns at ``picks``: the hot path of every profile
+    read, so the entries are laid out as one NumPy record array instead of cell by cell."""
+    head = b"\x01" + encode_length(len(rows))
+    if not rows:
+        return head
+    chosen = tuple(kinds[p] for p in picks)
+    out = np.empty(len(rows), _row_dtype(chosen))
+    out["tag"] = axdr.STRUCTURE
+    out["count"] = len(picks)
+    columns = list(zip(*rows, strict=True))
+    for i, (p, kind) in enumerate(zip(picks, chosen, strict=True)):
+        if kind == "dt":
+            out[f"t{i}"], out[f"n{i}"] = axdr.OCTET_STRING, 12
+            out[f"v{i}"] = [_stamp_bytes(int(t)) for t in columns[p]]
+        else:
+            out[f"t{i}"] = _CELL_TAG[kind]
+            out[f"v{i}"] = columns[p]
+    return head + out.tobytes()
 
 
-_LP_CELLS = (_cell_dt, _cell_u8, _cell_u64, _cell_u64, _cell_u64, _cell_u64)
-_BILLING_CELLS = (_cell_dt,) + (_cell_u64,) * 8
-_EVENT_CELLS = (_cell_dt, _cell_u8)
+_LP_CELLS: tuple[CellKind, ...] = ("dt", "u8", "u64", "u64", "u64", "u64")
+_BILLING_CELLS: tuple[CellKind, ...] = ("dt",) + ("u64",) * 8
+_EVENT_CELLS: tuple[CellKind, ...] = ("dt", "u8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +373,7 @@ _EVENT_CELLS = (_cell_dt, _cell_u8)
 @dataclass(slots=True, frozen=True)
 class _Profile:
     columns: tuple[Column, ...]
-    cells: tuple[Callable[[Any], bytes], ...]
+    cells: tuple[CellKind, ...]
     period: int
     capacity: int
 
@@ -494,6 +529,17 @@ class Context:
     power_cut_after_blocks: int | None = None
     #: The firmware rollback quirk: activation succeeds, the old firmware stays active.
     firmware_rollback: bool = False
+    #: Push setups headed by their own object list (False: the push_without_object_list quirk).
+    push_describes: bool = True
+    #: Where an ACTION push goes (the fleet's pusher); None: nobody sends it.
+    push_now: Callable[[bytes], None] | None = None
+
+    def setup(self, name: bytes) -> push_setup.PushSetupState:
+        """Push setup ``name`` as configured, or its factory setting."""
+        return push_setup.current(self.state.push_setups, name, self.push_describes)
+
+    #: An unciphered association of a secured meter: only SECURED_PUBLIC_READ is readable.
+    restricted: bool = False
 
     def registers(self) -> model.Registers:
         """The energy registers at ``meter_time``: computed once per request, since a
@@ -561,7 +607,9 @@ def get_attribute(
     """Encoded value of one attribute, or raise the DataAccessError to answer with."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
-    if not obj.can_read(attribute, ctx.management):
+    if not obj.can_read(attribute, ctx.management) or (
+        ctx.restricted and obj.obis not in SECURED_PUBLIC_READ
+    ):
         raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
     if access is not None and attribute not in obj.selective:
         raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "selective access")
@@ -576,6 +624,8 @@ def get_attribute(
             return _enc(axdr.visible(spec.serial_number))
         if name == OBIS_FIRMWARE_ID:
             return _enc(axdr.octets(ctx.state.firmware.active))
+        if name == OBIS_FRAME_COUNTER:
+            return _enc(axdr.u32(max(ctx.state.client_invocation_counter, 0)))
         if name == OBIS_STATUS:
             return _enc(axdr.u8(0 if model.powered(spec, t) else model.STATUS_POWER_DOWN))
         last = model.events(spec, t - EVENT_LOG_DAYS * model.DAY, t + 1)
@@ -617,6 +667,8 @@ def get_attribute(
         return _enc(axdr.enum(CONTROL_MODE))
     if cid == IMAGE_TRANSFER:
         return image_transfer.get_attribute(ctx.state.firmware, attribute, _block_size(ctx))
+    if cid == PUSH_SETUP:
+        return push_setup.get_attribute(ctx.setup(name), attribute)
     return _association_attribute(ctx, attribute)
 
 
@@ -687,11 +739,20 @@ def _association_attribute(ctx: Context, attribute: int) -> bytes:
 def set_attribute(
     ctx: Context, obj: CosemObject, attribute: int, data: bytes, true_now: float
 ) -> None:
-    """Apply a SET (only the clock time is writable), or raise the DataAccessError."""
+    """Apply a SET (the clock time, push setups), or raise the DataAccessError."""
     if attribute < 1 or attribute > obj.attributes:
         raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
     if not obj.can_write(attribute, ctx.management):
         raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
+    if obj.class_id == PUSH_SETUP:
+
+        def has(class_id: int, name: bytes, attr: int) -> bool:
+            o = ctx.objects.get(name)
+            return o is not None and o.class_id == class_id and 1 <= attr <= o.attributes
+
+        changed = push_setup.set_attribute(ctx.setup(obj.obis), obj.obis, attribute, data, has)
+        ctx.state.push_setups[obj.obis] = changed
+        return
     try:
         value = axdr.decode(data)
         if not isinstance(value, bytes) or len(value) != 12:
@@ -717,6 +778,11 @@ def invoke(
     state = ctx.state
     if obj.class_id == DISCONNECT_CONTROL:
         state.control_state = DISCONNECTED if method == 1 else CONNECTED
+        return
+    if obj.class_id == PUSH_SETUP:
+        push_setup.check_push_parameter(param)
+        if ctx.push_now is not None:
+            ctx.push_now(obj.obis)
         return
     if obj.class_id == IMAGE_TRANSFER:
         image_transfer.invoke(

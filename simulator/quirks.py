@@ -15,6 +15,9 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 | ``power_cut_after_blocks`` | loses power once it holds N blocks of an image: the link drops unanswered, the blocks stay |
 | ``firmware_rollback`` | reports an image activated but keeps running its old firmware |
+| ``omit_system_title`` | leaves its system title out of the AARE of a ciphered association |
+| ``range_without_deviation`` | matches no entry in a range read whose bounds carry a clock deviation |
+| ``push_without_object_list`` | pushes only the values: its push setups' object lists are not headed by themselves |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.
@@ -41,6 +44,9 @@ class Quirks:
     power_cut_after_blocks: int | None = None
     firmware_rollback: bool = False
     short_names: bool = False
+    range_without_deviation: bool = False
+    omit_system_title: bool = False
+    push_without_object_list: bool = False
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -73,6 +79,13 @@ NAMED: dict[str, Quirks] = {
     "power-cut-mid-transfer": Quirks(power_cut_after_blocks=8),
     # A meter that falls back to its old firmware after activating a new one.
     "firmware-rollback": Quirks(firmware_rollback=True),
+    # A meter whose profile range reads only work with bounds of deviation "not specified":
+    # bounds that carry a deviation (hes sends UTC, deviation 0) select nothing.
+    "range-without-deviation": Quirks(range_without_deviation=True),
+    # A meter whose AARE names no responding-AP-title: its system title comes from the key store.
+    "omit-system-title": Quirks(omit_system_title=True),
+    # Data-Notifications carrying only the values, without the push object list.
+    "push-without-object-list": Quirks(push_without_object_list=True),
 }
 
 

@@ -53,6 +53,10 @@ class ServerStats:
     bytes_rx: int = 0
     bytes_tx: int = 0
     rejected_busy: int = 0
+    #: Connections to a bus that found another session on the line (each one a second
+    #: session at once, waited for or refused): a head-end keeping one session per bus
+    #: never makes one.
+    line_contended: int = 0
     refused: int = 0
     #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
     segments_rx: int = 0

@@ -200,15 +200,23 @@ def register_node(
 
 
 def heartbeat(
-    db: DatabaseHandle, name: str, *, jobs_held: int, links_held: int, sessions: int
+    db: DatabaseHandle,
+    name: str,
+    *,
+    jobs_held: int,
+    links_held: int,
+    sessions: int,
+    http: str | None = None,
 ) -> str | None:
     """The node is alive, with this load; returns its state (``draining`` when an operator
     asked it to drain), None when its row is gone."""
     rows = _rows(
         db,
         "UPDATE cluster_nodes SET heartbeat_at = clock_timestamp(), jobs = :jobs, "
-        "links = :links, sessions = :sessions WHERE name = :name RETURNING state",
+        "links = :links, sessions = :sessions, http = coalesce(:http, http) "
+        "WHERE name = :name RETURNING state",
         name=name,
+        http=http,
         jobs=jobs_held,
         links=links_held,
         sessions=sessions,
@@ -379,7 +387,8 @@ def claim(
         db,
         "UPDATE jobs j SET state = 'running', started_at = clock_timestamp(), "
         f"attempts = j.attempts + 1, owner = :node, lease_until = {_LEASE} FROM ("
-        "SELECT id FROM jobs WHERE ((state = 'queued' AND (not_before IS NULL OR "
+        "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND ((state = 'queued' "
+        "AND (not_before IS NULL OR "
         "not_before <= clock_timestamp())) OR (state = 'running' AND lease_until < "
         f"clock_timestamp())) {urgent}ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ") c WHERE j.id = c.id RETURNING j.id",

@@ -12,9 +12,10 @@ Two keys make submission idempotent:
   same key again returns the first job instead of making a second, so a retried disconnect
   never toggles a relay twice; the same key with other parameters is refused
   (:class:`IdempotencyConflict`).
-* ``(schedule, tick)``: a scheduled run is one job per schedule and tick, so a tick caught up
-  after downtime, or planned twice, is enqueued once; :func:`last_tick` tells the scheduler
-  where it stopped.
+* ``(schedule, tick, link)``: a scheduled run is one job per schedule and tick (``link``
+  is "" in the embedded service; a cluster stores a tick as one job per link,
+  :mod:`storage.cluster`), so a tick caught up after downtime, or planned twice, is
+  enqueued once; :func:`last_tick` tells the scheduler where it stopped.
 
 On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
 :data:`SCHEDULED`.
@@ -67,13 +68,24 @@ from sqlalchemy import (
     update,
 )
 
+from contracts.meters import parse_host_port
+from protocols import push_setup as ps
 from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
 
 #: What a job can be asked to do.
-KINDS = ("collect", "read", "events", "clock_sync", "disconnect", "reconnect", "firmware")
+KINDS = (
+    "collect",
+    "read",
+    "events",
+    "clock_sync",
+    "disconnect",
+    "reconnect",
+    "firmware",
+    "push_setup",
+)
 #: Kinds that change something on a meter: they need the operator role and an audit entry.
-COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "firmware")
+COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "firmware", "push_setup")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 ORIGINS = ("schedule", "api", "cli")
@@ -186,9 +198,19 @@ PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "reconnect": {},
     # The image file on the service's host, the identifier it becomes, sessions per meter.
     "firmware": {"image": str, "identifier": str, "sessions": int},
+    # The push setup (default the alarm push 0.0.25.9.0.255), what to SET (as ``hes push
+    # set`` takes it: HOST:PORT, START/END windows, CLASS/OBIS/ATTRIBUTE objects; none: only
+    # read it back and store it), and whether to invoke push.
+    "push_setup": {
+        "setup": str,
+        "destination": str,
+        "windows": list,
+        "objects": list,
+        "trigger": bool,
+    },
 }
 #: Kinds that act on named meters only (never on the whole fleet by accident).
-NEEDS_METERS = ("read", "disconnect", "reconnect", "firmware")
+NEEDS_METERS = ("read", "disconnect", "reconnect", "firmware", "push_setup")
 
 
 def _instant(value: Any, field: str) -> datetime:
@@ -201,6 +223,24 @@ def _instant(value: Any, field: str) -> datetime:
     if instant.tzinfo is None:
         raise JobError(f"{field} {value!r} needs a UTC offset (e.g. Z or +08:00)", field)
     return instant
+
+
+def _check_push_setup(params: Mapping[str, Any]) -> None:
+    setup = params.get("setup", ".".join(str(b) for b in ps.ALARM_PUSH_SETUP))
+    parts = setup.split(".")
+    if len(parts) != 6 or parts[2:4] != ["25", "9"] or not all(p.isdigit() for p in parts):
+        raise JobError(f"params.setup {setup!r} is not a push setup 0.b.25.9.0.255", "params.setup")
+    if "destination" in params:
+        try:
+            parse_host_port(params["destination"], default_port=4060)
+        except ValueError as exc:
+            raise JobError(f"params.destination: {exc}", "params.destination") from None
+    for key, parse in (("windows", ps.parse_window), ("objects", ps.parse_object)):
+        for item in params.get(key, []):
+            try:
+                parse(item if isinstance(item, str) else repr(item))
+            except ValueError as exc:
+                raise JobError(f"params.{key}: {exc}", f"params.{key}") from None
 
 
 def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | None) -> None:
@@ -234,6 +274,8 @@ def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | N
         sessions = params.get("sessions", 3)
         if isinstance(sessions, bool) or not 1 <= sessions <= 10:
             raise JobError("params.sessions must be 1 to 10", "params.sessions")
+    if kind == "push_setup":
+        _check_push_setup(params)
     if kind == "collect" and "until" in params:
         _instant(params["until"], "params.until")
     if kind == "read" and "profile" in params:

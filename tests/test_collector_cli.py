@@ -34,7 +34,7 @@ from test_collector_fleet import (
 
 from app.collect import CollectOptions, collect_async
 from collector.inventory import import_inventory
-from collector.mqtt import iso_utc
+from collector.mqtt_payloads import iso_utc
 from collector.plan import load_plan
 from simulator.faults import FaultPlan, FaultSpec
 from storage.database import open_database

@@ -404,7 +404,7 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--tcp", "127.0.0.1:4059", "--serial", "/dev/ttyUSB0"], "give exactly one of"),
         (["--tcp", "127.0.0.1:http"], "port 'http' is not a number"),
         (["--tcp", "127.0.0.1:4059", "--from", "yesterday"], "--from: 'yesterday' is not an ISO"),
-        (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none or lls"),
+        (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none, lls or hls-gmac"),
         (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "11"], "--max-pdu-size 11: give 12..65535"),
         (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "70000"], "--max-pdu-size 70000: give"),
         (["--tcp", "127.0.0.1:4059", "--max-info-field", "64"], "--max-info-field is an HDLC"),

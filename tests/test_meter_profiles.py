@@ -296,6 +296,7 @@ def test_collector_takes_frames_clock_and_channels_from_the_meter_profile(
         "referencing": "ln",
         "accept_trailing": False,
         "inverted_deviation": True,
+        "range_deviation": True,
     }
     assert session_options(_record(None), plan) == {}
     with pytest.raises(ValueError, match="no meter profile 'gone'"):

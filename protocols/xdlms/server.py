@@ -100,8 +100,12 @@ class ServerSettings:
     system_title: bytes | None = None
     keys: security.SecurityKeys | None = None
     client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE
+    #: Refuse unciphered associations, except the public client's without authentication.
     require_security: bool = False
     short_names: bool = False
+    #: False: the AARE leaves out the responding-AP-title, as some meters do; the client must
+    #: know the meter's system title from elsewhere (its key store).
+    announce_system_title: bool = True
 
 
 @dataclass(slots=True, frozen=True)
@@ -318,9 +322,13 @@ class ServerAssociation(ShortNameServing):
             return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         if request.ciphered or request.ciphered_initiate is not None:
             return self._ciphered_aarq(request)
-        if self.settings.require_security:
-            return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         mech = request.mechanism
+        if self.settings.require_security and (
+            mech != Mechanism.NONE or self.policy.refuse(mech, False) is not None
+        ):
+            # Only the public client (no authentication) may associate unciphered with a
+            # secured meter: it reads the frame counter a head-end recovers its counter from.
+            return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         if mech not in (Mechanism.NONE, Mechanism.LLS):
             return self._reject(AcseDiagnostic.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED)
         refused = self.policy.refuse(mech, False)
@@ -420,7 +428,7 @@ class ServerAssociation(ShortNameServing):
             conformance=self.conformance,
             max_pdu_size=settings.max_pdu_size,
             authentication=self.authentication,
-            system_title=self._system_title(),
+            system_title=self._system_title() if settings.announce_system_title else None,
             challenge=self.server_challenge,
             ciphered=True,
             user_information=response,

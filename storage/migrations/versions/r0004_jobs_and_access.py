@@ -1,7 +1,7 @@
 """Version 4: the service's jobs (storage.jobs), API tokens and audit (storage.access).
 
 The job table as version 4 defined it, frozen here rather than taken from
-``storage.jobs`` (which holds the newest shape): revision 0012 adds the cluster columns
+``storage.jobs`` (which holds the newest shape): revision 0013 adds the cluster columns
 and must meet the version-4 table.
 
 Revision ID: 0004

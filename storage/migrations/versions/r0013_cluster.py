@@ -1,4 +1,4 @@
-"""Version 12: cluster mode (storage.cluster): job leases, link leases, nodes, the leader.
+"""Version 13: cluster mode (storage.cluster): job leases, link leases, nodes, the leader.
 
 The job table gets the link a tick's job reads (one job per link and tick, so the unique
 key becomes schedule, tick and link) and the lease of the node running it; three new
@@ -6,7 +6,7 @@ tables hold the nodes, the link leases of the buses and the leader's lease. SQLi
 the same shape (its table is rebuilt to change the unique key), though only PostgreSQL
 runs the cluster: the tables are frozen here, as revision 0001 froze version 1.
 
-Revision ID: 0012
+Revision ID: 0013
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlalchemy import CheckConstraint, Column, Float, Integer, String
 
 from storage.schema import UtcDateTime
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
