@@ -166,7 +166,9 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
         except TimeoutError as exc:
             raise AssertionError(f"{exc}; killed {killed}; {diagnosis()}") from None
         finished = query(pg, schema, "SELECT id, state, owner FROM jobs WHERE id = ANY(%s)", held)
-        assert {(state, owner != killed) for _, state, owner in finished} == {("done", True)}
+        assert {(state, owner != killed) for _, state, owner in finished} == {("done", True)}, (
+            f"killed {killed}, held {held}: {diagnosis()}"
+        )
     finally:
         stop_nodes(nodes)
         stats = sim.stop()
@@ -175,11 +177,11 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
     db = open_database(pg_url)
     try:
         for number in numbers:
-            assert stored_vs_truth(db, number, day) == []
+            assert stored_vs_truth(db, number, day) == [], f"killed {killed}: {diagnosis()}"
         truth = sum(
             len(model.ground_truth(n, SEED, start.timestamp(), end.timestamp()).load_profile)
             for n in numbers
         )
-        assert db.count_interval_values() == 4 * truth
+        assert db.count_interval_values() == 4 * truth, f"killed {killed}: {diagnosis()}"
     finally:
         db.close()
