@@ -60,6 +60,8 @@ def build_spec(
     gbt_window: int = 0,
     hdlc_window: int = 1,
     hdlc_max_info: int = 128,
+    tcp_device: str = "lo",
+    bus_host: str = "127.0.0.1",
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -123,6 +125,8 @@ def build_spec(
         first_meter=first_meter,
         tcp_port=port,
         first_address=first_address,
+        tcp_device=tcp_device,
+        bus_host=bus_host,
         bus_port=bus_port,
         bus_endpoint="pty" if pty else "tcp",
         secure_share=secure_share,
@@ -202,6 +206,16 @@ def simulate_command(
     first_address: Annotated[
         str, typer.Option(help="loopback address of the first GPRS meter")
     ] = "127.1.0.1",
+    tcp_device: Annotated[
+        str,
+        typer.Option(
+            help="network device the GPRS meters answer on: lo, or (a test's network "
+            "namespace) the device their private address range is routed to"
+        ),
+    ] = "lo",
+    bus_host: Annotated[str, typer.Option(help="address the buses' TCP ports listen on")] = (
+        "127.0.0.1"
+    ),
     bus_port: Annotated[
         int, typer.Option(help="TCP port of bus 0, bus b on port+b (0: free ports)")
     ] = 0,
@@ -319,6 +333,8 @@ def simulate_command(
             gbt_window=gbt_window,
             hdlc_window=hdlc_window,
             hdlc_max_info=hdlc_max_info,
+            tcp_device=tcp_device,
+            bus_host=bus_host,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -27,6 +27,11 @@ on this Linux (kernel 6.18, root without CAP_SYS_RESOURCE, hard open-file limit 
 So the fleet uses the ``SO_BINDTODEVICE`` socket, and falls back to one socket per address
 (as many as the open-file limit allows) where that option is refused (no CAP_NET_RAW).
 
+On test hosts made of network namespaces (``bench.netns``) the collector is on another host,
+which cannot reach this one's 127.x. There ``tcp_device`` names the host's veth, and the
+meters take a private range (10.77.0.1, ...) that the host makes local (``ip route add
+local``) and the other hosts route to it: the same one socket, tied to that device.
+
 Security. ``secure_share`` of the meters (a seeded choice, exactly ``round(share * meters)``)
 refuse any association but HLS-GMAC with suite-0 ciphering from the management client; the
 inventory names them ``security_profile`` hls-gmac-suite0 with client_sap 1, and
@@ -88,6 +93,9 @@ KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title
 _METER_ID = re.compile(r"SIM(\d{9})")
 _LOOPBACK_FIRST = int(ipaddress.IPv4Address("127.0.0.1"))
 _LOOPBACK_LAST = int(ipaddress.IPv4Address("127.255.255.254"))
+_PRIVATE = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 
 
 def meter_id_text(number: int) -> str:
@@ -106,15 +114,28 @@ def meter_number(meter_id: str) -> int:
 
 
 class LoopbackRange(Sequence[str]):
-    """``count`` consecutive IPv4 loopback addresses from ``first``, without storing them."""
+    """``count`` consecutive IPv4 addresses from ``first``, without storing them.
 
-    def __init__(self, first: str, count: int) -> None:
+    Loopback addresses when served on ``lo`` (the default); served on another ``device``
+    (a test's network namespace, with the range routed to it), a private range instead.
+    """
+
+    def __init__(self, first: str, count: int, device: str = "lo") -> None:
         start = int(ipaddress.IPv4Address(first))
         if count < 0:
             raise ValueError("address count must not be negative")
-        if count and not (_LOOPBACK_FIRST <= start and start + count - 1 <= _LOOPBACK_LAST):
+        if count and device == "lo":
+            if not (_LOOPBACK_FIRST <= start and start + count - 1 <= _LOOPBACK_LAST):
+                raise ValueError(
+                    f"{count} addresses from {first} do not fit in 127.0.0.1..127.255.255.254"
+                )
+        elif count and not any(
+            int(net.network_address) < start and start + count - 1 < int(net.broadcast_address)
+            for net in _PRIVATE
+        ):
             raise ValueError(
-                f"{count} addresses from {first} do not fit in 127.0.0.1..127.255.255.254"
+                f"{count} addresses from {first} served on {device} do not fit in one "
+                "private range (10/8, 172.16/12, 192.168/16)"
             )
         self.start = start
         self.size = count
@@ -184,6 +205,9 @@ class FleetSpec:
     first_meter: int = 1
     tcp_port: int = 4059
     first_address: str = "127.1.0.1"
+    #: The network device the TCP meters answer on: ``lo``, or (a test's network namespace)
+    #: the device a private range of meter addresses is routed to.
+    tcp_device: str = "lo"
     bus_host: str = "127.0.0.1"
     #: First TCP port of the buses (bus b on ``bus_port + b``); 0 picks free ports.
     bus_port: int = 0
@@ -240,7 +264,7 @@ class FleetSpec:
                 raise ValueError(f"answer baud rate {self.answer_baudrate} must be positive")
             if self.bus_endpoint != "pty":
                 raise ValueError("an answer baud rate needs pty buses (a TCP port has no rate)")
-        LoopbackRange(self.first_address, self.served_tcp)
+        LoopbackRange(self.first_address, self.served_tcp, self.tcp_device)
         meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
 
     @property
@@ -413,7 +437,7 @@ class Fleet:
             spec.quirks,
         )
         self.faults = FaultPlan(spec.faults, spec.seed)
-        self.addresses = LoopbackRange(spec.first_address, spec.served_tcp)
+        self.addresses = LoopbackRange(spec.first_address, spec.served_tcp, spec.tcp_device)
         self.tcp: WrapperServer | None = None
         self.buses: list[HdlcBus] = []
         self.bus_servers: list[HdlcTcpServer | PtyBus] = []
@@ -442,6 +466,7 @@ class Fleet:
                     faults=self.faults,
                     release=self.pool.release,
                     hosts=self.addresses,
+                    device=spec.tcp_device,
                 )
                 await self.tcp.start()
             for b in range(spec.buses):
@@ -718,7 +743,24 @@ class Fleet:
                 bus_totals.faults[name] = bus_totals.faults.get(name, 0) + n
         if self.buses:
             out["buses"] = _stats_dict(bus_totals)
+            out["bus_lines"] = self.bus_lines()
         return out
+
+    def bus_lines(self) -> list[dict[str, Any]]:
+        """Per bus behind a TCP port: its connections, the most clients that held it at
+        once and the connections that overlapped another (1 and 0 when no bus was shared)."""
+        lines = []
+        for b, server in enumerate(self.bus_servers):
+            if isinstance(server, HdlcTcpServer):
+                lines.append(
+                    {
+                        "link_id": self.bus_link(b),
+                        "connections": server.stats.connections,
+                        "peak_clients": server.clients.peak_clients,
+                        "overlaps": server.clients.overlaps,
+                    }
+                )
+        return lines
 
 
 def _stats_dict(stats: ServerStats) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Three ways in, as in the field:
 - ``WrapperServer``: GPRS/4G-style meters, DLMS over TCP with the IEC 62056-47 wrapper. One
   server serves many meters; the meter is chosen by the connection's local address (one
   loopback address per meter) and port. Given a list of ``hosts`` it answers on all of them:
-  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``) when the system
-  allows it, otherwise one socket per address (see ``simulator.fleet`` for why).
+  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``, or the ``device``
+  a test host's range is routed to) when the system allows it, otherwise one socket per
+  address (see ``simulator.fleet`` for why).
 - ``HdlcTcpServer`` and ``PtyBus`` (:mod:`simulator.bus_server`): an RS-485 bus behind a
   terminal-server TCP port, or on a pseudo-terminal for serial test benches.
 
@@ -117,6 +118,7 @@ class WrapperServer:
         release: MeterRelease | None = None,
         hosts: Sequence[str] | None = None,
         per_address: bool = False,
+        device: str = "lo",
     ) -> None:
         self.resolve = resolve
         self.host = host
@@ -127,6 +129,8 @@ class WrapperServer:
         self.release = release
         self.hosts: Sequence[str] = hosts if hosts is not None else [host]
         self.per_address = per_address
+        #: The one device the wildcard socket answers on (``lo``: only 127.0.0.0/8).
+        self.device = device
         self.stats = ServerStats()
         #: "device" (one wildcard socket on lo) or "per-address", set by start().
         self.listen_mode = ""
@@ -147,11 +151,12 @@ class WrapperServer:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _device_socket(self) -> socket.socket | None:
-        """One socket for all of 127.0.0.0/8 on ``port``; None when the system refuses it."""
+        """One socket for every address on ``port`` of ``device``; None when the system
+        refuses it."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
             sock.bind(("0.0.0.0", self.port))
         except PermissionError:
             sock.close()
@@ -159,7 +164,7 @@ class WrapperServer:
         except OSError as exc:
             sock.close()
             raise OSError(
-                exc.errno, f"cannot listen on 127.0.0.0/8 port {self.port}: {exc.strerror}"
+                exc.errno, f"cannot listen on {self.device} port {self.port}: {exc.strerror}"
             ) from None
         sock.listen(4096)
         sock.setblocking(False)
@@ -216,7 +221,7 @@ class WrapperServer:
 
     async def _serve_socket(self, conn: socket.socket) -> None:
         local_ip, local_port = conn.getsockname()[:2]
-        if ipaddress.ip_address(local_ip) not in LOOPBACK:
+        if self.device == "lo" and ipaddress.ip_address(local_ip) not in LOOPBACK:
             conn.close()
             return
         meter = self.resolve(local_ip, local_port)

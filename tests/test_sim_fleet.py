@@ -247,7 +247,10 @@ def test_simulate_command_runs_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["stopped"] is True
+    stopped = json.loads(out.splitlines()[-1])
+    assert stopped["stopped"] is True
+    lines = stopped["stats"]["bus_lines"]
+    assert lines == [{"link_id": "bus000", "connections": 0, "peak_clients": 0, "overlaps": 0}]
 
 
 def test_simulate_command_rejects_bad_options() -> None:
