@@ -146,7 +146,8 @@ def test_three_nodes_one_killed_mid_bus_store_the_ground_truth_once(
                     if (
                         j.state == "running"
                         and not j.link.startswith("tcp:")
-                        and 0 < j.progress_done < j.progress_total
+                        # two meters to go: still running when the kill lands
+                        and 0 < j.progress_done <= j.progress_total - 2
                     ):
                         return j
                 return None

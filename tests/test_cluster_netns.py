@@ -99,14 +99,15 @@ def test_three_nodes_one_killed_store_exactly_the_ground_truth(
             nodes.append(start_node(net, name, config))
 
         def victim() -> str | None:
-            """A node in the middle of a bus: its lease held, some of its meters read."""
+            """A node in the middle of a bus: its lease held, some of its meters read and at
+            least two to go (so the job is still running when the kill lands)."""
             rows = query(
                 pg,
                 schema,
                 "SELECT l.owner FROM link_leases l JOIN jobs j ON j.owner = l.owner "
                 "AND j.link = l.link WHERE l.lease_until > clock_timestamp() "
                 "AND j.state = 'running' AND j.progress_done >= 1 "
-                "AND j.progress_done < j.progress_total LIMIT 1",
+                "AND j.progress_done + 2 <= j.progress_total LIMIT 1",
             )
             return str(rows[0][0]) if rows else None
 
