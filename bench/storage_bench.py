@@ -52,7 +52,8 @@ from collector.profile_reader import Readout
 from collector.recorder import Recorder, SessionResult
 from simulator import model
 from storage.database import Database, open_database
-from storage.records import Channel, Coverage, IntervalRead, MeterRecord, RegisterRead, SessionWrite
+from storage.interval_columns import IntervalColumns
+from storage.records import Channel, Coverage, MeterRecord, RegisterRead, SessionWrite
 
 DAY = date(2026, 3, 10)
 PERIOD_S = 900
@@ -131,13 +132,14 @@ class SessionBuilder:
         tpl = self.templates[n % len(self.templates)]
         offset = (n // len(self.templates)) * OFFSET_STEP
         m = record.meter_id
-        new_tuple = tuple.__new__  # as the profile reader builds its rows
         stamps = self.stamps
-        intervals = [
-            new_tuple(IntervalRead, (m, ch, stamps[k], v + offset, 0, status))
-            for k, status, values in tpl.rows
-            for (ch, _), v in zip(CHANNELS, values, strict=True)
-        ]
+        # as the profile reader takes a buffer: a stamps, a status and a value column per channel
+        intervals = IntervalColumns(m, [ch for ch, _ in CHANNELS], [0] * len(CHANNELS))
+        intervals.extend(
+            [stamps[k] for k, _, _ in tpl.rows],
+            [[vs[j] + offset for _, _, vs in tpl.rows] for j in range(len(CHANNELS))],
+            [status for _, status, _ in tpl.rows],
+        )
         readout = Readout(
             channels=[Channel(m, ch, unit, 0, PERIOD_S) for ch, unit in CHANNELS],
             intervals=intervals,

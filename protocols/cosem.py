@@ -32,6 +32,7 @@ __all__ = [
     "ProfileColumn",
     "ProfileRow",
     "ScalerUnit",
+    "clock_stamp",
     "parse_capture_objects",
     "profile_rows",
     "scaled_text",
@@ -484,6 +485,12 @@ def _clock_stamp(raw: Any, utc_to_local: bool) -> tuple[datetime, int | None]:
             _CLOCK_CACHE.clear()
         _CLOCK_CACHE[key] = out
     return out
+
+
+def clock_stamp(raw: Any) -> datetime:
+    """The timestamp ``profile_rows`` gives an entry whose clock column holds ``raw`` (aware if
+    the meter gave its deviation); DecodeError when ``raw`` is no single-instant date-time."""
+    return _clock_stamp(raw, False)[0]
 
 
 def profile_rows(
