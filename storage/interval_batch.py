@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -205,14 +206,29 @@ def _split_columns(
             sts = array("q", [-1 if s is None else s for s in statuses] if none else statuses)
         elif one_status is not None and not INT64_MIN <= one_status <= INT64_MAX:
             raise OverflowError(one_status)
-        # refuses a null value (TypeError) and one past 64 bits (OverflowError): the merge's
-        vals = [array("q", column) for column in columns]
+        # refuses a null value and one past 64 bits (struct.error): the merge's
+        vals = list(map(_int64s(n), columns))
         stamps = tuple(table.stamps)
         views = [(stamps, v, scaler, sts) for v, scaler in zip(vals, table.scalers, strict=True)]
-    except (TypeError, OverflowError):
+    except (TypeError, OverflowError, struct.error):
         views = [None] * k
     meter = table.meter_id
     return [((meter, c), table.channel(j), views[j]) for j, c in enumerate(table.channels)]
+
+
+@functools.lru_cache(maxsize=256)
+def _int64s(n: int) -> Callable[[Sequence[int]], array[int]]:
+    """``array("q", column)`` for columns of ``n`` integers, packed by one ``struct`` call (a
+    third of the time of ``array``'s own conversion, item by item); struct.error for a null or
+    an integer past 64 bits."""
+    pack = struct.Struct(f"={n}q").pack
+
+    def convert(column: Sequence[int]) -> array[int]:
+        out = array("q")
+        out.frombytes(pack(*column))
+        return out
+
+    return convert
 
 
 def stamps_of(part: Sequence[IntervalRead]) -> tuple[datetime, ...]:
