@@ -58,13 +58,19 @@ class Obis(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Obis:
         """Parse ``1.0.1.8.0.255`` or ``1-0:1.8.0.255`` (``*255`` and a missing F too)."""
+        hit = _PARSED.get(text) if cls is Obis else None
+        if hit is not None:
+            return hit
         parts = _OBIS_SPLIT.split(text.strip())
         if len(parts) not in (5, 6) or not all(p.isdigit() for p in parts):
             raise ValueError(f"not an OBIS code: {text!r}")
         values = [int(p) for p in parts]
         if any(v > 255 for v in values):
             raise ValueError(f"OBIS group above 255: {text!r}")
-        return cls(*values)
+        obis = cls(*values)
+        if cls is Obis and len(_PARSED) < _PARSED_MAX:
+            _PARSED[text] = obis
+        return obis
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Obis:
@@ -78,6 +84,11 @@ class Obis(NamedTuple):
 
     def __str__(self) -> str:
         return "%d.%d.%d.%d.%d.%d" % self  # noqa: UP031
+
+
+#: Codes parsed lately: a collector names the same few objects in every session of a night.
+_PARSED: dict[str, Obis] = {}
+_PARSED_MAX = 4096
 
 
 # ---------------------------------------------------------------------------
