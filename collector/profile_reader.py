@@ -251,9 +251,9 @@ async def read_meter(
             out.remaining.append((first, last))  # the meter has not closed these yet
             continue
         access = range_access(columns[clock_index], from_epoch(first), from_epoch(last))
-        buffer = await read_buffer(session, prof.obis, access)
+        cells, buffer = await session.get_columns(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
         _take_buffer(out, table, buffer, columns, clock_index, group, specs, first, last,
-                     limit, tz)  # fmt: skip
+                     limit, tz, cells)  # fmt: skip
 
 
 def _take_buffer(
@@ -268,22 +268,43 @@ def _take_buffer(
     last: int,
     limit: int | None,
     tz: tzinfo,
+    cells: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """The entries of one range's buffer into ``table``, and the coverage and what is still
-    missing into ``out``: column by column when the buffer allows it, else row by row."""
+    missing into ``out``: column by column when the buffer allows it, else row by row.
+
+    ``cells`` is the buffer decoded as its columns (:meth:`Session.get_columns`), instead of
+    ``buffer`` as rows."""
     prof = group.profile
-    taken = _take_columns(table, buffer, len(columns), clock_index, prof, specs, first, last, tz)
+    width = len(columns)
+    if cells is None:
+        cells = _transposed(buffer, width)
+    elif len(cells) != width:
+        buffer, cells = list(zip(*cells, strict=True)), None
+    taken = None
+    if cells is not None:
+        taken = _take_columns(table, cells, clock_index, prof, specs, first, last, tz)
     if taken is None:
+        if buffer is None and cells is not None:
+            buffer = list(zip(*cells, strict=True))
         rows = profile_rows(buffer, columns, prof.period_s, clock_index)
         taken = _take_rows(table, rows, prof, specs, first, last, tz)
     _account(out, taken, meter_id=table.meter_id, group=group, first=first, last=last,
              limit=limit)  # fmt: skip
 
 
+def _transposed(buffer: Any, width: int) -> list[tuple[Any, ...]] | None:
+    """The columns of a buffer of structures of ``width`` cells (None: of anything else)."""
+    if type(buffer) is not list or not buffer:
+        return None
+    if set(map(type, buffer)) != {tuple} or set(map(len, buffer)) != {width}:
+        return None
+    return list(zip(*buffer, strict=True))
+
+
 def _take_columns(
     table: IntervalColumns,
-    buffer: Any,
-    width: int,
+    cells: list[tuple[Any, ...]],
     clock_index: int,
     prof: ProfilePlan,
     specs: list[tuple[int, str, int]],
@@ -291,16 +312,11 @@ def _take_columns(
     last: int,
     tz: tzinfo,
 ) -> set[int] | None:
-    """The stamps received, the entries taken by transposing the buffer (C-level passes over
-    whole columns); None, with nothing taken, when the buffer is not plain: an entry other
-    than a structure of ``width`` cells, a null cell (compression: :func:`profile_rows` fills
-    it in), a clock cell not yet seen (or not a date-time). The same entries as
-    :func:`_take_rows` of :func:`profile_rows`, which the property tests compare."""
-    if type(buffer) is not list or not buffer:
-        return None
-    if set(map(type, buffer)) != {tuple} or set(map(len, buffer)) != {width}:
-        return None
-    cells = list(zip(*buffer, strict=True))
+    """The stamps received, the entries of a buffer's columns taken (C-level passes over
+    whole columns); None, with nothing taken, when the buffer is not plain: a null cell
+    (compression: :func:`profile_rows` fills it in) or a clock cell that is not a date-time.
+    The same entries as :func:`_take_rows` of :func:`profile_rows`, which the property tests
+    compare."""
     status_col = prof.status_column
     for col in (
         clock_index,

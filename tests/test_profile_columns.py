@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.plan import ProfilePlan
-from collector.profile_reader import _take_columns, _take_rows
+from collector.profile_reader import _take_columns, _take_rows, _transposed
 from protocols import axdr
 from protocols.cosem import CosemDateTime, profile_rows
 from protocols.errors import DecodeError
@@ -95,7 +95,10 @@ def by_columns(
     buffer: Any, prof: ProfilePlan, first: int, last: int, tz: tzinfo
 ) -> tuple[list[IntervalRead], set[int]] | None:
     table = IntervalColumns("M1", [n for _, n, _ in SPECS], [s for _, _, s in SPECS])
-    received = _take_columns(table, buffer, WIDTH, 0, prof, SPECS, first, last, tz)
+    cells = _transposed(buffer, WIDTH)
+    received = (
+        None if cells is None else _take_columns(table, cells, 0, prof, SPECS, first, last, tz)
+    )
     if received is None:
         assert len(table) == 0  # nothing taken: the row path takes the buffer
         return None
