@@ -13,6 +13,7 @@ and registers in one GET-WITH-LIST, then the profile for each missing epoch rang
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -250,7 +251,11 @@ async def read_meter(
         if limit is not None and first > limit:
             out.remaining.append((first, last))  # the meter has not closed these yet
             continue
-        access = range_access(columns[clock_index], from_epoch(first), from_epoch(last))
+        access = xdlms.RangeAccess(
+            restricting=columns[clock_index],
+            from_value=_clock_octets(first),
+            to_value=_clock_octets(last),
+        )
         cells, buffer = await session.get_columns(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
         _take_buffer(out, table, buffer, columns, clock_index, group, specs, first, last,
                      limit, tz, cells)  # fmt: skip
@@ -318,14 +323,7 @@ def _take_columns(
     The same entries as :func:`_take_rows` of :func:`profile_rows`, which the property tests
     compare."""
     status_col = prof.status_column
-    for col in (
-        clock_index,
-        *(c for c, _, _ in specs),
-        *([status_col] if status_col is not None else []),
-    ):
-        if None in cells[col]:
-            return None
-    stamped = _stamps(cells[clock_index], tz)
+    stamped = _stamps(cells[clock_index], tz)  # None for a null clock cell too
     if stamped is None:
         return None
     stamps, epochs = stamped
@@ -337,14 +335,20 @@ def _take_columns(
     values = []
     for col, _, _ in specs:
         cell = cells[col]
-        if set(map(type, cell)) != _INT_ONLY:
+        kinds = set(map(type, cell))  # a null cell is no int either: one pass finds both
+        if kinds != _INT_ONLY:
+            if _NULL in kinds:
+                return None
             cell = tuple(v if type(v) is int else None for v in cell)
         values.append(cell if keep is None else _picker(keep)(cell))
     if status_col is None:
         statuses: Sequence[int | None] = [None] * len(stamps)
     else:
         cell = cells[status_col]
-        if set(map(type, cell)) != _INT_ONLY:
+        kinds = set(map(type, cell))
+        if kinds != _INT_ONLY:
+            if _NULL in kinds:
+                return None
             cell = tuple(v if isinstance(v, int) else None for v in cell)
         statuses = cell if keep is None else _picker(keep)(cell)
     table.extend(stamps, values, statuses)
@@ -352,6 +356,7 @@ def _take_columns(
 
 
 _INT_ONLY = {int}
+_NULL = type(None)
 
 
 def _picker(keep: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
@@ -445,13 +450,21 @@ def _account(
     covered_to = first - period  # the meter answered [first, covered_to] in full
     if limit is not None and min(last, limit) >= first:
         covered_to = min(last, limit)
-        end = from_epoch(covered_to)
-        out.coverage.extend(
-            Coverage(meter_id, name, from_epoch(first), end) for name in prof.channels.values()
-        )
+        start, end = _utc(first), _utc(covered_to)
+        out.coverage.extend(Coverage(meter_id, name, start, end) for name in prof.channels.values())
     # every channel comes from the same rows: a stamp is missing on all or none
     missing = [t for t in range(covered_to + period, last + 1, period) if t not in received]
     out.remaining.extend(group_missing(missing, period))
+
+
+#: The UTC datetime of an epoch second: a night's sessions ask for the same few ranges.
+_utc = functools.lru_cache(maxsize=4096)(from_epoch)
+
+
+@functools.lru_cache(maxsize=4096)
+def _clock_octets(seconds: int) -> bytes:
+    """The date-time octets of a range bound (epoch second, UTC), as :func:`range_access`."""
+    return CosemDateTime.from_datetime(from_epoch(seconds)).to_bytes()
 
 
 def _aware(ts: datetime, tz: Any) -> datetime:

@@ -7,6 +7,7 @@ raise ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ class Obis(NamedTuple):
         return cls(*data)
 
     def __bytes__(self) -> bytes:
-        return bytes(iter(self))
+        return _octets_of(self)
 
     def __str__(self) -> str:
         return "%d.%d.%d.%d.%d.%d" % self  # noqa: UP031
@@ -89,6 +90,12 @@ class Obis(NamedTuple):
 #: Codes parsed lately: a collector names the same few objects in every session of a night.
 _PARSED: dict[str, Obis] = {}
 _PARSED_MAX = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _octets_of(obis: tuple[int, ...]) -> bytes:
+    """The logical name octets of a code (every request names one)."""
+    return bytes(tuple(obis))
 
 
 # ---------------------------------------------------------------------------
