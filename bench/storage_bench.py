@@ -50,6 +50,7 @@ from collector.jobs import MeterJob
 from collector.plan import load_plan
 from collector.profile_reader import Readout
 from collector.recorder import Recorder, SessionResult
+from collector.service import GC_THRESHOLDS
 from simulator import model
 from storage.database import Database, open_database
 from storage.interval_columns import IntervalColumns
@@ -189,7 +190,9 @@ async def _record_all(recorder: Recorder, results: Sequence[SessionResult]) -> N
 
 def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dict[str, Any]:
     """Store meters ``first .. first+count`` through the collector's recorder, built chunk by
-    chunk before each is timed; the seconds are the recorder's, building excluded."""
+    chunk before each is timed; the seconds are the recorder's, building excluded, with the
+    collection process's GC thresholds (with the default ones, full collections over the
+    harness's own objects slowed the recorder, the more so the fewer objects a session makes)."""
     ids = meter_ids(first + count)[first:]
     records = inventory(ids)
     db.upsert_meters(records)
@@ -201,6 +204,8 @@ def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dic
         nonlocal stored
         stored += rows
 
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)  # as in a collection process (``hes collect``)
     try:
         for lo in range(0, count, CHUNK_METERS):
             t0 = time.perf_counter()
@@ -218,6 +223,7 @@ def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dic
             wall += time.perf_counter() - t1
             del chunk
     finally:
+        gc.set_threshold(*thresholds)
         executor.shutdown()
     return {
         "meters": count,
