@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hes-installed
 
-.PHONY: install test lint run bench clean
+.PHONY: install test lint run bench bench-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 
 bench: install
 	$(BIN)/hes bench --out bench/results.json
+
+# Issue 15's scale-out bench: collector nodes in network namespaces (needs root).
+bench-cluster: install
+	$(BIN)/python -m bench.cluster_bench --out bench/cluster_bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis hes.db hes.db-wal hes.db-shm

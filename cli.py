@@ -8,8 +8,10 @@ named on the command line, and the whole app (``hes --help``, tests) from all of
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Iterable
+from typing import cast
 
 import typer
 
@@ -30,9 +32,19 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "reconnect": ("app.ops", "reconnect_command", False),
     "listen": ("app.ops", "listen_command", False),
     "firmware": ("app.firmware", "firmware_app", True),
+    "push": ("app.push", "push_app", True),
     "serve": ("app.serve", "serve_command", False),
     "token": ("app.tokens", "tokens_app", True),
+    "nodes": ("app.nodes", "nodes_app", True),
 }
+
+#: The bench tools, whose every error is one JSON object on stdout (a script reads it): click's
+#: own parse errors (``hes read --baud abc``) too, not only the command's.
+JSON_ERRORS = frozenset({"read", "scan"})
+
+#: click's UsageError, the base of every parse error: typer 0.29 carries its own click, older
+#: releases use click's, and either way it is the base of the BadParameter typer exports.
+UsageError = cast("type[Exception]", typer.BadParameter.__base__)
 
 HELP = "Smart-meter head-end system: DLMS/COSEM collector and meter simulator."
 
@@ -65,7 +77,22 @@ def __getattr__(name: str) -> typer.Typer:
 def main() -> None:
     """The ``hes`` entry point: only the command named on the command line is imported."""
     args = sys.argv[1:]
-    build([args[0]] if args and args[0] in COMMANDS else COMMANDS)()
+    name = args[0] if args and args[0] in COMMANDS else None
+    hes = build([name] if name else COMMANDS)
+    if name not in JSON_ERRORS:
+        hes()
+        return
+    try:
+        code = hes(standalone_mode=False)
+    except UsageError as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        typer.echo(json.dumps({"error": "usage", "detail": message}))
+        typer.echo(f"hes {name}: {message}", err=True)
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        typer.echo(json.dumps({"error": "aborted", "detail": "interrupted"}))
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

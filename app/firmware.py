@@ -26,6 +26,7 @@ from collector.operations import SelectionError, select_meters
 from collector.service import env_secret
 from contracts.meters import SECURE_PROFILE
 from protocols.security import SecurityContext
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.keystore import KeyStore, KeyStoreError, load_master_key, security_context
@@ -71,7 +72,7 @@ ConcurrencyOption = Annotated[int, typer.Option(min=1, help="meters in flight")]
 TimeoutOption = Annotated[float, typer.Option(help="seconds to wait for each response")]
 
 
-def _choose(
+def choose_meters(
     database: Database, meter: list[str] | None, file: Path | None, area: str | None, every: bool
 ) -> tuple[list[MeterRecord], SecurityFor | None]:
     """The meters asked for, and the security contexts of the secured ones (bad: exit 2)."""
@@ -126,6 +127,15 @@ def upload_command(
     max_pdu: Annotated[
         int, typer.Option("--max-pdu", min=64, max=0xFFFF, help="max PDU size the client proposes")
     ] = 0xFFFF,
+    gbt_window: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_GBT_WINDOW,
+            help="propose general-block-transfer, receiving this many GBT blocks at once: a "
+            "meter that grants it may take image blocks bigger than its PDU (0: no GBT)",
+        ),
+    ] = 0,
     concurrency: ConcurrencyOption = 10,
     timeout: TimeoutOption = 10.0,
 ) -> None:
@@ -133,7 +143,7 @@ def upload_command(
     firmware = _read_image(image, identifier)
     database = _open(db)
     try:
-        chosen, security_for = _choose(database, meter, file, area, every)
+        chosen, security_for = choose_meters(database, meter, file, area, every)
         reports = asyncio.run(
             upload_many(
                 chosen,
@@ -145,6 +155,7 @@ def upload_command(
                 sessions=sessions,
                 request_timeout=timeout,
                 max_pdu_size=max_pdu,
+                gbt_window=gbt_window,
                 security_for=security_for,
             )
         )
@@ -181,7 +192,7 @@ def status_command(
     """Read each meter's active firmware and image transfer state (blocks held, status)."""
     database = _open(db)
     try:
-        chosen, security_for = _choose(database, meter, file, area, every)
+        chosen, security_for = choose_meters(database, meter, file, area, every)
         results = asyncio.run(
             read_many(
                 chosen,

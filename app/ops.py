@@ -21,12 +21,15 @@ import typer
 
 from app.run import StopSignals, until_stopped
 from app.support import DbOption, fail, open_db
+from collector.credentials import contexts_from, with_stored_secrets
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.operations import SelectionError, run_command, select_meters
 from collector.push import PushListener
 from collector.service import env_secret
+from contracts.meters import SECURE_PROFILE
 from storage.database import Database, open_database
 from storage.errors import StorageError
+from storage.keystore import KeyStore, KeyStoreError, load_master_key
 
 MeterArgs = Annotated[
     list[str] | None, typer.Argument(help="meter ids of the inventory", show_default=False)
@@ -62,15 +65,27 @@ def _operate(
             chosen = select_meters(database, meters or [], file, group)
         except SelectionError as exc:
             raise fail(str(exc)) from None
+
+        def store() -> KeyStore:
+            return KeyStore(database, load_master_key())
+
+        secrets = with_stored_secrets(env_secret, chosen, store, every_ref=True)
+        keystore = None
+        if any(m.security_profile == SECURE_PROFILE for m in chosen):
+            try:
+                keystore = store()
+            except KeyStoreError as exc:
+                raise fail(str(exc)) from None
         results = asyncio.run(
             run_command(
                 database,
                 chosen,
                 command,
                 requested_by=by,
-                secrets=env_secret,
+                secrets=secrets,
                 concurrency=concurrency,
                 request_timeout=timeout,
+                security_for=contexts_from(keystore),
             )
         )
     except StorageError as exc:

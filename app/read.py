@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app import read_security as hls
 from app.read_profiles import jsonable, profile_json
 from collector.link_stats import diagnose
 from collector.meter_profiles import MeterProfile, MeterProfileError, ProfileLibrary, load_profile
@@ -20,8 +21,10 @@ from collector.transport import HdlcTransport, Transport, open_transport
 from contracts.meters import MODE_E_STARTUP, MeterTarget, parse_host_port
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DlmsError, DlmsTimeout, InvocationCounterRejected
-from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.hdlc import MAX_INFO_LENGTH, MAX_WINDOW
 from protocols.iec62056_21 import SignOnRequest
+from protocols.security import SecurityContext
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from protocols.xdlms.server import MIN_CLIENT_PDU
 from storage.keystore import counter_recovery
 
@@ -74,10 +77,13 @@ def _clock_json(clock: CosemDateTime, host: float) -> dict[str, Any]:
     return out
 
 
-def _error_json(exc: DlmsError) -> dict[str, Any]:
+def _error_json(exc: DlmsError, plan: hls.HlsPlan | None = None) -> dict[str, Any]:
     """The error a read ended on; a refused invocation counter says how to recover."""
     out: dict[str, Any] = {"error": exc.error_class, "detail": str(exc)}
-    if isinstance(exc, InvocationCounterRejected) and exc.expected is not None:
+    advice = hls.counter_error(exc, plan)
+    if advice is not None:
+        out.update(advice)
+    elif isinstance(exc, InvocationCounterRejected) and exc.expected is not None:
         out["expected_invocation_counter"] = exc.expected
         out["recovery"] = counter_recovery(exc.expected)
     return out
@@ -94,6 +100,7 @@ async def _read(
     timeout: float,
     profile: MeterProfile,
     referencing: Referencing = "ln",
+    security: SecurityContext | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     max_pdu_size = target.max_pdu_size
@@ -101,10 +108,13 @@ async def _read(
         transport,
         authentication=target.authentication,
         password=password,
+        security=security,
         request_timeout=timeout,
         max_pdu_size=max_pdu_size,
+        gbt_window=target.gbt_window,
         accept_trailing=profile.accept_trailing_bytes,
         inverted_deviation=profile.inverted_deviation,
+        range_deviation=profile.range_deviation,
         referencing=referencing,
     ) as session:
         association = session.association
@@ -113,12 +123,17 @@ async def _read(
             "client_max_pdu_size": max_pdu_size,
             "server_max_pdu_size": association.server_max_pdu_size,
             "referencing": referencing,
+            "general_block_transfer": session.gbt,
         }
+        if target.gbt_window:
+            negotiated["gbt_window"] = target.gbt_window
         if session.object_list is not None:
             negotiated["sn_objects"] = len(session.object_list)
         if isinstance(transport, HdlcTransport) and transport.negotiated is not None:
             negotiated["max_info_tx"] = transport.negotiated.max_info_tx
             negotiated["max_info_rx"] = transport.negotiated.max_info_rx
+            negotiated["window_tx"] = transport.negotiated.window_tx
+            negotiated["window_rx"] = transport.negotiated.window_rx
         out["negotiated"] = negotiated
         sent = time.time()
         clock = await session.read_clock()
@@ -170,10 +185,12 @@ def _link_json(transport: Transport) -> dict[str, Any]:
     return {"transport": transport.description, **transport.stats.as_json(hdlc=hdlc)}
 
 
-def _failure_json(exc: DlmsError, transport: Transport) -> dict[str, Any]:
+def _failure_json(
+    exc: DlmsError, transport: Transport, plan: hls.HlsPlan | None = None
+) -> dict[str, Any]:
     """The error, the link counters and, for an HDLC exchange that timed out, what the
     counters say about why (nothing arrived, noise, another address answered)."""
-    out = _error_json(exc)
+    out = _error_json(exc, plan)
     if isinstance(exc, DlmsTimeout) and isinstance(transport, HdlcTransport):
         out.update(diagnose(transport.stats, transport.remote).as_json())
     out["link"] = _link_json(transport)
@@ -204,6 +221,21 @@ def _meter_profile(path: Path | None, name: str | None) -> MeterProfile:
     except (MeterProfileError, ValueError) as exc:
         raise _profile_error(str(exc)) from None
     return MeterProfile("none", "<no profile>")
+
+
+def _hls_plan(**options: Any) -> hls.HlsPlan:
+    """The keys and counter of an HLS-GMAC read; a JSON error naming the option (never a
+    key) when they cannot be had."""
+    try:
+        plan = hls.hls_plan(**options)
+    except hls.SecurityUsage as exc:
+        typer.echo(json.dumps({"error": exc.error, "detail": str(exc)}))
+        typer.echo(f"hes: {exc}", err=True)
+        raise typer.Exit(2) from None
+    path = options.get("keys_file")
+    if path is not None and not hls.file_is_private(path):
+        _stderr_line(f"hes: note: key file {path} may be read by other users (chmod 600 it)")
+    return plan
 
 
 def read_command(
@@ -258,14 +290,35 @@ def read_command(
     client_sap: Annotated[
         int | None,
         typer.Option(
+            "--client-sap",
+            "--client",
             help="client SAP: 16 public, 1 management (default: public, or the "
-            "profile's management SAP with --auth lls)"
+            "management SAP with --auth lls or hls-gmac)",
         ),
     ] = None,
-    auth: Annotated[str, typer.Option(help="authentication: none or lls")] = "none",
+    auth: Annotated[
+        str,
+        typer.Option(help="authentication: none, lls, or hls-gmac (suite-0 ciphering)"),
+    ] = "none",
     password: Annotated[
         str | None, typer.Option(help="LLS password", envvar="HES_PASSWORD")
     ] = None,
+    key_store: hls.KeyStoreOption = None,
+    keys_file: hls.KeysFileOption = None,
+    key_id: hls.KeyIdOption = None,
+    ek: hls.EkOption = None,
+    ak: hls.AkOption = None,
+    ask_keys: hls.AskKeysOption = False,
+    system_title: hls.SystemTitleOption = hls.DEFAULT_SYSTEM_TITLE,
+    server_system_title: hls.ServerTitleOption = None,
+    invocation_counter: hls.CounterOption = None,
+    recover_counter: hls.RecoverOption = False,
+    counter_obis: hls.CounterObisOption = hls.FRAME_COUNTER,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="with --key-store: the hes database", envvar="HES_DB"),
+    ] = None,
+    master_key_file: hls.MasterKeyOption = None,
     obis: Annotated[list[str] | None, typer.Option(help="register OBIS to read (repeat)")] = None,
     profile: Annotated[list[str] | None, typer.Option(help="profile OBIS to read (repeat)")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="profile range start (ISO)")] = None,
@@ -289,6 +342,17 @@ def read_command(
             "default 128)"
         ),
     ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(help="HDLC window proposed, both ways (1..7; default: the profile's, 1)"),
+    ] = None,
+    gbt_window: Annotated[
+        int | None,
+        typer.Option(
+            help="propose general-block-transfer, receiving this many GBT blocks at once "
+            f"(1..{MAX_GBT_WINDOW}; 0: no GBT; default: the profile's, 0)"
+        ),
+    ] = None,
     trace: Annotated[
         bool, typer.Option(help="print every frame to stderr: hex and what it means")
     ] = False,
@@ -308,8 +372,12 @@ def read_command(
     if len(chosen) != 1:
         raise _usage("give exactly one of --tcp, --hdlc-tcp, --serial")
     model = _meter_profile(profile_file, meter_profile)
-    if auth not in ("none", "lls"):
-        raise _usage(f"--auth {auth!r}: use none or lls")
+    if auth not in ("none", "lls", "hls-gmac"):
+        raise _usage(f"--auth {auth!r}: use none, lls or hls-gmac")
+    hls_options = (key_store, keys_file, key_id, ek, ak, server_system_title, invocation_counter)
+    hls_flags = recover_counter or ask_keys
+    if auth != "hls-gmac" and (hls_flags or any(x is not None for x in hls_options)):
+        raise _usage("key, counter and key-store options are for --auth hls-gmac")
     if referencing is None:
         referencing = model.referencing
     if referencing not in ("ln", "sn"):
@@ -338,16 +406,27 @@ def read_command(
             raise _usage("--max-info-field is an HDLC setting: use it with --hdlc-tcp or --serial")
         if not 1 <= max_info_field <= MAX_INFO_LENGTH:
             raise _usage(f"--max-info-field {max_info_field}: give 1..{MAX_INFO_LENGTH}")
+    if window is not None:
+        if tcp:
+            raise _usage("--window is an HDLC setting: use it with --hdlc-tcp or --serial")
+        if not 1 <= window <= MAX_WINDOW:
+            raise _usage(f"--window {window}: give 1..{MAX_WINDOW}")
+    gbt = model.gbt_window if gbt_window is None else gbt_window
+    if not 0 <= gbt <= MAX_GBT_WINDOW:
+        raise _usage(f"--gbt-window {gbt}: give 0 (no GBT) or 1..{MAX_GBT_WINDOW}")
+    if gbt and referencing == "sn":
+        raise _usage("--gbt-window: general-block-transfer is for LN referencing, not sn")
     if address_size is not None and address_size not in (0, 1, 2, 4):
         raise _usage(f"--address-size {address_size}: use 0, 1, 2 or 4")
-    default_sap = model.management_client_sap if auth == "lls" else model.public_client_sap
-    if profile_file is None and meter_profile is None:
+    default_sap = model.management_client_sap if auth != "none" else model.public_client_sap
+    if profile_file is None and meter_profile is None and auth != "hls-gmac":
         default_sap = 16  # no profile: the public client, as before profiles
     common: dict[str, Any] = {
         "client_sap": default_sap if client_sap is None else client_sap,
         "logical_address": model.logical_address if logical_address is None else logical_address,
         "authentication": auth,
         "max_pdu_size": pdu,
+        "gbt_window": gbt,
     }
     hdlc: dict[str, Any] = {
         "physical_address": model.physical_address
@@ -358,7 +437,7 @@ def read_command(
         "retries": retries,
         "max_info_length": model.max_info_tx if max_info_field is None else max_info_field,
         "max_info_rx": model.max_info_rx if max_info_field is None else max_info_field,
-        "window_size": model.window_size,
+        "window_size": model.window_size if window is None else window,
     }
     try:
         if tcp:
@@ -393,27 +472,56 @@ def read_command(
     start = _parse_time(from_, "--from")
     end = _parse_time(to, "--to")
     secret = password.encode() if password is not None else None
+    plan = None
+    if auth == "hls-gmac":
+        plan = _hls_plan(
+            key_store=key_store,
+            keys_file=keys_file,
+            key_id=key_id,
+            ek=ek,
+            ak=ak,
+            ask=ask_keys,
+            system_title=system_title,
+            server_system_title=server_system_title,
+            invocation_counter=invocation_counter,
+            recover=recover_counter,
+            counter_obis=counter_obis,
+            db=db,
+            master_key_file=master_key_file,
+        )
+    tracer = _stderr_line if trace else None
     try:
-        transport = open_transport(target, trace=_stderr_line if trace else None)
+        transport = open_transport(target, trace=tracer)
     except ValueError as exc:
         raise _usage(str(exc)) from None
-    try:
-        result = asyncio.run(
-            _read(
-                transport,
-                target,
-                secret,
-                registers,
-                profiles,
-                start,
-                end,
-                timeout,
-                model,
-                "sn" if referencing == "sn" else "ln",
+
+    async def run() -> dict[str, Any]:
+        security = None
+        if plan is not None:
+            security = await plan.prepare(
+                target, lambda t: open_transport(t, trace=tracer), timeout
             )
+        return await _read(
+            transport,
+            target,
+            secret,
+            registers,
+            profiles,
+            start,
+            end,
+            timeout,
+            model,
+            "sn" if referencing == "sn" else "ln",
+            security,
         )
+
+    try:
+        result = asyncio.run(run())
     except DlmsError as exc:
-        typer.echo(json.dumps(_failure_json(exc, transport)), file=sys.stdout)
+        failure = _failure_json(exc, transport, plan)
+        if plan is not None:
+            failure["security"] = plan.as_json()
+        typer.echo(json.dumps(failure), file=sys.stdout)
         raise typer.Exit(1) from None
     except (ValueError, OSError) as exc:
         # Not a meter's answer: the bench itself could not go on (a serial device that
@@ -421,6 +529,11 @@ def read_command(
         detail = f"{type(exc).__name__}: {exc}"
         typer.echo(json.dumps({"error": "internal", "detail": detail}), file=sys.stdout)
         raise typer.Exit(1) from None
+    finally:
+        if plan is not None:
+            plan.close()
+    if plan is not None:
+        result["security"] = plan.as_json()
     if profile_file is not None or meter_profile is not None:
         result["meter_profile"] = {
             "name": model.name,

@@ -91,6 +91,20 @@ def _epoch(t: datetime) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
+async def _matches_without_deviation(
+    session: Session, obis: str, start: datetime, end: datetime
+) -> bool:
+    """Whether the same range, its bounds without a deviation, gives entries (some meters
+    match nothing otherwise)."""
+    session.range_deviation = False
+    try:
+        return bool((await read_profile(session, obis, start, end)).rows)
+    except DlmsError:
+        return False
+    finally:
+        session.range_deviation = True
+
+
 async def _why_empty(
     session: Session, obis: str, start: datetime, end: datetime, meter_now: datetime, period: int
 ) -> str:
@@ -110,6 +124,12 @@ async def _why_empty(
         return f"the meter sent no entry in the range (entries_in_use unreadable: {exc})"
     if entries == 0:
         return "the profile buffer is empty (entries_in_use 0)"
+    if session.range_deviation and await _matches_without_deviation(session, obis, start, end):
+        return (
+            "the meter matches no entry when the range's bounds carry a clock deviation, but "
+            "does without one: read it with a meter profile whose clock.range_bounds is "
+            '"unspecified"'
+        )
     return (
         f"none of the meter's {entries} entries is in the range: the meter was off then, "
         "or its buffer does not reach back that far"

@@ -1,5 +1,5 @@
-"""``hes keys``: import per-meter DLMS keys into the encrypted key store, and move a meter's
-client invocation counter up after the meter refused it (``hes keys counter``).
+"""``hes keys``: import per-meter DLMS keys and LLS secrets into the encrypted key store, and
+move a meter's client invocation counter up after the meter refused it (``hes keys counter``).
 
 The output names meters and counts only; no key or key hex is ever printed, even on error.
 """
@@ -25,7 +25,9 @@ def keys_import_command(
     file: Annotated[
         Path,
         typer.Argument(
-            help="key CSV: meter_id, encryption_key, authentication_key[, system_title] (hex)"
+            help="key CSV: meter_id, encryption_key, authentication_key[, system_title]"
+            "[, lls_password] (keys in hex; lls_password: the LLS secret of the "
+            "password_ref named meter_id)"
         ),
     ],
     db: DbOption = None,
@@ -38,7 +40,8 @@ def keys_import_command(
         ),
     ] = None,
 ) -> None:
-    """Import (or rotate) meter keys; a file with any bad line imports nothing."""
+    """Import (or rotate) meter keys and LLS secrets; a file with any bad line imports
+    nothing."""
     try:
         master = load_master_key(master_key_file)
     except KeyStoreError as exc:
@@ -57,6 +60,7 @@ def keys_import_command(
                 "rows": result.rows,
                 "inserted": result.inserted,
                 "rotated": result.rotated,
+                "lls_secrets": result.lls_secrets,
                 "master_key_id": master.key_id,
             }
         )

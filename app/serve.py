@@ -9,6 +9,10 @@ Signals are this module's, not uvicorn's: SIGTERM or SIGINT stops the service fi
 job or session; sessions in flight get ``drain_s``; unfinished jobs go back to the queue),
 then the HTTP server, then flushes the MQTT outbox for a few seconds (what the broker did
 not acknowledge stays spooled for the next start). The exit code is 128 + the signal.
+
+With ``--node NAME`` (or ``[cluster] node``) the process is one node of a cluster
+(:mod:`collector.cluster`): the same loop over the shared PostgreSQL, its queue and link
+arbiter leased, the ticker run by whichever node leads.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +33,7 @@ import typer
 from app.run import StopSignals
 from app.serve_config import ConfigError, ServeConfig, load_config
 from app.support import fail, setup_json_log
+from collector.cluster import ClusterNode
 from collector.daemon import HeadEnd
 from collector.inventory import InventoryError, import_inventory
 from collector.job_queue import JobQueue
@@ -97,14 +103,25 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
     from app.api.routes import ROUTERS
 
     telemetry = Telemetry()
+    node = None
     queue = JobQueue(db)
+    if cfg.node is not None:
+        node = ClusterNode(
+            db,
+            cfg.plan,
+            cfg.node,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lease_s=cfg.lease_s,
+            gprs_batch=cfg.gprs_batch,
+            http=f"{cfg.http_host}:{cfg.http_port}",
+        )
+        queue = node.queue
     outbox = None
     if cfg.mqtt_url is not None:
+        client = f"hes-serve-{os.getpid()}" if node is None else f"hes-{node.name}-{os.getpid()}"
         outbox = MqttOutbox(
-            cfg.mqtt_spool,
-            cfg.mqtt_url,
-            client_id=f"hes-serve-{os.getpid()}",
-            topic_prefix=cfg.mqtt_prefix,
+            cfg.mqtt_spool, cfg.mqtt_url, client_id=client, topic_prefix=cfg.mqtt_prefix
         )
     headend = HeadEnd(
         db,
@@ -121,6 +138,8 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
         max_jobs=cfg.max_jobs,
         clock_threshold_s=cfg.clock_threshold_s,
         retention_days=cfg.retention_days,
+        links=None if node is None else node.links,
+        cluster=node,
     )
     ctx = ServiceContext(
         db=db,
@@ -154,13 +173,21 @@ async def _serve(cfg: ServeConfig, db: Database, signals: StopSignals) -> None:
     http = asyncio.create_task(server.serve(), name="hes-http")
     try:
         with signals.on_loop(stop):
-            await headend.wait_ready()
+            ready = asyncio.ensure_future(headend.wait_ready())
+            await asyncio.wait([ready, service], return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():  # the service ended before it was ready: say why
+                ready.cancel()
+                await service
+                return
             while not server.started:
                 if http.done():
                     await http  # raises what stopped it (a port in use: SystemExit)
                     raise OSError(f"cannot listen on {cfg.http_host}:{cfg.http_port}")
                 await asyncio.sleep(0.02)
             port = server.servers[0].sockets[0].getsockname()[1]
+            if node is not None:
+                node.http = f"{cfg.http_host}:{port}"  # the port bound, at the next heartbeat
+                _say(f"node {node.name} of the cluster in {db.safe_url}")
             _say(f"listening on http://{cfg.http_host}:{port}")
             if headend.push is not None:
                 _say(f"push alarms on {headend.push.host}:{headend.push.port}")
@@ -200,10 +227,25 @@ def serve_command(
     http: Annotated[
         str | None, typer.Option("--http", help="HOST:PORT to listen on (overrides service.http)")
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="run as this node of a cluster (PostgreSQL --db; overrides cluster.node)",
+            envvar="HES_NODE",
+        ),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            help="cluster work queue: postgresql:// (the database's job table; cluster.broker)",
+        ),
+    ] = None,
 ) -> None:
     """Run the head-end as a service: schedules, jobs, REST API, metrics and status page."""
     try:
-        cfg = load_config(config, {"db": db, "http": http})
+        cfg = load_config(config, {"db": db, "http": http}, {"node": node, "broker": broker})
     except ConfigError as exc:
         raise fail(str(exc)) from None
     setup_json_log(cfg.log_file)

@@ -11,6 +11,7 @@ with :data:`DEFAULTS`. Unknown keys are refused with the key named: a misspelt
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,19 @@ DEFAULTS: dict[str, Any] = {
     "clock_threshold_s": 10.0,
     # days of readings kept (interval, register, attempts); 0 keeps everything
     "retention_days": 0,
+}
+#: Every ``[cluster]`` key and its default (cluster mode: ``node`` or ``broker`` set).
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    # this node's name (default: the host name, when a broker is given)
+    "node": "",
+    # the work queue: postgresql://, the database's own job table (docs/scale-out.md)
+    "broker": "",
+    "lease_s": 30.0,
+    "gprs_batch": 50,
+}
+_CLUSTER_BOUNDS: dict[str, tuple[float, float]] = {
+    "lease_s": (1.0, 3600.0),
+    "gprs_batch": (1, 10_000),
 }
 _PATHS = ("mqtt_spool", "plan", "inventory", "master_key_file", "log_file")
 _PLAN_TABLES = ("collector", "retry", "timeouts", "group", "line_loss")
@@ -80,6 +94,10 @@ class ServeConfig:
     clock_threshold_s: float
     retention_days: int
     plan: Plan
+    #: Cluster mode: this node's name (None: the embedded service, one process).
+    node: str | None = None
+    lease_s: float = 30.0
+    gprs_batch: int = 50
 
 
 def _address(source: str, key: str, text: str) -> tuple[str, int]:
@@ -91,23 +109,79 @@ def _address(source: str, key: str, text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _check_type(source: str, key: str, value: Any) -> Any:
-    want = type(DEFAULTS[key])
+def _check_type(
+    source: str,
+    key: str,
+    value: Any,
+    defaults: dict[str, Any] = DEFAULTS,
+    bounds: dict[str, tuple[float, float]] = _BOUNDS,
+    table: str = "service",
+) -> Any:
+    want = type(defaults[key])
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{source}: service.{key} must be a {want.__name__}, not {type(value).__name__}"
+            f"{source}: {table}.{key} must be a {want.__name__}, not {type(value).__name__}"
         )
-    if key in _BOUNDS:
-        lo, hi = _BOUNDS[key]
+    if key in bounds:
+        lo, hi = bounds[key]
         if not lo <= value <= hi:
-            raise ConfigError(f"{source}: service.{key} = {value} is outside {lo:g}..{hi:g}")
+            raise ConfigError(f"{source}: {table}.{key} = {value} is outside {lo:g}..{hi:g}")
     return value
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
-    """The configuration in ``path`` (None: the defaults), with command-line ``overrides``."""
+def _cluster(
+    source: str, table: Any, overrides: dict[str, Any], db: str, db_given: bool
+) -> tuple[dict[str, Any], str]:
+    """The ``[cluster]`` settings and the database URL they leave (see CLUSTER_DEFAULTS)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: cluster must be a table ([cluster])")
+    values = dict(CLUSTER_DEFAULTS)
+    for key, value in {**table, **overrides}.items():
+        if key not in CLUSTER_DEFAULTS:
+            raise ConfigError(
+                f"{source}: unknown key cluster.{key} "
+                f"(known: {', '.join(sorted(CLUSTER_DEFAULTS))})"
+            )
+        values[key] = _check_type(source, key, value, CLUSTER_DEFAULTS, _CLUSTER_BOUNDS, "cluster")
+    broker = values["broker"]
+    if broker:
+        scheme = broker.split("://", 1)[0].lower() if "://" in broker else ""
+        if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+            raise ConfigError(
+                f"{source}: cluster.broker (--broker) {scheme or broker!r} is not supported: "
+                "the work queue is a table of the PostgreSQL database (postgresql://...; "
+                "docs/scale-out.md says why not NATS or RabbitMQ)"
+            )
+        if not db_given:
+            db = broker
+        elif db != broker:
+            raise ConfigError(
+                f"{source}: the broker is the database's job table: give --db and --broker "
+                "the same postgresql:// URL, or only one of them"
+            )
+        if not values["node"]:
+            values["node"] = socket.gethostname()
+    if values["node"]:
+        if len(values["node"]) > 128:
+            raise ConfigError(f"{source}: cluster.node (--node) is longer than 128 characters")
+        if not db.startswith(("postgresql", "postgres")):
+            raise ConfigError(
+                f"{source}: cluster mode (--node {values['node']}) needs a PostgreSQL "
+                f"database (--db postgresql://...), not {db}: a SQLite file cannot be shared "
+                "between hosts"
+            )
+    return values, db
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
+) -> ServeConfig:
+    """The configuration in ``path`` (None: the defaults), with command-line ``overrides``
+    of ``[service]`` and ``cluster`` of ``[cluster]``."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     source = "<defaults>"
@@ -124,12 +198,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     service = data.pop("service", {})
+    cluster_table = data.pop("cluster", {})
     if not isinstance(service, dict):
         raise ConfigError(f"{source}: service must be a table ([service])")
     unknown_tables = [k for k in data if k not in _PLAN_TABLES]
     if unknown_tables:
         raise ConfigError(
-            f"{source}: unknown table or key {unknown_tables[0]!r} (expected [service] and "
+            f"{source}: unknown table or key {unknown_tables[0]!r} (expected [service], "
+            "[cluster] and "
             f"the plan's {', '.join(_PLAN_TABLES)})"
         )
     values = dict(DEFAULTS)
@@ -151,6 +227,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     db = str(values["db"])
     if "://" not in db:
         db = str(Path(db) if Path(db).is_absolute() else base / db)
+    cluster_given = {k: v for k, v in (cluster or {}).items() if v is not None}
+    clustered, db = _cluster(source, cluster_table, cluster_given, db, "db" in {**service, **given})
     plan_path = where("plan")
     try:
         if data and plan_path is not None:
@@ -181,7 +259,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         push_host=push_host,
         push_port=push_port,
         mqtt_url=values["mqtt_url"] or None,
-        mqtt_spool=where("mqtt_spool") or str(base / DEFAULTS["mqtt_spool"]),
+        mqtt_spool=_spool(where("mqtt_spool") or str(base / DEFAULTS["mqtt_spool"]), clustered),
         mqtt_prefix=values["mqtt_prefix"],
         inventory=where("inventory"),
         master_key_file=where("master_key_file"),
@@ -194,4 +272,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         clock_threshold_s=values["clock_threshold_s"],
         retention_days=values["retention_days"],
         plan=plan,
+        node=clustered["node"] or None,
+        lease_s=clustered["lease_s"],
+        gprs_batch=clustered["gprs_batch"],
     )
+
+
+def _spool(path: str, clustered: dict[str, Any]) -> str:
+    """A node's own MQTT spool: nodes sharing a host and a configuration file must not
+    share one (each would hand the other's messages to the broker)."""
+    if not clustered["node"]:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{clustered['node']}{p.suffix}"))

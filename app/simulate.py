@@ -9,6 +9,7 @@ fleet's counters.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -19,10 +20,11 @@ import typer
 
 from app.run import StopSignals, until_stopped
 from contracts.meters import parse_host_port
+from protocols.hdlc_link import HdlcSettings
 from protocols.iec62056_21 import baud_char
 from simulator.faults import FaultSpec
 from simulator.fleet import Fleet, FleetSpec, LatencySpec
-from simulator.push import DEFAULT_PER_DAY, AlarmPusher
+from simulator.push import DEFAULT_PER_DAY, fleet_pusher
 from simulator.quirks import NAMED, named
 
 
@@ -49,11 +51,17 @@ def build_spec(
     bus_port: int,
     first_meter: int,
     secure_share: float = 0.0,
+    lls_share: float = 0.0,
     area_size: int = 0,
     under_share: float = 0.02,
     quirks: Sequence[str] = (),
     mode_e: bool = False,
     answer_baud: int = 0,
+    gbt_window: int = 0,
+    hdlc_window: int = 1,
+    hdlc_max_info: int = 128,
+    tcp_device: str = "lo",
+    bus_host: str = "127.0.0.1",
 ) -> FleetSpec:
     """The FleetSpec the options describe; ValueError names the bad option."""
     for name, value in (
@@ -87,6 +95,16 @@ def build_spec(
         raise ValueError("--answer-baud needs --pty: a TCP port has no baud rate")
     if not 0 <= port <= 65535 or not 0 <= bus_port <= 65535:
         raise ValueError("ports must be within 0..65535")
+    try:
+        hdlc = HdlcSettings(hdlc_max_info, hdlc_max_info, hdlc_window, hdlc_window)
+    except ValueError as exc:
+        raise ValueError(f"--hdlc-window/--hdlc-max-info: {exc}") from None
+    chosen = named(quirks)
+    if gbt_window:
+        try:
+            chosen = dataclasses.replace(chosen, gbt_window=gbt_window)
+        except ValueError as exc:
+            raise ValueError(f"--gbt-window: {exc}") from None
     part = faults / 3
     spec_faults = FaultSpec(
         offline=offline,
@@ -107,14 +125,18 @@ def build_spec(
         first_meter=first_meter,
         tcp_port=port,
         first_address=first_address,
+        tcp_device=tcp_device,
+        bus_host=bus_host,
         bus_port=bus_port,
         bus_endpoint="pty" if pty else "tcp",
         secure_share=secure_share,
+        lls_share=lls_share,
         area_size=area_size,
         under_share=under_share,
-        quirks=named(quirks),
+        quirks=chosen,
         mode_e=mode_e,
         answer_baudrate=answer_baud or None,
+        hdlc=hdlc,
     )
 
 
@@ -138,7 +160,7 @@ async def run_fleet(
             await fleet.start()
             if push_to is not None:
                 meters = range(spec.first_meter, spec.first_meter + spec.total_meters)
-                alarms = AlarmPusher(meters, spec.seed, *push_to, per_day=alarms_per_day)
+                alarms = fleet_pusher(fleet, meters, push_to, alarms_per_day)
                 pusher = asyncio.create_task(alarms.run())
             info = fleet.describe()
             if inventory is not None:
@@ -184,6 +206,16 @@ def simulate_command(
     first_address: Annotated[
         str, typer.Option(help="loopback address of the first GPRS meter")
     ] = "127.1.0.1",
+    tcp_device: Annotated[
+        str,
+        typer.Option(
+            help="network device the GPRS meters answer on: lo, or (a test's network "
+            "namespace) the device their private address range is routed to"
+        ),
+    ] = "lo",
+    bus_host: Annotated[str, typer.Option(help="address the buses' TCP ports listen on")] = (
+        "127.0.0.1"
+    ),
     bus_port: Annotated[
         int, typer.Option(help="TCP port of bus 0, bus b on port+b (0: free ports)")
     ] = 0,
@@ -208,9 +240,21 @@ def simulate_command(
             "ciphering from the management client (client SAP 1)"
         ),
     ] = 0.0,
+    lls_share: Annotated[
+        float,
+        typer.Option(
+            help="share of the other meters (seeded) the inventory reads with LLS from the "
+            "management client (password_ref: the meter id; the password in the --keys file)"
+        ),
+    ] = 0.0,
     keys: Annotated[
         Path | None,
-        typer.Option(help="write the secured meters' key CSV here, for hes keys import"),
+        typer.Option(
+            "--keys",
+            "--write-keys",
+            help="write the key CSV of hes keys import here (mode 0600): the secured meters' "
+            "keys and the LLS meters' passwords",
+        ),
     ] = None,
     area_size: Annotated[
         int,
@@ -246,6 +290,20 @@ def simulate_command(
             "as a bench at the wrong baud rate sees (0: off)"
         ),
     ] = 0,
+    gbt_window: Annotated[
+        int,
+        typer.Option(
+            help="meters grant general-block-transfer and receive this many GBT blocks at "
+            "once (1..63; 0: no GBT)"
+        ),
+    ] = 0,
+    hdlc_window: Annotated[
+        int, typer.Option(help="bus meters accept at most this HDLC window (1..7)")
+    ] = 1,
+    hdlc_max_info: Annotated[
+        int,
+        typer.Option(help="bus meters accept at most this HDLC information field, both ways"),
+    ] = 128,
 ) -> None:
     """Run a fleet of simulated meters; print where it listens as one JSON line."""
     try:
@@ -266,11 +324,17 @@ def simulate_command(
             bus_port=bus_port,
             first_meter=first_meter,
             secure_share=secure_share,
+            lls_share=lls_share,
             area_size=area_size,
             under_share=under_share,
             quirks=quirk or [],
             mode_e=mode_e,
             answer_baud=answer_baud,
+            gbt_window=gbt_window,
+            hdlc_window=hdlc_window,
+            hdlc_max_info=hdlc_max_info,
+            tcp_device=tcp_device,
+            bus_host=bus_host,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -1090,15 +1090,23 @@ def scenario_buses(sizes: Sizes, workdir: Path, baud: int = 9600) -> dict[str, A
 
 
 def scenario_security(sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    """The cost of DLMS security: the same fleet plain, then every meter HLS-GMAC + suite 0.
+    """The cost of DLMS security: the same fleet plain, then every meter LLS, then every
+    meter HLS-GMAC + suite 0.
 
-    Plain meters are read by the public client without security; secured ones by the
-    management client with HLS-GMAC authentication and every APDU authenticated and
-    encrypted (AES-GCM-128), invocation counters reserved in the database.
+    Plain meters are read by the public client without security; LLS ones by the management
+    client with each meter's password, from the key store (the simulator's key file
+    imported); secured ones by the management client with HLS-GMAC authentication and every
+    APDU authenticated and encrypted (AES-GCM-128), invocation counters reserved in the
+    database.
     """
     n = sizes.security_meters
     runs: dict[str, dict[str, Any]] = {}
-    for name, extra in (("plain", []), ("secured", ["--secure-share", "1"])):
+    shares: tuple[tuple[str, list[str]], ...] = (
+        ("plain", []),
+        ("lls", ["--lls-share", "1"]),
+        ("secured", ["--secure-share", "1"]),
+    )
+    for name, extra in shares:
         keys = workdir / f"security-{name}-keys.csv"
         args = ["--tcp-meters", str(n), "--baud", "0", *extra]
         if extra:
@@ -1112,13 +1120,14 @@ def scenario_security(sizes: Sizes, workdir: Path) -> dict[str, Any]:
             sim = f.stop()
         runs[name] = {
             "secured_meters": f.info.get("secured_meters"),
+            "lls_meters": f.info.get("lls_meters"),
             **_collector_block(run, n),
             **_simulator_block(sim, n, f.stats),
         }
     plain, sec = runs["plain"], runs["secured"]
 
-    def ratio(key: str) -> float | None:
-        a, b = sec.get(key), plain.get(key)
+    def ratio(key: str, run: dict[str, Any] = sec) -> float | None:
+        a, b = run.get(key), plain.get(key)
         return _r(a / b, 3) if a and b else None
 
     t_plain, t_sec = plain.get("s_to_99pct_read"), sec.get("s_to_99pct_read")
@@ -1126,13 +1135,16 @@ def scenario_security(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         # the bulk's rate: a retry tail (a meter without power) would swamp meters/s
         "secured_over_plain_rate_to_99pct": _r(t_plain / t_sec, 3) if t_plain and t_sec else None,
         "description": f"{n} GPRS meters, no latency, no faults: once plain (public client, "
-        "no security), once every meter HLS-GMAC + suite 0 (management client, AES-GCM-128 "
+        "no security), once every meter LLS (management client, passwords from the key "
+        "store), once every meter HLS-GMAC + suite 0 (management client, AES-GCM-128 "
         "authenticated encryption of every APDU)",
         "meters": n,
         "runs": runs,
         "secured_over_plain_meters_per_s": ratio("meters_per_s"),
         "secured_over_plain_collector_cpu_per_meter": ratio("collector_cpu_ms_per_meter"),
         "secured_over_plain_simulator_cpu_per_meter": ratio("simulator_cpu_ms_per_meter"),
+        "lls_over_plain_meters_per_s": ratio("meters_per_s", runs["lls"]),
+        "lls_over_plain_collector_cpu_per_meter": ratio("collector_cpu_ms_per_meter", runs["lls"]),
     }
 
 
@@ -1380,6 +1392,7 @@ def markdown(result: dict[str, Any]) -> str:
     sec = s.get("security")
     if sec and "error" not in sec:
         pl, se = sec["runs"]["plain"], sec["runs"]["secured"]
+        ll = sec["runs"].get("lls")
         lines += [
             f"## 6. Cost of security: {sec['meters']:,} meters plain, then HLS-GMAC + suite 0",
             "",
@@ -1401,6 +1414,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| success rate | {_pct(pl['success_rate'])} | {_pct(se['success_rate'])} | |",
             "",
         ]
+        if ll is not None:  # results from before the LLS run have none
+            lines += [
+                "| LLS (passwords from the key store) | LLS | LLS / plain |",
+                "|---|---|---|",
+                f"| meters/s | {_fmt(ll['meters_per_s'])} | "
+                f"{_fmt(sec.get('lls_over_plain_meters_per_s'), 3)} |",
+                f"| collector CPU per meter | {_fmt(ll['collector_cpu_ms_per_meter'])} ms | "
+                f"{_fmt(sec.get('lls_over_plain_collector_cpu_per_meter'), 3)} |",
+                f"| success rate | {_pct(ll['success_rate'])} | |",
+                "",
+            ]
     lines += _registered_sections(s, done)
     for name, figures in s.items():
         if "error" in figures:

@@ -14,6 +14,11 @@
   on-demand first;
 * a **push listener** stores alarms that meters send at any time.
 
+In a cluster (``hes serve --node``, :mod:`collector.cluster`) the same loop runs with the
+cluster's queue and link arbiter, and a :class:`Cluster` beside it: only the node holding
+the leader's lease ticks, a draining node claims nothing, and the cluster's heartbeat
+stops a job whose lease the node lost (:meth:`HeadEnd.abandon`).
+
 Stop (SIGTERM): the ticker stops, running jobs start no new session and get ``drain_s``
 to finish the sessions in flight; a job not at its end goes back to ``queued``. After a
 SIGKILL nothing of this runs: :func:`storage.jobs.recover` puts the jobs left
@@ -29,7 +34,7 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
 from collector.job_queue import JobQueue
@@ -43,11 +48,34 @@ from collector.schedule import due_runs, next_run
 from collector.schedule_jobs import job_for_tick, planned_schedules
 from collector.service import env_secret
 from collector.telemetry import Telemetry
+from storage.cluster import LeaseLost
 from storage.database import Database
 from storage.errors import StorageError
 from storage.jobs import ON_DEMAND, JobRecord
 from storage.keystore import MasterKey, load_master_key
 from storage.retention import apply_retention
+
+
+class Cluster(Protocol):
+    """What the loop needs of a cluster node (:class:`collector.cluster.ClusterNode`)."""
+
+    @property
+    def leads(self) -> bool:
+        """Runs the ticker now."""
+        ...
+
+    @property
+    def accepting(self) -> bool:
+        """Claims new jobs (not draining)."""
+        ...
+
+    async def run(self, abandon: Callable[[int], None]) -> None:
+        """The heartbeat, until cancelled."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def live(self) -> dict[str, Any]: ...
 
 
 class HeadEnd:
@@ -73,6 +101,8 @@ class HeadEnd:
         concurrency: int | None = None,
         clock_threshold_s: float = DEFAULT_THRESHOLD_S,
         retention_days: int = 0,
+        links: LinkArbiter | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         if max_jobs < 2:
             raise ValueError(f"max_jobs must be at least 2 (one is kept on demand), not {max_jobs}")
@@ -85,7 +115,8 @@ class HeadEnd:
         self.drain_s = drain_s
         self.catch_up = catch_up
         self.max_jobs = max_jobs
-        self.links = LinkArbiter(max_sessions=concurrency or plan.concurrency)
+        self.links = links or LinkArbiter(max_sessions=concurrency or plan.concurrency)
+        self.cluster = cluster
         self.runner = JobRunner(
             db,
             plan,
@@ -124,6 +155,11 @@ class HeadEnd:
         self._stop.set()
         self.queue.wake()
 
+    def abandon(self, job_id: int) -> None:
+        """Stop a job this node may no longer run (its lease is lost): no new session, and
+        it ends without a result (the node now holding it reports it)."""
+        self.runner.abandon(job_id)
+
     async def wait_ready(self) -> None:
         """Until the service has recovered its jobs and started listening."""
         await self._ready.wait()
@@ -135,6 +171,9 @@ class HeadEnd:
             log_event(logging.WARNING, "jobs_recovered", jobs=self.recovered)
         if self.push is not None:
             await self.push.start()
+        beat = None
+        if self.cluster is not None:
+            beat = asyncio.create_task(self.cluster.run(self.abandon), name="hes-heartbeat")
         ticker = asyncio.create_task(self._ticker(), name="hes-ticker")
         dispatcher = asyncio.create_task(self._dispatch(), name="hes-dispatcher")
         self._ready.set()
@@ -156,13 +195,19 @@ class HeadEnd:
             await asyncio.gather(ticker, return_exceptions=True)
             await asyncio.gather(dispatcher, return_exceptions=True)
             await self._drain()
+            if beat is not None and self.cluster is not None:
+                # after the drain: the jobs finishing keep their leases until they end
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+                await self.cluster.close()
             if self.push is not None:
                 await self.push.close()
             log_event(logging.INFO, "service_stopped")
 
     def live(self) -> dict[str, Any]:
-        """What the loop is doing, for the status page and ``/api/status``."""
-        return {
+        """What the loop is doing, for the status page and ``/api/status`` (and, in a
+        cluster, what this node holds)."""
+        out = {
             "schedules": [
                 {
                     "name": s.name,
@@ -180,6 +225,9 @@ class HeadEnd:
             "push_port": self.push.port if self.push is not None else None,
             "recovered_jobs": self.recovered,
         }
+        if self.cluster is not None:
+            out["node"] = self.cluster.live()
+        return out
 
     # -- schedules ------------------------------------------------------------------------
 
@@ -192,6 +240,11 @@ class HeadEnd:
             await self._sleep(self._until_next())
 
     async def _tick(self) -> None:
+        if self.cluster is not None and not self.cluster.leads:
+            # another node ticks; when this one leads, it resumes from the stored ticks
+            self._last.clear()
+            self._next.clear()
+            return
         now = self.now()
         await self._retain(now.astimezone(UTC).date())
         for planned in self.schedules:
@@ -251,7 +304,7 @@ class HeadEnd:
 
     async def _claim(self) -> bool:
         free = self.max_jobs - len(self._running)
-        if free <= 0:
+        if free <= 0 or (self.cluster is not None and not self.cluster.accepting):
             return False
         job = await self.queue.claim(max_priority=None if free > 1 else ON_DEMAND)
         if job is None:
@@ -290,6 +343,9 @@ class HeadEnd:
             await self.queue.finish(
                 job.id, outcome.state, result=outcome.result, error=outcome.error
             )
+        except LeaseLost as exc:  # a cluster node whose lease ran out: another holds the job
+            log_event(logging.WARNING, "job_lease_lost", job=job.id, error=str(exc))
+            return
         except StorageError as exc:
             log.error("job_storage_error", extra={"fields": {"job": job.id, "error": str(exc)}})
             return

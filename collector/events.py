@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.mqtt import events_payload
+from collector.mqtt_payloads import events_payload
 from collector.profile_reader import read_profile
 from collector.session import Session
 from protocols.cosem import Obis

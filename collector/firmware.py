@@ -188,6 +188,7 @@ async def upload_meter(
     max_pdu_size: int = 0xFFFF,
     session_timeout: float = 600.0,
     security: SecurityContext | None = None,
+    gbt_window: int = 0,
 ) -> UploadReport:
     """Upload to one inventory meter as the management client (LLS, or HLS-GMAC with
     suite-0 ciphering given ``security``); errors come back in the report (error class and
@@ -203,7 +204,7 @@ async def upload_meter(
                 await asyncio.to_thread(held.prepare)
 
         def connect() -> Session:
-            return _connect(meter, password, security, request_timeout, max_pdu_size)
+            return _connect(meter, password, security, request_timeout, max_pdu_size, gbt_window)
 
         async with asyncio.timeout(session_timeout):
             await upload(connect, image, report, sessions, prepare)
@@ -328,8 +329,10 @@ def _connect(
     security: SecurityContext | None,
     request_timeout: float,
     max_pdu_size: int = 0xFFFF,
+    gbt_window: int = 0,
 ) -> Session:
-    """A fresh (unopened) management session: LLS, or HLS-GMAC with suite 0."""
+    """A fresh (unopened) management session: LLS, or HLS-GMAC with suite 0; with
+    ``gbt_window`` it proposes general-block-transfer (image blocks above the PDU size)."""
     return Session(
         open_transport(management_target(meter, request_timeout)),
         authentication="hls-gmac" if security is not None else "lls",
@@ -337,6 +340,7 @@ def _connect(
         request_timeout=request_timeout,
         max_pdu_size=max_pdu_size,
         security=security,
+        gbt_window=gbt_window,
     )
 
 

@@ -195,7 +195,12 @@ async def initiate(session: Session, image: FirmwareImage) -> tuple[int, list[in
     if not isinstance(block_size, int) or block_size < 1:
         raise InitiateRefused(f"image_block_size reads {block_size!r}")
     association = session.association
-    room = max_block_size(association.server_max_pdu_size) if association else block_size
+    # In general block transfer the ACTION goes in GBT blocks: a block may exceed the PDU.
+    room = (
+        max_block_size(association.server_max_pdu_size)
+        if association is not None and not session.gbt
+        else block_size
+    )
     if block_size > room:
         raise BlockTooLarge(
             f"image_block_size {block_size} does not fit the meter's max PDU "

@@ -14,7 +14,10 @@ slots, stop); this decides *what* running it means, with the collector's own par
   confirms each relay by reading it back and audits each meter;
 * ``firmware``: :func:`~collector.firmware.upload_many` of the image file named by
   ``params.image`` (on the service's host) to the job's meters, each confirmed by its
-  active firmware identifier; a meter cut off mid-transfer resumes in the next session.
+  active firmware identifier; a meter cut off mid-transfer resumes in the next session;
+* ``push_setup``: :func:`~collector.push_setup.run_many`: SET the push setup's destination,
+  windows and objects the params name (none: only read), push if ``params.trigger``, and
+  store what each meter reads back (what the push listener decodes values-only pushes by).
 
 While a job runs its progress is written and a cancel request (``POST /api/jobs/{id}/cancel``)
 stops it: sessions in flight finish, no new one starts. A stop of the service leaves the
@@ -32,6 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from collector.clock_sync import DEFAULT_THRESHOLD_S
+from collector.credentials import contexts_from, fresh_context, with_stored_secrets
 from collector.firmware import MAX_IMAGE_BYTES, UploadReport, upload_many
 from collector.image_transfer import FirmwareImage
 from collector.job_queue import JobQueue
@@ -40,6 +44,8 @@ from collector.link_locks import LinkArbiter
 from collector.meter_tasks import MeterTasks
 from collector.operations import run_command
 from collector.plan import Plan
+from collector.push_setup import job_change
+from collector.push_setup import run_many as run_push_setups
 from collector.recorder import Publish
 from collector.service import (
     Collector,
@@ -58,13 +64,10 @@ from protocols.security import SecurityContext
 from storage.database import Database
 from storage.jobs import JobRecord
 from storage.keystore import (
-    DatabaseCounterStore,
     KeyStore,
     KeyStoreError,
     MasterKey,
     load_master_key,
-    reserve_counter_blocks,
-    security_context,
 )
 from storage.records import MeterRecord
 
@@ -124,6 +127,9 @@ class JobRunner:
         self.clock_threshold_s = clock_threshold_s
         self._stopping = asyncio.Event()
         self._stops: set[Callable[[], None]] = set()
+        self._job_stops: dict[int, Callable[[], None]] = {}
+        #: Jobs given up (their lease lost): they end as :class:`JobStopped`.
+        self._abandoned: set[int] = set()
 
     def stop(self) -> None:
         """Running jobs start no new session; each ends as :class:`JobStopped`."""
@@ -131,9 +137,22 @@ class JobRunner:
         for stop in list(self._stops):
             stop()
 
+    def abandon(self, job_id: int) -> None:
+        """One job starts no new session and ends as :class:`JobStopped` (a cluster node
+        that lost its lease: the job is another node's now)."""
+        self._abandoned.add(job_id)
+        stop = self._job_stops.get(job_id)
+        if stop is not None:
+            stop()
+
+    def _stopped(self, job: JobRecord) -> bool:
+        return self._stopping.is_set() or job.id in self._abandoned
+
     async def run(self, job: JobRecord) -> JobOutcome:
         """Run ``job`` to its end; raises :class:`JobStopped` when the service stops first."""
         try:
+            if job.id in self._abandoned:
+                raise JobStopped(job.id)
             meters = await asyncio.to_thread(self._meters, job)
             if job.kind in ("collect", "read"):
                 return await self._collect(job, meters)
@@ -141,9 +160,13 @@ class JobRunner:
                 return await self._tasks(job, meters)
             if job.kind == "firmware":
                 return await self._firmware(job, meters)
+            if job.kind == "push_setup":
+                return await self._push_setup(job, meters)
             return await self._command(job, meters)
         except JobFailed as exc:
             return JobOutcome("failed", None, str(exc))
+        finally:
+            self._abandoned.discard(job.id)
 
     # -- which meters ---------------------------------------------------------------------
 
@@ -221,7 +244,7 @@ class JobRunner:
 
         summary = await self._watch(job, collector.run(meters), collector.stop, progress)
         result = summary.as_dict(WORST)
-        if summary.interrupted and self._stopping.is_set():
+        if summary.interrupted and self._stopped(job):
             raise JobStopped(job.id)
         if summary.interrupted:
             return JobOutcome("cancelled", result, "cancelled on request")
@@ -242,6 +265,7 @@ class JobRunner:
         keystore = None
         if any(m.security_profile == SECURE_PROFILE for m in meters):
             keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+        secrets = await asyncio.to_thread(with_stored_secrets, self.secrets, meters, self._store)
         failures: dict[str, str] = {}
         skipped = [m.meter_id for m in meters if m.authentication == "none"]
         todo = [m for m in meters if m.authentication != "none"]
@@ -255,7 +279,7 @@ class JobRunner:
                 if stopped.is_set():
                     failures.setdefault(meter.meter_id, "not_attempted")
                     return
-                error = await self._task_session(job, meter, tasks, keystore)
+                error = await self._task_session(job, meter, tasks, keystore, secrets)
                 if error is not None:
                     failures[meter.meter_id] = error
                 done += 1
@@ -264,7 +288,7 @@ class JobRunner:
             await asyncio.gather(*(one(m) for m in todo))
 
         await self._watch(job, all_meters(), stopped.set, lambda: (done, len(todo)))
-        if stopped.is_set() and self._stopping.is_set():
+        if stopped.is_set() and self._stopped(job):
             raise JobStopped(job.id)
         result = {
             "meters": len(meters),
@@ -279,13 +303,18 @@ class JobRunner:
         return JobOutcome("done", result)
 
     async def _task_session(
-        self, job: JobRecord, meter: MeterRecord, tasks: MeterTasks, keystore: KeyStore | None
+        self,
+        job: JobRecord,
+        meter: MeterRecord,
+        tasks: MeterTasks,
+        keystore: KeyStore | None,
+        secrets: Callable[[str], bytes | None],
     ) -> str | None:
         """One session for the meter's tasks; the error class, or None when it worked."""
         errors_before = sum(tasks.stats.errors.values())
         shared = meter.transport != "tcp"
         try:
-            password = lls_password(meter, self.secrets)
+            password = lls_password(meter, secrets)
             security = None
             if meter.security_profile == SECURE_PROFILE and keystore is not None:
                 security = await asyncio.to_thread(self._security, keystore, meter.meter_id)
@@ -336,21 +365,30 @@ class JobRunner:
             return "link"
 
     def _security(self, keystore: KeyStore, meter_id: str) -> SecurityContext:
-        ctx = security_context(keystore, meter_id)
-        assert isinstance(ctx.counters, DatabaseCounterStore)
-        (start,) = reserve_counter_blocks(self.db, [(ctx.counters, ctx.counter_block)])
-        ctx.hold_block(start)
-        return ctx
+        return fresh_context(keystore, meter_id)
+
+    def _store(self) -> KeyStore:
+        return KeyStore(self.db, self.master_key())
 
     # -- commands -------------------------------------------------------------------------
 
     async def _command(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        secrets = await asyncio.to_thread(
+            with_stored_secrets, self.secrets, meters, self._store, True
+        )
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = await asyncio.to_thread(self._store)
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
         results = await run_command(
             self.db,
             meters,
             job.kind,
             requested_by=job.requested_by,
-            secrets=self.secrets,
+            secrets=secrets,
+            security_for=contexts_from(keystore),
             request_timeout=self.plan.timeouts.request_s,
             now=self.now,
             links=self.links,
@@ -409,12 +447,65 @@ class JobRunner:
             request_timeout=self.plan.timeouts.request_s,
         )
         reports = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
-        if stopped.is_set() and self._stopping.is_set():
+        if stopped.is_set() and self._stopped(job):
             raise JobStopped(job.id)
         result = {"meters": [r.as_dict() for r in reports[:WORST]], "count": len(reports)}
         if stopped.is_set():
             return JobOutcome("cancelled", result, "cancelled on request")
         failed = {r.meter_id: r.error_class or "failed" for r in reports if not r.ok}
+        if failed:
+            return JobOutcome("failed", result, _incomplete_text(failed))
+        return JobOutcome("done", result)
+
+    async def _push_setup(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        try:
+            name, change, trigger = job_change(dict(job.params))
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from None
+        keystore: KeyStore | None = None
+        if any(m.security_profile == SECURE_PROFILE for m in meters):
+            try:
+                keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
+            except KeyStoreError as exc:
+                raise JobFailed(str(exc)) from None
+
+        def security_for(meter: MeterRecord) -> SecurityContext | None:
+            if keystore is None or meter.security_profile != SECURE_PROFILE:
+                return None
+            return self._security(keystore, meter.meter_id)
+
+        stopped = asyncio.Event()
+        done = 0
+
+        def finished(_report: dict[str, Any]) -> None:
+            nonlocal done
+            done += 1
+
+        work = run_push_setups(
+            meters,
+            name,
+            change,
+            secrets=self.secrets,
+            db=self.db,
+            trigger=trigger,
+            security_for=security_for,
+            concurrency=self.concurrency,
+            request_timeout=self.plan.timeouts.request_s,
+            links=self.links,
+            priority=job.priority,
+            finished=finished,
+            stop=stopped,
+            options_for=lambda meter: session_options(meter, self.plan),
+        )
+        results = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
+        if stopped.is_set() and self._stopping.is_set():
+            raise JobStopped(job.id)
+        result = {"meters": results[:WORST], "count": len(results)}
+        if stopped.is_set():
+            return JobOutcome("cancelled", result, "cancelled on request")
+        failed = {
+            r["meter_id"]: r["error_class"] or "failed" for r in results if r["outcome"] != "ok"
+        }
         if failed:
             return JobOutcome("failed", result, _incomplete_text(failed))
         return JobOutcome("done", result)
@@ -431,7 +522,8 @@ class JobRunner:
         """Await ``work`` while writing its progress and stopping it on a cancel request."""
         task = asyncio.ensure_future(work)
         self._stops.add(stop)
-        if self._stopping.is_set():
+        self._job_stops[job.id] = stop
+        if self._stopped(job):
             stop()
         try:
             while not task.done():
@@ -444,6 +536,7 @@ class JobRunner:
             return task.result()
         finally:
             self._stops.discard(stop)
+            self._job_stops.pop(job.id, None)
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):

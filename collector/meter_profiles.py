@@ -21,12 +21,13 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from collector.toml_table import TomlTable, kind_of
 from contracts.meters import STARTUPS
 from protocols.cosem import CosemDateTime, Obis
 from protocols.errors import DecodeError
 from protocols.hdlc import MAX_INFO_LENGTH
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 from protocols.xdlms.server import MIN_CLIENT_PDU
 
 #: The directory of the profiles shipped with hes (package data).
@@ -35,6 +36,10 @@ SHIPPED_DIR = Path(__file__).with_name("profiles")
 #: deviation, CET is -60); ``inverted``: the opposite (CET is +60), as some companion
 #: specifications send it.
 CLOCK_CONVENTIONS = ("dlms", "inverted")
+#: How a profile range read names its bounds. ``utc``: as UTC, deviation 0 (the usual);
+#: ``unspecified``: the same wall time with the deviation "not specified" (0x8000), for
+#: meters whose range reads match nothing when the bounds carry a deviation.
+RANGE_BOUNDS = ("utc", "unspecified")
 #: What a mode E profile sends as the sign-on's device address: the meter id, or nothing.
 DEVICE_ADDRESSES = ("meter_id", "none")
 ADDRESS_SIZES = (0, 1, 2, 4)
@@ -71,6 +76,8 @@ class MeterProfile:
     management_client_sap: int = 1
     logical_address: int = 1
     max_pdu_size: int = 0xFFFF
+    #: General block transfer: GBT blocks received at once (0: GBT not proposed).
+    gbt_window: int = 0
     #: ``ln`` (logical-name GET/SET) or ``sn`` (short-name Read/Write through the object list).
     referencing: str = "ln"
     address_size: int = 0
@@ -82,6 +89,7 @@ class MeterProfile:
     startup: str = "hdlc"
     device_address: str = "meter_id"
     clock_deviation: str = "dlms"
+    range_bounds: str = "utc"
     #: Accept bytes after a GET value (kept as a warning); false makes them an error.
     accept_trailing_bytes: bool = True
     channels: ChannelMap | None = None
@@ -92,6 +100,11 @@ class MeterProfile:
         (``collector.session.Session`` turns it round)."""
         return self.clock_deviation == "inverted"
 
+    @property
+    def range_deviation(self) -> bool:
+        """Whether range reads send their bounds with a deviation (``range_bounds = "utc"``)."""
+        return self.range_bounds == "utc"
+
 
 def blue_book_clock(clock: CosemDateTime, inverted: bool) -> CosemDateTime:
     """``clock`` with its deviation in the Blue Book's sign (UTC = local time + deviation),
@@ -101,74 +114,14 @@ def blue_book_clock(clock: CosemDateTime, inverted: bool) -> CosemDateTime:
     return dataclasses.replace(clock, deviation=-clock.deviation)
 
 
-class _Table:
-    """Typed access to one TOML table; errors name the file and the dotted key."""
-
-    def __init__(self, source: str, table: dict[str, Any], prefix: str) -> None:
-        self.source = source
-        self.table = table
-        self.prefix = prefix
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, reason: str) -> MeterProfileError:
-        return MeterProfileError(f"{self.source}: {self.key(name)}: {reason}")
-
-    def get(self, name: str, kind: type, default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.table:
-            return default
-        value = self.table[name]
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise self.fail(name, f"expected {_KINDS[kind]}, got {_kind_of(value)}")
-        return value
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value: int = self.get(name, int, default)
-        if not lo <= value <= hi:
-            raise self.fail(name, f"{value} outside {lo}..{hi}")
-        return value
-
-    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
-        value: str = self.get(name, str, default)
-        if value not in choices:
-            raise self.fail(name, f"{value!r}: use one of {', '.join(choices)}")
-        return value
-
-    def sub(self, name: str) -> _Table:
-        return _Table(self.source, self.get(name, dict, {}), self.key(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
-
-
-_KINDS: dict[type, str] = {
-    int: "an integer",
-    str: "a string",
-    bool: "a boolean",
-    dict: "a table",
-    list: "an array",
-}
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    return _KINDS.get(type(value), f"a {type(value).__name__}")
-
-
-def _obis(table: _Table, name: str, text: str) -> str:
+def _obis(table: TomlTable, name: str, text: str) -> str:
     try:
         return str(Obis.parse(text))
     except (DecodeError, ValueError) as exc:
         raise table.fail(name, f"{text!r} is not an OBIS code ({exc})") from None
 
 
-def _channels(table: _Table) -> ChannelMap | None:
+def _channels(table: TomlTable) -> ChannelMap | None:
     if not table.table:
         table.done()
         return None
@@ -179,7 +132,7 @@ def _channels(table: _Table) -> ChannelMap | None:
     registers: list[str] = []
     for i, item in enumerate(table.get("registers", list, [])):
         if not isinstance(item, str):
-            raise table.fail(f"registers[{i}]", f"expected an OBIS string, got {_kind_of(item)}")
+            raise table.fail(f"registers[{i}]", f"expected an OBIS string, got {kind_of(item)}")
         registers.append(_obis(table, f"registers[{i}]", item))
     cols = table.sub("columns")
     columns: dict[int, str] = {}
@@ -188,7 +141,7 @@ def _channels(table: _Table) -> ChannelMap | None:
         if not key.isdigit() or not 0 <= int(key) <= 255:
             raise cols.fail(key, "expected a capture column index 0..255 as the key")
         if not isinstance(value, str):
-            raise cols.fail(key, f"expected a channel OBIS string, got {_kind_of(value)}")
+            raise cols.fail(key, f"expected a channel OBIS string, got {kind_of(value)}")
         channel = _obis(cols, key, value)
         if int(key) == status:
             raise cols.fail(key, "this column is the status_column")
@@ -207,7 +160,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MeterProfileError(f"{source}: not valid TOML: {exc}") from None
-    root = _Table(source, data, "")
+    root = TomlTable(source, data, "", MeterProfileError)
     meter = root.sub("meter")
     manufacturer = meter.get("manufacturer", str, "")
     model = meter.get("model", str, "")
@@ -218,6 +171,9 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
     logical = assoc.integer("logical_address", 1, 1, 0x3FFD)
     pdu = assoc.integer("max_pdu_size", 0xFFFF, MIN_CLIENT_PDU, 0xFFFF)
     referencing = assoc.choice("referencing", "ln", REFERENCING)
+    gbt_window = assoc.integer("gbt_window", 0, 0, MAX_GBT_WINDOW)
+    if gbt_window and referencing == "sn":
+        raise assoc.fail("gbt_window", "general-block-transfer is for LN referencing only")
     assoc.done()
     hdlc = root.sub("hdlc")
     size = hdlc.integer("address_size", 0, 0, 4)
@@ -236,6 +192,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
     start.done()
     clock = root.sub("clock")
     deviation = clock.choice("deviation", "dlms", CLOCK_CONVENTIONS)
+    range_bounds = clock.choice("range_bounds", "utc", RANGE_BOUNDS)
     clock.done()
     accept = root.sub("accept")
     trailing = accept.get("trailing_bytes", bool, True)
@@ -251,6 +208,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         management_client_sap=management,
         logical_address=logical,
         max_pdu_size=pdu,
+        gbt_window=gbt_window,
         referencing=referencing,
         address_size=size,
         physical_address=physical,
@@ -260,6 +218,7 @@ def parse_profile(text: str, source: str, name: str | None = None) -> MeterProfi
         startup=mode,
         device_address=device_address,
         clock_deviation=deviation,
+        range_bounds=range_bounds,
         accept_trailing_bytes=trailing,
         channels=channels,
     )

@@ -9,7 +9,8 @@ it, a relay fault). Depending on the control mode, remote_reconnect leaves the r
 connected or ready_for_reconnection (the customer presses the button); both are accepted.
 
 Methods need the management association (client SAP 1, LLS with the meter's secret, named
-by the inventory row's ``password_ref``). Every command on every meter is recorded in
+by the inventory row's ``password_ref``; a secured meter: HLS-GMAC with suite-0 ciphering,
+its context from ``security_for``). Every command on every meter is recorded in
 ``command_audit`` (who, what, when, result, states read back), failures included.
 Meters on one link (an RS-485 bus) are served one at a time; others run concurrently.
 """
@@ -31,8 +32,10 @@ from collector.telemetry import Telemetry
 from collector.transport import open_transport
 from contracts.meters import MeterTarget
 from protocols.errors import DlmsError
+from protocols.security import SecurityContext
 from storage.database import Database
 from storage.jobs import ON_DEMAND
+from storage.keystore import KeyStoreError
 from storage.operations import CommandRecord, record_command
 from storage.records import MeterRecord
 
@@ -50,6 +53,9 @@ CONTROL_STATE_NAMES = {
 MANAGEMENT_SAP = 1
 
 Secrets = Callable[[str], bytes | None]
+#: The suite-0 context of a secured meter's session (None: the meter is not secured);
+#: blocking (key store, counter reservation), so it runs in a worker thread.
+SecurityFor = Callable[[MeterRecord], SecurityContext | None]
 
 
 class NoSecret(DlmsError):
@@ -178,21 +184,28 @@ async def command_meter(
     secrets: Secrets,
     request_timeout: float = 10.0,
     session_timeout: float = 60.0,
+    security_for: SecurityFor | None = None,
 ) -> CommandResult:
     """One management session: the method, then the read-back. Errors come back as a result."""
     try:
-        password = management_secret(meter, secrets)
+        security = None
+        if security_for is not None:
+            security = await asyncio.to_thread(security_for, meter)
+        password = None if security is not None else management_secret(meter, secrets)
         transport = open_transport(management_target(meter))
         async with asyncio.timeout(session_timeout):
             async with Session(
                 transport,
-                authentication="lls",
+                authentication="lls" if security is None else "hls-gmac",
                 password=password,
                 request_timeout=request_timeout,
+                security=security,
             ) as session:
                 state = await switch(session, command)
     except DlmsError as exc:
         return CommandResult(meter.meter_id, command, False, None, exc.error_class, str(exc))
+    except KeyStoreError as exc:
+        return CommandResult(meter.meter_id, command, False, None, "no_keys", str(exc))
     except TimeoutError:
         return CommandResult(
             meter.meter_id,
@@ -222,6 +235,7 @@ async def run_command(
     priority: int = ON_DEMAND,
     telemetry: Telemetry | None = None,
     label: str = "command",
+    security_for: SecurityFor | None = None,
 ) -> list[CommandResult]:
     """Run ``command`` on every meter (one session per link at a time); audit each one.
 
@@ -256,6 +270,7 @@ async def run_command(
                 secrets=secrets,
                 request_timeout=request_timeout,
                 session_timeout=session_timeout,
+                security_for=security_for,
             )
             if telemetry is not None and handle is not None:
                 telemetry.session_ended(handle, "ok" if result.ok else "failed", result.error_class)

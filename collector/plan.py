@@ -70,6 +70,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from collector.meter_profiles import MeterProfile, ProfileLibrary
 from collector.schedule import TASKS, Schedule, ScheduleError, parse_every, parse_until
+from collector.toml_table import TomlTable
 from contracts.meters import STARTUPS
 from protocols.cosem import Obis
 from protocols.errors import DecodeError
@@ -257,79 +258,14 @@ class Plan:
         )
 
 
-class _Reader:
-    """Typed access to one TOML table, with errors naming file and dotted key."""
-
-    def __init__(self, source: str, table: dict[str, Any], prefix: str) -> None:
-        self.source = source
-        self.table = table
-        self.prefix = prefix
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, reason: str) -> PlanError:
-        return PlanError(f"{self.source}: {self.key(name)}: {reason}")
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.table:
-            return default
-        value = self.table[name]
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.fail(name, f"expected {_kind_name(kind)}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.fail(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
-        return value
-
-    def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = float(self.get(name, (int, float), default))
-        if not lo <= value <= hi:
-            raise self.fail(name, f"{value:g} outside {lo:g}..{hi:g}")
-        return value
-
-    def integer(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
-        value = self.get(name, int, default)
-        if value is not None and not lo <= value <= hi:
-            raise self.fail(name, f"{value} outside {lo}..{hi}")
-        return value
-
-    def sub(self, name: str, required: bool = False) -> _Reader:
-        table = self.get(name, dict, None)
-        if table is None:
-            if required:
-                raise self.fail(name, "missing table")
-            table = {}
-        return _Reader(self.source, table, self.key(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        dict: "a table",
-        list: "an array",
-        bool: "a boolean",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _obis(reader: _Reader, name: str, text: str) -> str:
+def _obis(reader: TomlTable, name: str, text: str) -> str:
     try:
         return str(Obis.parse(text))
     except (DecodeError, ValueError) as exc:
         raise reader.fail(name, f"{text!r} is not an OBIS code ({exc})") from None
 
 
-def _clock_offset(reader: _Reader, name: str, text: str) -> timedelta:
+def _clock_offset(reader: TomlTable, name: str, text: str) -> timedelta:
     hours, sep, minutes = text.partition(":")
     try:
         h, m = int(hours), int(minutes)
@@ -340,13 +276,13 @@ def _clock_offset(reader: _Reader, name: str, text: str) -> timedelta:
     return timedelta(hours=h, minutes=m)
 
 
-def _profile(reader: _Reader) -> ProfilePlan:
+def _profile(reader: TomlTable) -> ProfilePlan:
     obis = _obis(reader, "obis", reader.get("obis", str, "1.0.99.1.0.255"))
     period = reader.integer("period_s", 900, 60, 86400)
     assert period is not None
     if 86400 % period:
         raise reader.fail("period_s", f"{period} does not divide a day")
-    status = reader.integer("status_column", None, 0, 255)
+    status = reader.optional_integer("status_column", 0, 255)
     chans = reader.sub("channels", required=True)
     channels: dict[int, str] = {}
     for key, value in chans.table.items():
@@ -370,7 +306,7 @@ def _profile(reader: _Reader) -> ProfilePlan:
     return ProfilePlan(obis, period, dict(sorted(channels.items())), status)
 
 
-def _schedules(reader: _Reader, tz_name: str) -> dict[str, Schedule]:
+def _schedules(reader: TomlTable, tz_name: str) -> dict[str, Schedule]:
     """``[group.schedule]``: one table per task, ``cron`` or ``every``, optional ``until``."""
     schedules: dict[str, Schedule] = {}
     for task in TASKS:
@@ -402,7 +338,7 @@ def _schedules(reader: _Reader, tz_name: str) -> dict[str, Schedule]:
     return schedules
 
 
-def _group(reader: _Reader, index: int, tz_name: str = "UTC") -> Group:
+def _group(reader: TomlTable, index: int, tz_name: str = "UTC") -> Group:
     name = reader.get("name", str, f"group{index + 1}")
     match_reader = reader.sub("match")
     match: dict[str, str] = {}
@@ -463,7 +399,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
 
 def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     """Check a plan already read from TOML (``hes serve``'s config holds one inline)."""
-    root = _Reader(source, data, "")
+    root = TomlTable(source, data, "", PlanError)
     col = root.sub("collector")
     concurrency = col.integer("concurrency", 500, 1, 100_000)
     tz_name = col.get("timezone", str, "UTC")
@@ -504,7 +440,7 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     for i, table in enumerate(raw_groups):
         if not isinstance(table, dict):
             raise root.fail(f"group[{i}]", "expected a table ([[group]])")
-        groups.append(_group(_Reader(source, table, f"group[{i}]"), i, tz_name))
+        groups.append(_group(TomlTable(source, table, f"group[{i}]", PlanError), i, tz_name))
     names = [g.name for g in groups]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -515,7 +451,7 @@ def plan_from_data(data: dict[str, Any], source: str = "<plan>") -> Plan:
     return Plan(source, tuple(groups), concurrency, tz_name, retry, timeouts, line_loss, profiles)
 
 
-def _line_loss(reader: _Reader) -> LineLoss:
+def _line_loss(reader: TomlTable) -> LineLoss:
     default = LineLoss()
     band_raw = reader.get("band", list, list(default.band))
     if len(band_raw) != 2 or not all(

@@ -91,13 +91,19 @@ async def read_capture(
     return parse_capture_objects(capture_objects), period
 
 
-def range_access(clock: ProfileColumn, start: datetime, end: datetime) -> xdlms.RangeAccess:
-    """Selective access by range on the clock column, [start, end] inclusive."""
-    return xdlms.RangeAccess(
-        restricting=clock,
-        from_value=CosemDateTime.from_datetime(start).to_bytes(),
-        to_value=CosemDateTime.from_datetime(end).to_bytes(),
-    )
+def range_access(
+    clock: ProfileColumn, start: datetime, end: datetime, local: tzinfo | None = None
+) -> xdlms.RangeAccess:
+    """Selective access by range on the clock column, [start, end] inclusive. With ``local``
+    the bounds are wall times in that zone with the deviation "not specified" (a meter whose
+    range reads match nothing when the bounds carry one), as its naive stamps are read."""
+
+    def bound(at: datetime) -> bytes:
+        if local is not None and at.tzinfo is not None:
+            at = at.astimezone(local).replace(tzinfo=None)
+        return CosemDateTime.from_datetime(at).to_bytes()
+
+    return xdlms.RangeAccess(restricting=clock, from_value=bound(start), to_value=bound(end))
 
 
 async def read_buffer(session: Session, obis: str | Obis, access: xdlms.RangeAccess | None) -> Any:
@@ -125,7 +131,8 @@ async def read_profile(
         clock_col = next((c for c in columns if c.class_id == CLOCK_CLASS_ID), None)
         if clock_col is None:
             raise ProtocolError(f"profile {ln} has no clock column to select a range on")
-        access = range_access(clock_col, start or _OPEN_START, end or _OPEN_END)
+        local = None if session.range_deviation else UTC
+        access = range_access(clock_col, start or _OPEN_START, end or _OPEN_END, local)
     buffer = await read_buffer(session, ln, access)
     if not isinstance(buffer, list):
         raise DecodeError(f"profile {ln}: buffer is {type(buffer).__name__}, not an array")
@@ -251,10 +258,11 @@ async def read_meter(
         if limit is not None and first > limit:
             out.remaining.append((first, last))  # the meter has not closed these yet
             continue
+        local = None if session.range_deviation else tz
         access = xdlms.RangeAccess(
             restricting=columns[clock_index],
-            from_value=_clock_octets(first),
-            to_value=_clock_octets(last),
+            from_value=_clock_octets(first, local),
+            to_value=_clock_octets(last, local),
         )
         cells, buffer = await session.get_columns(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
         _take_buffer(out, table, buffer, columns, clock_index, group, specs, first, last,
@@ -462,9 +470,13 @@ _utc = functools.lru_cache(maxsize=4096)(from_epoch)
 
 
 @functools.lru_cache(maxsize=4096)
-def _clock_octets(seconds: int) -> bytes:
-    """The date-time octets of a range bound (epoch second, UTC), as :func:`range_access`."""
-    return CosemDateTime.from_datetime(from_epoch(seconds)).to_bytes()
+def _clock_octets(seconds: int, local: tzinfo | None) -> bytes:
+    """The date-time octets of a range bound (an epoch second), as :func:`range_access` gives
+    them: UTC with its deviation, or with ``local`` a wall time there without one."""
+    at = from_epoch(seconds)
+    if local is not None:
+        at = at.astimezone(local).replace(tzinfo=None)
+    return CosemDateTime.from_datetime(at).to_bytes()
 
 
 def _aware(ts: datetime, tz: Any) -> datetime:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from collector.batching import Batcher
 from collector.jobs import MeterJob, log_event
-from collector.mqtt import profile_payload, registers_payload
+from collector.mqtt_payloads import profile_payload, registers_payload
 from collector.profile_reader import Readout
 from storage.records import Attempt, SessionWrite
 

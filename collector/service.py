@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from collector import gap_planner
 from collector.batching import Batcher
+from collector.credentials import with_stored_secrets
 from collector.jobs import MeterJob, RunStats, RunSummary, log, log_event
 from collector.link_locks import LinkArbiter
 from collector.plan import Group, Plan
@@ -159,6 +160,7 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
             "window_size": model.window_size,
             "address_size": model.address_size,
             "max_pdu_size": model.max_pdu_size,
+            "gbt_window": model.gbt_window,
         }
     return MeterTarget(
         meter.transport,
@@ -179,15 +181,18 @@ def target_of(meter: MeterRecord, plan: Plan) -> MeterTarget:
 
 def session_options(meter: MeterRecord, plan: Plan) -> dict[str, Any]:
     """The :class:`Session` settings of the meter's profile (none without one): PDU size,
-    logical or short names, trailing bytes accepted or not, the clock deviation's sign."""
+    logical or short names, trailing bytes accepted or not, the clock deviation's sign, range
+    bounds with a deviation or without."""
     model = plan.meter_profile(meter)
     if model is None:
         return {}
     return {
         "max_pdu_size": model.max_pdu_size,
+        "gbt_window": model.gbt_window,
         "referencing": "sn" if model.referencing == "sn" else "ln",
         "accept_trailing": model.accept_trailing_bytes,
         "inverted_deviation": model.inverted_deviation,
+        "range_deviation": model.range_deviation,
     }
 
 
@@ -315,6 +320,9 @@ class Collector:
         try:
             if meters is None:
                 meters = await self._db(functools.partial(self.db.meters, enabled_only=True))
+            self.secrets = await self._db(
+                with_stored_secrets, self.secrets, list(meters), self._open_store
+            )
             if any(m.security_profile == SECURE_PROFILE for m in meters):
                 # Raises KeyStoreError (no/bad master key) before any session starts.
                 self._keystore = KeyStore(self.db, await self._db(self.master_key))
@@ -471,6 +479,9 @@ class Collector:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _open_store(self) -> KeyStore:
+        return KeyStore(self.db, self.master_key())
 
     def _security_batch(self, meter_ids: Sequence[str]) -> list[SecurityContext | NoKeys]:
         """Fresh contexts for a batch of secured sessions, their counter blocks reserved in

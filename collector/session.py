@@ -49,6 +49,7 @@ from protocols.enums import InterfaceClass
 from protocols.errors import (
     DecodeError,
     DlmsError,
+    DlmsTimeout,
     ObjectUndefined,
     ProtocolError,
     data_access_error,
@@ -62,6 +63,7 @@ from protocols.xdlms.client import (
     Send,
     Value,
     Values,
+    Wait,
     Written,
 )
 from protocols.xdlms.sn import OBJECT_LIST_NAME, ObjectList
@@ -122,6 +124,8 @@ class Session:
         accept_trailing: bool = True,
         inverted_deviation: bool = False,
         referencing: Referencing = "ln",
+        range_deviation: bool = True,
+        gbt_window: int = 0,
     ) -> None:
         if referencing not in ("ln", "sn"):
             raise ValueError(f"referencing {referencing!r}: use 'ln' or 'sn'")
@@ -132,6 +136,9 @@ class Session:
         #: Whether the meter sends its clock deviation with the sign opposite to the Blue
         #: Book's (its meter profile says so): :meth:`read_clock` turns it round.
         self.inverted_deviation = inverted_deviation
+        #: Whether profile range reads name their bounds with a deviation (UTC, 0) or, for a
+        #: meter that matches nothing then, as local wall times without one.
+        self.range_deviation = range_deviation
         self.referencing: Referencing = referencing
         #: The SN meter's object list, read once after the association.
         self.object_list: ObjectList | None = None
@@ -152,6 +159,7 @@ class Session:
             security=security,
             peer=transport.description,
             short_names=referencing == "sn",
+            gbt_window=gbt_window,
         )
 
     @property
@@ -196,13 +204,37 @@ class Session:
             await self.transport.close()
 
     async def _exchange(self, apdu: bytes) -> ClientEvent:
-        """Send, and keep going while the association asks for another round trip."""
+        """Send, and keep going while the association asks for another round trip (or, in
+        general block transfer, waits for the rest of the meter's window)."""
         client = self._client
         while True:
-            event = client.receive(await self.transport.request(apdu, self.request_timeout))
+            event = client.receive(await self._send_window(apdu))
+            while isinstance(event, Wait):
+                event = client.receive(await self._next_block())
             if not isinstance(event, Send):
                 return event
             apdu = event.apdu
+
+    async def _send_window(self, apdu: bytes) -> bytes:
+        """Send ``apdu`` and the GBT blocks queued after it; the meter's answer to the last."""
+        transport, timeout = self.transport, self.request_timeout
+        queued = self._client.take_queued()
+        if not queued:
+            return await transport.request(apdu, timeout)
+        await transport.send(apdu, timeout)
+        for block in queued[:-1]:
+            await transport.send(block, timeout)
+        return await transport.request(queued[-1], timeout)
+
+    async def _next_block(self) -> bytes:
+        """The next GBT block of the meter's window; once, after a silence, ask for it."""
+        try:
+            return await self.transport.receive(self.request_timeout)
+        except DlmsTimeout:
+            ack = self._client.gbt_timeout()
+            if ack is None:
+                raise
+            return await self.transport.request(ack, self.request_timeout)
 
     async def _read_object_list(self) -> None:
         event = await self._exchange(self._client.read([(OBJECT_LIST_NAME, None)]))
@@ -339,6 +371,11 @@ class Session:
                 f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
                 f"value ignored: {trailing.hex()}"
             )
+
+    @property
+    def gbt(self) -> bool:
+        """Whether the meter granted general-block-transfer."""
+        return self._client.gbt
 
     def with_list(self) -> bool:
         """Whether the meter granted multiple-references (GET/SET-WITH-LIST)."""

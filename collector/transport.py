@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -69,6 +70,14 @@ class Transport(Protocol):
     async def open(self) -> None: ...
 
     async def request(self, apdu: bytes, timeout: float) -> bytes: ...
+
+    async def send(self, apdu: bytes, timeout: float) -> None:
+        """Send an APDU that the meter does not answer by itself (a GBT block mid-window)."""
+        ...
+
+    async def receive(self, timeout: float) -> bytes:
+        """The meter's next APDU without sending one (the rest of a GBT window)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -148,6 +157,7 @@ class TcpWrapperTransport:
         self.description = f"tcp://{host}:{port}"
         self._stream: CountedStream | None = None
         self._decoder = WrapperDecoder()
+        self._inbox: deque[bytes] = deque()
         self.trace = trace
 
     async def open(self) -> None:
@@ -155,11 +165,22 @@ class TcpWrapperTransport:
         self._stream = CountedStream(reader, writer, self.stats)
 
     async def request(self, apdu: bytes, timeout: float) -> bytes:
+        self._inbox.clear()
+        await self.send(apdu, timeout)
+        self.stats.round_trips += 1
+        return await self.receive(timeout)
+
+    async def send(self, apdu: bytes, timeout: float) -> None:
         stream = self._require_stream()
         if self.trace is not None:
             self.trace(wrapper_trace("tx", WrapperPdu(self.client_wport, self.server_wport, apdu)))
         await stream.write(encode_wrapper(self.client_wport, self.server_wport, apdu))
-        self.stats.round_trips += 1
+
+    async def receive(self, timeout: float) -> bytes:
+        """The next APDU from the meter (several may come in one read: the rest wait)."""
+        stream = self._require_stream()
+        if self._inbox:
+            return self._inbox.popleft()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -174,12 +195,14 @@ class TcpWrapperTransport:
                 if self.trace is not None:
                     self.trace(wrapper_trace("rx", pdu))
                 if pdu.source == self.server_wport and pdu.destination == self.client_wport:
-                    return pdu.apdu
-                if pdu.destination != self.client_wport:
+                    self._inbox.append(pdu.apdu)
+                elif pdu.destination != self.client_wport:
                     raise DecodeError(
                         f"{self.description}: wrapper PDU for wPort {pdu.destination}, "
                         f"expected {self.client_wport}"
                     )
+            if self._inbox:
+                return self._inbox.popleft()
 
     async def close(self) -> None:
         if self._stream is not None:
@@ -234,6 +257,7 @@ class HdlcTransport:
         #: Said after the timeout of an unanswered SNRM: what the silence may mean.
         self.silence_hint = silence_hint
         self.trace = trace
+        self._inbox: deque[bytes] = deque()
         self._trace_tx = FrameTracer("tx")
         self._trace_rx = FrameTracer("rx")
 
@@ -259,7 +283,24 @@ class HdlcTransport:
 
     async def request(self, apdu: bytes, timeout: float) -> bytes:
         conn = self._require_conn()
+        self._inbox.clear()
         event = await self._exchange(conn.send_apdu(apdu), ApduReceived, timeout)
+        assert isinstance(event, ApduReceived)
+        return event.apdu
+
+    async def send(self, apdu: bytes, timeout: float) -> None:
+        """Send ``apdu`` and wait until the meter acknowledged its frames (RR): NRM lets the
+        next APDU go only then."""
+        conn = self._require_conn()
+        await self._exchange(conn.send_apdu(apdu), None, timeout)
+
+    async def receive(self, timeout: float) -> bytes:
+        """The meter's next APDU: one that came with the last, or poll for it (RR)."""
+        if self._inbox:
+            return self._inbox.popleft()
+        conn = self._require_conn()
+        # A window of segments that ended mid-APDU was polled for by the link already.
+        event = await self._exchange(None if conn.polled else conn.poll(), ApduReceived, timeout)
         assert isinstance(event, ApduReceived)
         return event.apdu
 
@@ -278,17 +319,19 @@ class HdlcTransport:
 
     async def _exchange(
         self,
-        first: bytes,
-        wanted: type,
+        first: bytes | None,
+        wanted: type | None,
         timeout: float,
         retries: int | None = None,
     ) -> object:
-        """Write ``first`` and pump frames until an event of type ``wanted`` arrives."""
+        """Write ``first`` and pump frames until an event of type ``wanted`` arrives (None:
+        until every frame sent is acknowledged). APDUs beyond the first wait in the inbox."""
         stream = self._require_stream()
         conn = self._require_conn()
         tries_left = self.retries if retries is None else retries
-        await self._send(stream, first)
-        self.stats.round_trips += 1
+        if first is not None:
+            await self._send(stream, first)
+            self.stats.round_trips += 1
         loop = asyncio.get_running_loop()
         # The per-frame timeout restarts whenever the meter sends something: a long
         # segmented response keeps the exchange alive frame by frame.
@@ -308,16 +351,25 @@ class HdlcTransport:
                 self.stats.retransmissions += 1
                 await self._send(stream, conn.on_timeout())
                 continue
+            found: object = None
             for event in self._receive(conn, data):
                 if isinstance(event, Transmit):
                     await self._send(stream, event.data)
                     self.stats.round_trips += 1
                 elif isinstance(event, PeerRejected):
                     raise LinkError(f"{self.description}: meter answered {event.kind.name}")
-                elif isinstance(event, wanted):
-                    return event
+                elif isinstance(event, ApduReceived):
+                    self._inbox.append(event.apdu)
+                elif wanted is not None and isinstance(event, wanted):
+                    found = found or event
                 elif isinstance(event, Disconnected):
                     raise LinkError(f"{self.description}: meter disconnected the link")
+            if wanted is ApduReceived and self._inbox:
+                return ApduReceived(self._inbox.popleft())
+            if found is not None:
+                return found
+            if wanted is None and not conn.sending:
+                return None
 
     async def _send(self, stream: CountedStream, data: bytes) -> None:
         if self.trace is not None:

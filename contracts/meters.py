@@ -68,6 +68,8 @@ class MeterTarget:
     address_size: int = 0
     #: The client's max receive PDU size proposed in the AARQ.
     max_pdu_size: int = 0xFFFF
+    #: General block transfer: blocks received at once (0: GBT not proposed).
+    gbt_window: int = 0
     #: What opens a serial link: "hdlc" (HDLC at once) or "iec62056-21" (mode E sign-on).
     startup: str = "hdlc"
     #: The IEC 62056-21 device address sent in the sign-on request ("": none).

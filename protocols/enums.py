@@ -34,6 +34,7 @@ class ApduTag(IntEnum):
     DATA_NOTIFICATION = 0x0F
     INITIATE_REQUEST = 0x01
     INITIATE_RESPONSE = 0x08
+    GENERAL_BLOCK_TRANSFER = 0xE0
 
 
 class InterfaceClass(IntEnum):
@@ -48,6 +49,7 @@ class InterfaceClass(IntEnum):
     ASSOCIATION_SN = 12
     ASSOCIATION_LN = 15
     IMAGE_TRANSFER = 18
+    PUSH_SETUP = 40
     DISCONNECT_CONTROL = 70
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols.errors import DecodeError, DlmsError, LinkError, ProtocolError
@@ -252,11 +253,12 @@ class HdlcConnection:
         self._llc_out = LLC_REQUEST if role is Role.CLIENT else LLC_RESPONSE
         self._vs = 0  # V(S): N(S) of the next I-frame we send
         self._vr = 0  # V(R): N(S) we expect next from the peer
-        self._pending: deque[bytes] = deque()  # segments not yet sent
+        self._pending: deque[tuple[bytes, bool]] = deque()  # (segment, more follow) unsent
         self._outstanding: list[tuple[int, bytes]] = []  # (N(S), encoded) sent, not acked
         self._rx_segments: list[bytes] = []
         self._accepted_any = False  # an I-frame was accepted since the link came up
         self._last_tx = b""
+        self._polled = False  # client: a poll is out, the server's answer is still to come
 
     # -- public API ------------------------------------------------------------------
 
@@ -287,21 +289,52 @@ class HdlcConnection:
         self.state = LinkState.DISCONNECTING
         return self._remember(self._frame(FrameKind.DISC))
 
-    def send_apdu(self, apdu: bytes, *, llc: bool = True) -> bytes:
+    def send_apdu(self, apdu: bytes, *, llc: bool = True, following: Sequence[bytes] = ()) -> bytes:
         """Queue an APDU (LLC header added, split by the negotiated ``max_info_tx``);
         return the first window of I-frames. Later segments come out as :class:`Transmit`
-        events when the peer's RR acknowledges the previous ones. ``llc=False`` leaves the
-        header out, as some meters do (a simulator quirk)."""
+        events when the peer's RR acknowledges the previous ones. ``following``: further
+        APDUs sent after it (a GBT window): they share its windows, and a client polls for
+        what did not fit (:meth:`poll`). ``llc=False`` leaves the header out, as some
+        meters do (a simulator quirk)."""
         if self.state is not LinkState.CONNECTED:
             raise LinkError("HDLC link is not connected")
         if self._pending:
             raise ProtocolError("previous APDU is still being sent")
-        payload = self._llc_out + apdu if llc else apdu
         size = self.settings.max_info_tx
-        self._pending.extend(payload[i : i + size] for i in range(0, len(payload), size))
+        for index, one in enumerate((apdu, *following)):
+            payload = self._llc_out + one if llc or index else one
+            starts = range(0, len(payload), size)
+            self._pending.extend((payload[i : i + size], i + size < len(payload)) for i in starts)
         self._outstanding.clear()
         self._rx_segments.clear()
         return self._send_window()
+
+    @property
+    def sending(self) -> bool:
+        """Whether frames of ours wait to be sent or to be acknowledged."""
+        return bool(self._pending or self._outstanding)
+
+    @property
+    def polled(self) -> bool:
+        """Client: whether the server may still send (our last poll is not answered with
+        the final bit yet), so polling again would only make it repeat itself."""
+        return self._polled
+
+    def poll(self) -> bytes:
+        """Client: RR with the poll bit, acknowledging what arrived and asking the server
+        for what it has queued (the rest of a GBT window)."""
+        if self.role is not Role.CLIENT:
+            raise ProtocolError("only the client role polls")
+        if self.state is not LinkState.CONNECTED:
+            raise LinkError("HDLC link is not connected")
+        return self._remember(self._rr())
+
+    def acknowledge(self) -> bytes:
+        """Server: the RR that answers a poll when the application has nothing to send
+        (a GBT block in the middle of the client's window)."""
+        if self.role is not Role.SERVER:
+            raise ProtocolError("only the server role answers a poll with RR")
+        return self._remember(self._rr())
 
     def on_timeout(self) -> bytes:
         """The bytes to send again after the peer stayed silent: the last transmission."""
@@ -333,6 +366,8 @@ class HdlcConnection:
 
     def _client_frame(self, frame: HdlcFrame) -> list[HdlcEvent]:
         kind = frame.kind
+        if frame.poll_final:
+            self._polled = False  # the server's transmission is over: it waits for a poll
         if kind is FrameKind.I:
             return self._receive_i(frame)
         if kind is FrameKind.RR or kind is FrameKind.RNR:
@@ -401,8 +436,21 @@ class HdlcConnection:
                 return [Transmit(self._remember(self._frame(FrameKind.DM)))]
             return []
         if kind is FrameKind.I:
+            if len(frame.information) > self.settings.max_info_rx:
+                return self._frame_reject(frame)
             return self._receive_i(frame)
         return self._receive_rr(frame)
+
+    def _frame_reject(self, frame: HdlcFrame) -> list[HdlcEvent]:
+        """An I-frame longer than the negotiated information field: FRMR, the link is down
+        until the client sets it up again (the client reports a PeerRejected)."""
+        self.last_error = ProtocolError(
+            f"I-frame with {len(frame.information)} information bytes, more than the "
+            f"negotiated {self.settings.max_info_rx}"
+        )
+        self._reset_link()
+        self.state = LinkState.DISCONNECTED
+        return [Transmit(self._remember(self._frame(FrameKind.FRMR)))]
 
     # -- both roles ------------------------------------------------------------------
 
@@ -437,6 +485,14 @@ class HdlcConnection:
             if duplicate and frame.poll_final and self._accepted_any and self._last_tx:
                 # The client timed out and sent its I-frame again: our answer was lost.
                 return [Transmit(self._last_tx)]
+            if frame.poll_final and not duplicate:
+                # A frame of the client's window went missing: RR names the one we expect,
+                # and the client sends again from there (no timeout needed).
+                self.ignored_frames += 1
+                self.last_error = ProtocolError(
+                    f"I-frame N(S)={frame.send_seq}, expected {self._vr}; asked for it by RR"
+                )
+                return [Transmit(self._remember(self._rr()))]
         elif self._rx_segments and frame.poll_final:
             # The server repeated a segment: our RR was lost; say again what we expect.
             return [Transmit(self._remember(self._rr()))]
@@ -480,7 +536,7 @@ class HdlcConnection:
         room = self.settings.window_tx - len(self._outstanding)
         parts: list[bytes] = []
         while pending and room > 0:
-            info = pending.popleft()
+            info, more = pending.popleft()
             room -= 1
             last_of_window = room == 0 or not pending
             encoded = self._frame(
@@ -488,7 +544,7 @@ class HdlcConnection:
                 poll_final=last_of_window,
                 send_seq=self._vs,
                 recv_seq=self._vr,
-                segmented=bool(pending),
+                segmented=more,
                 information=info,
             )
             self._outstanding.append((self._vs, encoded))
@@ -524,6 +580,8 @@ class HdlcConnection:
 
     def _remember(self, data: bytes) -> bytes:
         self._last_tx = data
+        if self.role is Role.CLIENT and data:
+            self._polled = True  # every client transmission ends with the poll bit
         return data
 
     def _frame(

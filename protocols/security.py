@@ -400,6 +400,13 @@ class SecurityContext:
         self._next += 1
         return value
 
+    @property
+    def next_unused(self) -> int | None:
+        """The counter the next ciphered APDU would use (every one below it was used or
+        reserved): where a later session of another head-end must start. None before any
+        counter was reserved (nothing was ciphered)."""
+        return self._next if self._limit else None
+
     def hold_block(self, start: int) -> None:
         """Use the counters ``[start, start + counter_block)``, reserved (and committed) by
         the caller, e.g. for many meters in one transaction; ``prepare`` then has nothing
@@ -461,9 +468,20 @@ class SecurityContext:
         return plain
 
     def learn_server_title(self, title: bytes | None) -> None:
-        """Take the responding-AP-title of an AARE (or check it against the configured one)."""
-        if title is None or len(title) != 8:
-            raise SystemTitleMismatch("the AARE names no 8-byte responding system title")
+        """Take the responding-AP-title of an AARE (or check it against the configured one).
+
+        A meter that leaves the title out is taken when the title is configured (some do)."""
+        if title is None and self.server_system_title is not None:
+            return
+        if title is None:
+            raise SystemTitleMismatch(
+                "the AARE names no responding system title and none is configured for this "
+                "meter: give its system title (the key store's system_title column)"
+            )
+        if len(title) != 8:
+            raise SystemTitleMismatch(
+                f"the AARE's responding system title {title.hex()} is not 8 bytes"
+            )
         if self.server_system_title is None:
             self.server_system_title = title
         elif title != self.server_system_title:

@@ -3,7 +3,9 @@ carry, one session at a time, with baud-rate timing and injected faults.
 
 - ``HdlcBus``: the bus itself, sans sockets: bytes in, the meters' answer out.
 - ``HdlcTcpServer``: a bus behind a terminal-server TCP port. Like a real terminal server it
-  takes one TCP client at a time, so a bus never carries two sessions at once.
+  takes one TCP client at a time, so a bus never carries two sessions at once. It also
+  counts the clients that *tried*: a second client arriving while the first still holds the
+  line is an overlap (``LineCounter``), the evidence that collectors shared a bus.
 - ``PtyBus``: the same bus on a pseudo-terminal, for serial test benches.
 """
 
@@ -13,6 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
+import struct
 import termios
 import time
 import tty
@@ -31,7 +35,7 @@ from protocols.hdlc_link import (
 )
 from simulator.faults import FaultPlan, SessionFault
 from simulator.meter import MeterSession, SimulatedMeter
-from simulator.server import Clock, MeterRelease, ServerStats, corrupt_hdlc
+from simulator.server import Clock, MeterRelease, ServerStats, corrupt_hdlc, count_gbt
 from simulator.uart import resample
 
 #: How long a no-answer HDLC session stays silent on a bus when no TCP connection marks its
@@ -221,10 +225,15 @@ class HdlcBus:
                         reply.drop = True
                         self._forget(key)
                         return bytes(out) + self._dm(frame)
+                    if link.conn.connected and frame.poll_final:
+                        out += link.conn.acknowledge()  # NRM: a poll is always answered
                     continue
                 self.stats.apdus += 1
                 bare = link.meter.quirks.rlre_without_llc and answer[:1] == _RLRE
-                frames = link.conn.send_apdu(answer, llc=not bare)
+                following = link.session.take_queued()
+                self.stats.apdus += len(following)
+                self.stats.gbt_blocks += count_gbt(answer, following)
+                frames = link.conn.send_apdu(answer, llc=not bare, following=following)
                 if link.fault is SessionFault.CORRUPT_FRAME and link.answered == link.point:
                     frames = corrupt_hdlc(frames)
                 link.answered += 1
@@ -270,6 +279,54 @@ class HdlcBus:
         return HdlcFrame(FrameKind.DM, frame.source, frame.destination, True).encode()
 
 
+#: ``tcpi_state`` of a connection whose peer has sent its FIN (Linux ``TCP_CLOSE_WAIT``).
+_TCP_ESTABLISHED = 1
+
+
+def _peer_holds(writer: asyncio.StreamWriter) -> bool:
+    """True while the client of ``writer`` still has its end open (no FIN or reset seen).
+
+    The kernel knows before this side has read the end of stream: the first byte of
+    ``TCP_INFO`` is the connection's state, ESTABLISHED until the peer closes. Where
+    ``TCP_INFO`` is missing, the connection counts as held until the stream says otherwise.
+    """
+    sock = writer.get_extra_info("socket")
+    if sock is None or writer.is_closing():
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (OSError, AttributeError):
+        return True
+    return bool(struct.unpack_from("B", info)[0] == _TCP_ESTABLISHED)
+
+
+@dataclass(slots=True)
+class LineCounter:
+    """The clients of one terminal-server port, as seen by the port, not by its queue.
+
+    ``peak_clients`` is the most clients that held a connection to the bus at once (a
+    client that has closed its end no longer holds it, even if this side has not read the
+    close yet: a collector that reconnects at once is one client). ``overlaps`` counts the
+    connections that arrived while another client held the line: each is a second session
+    attempted on a bus, whether the port then queued or refused it.
+    """
+
+    peak_clients: int = 0
+    overlaps: int = 0
+    _open: list[asyncio.StreamWriter] = dataclasses.field(default_factory=list)
+
+    def arrived(self, writer: asyncio.StreamWriter) -> None:
+        holding = sum(1 for other in self._open if _peer_holds(other))
+        if holding:
+            self.overlaps += 1
+        self._open.append(writer)
+        self.peak_clients = max(self.peak_clients, holding + 1)
+
+    def left(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ValueError):
+            self._open.remove(writer)
+
+
 def wire_time(nbytes: int, baudrate: int | None) -> float:
     """Seconds that ``nbytes`` take on a UART line at 8N1 (10 bits per byte)."""
     return 0.0 if not baudrate else nbytes * 10.0 / baudrate
@@ -298,6 +355,7 @@ class HdlcTcpServer:
         self.clock = clock
         self.busy_wait_s = busy_wait_s
         self.stats = ServerStats()
+        self.clients = LineCounter()
         self._server: asyncio.Server | None = None
         self._line = asyncio.Lock()
 
@@ -317,17 +375,23 @@ class HdlcTcpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A client that reconnects at once after giving up may arrive before this side saw
         # the old connection close: wait that long for the line, then refuse as busy.
+        if self._line.locked():
+            self.stats.line_contended += 1
+        self.clients.arrived(writer)
         try:
-            async with asyncio.timeout(self.busy_wait_s):
-                await self._line.acquire()
-        except TimeoutError:
-            self.stats.rejected_busy += 1
-            writer.close()
-            return
-        try:
-            await self._session(reader, writer)
+            try:
+                async with asyncio.timeout(self.busy_wait_s):
+                    await self._line.acquire()
+            except TimeoutError:
+                self.stats.rejected_busy += 1
+                writer.close()
+                return
+            try:
+                await self._session(reader, writer)
+            finally:
+                self._line.release()
         finally:
-            self._line.release()
+            self.clients.left(writer)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.session_started()

@@ -27,10 +27,20 @@ on this Linux (kernel 6.18, root without CAP_SYS_RESOURCE, hard open-file limit 
 So the fleet uses the ``SO_BINDTODEVICE`` socket, and falls back to one socket per address
 (as many as the open-file limit allows) where that option is refused (no CAP_NET_RAW).
 
+On test hosts made of network namespaces (``bench.netns``) the collector is on another host,
+which cannot reach this one's 127.x. There ``tcp_device`` names the host's veth, and the
+meters take a private range (10.77.0.1, ...) that the host makes local (``ip route add
+local``) and the other hosts route to it: the same one socket, tied to that device.
+
 Security. ``secure_share`` of the meters (a seeded choice, exactly ``round(share * meters)``)
 refuse any association but HLS-GMAC with suite-0 ciphering from the management client; the
 inventory names them ``security_profile`` hls-gmac-suite0 with client_sap 1, and
 :meth:`Fleet.write_keys` writes their keys (``simulator.model.keys``) for ``hes keys import``.
+``lls_share`` of the others (a seeded choice too) are LLS meters in the inventory: the
+management client with the meter's own password, named by ``password_ref`` (the meter id);
+the key file carries each one's password as ``lls_password`` under that reference. Every
+simulated meter accepts LLS from the management client; the share only says which ones the
+inventory has the head-end read that way.
 
 Transformer areas. With ``area_size`` N the customer meters (TCP and bus, in number order)
 form areas of N, and each area gets one more TCP meter, its transformer meter, numbered after
@@ -59,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from contracts.meters import INVENTORY_COLUMNS, MODE_E_STARTUP, SECURE_PROFILE, MeterTarget
+from protocols.hdlc_link import HdlcSettings
 from protocols.iec62056_21 import Identification, baud_char
 from simulator import model
 from simulator.areas import AreaPlan, Energy
@@ -78,10 +89,13 @@ MAX_PHYSICAL = 0x3FFD
 WRITTEN_COLUMNS = tuple(c for c in INVENTORY_COLUMNS if c != "password")
 #: The management client: the only one a secured simulated meter accepts HLS from.
 MANAGEMENT_CLIENT_SAP = 1
-KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title")
+KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title", "lls_password")
 _METER_ID = re.compile(r"SIM(\d{9})")
 _LOOPBACK_FIRST = int(ipaddress.IPv4Address("127.0.0.1"))
 _LOOPBACK_LAST = int(ipaddress.IPv4Address("127.255.255.254"))
+_PRIVATE = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 
 
 def meter_id_text(number: int) -> str:
@@ -100,15 +114,28 @@ def meter_number(meter_id: str) -> int:
 
 
 class LoopbackRange(Sequence[str]):
-    """``count`` consecutive IPv4 loopback addresses from ``first``, without storing them."""
+    """``count`` consecutive IPv4 addresses from ``first``, without storing them.
 
-    def __init__(self, first: str, count: int) -> None:
+    Loopback addresses when served on ``lo`` (the default); served on another ``device``
+    (a test's network namespace, with the range routed to it), a private range instead.
+    """
+
+    def __init__(self, first: str, count: int, device: str = "lo") -> None:
         start = int(ipaddress.IPv4Address(first))
         if count < 0:
             raise ValueError("address count must not be negative")
-        if count and not (_LOOPBACK_FIRST <= start and start + count - 1 <= _LOOPBACK_LAST):
+        if count and device == "lo":
+            if not (_LOOPBACK_FIRST <= start and start + count - 1 <= _LOOPBACK_LAST):
+                raise ValueError(
+                    f"{count} addresses from {first} do not fit in 127.0.0.1..127.255.255.254"
+                )
+        elif count and not any(
+            int(net.network_address) < start and start + count - 1 < int(net.broadcast_address)
+            for net in _PRIVATE
+        ):
             raise ValueError(
-                f"{count} addresses from {first} do not fit in 127.0.0.1..127.255.255.254"
+                f"{count} addresses from {first} served on {device} do not fit in one "
+                "private range (10/8, 172.16/12, 192.168/16)"
             )
         self.start = start
         self.size = count
@@ -178,6 +205,9 @@ class FleetSpec:
     first_meter: int = 1
     tcp_port: int = 4059
     first_address: str = "127.1.0.1"
+    #: The network device the TCP meters answer on: ``lo``, or (a test's network namespace)
+    #: the device a private range of meter addresses is routed to.
+    tcp_device: str = "lo"
     bus_host: str = "127.0.0.1"
     #: First TCP port of the buses (bus b on ``bus_port + b``); 0 picks free ports.
     bus_port: int = 0
@@ -186,6 +216,8 @@ class FleetSpec:
     bus_silence_s: float = 10.0
     #: Share of meters (seeded choice) that require HLS-GMAC with suite-0 ciphering.
     secure_share: float = 0.0
+    #: Share of meters (seeded choice among the others) read with LLS by the management client.
+    lls_share: float = 0.0
     #: Customer meters per transformer area (0: no areas, no transformer meters).
     area_size: int = 0
     #: With areas: share of customer meters (seeded choice) that under-register.
@@ -196,10 +228,17 @@ class FleetSpec:
     mode_e: bool = False
     #: Pty buses: the rate the meters answer at whatever rate the client set (``PtyBus``).
     answer_baudrate: int | None = None
+    #: The HDLC parameters the bus meters accept at most (window, max information field).
+    hdlc: HdlcSettings = field(default_factory=HdlcSettings)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.secure_share <= 1.0:
             raise ValueError(f"secure_share {self.secure_share} is not within [0, 1]")
+        if not 0.0 <= self.lls_share <= 1.0 - self.secure_share + 1e-9:
+            raise ValueError(
+                f"lls_share {self.lls_share} is not within [0, 1 - secure_share]: "
+                "a meter is secured or LLS, not both"
+            )
         if not 0.0 <= self.under_share <= 1.0:
             raise ValueError(f"under_share {self.under_share} is not within [0, 1]")
         for name in ("tcp_meters", "buses", "meters_per_bus", "first_meter", "area_size"):
@@ -225,7 +264,7 @@ class FleetSpec:
                 raise ValueError(f"answer baud rate {self.answer_baudrate} must be positive")
             if self.bus_endpoint != "pty":
                 raise ValueError("an answer baud rate needs pty buses (a TCP port has no rate)")
-        LoopbackRange(self.first_address, self.served_tcp)
+        LoopbackRange(self.first_address, self.served_tcp, self.tcp_device)
         meter_id_text(self.first_meter + self.total_meters + self.transformer_meters)
 
     @property
@@ -268,6 +307,21 @@ class FleetSpec:
         rng = random.Random(f"secure:{self.seed}")
         picks = rng.sample(range(self.total_meters), count)
         return frozenset(self.first_meter + k for k in picks)
+
+    def lls_meters(self) -> frozenset[int]:
+        """Numbers of the meters the inventory reads with LLS: a seeded sample of the meters
+        that are not secured."""
+        count = round(self.lls_share * self.total_meters)
+        if not count:
+            return frozenset()
+        secured = self.secured_meters()
+        others = [
+            n
+            for n in range(self.first_meter, self.first_meter + self.total_meters)
+            if n not in secured
+        ]
+        rng = random.Random(f"lls:{self.seed}")
+        return frozenset(rng.sample(others, min(count, len(others))))
 
     def tcp_meter(self, index: int) -> int:
         """Meter number of TCP meter ``index`` (past the TCP customers: a transformer meter)."""
@@ -314,16 +368,30 @@ class MeterPool:
         self._meters: dict[int, SimulatedMeter] = {}
         self._refs: dict[int, int] = {}
 
+    #: Hears every meter's ACTION push (``SimulatedMeter.on_push``): the fleet's pusher.
+    on_push: Callable[[SimulatedMeter, bytes, float], None] | None = None
+
+    def _make(self, number: int) -> SimulatedMeter:
+        secure = self.secured is not None and self.secured(number)
+        meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
+        if self.energy is not None:
+            meter.energy = self.energy(number)
+        meter.on_push = self.on_push
+        return meter
+
     def acquire(self, number: int) -> SimulatedMeter:
         meter = self._meters.get(number)
         if meter is None:
-            secure = self.secured is not None and self.secured(number)
-            meter = SimulatedMeter(number, self.seed, require_security=secure, quirks=self.quirks)
-            if self.energy is not None:
-                meter.energy = self.energy(number)
+            meter = self._make(number)
             self._meters[number] = meter
+        meter.on_push = self.on_push
         self._refs[number] = self._refs.get(number, 0) + 1
         return meter
+
+    def view(self, number: int) -> SimulatedMeter:
+        """Meter ``number`` as it stands: the one held (its SET state), else a fresh one
+        (not kept: a meter never changed is the same re-created)."""
+        return self._meters.get(number) or self._make(number)
 
     def release(self, meter: SimulatedMeter) -> None:
         number = meter.meter_id
@@ -360,6 +428,7 @@ class Fleet:
         self.spec = spec
         self.clock = clock
         self.secured = spec.secured_meters()
+        self.lls = spec.lls_meters()
         self.areas = spec.area_plan()
         self.pool = MeterPool(
             spec.seed,
@@ -368,7 +437,7 @@ class Fleet:
             spec.quirks,
         )
         self.faults = FaultPlan(spec.faults, spec.seed)
-        self.addresses = LoopbackRange(spec.first_address, spec.served_tcp)
+        self.addresses = LoopbackRange(spec.first_address, spec.served_tcp, spec.tcp_device)
         self.tcp: WrapperServer | None = None
         self.buses: list[HdlcBus] = []
         self.bus_servers: list[HdlcTcpServer | PtyBus] = []
@@ -397,11 +466,13 @@ class Fleet:
                     faults=self.faults,
                     release=self.pool.release,
                     hosts=self.addresses,
+                    device=spec.tcp_device,
                 )
                 await self.tcp.start()
             for b in range(spec.buses):
                 bus = HdlcBus(
                     _BusMeters(spec, self.pool, b),
+                    spec.hdlc,
                     faults=self.faults,
                     release=self.pool.release,
                     silence_s=spec.bus_silence_s,
@@ -553,35 +624,49 @@ class Fleet:
         return {"area": plan.name(area), "role": role}
 
     def _secure(self, row: dict[str, str], number: int) -> dict[str, str]:
-        """The row of a secured meter names its profile and the management client."""
+        """The row of a secured meter names its profile and the management client; an LLS
+        meter's the management client and its password reference (its meter id)."""
         if number in self.secured:
             row.update(
                 client_sap=str(MANAGEMENT_CLIENT_SAP),
                 authentication="hls-gmac",
                 security_profile=SECURE_PROFILE,
             )
+        elif number in self.lls:
+            row.update(
+                client_sap=str(MANAGEMENT_CLIENT_SAP),
+                authentication="lls",
+                password_ref=row["meter_id"],
+            )
         return row
 
     def write_keys(self, path: str | os.PathLike[str]) -> int:
-        """Write the secured meters' key CSV for ``hes keys import`` (atomically; the file is
-        created owner-only since it holds keys in clear); returns the row count."""
+        """Write the key CSV of ``hes keys import``: the secured meters' keys and the LLS
+        meters' passwords (atomically; the file is created owner-only since it holds them in
+        clear); returns the row count."""
         tmp = f"{os.fspath(path)}.tmp"
+        seed = self.spec.seed
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(KEY_COLUMNS)
-            for number in sorted(self.secured):
-                keys = model.keys(number, self.spec.seed)
-                writer.writerow(
-                    (
-                        meter_id_text(number),
-                        keys.encryption_key.hex(),
-                        keys.authentication_key.hex(),
-                        keys.system_title.hex(),
+            for number in sorted(self.secured | self.lls):
+                if number in self.secured:
+                    keys = model.keys(number, seed)
+                    writer.writerow(
+                        (
+                            meter_id_text(number),
+                            keys.encryption_key.hex(),
+                            keys.authentication_key.hex(),
+                            keys.system_title.hex(),
+                            "",
+                        )
                     )
-                )
+                else:
+                    password = model.password(number, seed).decode("ascii")
+                    writer.writerow((meter_id_text(number), "", "", "", password))
         os.replace(tmp, path)
-        return len(self.secured)
+        return len(self.secured) + len(self.lls)
 
     def write_inventory(self, path: str | os.PathLike[str]) -> int:
         """Write the inventory CSV (atomically: a temp file renamed); returns the row count."""
@@ -603,6 +688,7 @@ class Fleet:
             "seed": spec.seed,
             "meters": spec.total_meters,
             "secured_meters": len(self.secured),
+            "lls_meters": len(self.lls),
             "areas": spec.transformer_meters,
             "under_registering": 0 if self.areas is None else len(self.areas.under_registering),
             "start_seconds": round(self.start_seconds, 3),
@@ -657,7 +743,24 @@ class Fleet:
                 bus_totals.faults[name] = bus_totals.faults.get(name, 0) + n
         if self.buses:
             out["buses"] = _stats_dict(bus_totals)
+            out["bus_lines"] = self.bus_lines()
         return out
+
+    def bus_lines(self) -> list[dict[str, Any]]:
+        """Per bus behind a TCP port: its connections, the most clients that held it at
+        once and the connections that overlapped another (1 and 0 when no bus was shared)."""
+        lines = []
+        for b, server in enumerate(self.bus_servers):
+            if isinstance(server, HdlcTcpServer):
+                lines.append(
+                    {
+                        "link_id": self.bus_link(b),
+                        "connections": server.stats.connections,
+                        "peak_clients": server.clients.peak_clients,
+                        "overlaps": server.clients.overlaps,
+                    }
+                )
+        return lines
 
 
 def _stats_dict(stats: ServerStats) -> dict[str, Any]:

@@ -13,7 +13,8 @@ The simulated meter's own rules (a real meter's are its maker's):
 
 - block size: fixed at initiate to fit the smaller negotiated PDU (client and meter max PDU
   size) less :data:`BLOCK_OVERHEAD` for the ACTION-Request around it (ciphered), at most
-  :data:`MAX_BLOCK_SIZE`;
+  :data:`MAX_BLOCK_SIZE`; with general-block-transfer :data:`GBT_BLOCK_SIZE`, more than the
+  meter's PDU (the ACTION comes in GBT blocks);
 - initiate with the identifier and size of the image held (being transferred or verified,
   not failed) keeps the blocks received so far (a resume); anything else starts afresh;
 - signature: an image is accepted when its last 32 bytes are the SHA-256 of the bytes before
@@ -50,6 +51,8 @@ ACTIVATION_FAILED = 7
 #: The firmware every simulated meter starts with.
 DEFAULT_FIRMWARE = b"SIM-FW-1.0.0"
 MAX_BLOCK_SIZE = 512
+#: The block size with general-block-transfer negotiated: twice the meter's max PDU.
+GBT_BLOCK_SIZE = 2048
 #: ACTION-Request-Normal head (13), the {u32, octet-string} parameter head (11) and the
 #: glo-ciphering wrapper (21), rounded up.
 BLOCK_OVERHEAD = 48
@@ -124,8 +127,11 @@ class Firmware:
             self.status = VERIFICATION_FAILED
 
 
-def block_size_for(client_max_pdu: int, server_max_pdu: int) -> int:
-    """The block size the meter announces for an association with these PDU sizes."""
+def block_size_for(client_max_pdu: int, server_max_pdu: int, gbt: bool = False) -> int:
+    """The block size the meter announces for an association with these PDU sizes; with
+    general-block-transfer the ACTION goes in GBT blocks, so a block need not fit the PDU."""
+    if gbt:
+        return GBT_BLOCK_SIZE
     return max(0, min(MAX_BLOCK_SIZE, min(client_max_pdu, server_max_pdu) - BLOCK_OVERHEAD))
 
 

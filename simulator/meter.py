@@ -32,7 +32,9 @@ replayed or lower client counter → ExceptionResponse invocation-counter-error 
 counter expected (in the AARE's user-information during association); a ciphered request
 whose tag does not verify → ExceptionResponse deciphering-error; an unciphered request on a
 ciphered association → ExceptionResponse service-not-allowed. A meter made with
-``require_security`` refuses unciphered AARQs (application-context-name-not-supported).
+``require_security`` refuses unciphered AARQs (application-context-name-not-supported) but the
+public client's without authentication, which may read only the logical device name and the
+frame counter 0.0.43.1.0.255 (the counter recovery of a head-end that lost its own).
 
 Services: GET normal / with-list / next (block transfer whenever the response would exceed the
 client's max PDU size), SET normal, ACTION normal, RLRQ. Anything else, anything before an
@@ -51,12 +53,20 @@ import os
 from collections.abc import Callable
 
 from protocols import security
+from protocols.cosem import CosemDateTime
 from protocols.enums import AcseDiagnostic, ApduTag, Conformance, DataAccessResult, Mechanism
-from protocols.errors import DataAccessError
-from protocols.xdlms import AccessSelection, ActionRequest, GetListRequest, GetRequest, SetRequest
+from protocols.errors import DataAccessError, DecodeError
+from protocols.xdlms import (
+    AccessSelection,
+    ActionRequest,
+    GetListRequest,
+    GetRequest,
+    RangeAccess,
+    SetRequest,
+)
 from protocols.xdlms.server import Reply, ServerAssociation, ServerSettings
 from protocols.xdlms.sn import ReadRequest, WriteRequest
-from simulator import model, objects, short_names
+from simulator import attributes, model, objects, short_names
 from simulator.areas import ORDINARY, Energy
 from simulator.image_transfer import PowerCut
 from simulator.quirks import NO_QUIRKS, Quirks
@@ -86,6 +96,9 @@ SN_SERVER_CONFORMANCE = (
 #: The meter's own max receive PDU size, announced in the AARE.
 SERVER_MAX_PDU = 1024
 
+#: An A-XDR array of no elements: a profile buffer that matched no entry.
+EMPTY_ARRAY = b"\x01\x00"
+
 
 class SimulatedMeter:
     """One meter of the fleet: identity and the little state that SET/ACTION change.
@@ -102,6 +115,7 @@ class SimulatedMeter:
         "client_system_title",
         "energy",
         "meter_id",
+        "on_push",
         "quirks",
         "require_security",
         "seed",
@@ -124,6 +138,9 @@ class SimulatedMeter:
         self.require_security = require_security
         self.client_system_title = client_system_title
         self._state: objects.MeterState | None = None
+        #: Hears an ACTION push: (meter, push setup logical name, true time); the fleet's
+        #: pusher sends the notification (None: nobody does).
+        self.on_push: Callable[[SimulatedMeter, bytes, float], None] | None = None
 
     @property
     def keys(self) -> model.MeterKeys:
@@ -214,14 +231,20 @@ class MeterSession:
         self.power_cut = False
         keys = meter.keys
         sn = meter.quirks.short_names
+        gbt = meter.quirks.gbt_window
+        conformance = SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE
+        if gbt:
+            conformance |= Conformance.GENERAL_BLOCK_TRANSFER
         settings = ServerSettings(
-            conformance=SN_SERVER_CONFORMANCE if sn else SERVER_CONFORMANCE,
+            conformance=conformance,
+            gbt_window=gbt or 1,
             short_names=sn,
             max_pdu_size=SERVER_MAX_PDU,
             system_title=keys.system_title,
             keys=meter.security_keys,
             client_system_title=meter.client_system_title,
             require_security=meter.require_security,
+            announce_system_title=not meter.quirks.omit_system_title,
         )
         self.association = ServerAssociation(
             settings, _Policy(meter, client_sap), lambda: meter.state, random_bytes
@@ -246,6 +269,10 @@ class MeterSession:
     @property
     def hls_pending(self) -> bool:
         return self.association.hls_pending
+
+    def take_queued(self) -> list[bytes]:
+        """The GBT APDUs that follow the one :meth:`handle` returned (the rest of a window)."""
+        return self.association.take_queued()
 
     def handle(self, apdu_bytes: bytes, now: float) -> bytes | None:
         """Answer one APDU at true time ``now``; None when the meter stays silent."""
@@ -324,12 +351,12 @@ class MeterSession:
             )
         return None
 
-    def _context(self, now: float, mutable: bool = False) -> objects.Context:
+    def _context(self, now: float, mutable: bool = False) -> attributes.Context:
         meter = self.meter
         spec = meter.spec
         association = self.association
         management = self.management
-        return objects.Context(
+        return attributes.Context(
             spec=spec,
             state=meter.state if mutable else meter.current_state(),
             meter_time=meter.meter_time(now),
@@ -346,11 +373,21 @@ class MeterSession:
             energy=meter.energy,
             power_cut_after_blocks=meter.quirks.power_cut_after_blocks,
             firmware_rollback=meter.quirks.firmware_rollback,
+            push_describes=not meter.quirks.push_without_object_list,
+            push_now=self._push_now(now),
+            restricted=meter.require_security and not association.ciphered,
         )
+
+    def _push_now(self, now: float) -> Callable[[bytes], None] | None:
+        meter = self.meter
+        hears = meter.on_push
+        if hears is None:
+            return None
+        return lambda name: hears(meter, name, now)
 
     def _read(
         self,
-        ctx: objects.Context,
+        ctx: attributes.Context,
         class_id: int,
         obis: bytes,
         attribute: int,
@@ -360,8 +397,10 @@ class MeterSession:
         obj = ctx.objects.get(bytes(obis))
         if obj is None or obj.class_id != class_id:
             return DataAccessResult.OBJECT_UNDEFINED
+        if self.meter.quirks.range_without_deviation and _bounds_carry_deviation(access):
+            return EMPTY_ARRAY
         try:
-            return objects.get_attribute(ctx, obj, attribute, access)
+            return attributes.get_attribute(ctx, obj, attribute, access)
         except DataAccessError as exc:
             return exc.result
         except ValueError:
@@ -369,7 +408,7 @@ class MeterSession:
             return DataAccessResult.OBJECT_UNAVAILABLE
 
     def _read_name(
-        self, ctx: objects.Context, name: int, access: AccessSelection | None
+        self, ctx: attributes.Context, name: int, access: AccessSelection | None
     ) -> bytes | int:
         """A short name read: the attribute it names, read as a GET would be."""
         table = short_names.name_table(self.meter.spec.phases)
@@ -406,7 +445,7 @@ class MeterSession:
             return obj
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.set_attribute(ctx, obj, attribute, data, now)
+            attributes.set_attribute(ctx, obj, attribute, data, now)
         except DataAccessError as exc:
             return exc.result
         return DataAccessResult.SUCCESS
@@ -424,9 +463,22 @@ class MeterSession:
         """The Action-Result, or None when the meter lost power running it."""
         try:
             ctx = self._context(now, mutable=self.management)
-            objects.invoke(ctx, obj, method, data, now)
+            attributes.invoke(ctx, obj, method, data, now)
         except DataAccessError as exc:
             return exc.result
         except PowerCut:
             return None
         return DataAccessResult.SUCCESS
+
+
+def _bounds_carry_deviation(access: AccessSelection | None) -> bool:
+    """Whether a range read names its bounds with a clock deviation (the range-without-
+    deviation quirk matches nothing then); bounds that are no date-time are left to the
+    object, which refuses them."""
+    if not isinstance(access, RangeAccess):
+        return False
+    try:
+        bounds = [CosemDateTime.from_bytes(bytes(v)) for v in (access.from_value, access.to_value)]
+    except DecodeError:
+        return False
+    return any(b.deviation is not None for b in bounds)

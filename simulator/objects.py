@@ -1,10 +1,9 @@
-"""COSEM object model of one simulated meter: object list, access rights, attribute values.
+"""COSEM object model of one simulated meter: object list, access rights, profile buffers.
 
 Values are generated on demand from :mod:`simulator.model` for a meter and a meter time; the
-only mutable per-meter state is :class:`MeterState` (clock correction, relay). Results are
-encoded A-XDR ``Data`` bytes; failures raise the typed
-:class:`~protocols.errors.DataAccessError` of :func:`protocols.errors.data_access_error` whose
-``result`` is the Data-Access-Result the meter answers with.
+only mutable per-meter state is :class:`MeterState` (clock correction, relay). What a request
+reads, writes or invokes is :mod:`simulator.attributes`; the profile buffers it answers with
+are encoded here, A-XDR ``Data`` bytes.
 
 OBIS codes: clock 0.0.1.0.0.255, logical device name 0.0.42.0.0.255, current association
 0.0.40.0.0.255, energy registers 1.0.{1,2,3,4}.8.{0..4}.255 (the project's DLMS notes). Serial
@@ -15,17 +14,23 @@ per-phase instantaneous voltage/current/active power 1.0.32/31/21.7.0.255 (L1), 
 doc/ReadMe.md. Standard event log 0.0.99.98.0.255 as in several IDIS clients, where
 0.0.99.98.1.255 is the *fraud detection* log, so the power-failure log uses the DSMR/IDIS power
 failure event log code 1.0.99.97.0.255 (smeterd, above) instead. AMR profile status
-0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming.
+0.0.96.10.1.255 and event code 0.0.96.11.0.255 follow IDIS naming. The frame counter of the
+management client's security setup, 0.0.43.1.0.255 (Data, the highest client invocation
+counter accepted), is what a secured meter lets its public client read unciphered (Green Book
+invocation counter objects 0.0.43.1.e.255), and nothing else.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
 
 from protocols import axdr
 from protocols.axdr import encode_length
@@ -33,7 +38,7 @@ from protocols.cosem import CosemDateTime
 from protocols.enums import DataAccessResult, InterfaceClass
 from protocols.errors import DecodeError, data_access_error
 from protocols.xdlms import AccessSelection, EntryAccess, RangeAccess
-from simulator import image_transfer, model
+from simulator import image_transfer, model, push_setup
 from simulator.areas import ORDINARY, Energy
 
 # Data-Access-Result codes and interface classes, by their short names in this module.
@@ -55,6 +60,7 @@ CLOCK = InterfaceClass.CLOCK
 ASSOCIATION_LN = InterfaceClass.ASSOCIATION_LN
 DISCONNECT_CONTROL = InterfaceClass.DISCONNECT_CONTROL
 IMAGE_TRANSFER = InterfaceClass.IMAGE_TRANSFER
+PUSH_SETUP = InterfaceClass.PUSH_SETUP
 
 # Units (Blue Book unit enumeration).
 UNIT_W = 27
@@ -103,6 +109,9 @@ OBIS_LOAD_PROFILE = obis("1.0.99.1.0.255")
 OBIS_BILLING = obis("1.0.98.1.0.255")
 OBIS_EVENT_LOG = obis("0.0.99.98.0.255")
 OBIS_POWER_FAILURE_LOG = obis("1.0.99.97.0.255")
+OBIS_FRAME_COUNTER = obis("0.0.43.1.0.255")
+#: What the public client of a secured meter may read without ciphering.
+SECURED_PUBLIC_READ = frozenset({OBIS_LDN, OBIS_FRAME_COUNTER})
 #: (voltage, current, power) OBIS per phase.
 OBIS_PHASE = tuple(
     (obis(f"1.0.{v}.7.0.255"), obis(f"1.0.{i}.7.0.255"), obis(f"1.0.{p}.7.0.255"))
@@ -179,6 +188,8 @@ class MeterState:
     server_invocation_counter: int = 0
     #: Active firmware and the image transfer object (``simulator.image_transfer``).
     firmware: image_transfer.Firmware = field(default_factory=image_transfer.Firmware)
+    #: Push setups the head-end changed (``simulator.push_setup``), by logical name.
+    push_setups: dict[bytes, push_setup.PushSetupState] = field(default_factory=dict)
 
     @property
     def output_state(self) -> bool:
@@ -267,6 +278,13 @@ def _build_table(phases: int) -> dict[bytes, CosemObject]:
             IMAGE_TRANSFER, 0, OBIS_IMAGE_TRANSFER, 7, 4, False, invocable=frozenset({1, 2, 3, 4})
         )
     )
+    objs.extend(
+        CosemObject(
+            PUSH_SETUP, 0, name, 7, 1, False, frozenset(range(2, 8)), invocable=frozenset({1})
+        )
+        for name in push_setup.NAMES
+    )
+    objs.append(CosemObject(DATA, 0, OBIS_FRAME_COUNTER, 2))
     return {o.obis: o for o in objs}
 
 
@@ -277,16 +295,16 @@ _TABLES = {1: _build_table(1), 3: _build_table(3)}
 # Encoders
 
 
-def _enc(value: Any) -> bytes:
+def enc(value: Any) -> bytes:
     return axdr.encode(value)
 
 
-def _scaler_unit(scaler: int, unit: int) -> bytes:
-    return _enc(axdr.structure(axdr.i8(scaler), axdr.enum(unit)))
+def scaler_unit(scaler: int, unit: int) -> bytes:
+    return enc(axdr.structure(axdr.i8(scaler), axdr.enum(unit)))
 
 
-def _columns_value(columns: Sequence[Column]) -> bytes:
-    return _enc(
+def columns_value(columns: Sequence[Column]) -> bytes:
+    return enc(
         [
             axdr.structure(axdr.u16(c), axdr.octets(o), axdr.i8(a), axdr.u16(i))
             for c, o, a, i in columns
@@ -294,41 +312,57 @@ def _columns_value(columns: Sequence[Column]) -> bytes:
     )
 
 
-_U64 = struct.Struct(">BQ")
-_U8 = struct.Struct(">BB")
+#: The kinds of cell a profile buffer holds: the clock (an octet-string of a 12-byte
+#: date-time), an unsigned and a long64-unsigned.
+CellKind = Literal["dt", "u8", "u64"]
+_CELL_TAG = {"u8": axdr.UNSIGNED, "u64": axdr.LONG64_UNSIGNED}
 
 
-def _cell_dt(v: Any) -> bytes:
-    return b"\x09\x0c" + datetime_bytes(v)
+@lru_cache(maxsize=16384)
+def _stamp_bytes(t: int) -> bytes:
+    """A capture stamp's date-time; every meter's buffer holds the same few thousand."""
+    return datetime_bytes(t)
 
 
-def _cell_u8(v: Any) -> bytes:
-    return _U8.pack(axdr.UNSIGNED, v)
-
-
-def _cell_u64(v: Any) -> bytes:
-    return _U64.pack(axdr.LONG64_UNSIGNED, v)
+@lru_cache(maxsize=64)
+def _row_dtype(kinds: tuple[CellKind, ...]) -> np.dtype[Any]:
+    """One buffer entry as A-XDR, as a record: structure tag and count, then per cell its
+    type tag (and length) and the big-endian value."""
+    fields: list[tuple[str, str]] = [("tag", "u1"), ("count", "u1")]
+    for i, kind in enumerate(kinds):
+        if kind == "dt":
+            fields += [(f"t{i}", "u1"), (f"n{i}", "u1"), (f"v{i}", "S12")]
+        else:
+            fields += [(f"t{i}", "u1"), (f"v{i}", "u1" if kind == "u8" else ">u8")]
+    return np.dtype(fields)
 
 
 def _encode_rows(
-    rows: Sequence[tuple[int, ...]], cells: Sequence[Callable[[Any], bytes]], picks: Sequence[int]
+    rows: Sequence[tuple[int, ...]], kinds: Sequence[CellKind], picks: Sequence[int]
 ) -> bytes:
-    """Buffer array of rows, keeping the columns at ``picks`` (hot path: no Typed objects)."""
-    out = bytearray(b"\x01")
-    out += encode_length(len(rows))
-    head = bytearray(b"\x02")
-    head += encode_length(len(picks))
-    hb = bytes(head)
-    for row in rows:
-        out += hb
-        for p in picks:
-            out += cells[p](row[p])
-    return bytes(out)
+    """Buffer array of rows, keeping the columns at ``picks``: the hot path of every profile
+    read, so the entries are laid out as one NumPy record array instead of cell by cell."""
+    head = b"\x01" + encode_length(len(rows))
+    if not rows:
+        return head
+    chosen = tuple(kinds[p] for p in picks)
+    out = np.empty(len(rows), _row_dtype(chosen))
+    out["tag"] = axdr.STRUCTURE
+    out["count"] = len(picks)
+    columns = list(zip(*rows, strict=True))
+    for i, (p, kind) in enumerate(zip(picks, chosen, strict=True)):
+        if kind == "dt":
+            out[f"t{i}"], out[f"n{i}"] = axdr.OCTET_STRING, 12
+            out[f"v{i}"] = [_stamp_bytes(int(t)) for t in columns[p]]
+        else:
+            out[f"t{i}"] = _CELL_TAG[kind]
+            out[f"v{i}"] = columns[p]
+    return head + out.tobytes()
 
 
-_LP_CELLS = (_cell_dt, _cell_u8, _cell_u64, _cell_u64, _cell_u64, _cell_u64)
-_BILLING_CELLS = (_cell_dt,) + (_cell_u64,) * 8
-_EVENT_CELLS = (_cell_dt, _cell_u8)
+_LP_CELLS: tuple[CellKind, ...] = ("dt", "u8", "u64", "u64", "u64", "u64")
+_BILLING_CELLS: tuple[CellKind, ...] = ("dt",) + ("u64",) * 8
+_EVENT_CELLS: tuple[CellKind, ...] = ("dt", "u8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,12 +372,12 @@ _EVENT_CELLS = (_cell_dt, _cell_u8)
 @dataclass(slots=True, frozen=True)
 class _Profile:
     columns: tuple[Column, ...]
-    cells: tuple[Callable[[Any], bytes], ...]
+    cells: tuple[CellKind, ...]
     period: int
     capacity: int
 
 
-_PROFILES = {
+PROFILES = {
     OBIS_LOAD_PROFILE: _Profile(
         LOAD_PROFILE_COLUMNS, _LP_CELLS, model.INTERVAL, PROFILE_DAYS * model.INTERVALS_PER_DAY
     ),
@@ -411,7 +445,7 @@ def _load_profile_count(spec: model.MeterSpec, t: float) -> int:
     return n
 
 
-def _entries_in_use(spec: model.MeterSpec, name: bytes, t: float, energy: Energy) -> int:
+def entries_in_use(spec: model.MeterSpec, name: bytes, t: float, energy: Energy) -> int:
     if name == OBIS_LOAD_PROFILE:
         return _load_profile_count(spec, t)
     return len(profile_rows(spec, name, t, energy=energy))
@@ -445,7 +479,7 @@ def profile_buffer(
     energy: Energy = ORDINARY,
 ) -> bytes:
     """Encoded buffer attribute with optional selective access (range on clock, or entries)."""
-    profile = _PROFILES[name]
+    profile = PROFILES[name]
     picks = _select_columns(profile, access)
     if isinstance(access, RangeAccess):
         r = access.restricting
@@ -465,276 +499,3 @@ def profile_buffer(
     else:
         rows = profile_rows(spec, name, t, energy=energy)
     return _encode_rows(rows, profile.cells, picks)
-
-
-# ---------------------------------------------------------------------------------------------
-# Attribute values
-
-
-@dataclass(slots=True)
-class Context:
-    """What a GET needs besides the object: meter, time, association facts."""
-
-    spec: model.MeterSpec
-    state: MeterState
-    meter_time: float
-    management: bool
-    client_sap: int
-    conformance: int
-    client_max_pdu: int
-    server_max_pdu: int
-    mechanism: int
-    objects: dict[bytes, CosemObject] = field(default_factory=dict)
-    ciphered: bool = False
-    #: How the meter registers energy (an ordinary, under-registering or transformer meter).
-    energy: Energy = ORDINARY
-    #: The energy registers at ``meter_time``, once computed (:meth:`registers`).
-    computed_registers: model.Registers | None = None
-    #: The power cut quirk: the meter loses power once it holds this many image blocks.
-    power_cut_after_blocks: int | None = None
-    #: The firmware rollback quirk: activation succeeds, the old firmware stays active.
-    firmware_rollback: bool = False
-
-    def registers(self) -> model.Registers:
-        """The energy registers at ``meter_time``: computed once per request, since a
-        GET-list of the four energy registers would otherwise run the model four times."""
-        if self.computed_registers is None:
-            self.computed_registers = self.energy.registers(self.spec, self.meter_time)
-        return self.computed_registers
-
-
-def _object_list(ctx: Context) -> bytes:
-    items = []
-    for o in ctx.objects.values():
-        attrs = []
-        for a in range(1, o.attributes + 1):
-            mode = 0
-            if o.can_read(a, ctx.management):
-                mode |= 1
-            if o.can_write(a, ctx.management):
-                mode |= 2
-            selectors = axdr.array([axdr.i8(1), axdr.i8(2)]) if a in o.selective else None
-            attrs.append(axdr.structure(axdr.i8(a), axdr.enum(mode), selectors))
-        methods = [
-            axdr.structure(axdr.i8(m), axdr.enum(1 if o.can_invoke(m, ctx.management) else 0))
-            for m in range(1, o.methods + 1)
-        ]
-        items.append(
-            axdr.structure(
-                axdr.u16(o.class_id),
-                axdr.u8(o.version),
-                axdr.octets(o.obis),
-                axdr.structure(axdr.array(attrs), axdr.array(methods)),
-            )
-        )
-    return _enc(items)
-
-
-def _register_value(ctx: Context, name: bytes) -> tuple[bytes, bytes]:
-    """(encoded value, encoded scaler_unit) of a class 3 register."""
-    spec, t = ctx.spec, ctx.meter_time
-    for p, (v, i, w) in enumerate(OBIS_PHASE):
-        if name in (v, i, w):
-            inst = ctx.energy.instantaneous(spec, t)
-            if name == v:
-                return _enc(axdr.u16(inst.voltage_dv[p])), _scaler_unit(-1, UNIT_V)
-            if name == i:
-                return _enc(axdr.u32(inst.current_ca[p])), _scaler_unit(-2, UNIT_A)
-            return _enc(axdr.u32(inst.power_w[p])), _scaler_unit(0, UNIT_W)
-    regs = ctx.registers()
-    if name == OBIS_A_PLUS:
-        value, unit = regs.active_import, UNIT_WH
-    elif name == OBIS_A_MINUS:
-        value, unit = regs.active_export, UNIT_WH
-    elif name == OBIS_R_PLUS:
-        value, unit = regs.reactive_import, UNIT_VARH
-    elif name == OBIS_R_MINUS:
-        value, unit = regs.reactive_export, UNIT_VARH
-    else:
-        value, unit = regs.active_import_tariff[OBIS_A_PLUS_TARIFF.index(name)], UNIT_WH
-    return _enc(axdr.u64(value)), _scaler_unit(0, unit)
-
-
-def get_attribute(
-    ctx: Context, obj: CosemObject, attribute: int, access: AccessSelection | None
-) -> bytes:
-    """Encoded value of one attribute, or raise the DataAccessError to answer with."""
-    if attribute < 1 or attribute > obj.attributes:
-        raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
-    if not obj.can_read(attribute, ctx.management):
-        raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
-    if access is not None and attribute not in obj.selective:
-        raise data_access_error(SCOPE_OF_ACCESS_VIOLATED, "selective access")
-    if attribute == 1:
-        return _enc(axdr.octets(obj.obis))
-    spec, t, name = ctx.spec, ctx.meter_time, obj.obis
-    cid = obj.class_id
-    if cid == DATA:
-        if name == OBIS_LDN:
-            return _enc(axdr.octets(spec.logical_device_name))
-        if name == OBIS_SERIAL:
-            return _enc(axdr.visible(spec.serial_number))
-        if name == OBIS_FIRMWARE_ID:
-            return _enc(axdr.octets(ctx.state.firmware.active))
-        if name == OBIS_STATUS:
-            return _enc(axdr.u8(0 if model.powered(spec, t) else model.STATUS_POWER_DOWN))
-        last = model.events(spec, t - EVENT_LOG_DAYS * model.DAY, t + 1)
-        return _enc(axdr.u8(last[-1][1] if last else 0))
-    if cid == REGISTER:
-        value, su = _register_value(ctx, name)
-        return value if attribute == 2 else su
-    if cid == EXTENDED_REGISTER:
-        md, md_t = ctx.energy.max_demand(spec, t)
-        if attribute == 2:
-            return _enc(axdr.u32(md))
-        if attribute == 3:
-            return _scaler_unit(0, UNIT_W)
-        if attribute == 4:
-            return _enc(axdr.u8(0))
-        return _enc(axdr.octets(datetime_bytes(md_t)))
-    if cid == CLOCK:
-        return _clock_attribute(t, attribute)
-    if cid == PROFILE_GENERIC:
-        profile = _PROFILES[name]
-        if attribute == 2:
-            return profile_buffer(spec, name, t, access, ctx.energy)
-        if attribute == 3:
-            return _columns_value(profile.columns)
-        if attribute == 4:
-            return _enc(axdr.u32(profile.period))
-        if attribute == 5:
-            return _enc(axdr.enum(1))  # fifo
-        if attribute == 6:
-            return _enc(axdr.structure(axdr.u16(0), axdr.octets(bytes(6)), axdr.i8(0), axdr.u16(0)))
-        if attribute == 7:
-            return _enc(axdr.u32(_entries_in_use(spec, name, t, ctx.energy)))
-        return _enc(axdr.u32(profile.capacity))
-    if cid == DISCONNECT_CONTROL:
-        if attribute == 2:
-            return _enc(axdr.boolean(ctx.state.output_state))
-        if attribute == 3:
-            return _enc(axdr.enum(ctx.state.control_state))
-        return _enc(axdr.enum(CONTROL_MODE))
-    if cid == IMAGE_TRANSFER:
-        return image_transfer.get_attribute(ctx.state.firmware, attribute, _block_size(ctx))
-    return _association_attribute(ctx, attribute)
-
-
-def _block_size(ctx: Context) -> int:
-    return image_transfer.block_size_for(ctx.client_max_pdu, ctx.server_max_pdu)
-
-
-def _clock_attribute(t: float, attribute: int) -> bytes:
-    if attribute == 2:
-        return _enc(axdr.octets(datetime_bytes(t)))
-    if attribute == 3:
-        return _enc(axdr.i16(0))
-    if attribute == 4:
-        return _enc(axdr.u8(0))
-    if attribute in (5, 6):
-        return _enc(axdr.octets(CosemDateTime(None, None, None).to_bytes()))
-    if attribute == 7:
-        return _enc(axdr.i8(0))
-    if attribute == 8:
-        return _enc(axdr.boolean(False))
-    return _enc(axdr.enum(1))  # clock_base: internal crystal
-
-
-def _oid_value(kind: int, last: int) -> bytes:
-    """A DLMS UA object identifier 2.16.756.5.8.kind.last as the class 15 v1 structure."""
-    return _enc(
-        axdr.structure(
-            axdr.u8(2),
-            axdr.u8(16),
-            axdr.u16(756),
-            axdr.u8(5),
-            axdr.u8(8),
-            axdr.u8(kind),
-            axdr.u8(last),
-        )
-    )
-
-
-def _association_attribute(ctx: Context, attribute: int) -> bytes:
-    if attribute == 2:
-        return _object_list(ctx)
-    if attribute == 3:
-        return _enc(axdr.structure(axdr.i8(ctx.client_sap), axdr.u16(1)))
-    if attribute == 4:
-        # application-context-name 2.16.756.5.8.1.1 (LN, no ciphering) or .3 (LN, ciphering)
-        return _oid_value(1, 3 if ctx.ciphered else 1)
-    if attribute == 5:
-        return _enc(
-            axdr.structure(
-                axdr.Typed(axdr.BIT_STRING, axdr.BitString(ctx.conformance.to_bytes(3, "big"), 24)),
-                axdr.u16(ctx.server_max_pdu),
-                axdr.u16(ctx.client_max_pdu),
-                axdr.u8(6),
-                axdr.i8(0),
-                axdr.octets(b""),
-            )
-        )
-    if attribute == 6:
-        # mechanism-name 2.16.756.5.8.2.x
-        return _oid_value(2, ctx.mechanism)
-    return _enc(axdr.enum(2))  # associated
-
-
-# ---------------------------------------------------------------------------------------------
-# SET and ACTION
-
-
-def set_attribute(
-    ctx: Context, obj: CosemObject, attribute: int, data: bytes, true_now: float
-) -> None:
-    """Apply a SET (only the clock time is writable), or raise the DataAccessError."""
-    if attribute < 1 or attribute > obj.attributes:
-        raise data_access_error(OBJECT_UNDEFINED, f"attribute {attribute}")
-    if not obj.can_write(attribute, ctx.management):
-        raise data_access_error(READ_WRITE_DENIED, f"attribute {attribute}")
-    try:
-        value = axdr.decode(data)
-        if not isinstance(value, bytes) or len(value) != 12:
-            raise DecodeError("clock time must be a 12-byte date-time")
-        new_time = datetime_unix(value)
-    except DecodeError:
-        raise data_access_error(TYPE_UNMATCHED, "clock time") from None
-    ctx.state.clock_offset = new_time - model.meter_clock(ctx.spec, true_now)
-
-
-def invoke(
-    ctx: Context, obj: CosemObject, method: int, data: bytes | None, true_now: float
-) -> None:
-    """Run an ACTION, or raise the DataAccessError (Action-Result uses the same codes)."""
-    if method < 1 or method > obj.methods:
-        raise data_access_error(OBJECT_UNDEFINED, f"method {method}")
-    if not obj.can_invoke(method, ctx.management):
-        raise data_access_error(READ_WRITE_DENIED, f"method {method}")
-    try:
-        param = axdr.decode(data) if data is not None else None
-    except DecodeError:
-        raise data_access_error(TYPE_UNMATCHED, f"method {method} parameters") from None
-    state = ctx.state
-    if obj.class_id == DISCONNECT_CONTROL:
-        state.control_state = DISCONNECTED if method == 1 else CONNECTED
-        return
-    if obj.class_id == IMAGE_TRANSFER:
-        image_transfer.invoke(
-            state.firmware,
-            method,
-            param,
-            _block_size(ctx),
-            ctx.power_cut_after_blocks,
-            ctx.firmware_rollback,
-        )
-        return
-    # Clock: 1 adjust_to_quarter, 3 adjust_to_minute, 6 shift_time(long seconds).
-    t = ctx.meter_time
-    if method == 6:
-        if not isinstance(param, int) or isinstance(param, bool) or not -900 <= param <= 900:
-            raise data_access_error(TYPE_UNMATCHED, "shift_time seconds")
-        state.clock_offset += param
-        return
-    step = 900 if method == 1 else 60
-    target = (t + step / 2) // step * step
-    state.clock_offset += target - t

@@ -15,6 +15,10 @@ case, so a test can show the head-end copes with it over the TCP wrapper and ove
 | ``identification`` | mode E bus: sends these bytes as its IEC 62056-21 identification, and takes no acknowledgement |
 | ``power_cut_after_blocks`` | loses power once it holds N blocks of an image: the link drops unanswered, the blocks stay |
 | ``firmware_rollback`` | reports an image activated but keeps running its old firmware |
+| ``omit_system_title`` | leaves its system title out of the AARE of a ciphered association |
+| ``range_without_deviation`` | matches no entry in a range read whose bounds carry a clock deviation |
+| ``push_without_object_list`` | pushes only the values: its push setups' object lists are not headed by themselves |
+| ``gbt_window`` | grants general-block-transfer (GBT) and receives this many blocks at once; 0: no GBT |
 
 ``hes simulate --quirk NAME`` (repeatable) gives every meter of a fleet the quirks of
 :data:`NAMED`, so a bench can reproduce them with ``hes read``.
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols.enums import ApduTag, DataAccessResult
+from protocols.xdlms.gbt import MAX_GBT_WINDOW
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +46,10 @@ class Quirks:
     power_cut_after_blocks: int | None = None
     firmware_rollback: bool = False
     short_names: bool = False
+    range_without_deviation: bool = False
+    omit_system_title: bool = False
+    push_without_object_list: bool = False
+    gbt_window: int = 0
 
     def __post_init__(self) -> None:
         exc = self.association_exception
@@ -48,6 +57,10 @@ class Quirks:
             raise ValueError(f"association_exception {exc.hex()} is not an ExceptionResponse")
         if self.block_failure is not None and not 0 < self.block_failure <= 0xFF:
             raise ValueError(f"block_failure {self.block_failure} is not a data-access-result")
+        if not 0 <= self.gbt_window <= MAX_GBT_WINDOW:
+            raise ValueError(f"gbt_window {self.gbt_window} outside 0..{MAX_GBT_WINDOW}")
+        if self.gbt_window and self.short_names:
+            raise ValueError("general-block-transfer is for LN meters, not short_names")
         if self.power_cut_after_blocks is not None and self.power_cut_after_blocks < 1:
             raise ValueError(f"power_cut_after_blocks {self.power_cut_after_blocks} must be >= 1")
 
@@ -73,6 +86,16 @@ NAMED: dict[str, Quirks] = {
     "power-cut-mid-transfer": Quirks(power_cut_after_blocks=8),
     # A meter that falls back to its old firmware after activating a new one.
     "firmware-rollback": Quirks(firmware_rollback=True),
+    # A meter whose profile range reads only work with bounds of deviation "not specified":
+    # bounds that carry a deviation (hes sends UTC, deviation 0) select nothing.
+    "range-without-deviation": Quirks(range_without_deviation=True),
+    # A meter whose AARE names no responding-AP-title: its system title comes from the key store.
+    "omit-system-title": Quirks(omit_system_title=True),
+    # Data-Notifications carrying only the values, without the push object list.
+    "push-without-object-list": Quirks(push_without_object_list=True),
+    # A meter that offers general-block-transfer, one block at a time or four.
+    "gbt": Quirks(gbt_window=1),
+    "gbt-window-4": Quirks(gbt_window=4),
 }
 
 

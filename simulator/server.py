@@ -4,8 +4,9 @@ Three ways in, as in the field:
 - ``WrapperServer``: GPRS/4G-style meters, DLMS over TCP with the IEC 62056-47 wrapper. One
   server serves many meters; the meter is chosen by the connection's local address (one
   loopback address per meter) and port. Given a list of ``hosts`` it answers on all of them:
-  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``) when the system
-  allows it, otherwise one socket per address (see ``simulator.fleet`` for why).
+  one wildcard socket tied to the loopback device (``SO_BINDTODEVICE lo``, or the ``device``
+  a test host's range is routed to) when the system allows it, otherwise one socket per
+  address (see ``simulator.fleet`` for why).
 - ``HdlcTcpServer`` and ``PtyBus`` (:mod:`simulator.bus_server`): an RS-485 bus behind a
   terminal-server TCP port, or on a pseudo-terminal for serial test benches.
 
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from protocols.enums import ApduTag
 from protocols.errors import DecodeError
 from protocols.wrapper import WrapperDecoder, encode_wrapper
 from simulator.faults import FaultPlan, SessionFault
@@ -39,6 +41,7 @@ Clock = Callable[[], float]
 MeterResolver = Callable[[str, int], SimulatedMeter | None]
 MeterRelease = Callable[[SimulatedMeter], None]
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_GBT = bytes((ApduTag.GENERAL_BLOCK_TRANSFER,))
 
 
 @dataclass(slots=True)
@@ -52,9 +55,15 @@ class ServerStats:
     bytes_rx: int = 0
     bytes_tx: int = 0
     rejected_busy: int = 0
+    #: Connections to a bus that found another session on the line (each one a second
+    #: session at once, waited for or refused): a head-end keeping one session per bus
+    #: never makes one.
+    line_contended: int = 0
     refused: int = 0
     #: HDLC I-frames received with the segmentation bit set (an APDU split by max-info).
     segments_rx: int = 0
+    #: General-block-transfer APDUs the meters sent (blocks of long answers, acknowledgements).
+    gbt_blocks: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -109,6 +118,7 @@ class WrapperServer:
         release: MeterRelease | None = None,
         hosts: Sequence[str] | None = None,
         per_address: bool = False,
+        device: str = "lo",
     ) -> None:
         self.resolve = resolve
         self.host = host
@@ -119,6 +129,8 @@ class WrapperServer:
         self.release = release
         self.hosts: Sequence[str] = hosts if hosts is not None else [host]
         self.per_address = per_address
+        #: The one device the wildcard socket answers on (``lo``: only 127.0.0.0/8).
+        self.device = device
         self.stats = ServerStats()
         #: "device" (one wildcard socket on lo) or "per-address", set by start().
         self.listen_mode = ""
@@ -139,11 +151,12 @@ class WrapperServer:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _device_socket(self) -> socket.socket | None:
-        """One socket for all of 127.0.0.0/8 on ``port``; None when the system refuses it."""
+        """One socket for every address on ``port`` of ``device``; None when the system
+        refuses it."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
             sock.bind(("0.0.0.0", self.port))
         except PermissionError:
             sock.close()
@@ -151,7 +164,7 @@ class WrapperServer:
         except OSError as exc:
             sock.close()
             raise OSError(
-                exc.errno, f"cannot listen on 127.0.0.0/8 port {self.port}: {exc.strerror}"
+                exc.errno, f"cannot listen on {self.device} port {self.port}: {exc.strerror}"
             ) from None
         sock.listen(4096)
         sock.setblocking(False)
@@ -208,7 +221,7 @@ class WrapperServer:
 
     async def _serve_socket(self, conn: socket.socket) -> None:
         local_ip, local_port = conn.getsockname()[:2]
-        if ipaddress.ip_address(local_ip) not in LOOPBACK:
+        if self.device == "lo" and ipaddress.ip_address(local_ip) not in LOOPBACK:
             conn.close()
             return
         meter = self.resolve(local_ip, local_port)
@@ -276,7 +289,11 @@ class WrapperServer:
                         delay += plan.spec.slow_delay_s
                     if delay > 0:
                         await asyncio.sleep(delay)
+                    following = session.take_queued()
+                    self.stats.gbt_blocks += count_gbt(reply, following)
                     out = encode_wrapper(pdu.destination, pdu.source, reply)
+                    for more in following:
+                        out += encode_wrapper(pdu.destination, pdu.source, more)
                     if fault is SessionFault.CORRUPT_FRAME and answered == point:
                         out = garble_wrapper(out)
                     answered += 1
@@ -290,6 +307,11 @@ class WrapperServer:
         finally:
             self.stats.session_ended()
             writer.close()
+
+
+def count_gbt(first: bytes, following: list[bytes]) -> int:
+    """How many of the APDUs answered are general-block-transfer APDUs."""
+    return sum(apdu[:1] == _GBT for apdu in (first, *following))
 
 
 def _raise_fd_limit(wanted: int) -> None:

@@ -12,9 +12,10 @@ Two keys make submission idempotent:
   same key again returns the first job instead of making a second, so a retried disconnect
   never toggles a relay twice; the same key with other parameters is refused
   (:class:`IdempotencyConflict`).
-* ``(schedule, tick)``: a scheduled run is one job per schedule and tick, so a tick caught up
-  after downtime, or planned twice, is enqueued once; :func:`last_tick` tells the scheduler
-  where it stopped.
+* ``(schedule, tick, link)``: a scheduled run is one job per schedule and tick (``link``
+  is "" in the embedded service; a cluster stores a tick as one job per link,
+  :mod:`storage.cluster`), so a tick caught up after downtime, or planned twice, is
+  enqueued once; :func:`last_tick` tells the scheduler where it stopped.
 
 On-demand jobs get :data:`ON_DEMAND` priority (lower runs first), scheduled ones
 :data:`SCHEDULED`.
@@ -52,7 +53,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    Connection,
     Index,
     Integer,
     MetaData,
@@ -68,13 +68,24 @@ from sqlalchemy import (
     update,
 )
 
+from contracts.meters import parse_host_port
+from protocols import push_setup as ps
 from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
 
 #: What a job can be asked to do.
-KINDS = ("collect", "read", "events", "clock_sync", "disconnect", "reconnect", "firmware")
+KINDS = (
+    "collect",
+    "read",
+    "events",
+    "clock_sync",
+    "disconnect",
+    "reconnect",
+    "firmware",
+    "push_setup",
+)
 #: Kinds that change something on a meter: they need the operator role and an audit entry.
-COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "firmware")
+COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "firmware", "push_setup")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 ORIGINS = ("schedule", "api", "cli")
@@ -112,18 +123,19 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("result", JSON),
     Column("error", Text),
+    # Cluster mode (storage.cluster): the link (a bus, or a batch of GPRS meters) a
+    # scheduled job of one tick reads ("" for the whole tick in one job, the embedded
+    # mode), and the lease of the node running it.
+    Column("link", String(128), nullable=False, default="", server_default=""),
+    Column("owner", String(128)),
+    Column("lease_until", UtcDateTime),
     CheckConstraint(
         "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_jobs_state"
     ),
     UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
-    UniqueConstraint("schedule", "tick", name="uq_jobs_schedule_tick"),
+    UniqueConstraint("schedule", "tick", "link", name="uq_jobs_schedule_tick_link"),
 )
 Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.id)
-
-
-def migrate(conn: Connection) -> None:
-    """Migration step: the job table."""
-    metadata.create_all(conn, checkfirst=True)
 
 
 class JobError(ValueError):
@@ -153,6 +165,8 @@ class JobRequest:
     tick: datetime | None = None
     not_before: datetime | None = None
     deadline: datetime | None = None
+    #: The link of a tick's job in cluster mode (one job per link and tick).
+    link: str = ""
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -184,9 +198,19 @@ PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "reconnect": {},
     # The image file on the service's host, the identifier it becomes, sessions per meter.
     "firmware": {"image": str, "identifier": str, "sessions": int},
+    # The push setup (default the alarm push 0.0.25.9.0.255), what to SET (as ``hes push
+    # set`` takes it: HOST:PORT, START/END windows, CLASS/OBIS/ATTRIBUTE objects; none: only
+    # read it back and store it), and whether to invoke push.
+    "push_setup": {
+        "setup": str,
+        "destination": str,
+        "windows": list,
+        "objects": list,
+        "trigger": bool,
+    },
 }
 #: Kinds that act on named meters only (never on the whole fleet by accident).
-NEEDS_METERS = ("read", "disconnect", "reconnect", "firmware")
+NEEDS_METERS = ("read", "disconnect", "reconnect", "firmware", "push_setup")
 
 
 def _instant(value: Any, field: str) -> datetime:
@@ -199,6 +223,24 @@ def _instant(value: Any, field: str) -> datetime:
     if instant.tzinfo is None:
         raise JobError(f"{field} {value!r} needs a UTC offset (e.g. Z or +08:00)", field)
     return instant
+
+
+def _check_push_setup(params: Mapping[str, Any]) -> None:
+    setup = params.get("setup", ".".join(str(b) for b in ps.ALARM_PUSH_SETUP))
+    parts = setup.split(".")
+    if len(parts) != 6 or parts[2:4] != ["25", "9"] or not all(p.isdigit() for p in parts):
+        raise JobError(f"params.setup {setup!r} is not a push setup 0.b.25.9.0.255", "params.setup")
+    if "destination" in params:
+        try:
+            parse_host_port(params["destination"], default_port=4060)
+        except ValueError as exc:
+            raise JobError(f"params.destination: {exc}", "params.destination") from None
+    for key, parse in (("windows", ps.parse_window), ("objects", ps.parse_object)):
+        for item in params.get(key, []):
+            try:
+                parse(item if isinstance(item, str) else repr(item))
+            except ValueError as exc:
+                raise JobError(f"params.{key}: {exc}", f"params.{key}") from None
 
 
 def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | None) -> None:
@@ -232,6 +274,8 @@ def check_params(kind: str, params: Mapping[str, Any], meters: Sequence[str] | N
         sessions = params.get("sessions", 3)
         if isinstance(sessions, bool) or not 1 <= sessions <= 10:
             raise JobError("params.sessions must be 1 to 10", "params.sessions")
+    if kind == "push_setup":
+        _check_push_setup(params)
     if kind == "collect" and "until" in params:
         _instant(params["until"], "params.until")
     if kind == "read" and "profile" in params:
@@ -276,6 +320,9 @@ class JobRecord:
     cancel_requested: bool
     result: Any
     error: str | None
+    link: str
+    owner: str | None
+    lease_until: datetime | None
 
     @property
     def final(self) -> bool:
@@ -290,10 +337,10 @@ class JobRecord:
         return out
 
 
-_COLUMNS = [jobs.c[name] for name in JobRecord.__slots__]
+COLUMNS = [jobs.c[name] for name in JobRecord.__slots__]
 
 
-def _record(row: Any) -> JobRecord:
+def to_record(row: Any) -> JobRecord:
     values = dict(zip(JobRecord.__slots__, row, strict=True))
     values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
@@ -311,17 +358,9 @@ def _same_request(job: JobRecord, req: JobRequest) -> bool:
     )
 
 
-def submit(
-    db: DatabaseHandle, req: JobRequest, now: datetime | None = None
-) -> tuple[JobRecord, bool]:
-    """Store ``req`` as a queued job; returns ``(job, created)``.
-
-    With an idempotency key or a schedule tick already stored, returns that job and
-    ``created=False``; a reused idempotency key with other parameters raises
-    :class:`IdempotencyConflict`.
-    """
-    req.check()
-    values = {
+def row_values(req: JobRequest, now: datetime) -> dict[str, Any]:
+    """The row a (checked) request is stored as: queued, not yet attempted."""
+    return {
         "kind": req.kind,
         "state": "queued",
         "priority": req.priority,
@@ -332,14 +371,28 @@ def submit(
         "idempotency_key": req.idempotency_key,
         "schedule": req.schedule,
         "tick": req.tick,
-        "created_at": now or _now(),
+        "created_at": now,
         "not_before": req.not_before,
         "deadline": req.deadline,
         "attempts": 0,
         "progress_done": 0,
         "progress_total": len(req.meters) if req.meters is not None else 0,
         "cancel_requested": False,
+        "link": req.link,
     }
+
+
+def submit(
+    db: DatabaseHandle, req: JobRequest, now: datetime | None = None
+) -> tuple[JobRecord, bool]:
+    """Store ``req`` as a queued job; returns ``(job, created)``.
+
+    With an idempotency key or a schedule tick already stored, returns that job and
+    ``created=False``; a reused idempotency key with other parameters raises
+    :class:`IdempotencyConflict`.
+    """
+    req.check()
+    values = row_values(req, now or _now())
     with db.transaction() as conn:
         job_id = conn.execute(
             insert_ignore(db.dialect, jobs).values(**values).returning(jobs.c.id)
@@ -350,9 +403,11 @@ def submit(
         elif req.idempotency_key is not None:
             where = jobs.c.idempotency_key == req.idempotency_key
         else:
-            where = and_(jobs.c.schedule == req.schedule, jobs.c.tick == req.tick)
-        row = conn.execute(select(*_COLUMNS).where(where)).one()
-    job = _record(row)
+            where = and_(
+                jobs.c.schedule == req.schedule, jobs.c.tick == req.tick, jobs.c.link == req.link
+            )
+        row = conn.execute(select(*COLUMNS).where(where)).one()
+    job = to_record(row)
     if not created and req.idempotency_key is not None and not _same_request(job, req):
         raise IdempotencyConflict(
             f"idempotency_key {req.idempotency_key!r} was used by job {job.id} "
@@ -363,8 +418,8 @@ def submit(
 
 
 def get(db: DatabaseHandle, job_id: int) -> JobRecord | None:
-    rows = db.execute_read(select(*_COLUMNS).where(jobs.c.id == job_id))
-    return _record(rows[0]) if rows else None
+    rows = db.execute_read(select(*COLUMNS).where(jobs.c.id == job_id))
+    return to_record(rows[0]) if rows else None
 
 
 def list_jobs(
@@ -376,12 +431,12 @@ def list_jobs(
     offset: int = 0,
 ) -> list[JobRecord]:
     """Newest first."""
-    stmt = select(*_COLUMNS).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+    stmt = select(*COLUMNS).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
     if state is not None:
         stmt = stmt.where(jobs.c.state == state)
     if kind is not None:
         stmt = stmt.where(jobs.c.kind == kind)
-    return [_record(r) for r in db.execute_read(stmt)]
+    return [to_record(r) for r in db.execute_read(stmt)]
 
 
 def queue_depth(db: DatabaseHandle) -> dict[str, int]:
@@ -424,7 +479,7 @@ def claim_next(
                 .values(state="running", started_at=at, attempts=jobs.c.attempts + 1)
             ).rowcount
             if won:
-                return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+                return to_record(conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one())
     return None
 
 
@@ -470,7 +525,7 @@ def finish(
                 finished_at=now or _now(),
             )
         )
-        return _record(conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one())
+        return to_record(conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one())
 
 
 def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobRecord | None:
@@ -487,8 +542,8 @@ def cancel(db: DatabaseHandle, job_id: int, now: datetime | None = None) -> JobR
             .where(jobs.c.id == job_id, jobs.c.state == "running")
             .values(cancel_requested=True)
         )
-        row = conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id)).one_or_none()
-    return _record(row) if row is not None else None
+        row = conn.execute(select(*COLUMNS).where(jobs.c.id == job_id)).one_or_none()
+    return to_record(row) if row is not None else None
 
 
 def cancel_requested(db: DatabaseHandle, job_id: int) -> bool:

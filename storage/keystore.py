@@ -8,8 +8,13 @@ rows cannot be swapped between meters. The database stores only a short master-k
 identifier (an HMAC of the master key, not the key) so a wrong master key gives a clear
 error instead of a decrypt failure.
 
-Nothing here prints, logs or puts in an exception message a key or a key's hex: messages
-name the meter, the line of the key file or the column, never the value.
+LLS secrets (the management client's password, an inventory row's ``password_ref``) are
+sealed the same way, in the same table under the reference name prefixed ``lls:`` and with an
+associated-data label of their own, so a secret never opens as keys nor keys as a secret. A
+key file row may carry suite-0 keys, an LLS secret (``lls_password``), or both.
+
+Nothing here prints, logs or puts in an exception message a key, a secret or a key's hex:
+messages name the meter, the line of the key file or the column, never the value.
 
 Invocation counters: :class:`DatabaseCounterStore` is the ``protocols.security.CounterStore``
 of one (meter, client system title): ``reserve(n)`` moves the stored next counter up by
@@ -26,10 +31,11 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -46,7 +52,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from protocols.security import (
@@ -59,6 +65,7 @@ from storage.handle import DatabaseHandle, insert_ignore
 from storage.schema import UtcDateTime
 
 __all__ = [
+    "LLS_PREFIX",
     "MASTER_KEY_ENV",
     "MASTER_KEY_FILE_ENV",
     "DatabaseCounterStore",
@@ -75,6 +82,8 @@ __all__ = [
 
 MASTER_KEY_ENV = "HES_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "HES_MASTER_KEY_FILE"
+#: meter_keys rows holding an LLS secret: ``lls:`` + the password reference.
+LLS_PREFIX = "lls:"
 
 #: Tables of the security layer, created by the Alembic revision 0002 (a metadata of their own).
 security_metadata = MetaData()
@@ -182,11 +191,13 @@ class StoredKeys:
 
 @dataclass(frozen=True, slots=True)
 class KeyRow:
-    """One parsed line of a key file."""
+    """One parsed line of a key file: suite-0 keys, an LLS secret, or both."""
 
     meter_id: str
-    keys: SecurityKeys
+    keys: SecurityKeys | None
     system_title: bytes | None
+    #: The management client's LLS password, stored under ``meter_id`` as its reference.
+    lls_password: bytes | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"KeyRow({self.meter_id!r}, <keys redacted>)"
@@ -198,16 +209,65 @@ class ImportResult:
     rows: int
     inserted: int
     rotated: int
+    #: Rows that carried an LLS secret.
+    lls_secrets: int = 0
 
 
-_KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title")
+_KEYS_LABEL = "hes-meter-keys"
+_LLS_LABEL = "hes-lls-secret"
+_KEY_COLUMNS = ("meter_id", "encryption_key", "authentication_key", "system_title", "lls_password")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+#: A reference an LLS secret is stored under (room left for the ``lls:`` prefix).
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,59}")
 _HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+#: An LLS secret in a key file: printable ASCII, no spaces at either end (a CSV field is
+#: stripped), at most 64 characters.
+_SECRET = re.compile(r"[!-~](?:[ -~]{0,62}[!-~])?")
+
+
+def _parse_row(row: dict[str, str], seen: set[str]) -> tuple[KeyRow | None, list[str]]:
+    """One key file line as a KeyRow, or what is wrong with it (never a value)."""
+    meter_id = row["meter_id"]
+    bad = []
+    ek, ak = row.get("encryption_key", ""), row.get("authentication_key", "")
+    title, secret = row.get("system_title", ""), row.get("lls_password", "")
+    if not _ID.fullmatch(meter_id):
+        bad.append("meter_id is not a valid meter id")
+    elif secret and not _REF.fullmatch(meter_id):
+        bad.append("meter_id of an lls_password is longer than 60 characters")
+    if not (ek or ak or secret):
+        bad.append("neither keys nor an lls_password")
+    elif ek or ak:
+        for col, value in (("encryption_key", ek), ("authentication_key", ak)):
+            if not _HEX32.fullmatch(value):
+                bad.append(f"{col} is not 32 hex digits (16 bytes)")
+    if title and not _HEX16.fullmatch(title):
+        bad.append("system_title is not 16 hex digits (8 bytes)")
+    if title and not ek:
+        bad.append("system_title without keys")
+    if secret and not _SECRET.fullmatch(secret):
+        bad.append("lls_password is not 1..64 printable ASCII characters")
+    if not bad and meter_id in seen:
+        bad.append(f"meter {meter_id} appears twice")
+    if bad:
+        return None, bad
+    seen.add(meter_id)
+    keys = SecurityKeys(bytes.fromhex(ek), bytes.fromhex(ak)) if ek else None
+    return (
+        KeyRow(
+            meter_id,
+            keys,
+            bytes.fromhex(title) if title else None,
+            secret.encode("ascii") if secret else None,
+        ),
+        [],
+    )
 
 
 def parse_key_file(path: str | os.PathLike[str]) -> list[KeyRow]:
-    """Read a key CSV (meter_id, encryption_key, authentication_key[, system_title]; hex).
+    """Read a key CSV (meter_id, encryption_key, authentication_key[, system_title]
+    [, lls_password]; keys hex). A row holds both keys, an LLS secret, or all of them.
 
     Every bad line is reported by line number and column, never by value; any bad line
     rejects the whole file.
@@ -229,12 +289,15 @@ def parse_key_file(path: str | os.PathLike[str]) -> list[KeyRow]:
         except csv.Error:
             raise KeyStoreError(f"key file {name}: line 1 is not CSV") from None
         unknown = [h for h in header if h not in _KEY_COLUMNS]
-        missing = [h for h in _KEY_COLUMNS[:3] if h not in header]
+        wanted = _KEY_COLUMNS[:3] if "lls_password" not in header else _KEY_COLUMNS[:1]
+        missing = [h for h in wanted if h not in header]
+        if ("encryption_key" in header) != ("authentication_key" in header):
+            missing += [h for h in _KEY_COLUMNS[1:3] if h not in header]
         if unknown or missing or len(set(header)) != len(header):
             raise KeyStoreError(
                 f"key file {name}: header must name meter_id, encryption_key, "
-                f"authentication_key[, system_title] once each (unknown: {unknown}, "
-                f"missing: {missing})"
+                f"authentication_key[, system_title][, lls_password] once each, or meter_id "
+                f"and lls_password (unknown: {unknown}, missing: {missing})"
             )
         try:
             for fields in reader:
@@ -244,33 +307,13 @@ def parse_key_file(path: str | os.PathLike[str]) -> list[KeyRow]:
                 if len(fields) != len(header):
                     problems.append(f"line {line}: {len(fields)} fields, header has {len(header)}")
                     continue
-                row = {h: f.strip() for h, f in zip(header, fields, strict=True)}
-                meter_id = row["meter_id"]
-                bad = []
-                if not _ID.fullmatch(meter_id):
-                    bad.append("meter_id is not a valid meter id")
-                for col in ("encryption_key", "authentication_key"):
-                    if not _HEX32.fullmatch(row[col]):
-                        bad.append(f"{col} is not 32 hex digits (16 bytes)")
-                title = row.get("system_title", "")
-                if title and not _HEX16.fullmatch(title):
-                    bad.append("system_title is not 16 hex digits (8 bytes)")
-                if not bad and meter_id in seen:
-                    bad.append(f"meter {meter_id} appears twice")
-                if bad:
+                parsed, bad = _parse_row(
+                    {h: f.strip() for h, f in zip(header, fields, strict=True)}, seen
+                )
+                if parsed is None:
                     problems.append(f"line {line}: " + "; ".join(bad))
                     continue
-                seen.add(meter_id)
-                rows.append(
-                    KeyRow(
-                        meter_id,
-                        SecurityKeys(
-                            bytes.fromhex(row["encryption_key"]),
-                            bytes.fromhex(row["authentication_key"]),
-                        ),
-                        bytes.fromhex(title) if title else None,
-                    )
-                )
+                rows.append(parsed)
         except csv.Error:
             problems.append(f"line {reader.line_num}: not valid CSV")
     if problems:
@@ -294,37 +337,63 @@ class KeyStore:
     def __repr__(self) -> str:
         return f"KeyStore({self.db.safe_url}, master={self.master.key_id})"
 
-    def _seal(self, meter_id: str, version: int, keys: SecurityKeys) -> bytes:
+    def _seal(self, label: str, meter_id: str, version: int, plain: bytes) -> bytes:
         nonce = os.urandom(12)
-        aad = f"hes-meter-keys|{meter_id}|{version}".encode()
-        return nonce + self._aead.encrypt(nonce, keys.encryption_key + keys.authentication_key, aad)
+        aad = f"{label}|{meter_id}|{version}".encode()
+        return nonce + self._aead.encrypt(nonce, plain, aad)
+
+    def _open(self, label: str, row: Row[Any]) -> bytes:
+        """The plaintext of a sealed row; KeyStoreError naming the row, never its value."""
+        if row.master_key_id != self.master.key_id:
+            raise KeyStoreError(
+                f"keys of meter {row.meter_id} are sealed under master key "
+                f"{row.master_key_id}, not the one given ({self.master.key_id}): wrong master key"
+            )
+        sealed = bytes(row.sealed)
+        aad = f"{label}|{row.meter_id}|{row.key_version}".encode()
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], aad)
+        except InvalidTag:
+            raise KeyStoreError(
+                f"keys of meter {row.meter_id} do not decrypt: the stored row was altered"
+            ) from None
 
     def put_many(self, rows: list[KeyRow]) -> tuple[int, int]:
-        """Store (or rotate) keys for many meters in one transaction; (inserted, rotated)."""
-        inserted = rotated = 0
+        """Store (or rotate) keys and LLS secrets for many meters in one transaction;
+        (inserted, rotated) counts every stored entry."""
+        rotated = 0
         now = datetime.now(UTC)
+        entries: list[tuple[str, str, bytes, bytes | None]] = []
+        for row in rows:
+            if row.keys is not None:
+                plain = row.keys.encryption_key + row.keys.authentication_key
+                entries.append((row.meter_id, _KEYS_LABEL, plain, row.system_title))
+            if row.lls_password is not None:
+                entries.append((LLS_PREFIX + row.meter_id, _LLS_LABEL, row.lls_password, None))
         with self.db.transaction() as conn:
             current = dict(
                 conn.execute(select(meter_keys.c.meter_id, meter_keys.c.key_version)).all()
             )
-            for row in rows:
-                version = int(current.get(row.meter_id, 0)) + 1
+            new: list[dict[str, object]] = []
+            for stored_id, label, plain, title in entries:
+                version = int(current.get(stored_id, 0)) + 1
                 values = {
                     "key_version": version,
-                    "system_title": row.system_title.hex() if row.system_title else None,
-                    "sealed": self._seal(row.meter_id, version, row.keys),
+                    "system_title": title.hex() if title else None,
+                    "sealed": self._seal(label, stored_id, version, plain),
                     "master_key_id": self.master.key_id,
                     "updated_at": now,
                 }
-                if row.meter_id in current:
+                if stored_id in current:
                     conn.execute(
-                        update(meter_keys).where(meter_keys.c.meter_id == row.meter_id),
-                        values,
+                        update(meter_keys).where(meter_keys.c.meter_id == stored_id), values
                     )
                     rotated += 1
                 else:
-                    conn.execute(insert(meter_keys), {"meter_id": row.meter_id, **values})
-                    inserted += 1
+                    new.append({"meter_id": stored_id, **values})
+            if new:  # one executemany: a fleet's key file of tens of thousands of rows
+                conn.execute(insert(meter_keys), new)
+            inserted = len(new)
         return inserted, rotated
 
     def put(self, meter_id: str, keys: SecurityKeys, system_title: bytes | None = None) -> None:
@@ -336,28 +405,17 @@ class KeyStore:
         """Validate the whole key file, then store it in one transaction."""
         rows = parse_key_file(path)
         inserted, rotated = self.put_many(rows)
-        return ImportResult(str(path), len(rows), inserted, rotated)
+        secrets = sum(1 for r in rows if r.lls_password is not None)
+        return ImportResult(str(path), len(rows), inserted, rotated, secrets)
 
     def get(self, meter_id: str) -> StoredKeys:
         # a plain read: a write transaction here queued every secured session behind the
         # collector's batch commits for SQLite's write lock
         rows = self.db.execute_read(select(meter_keys).where(meter_keys.c.meter_id == meter_id))
         row = rows[0] if rows else None
-        if row is None:
+        if row is None or meter_id.startswith(LLS_PREFIX):
             raise KeyStoreError(f"no keys stored for meter {meter_id}")
-        if row.master_key_id != self.master.key_id:
-            raise KeyStoreError(
-                f"keys of meter {meter_id} are sealed under master key {row.master_key_id}, "
-                f"not the one given ({self.master.key_id}): wrong master key"
-            )
-        sealed = bytes(row.sealed)
-        aad = f"hes-meter-keys|{meter_id}|{row.key_version}".encode()
-        try:
-            plain = self._aead.decrypt(sealed[:12], sealed[12:], aad)
-        except InvalidTag:
-            raise KeyStoreError(
-                f"keys of meter {meter_id} do not decrypt: the stored row was altered"
-            ) from None
+        plain = self._open(_KEYS_LABEL, row)
         return StoredKeys(
             meter_id,
             SecurityKeys(plain[:16], plain[16:32]),
@@ -366,8 +424,25 @@ class KeyStore:
         )
 
     def meter_ids(self) -> list[str]:
-        stmt = select(meter_keys.c.meter_id).order_by(meter_keys.c.meter_id)
+        """The meters with suite-0 keys (LLS secrets not included)."""
+        stmt = (
+            select(meter_keys.c.meter_id)
+            .where(~meter_keys.c.meter_id.startswith(LLS_PREFIX))
+            .order_by(meter_keys.c.meter_id)
+        )
         return [r[0] for r in self.db.execute_read(stmt)]
+
+    def lls_secrets(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """The LLS secrets stored under these references (those that have one), opened in
+        one pass: a run asks once for every LLS meter it will talk to."""
+        wanted = sorted({LLS_PREFIX + ref for ref in refs})
+        out: dict[str, bytes] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            stmt = select(meter_keys).where(meter_keys.c.meter_id.in_(chunk))
+            for row in self.db.execute_read(stmt):
+                out[row.meter_id[len(LLS_PREFIX) :]] = self._open(_LLS_LABEL, row)
+        return out
 
 
 class DatabaseCounterStore:

@@ -1,5 +1,6 @@
-"""Shared fixtures: a private PostgreSQL schema per test, the local MQTT broker, and the
-NATS and RabbitMQ servers of the broker benchmark.
+"""Shared fixtures: a private PostgreSQL schema per test, the local MQTT broker, the
+NATS and RabbitMQ servers of the broker benchmark, and test hosts made of network
+namespaces (``bench.netns``).
 
 All skip (with the reason) when the service is not reachable, so the suite runs
 anywhere; on the project machine both services are up and the tests really run.
@@ -10,13 +11,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
 import pytest
 from http_service import ApiService, open_api_service
+
+from bench.netns import TestNet, unavailable
 
 PG_HOST = os.environ.get("HES_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HES_TEST_PG_PORT", "5432"))
@@ -103,6 +106,32 @@ def nats_server() -> tuple[str, int]:
 def amqp_broker() -> tuple[str, int]:
     """(host, port) of RabbitMQ; skips when nothing listens there."""
     return _listening("RabbitMQ", "127.0.0.1", AMQP_PORT)
+
+
+@pytest.fixture(scope="session")
+def _netns_available() -> None:
+    reason = unavailable()
+    if reason is not None:
+        _service_missing(f"cannot make network namespaces: {reason}")
+
+
+@pytest.fixture
+def test_hosts(_netns_available: None) -> Iterator[Callable[[Sequence[str]], TestNet]]:
+    """Make test hosts: ``net = test_hosts(["sim", "node1"])`` gives a ``TestNet``; every
+    namespace, veth, bridge and process in them is removed after the test, pass or fail."""
+    made: list[TestNet] = []
+
+    def make(names: Sequence[str]) -> TestNet:
+        net = TestNet(names)
+        made.append(net)
+        net.open()
+        return net
+
+    try:
+        yield make
+    finally:
+        for net in made:
+            net.close()
 
 
 @pytest.fixture

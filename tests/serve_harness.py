@@ -121,8 +121,13 @@ class Service:
 
 def start_service(config: Path, env: dict[str, str]) -> Service:
     """``hes serve --config`` in a subprocess; returns once it says where it listens."""
+    return start_process([sys.executable, "-m", "cli", "serve", "--config", str(config)], env)
+
+
+def start_process(argv: list[str], env: dict[str, str]) -> Service:
+    """A ``hes serve`` command line in a subprocess; returns once it says where it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--config", str(config)],
+        argv,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -245,3 +245,14 @@ def test_a_changing_request_without_a_token_is_401_and_not_audited(fleet: ApiSer
     assert r.status_code == 401
     assert len(access.audit_entries(fleet.db)) == before
     assert fleet.db.disabled_meter_ids() == set()
+
+
+def test_a_meter_shows_the_profile_it_is_read_with(api_service: ApiService) -> None:
+    text = f"{HEADER},profile\nP0001,tcp,10.0.0.9,4059,,,west,S1,,sim-short-names\n"
+    text += "P0002,tcp,10.0.0.10,4059,,,west,S1,,\n"
+    assert post_csv(api_service, text).status_code == 200
+    with api_service.reader() as http:
+        listed = {m["meter_id"]: m["profile"] for m in http.get("/api/meters").json()["items"]}
+        one = http.get("/api/meters/P0001").json()
+    assert listed == {"P0001": "sim-short-names", "P0002": None}
+    assert one["profile"] == "sim-short-names"

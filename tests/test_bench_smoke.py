@@ -179,14 +179,16 @@ def test_targets_and_readme_section(smoke: dict[str, Any], tmp_path: Path) -> No
 def test_security_figures(smoke: dict[str, Any]) -> None:
     sec = _no_error(smoke, "security")
     meters = smoke["sizes"]["security_meters"]
-    plain, secured = sec["runs"]["plain"], sec["runs"]["secured"]
+    plain, lls, secured = sec["runs"]["plain"], sec["runs"]["lls"], sec["runs"]["secured"]
     assert (plain["secured_meters"], secured["secured_meters"]) == (0, meters)
-    for run in (plain, secured):
+    assert (plain["lls_meters"], lls["lls_meters"], secured["lls_meters"]) == (0, meters, 0)
+    for run in (plain, lls, secured):
         assert run["complete_meters"] == meters and run["success_rate"] == 1.0
         assert run["collector_cpu_ms_per_meter"] > 0
-    # HLS-GMAC adds the reply_to_HLS_authentication ACTION to every session
+    # HLS-GMAC adds the reply_to_HLS_authentication ACTION to every session; LLS adds none
     assert secured["round_trips_per_session_mean"] == plain["round_trips_per_session_mean"] + 1
-    assert sec["secured_over_plain_meters_per_s"] > 0
+    assert lls["round_trips_per_session_mean"] == plain["round_trips_per_session_mean"]
+    assert sec["secured_over_plain_meters_per_s"] > 0 and sec["lls_over_plain_meters_per_s"] > 0
 
 
 def test_service_figures(smoke: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ def run_hes(*args: str) -> tuple[int, set[str], str]:
     )  # fmt: skip
     *printed, probe = out.stdout.strip().splitlines()
     last = json.loads(probe)
-    return last["code"], set(last["modules"]), "\n".join(printed) + out.stderr
+    return last["code"], set(last["modules"]), "\n".join([*printed, out.stderr])
 
 
 def test_report_loads_neither_alembic_nor_other_commands(tmp_path: Path) -> None:
@@ -69,3 +69,23 @@ def test_unknown_command_is_a_usage_error() -> None:
     code, modules, _ = run_hes("no-such-command")
     assert code == 2
     assert "app.report" in modules  # the whole app was built to say what exists
+
+
+def test_parse_errors_of_the_bench_tools_are_json() -> None:
+    """click's own errors (a bad number, an unknown option) come out as ``hes read``'s do."""
+    for args, names in (
+        (("read", "--baud", "abc", "--serial", "/dev/null"), "--baud"),
+        (("read", "--port", "1"), "--port"),
+        (("scan", "--timeout", "x"), "--timeout"),
+    ):
+        code, _modules, printed = run_hes(*args)
+        assert code == 2, printed
+        first = json.loads(printed.splitlines()[0])
+        assert first["error"] == "usage" and names in first["detail"], first
+
+
+def test_help_and_success_keep_their_exit_codes() -> None:
+    code, _modules, printed = run_hes("read", "--help")
+    assert code == 0 and "--baud" in printed
+    code, _modules, printed = run_hes("report", "--bogus")
+    assert code == 2 and "No such option" in printed  # other commands keep click's usage text

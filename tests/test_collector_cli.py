@@ -34,7 +34,7 @@ from test_collector_fleet import (
 
 from app.collect import CollectOptions, collect_async
 from collector.inventory import import_inventory
-from collector.mqtt import iso_utc
+from collector.mqtt_payloads import iso_utc
 from collector.plan import load_plan
 from simulator.faults import FaultPlan, FaultSpec
 from storage.database import open_database
@@ -142,6 +142,7 @@ def test_import_collect_report_end_to_end(served: tuple[Fleet, Path, Path], tmp_
     for server in fleet.bus_servers:
         assert server.stats.rejected_busy == 0
         assert server.stats.peak_sessions_in_flight == 1
+        assert (server.clients.peak_clients, server.clients.overlaps) == (1, 0)
     events = [json.loads(line) for line in (tmp_path / "collect.jsonl").read_text().splitlines()]
     attempts = [e for e in events if e["event"] == "attempt"]
     assert len(attempts) == summary["attempts"]

@@ -101,7 +101,7 @@ name = "rest"
         ),
         (
             '[retry]\nbackoff_base_s = "2"\n' + MINIMAL,
-            "retry.backoff_base_s: expected an integer or a number, got str",
+            "retry.backoff_base_s: expected an integer or a number, got a string",
         ),
         ("", "group: no [[group]]"),
         ('[[group]]\nname = "x"\n', "group[0].profile: missing table"),

@@ -404,7 +404,7 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--tcp", "127.0.0.1:4059", "--serial", "/dev/ttyUSB0"], "give exactly one of"),
         (["--tcp", "127.0.0.1:http"], "port 'http' is not a number"),
         (["--tcp", "127.0.0.1:4059", "--from", "yesterday"], "--from: 'yesterday' is not an ISO"),
-        (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none or lls"),
+        (["--tcp", "127.0.0.1:4059", "--auth", "hls"], "--auth 'hls': use none, lls or hls-gmac"),
         (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "11"], "--max-pdu-size 11: give 12..65535"),
         (["--tcp", "127.0.0.1:4059", "--max-pdu-size", "70000"], "--max-pdu-size 70000: give"),
         (["--tcp", "127.0.0.1:4059", "--max-info-field", "64"], "--max-info-field is an HDLC"),
@@ -420,6 +420,13 @@ def test_wrong_password_is_authentication_failed(sims: Simulators) -> None:
         (["--hdlc-tcp", "127.0.0.1"], "--hdlc-tcp '127.0.0.1': give HOST:PORT"),
         (["--serial", "/dev/null", "--baud", "-5"], "--baud -5: give a baud rate above 0"),
         (["--tcp", "127.0.0.1:4059", "--referencing", "x"], "--referencing 'x': use ln or sn"),
+        (["--tcp", "127.0.0.1:4059", "--window", "2"], "--window is an HDLC setting"),
+        (["--serial", "/dev/null", "--window", "8"], "--window 8: give 1..7"),
+        (["--tcp", "127.0.0.1:4059", "--gbt-window", "64"], "--gbt-window 64: give 0 (no GBT)"),
+        (
+            ["--tcp", "127.0.0.1:4059", "--referencing", "sn", "--gbt-window", "2"],
+            "general-block-transfer is for LN referencing",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:

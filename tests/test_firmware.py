@@ -204,6 +204,30 @@ async def test_full_upload_confirms_the_new_version(tmp_path: Path, db: Database
         assert again.new_version == "SIM-FW-2.0.0"
 
 
+@pytest.mark.parametrize(("tcp", "bus", "address"), [(1, 0, "127.7.31.1"), (0, 1, "127.7.32.1")])
+async def test_image_blocks_bigger_than_the_meter_pdu_go_in_general_block_transfer(
+    tmp_path: Path, db: Database, tcp: int, bus: int, address: str
+) -> None:
+    """With GBT the meter announces 2048-byte blocks, twice its max PDU: each ACTION goes out
+    in GBT blocks of at most 1024 bytes, the meter's window of 3 at a time, over the TCP
+    wrapper and an HDLC bus (where each block of a window waits for the meter's RR)."""
+    first = online_run(1, 1300 + 100 * bus)
+    async with management_fleet(
+        tmp_path, db, tcp=tcp, bus=bus, first_meter=first, clock=SimClock(NOW),
+        first_address=address, quirks=Quirks(gbt_window=3),
+    ) as fleet:  # fmt: skip
+        meter = db.meters()[0]
+        report = await upload_meter(
+            meter, image("SIM-FW-3.0.0"), secrets=sim_secret, request_timeout=3, gbt_window=2
+        )
+        assert report.ok, report.as_dict()
+        assert report.block_size == image_transfer.GBT_BLOCK_SIZE > 1024
+        assert report.blocks == -(-(BODY + 32) // image_transfer.GBT_BLOCK_SIZE)
+        assert firmware(fleet, meter.meter_id).active == b"SIM-FW-3.0.0"
+        stats = fleet.tcp.stats if fleet.tcp is not None else fleet.buses[0].stats
+        assert stats.gbt_blocks >= report.blocks  # every image block was answered in GBT
+
+
 async def test_power_cut_mid_transfer_then_resume_sends_only_the_missing_blocks(
     tmp_path: Path, db: Database
 ) -> None:

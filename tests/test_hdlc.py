@@ -613,7 +613,9 @@ def test_wrong_sequence_numbers_are_ignored() -> None:
     link = Link()
     link.connect()
     bogus = HdlcFrame(FrameKind.I, SERVER, CLIENT, True, 5, 0, False, b"\xe6\xe6\x00\x01")
-    assert link.server.receive_data(bogus.encode()) == []
+    # The poll is answered: RR naming the frame the server expects (N(R) = 0), nothing taken.
+    expected = HdlcFrame(FrameKind.RR, CLIENT, SERVER, recv_seq=0).encode()
+    assert link.server.receive_data(bogus.encode()) == [Transmit(expected)]
     assert link.server.ignored_frames == 1
     assert isinstance(link.server.last_error, ProtocolError)
     # An RR acknowledging frames never sent changes nothing.

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from protocols.security import SecurityKeys
 from storage.database import open_database
@@ -208,3 +210,146 @@ def test_counter_store_on_postgres(pg_url: str) -> None:
         assert starts == [0, 5, 10]
     finally:
         db.close()
+
+
+LLS_HEADER = "meter_id,encryption_key,authentication_key,system_title,lls_password\n"
+
+
+def test_lls_secrets_import_sealed_apart_from_keys(tmp_path: Path) -> None:
+    """A row holds keys, an LLS secret or both; the secret is sealed at rest under its own
+    label, never opens as keys, and is read back by reference in one call."""
+    file = tmp_path / "k.csv"
+    file.write_text(
+        LLS_HEADER
+        + f"M1,{EK1},{AK1},,\n"
+        + "M2,,,,pass-word 2\n"
+        + f"M3,{EK3},{AK3},0102030405060708,S3cret!\n"
+    )
+    db_file = tmp_path / "hes.db"
+    run = hes("keys", "import", str(file), "--db", str(db_file), env={"HES_MASTER_KEY": MASTER_HEX})
+    assert run.returncode == 0, run.stderr
+    assert '"rows": 3, "inserted": 4, "rotated": 0, "lls_secrets": 2' in run.stdout
+    assert b"pass-word" not in db_file.read_bytes() and b"S3cret" not in db_file.read_bytes()
+    db = open_database(str(db_file))
+    try:
+        store = KeyStore(db, MasterKey(bytes.fromhex(MASTER_HEX)))
+        assert store.meter_ids() == ["M1", "M3"]
+        assert store.lls_secrets(["M2", "M3", "M1", "nobody"]) == {
+            "M2": b"pass-word 2",
+            "M3": b"S3cret!",
+        }
+        assert store.get("M3").keys == SecurityKeys(bytes.fromhex(EK3), bytes.fromhex(AK3))
+        for asked in ("M2", "lls:M2"):
+            with pytest.raises(KeyStoreError, match="no keys stored"):
+                store.get(asked)
+        with pytest.raises(KeyStoreError, match="wrong master key"):
+            KeyStore(db, MasterKey(bytes.fromhex(OTHER_HEX))).lls_secrets(["M2"])
+    finally:
+        db.close()
+    # a secret row's label is its own: swapped into a keys row it does not open
+    con = sqlite3.connect(db_file)
+    sealed = con.execute("SELECT sealed FROM meter_keys WHERE meter_id = 'lls:M3'").fetchone()[0]
+    con.execute(
+        "UPDATE meter_keys SET sealed = ?, key_version = 1 WHERE meter_id = 'M1'", (sealed,)
+    )
+    con.commit()
+    con.close()
+    db = open_database(str(db_file))
+    try:
+        with pytest.raises(KeyStoreError, match="altered"):
+            KeyStore(db, MasterKey(bytes.fromhex(MASTER_HEX))).get("M1")
+    finally:
+        db.close()
+
+
+def test_bad_lls_rows_name_line_and_column_never_the_secret(tmp_path: Path) -> None:
+    file = tmp_path / "k.csv"
+    file.write_text(
+        LLS_HEADER
+        + "M1,,,,\n"
+        + "M2,,,0102030405060708,ok\n"
+        + f"M3,{EK1},,,ok\n"
+        + "M4,,,,tab\tsecret\n"
+        + "M"
+        + "5" * 61
+        + ",,,,fine\n"
+    )
+    with pytest.raises(KeyStoreError) as info:
+        parse_key_file(file)
+    text = str(info.value)
+    assert "line 2: neither keys nor an lls_password" in text
+    assert "line 3: system_title without keys" in text
+    assert "line 4: authentication_key is not 32 hex digits" in text
+    assert "line 5: lls_password is not 1..64 printable ASCII characters" in text
+    assert "line 6: meter_id of an lls_password is longer than 60 characters" in text
+    assert "secret" not in text and EK1 not in text
+    only = tmp_path / "lls.csv"
+    only.write_text("meter_id,lls_password\nM1,abc\n")
+    (row,) = parse_key_file(only)
+    assert (row.keys, row.lls_password) == (None, b"abc")
+    half = tmp_path / "half.csv"
+    half.write_text("meter_id,encryption_key,lls_password\nM1,,abc\n")
+    with pytest.raises(KeyStoreError, match="missing: \\['authentication_key'\\]"):
+        parse_key_file(half)
+
+
+_JUNK = st.text(st.characters(codec="ascii", exclude_characters='\r\n,"'), max_size=70)
+
+
+@st.composite
+def key_files(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
+    """A header of some columns, rows that are mostly well-formed (keys, an LLS secret or
+    both), some fields junk, now and then a column missing from the header or a short line."""
+    keyed, secret, titled = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    header = ["meter_id"] if draw(st.integers(0, 7)) else []
+    header += ["encryption_key", "authentication_key"] if keyed or not secret else []
+    header += ["system_title"] if titled else []
+    header += ["lls_password"] if secret else []
+    header = draw(st.permutations(header))
+    rows = []
+    for number in range(draw(st.integers(0, 4))):
+        with_keys = keyed and (not secret or draw(st.booleans()))
+        good = {
+            "meter_id": f"M{number}",
+            "encryption_key": draw(st.sampled_from([EK1, EK3.lower()])) if with_keys else "",
+            "authentication_key": AK2 if with_keys else "",
+            "system_title": draw(st.sampled_from(["", "0102030405060708"])) if with_keys else "",
+            "lls_password": draw(st.sampled_from(["pw", "p w!", "x" * 64]))
+            if secret and (not with_keys or draw(st.booleans()))
+            else "",
+        }
+        rows.append([draw(_JUNK) if draw(st.integers(0, 15)) == 0 else good[c] for c in header])
+    if draw(st.integers(0, 7)) == 0 and rows:
+        rows[0] = rows[0][:-1]  # a short line
+    return header, rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(file=key_files())
+def test_any_key_file_is_rows_or_one_error_that_shows_no_value(
+    tmp_path_factory: pytest.TempPathFactory, file: tuple[list[str], list[list[str]]]
+) -> None:
+    """Whatever the file holds, the parser returns rows that say what the file says or
+    raises KeyStoreError alone, and its message holds no field's value."""
+    header, rows = file
+    path = tmp_path_factory.mktemp("kf") / "k.csv"
+    path.write_text(",".join(header) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    try:
+        parsed = parse_key_file(path)
+    except KeyStoreError as exc:
+        text = str(exc)
+        for row in rows:
+            for value in row:
+                if len(value.strip()) >= 12 and value.strip() not in path.name:
+                    assert value.strip() not in text
+        return
+    event("parsed")
+    assert 1 <= len(parsed) <= len(rows)
+    for row in parsed:
+        assert row.keys is not None or row.lls_password is not None
+        source = next(r for r in rows if r and r[header.index("meter_id")].strip() == row.meter_id)
+        fields = dict(zip(header, (f.strip() for f in source), strict=False))
+        if row.lls_password is not None:
+            assert row.lls_password.decode() == fields["lls_password"]
+        if row.keys is not None:
+            assert row.keys.encryption_key.hex() == fields["encryption_key"].lower()

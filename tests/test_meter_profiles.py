@@ -37,6 +37,7 @@ public_client_sap = 32
 management_client_sap = 2
 logical_address = 17
 max_pdu_size = 1024
+gbt_window = 4
 
 [hdlc]
 address_size = 4
@@ -77,6 +78,7 @@ def test_every_key_is_read() -> None:
         management_client_sap=2,
         logical_address=17,
         max_pdu_size=1024,
+        gbt_window=4,
         address_size=4,
         physical_address=256,
         max_info_tx=64,
@@ -110,6 +112,11 @@ def test_an_empty_file_is_a_meter_that_needs_nothing() -> None:
         ("[hdlc]\naddress_size = 3\n", "hdlc.address_size: 3: use 0"),
         ("[hdlc]\nphysical_address = 3\n", "hdlc.physical_address: 3 outside 16.."),
         ("[association]\nmax_pdu_size = 11\n", "association.max_pdu_size: 11 outside 12..65535"),
+        ("[association]\ngbt_window = 64\n", "association.gbt_window: 64 outside 0..63"),
+        (
+            "[association]\nreferencing = 'sn'\ngbt_window = 2\n",
+            "association.gbt_window: general-block-transfer is for LN referencing only",
+        ),
         ("[accept]\ntrailing_bytes = 1\n", "accept.trailing_bytes: expected a boolean, got an"),
         ("[startup]\nmode = 'c'\n", "startup.mode: 'c': use one of hdlc, iec62056-21"),
         ("[channels]\nstatus_column = 1\n", "channels.columns: missing table"),
@@ -184,6 +191,7 @@ public_client_sap = 32
 management_client_sap = 2
 logical_address = 17
 max_pdu_size = 512
+gbt_window = 3
 [hdlc]
 address_size = 4
 physical_address = 0x100
@@ -291,11 +299,14 @@ def test_collector_takes_frames_clock_and_channels_from_the_meter_profile(
     assert (target.max_info_length, target.max_info_rx, target.address_size) == (64, 200, 4)
     assert (target.max_pdu_size, target.client_sap, target.logical_address) == (512, 32, 17)
     assert target_of(_record(None), plan).max_info_length == 128
+    assert target.gbt_window == 3
     assert session_options(_record("acme"), plan) == {
         "max_pdu_size": 512,
+        "gbt_window": 3,
         "referencing": "ln",
         "accept_trailing": False,
         "inverted_deviation": True,
+        "range_deviation": True,
     }
     assert session_options(_record(None), plan) == {}
     with pytest.raises(ValueError, match="no meter profile 'gone'"):

@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from setuptools import find_packages
 from sqlalchemy import text
 
-from storage import access, jobs, keystore, operations, queries, schema
+from storage import access, cluster, jobs, keystore, operations, push_setups, queries, schema
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.migration import SCRIPT_LOCATION, head, known_revisions, revision_of
@@ -38,6 +38,8 @@ ALL_METADATA = [
     jobs.metadata,
     access.metadata,
     operations.metadata,
+    push_setups.metadata,
+    cluster.metadata,
 ]
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
 #: The tables revision 0007 made (interval values in day rows).
@@ -46,6 +48,10 @@ NEW_IN_7 = {"interval_days", "interval_extra", "interval_meters", "interval_chan
 NEW_IN_9 = {"register_values", "meter_events", "obis_codes"}
 #: The tables revision 0010 made (read attempts with integer keys, day and stamps).
 NEW_IN_10 = {"read_attempts", "collection_runs"}
+#: The table revision 0012 made (push setups as read back).
+NEW_IN_12 = {"push_setups"}
+#: The tables revision 0013 made (cluster mode: nodes, link leases, the leader).
+NEW_IN_13 = {"cluster_nodes", "link_leases", "cluster_leader"}
 #: Wide enough for every stamp of the dump.
 FAR = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
@@ -111,7 +117,7 @@ def schema_6_database(tmp_path: Path) -> Path:
 
 
 def test_revisions_are_the_schema_versions() -> None:
-    assert head() == revision_of(SCHEMA_VERSION) == "0011"
+    assert head() == revision_of(SCHEMA_VERSION) == "0013"
     assert known_revisions() == {revision_of(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
@@ -204,16 +210,26 @@ def test_database_of_the_release_before_alembic_keeps_every_value(tmp_path: Path
     assert columns == [*before["meters"][0], "role", "profile"]
     assert sorted(m[:-2] for m in meters) == before["meters"][1]
     assert {m[-2:] for m in meters} == {(None, None)}
+    # version 13 adds the cluster columns to jobs ("" link, no owner, no lease)
+    columns, job_rows = after.pop("jobs")
+    assert columns == [*before["jobs"][0], "link", "owner", "lease_until"]
+    assert sorted(j[:-3] for j in job_rows) == sorted(before["jobs"][1])
+    assert {j[-3:] for j in job_rows} == {("", None, None)}
     moved = {"interval_reads", "read_coverage", "register_reads", "events", "read_attempts"}
-    assert {k: v for k, v in before.items() if k not in {*moved, "schema_version", "meters"}} == {
-        k: v for k, v in after.items() if k not in NEW_IN_7 | NEW_IN_9 | NEW_IN_10
+    kept = {*moved, "schema_version", "meters", "jobs"}
+    new = NEW_IN_7 | NEW_IN_9 | NEW_IN_10 | NEW_IN_12 | NEW_IN_13
+    assert {k: v for k, v in before.items() if k not in kept} == {
+        k: v for k, v in after.items() if k not in new
     }
     # opened again: nothing to do, nothing changes
     with open_database(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
     assert (
         table_rows(path).keys()
-        == ({*before, "alembic_version", *NEW_IN_7, *NEW_IN_9} - moved) | NEW_IN_10
+        == ({*before, "alembic_version", *NEW_IN_7, *NEW_IN_9} - moved)
+        | NEW_IN_10
+        | NEW_IN_12
+        | NEW_IN_13
     )
 
 

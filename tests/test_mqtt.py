@@ -25,14 +25,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from collector.mqtt import (
-    MqttOutbox,
-    OutboxError,
+from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
+from collector.mqtt_payloads import (
     alarm_payload,
     encode_payload,
     events_payload,
     meter_topic,
-    parse_mqtt_url,
     profile_payload,
     registers_payload,
 )

@@ -229,7 +229,7 @@ async def test_listener_rejects_what_is_not_an_alarm_and_stores_repeats_once(
     finally:
         await listener.close()
     assert listener.stats.rejected == {
-        "bad_notification": 1,
+        "unknown_meter": 1,
         "not_a_notification": 1,
         "bad_wrapper": 1,
     }
@@ -269,3 +269,46 @@ async def test_hes_listen_command_stores_pushes(tmp_path: Path, db: Database) ->
     assert stored_alarms(db) == [
         ("SIM000000012", datetime.fromtimestamp(NOW, UTC), 64, "local disconnection")
     ]
+
+
+async def test_an_alarm_pushed_to_two_nodes_is_stored_and_published_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Cluster mode: every node listens for pushes, into the one PostgreSQL. A meter that
+    sends the same alarms to two nodes (or a repeat to either) makes one row each, and only
+    the node whose insert made the row publishes it."""
+    dbs = [open_database(pg_url), open_database(pg_url)]
+    meters = [12, 13, 14]
+    rows = "".join(f"{meter_id_text(m)},tcp,127.0.0.1\n" for m in meters)
+    path = tmp_path / "inv.csv"
+    path.write_text("meter_id,transport,host\n" + rows, encoding="utf-8")
+    import_inventory(dbs[0], path)
+    published: list[tuple[str, int]] = []
+    nodes = [
+        PushListener(db, publish=lambda m, _k, p: published.append((m, int(p["code"]))))
+        for db in dbs
+    ]
+    for node in nodes:
+        await node.start()
+    try:
+        sent = [Alarm(int(NOW) + 60 * k, m, 40 + k) for k in range(5) for m in meters]
+        pushers = [AlarmPusher([], SEED, "127.0.0.1", node.port) for node in nodes]
+        for alarm in sent:  # the same alarm to both nodes at once, then a repeat
+            results = await asyncio.gather(*(p.push(alarm) for p in pushers))
+            assert all(results)
+        assert await pushers[1].push(sent[0])
+        await until(
+            lambda: sum(n.stats.stored + n.stats.duplicates for n in nodes) == 2 * len(sent) + 1,
+            "both nodes to handle every push",
+        )
+    finally:
+        for node in nodes:
+            await node.close()
+    stats = [n.stats for n in nodes]
+    assert sum(s.stored for s in stats) == len(sent)
+    assert sum(s.duplicates for s in stats) == len(sent) + 1
+    assert sorted(published) == sorted((meter_id_text(a.meter_id), a.code) for a in sent)
+    stored = stored_alarms(dbs[1])
+    assert sorted((m, code) for m, _ts, code, _name in stored) == sorted(published)
+    for db in dbs:
+        db.close()

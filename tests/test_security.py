@@ -185,6 +185,8 @@ def test_context_reserves_counter_blocks_and_checks_responses() -> None:
         ctx.unwrap(response(7))
     with pytest.raises(SystemTitleMismatch):
         ctx.learn_server_title(CLIENT_TITLE)
+    ctx.learn_server_title(None)  # an AARE without the title: the configured one stands
+    assert ctx.server_system_title == SERVER_TITLE
     general = cipher_apdu(
         xdlms.build_get_response(1, b"\x11\x05"),
         sc=0x30,

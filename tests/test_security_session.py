@@ -22,6 +22,7 @@ from collector.profile_reader import read_profile
 from collector.session import Session
 from collector.transport import TcpWrapperTransport
 from protocols.errors import (
+    AccessDenied,
     AssociationRefused,
     AuthenticationFailed,
     DecipheringRejected,
@@ -41,6 +42,7 @@ from protocols.security import (
     decipher_apdu,
     is_ciphered,
 )
+from protocols.xdlms import Authentication
 from simulator import model
 from simulator.meter import SimulatedMeter
 from simulator.server import WrapperServer
@@ -256,11 +258,32 @@ async def test_wrong_f_stoc_fails_authentication(server: Server) -> None:
 
 
 async def test_unciphered_association_refused_by_secured_meter(server: Server) -> None:
-    transport = TcpWrapperTransport("127.0.0.1", server.port)
-    with pytest.raises(AssociationRefused) as info:
-        async with Session(transport):
-            pass
-    assert info.value.diagnostic == 2 and not isinstance(info.value, SecurityError)
+    """The management client must cipher; LLS does not get past a secured meter either."""
+    tries: list[tuple[Authentication, bytes | None]] = [
+        ("none", None),
+        ("lls", server.meter.spec.password),
+    ]
+    for auth, password in tries:
+        transport = TcpWrapperTransport("127.0.0.1", server.port, client_wport=MANAGEMENT)
+        with pytest.raises(AssociationRefused) as info:
+            async with Session(transport, authentication=auth, password=password):
+                pass
+        assert info.value.diagnostic == 2 and not isinstance(info.value, SecurityError)
+
+
+async def test_public_client_of_a_secured_meter_reads_only_the_frame_counter(
+    server: Server,
+) -> None:
+    """Unciphered, the public client sees the frame counter (the highest client counter the
+    meter accepted) and the logical device name; the energy registers stay closed."""
+    server.meter.state.client_invocation_counter = 4242
+    async with Session(TcpWrapperTransport("127.0.0.1", server.port)) as session:
+        assert await session.get(1, "0.0.43.1.0.255", 2) == 4242
+        assert await session.get(1, "0.0.42.0.0.255", 2) == server.meter.spec.logical_device_name
+        with pytest.raises(AccessDenied):
+            await session.read_register("1.0.1.8.0.255")
+        with pytest.raises(AccessDenied):
+            await session.read_clock()
 
 
 def test_security_errors_are_distinct_and_never_retried() -> None:

@@ -10,24 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from app.serve_config import DEFAULTS, ConfigError, load_config
+from app.serve_config import CLUSTER_DEFAULTS, DEFAULTS, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED = ROOT / "ops" / "hes.toml"
 UNIT = ROOT / "ops" / "hes.service"
 
 
-def service_lines() -> dict[str, str]:
-    """``key = value`` lines of the documented file's [service] table."""
+def service_lines(name: str = "service") -> dict[str, str]:
+    """``key = value`` lines of the documented file's [service] (or other) table."""
     text = DOCUMENTED.read_text(encoding="utf-8")
-    table = text.split("[service]", 1)[1].split("\n[", 1)[0]
+    table = text.split(f"[{name}]", 1)[1].split("\n[", 1)[0]
     return dict(re.findall(r"^(\w+) = (.+)$", table, flags=re.MULTILINE))
 
 
-def test_the_documented_file_names_every_key_with_its_default() -> None:
-    documented = service_lines()
-    assert set(documented) == set(DEFAULTS)
-    for key, default in DEFAULTS.items():
+@pytest.mark.parametrize(
+    ("name", "defaults"), [("service", DEFAULTS), ("cluster", CLUSTER_DEFAULTS)]
+)
+def test_the_documented_file_names_every_key_with_its_default(
+    name: str, defaults: dict[str, object]
+) -> None:
+    documented = service_lines(name)
+    assert set(documented) == set(defaults)
+    for key, default in defaults.items():
         shown = documented[key]
         if isinstance(default, bool):
             assert shown == str(default).lower(), key
@@ -140,3 +145,36 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     text = UNIT.read_text()
     assert "ExecStart=/opt/hes/bin/hes serve --config /etc/hes/hes.toml" in text
     assert "SuccessExitStatus=143" in text  # SIGTERM's clean stop is not a failure
+
+
+PG = "postgresql+psycopg://hes@db.example/hes"
+
+
+def test_a_node_name_chooses_cluster_mode_on_postgresql_only(tmp_path: Path) -> None:
+    cfg = load_config(None, {"db": PG}, {"node": "north-1"})
+    assert (cfg.node, cfg.db, cfg.lease_s, cfg.gprs_batch) == ("north-1", PG, 30.0, 50)
+    assert cfg.mqtt_spool.endswith("hes-mqtt-spool-north-1.db")  # a spool of its own
+    assert load_config(None).node is None  # the embedded default stays
+    with pytest.raises(ConfigError, match=r"needs a PostgreSQL database.*cannot be shared"):
+        load_config(None, {"db": str(tmp_path / "hes.db")}, {"node": "north-1"})
+
+
+def test_the_broker_is_the_databases_job_table() -> None:
+    cfg = load_config(None, None, {"broker": PG})
+    assert cfg.db == PG and cfg.node  # db follows the broker; the node is the host's name
+    with pytest.raises(ConfigError, match=r"'nats' is not supported.*PostgreSQL"):
+        load_config(None, {"db": PG}, {"broker": "nats://127.0.0.1:4222", "node": "n"})
+    with pytest.raises(ConfigError, match="the same postgresql:// URL"):
+        load_config(None, {"db": PG}, {"broker": PG + "2", "node": "n"})
+
+
+def test_cluster_keys_are_checked(tmp_path: Path) -> None:
+    conf = tmp_path / "hes.toml"
+    conf.write_text(f'[service]\ndb = "{PG}"\n[cluster]\nnode = "a"\nlease = 3\n')
+    with pytest.raises(ConfigError, match=r"unknown key cluster\.lease"):
+        load_config(conf)
+    conf.write_text(f'[service]\ndb = "{PG}"\n[cluster]\nnode = "a"\nlease_s = 0.1\n')
+    with pytest.raises(ConfigError, match=r"cluster.lease_s = 0.1 is outside"):
+        load_config(conf)
+    conf.write_text(f'[service]\ndb = "{PG}"\n[cluster]\nnode = "a"\nlease_s = 5\n')
+    assert load_config(conf).lease_s == 5.0

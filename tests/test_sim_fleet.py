@@ -28,6 +28,7 @@ from simulator.fleet import (
 )
 from simulator.meter import SimulatedMeter
 from simulator.server import WrapperServer
+from storage.keystore import parse_key_file
 from storage.records import MeterRecord
 
 ROOT = Path(__file__).parents[1]
@@ -246,7 +247,10 @@ def test_simulate_command_runs_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["stopped"] is True
+    stopped = json.loads(out.splitlines()[-1])
+    assert stopped["stopped"] is True
+    lines = stopped["stats"]["bus_lines"]
+    assert lines == [{"link_id": "bus000", "connections": 0, "peak_clients": 0, "overlaps": 0}]
 
 
 def test_simulate_command_rejects_bad_options() -> None:
@@ -257,6 +261,10 @@ def test_simulate_command_rejects_bad_options() -> None:
         (["--buses", "1", "--meters-per-bus", "20000"], "physical addresses"),
         (["--tcp-meters", "2", "--area-size", "-1"], "--area-size -1 must not be negative"),
         (["--tcp-meters", "2", "--area-size", "2", "--under-share", "2"], "--under-share"),
+        (["--tcp-meters", "1", "--gbt-window", "64"], "--gbt-window: gbt_window 64 outside"),
+        (["--buses", "1", "--meters-per-bus", "1", "--hdlc-window", "8"], "window_tx must be"),
+        (["--buses", "1", "--meters-per-bus", "1", "--hdlc-max-info", "0"], "--hdlc-max-info"),
+        (["--tcp-meters", "1", "--quirk", "short-names", "--gbt-window", "2"], "for LN meters"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "cli", "simulate", "--port", "0", "--duration", "0", *args],
@@ -267,3 +275,49 @@ def test_simulate_command_rejects_bad_options() -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr
+
+
+async def test_lls_and_secured_shares_are_disjoint_and_the_key_file_holds_theirs(
+    tmp_path: Path,
+) -> None:
+    """Exact seeded shares, never both for one meter; the inventory names an LLS meter's
+    password by reference only, the key file (owner-only) holds each one's own password and
+    each secured meter's keys, and the key store parser takes it as it is."""
+    spec = small_spec(first_meter=700, secure_share=0.3, lls_share=0.5)
+    assert (
+        spec.lls_meters()
+        == small_spec(first_meter=700, secure_share=0.3, lls_share=0.5).lls_meters()
+    )  # seeded
+    with pytest.raises(ValueError, match="lls_share"):
+        small_spec(secure_share=0.6, lls_share=0.5)
+    async with Fleet(spec) as fleet:
+        assert (len(fleet.secured), len(fleet.lls)) == (3, 5)
+        assert not fleet.secured & fleet.lls
+        inventory, keys = tmp_path / "fleet.csv", tmp_path / "keys.csv"
+        fleet.write_inventory(inventory)
+        assert fleet.write_keys(keys) == 8
+    assert keys.stat().st_mode & 0o777 == 0o600
+    by_number = {meter_number(r.meter_id): r for r in parse_inventory(inventory)}
+    for number in fleet.lls:
+        row = by_number[number]
+        assert (row.client_sap, row.authentication) == (1, "lls")
+        assert row.password_ref == meter_id_text(number)
+    rows = {meter_number(r.meter_id): r for r in parse_key_file(keys)}
+    assert set(rows) == fleet.secured | fleet.lls
+    for number in fleet.lls:
+        assert rows[number].keys is None
+        assert rows[number].lls_password == model.meter_spec(number, spec.seed).password
+    for number in fleet.secured:
+        truth = model.keys(number, spec.seed)
+        got = rows[number].keys
+        assert got is not None and rows[number].lls_password is None
+        assert (got.encryption_key, got.authentication_key) == (
+            truth.encryption_key,
+            truth.authentication_key,
+        )
+        assert rows[number].system_title == truth.system_title
+    assert password_not_in(inventory.read_bytes(), fleet.lls, spec.seed)
+
+
+def password_not_in(blob: bytes, numbers: set[int] | frozenset[int], seed: int) -> bool:
+    return all(b"," + model.password(n, seed) + b"," not in blob + b"," for n in numbers)

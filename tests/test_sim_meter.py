@@ -682,3 +682,29 @@ def test_unconfirmed_action_is_applied_silently(meter: SimulatedMeter) -> None:
     request[2] &= ~0x40  # Invoke-Id-And-Priority: service class unconfirmed
     assert d.session.handle(bytes(request), NOW) is None
     assert meter.clock_offset == 7
+
+
+_STAMP = st.integers(model.EPOCH, model.LAST_TIME - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(_STAMP, st.integers(0, 255), *[st.integers(0, 2**64 - 1)] * 4), max_size=40
+    ),
+    picks=st.lists(st.integers(0, 5), min_size=1, max_size=6, unique=True).map(sorted),
+)
+def test_profile_entries_encode_as_the_general_encoder_would(
+    rows: list[tuple[int, ...]], picks: list[int]
+) -> None:
+    """The record-array fast path of the buffer gives the bytes of A-XDR's own encoder."""
+    kinds = O._LP_CELLS
+    typed = {
+        "dt": lambda v: axdr.octets(O.datetime_bytes(v)),
+        "u8": axdr.u8,
+        "u64": axdr.u64,
+    }
+    general = axdr.encode(
+        [axdr.structure(*(typed[kinds[p]](row[p]) for p in picks)) for row in rows]
+    )
+    assert O._encode_rows(rows, kinds, picks) == general

@@ -28,6 +28,7 @@ from protocols.errors import (
     DlmsError,
     InvocationCounterRejected,
     KeyRejected,
+    SystemTitleMismatch,
     TemporaryFailure,
 )
 from simulator.bus_server import HdlcBus, HdlcTcpServer, PtyBus
@@ -143,6 +144,41 @@ async def test_advancing_the_stored_counter_recovers_a_refused_association(
                 transport(), authentication="hls-gmac", security=security_context(store, "m-1")
             ) as session:
                 await session.read_clock()
+    finally:
+        database.close()
+
+
+# ------------------------------------------------------- AARE without the meter's system title
+
+
+@pytest.mark.parametrize("stored_title", [True, False], ids=["title-in-key-store", "no-title"])
+async def test_an_aare_without_the_system_title_takes_the_key_stores(
+    tmp_path: Path, stored_title: bool
+) -> None:
+    """``--quirk omit-system-title``: the responding-AP-title is left out of the AARE. With
+    the meter's title in the key store the ciphered session reads on; without, the error
+    names what is missing instead of failing on the first ciphered answer."""
+    meter = SimulatedMeter(
+        powered(Quirks()).meter_id, SEED, require_security=True, quirks=named(["omit-system-title"])
+    )
+    database = open_database(str(tmp_path / "hes.db"))
+    try:
+        store = KeyStore(database, MasterKey(bytes(range(32))))
+        store.put("m-1", meter.security_keys, meter.keys.system_title if stored_title else None)
+        async with wrapper(meter, sap=1) as transport:
+            session = Session(
+                transport(), authentication="hls-gmac", security=security_context(store, "m-1")
+            )
+            if not stored_title:
+                with pytest.raises(SystemTitleMismatch, match="none is configured for this meter"):
+                    async with session:
+                        pass
+                return
+            async with session:
+                assert session.association is not None
+                assert session.association.responding_system_title is None
+                clock = await session.read_clock()
+        assert clock.to_datetime().timestamp() == pytest.approx(meter.meter_time(NOW), abs=0.011)
     finally:
         database.close()
 

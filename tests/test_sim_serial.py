@@ -100,7 +100,9 @@ async def test_pty_dropped_link_is_a_link_error_then_retry_reads() -> None:
         assert await read() == model.registers(meter, model.meter_clock(meter, NOW)).active_import
 
 
-def _simulate(tmp_path: Path, baud: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def _simulate(
+    tmp_path: Path, baud: int, *extra: str
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -118,6 +120,7 @@ def _simulate(tmp_path: Path, baud: int) -> tuple[subprocess.Popen[str], dict[st
             str(baud),
             "--inventory",
             str(tmp_path / "bus.csv"),
+            *extra,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -132,9 +135,25 @@ def _simulate(tmp_path: Path, baud: int) -> tuple[subprocess.Popen[str], dict[st
     return proc, json.loads(line)
 
 
-@pytest.mark.parametrize(("baud", "hours"), [(0, 24), (9600, 1)])
-def test_hes_read_serial_against_hes_simulate_pty(tmp_path: Path, baud: int, hours: int) -> None:
-    proc, info = _simulate(tmp_path, baud)
+@pytest.mark.parametrize(
+    ("baud", "hours", "simulate", "read"),
+    [
+        (0, 24, (), ()),
+        (9600, 1, (), ()),
+        # General block transfer in HDLC windows of 4 with 64-byte information fields: the
+        # day's profile comes in GBT blocks of 256 bytes, three at a time.
+        (
+            0,
+            24,
+            ("--gbt-window", "2", "--hdlc-window", "4", "--hdlc-max-info", "64"),
+            ("--gbt-window", "3", "--window", "7", "--max-pdu-size", "256"),
+        ),
+    ],
+)
+def test_hes_read_serial_against_hes_simulate_pty(
+    tmp_path: Path, baud: int, hours: int, simulate: tuple[str, ...], read: tuple[str, ...]
+) -> None:
+    proc, info = _simulate(tmp_path, baud, *simulate)
     try:
         device = info["buses"][0]["device"]
         assert info["buses"][0]["baud"] == (baud or None)
@@ -144,7 +163,7 @@ def test_hes_read_serial_against_hes_simulate_pty(tmp_path: Path, baud: int, hou
         day = datetime.fromtimestamp(before, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         start = day - timedelta(days=1)
         end = start + timedelta(hours=hours)
-        read = subprocess.run(
+        result = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -164,6 +183,7 @@ def test_hes_read_serial_against_hes_simulate_pty(tmp_path: Path, baud: int, hou
                 start.isoformat(),
                 "--to",
                 end.isoformat(),
+                *read,
             ],
             cwd=ROOT,
             capture_output=True,
@@ -171,8 +191,12 @@ def test_hes_read_serial_against_hes_simulate_pty(tmp_path: Path, baud: int, hou
             timeout=60,
         )
         after = time.time()
-        assert read.returncode == 0, read.stdout + read.stderr
-        out = json.loads(read.stdout)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = json.loads(result.stdout)
+        if simulate:
+            negotiated = out["negotiated"]
+            assert negotiated["general_block_transfer"] is True
+            assert (negotiated["window_tx"], negotiated["max_info_rx"]) == (4, 64)
         (register,) = out["registers"]
         low = model.registers(spec, model.meter_clock(spec, before)).active_import
         high = model.registers(spec, model.meter_clock(spec, after)).active_import

@@ -108,6 +108,7 @@ def test_status_json(fleet: ApiService) -> None:
     assert s["in_flight"]["by_link"][0]["link_id"] == "bus-1"
     assert s["live"] == {"schedules": {"daily": "2024-03-11T00:05:00+00:00"}, "busy": 2}
     assert s["queue"] == {"depth": {"reconnect": 1, "collect": 1}, "total": 2}
+    assert s["nodes"] == {"cluster": False, "items": []}  # one process, no cluster
     assert [a["name"] for a in s["alarms"]] == ["terminal cover opened"]
     assert s["commands"][0]["command"] == "disconnect"
     assert s["commands"][0]["output_state"] is False

@@ -482,8 +482,9 @@ V6_READ_ATTEMPTS = (
 
 
 def back_to_version_6(con: sqlite3.Connection) -> None:
-    """Undo revisions 0007, 0009, 0010 and 0011 on a fresh database: version 6's interval,
-    register, event and attempt tables, and its meters without a profile column."""
+    """Undo revisions 0007, 0009, 0010, 0011 and 0012 on a fresh database: version 6's
+    interval, register, event and attempt tables, its meters without a profile column, and
+    no push setups table."""
     con.execute("ALTER TABLE meters DROP COLUMN profile")
     for table in (
         "interval_days",
@@ -495,6 +496,7 @@ def back_to_version_6(con: sqlite3.Connection) -> None:
         "obis_codes",
         "read_attempts",
         "collection_runs",
+        "push_setups",
     ):
         con.execute(f"DROP TABLE {table}")
     con.execute(V6_READ_ATTEMPTS)

@@ -31,7 +31,16 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 commands = APIRouter(prefix="/api/meters", tags=["commands"])
 
 #: ``storage.jobs.KINDS`` and ``STATES`` (tests/test_api_jobs.py keeps them equal).
-Kind = Literal["collect", "read", "events", "clock_sync", "disconnect", "reconnect", "firmware"]
+Kind = Literal[
+    "collect",
+    "read",
+    "events",
+    "clock_sync",
+    "disconnect",
+    "reconnect",
+    "firmware",
+    "push_setup",
+]
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 #: Meter ids an audit entry keeps of one submission (the count is kept too).
 AUDITED_METERS = 50

@@ -19,6 +19,7 @@ from app.api.params import Limit, Offset
 from collector.inventory import InventoryError, import_inventory_text
 from protocols.cosem import unit_text
 from storage import queries
+from storage.push_setups import load_push_setups
 from storage.queries import MeterFilter
 from storage.records import Channel
 
@@ -141,6 +142,15 @@ def _too_large() -> ApiError:
 async def get_meter(ctx: Context, _token: Reader, meter_id: MeterId) -> dict[str, Any]:
     """One meter: how it is reached, its switch, and its profile channels (unit, scaler)."""
     return await _meter_dict(ctx, meter_id)
+
+
+@router.get("/{meter_id}/push-setups", name="meters.push_setups")
+async def get_push_setups(ctx: Context, _token: Reader, meter_id: MeterId) -> dict[str, Any]:
+    """The meter's push setups (class 40) as last read back from it (``hes push show|set``,
+    the ``push_setup`` job): what the push listener decodes its values-only pushes by."""
+    await meter_or_404(ctx, meter_id)
+    records = await ctx.run(load_push_setups, ctx.db, [meter_id])
+    return {"meter_id": meter_id, "push_setups": [r.as_dict() for r in records]}
 
 
 async def _switch(ctx: ServiceContext, meter_id: str, enabled: bool) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import alarms, audit, jobs, meters, reads
+from app.api import alarms, audit, jobs, meters, nodes, reads
 from app.api.metrics import router as metrics_router
 from app.api.reports import router as reports_router
 from app.api.status import router as status_router
@@ -16,6 +16,7 @@ ROUTERS: list[APIRouter] = [
     jobs.router,
     alarms.router,
     audit.router,
+    nodes.router,
 ]
 
 # The KPI: reports (reader role), Prometheus metrics, the status page and its JSON.

@@ -7,7 +7,8 @@ part bounded however large the fleet or long the uptime: the service's start and
 current collection day's final and first-pass rates and counts, the last 14 days, the areas
 (worst first) and the failing meters with their last error (from :class:`app.api.kpi.KpiCache`,
 at most 30 s old); the sessions in flight per link; what the service loop reports of itself
-(``ServiceContext.live``); the job queue; the newest alarms, commands and command jobs.
+(``ServiceContext.live``); the job queue; the cluster's nodes (:mod:`app.api.nodes`); the
+newest alarms, commands and command jobs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.api.auth import Context
 from app.api.errors import ApiError
 from app.api.kpi import Kpi
+from app.api.nodes import nodes_of
 from app.api.public import StatusAccess
 from collector.telemetry import LiveSession
 from storage import activity, jobs
@@ -110,6 +112,7 @@ def _activity(db: Database) -> dict[str, Any]:
     """The database part of the status that is never cached (cheap, bounded reads)."""
     depth = jobs.queue_depth(db)
     return {
+        "nodes": nodes_of(db),
         "queue": {"depth": depth, "total": sum(depth.values())},
         "alarms": activity.recent_alarms(db, RECENT),
         "commands": activity.recent_commands(db, RECENT),

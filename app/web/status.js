@@ -176,6 +176,16 @@
       c.output_state === null ? "-" : c.output_state ? "connected" : "disconnected",
       { text: c.error_class ? `${c.error_class}: ${c.error || ""}` : "-", cls: "wrap" },
     ], "no commands audited");
+    fill("nodes", s.nodes.items, (n) => [
+      n.name,
+      { text: n.state, cls: n.state === "running" ? "" : "bad" },
+      { text: n.alive ? "yes" : "no", cls: n.alive ? "good" : "bad" },
+      n.leader ? "yes" : "",
+      `${n.heartbeat_age_s.toFixed(1)} s ago`,
+      n.jobs.length ? n.jobs.join(", ") : "-",
+      n.links.length,
+      n.sessions,
+    ], "not a cluster (one process)");
     fill("live", Object.entries(s.live), ([key, value]) => [
       key.replace(/_/g, " "),
       { text: summary(value), cls: "wrap" },

@@ -13,7 +13,11 @@ AARE refusal, and with a :class:`~protocols.security.SecurityContext` ciphers ev
 deciphers every answer and runs HLS-GMAC passes 3 and 4. Randomness (the HLS challenge)
 comes from the context, so a test can fix it. With ``short_names`` it proposes the SN
 context and conformance, and serves ``read`` / ``write`` (ReadRequest / WriteRequest by short
-name) instead of GET/SET/ACTION.
+name) instead of GET/SET/ACTION. With ``gbt_window`` it proposes general-block-transfer
+(``protocols.xdlms.gbt``): the meter's long answers come in GBT blocks (``Wait`` while the
+rest of a window is on its way), a request longer than the meter's max PDU size goes out in
+them (``take_queued`` holds the rest of a window), and without GBT such a request is refused
+here with a ProtocolError rather than sent to a meter that would drop it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from protocols.xdlms.acse import AareInfo, Authentication, ReleaseResponse, buil
 from protocols.xdlms.codec import decode_response
 from protocols.xdlms.descriptors import AccessSelection
 from protocols.xdlms.exception import ExceptionResult, ServiceErrorResult
+from protocols.xdlms.gbt import GBT_TAG, MAX_GBT_WINDOW, Complete, GbtExchange, decode_gbt
+from protocols.xdlms.gbt import Wait as GbtWait
 from protocols.xdlms.get import (
     GetBlock,
     GetError,
@@ -60,7 +66,7 @@ from protocols.xdlms.get import (
     build_get_next,
     build_get_with_list,
 )
-from protocols.xdlms.initiate import build_initiate_request, decode_initiate
+from protocols.xdlms.initiate import DEFAULT_CONFORMANCE, build_initiate_request, decode_initiate
 from protocols.xdlms.set_action import ActionResult, SetResult, build_action, build_set
 from protocols.xdlms.sn import (
     ReadBlock,
@@ -85,6 +91,11 @@ class Send:
     """The exchange is not over: send ``apdu`` and feed the answer to ``receive``."""
 
     apdu: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class Wait:
+    """More GBT blocks of the meter's window are on their way: receive again, send nothing."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,7 +138,7 @@ class Released:
     reason: int | None
 
 
-ClientEvent: TypeAlias = Send | Associated | Value | Values | Done | Written | Released
+ClientEvent: TypeAlias = Send | Wait | Associated | Value | Values | Done | Written | Released
 
 
 @dataclass(slots=True)
@@ -153,6 +164,7 @@ class ClientAssociation:
         security: SecurityContext | None = None,
         peer: str = "meter",
         short_names: bool = False,
+        gbt_window: int = 0,
     ) -> None:
         if authentication == "hls-gmac" and security is None:
             raise ValueError("hls-gmac authentication needs a security context (keys)")
@@ -168,6 +180,46 @@ class ClientAssociation:
         self.ciphered = False
         self._invoke_id = 0
         self._pending: _Pending | None = None
+        if not 0 <= gbt_window <= MAX_GBT_WINDOW:
+            raise ValueError(f"GBT window {gbt_window} outside 0..{MAX_GBT_WINDOW} (0: no GBT)")
+        if gbt_window and short_names:
+            raise ValueError("general-block-transfer is proposed for LN associations only")
+        #: GBT blocks received at once; 0 = general-block-transfer not proposed.
+        self.gbt_window = gbt_window
+        self._gbt = GbtExchange(gbt_window or 1)
+        self._queued: list[bytes] = []
+
+    @property
+    def conformance(self) -> int | None:
+        """The conformance block proposed (None: the builders' default)."""
+        if not self.gbt_window:
+            return None
+        return DEFAULT_CONFORMANCE | Conformance.GENERAL_BLOCK_TRANSFER
+
+    @property
+    def gbt(self) -> bool:
+        """Whether the meter granted general-block-transfer (and the client proposed it)."""
+        association = self.association
+        return association is not None and bool(
+            association.negotiated_conformance & Conformance.GENERAL_BLOCK_TRANSFER
+        )
+
+    @property
+    def gbt_resent(self) -> int:
+        """GBT blocks sent again because the meter acknowledged fewer than were sent."""
+        return self._gbt.resent
+
+    def gbt_timeout(self) -> bytes | None:
+        """When the meter went quiet in the middle of a GBT window: the acknowledgement that
+        asks for the rest again (None when no GBT transfer to us is under way)."""
+        if self._pending is None or not self._gbt.receiving:
+            return None
+        return self._gbt.ack()
+
+    def take_queued(self) -> list[bytes]:
+        """The further GBT APDUs of the window just returned, to send after it in order."""
+        out, self._queued = self._queued, []
+        return out
 
     # ------------------------------------------------------------------ requests
 
@@ -181,13 +233,16 @@ class ClientAssociation:
                 authentication=self.authentication,
                 password=self.password,
                 max_pdu_size=self.max_pdu_size,
+                conformance=self.conformance,
                 short_names=self.short_names,
             )
         security.new_session()
         challenge = self.password
         if self.authentication == "hls-gmac":
             challenge = security.new_challenge()
-        initiate = build_initiate_request(max_pdu_size=self.max_pdu_size)
+        initiate = build_initiate_request(
+            max_pdu_size=self.max_pdu_size, conformance=self.conformance
+        )
         self._pending = _Pending("aarq", "AARQ")
         return build_aarq(
             authentication=self.authentication,
@@ -257,11 +312,30 @@ class ClientAssociation:
             raise ProtocolError(f"{what}: no association with {self.peer}")
         self._invoke_id = (self._invoke_id + 1) & 0x0F
         self._pending = _Pending(kind, what, self._invoke_id)
+        self._gbt.reset()
+        self._queued = []
         return self._invoke_id
 
     def _out(self, apdu: bytes) -> bytes:
+        """The request as it goes out: ciphered when the association is, and in GBT blocks
+        (the rest of the first window queued) when longer than the meter's max PDU size."""
         security = self.security
-        return security.wrap(apdu) if security is not None and self.ciphered else apdu
+        out = security.wrap(apdu) if security is not None and self.ciphered else apdu
+        association = self.association
+        limit = association.server_max_pdu_size if association is not None else 0
+        if not limit or len(out) <= limit:
+            return out
+        if not self.gbt:
+            what = self._pending.what if self._pending is not None else "request"
+            self._pending = None
+            granted = "not negotiated" if self.gbt_window else "not proposed (no GBT window)"
+            raise ProtocolError(
+                f"{what}: the request is {len(out)} bytes, more than the {self.peer}'s max "
+                f"PDU size {limit}, and general-block-transfer was {granted}"
+            )
+        blocks = self._gbt.send(out, limit)
+        self._queued = blocks[1:]
+        return blocks[0]
 
     # ------------------------------------------------------------------ answers
 
@@ -275,7 +349,7 @@ class ClientAssociation:
         except BaseException:
             self._pending = None
             raise
-        if not isinstance(event, Send):
+        if not isinstance(event, Send | Wait):
             self._pending = None
         return event
 
@@ -286,6 +360,14 @@ class ClientAssociation:
             if not isinstance(response, ReleaseResponse):
                 raise ProtocolError(f"RLRQ: expected an RLRE, got {type(response).__name__}")
             return Released(response.reason)
+        if data[:1] == bytes((GBT_TAG,)) and self.gbt:
+            step = self._gbt.receive(decode_gbt(data))
+            if isinstance(step, GbtWait):
+                return Wait()
+            if not isinstance(step, Complete):
+                self._queued = list(step.apdus[1:])
+                return Send(step.apdus[0])
+            data = step.apdu
         if security is not None and self.ciphered:
             data = security.unwrap(data)
         response = decode_response(data)

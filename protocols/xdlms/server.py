@@ -10,6 +10,9 @@ split it into blocks and cipher it as the request was. A meter configured for sh
 WriteRequest instead (``answer_read`` / ``answer_write``). The meter's own decisions (which
 client may use which mechanism, its password) come from a :class:`ClientPolicy`; its
 invocation counters live in whatever object the application keeps between associations.
+With general-block-transfer negotiated (``ServerSettings.gbt_window``, ``gbt_server``) a
+request may come in GBT blocks and long answers go out in them, a window at a time: the
+blocks after the first of a window wait in ``queued`` (``take_queued``).
 No clock, no sockets; the HLS challenge comes from an injected ``random_bytes``.
 """
 
@@ -45,6 +48,8 @@ from protocols.xdlms.client import CURRENT_ASSOCIATION, METHOD_REPLY_TO_HLS
 from protocols.xdlms.codec import decode_request
 from protocols.xdlms.conformance import allowed, supported_variant
 from protocols.xdlms.exception import build_exception_response
+from protocols.xdlms.gbt import GBT_TAG, Complete, Wait
+from protocols.xdlms.gbt_server import GbtServing
 from protocols.xdlms.get import (
     GetListRequest,
     GetNextRequest,
@@ -100,8 +105,14 @@ class ServerSettings:
     system_title: bytes | None = None
     keys: security.SecurityKeys | None = None
     client_system_title: bytes = security.DEFAULT_CLIENT_SYSTEM_TITLE
+    #: Refuse unciphered associations, except the public client's without authentication.
     require_security: bool = False
     short_names: bool = False
+    #: False: the AARE leaves out the responding-AP-title, as some meters do; the client must
+    #: know the meter's system title from elsewhere (its key store).
+    announce_system_title: bool = True
+    #: GBT blocks the meter receives at once (its window in every GBT APDU it sends).
+    gbt_window: int = 1
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,7 +145,7 @@ def _exception(state: StateError, service: ServiceErrorCode, counter: int | None
     return Reply(build_exception_response(state, service, counter))
 
 
-class ServerAssociation(ShortNameServing):
+class ServerAssociation(ShortNameServing, GbtServing):
     """One association's state machine on the meter side."""
 
     def __init__(
@@ -159,11 +170,40 @@ class ServerAssociation(ShortNameServing):
         self.server_challenge: bytes | None = None
         self._long: LongValue | None = None
         self._cipher: _Cipher | None = None
+        self._init_gbt(settings.gbt_window)
 
     # ------------------------------------------------------------------ entry point
 
     def receive(self, data: bytes) -> ServerEvent:
-        """Take one APDU from the client."""
+        """Take one APDU from the client (a GBT block, or any request on its own)."""
+        self.queued.clear()
+        if data[:1] == bytes((GBT_TAG,)):
+            return self._gbt_block(data)
+        self._reset_gbt()
+        return self._receive_apdu(data)
+
+    def _gbt_block(self, data: bytes) -> ServerEvent:
+        """One GBT APDU: the client's request coming in blocks, or its acknowledgement of ours."""
+        if not self.associated or not self.gbt:
+            return _exception(
+                StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.SERVICE_NOT_SUPPORTED
+            )
+        step = self._gbt_step(data)
+        if step is None:
+            return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
+        if isinstance(step, Wait):
+            return Reply(None)
+        if not isinstance(step, Complete):
+            self.queued.extend(step.apdus[1:])
+            return Reply(step.apdus[0])
+        self._assembled = True
+        try:
+            event = self._receive_apdu(step.apdu)
+        finally:
+            self._assembled = False
+        return Reply(self._gbt_out(event.apdu)) if isinstance(event, Reply) else event
+
+    def _receive_apdu(self, data: bytes) -> ServerEvent:
         if not data:
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.OTHER_REASON)
         tag = data[0]
@@ -188,6 +228,7 @@ class ServerAssociation(ShortNameServing):
         self.hls_pending = False
         self.client_challenge = self.server_challenge = None
         self._cipher = None
+        self._reset_gbt()
 
     @property
     def authentication(self) -> Authentication:
@@ -203,7 +244,7 @@ class ServerAssociation(ShortNameServing):
             return _exception(
                 StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.OPERATION_NOT_POSSIBLE
             )
-        if len(data) > self.settings.max_pdu_size:
+        if len(data) > self.settings.max_pdu_size and not self._assembled:
             return _exception(StateError.SERVICE_NOT_ALLOWED, ServiceErrorCode.PDU_TOO_LONG)
         if not supported_variant(data):
             return _exception(StateError.SERVICE_UNKNOWN, ServiceErrorCode.SERVICE_NOT_SUPPORTED)
@@ -236,27 +277,33 @@ class ServerAssociation(ShortNameServing):
     def answer_get(self, request: GetRequest, value: bytes | int) -> bytes:
         """The GET response for an encoded value or a Data-Access-Result (blocks if big)."""
         if isinstance(value, int):
-            return self._seal(build_get_response_error(request.invoke_id, value))
-        if 4 + len(value) <= self.client_max_pdu:
-            return self._seal(build_get_response(request.invoke_id, value))
+            return self._out(build_get_response_error(request.invoke_id, value))
+        if 4 + len(value) <= self.client_max_pdu or self.gbt:
+            return self._out(build_get_response(request.invoke_id, value))
         return self._seal(self._start_long(request.invoke_id, value))
 
     def answer_get_list(self, request: GetListRequest, items: list[bytes | int]) -> bytes:
         response = build_get_list_response(request.invoke_id, items)
-        if len(response) <= self.client_max_pdu:
-            return self._seal(response)
+        if len(response) <= self.client_max_pdu or self.gbt:
+            return self._out(response)
         # Raw data of a with-list block transfer: the SEQUENCE OF Get-Data-Result.
         return self._seal(self._start_long(request.invoke_id, response[3:]))
 
     def answer_set(self, request: SetRequest, result: int, confirmed: bool = True) -> bytes | None:
-        return self._seal(build_set_response(request.invoke_id, result)) if confirmed else None
+        return self._out(build_set_response(request.invoke_id, result)) if confirmed else None
 
     def answer_action(
         self, request: ActionRequest, result: int, data: bytes | None = None, confirmed: bool = True
     ) -> bytes | None:
         if not confirmed:
             return None
-        return self._seal(build_action_response(request.invoke_id, result, data))
+        return self._out(build_action_response(request.invoke_id, result, data))
+
+    def _out(self, response: bytes) -> bytes:
+        """An application's answer, ciphered as its request was, in GBT when that applies."""
+        out = self._gbt_out(self._seal(response))
+        assert out is not None
+        return out
 
     # ------------------------------------------------------------------ GET blocks
 
@@ -318,9 +365,13 @@ class ServerAssociation(ShortNameServing):
             return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         if request.ciphered or request.ciphered_initiate is not None:
             return self._ciphered_aarq(request)
-        if self.settings.require_security:
-            return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         mech = request.mechanism
+        if self.settings.require_security and (
+            mech != Mechanism.NONE or self.policy.refuse(mech, False) is not None
+        ):
+            # Only the public client (no authentication) may associate unciphered with a
+            # secured meter: it reads the frame counter a head-end recovers its counter from.
+            return self._reject(AcseDiagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         if mech not in (Mechanism.NONE, Mechanism.LLS):
             return self._reject(AcseDiagnostic.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED)
         refused = self.policy.refuse(mech, False)
@@ -420,7 +471,7 @@ class ServerAssociation(ShortNameServing):
             conformance=self.conformance,
             max_pdu_size=settings.max_pdu_size,
             authentication=self.authentication,
-            system_title=self._system_title(),
+            system_title=self._system_title() if settings.announce_system_title else None,
             challenge=self.server_challenge,
             ciphered=True,
             user_information=response,

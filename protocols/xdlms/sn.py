@@ -60,6 +60,7 @@ METHOD_OFFSETS: dict[int, tuple[int, int]] = {
     InterfaceClass.CLOCK: (0x60, 6),
     InterfaceClass.ASSOCIATION_SN: (0x20, 8),
     InterfaceClass.DISCONNECT_CONTROL: (0x20, 2),
+    InterfaceClass.PUSH_SETUP: (0x38, 1),
 }
 
 #: One reference: a short name and, for a parameterized access, its selection.
