@@ -45,7 +45,7 @@ from collector.meter_tasks import MeterTasks
 from collector.mqtt import MqttOutbox, OutboxError, parse_mqtt_url
 from collector.plan import Plan, PlanError, load_plan
 from collector.push import PushListener
-from collector.service import Collector, RunStats, RunSummary
+from collector.service import GC_THRESHOLDS, Collector, RunStats, RunSummary
 from contracts.meters import parse_host_port
 from storage.database import open_database
 from storage.errors import StorageError
@@ -102,13 +102,6 @@ def _in_shard(meters: list[MeterRecord], opts: CollectOptions) -> list[MeterReco
     if opts.shards == 1:
         return meters
     return [m for m in meters if shard_of(m.link_id, opts.shards) == opts.shard]
-
-
-#: Cyclic-GC thresholds for a collection process. A session allocates hundreds of
-#: tuples (one per interval value) that refcounting frees; with the default
-#: threshold of 700 the collector ran generation scans constantly, ~18 % of its CPU
-#: on a 20,000-meter run (bench/README.md).
-GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def _tune_gc() -> None:

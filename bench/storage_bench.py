@@ -50,9 +50,11 @@ from collector.jobs import MeterJob
 from collector.plan import load_plan
 from collector.profile_reader import Readout
 from collector.recorder import Recorder, SessionResult
+from collector.service import GC_THRESHOLDS
 from simulator import model
 from storage.database import Database, open_database
-from storage.records import Channel, Coverage, IntervalRead, MeterRecord, RegisterRead, SessionWrite
+from storage.interval_columns import IntervalColumns
+from storage.records import Channel, Coverage, MeterRecord, RegisterRead, SessionWrite
 
 DAY = date(2026, 3, 10)
 PERIOD_S = 900
@@ -131,13 +133,14 @@ class SessionBuilder:
         tpl = self.templates[n % len(self.templates)]
         offset = (n // len(self.templates)) * OFFSET_STEP
         m = record.meter_id
-        new_tuple = tuple.__new__  # as the profile reader builds its rows
         stamps = self.stamps
-        intervals = [
-            new_tuple(IntervalRead, (m, ch, stamps[k], v + offset, 0, status))
-            for k, status, values in tpl.rows
-            for (ch, _), v in zip(CHANNELS, values, strict=True)
-        ]
+        # as the profile reader takes a buffer: a stamps, a status and a value column per channel
+        intervals = IntervalColumns(m, [ch for ch, _ in CHANNELS], [0] * len(CHANNELS))
+        intervals.extend(
+            [stamps[k] for k, _, _ in tpl.rows],
+            [[vs[j] + offset for _, _, vs in tpl.rows] for j in range(len(CHANNELS))],
+            [status for _, status, _ in tpl.rows],
+        )
         readout = Readout(
             channels=[Channel(m, ch, unit, 0, PERIOD_S) for ch, unit in CHANNELS],
             intervals=intervals,
@@ -187,7 +190,9 @@ async def _record_all(recorder: Recorder, results: Sequence[SessionResult]) -> N
 
 def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dict[str, Any]:
     """Store meters ``first .. first+count`` through the collector's recorder, built chunk by
-    chunk before each is timed; the seconds are the recorder's, building excluded."""
+    chunk before each is timed; the seconds are the recorder's, building excluded, with the
+    collection process's GC thresholds (with the default ones, full collections over the
+    harness's own objects slowed the recorder, the more so the fewer objects a session makes)."""
     ids = meter_ids(first + count)[first:]
     records = inventory(ids)
     db.upsert_meters(records)
@@ -199,6 +204,8 @@ def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dic
         nonlocal stored
         stored += rows
 
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)  # as in a collection process (``hes collect``)
     try:
         for lo in range(0, count, CHUNK_METERS):
             t0 = time.perf_counter()
@@ -216,6 +223,7 @@ def ingest(db: Database, builder: SessionBuilder, first: int, count: int) -> dic
             wall += time.perf_counter() - t1
             del chunk
     finally:
+        gc.set_threshold(*thresholds)
         executor.shutdown()
     return {
         "meters": count,

@@ -13,12 +13,14 @@ and registers in one GET-WITH-LIST, then the profile for each missing epoch rang
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from operator import itemgetter
 from typing import Any
 
-from collector.plan import Group
+from collector.plan import Group, ProfilePlan
 from collector.session import ProfileData, Session
 from protocols import xdlms
 from protocols.cosem import (
@@ -28,11 +30,13 @@ from protocols.cosem import (
     ProfileColumn,
     ProfileRow,
     ScalerUnit,
+    clock_stamp,
     parse_capture_objects,
     profile_rows,
 )
 from protocols.errors import DecodeError, DlmsError, ProtocolError
 from storage.gaps import epoch, from_epoch, group_missing
+from storage.interval_columns import IntervalColumns
 from storage.records import Channel, Coverage, IntervalRead, RegisterRead
 
 CLASS_PROFILE_GENERIC = 7
@@ -53,7 +57,8 @@ class Readout:
     """What one session read so far: stored when the session ends, even midway."""
 
     channels: list[Channel] = field(default_factory=list)
-    intervals: list[IntervalRead] = field(default_factory=list)
+    #: the session's entries (:class:`IntervalColumns` once the profile's channels are known)
+    intervals: Sequence[IntervalRead] = field(default_factory=list)
     coverage: list[Coverage] = field(default_factory=list)
     registers: list[RegisterRead] = field(default_factory=list)
     register_errors: list[DlmsError] = field(default_factory=list)
@@ -247,35 +252,175 @@ async def read_meter(
         (col, name, scalers[name].scaler if name in scalers else 0)
         for col, name in prof.channels.items()
     ]
+    table = IntervalColumns(meter_id, [name for _, name, _ in specs], [s for _, _, s in specs])
+    out.intervals = table
     for first, last in ranges:
         if limit is not None and first > limit:
             out.remaining.append((first, last))  # the meter has not closed these yet
             continue
         local = None if session.range_deviation else tz
-        access = range_access(columns[clock_index], from_epoch(first), from_epoch(last), local)
-        buffer = await read_buffer(session, prof.obis, access)
-        rows = profile_rows(buffer, columns, prof.period_s, clock_index)
-        _take_rows(out, rows, meter_id, group, specs, first, last, limit, tz)
+        access = xdlms.RangeAccess(
+            restricting=columns[clock_index],
+            from_value=_clock_octets(first, local),
+            to_value=_clock_octets(last, local),
+        )
+        cells, buffer = await session.get_columns(CLASS_PROFILE_GENERIC, prof.obis, 2, access)
+        _take_buffer(out, table, buffer, columns, clock_index, group, specs, first, last,
+                     limit, tz, cells)  # fmt: skip
 
 
-def _take_rows(
+def _take_buffer(
     out: Readout,
-    rows: list[ProfileRow],
-    meter_id: str,
+    table: IntervalColumns,
+    buffer: Any,
+    columns: list[ProfileColumn],
+    clock_index: int,
     group: Group,
     specs: list[tuple[int, str, int]],
     first: int,
     last: int,
     limit: int | None,
     tz: tzinfo,
+    cells: list[tuple[Any, ...]] | None = None,
 ) -> None:
-    """The rows of one range into ``out``: intervals, coverage, and what is still missing."""
+    """The entries of one range's buffer into ``table``, and the coverage and what is still
+    missing into ``out``: column by column when the buffer allows it, else row by row.
+
+    ``cells`` is the buffer decoded as its columns (:meth:`Session.get_columns`), instead of
+    ``buffer`` as rows."""
     prof = group.profile
-    period = prof.period_s
-    new_tuple = tuple.__new__
-    reads_out: list[IntervalRead] = []
+    width = len(columns)
+    if cells is None:
+        cells = _transposed(buffer, width)
+    elif len(cells) != width:
+        buffer, cells = list(zip(*cells, strict=True)), None
+    taken = None
+    if cells is not None:
+        taken = _take_columns(table, cells, clock_index, prof, specs, first, last, tz)
+    if taken is None:
+        if buffer is None and cells is not None:
+            buffer = list(zip(*cells, strict=True))
+        rows = profile_rows(buffer, columns, prof.period_s, clock_index)
+        taken = _take_rows(table, rows, prof, specs, first, last, tz)
+    _account(out, taken, meter_id=table.meter_id, group=group, first=first, last=last,
+             limit=limit)  # fmt: skip
+
+
+def _transposed(buffer: Any, width: int) -> list[tuple[Any, ...]] | None:
+    """The columns of a buffer of structures of ``width`` cells (None: of anything else)."""
+    if type(buffer) is not list or not buffer:
+        return None
+    if set(map(type, buffer)) != {tuple} or set(map(len, buffer)) != {width}:
+        return None
+    return list(zip(*buffer, strict=True))
+
+
+def _take_columns(
+    table: IntervalColumns,
+    cells: list[tuple[Any, ...]],
+    clock_index: int,
+    prof: ProfilePlan,
+    specs: list[tuple[int, str, int]],
+    first: int,
+    last: int,
+    tz: tzinfo,
+) -> set[int] | None:
+    """The stamps received, the entries of a buffer's columns taken (C-level passes over
+    whole columns); None, with nothing taken, when the buffer is not plain: a null cell
+    (compression: :func:`profile_rows` fills it in) or a clock cell that is not a date-time.
+    The same entries as :func:`_take_rows` of :func:`profile_rows`, which the property tests
+    compare."""
+    status_col = prof.status_column
+    stamped = _stamps(cells[clock_index], tz)  # None for a null clock cell too
+    if stamped is None:
+        return None
+    stamps, epochs = stamped
+    keep: list[int] | None = None
+    if min(epochs) < first or max(epochs) > last:
+        keep = [i for i, e in enumerate(epochs) if first <= e <= last]
+        pick = _picker(keep)
+        stamps, epochs = pick(stamps), pick(epochs)
+    values = []
+    for col, _, _ in specs:
+        cell = cells[col]
+        kinds = set(map(type, cell))  # a null cell is no int either: one pass finds both
+        if kinds != _INT_ONLY:
+            if _NULL in kinds:
+                return None
+            cell = tuple(v if type(v) is int else None for v in cell)
+        values.append(cell if keep is None else _picker(keep)(cell))
+    if status_col is None:
+        statuses: Sequence[int | None] = [None] * len(stamps)
+    else:
+        cell = cells[status_col]
+        kinds = set(map(type, cell))
+        if kinds != _INT_ONLY:
+            if _NULL in kinds:
+                return None
+            cell = tuple(v if isinstance(v, int) else None for v in cell)
+        statuses = cell if keep is None else _picker(keep)(cell)
+    table.extend(stamps, values, statuses)
+    return set(epochs)
+
+
+_INT_ONLY = {int}
+_NULL = type(None)
+
+
+def _picker(keep: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """Selects the ``keep`` positions of a column (as a tuple, even for one or none)."""
+    if not keep:
+        return lambda column: ()
+    get = itemgetter(*keep)
+    if len(keep) == 1:
+        return lambda column: (get(column),)
+    return get
+
+
+#: Per time zone, the (aware stamp, epoch second) of each clock cell seen lately: every meter
+#: of a night stamps the same quarter-hours. Bounded; cleared when full.
+_STAMPS: dict[tzinfo, dict[bytes, tuple[datetime, int]]] = {}
+_STAMPS_MAX = 20_000
+
+
+def _stamps(raws: Sequence[Any], tz: tzinfo) -> tuple[Sequence[datetime], Sequence[int]] | None:
+    """The aware stamps and epoch seconds of a clock column (None: one is not a date-time)."""
+    table = _STAMPS.get(tz)
+    if table is None:
+        table = _STAMPS[tz] = {}
+    try:
+        pairs = list(map(table.__getitem__, raws))
+    except (KeyError, TypeError):
+        if len(table) > _STAMPS_MAX:
+            table.clear()
+        for raw in raws:
+            if not isinstance(raw, bytes):
+                return None
+            if raw not in table:
+                try:
+                    ts = _aware(clock_stamp(raw), tz)
+                except DecodeError:
+                    return None
+                table[raw] = (ts, epoch(ts))
+        pairs = list(map(table.__getitem__, raws))
+    stamps, epochs = zip(*pairs, strict=True)
+    return stamps, epochs
+
+
+def _take_rows(
+    table: IntervalColumns,
+    rows: list[ProfileRow],
+    prof: ProfilePlan,
+    specs: list[tuple[int, str, int]],
+    first: int,
+    last: int,
+    tz: tzinfo,
+) -> set[int]:
+    """The rows of one range into ``table``; the stamps received."""
     received: set[int] = set()
-    add = reads_out.append
+    stamps: list[datetime] = []
+    values: list[list[int | None]] = [[] for _ in specs]
+    statuses: list[int | None] = []
     status_col = prof.status_column
     for row in rows:
         ts = _aware(row.timestamp, tz)
@@ -283,28 +428,55 @@ def _take_rows(
         if not first <= stamp <= last:
             continue
         received.add(stamp)
-        values = row.values
+        stamps.append(ts)
+        cells = row.values
         status = None
         if status_col is not None:
-            raw_status = values[status_col]
+            raw_status = cells[status_col]
             status = raw_status if isinstance(raw_status, int) else None
-        for col, name, scaler in specs:
-            value = values[col]
-            if type(value) is not int:  # neither a bool nor a non-integer cell
-                value = None
-            # tuple.__new__: the NamedTuple's own constructor costs twice as much
-            add(new_tuple(IntervalRead, (meter_id, name, ts, value, scaler, status)))
+        statuses.append(status)
+        for (col, _, _), column in zip(specs, values, strict=True):
+            value = cells[col]
+            column.append(value if type(value) is int else None)  # not a bool nor other cell
+    table.extend(stamps, values, statuses)
+    return received
+
+
+def _account(
+    out: Readout,
+    received: set[int],
+    *,
+    meter_id: str,
+    group: Group,
+    first: int,
+    last: int,
+    limit: int | None,
+) -> None:
+    """Coverage of a range the meter answered in full, and what is still missing of it."""
+    prof = group.profile
+    period = prof.period_s
     covered_to = first - period  # the meter answered [first, covered_to] in full
     if limit is not None and min(last, limit) >= first:
         covered_to = min(last, limit)
-        end = from_epoch(covered_to)
-        out.coverage.extend(
-            Coverage(meter_id, name, from_epoch(first), end) for name in prof.channels.values()
-        )
-    out.intervals.extend(reads_out)
+        start, end = _utc(first), _utc(covered_to)
+        out.coverage.extend(Coverage(meter_id, name, start, end) for name in prof.channels.values())
     # every channel comes from the same rows: a stamp is missing on all or none
     missing = [t for t in range(covered_to + period, last + 1, period) if t not in received]
     out.remaining.extend(group_missing(missing, period))
+
+
+#: The UTC datetime of an epoch second: a night's sessions ask for the same few ranges.
+_utc = functools.lru_cache(maxsize=4096)(from_epoch)
+
+
+@functools.lru_cache(maxsize=4096)
+def _clock_octets(seconds: int, local: tzinfo | None) -> bytes:
+    """The date-time octets of a range bound (an epoch second), as :func:`range_access` gives
+    them: UTC with its deviation, or with ``local`` a wall time there without one."""
+    at = from_epoch(seconds)
+    if local is not None:
+        at = at.astimezone(local).replace(tzinfo=None)
+    return CosemDateTime.from_datetime(at).to_bytes()
 
 
 def _aware(ts: datetime, tz: Any) -> datetime:

@@ -71,6 +71,12 @@ from storage.records import MeterRecord
 
 T = TypeVar("T")
 
+#: Cyclic-GC thresholds for a collection process (``hes collect`` sets them; the storage
+#: bench times the collector's write path with them). A session allocates many short-lived
+#: objects that refcounting frees; with the default threshold of 700 the collector ran
+#: generation scans constantly, ~18 % of its CPU on a 20,000-meter run (bench/README.md).
+GC_THRESHOLDS = (100_000, 50, 100)
+
 
 class NoSecret(DlmsError):
     """An LLS meter whose password reference resolves to no secret."""

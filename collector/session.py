@@ -37,6 +37,7 @@ from typing import Any, Literal, TypeAlias
 from collector.meter_profiles import blue_book_clock
 from collector.transport import Transport
 from protocols import axdr, xdlms
+from protocols.axdr_columns import decode_columns
 from protocols.cosem import (
     CosemDateTime,
     Obis,
@@ -333,6 +334,33 @@ class Session:
         kept in :attr:`warnings` (a DecodeError instead when not :attr:`accept_trailing`).
         """
         value, trailing = axdr.decode_leading(await self.get_raw(class_id, obis, attribute, access))
+        self._trailing(trailing, class_id, obis, attribute)
+        return value
+
+    async def get_columns(
+        self,
+        class_id: int,
+        obis: str | Obis,
+        attribute: int,
+        access: xdlms.RangeAccess | xdlms.EntryAccess | None = None,
+    ) -> tuple[list[tuple[Any, ...]] | None, Any]:
+        """GET an attribute that is usually an array of flat structures (a profile buffer):
+        ``(columns, None)`` when it is one (:func:`protocols.axdr_columns.decode_columns`),
+        else ``(None, value)`` as :meth:`get` decodes it; trailing bytes as :meth:`get`."""
+        raw = await self.get_raw(class_id, obis, attribute, access)
+        if type(raw) is not bytes:
+            raw = bytes(raw)
+        got = decode_columns(raw)
+        if got is None:
+            value, trailing = axdr.decode_leading(raw)
+            self._trailing(trailing, class_id, obis, attribute)
+            return None, value
+        columns, stop = got
+        self._trailing(raw[stop:], class_id, obis, attribute)
+        return columns, None
+
+    def _trailing(self, trailing: bytes, class_id: int, obis: str | Obis, attribute: int) -> None:
+        """Bytes after a GET value: a warning, or a DecodeError without accept_trailing."""
         if trailing and not self.accept_trailing:
             raise DecodeError(
                 f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
@@ -343,7 +371,6 @@ class Session:
                 f"GET {class_id}/{_obis(obis)}/{attribute}: {len(trailing)} bytes after the "
                 f"value ignored: {trailing.hex()}"
             )
-        return value
 
     @property
     def gbt(self) -> bool:

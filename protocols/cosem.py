@@ -7,6 +7,7 @@ raise ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "ProfileColumn",
     "ProfileRow",
     "ScalerUnit",
+    "clock_stamp",
     "parse_capture_objects",
     "profile_rows",
     "scaled_text",
@@ -57,13 +59,19 @@ class Obis(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Obis:
         """Parse ``1.0.1.8.0.255`` or ``1-0:1.8.0.255`` (``*255`` and a missing F too)."""
+        hit = _PARSED.get(text) if cls is Obis else None
+        if hit is not None:
+            return hit
         parts = _OBIS_SPLIT.split(text.strip())
         if len(parts) not in (5, 6) or not all(p.isdigit() for p in parts):
             raise ValueError(f"not an OBIS code: {text!r}")
         values = [int(p) for p in parts]
         if any(v > 255 for v in values):
             raise ValueError(f"OBIS group above 255: {text!r}")
-        return cls(*values)
+        obis = cls(*values)
+        if cls is Obis and len(_PARSED) < _PARSED_MAX:
+            _PARSED[text] = obis
+        return obis
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Obis:
@@ -73,10 +81,21 @@ class Obis(NamedTuple):
         return cls(*data)
 
     def __bytes__(self) -> bytes:
-        return bytes(iter(self))
+        return _octets_of(self)
 
     def __str__(self) -> str:
         return "%d.%d.%d.%d.%d.%d" % self  # noqa: UP031
+
+
+#: Codes parsed lately: a collector names the same few objects in every session of a night.
+_PARSED: dict[str, Obis] = {}
+_PARSED_MAX = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _octets_of(obis: tuple[int, ...]) -> bytes:
+    """The logical name octets of a code (every request names one)."""
+    return bytes(tuple(obis))
 
 
 # ---------------------------------------------------------------------------
@@ -484,6 +503,12 @@ def _clock_stamp(raw: Any, utc_to_local: bool) -> tuple[datetime, int | None]:
             _CLOCK_CACHE.clear()
         _CLOCK_CACHE[key] = out
     return out
+
+
+def clock_stamp(raw: Any) -> datetime:
+    """The timestamp ``profile_rows`` gives an entry whose clock column holds ``raw`` (aware if
+    the meter gave its deviation); DecodeError when ``raw`` is no single-instant date-time."""
+    return _clock_stamp(raw, False)[0]
 
 
 def profile_rows(

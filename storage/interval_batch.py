@@ -16,12 +16,14 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from storage.interval_codec import INT64_MAX, INT64_MIN, pack_ints, pack_many
+from storage.interval_columns import IntervalColumns
 from storage.records import IntervalRead
 
 DAY_S = 86400
@@ -150,6 +152,8 @@ def split_session(
     fixed order: recognised by comparing the transposed columns (C speed) and cut by slicing;
     anything else is grouped row by row.
     """
+    if type(rows) is IntervalColumns:
+        return _split_columns(rows)
     n = len(rows)
     if not n:
         return []
@@ -178,6 +182,53 @@ def split_session(
         group.append(r)
     return [(key, part, _views(list(zip(*part, strict=True)), 1)[0])
             for key, part in groups.items()]  # fmt: skip
+
+
+def _split_columns(
+    table: IntervalColumns,
+) -> list[tuple[Key, Sequence[IntervalRead], Columns | None]]:
+    """:func:`split_session` of a session that read its entries into columns: nothing to
+    transpose, the same checks as :func:`_views` on each column."""
+    n = len(table.stamps)
+    k = len(table.channels)
+    if not n or not k:
+        return []
+    if len(set(table.channels)) != k:
+        return split_session(list(table))
+    statuses: list[Any] = table.statuses
+    columns: tuple[list[Any], ...] = table.values
+    one_status = statuses[0]
+    sts: array[int] | int | None = one_status
+    views: list[Columns | None]
+    try:
+        if statuses.count(one_status) != n:
+            none = statuses.count(None)
+            sts = array("q", [-1 if s is None else s for s in statuses] if none else statuses)
+        elif one_status is not None and not INT64_MIN <= one_status <= INT64_MAX:
+            raise OverflowError(one_status)
+        # refuses a null value and one past 64 bits (struct.error): the merge's
+        vals = list(map(_int64s(n), columns))
+        stamps = tuple(table.stamps)
+        views = [(stamps, v, scaler, sts) for v, scaler in zip(vals, table.scalers, strict=True)]
+    except (TypeError, OverflowError, struct.error):
+        views = [None] * k
+    meter = table.meter_id
+    return [((meter, c), table.channel(j), views[j]) for j, c in enumerate(table.channels)]
+
+
+@functools.lru_cache(maxsize=256)
+def _int64s(n: int) -> Callable[[Sequence[int]], array[int]]:
+    """``array("q", column)`` for columns of ``n`` integers, packed by one ``struct`` call (a
+    third of the time of ``array``'s own conversion, item by item); struct.error for a null or
+    an integer past 64 bits."""
+    pack = struct.Struct(f"={n}q").pack
+
+    def convert(column: Sequence[int]) -> array[int]:
+        out = array("q")
+        out.frombytes(pack(*column))
+        return out
+
+    return convert
 
 
 def stamps_of(part: Sequence[IntervalRead]) -> tuple[datetime, ...]:

@@ -7,6 +7,7 @@ Every timestamp is an aware datetime (any zone; stored as UTC).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import NamedTuple
 
@@ -117,6 +118,7 @@ class SessionWrite(NamedTuple):
 
     channels: list[Channel]
     registers: list[RegisterRead]
-    intervals: list[IntervalRead]
+    #: a list, or the session's columns (:class:`storage.interval_columns.IntervalColumns`)
+    intervals: Sequence[IntervalRead]
     coverage: list[Coverage]
     attempt: Attempt | None
