@@ -8,11 +8,14 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from storage import queries
 from storage.database import SCHEMA_VERSION, Database, open_database
 from storage.errors import StorageError
 from storage.gaps import expected_epochs, group_missing, merge_ranges, missing_epochs
+from storage.migrations.versions import r0004_jobs_and_access
 from storage.records import (
     Attempt,
     Channel,
@@ -481,11 +484,26 @@ V6_READ_ATTEMPTS = (
 )
 
 
+def _version_4_jobs_ddl() -> list[str]:
+    """The job table and its index as revision 0004 froze them, in SQLite's DDL."""
+    engine = create_engine("sqlite://")
+    metadata = r0004_jobs_and_access._version_4_jobs()
+    return [str(CreateTable(table).compile(engine)) for table in metadata.sorted_tables] + [
+        str(CreateIndex(index).compile(engine))
+        for t in metadata.tables.values()
+        for index in t.indexes
+    ]
+
+
 def back_to_version_6(con: sqlite3.Connection) -> None:
-    """Undo revisions 0007, 0009, 0010, 0011 and 0012 on a fresh database: version 6's
-    interval, register, event and attempt tables, its meters without a profile column, and
-    no push setups table."""
+    """Undo revisions 0007 and 0009-0013 on a fresh database: version 6's interval,
+    register, event and attempt tables, its meters without a profile column, no push setups
+    table, and its job table without the cluster's link and lease columns."""
     con.execute("ALTER TABLE meters DROP COLUMN profile")
+    for table in ("cluster_nodes", "link_leases", "cluster_leader", "jobs"):
+        con.execute(f"DROP TABLE {table}")
+    for ddl in _version_4_jobs_ddl():
+        con.execute(ddl)
     for table in (
         "interval_days",
         "interval_extra",
