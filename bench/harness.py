@@ -80,6 +80,10 @@ concurrency = {concurrency}
 [timeouts]
 request_s = {request_s}
 
+[retry]
+backoff_base_s = {backoff_base_s}
+backoff_max_s = {backoff_max_s}
+
 [[group]]
 name = "bench"
 back_days = 0
@@ -125,6 +129,21 @@ class Sizes:
     #: The plan's request timeout in the fleets with injected faults (a no-answer fault
     #: costs a session this long); the smoke run's is shorter so CI does not wait it out.
     request_s: float = 10.0
+    #: The plan's retry backoff (base, cap): the plan's defaults; the smoke run's is short, as
+    #: a meter in a simulated outage at the run's hour is retried until its attempts run out.
+    backoff_s: tuple[float, float] = (2.0, 300.0)
+    #: Scenario 3's request timeout: above the emulated GPRS round trip's 6 s at most.
+    gprs_request_s: float = 30.0
+
+    def plan(self, concurrency: int, request_s: float | None = None) -> str:
+        """The reading plan of a collection at these sizes."""
+        base, cap = self.backoff_s
+        return PLAN_TOML.format(
+            concurrency=concurrency,
+            request_s=self.request_s if request_s is None else request_s,
+            backoff_base_s=base,
+            backoff_max_s=cap,
+        )
 
     def scaled(self, factor: float) -> Sizes:
         def n(value: int, low: int) -> int:
@@ -150,6 +169,8 @@ class Sizes:
             security_meters=n(self.security_meters, 10),
             collect_timeout_s=self.collect_timeout_s,
             request_s=self.request_s,
+            backoff_s=self.backoff_s,
+            gprs_request_s=self.gprs_request_s,
         )
 
 
@@ -171,6 +192,8 @@ SMOKE = Sizes(
     security_meters=60,
     collect_timeout_s=120.0,
     request_s=4.0,
+    backoff_s=(0.25, 1.0),
+    gprs_request_s=10.0,
 )
 
 
@@ -444,13 +467,15 @@ def run_collector(
     timeout: float,
     request_s: float = 10.0,
     keys: Path | None = None,
+    backoff_s: tuple[float, float] = (2.0, 300.0),
 ) -> CollectRun:
     day = collect_day()
     db = workdir / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     plan = workdir / f"{name}-plan.toml"
-    plan.write_text(PLAN_TOML.format(concurrency=concurrency, request_s=request_s))
+    sizes = Sizes(request_s=request_s, backoff_s=backoff_s)
+    plan.write_text(sizes.plan(concurrency))
     _, imp = run_cli(
         ["meters", "import", str(fleet_.inventory), "--db", str(db)],
         workdir / f"{name}-import.log", 600,
@@ -572,6 +597,7 @@ def scenario_throughput(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         run = run_collector(
             f, workdir, "throughput", concurrency=sizes.concurrency, workers=sizes.workers,
             timeout=sizes.collect_timeout_s, request_s=sizes.request_s,
+            backoff_s=sizes.backoff_s,
         )  # fmt: skip
         sim = f.stop()
     return {
@@ -1017,7 +1043,8 @@ def scenario_gprs(sizes: Sizes, workdir: Path) -> dict[str, Any]:
                "gprs") as f:  # fmt: skip
         run = run_collector(
             f, workdir, "gprs", concurrency=c, workers=1,
-            timeout=sizes.collect_timeout_s, request_s=30.0,
+            timeout=sizes.collect_timeout_s, request_s=sizes.gprs_request_s,
+            backoff_s=sizes.backoff_s,
         )  # fmt: skip
         sim = f.stop()
     block = _collector_block(run, n)
@@ -1048,7 +1075,7 @@ def scenario_buses(sizes: Sizes, workdir: Path, baud: int = 9600) -> dict[str, A
                "buses") as f:  # fmt: skip
         run = run_collector(
             f, workdir, "buses", concurrency=max(b, 1), workers=1,
-            timeout=sizes.collect_timeout_s,
+            timeout=sizes.collect_timeout_s, backoff_s=sizes.backoff_s,
         )  # fmt: skip
         sim = f.stop()
     block = _collector_block(run, b * m)
@@ -1115,7 +1142,7 @@ def scenario_security(sizes: Sizes, workdir: Path) -> dict[str, Any]:
             run = run_collector(
                 f, workdir, f"security-{name}", concurrency=sizes.concurrency,
                 workers=sizes.workers, timeout=sizes.collect_timeout_s,
-                keys=keys if extra else None,
+                keys=keys if extra else None, backoff_s=sizes.backoff_s,
             )  # fmt: skip
             sim = f.stop()
         runs[name] = {

@@ -32,7 +32,6 @@ from urllib.parse import urlencode, urlsplit
 from bench import harness
 from bench.harness import (
     A_PLUS,
-    PLAN_TOML,
     BenchError,
     Child,
     Fleet,
@@ -210,8 +209,7 @@ def _served(f: Fleet, workdir: Path, sizes: Sizes) -> dict[str, Any]:
     token = json.loads(made)["token"]
     conf = workdir / "service.toml"
     conf.write_text(
-        f'[service]\ndb = "{db}"\nhttp = "127.0.0.1:0"\n'
-        + PLAN_TOML.format(concurrency=sizes.concurrency, request_s=sizes.request_s)
+        f'[service]\ndb = "{db}"\nhttp = "127.0.0.1:0"\n' + sizes.plan(sizes.concurrency)
     )
     meter_ids = [line.split(",", 1)[0] for line in f.inventory.read_text().splitlines()[1:] if line]
     child = Child(["serve", "--config", str(conf)], workdir / "service-serve.log")
@@ -277,6 +275,7 @@ def scenario_service(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         alone = run_collector(
             f, workdir, "service-alone", concurrency=sizes.concurrency, workers=1,
             timeout=sizes.collect_timeout_s, request_s=sizes.request_s,
+            backoff_s=sizes.backoff_s,
         )  # fmt: skip
         served = _served(f, workdir, sizes)
         sim = f.stop()
