@@ -352,9 +352,13 @@ def fleet(args: Sequence[str], workdir: Path, name: str) -> Iterator[Fleet]:
 
 
 def collect_day(now: datetime | None = None) -> date:
-    """Yesterday, once today's collection window (00:05) is open; else the day before."""
+    """Yesterday, once today's collection window (00:05) is open on every meter's clock; else
+    the day before. A meter whose clock lags (up to ``MAX_DRIFT_PPM`` since the model's drift
+    reference: hours by now) has not yet captured yesterday's last intervals, and the run
+    would count it incomplete at that hour only."""
     moment = now or datetime.now(UTC)
-    return (moment - timedelta(days=1, minutes=6)).date()
+    lag_s = model.MAX_DRIFT_PPM * 1e-6 * max(0.0, moment.timestamp() - model.DRIFT_REFERENCE)
+    return (moment - timedelta(days=1, minutes=6, seconds=lag_s)).date()
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -267,6 +267,9 @@ class MeterSpec:
 #: Reference instant for clock drift: 2026-01-01T00:00Z (a per-meter delay of up to 60 days
 #: is added). Meters drift linearly away from true time after it.
 DRIFT_REFERENCE = 1767225600
+#: The fastest a simulated meter's clock drifts (ppm, either way): 95 % of meters drift up to
+#: 50, the rest 100-500 (:func:`meter_spec`).
+MAX_DRIFT_PPM = 500
 
 
 def password(meter_id: int, seed: int) -> bytes:

@@ -58,8 +58,11 @@ def test_throughput_figures(smoke: dict[str, Any]) -> None:
     t = _no_error(smoke, "throughput")
     meters = smoke["sizes"]["meters"]
     assert t["meters"] == meters
-    assert t["success_rate"] > 0.99
-    assert t["complete_meters"] >= 0.99 * meters
+    # meters in the simulator's power outage at the run's hour are not readable: which they
+    # are depends on the time of day, so the bound is on the meters with power
+    assert t["success_rate_powered"] > 0.99
+    assert t["complete_meters"] >= 0.99 * (meters - t["unpowered_meters"])
+    assert t["unpowered_meters"] <= 0.05 * meters
     assert not t["collector_timed_out"]
     # one day of 96 quarter-hours on 4 channels per meter, less a few power-outage gaps
     assert 0.95 * 96 * 4 * t["complete_meters"] <= t["values_stored"] <= 96 * 4 * meters
@@ -119,7 +122,7 @@ def test_peer_latency_figures(smoke: dict[str, Any]) -> None:
 
 def test_gprs_figures(smoke: dict[str, Any]) -> None:
     g = _no_error(smoke, "gprs")
-    assert g["success_rate"] > 0.99
+    assert g["success_rate_powered"] > 0.99  # see test_throughput_figures
     assert 1 < g["simulator_peak_sessions_in_flight"] <= g["concurrency"]
     # emulated round trips of ~1 s: no session is faster than a few of them
     assert g["session_s_p50"] > 2
@@ -135,7 +138,7 @@ def test_bus_figures(smoke: dict[str, Any]) -> None:
         assert v["wire_bytes"] > 1000
         # bytes x 10 bits / baud cannot exceed the time the bus was in use
         assert 0 < v["utilisation"] <= 1.0
-    assert b["success_rate"] > 0.99
+    assert b["success_rate_powered"] > 0.99  # see test_throughput_figures
 
 
 def test_storage_figures(smoke: dict[str, Any]) -> None:
@@ -183,7 +186,9 @@ def test_security_figures(smoke: dict[str, Any]) -> None:
     assert (plain["secured_meters"], secured["secured_meters"]) == (0, meters)
     assert (plain["lls_meters"], lls["lls_meters"], secured["lls_meters"]) == (0, meters, 0)
     for run in (plain, lls, secured):
-        assert run["complete_meters"] == meters and run["success_rate"] == 1.0
+        # every meter with power (see test_throughput_figures)
+        assert run["complete_meters"] == meters - run["unpowered_meters"]
+        assert run["success_rate_powered"] == 1.0
         assert run["collector_cpu_ms_per_meter"] > 0
     # HLS-GMAC adds the reply_to_HLS_authentication ACTION to every session; LLS adds none
     assert secured["round_trips_per_session_mean"] == plain["round_trips_per_session_mean"] + 1
@@ -196,7 +201,11 @@ def test_service_figures(smoke: dict[str, Any]) -> None:
     meters = smoke["sizes"]["meters"]
     assert v["meters"] == meters
     alone, served = v["collect_alone"], v["serve"]
-    assert served["job_state"] == "done" and served["complete"] == meters
+    assert served["job_state"] == "done"
+    # the service's tick reads yesterday whatever the hour: at night the meters whose clocks
+    # lag most (2.5 % drift 100-500 ppm slow, hours by now) have not closed its last intervals,
+    # and the meters in a power outage at the hour cannot answer (test_throughput_figures)
+    assert served["complete"] >= 0.95 * meters
     assert alone["wall_s"] > 0 and served["wall_s"] > 0 and v["serve_over_alone_wall"] > 0
     load, idle = served["api_under_load"], served["api_idle"]
     assert load["requests"] > 0 and set(load["status"]) <= {"200", "400"}
