@@ -402,13 +402,11 @@ class JobRunner:
             return JobOutcome("failed", result, _incomplete_text(failed))
         return JobOutcome("done", result)
 
-    async def _firmware(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
-        path = str(job.params["image"])
-        try:
-            data = await asyncio.to_thread(_read_image, path)
-        except OSError as exc:
-            raise JobFailed(f"cannot read image {path}: {exc.strerror or exc}") from None
-        image = FirmwareImage(str(job.params["identifier"]).encode("ascii"), data)
+    async def _security_for(
+        self, meters: list[MeterRecord]
+    ) -> Callable[[MeterRecord], SecurityContext | None]:
+        """Each meter's security context for a command job (None: an unsecured meter); the
+        key store is opened once, and only when a meter of the job is secured."""
         keystore: KeyStore | None = None
         if any(m.security_profile == SECURE_PROFILE for m in meters):
             try:
@@ -421,6 +419,16 @@ class JobRunner:
                 return None
             return self._security(keystore, meter.meter_id)
 
+        return security_for
+
+    async def _firmware(self, job: JobRecord, meters: list[MeterRecord]) -> JobOutcome:
+        path = str(job.params["image"])
+        try:
+            data = await asyncio.to_thread(_read_image, path)
+        except OSError as exc:
+            raise JobFailed(f"cannot read image {path}: {exc.strerror or exc}") from None
+        image = FirmwareImage(str(job.params["identifier"]).encode("ascii"), data)
+        security_for = await self._security_for(meters)
         stopped = asyncio.Event()
         done = 0
 
@@ -462,18 +470,7 @@ class JobRunner:
             name, change, trigger = job_change(dict(job.params))
         except ValueError as exc:
             raise JobFailed(str(exc)) from None
-        keystore: KeyStore | None = None
-        if any(m.security_profile == SECURE_PROFILE for m in meters):
-            try:
-                keystore = KeyStore(self.db, await asyncio.to_thread(self.master_key))
-            except KeyStoreError as exc:
-                raise JobFailed(str(exc)) from None
-
-        def security_for(meter: MeterRecord) -> SecurityContext | None:
-            if keystore is None or meter.security_profile != SECURE_PROFILE:
-                return None
-            return self._security(keystore, meter.meter_id)
-
+        security_for = await self._security_for(meters)
         stopped = asyncio.Event()
         done = 0
 
