@@ -495,7 +495,7 @@ class JobRunner:
             options_for=lambda meter: session_options(meter, self.plan),
         )
         results = await self._watch(job, work, stopped.set, lambda: (done, len(meters)))
-        if stopped.is_set() and self._stopping.is_set():
+        if stopped.is_set() and self._stopped(job):
             raise JobStopped(job.id)
         result = {"meters": results[:WORST], "count": len(results)}
         if stopped.is_set():
