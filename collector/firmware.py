@@ -47,10 +47,9 @@ from collector.image_transfer import (
     verify,
 )
 from collector.link_locks import LinkArbiter
-from collector.operations import Secrets, management_secret, management_target
+from collector.operations import Secrets, management_secret, management_session
 from collector.session import Session
 from collector.telemetry import Telemetry
-from collector.transport import open_transport
 from protocols.errors import DlmsError, DlmsTimeout, LinkError
 from protocols.security import SecurityContext
 from storage.database import Database
@@ -204,7 +203,14 @@ async def upload_meter(
                 await asyncio.to_thread(held.prepare)
 
         def connect() -> Session:
-            return _connect(meter, password, security, request_timeout, max_pdu_size, gbt_window)
+            return management_session(
+                meter,
+                password,
+                security,
+                request_timeout,
+                max_pdu_size=max_pdu_size,
+                gbt_window=gbt_window,
+            )
 
         async with asyncio.timeout(session_timeout):
             await upload(connect, image, report, sessions, prepare)
@@ -323,27 +329,6 @@ async def per_link(
     return list(await asyncio.gather(*(one(m) for m in meters)))
 
 
-def _connect(
-    meter: MeterRecord,
-    password: bytes | None,
-    security: SecurityContext | None,
-    request_timeout: float,
-    max_pdu_size: int = 0xFFFF,
-    gbt_window: int = 0,
-) -> Session:
-    """A fresh (unopened) management session: LLS, or HLS-GMAC with suite 0; with
-    ``gbt_window`` it proposes general-block-transfer (image blocks above the PDU size)."""
-    return Session(
-        open_transport(management_target(meter, request_timeout)),
-        authentication="hls-gmac" if security is not None else "lls",
-        password=password,
-        request_timeout=request_timeout,
-        max_pdu_size=max_pdu_size,
-        security=security,
-        gbt_window=gbt_window,
-    )
-
-
 async def read_meter(
     meter: MeterRecord,
     *,
@@ -358,7 +343,7 @@ async def read_meter(
         if security is not None:
             await asyncio.to_thread(security.prepare)
         async with asyncio.timeout(request_timeout * STATE_ROUND_TRIPS):
-            async with _connect(meter, password, security, request_timeout) as session:
+            async with management_session(meter, password, security, request_timeout) as session:
                 state = await read_state(session)
     except DlmsError as exc:
         return {**out, "outcome": "failed", "error_class": exc.error_class, "error": str(exc)}

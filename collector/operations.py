@@ -165,6 +165,29 @@ def management_target(meter: MeterRecord, timeout: float = 3.0) -> MeterTarget:
     )
 
 
+def management_session(
+    meter: MeterRecord,
+    password: bytes | None,
+    security: SecurityContext | None,
+    request_timeout: float,
+    *,
+    frame_timeout: float | None = None,
+    **options: Any,
+) -> Session:
+    """A fresh (unopened) management session: LLS with ``password``, or HLS-GMAC suite 0 with
+    ``security``; ``options`` are further :class:`Session` settings (a meter profile's, GBT).
+    The link's frame timeout is the request timeout unless ``frame_timeout`` is given."""
+    timeout = request_timeout if frame_timeout is None else frame_timeout
+    return Session(
+        open_transport(management_target(meter, timeout)),
+        authentication="hls-gmac" if security is not None else "lls",
+        password=password,
+        request_timeout=request_timeout,
+        security=security,
+        **options,
+    )
+
+
 def management_secret(meter: MeterRecord, secrets: Secrets) -> bytes:
     ref = meter.password_ref
     if not ref:
@@ -192,15 +215,9 @@ async def command_meter(
         if security_for is not None:
             security = await asyncio.to_thread(security_for, meter)
         password = None if security is not None else management_secret(meter, secrets)
-        transport = open_transport(management_target(meter))
+        session = management_session(meter, password, security, request_timeout, frame_timeout=3.0)
         async with asyncio.timeout(session_timeout):
-            async with Session(
-                transport,
-                authentication="lls" if security is None else "hls-gmac",
-                password=password,
-                request_timeout=request_timeout,
-                security=security,
-            ) as session:
+            async with session:
                 state = await switch(session, command)
     except DlmsError as exc:
         return CommandResult(meter.meter_id, command, False, None, exc.error_class, str(exc))

@@ -19,9 +19,8 @@ from typing import Any
 from collector.firmware import SecurityFor, per_link
 from collector.link_locks import LinkArbiter
 from collector.meter_profiles import MeterProfileError
-from collector.operations import Secrets, management_secret, management_target
+from collector.operations import Secrets, management_secret, management_session
 from collector.session import Session
-from collector.transport import open_transport
 from contracts.meters import parse_host_port
 from protocols import axdr
 from protocols import push_setup as ps
@@ -105,23 +104,6 @@ async def configure(session: Session, name: bytes, change: PushChange) -> None:
         await session.set(ps.CLASS_ID, ln, ps.COMMUNICATION_WINDOW, value)
 
 
-def _connect(
-    meter: MeterRecord,
-    password: bytes | None,
-    security: SecurityContext | None,
-    timeout: float,
-    options: dict[str, Any],
-) -> Session:
-    return Session(
-        open_transport(management_target(meter, timeout)),
-        authentication="hls-gmac" if security is not None else "lls",
-        password=password,
-        request_timeout=timeout,
-        security=security,
-        **options,
-    )
-
-
 async def run_meter(
     meter: MeterRecord,
     name: bytes,
@@ -144,7 +126,9 @@ async def run_meter(
         if security is not None:
             await asyncio.to_thread(security.prepare)
         async with asyncio.timeout(request_timeout * ROUND_TRIPS):
-            session = _connect(meter, password, security, request_timeout, options or {})
+            session = management_session(
+                meter, password, security, request_timeout, **(options or {})
+            )
             async with session:
                 if change:
                     await configure(session, name, change)
