@@ -13,27 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_collector_fleet import plan_text
 from test_e2e_read import _Loop, hes
 from test_security_collect import stored_vs_truth
-from test_sim_mode_e import _name_profile
 from test_sim_quirks import NOW, powered, pty, wrapper
+from test_sn_collect import METERS, SEED, collect_quirky_fleet
 
-from app.collect import CollectOptions, collect_async
-from collector.inventory import import_inventory
 from collector.meter_profiles import SHIPPED_DIR, MeterProfileError, load_profile, parse_profile
-from collector.plan import load_plan
 from collector.profile_reader import read_profile
 from collector.session import Session
 from protocols.cosem import CosemDateTime
-from simulator.fleet import Fleet, FleetSpec
 from simulator.meter import SimulatedMeter
 from simulator.quirks import NO_QUIRKS, Quirks, named
 from simulator.server import WrapperServer
 from storage.database import open_database
 
-SEED = 2026
-METERS = 3
 PROFILE = "1.0.99.1.0.255"
 QUIRK = Quirks(range_without_deviation=True)
 
@@ -84,30 +77,7 @@ def test_the_quirk_looks_only_at_range_bounds() -> None:
 async def test_collect_through_the_profile_reaches_the_ground_truth(
     tmp_path: Path, profile: str | None
 ) -> None:
-    now = time.time()
-    first = next(
-        n
-        for n in range(1, 1000)
-        if all(
-            SimulatedMeter(k, SEED).online(now + d) for k in range(n, n + METERS) for d in (0, 300)
-        )
-    )
-    spec = FleetSpec(seed=SEED, tcp_meters=METERS, first_meter=first, quirks=QUIRK)
-    day = datetime.now(UTC).date() - timedelta(days=2)
-    db_path, plan = tmp_path / "hes.db", tmp_path / "plan.toml"
-    plan.write_text(plan_text(concurrency=METERS), encoding="utf-8")
-    async with Fleet(spec) as fleet:
-        fleet.write_inventory(tmp_path / "fleet.csv")
-        if profile is not None:
-            _name_profile(tmp_path / "fleet.csv", profile)
-        database = open_database(db_path)
-        import_inventory(database, tmp_path / "fleet.csv")
-        database.close()
-        opts = CollectOptions(
-            db=str(db_path), config=str(plan), day=day, run_id="range", concurrency=None,
-            once=False, seed=1, log_file=None,
-        )  # fmt: skip
-        summary, _ = await collect_async(opts, load_plan(plan))
+    summary, db_path, first, day = await collect_quirky_fleet(tmp_path, QUIRK, profile, "range")
     database = open_database(db_path)
     try:
         if profile is None:  # the meter answers every range, with no entry: nothing stored
